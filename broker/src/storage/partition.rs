@@ -1,0 +1,382 @@
+//! A partition: an ordered list of segments with dense offsets, appended at the tail and read from
+//! any offset. Appends and the segment list sit behind one mutex; file reads and fsyncs happen outside
+//! it, on shared file handles, so readers and the group commit never stall appenders.
+//!
+//! Invariants: segments are contiguous (each one's `next_offset` is the next one's `base`); only the
+//! last segment is written; an acknowledged `all` append was fsync'd, and so was every segment sealed
+//! before it.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use quiver_proto::batch::{self, encode_header, Batch};
+
+use super::config::LogConfig;
+use super::error::StorageError;
+use super::segment::{self, Segment};
+use super::sync::GroupCommit;
+use super::Durability;
+
+/// A clock in milliseconds since the Unix epoch; replaceable so tests can age segments.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(crate::util::now_ms)
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: u64,
+    pub last_offset: u64,
+    /// The offset the next append will get.
+    pub log_end: u64,
+}
+
+/// Bytes of whole batches read from the log, and the log's bounds at the time of the read.
+#[derive(Debug, Clone, Default)]
+pub struct ReadResult {
+    pub bytes: Bytes,
+    pub log_start: u64,
+    pub log_end: u64,
+}
+
+/// Counters a partition reports (describe, metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PartitionStats {
+    pub log_start: u64,
+    pub log_end: u64,
+    pub size_bytes: u64,
+    pub segments: usize,
+}
+
+/// What a retention pass removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetentionOutcome {
+    pub segments_deleted: usize,
+    pub bytes_deleted: u64,
+}
+
+struct State {
+    segments: Vec<Segment>,
+    /// Sealed since the last fsync: the next group commit syncs them too.
+    unsynced_sealed: Vec<Arc<File>>,
+    /// Set when a failed write could not be undone; appends are refused until a restart recovers.
+    failed: Option<String>,
+}
+
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: LogConfig,
+    clock: Clock,
+    state: Mutex<State>,
+    sync: GroupCommit,
+}
+
+impl PartitionLog {
+    /// Opens (or creates) the partition in `dir`, recovering the active segment's tail.
+    pub fn open(dir: &Path, config: LogConfig, clock: Clock) -> Result<PartitionLog, StorageError> {
+        let io = |e| StorageError::io(dir, e);
+        fs::create_dir_all(dir).map_err(io)?;
+        let mut bases = list_segments(dir)?;
+        if bases.is_empty() {
+            Segment::create(dir, 0).map_err(io)?;
+            bases.push((0, 0));
+        }
+        // An empty last segment left by a crash during a roll: drop it and reopen its predecessor.
+        if bases.len() > 1 && bases.last().is_some_and(|&(_, size)| size == 0) {
+            if let Some((base, _)) = bases.pop() {
+                Segment::sealed(segment::log_path(dir, base), base, base, 0).delete_files().map_err(io)?;
+            }
+        }
+        let mut segments = Vec::with_capacity(bases.len());
+        for w in bases.windows(2) {
+            let (base, size) = w[0];
+            segments.push(Segment::sealed(segment::log_path(dir, base), base, w[1].0, size));
+        }
+        let (base, _) = bases[bases.len() - 1];
+        let mut active = Segment::sealed(segment::log_path(dir, base), base, base, 0);
+        if let Some(stop) = active.recover_tail(config.index_interval_bytes).map_err(|e| StorageError::io(&active.path, e))? {
+            tracing::warn!(
+                segment = %active.path.display(), position = stop.position, reason = %stop.reason,
+                "truncated a torn or corrupt tail of the active segment"
+            );
+        }
+        active.rolled_after_ms = Some(clock());
+        segments.push(active);
+        let log = PartitionLog {
+            dir: dir.to_owned(),
+            config,
+            clock,
+            state: Mutex::new(State { segments, unsynced_sealed: Vec::new(), failed: None }),
+            sync: GroupCommit::default(),
+        };
+        let end = log.stats().log_end;
+        log.sync.mark_synced(end);
+        Ok(log)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Appends one validated batch, assigning it the next offsets, with the requested durability.
+    pub fn append(&self, batch: &Batch, durability: Durability) -> Result<AppendInfo, StorageError> {
+        let info = self.append_unsynced(batch)?;
+        if durability == Durability::All {
+            self.sync_through(info.log_end)?;
+        }
+        Ok(info)
+    }
+
+    fn append_unsynced(&self, batch: &Batch) -> Result<AppendInfo, StorageError> {
+        let len = batch.bytes().len();
+        if len > self.config.max_batch_bytes as usize {
+            return Err(StorageError::BatchTooLarge { len, max: self.config.max_batch_bytes as usize });
+        }
+        let mut st = self.state.lock();
+        if let Some(why) = &st.failed {
+            return Err(StorageError::Failed { dir: self.dir.clone(), reason: why.clone() });
+        }
+        let now = (self.clock)();
+        self.maybe_roll(&mut st, len as u64, now)?;
+        let active = st.segments.last_mut().ok_or_else(|| self.no_segments())?;
+        let mut h = *batch.header();
+        h.base_offset = active.next_offset;
+        let header = encode_header(&h);
+        let body = &batch.bytes()[batch::HEADER_LEN..];
+        if let Err(e) = active.append(&header, body, &h, self.config.index_interval_bytes) {
+            let err = StorageError::io(&active.path, e);
+            if active.poisoned {
+                // The file may now end in a partial batch: refuse writes until recovery cuts it off.
+                st.failed = Some(err.to_string());
+            }
+            return Err(err);
+        }
+        if active.rolled_after_ms.is_none() {
+            active.rolled_after_ms = Some(now);
+        }
+        Ok(AppendInfo { base_offset: h.base_offset, last_offset: h.last_offset(), log_end: h.next_offset() })
+    }
+
+    /// Rolls to a new segment when the active one would grow past its size or has aged out.
+    fn maybe_roll(&self, st: &mut State, incoming: u64, now: i64) -> Result<(), StorageError> {
+        let Some(active) = st.segments.last() else { return Err(self.no_segments()) };
+        if active.is_empty() {
+            return Ok(());
+        }
+        let too_big = active.size + incoming > self.config.segment_bytes;
+        let too_old = active.rolled_after_ms.is_some_and(|t| now.saturating_sub(t) >= self.config.segment_ms as i64);
+        if too_big || too_old {
+            self.roll(st)?;
+        }
+        Ok(())
+    }
+
+    fn roll(&self, st: &mut State) -> Result<(), StorageError> {
+        let Some(active) = st.segments.last_mut() else { return Err(self.no_segments()) };
+        active.seal().map_err(|e| StorageError::io(&active.path, e))?;
+        let file = active.file().map_err(|e| StorageError::io(&active.path, e))?;
+        let next = active.next_offset;
+        st.unsynced_sealed.push(file);
+        let seg = Segment::create(&self.dir, next).map_err(|e| StorageError::io(segment::log_path(&self.dir, next), e))?;
+        st.segments.push(seg);
+        Ok(())
+    }
+
+    /// Seals the active segment now (operators, tests); a no-op on an empty active segment.
+    pub fn force_roll(&self) -> Result<(), StorageError> {
+        let mut st = self.state.lock();
+        if st.segments.last().is_some_and(|s| !s.is_empty()) {
+            self.roll(&mut st)?;
+        }
+        Ok(())
+    }
+
+    /// How many fsyncs the group commit has run.
+    pub fn fsync_count(&self) -> u64 {
+        self.sync.sync_count()
+    }
+
+    /// Makes every append up to `offset` durable. Concurrent callers share one fsync (group commit).
+    pub fn sync_through(&self, offset: u64) -> Result<(), StorageError> {
+        self.sync.sync_through(offset, || self.sync_now())
+    }
+
+    /// One fsync of the active segment (and of segments sealed since the last one). Returns the log
+    /// end it covers.
+    fn sync_now(&self) -> Result<u64, StorageError> {
+        let (files, end, path) = {
+            let mut st = self.state.lock();
+            let active = st.segments.last_mut().ok_or_else(|| self.no_segments())?;
+            let end = active.next_offset;
+            let path = active.path.clone();
+            let file = active.file().map_err(|e| StorageError::io(&path, e))?;
+            let mut files = std::mem::take(&mut st.unsynced_sealed);
+            files.push(file);
+            (files, end, path)
+        };
+        for f in &files {
+            f.sync_data().map_err(|e| StorageError::io(&path, e))?;
+        }
+        Ok(end)
+    }
+
+    /// Reads whole batches starting with the one holding `offset`, up to about `max_bytes`.
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadResult, StorageError> {
+        {
+            let (file, pos, end, bounds, seg_next) = {
+                let mut st = self.state.lock();
+                let (log_start, log_end) = bounds(&st);
+                if offset == log_end {
+                    return Ok(ReadResult { bytes: Bytes::new(), log_start, log_end });
+                }
+                if offset < log_start || offset > log_end {
+                    return Err(StorageError::OffsetOutOfRange { offset, log_start, log_end });
+                }
+                let i = st.segments.partition_point(|s| s.base <= offset) - 1;
+                let seg = &mut st.segments[i];
+                let path = seg.path.clone();
+                let io = |e| StorageError::io(&path, e);
+                let rel = (offset - seg.base) as u32;
+                let start = seg.index(self.config.index_interval_bytes).map_err(io)?.floor(rel);
+                let file = seg.file().map_err(io)?;
+                (file, start.map_or(0, |e| e.position as u64), seg.size, (log_start, log_end), seg.next_offset)
+            };
+            let path = || self.dir.clone();
+            match segment::hop_to(&file, pos, end, offset).map_err(|e| StorageError::io(path(), e))? {
+                Some(at) => {
+                    let bytes = segment::read_batches(&file, at, end, max_bytes).map_err(|e| StorageError::io(path(), e))?;
+                    return Ok(ReadResult { bytes, log_start: bounds.0, log_end: bounds.1 });
+                }
+                // A segment whose tail was lost ends early; continue in the next one.
+                None if seg_next > offset => return self.read(seg_next, max_bytes),
+                None => return Err(StorageError::OffsetOutOfRange { offset, log_start: bounds.0, log_end: bounds.1 }),
+            }
+        }
+    }
+
+    /// The first offset whose record timestamp is at or after `ts`, or the log end if none is.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<u64, StorageError> {
+        let interval = self.config.index_interval_bytes;
+        let mut st = self.state.lock();
+        let log_end = bounds(&st).1;
+        for seg in st.segments.iter_mut() {
+            let path = seg.path.clone();
+            let io = |e| StorageError::io(&path, e);
+            if seg.is_empty() || seg.max_ts(interval).map_err(io)? < ts {
+                continue;
+            }
+            let start = seg.index(interval).map_err(io)?.time_floor(ts);
+            let from = seg.base + start.map_or(0, |t| t.rel_offset as u64);
+            let (file, size) = (seg.file().map_err(io)?, seg.size);
+            if let Some(found) = first_at_or_after(&file, seg.find_position(from, interval).map_err(io)?, size, from, ts)
+                .map_err(io)?
+            {
+                return Ok(found);
+            }
+        }
+        Ok(log_end)
+    }
+
+    /// Deletes whole sealed segments beyond the size or age limits, oldest first, and rolls an
+    /// active segment that has aged out so that it can expire later.
+    pub fn enforce_retention(&self) -> Result<RetentionOutcome, StorageError> {
+        let now = (self.clock)();
+        let mut st = self.state.lock();
+        self.maybe_roll(&mut st, 0, now)?;
+        let mut out = RetentionOutcome::default();
+        let mut total: u64 = st.segments.iter().map(|s| s.size).sum();
+        while st.segments.len() > 1 {
+            let interval = self.config.index_interval_bytes;
+            let oldest = &mut st.segments[0];
+            // Like Kafka: drop the oldest segment only while what remains still meets the limit.
+            let over_size = self.config.retention_bytes.is_some_and(|max| total - oldest.size >= max);
+            let expired = match self.config.retention_ms {
+                Some(ms) => oldest.max_ts(interval).map_err(|e| StorageError::io(&oldest.path, e))? < now - ms as i64,
+                None => false,
+            };
+            if !over_size && !expired {
+                break;
+            }
+            let seg = st.segments.remove(0);
+            seg.delete_files().map_err(|e| StorageError::io(&seg.path, e))?;
+            tracing::debug!(segment = %seg.path.display(), over_size, expired, "retention deleted segment");
+            total -= seg.size;
+            out.segments_deleted += 1;
+            out.bytes_deleted += seg.size;
+        }
+        Ok(out)
+    }
+
+    pub fn stats(&self) -> PartitionStats {
+        let st = self.state.lock();
+        let (log_start, log_end) = bounds(&st);
+        PartitionStats { log_start, log_end, size_bytes: st.segments.iter().map(|s| s.size).sum(), segments: st.segments.len() }
+    }
+
+    /// Writes pending index entries and fsyncs the log: the clean-shutdown path.
+    pub fn flush(&self) -> Result<(), StorageError> {
+        {
+            let mut st = self.state.lock();
+            if let Some(active) = st.segments.last_mut() {
+                active.flush_index().map_err(|e| StorageError::io(&active.path, e))?;
+            }
+        }
+        let end = self.stats().log_end;
+        self.sync_through(end)
+    }
+
+    fn no_segments(&self) -> StorageError {
+        StorageError::Failed { dir: self.dir.clone(), reason: "partition has no segments".into() }
+    }
+}
+
+fn bounds(st: &State) -> (u64, u64) {
+    let start = st.segments.first().map_or(0, |s| s.base);
+    let end = st.segments.last().map_or(0, |s| s.next_offset);
+    (start, end)
+}
+
+/// Segment base offsets and sizes in `dir`, sorted; stray files are ignored.
+fn list_segments(dir: &Path) -> Result<Vec<(u64, u64)>, StorageError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
+        let entry = entry.map_err(|e| StorageError::io(dir, e))?;
+        let name = entry.file_name();
+        let Some(base) = name.to_str().and_then(segment::parse_log_name) else { continue };
+        let size = entry.metadata().map_err(|e| StorageError::io(entry.path(), e))?.len();
+        out.push((base, size));
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Scans batches from `pos` for the first record with timestamp >= `ts` at or after offset `from`.
+fn first_at_or_after(file: &File, pos: Option<u64>, end: u64, from: u64, ts: i64) -> std::io::Result<Option<u64>> {
+    let Some(mut pos) = pos else { return Ok(None) };
+    while pos < end {
+        let bytes = segment::read_batches(file, pos, end, 1)?;
+        let b = Batch::parse(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        if b.header().max_timestamp >= ts {
+            if let Some(r) = b.records().find(|r| r.offset >= from && r.timestamp >= ts) {
+                return Ok(Some(r.offset));
+            }
+        }
+        pos += b.bytes().len() as u64;
+    }
+    Ok(None)
+}
+
+impl std::fmt::Debug for PartitionLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionLog").field("dir", &self.dir).field("stats", &self.stats()).finish()
+    }
+}

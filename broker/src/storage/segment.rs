@@ -1,0 +1,409 @@
+//! One segment of a partition log: `<base-offset>.log` holding whole batches back to back, with its
+//! sparse indexes. Sealed segments are opened lazily (file handle, indexes, max timestamp) so that
+//! opening a partition costs the same however much sealed data it holds.
+//!
+//! Invariants: `size` only covers complete batches; offsets inside a segment are dense from `base` to
+//! `next_offset - 1`; an index entry never points past `size`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, IoSlice, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use quiver_proto::batch::{self, BatchHeader, HEADER_LEN, LENGTH_END};
+
+use super::index::{IndexLoadError, OffsetEntry, SegmentIndex, TimeEntry};
+
+/// Where a scan of a segment stopped early, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanStop {
+    pub position: u64,
+    pub reason: String,
+}
+
+/// What a scan learned about a run of batches.
+#[derive(Debug)]
+pub struct ScanResult {
+    pub valid_len: u64,
+    pub next_offset: u64,
+    pub max_ts: i64,
+    pub stop: Option<ScanStop>,
+}
+
+#[derive(Debug)]
+pub struct Segment {
+    pub base: u64,
+    pub path: PathBuf,
+    file: Option<Arc<File>>,
+    pub size: u64,
+    pub next_offset: u64,
+    /// Largest record timestamp; `None` until a sealed segment's time index is loaded.
+    max_ts: Option<i64>,
+    index: Option<SegmentIndex>,
+    bytes_since_index: u64,
+    /// Wall-clock or first-record time used for rolling by age.
+    pub rolled_after_ms: Option<i64>,
+    /// A failed write could not be undone: the file may end in a partial batch.
+    pub poisoned: bool,
+}
+
+pub fn log_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.log"))
+}
+
+/// The base offset encoded in a segment file name, if it is one of ours.
+pub fn parse_log_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".log")?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+impl Segment {
+    /// Creates a new, empty active segment.
+    pub fn create(dir: &Path, base: u64) -> io::Result<Segment> {
+        let path = log_path(dir, base);
+        let file = OpenOptions::new().create(true).truncate(true).read(true).append(true).open(&path)?;
+        for p in [super::index::index_path(&path), super::index::timeindex_path(&path)] {
+            File::create(p)?;
+        }
+        Ok(Segment {
+            base,
+            path,
+            file: Some(Arc::new(file)),
+            size: 0,
+            next_offset: base,
+            max_ts: Some(i64::MIN),
+            index: Some(SegmentIndex::default()),
+            bytes_since_index: 0,
+            rolled_after_ms: None,
+            poisoned: false,
+        })
+    }
+
+    /// A sealed segment known only by name and size; everything else loads on first use.
+    pub fn sealed(path: PathBuf, base: u64, next_offset: u64, size: u64) -> Segment {
+        Segment {
+            base,
+            path,
+            file: None,
+            size,
+            next_offset,
+            max_ts: None,
+            index: None,
+            bytes_since_index: 0,
+            rolled_after_ms: None,
+            poisoned: false,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.next_offset == self.base
+    }
+
+    pub fn file(&mut self) -> io::Result<Arc<File>> {
+        if let Some(f) = &self.file {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(File::open(&self.path)?);
+        self.file = Some(f.clone());
+        Ok(f)
+    }
+
+    /// Opens the segment for appending (the active segment) after recovery has fixed its length.
+    pub fn open_for_append(&mut self) -> io::Result<()> {
+        let f = OpenOptions::new().read(true).append(true).open(&self.path)?;
+        self.file = Some(Arc::new(f));
+        Ok(())
+    }
+
+    /// Loads the indexes, rebuilding them from the log when missing or damaged. Returns what a
+    /// rebuild scan found wrong, if anything.
+    pub fn ensure_index(&mut self, interval: u64) -> io::Result<Option<ScanStop>> {
+        if self.index.is_some() {
+            return Ok(None);
+        }
+        match SegmentIndex::load(&self.path, self.size) {
+            Ok(index) if index_is_complete(&index, self.next_offset - self.base) => {
+                self.max_ts = Some(index.times.last().map_or(i64::MIN, |t| t.max_ts_before));
+                self.index = Some(index);
+                Ok(None)
+            }
+            Ok(_) | Err(IndexLoadError::Missing) | Err(IndexLoadError::Damaged(_)) => self.rebuild_index(interval),
+            Err(IndexLoadError::Io(e)) => Err(e),
+        }
+    }
+
+    /// Scans the whole segment and writes fresh index files.
+    pub fn rebuild_index(&mut self, interval: u64) -> io::Result<Option<ScanStop>> {
+        tracing::info!(segment = %self.path.display(), "rebuilding segment index");
+        let file = self.file()?;
+        let mut index = SegmentIndex::default();
+        let scan = scan(&file, self.base, 0, self.base, i64::MIN, self.size, &mut index, interval)?;
+        if scan.next_offset > self.base {
+            // The closing entry marks the index complete and carries the segment's max timestamp.
+            index.times.push(TimeEntry { max_ts_before: scan.max_ts, rel_offset: (scan.next_offset - self.base) as u32 });
+        }
+        index.rewrite(&self.path)?;
+        self.max_ts = Some(scan.max_ts);
+        self.index = Some(index);
+        Ok(scan.stop)
+    }
+
+    /// Verifies the tail of the active segment from its last index entry, truncating a torn or
+    /// corrupt tail. Returns the truncation, if one happened.
+    pub fn recover_tail(&mut self, interval: u64) -> io::Result<Option<ScanStop>> {
+        let file_len = std::fs::metadata(&self.path)?.len();
+        self.size = file_len;
+        let loaded = match SegmentIndex::load(&self.path, file_len) {
+            Ok(idx) => Some(idx),
+            Err(IndexLoadError::Io(e)) => return Err(e),
+            Err(_) => None,
+        };
+        let mut index = loaded.unwrap_or_default();
+        // Drop a trailing "sealed" time entry: this segment is active again.
+        let (start_pos, start_rel, max_before) = Self::tail_start(&mut index);
+        let file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+        let start_off = self.base + start_rel as u64;
+        let scan = scan(&file, self.base, start_pos, start_off, max_before, file_len, &mut index, interval)?;
+        if scan.valid_len < file_len {
+            file.set_len(scan.valid_len)?;
+            file.sync_all()?;
+            index.truncate_to(scan.valid_len, (scan.next_offset - self.base) as u32);
+        }
+        index.rewrite(&self.path)?;
+        self.size = scan.valid_len;
+        self.next_offset = scan.next_offset;
+        self.max_ts = Some(scan.max_ts);
+        self.index = Some(index);
+        self.file = None;
+        self.open_for_append()?;
+        Ok(scan.stop)
+    }
+
+    /// Where the tail scan starts: the last indexed batch (its entry is re-added by the scan).
+    fn tail_start(index: &mut SegmentIndex) -> (u64, u32, i64) {
+        let Some(last) = index.offsets.pop() else {
+            index.times.clear();
+            return (0, 0, i64::MIN);
+        };
+        // A time entry is written at an index point exactly when the max grew, so the last one at or
+        // before this point carries the max timestamp of everything before it.
+        let at_or_before = index.times.iter().rev().find(|t| t.rel_offset <= last.rel_offset);
+        let max_before = at_or_before.map_or(i64::MIN, |t| t.max_ts_before);
+        index.times.retain(|t| t.rel_offset < last.rel_offset);
+        index.truncate_to(last.position as u64, last.rel_offset);
+        (last.position as u64, last.rel_offset, max_before)
+    }
+
+    pub fn max_ts(&mut self, interval: u64) -> io::Result<i64> {
+        self.ensure_index(interval)?;
+        Ok(self.max_ts.unwrap_or(i64::MIN))
+    }
+
+    pub fn index(&mut self, interval: u64) -> io::Result<&SegmentIndex> {
+        self.ensure_index(interval)?;
+        Ok(self.index.get_or_insert_with(SegmentIndex::default))
+    }
+
+    /// Appends one batch: `header` is the batch's header with its base offset already assigned and
+    /// `body` the rest of the batch. On a write error the file is cut back to its old length.
+    pub fn append(&mut self, header: &[u8; HEADER_LEN], body: &[u8], h: &BatchHeader, interval: u64) -> io::Result<()> {
+        let file = self.file()?;
+        if let Err(e) = write_all_vectored(&file, &[IoSlice::new(header), IoSlice::new(body)]) {
+            if let Err(undo) = file.set_len(self.size) {
+                tracing::error!(segment = %self.path.display(), error = %undo, "could not undo a partial write");
+                self.poisoned = true;
+                return Err(io::Error::new(e.kind(), format!("{e}; undoing the partial write also failed: {undo}")));
+            }
+            return Err(e);
+        }
+        let position = self.size;
+        let prev_max = self.max_ts.unwrap_or(i64::MIN);
+        if position == 0 || self.bytes_since_index >= interval {
+            let rel = (h.base_offset - self.base) as u32;
+            let index = self.index.get_or_insert_with(SegmentIndex::default);
+            let time = TimeEntry { max_ts_before: prev_max, rel_offset: rel };
+            let needs_time = index.times.last().is_none_or(|t| t.max_ts_before < prev_max) || position == 0;
+            index.push(OffsetEntry { rel_offset: rel, position: position as u32 }, needs_time.then_some(time));
+            self.bytes_since_index = 0;
+        }
+        self.size += h.length as u64;
+        self.bytes_since_index += h.length as u64;
+        self.next_offset = h.next_offset();
+        self.max_ts = Some(prev_max.max(h.max_timestamp));
+        if let Some(index) = self.index.as_mut().filter(|i| i.should_flush()) {
+            index.flush(&self.path)?;
+        }
+        Ok(())
+    }
+
+    /// Closes the segment for appends: writes the closing time entry and pending index entries.
+    pub fn seal(&mut self) -> io::Result<()> {
+        let rel = (self.next_offset - self.base) as u32;
+        let max = self.max_ts.unwrap_or(i64::MIN);
+        let empty = self.is_empty();
+        if let Some(index) = self.index.as_mut() {
+            if !empty && index.times.last().is_none_or(|t| t.rel_offset < rel) {
+                index.times.push(TimeEntry { max_ts_before: max, rel_offset: rel });
+            }
+            index.flush(&self.path)?;
+        }
+        Ok(())
+    }
+
+    pub fn flush_index(&mut self) -> io::Result<()> {
+        match self.index.as_mut() {
+            Some(i) if i.has_pending() => i.flush(&self.path),
+            _ => Ok(()),
+        }
+    }
+
+    /// Byte position of the batch holding `offset` (which must lie in this segment), found by hopping
+    /// batch headers from the nearest index entry.
+    pub fn find_position(&mut self, offset: u64, interval: u64) -> io::Result<Option<u64>> {
+        let rel = (offset - self.base) as u32;
+        let start = self.index(interval)?.floor(rel).unwrap_or(OffsetEntry { rel_offset: 0, position: 0 });
+        let file = self.file()?;
+        hop_to(&file, start.position as u64, self.size, offset)
+    }
+
+    /// Removes the segment's files (retention or topic deletion).
+    pub fn delete_files(&self) -> io::Result<()> {
+        for p in [self.path.clone(), super::index::index_path(&self.path), super::index::timeindex_path(&self.path)] {
+            match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn index_is_complete(index: &SegmentIndex, count: u64) -> bool {
+    // A sealed segment's time index ends with the closing entry; without it the max timestamp and
+    // possibly some entries are missing.
+    count == 0 || index.times.last().is_some_and(|t| t.rel_offset as u64 == count)
+}
+
+/// Reads batch headers from `pos` until the batch containing `offset`; `None` if the segment ends first.
+pub fn hop_to(file: &File, mut pos: u64, end: u64, offset: u64) -> io::Result<Option<u64>> {
+    let mut hdr = [0u8; HEADER_LEN];
+    while pos + HEADER_LEN as u64 <= end {
+        file.read_exact_at(&mut hdr, pos)?;
+        let h = BatchHeader::parse(&hdr).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if h.next_offset() > offset {
+            return Ok(Some(pos));
+        }
+        pos += h.length as u64;
+    }
+    Ok(None)
+}
+
+/// Reads whole batches starting at `pos`, at most `max_bytes` of them but always at least one whole
+/// batch (so a consumer makes progress past a batch larger than its budget).
+pub fn read_batches(file: &File, pos: u64, end: u64, max_bytes: usize) -> io::Result<Bytes> {
+    let avail = end.saturating_sub(pos) as usize;
+    let want = avail.min(max_bytes.max(LENGTH_END));
+    let mut buf = BytesMut::zeroed(want);
+    file.read_exact_at(&mut buf, pos)?;
+    let mut cut = 0usize;
+    while cut + LENGTH_END <= buf.len() {
+        let len = BatchHeader::peek_length(&buf[cut..]).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if cut + len > buf.len() {
+            if cut == 0 {
+                // The first batch alone is larger than the budget: return it whole.
+                let len = len.min(avail);
+                let mut whole = BytesMut::zeroed(len);
+                file.read_exact_at(&mut whole, pos)?;
+                return Ok(whole.freeze());
+            }
+            break;
+        }
+        cut += len;
+    }
+    buf.truncate(cut);
+    Ok(buf.freeze())
+}
+
+/// Scans batches from `pos`, checking each one's CRC and offset continuity, and indexes them.
+/// Stops at the first invalid or incomplete batch and reports where.
+#[allow(clippy::too_many_arguments)]
+pub fn scan(
+    file: &File,
+    seg_base: u64,
+    mut pos: u64,
+    mut next_offset: u64,
+    mut max_ts: i64,
+    file_len: u64,
+    index: &mut SegmentIndex,
+    interval: u64,
+) -> io::Result<ScanResult> {
+    let mut buf = Vec::new();
+    let mut since_index = interval;
+    let stop = |pos, reason: String| Some(ScanStop { position: pos, reason });
+    loop {
+        if pos == file_len {
+            return Ok(ScanResult { valid_len: pos, next_offset, max_ts, stop: None });
+        }
+        let mut head = [0u8; LENGTH_END];
+        if pos + LENGTH_END as u64 > file_len {
+            let reason = format!("{} trailing bytes are not a batch header", file_len - pos);
+            return Ok(ScanResult { valid_len: pos, next_offset, max_ts, stop: stop(pos, reason) });
+        }
+        file.read_exact_at(&mut head, pos)?;
+        let len = match BatchHeader::peek_length(&head) {
+            Ok(len) if pos + len as u64 <= file_len => len,
+            Ok(len) => {
+                let reason = format!("batch of {len} bytes is cut short by the end of the file");
+                return Ok(ScanResult { valid_len: pos, next_offset, max_ts, stop: stop(pos, reason) });
+            }
+            Err(e) => return Ok(ScanResult { valid_len: pos, next_offset, max_ts, stop: stop(pos, e.to_string()) }),
+        };
+        buf.resize(len, 0);
+        file.read_exact_at(&mut buf, pos)?;
+        let h = match batch::validate(&buf) {
+            Ok(h) if h.base_offset == next_offset => h,
+            Ok(h) => {
+                let reason = format!("batch has base offset {}, expected {next_offset}", h.base_offset);
+                return Ok(ScanResult { valid_len: pos, next_offset, max_ts, stop: stop(pos, reason) });
+            }
+            Err(e) => return Ok(ScanResult { valid_len: pos, next_offset, max_ts, stop: stop(pos, e.to_string()) }),
+        };
+        if since_index >= interval {
+            let rel = (h.base_offset - seg_base) as u32;
+            let needs_time = index.times.last().is_none_or(|t| t.max_ts_before < max_ts);
+            let time = TimeEntry { max_ts_before: max_ts, rel_offset: rel };
+            index.push(OffsetEntry { rel_offset: rel, position: pos as u32 }, needs_time.then_some(time));
+            since_index = 0;
+        }
+        since_index += len as u64;
+        max_ts = max_ts.max(h.max_timestamp);
+        next_offset = h.next_offset();
+        pos += len as u64;
+    }
+}
+
+fn write_all_vectored(mut file: &File, bufs: &[IoSlice<'_>]) -> io::Result<()> {
+    let total: usize = bufs.iter().map(|b| b.len()).sum();
+    let mut written = file.write_vectored(bufs)?;
+    if written == total {
+        return Ok(());
+    }
+    // Rare partial write: finish the rest slice by slice.
+    let mut skip = written;
+    for b in bufs {
+        if skip >= b.len() {
+            skip -= b.len();
+            continue;
+        }
+        file.write_all(&b[skip..])?;
+        written += b.len() - skip;
+        skip = 0;
+    }
+    debug_assert_eq!(written, total);
+    Ok(())
+}

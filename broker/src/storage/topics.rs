@@ -1,0 +1,268 @@
+//! Topics: named sets of partitions under `<data-dir>/topics/<topic>/<partition>/`, with their configs
+//! in the metadata store. The store is the source of truth for which topics exist; a partition
+//! directory that the store expects but the disk lacks makes the topic unavailable (with the path in
+//! the error) rather than silently recreating it empty.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+
+use super::config::LogConfig;
+use super::error::StorageError;
+use super::partition::{system_clock, Clock, PartitionLog, RetentionOutcome};
+use crate::meta::{MetaStore, Namespace};
+
+pub const MAX_PARTITIONS: u32 = 10_000;
+const MAX_NAME_LEN: usize = 200;
+
+/// A topic's settings as stored in the metadata store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicConfig {
+    pub partitions: u32,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub created_ms: i64,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        TopicConfig { partitions: 1, log: LogConfig::default(), created_ms: 0 }
+    }
+}
+
+#[derive(Debug)]
+pub struct Topic {
+    pub name: String,
+    pub config: TopicConfig,
+    partitions: Vec<Arc<PartitionLog>>,
+}
+
+impl Topic {
+    pub fn partitions(&self) -> &[Arc<PartitionLog>] {
+        &self.partitions
+    }
+
+    pub fn partition(&self, p: u32) -> Result<&Arc<PartitionLog>, StorageError> {
+        self.partitions.get(p as usize).ok_or_else(|| StorageError::UnknownPartition {
+            topic: self.name.clone(),
+            partition: p,
+            count: self.partitions.len() as u32,
+        })
+    }
+}
+
+pub struct TopicStore {
+    root: PathBuf,
+    meta: MetaStore,
+    clock: Clock,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Topics the metadata store knows but that could not be opened, with the reason.
+    unavailable: RwLock<BTreeMap<String, String>>,
+}
+
+impl std::fmt::Debug for TopicStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicStore").field("root", &self.root).finish_non_exhaustive()
+    }
+}
+
+impl TopicStore {
+    /// Opens every topic recorded in `meta` under `data_dir/topics`.
+    pub fn open(data_dir: &Path, meta: MetaStore) -> Result<TopicStore, StorageError> {
+        Self::open_with_clock(data_dir, meta, system_clock())
+    }
+
+    pub fn open_with_clock(data_dir: &Path, meta: MetaStore, clock: Clock) -> Result<TopicStore, StorageError> {
+        let root = data_dir.join("topics");
+        fs::create_dir_all(&root).map_err(|e| StorageError::io(&root, e))?;
+        remove_deleted_leftovers(&root);
+        let store = TopicStore { root, meta, clock, topics: RwLock::default(), unavailable: RwLock::default() };
+        for (name, config) in store.meta.scan::<TopicConfig>(Namespace::Topics, "")? {
+            match store.open_topic(&name, config, false) {
+                Ok(topic) => {
+                    store.topics.write().insert(name, Arc::new(topic));
+                }
+                Err(e) => {
+                    tracing::error!(topic = %name, error = %e, "topic is unavailable");
+                    store.unavailable.write().insert(name, e.to_string());
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    pub fn meta(&self) -> &MetaStore {
+        &self.meta
+    }
+
+    fn topic_dir(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    fn open_topic(&self, name: &str, config: TopicConfig, create: bool) -> Result<Topic, StorageError> {
+        let mut partitions = Vec::with_capacity(config.partitions as usize);
+        for p in 0..config.partitions {
+            let dir = self.topic_dir(name).join(p.to_string());
+            if !create && !dir.is_dir() {
+                let source = std::io::Error::new(std::io::ErrorKind::NotFound, "partition directory is missing");
+                return Err(StorageError::io(&dir, source));
+            }
+            partitions.push(Arc::new(PartitionLog::open(&dir, config.log, self.clock.clone())?));
+        }
+        Ok(Topic { name: name.to_owned(), config, partitions })
+    }
+
+    pub fn create_topic(&self, name: &str, mut config: TopicConfig) -> Result<Arc<Topic>, StorageError> {
+        validate_name(name)?;
+        config.log.validate()?;
+        if config.partitions == 0 || config.partitions > MAX_PARTITIONS {
+            return Err(StorageError::InvalidConfig(format!("partitions must be between 1 and {MAX_PARTITIONS}")));
+        }
+        let mut topics = self.topics.write();
+        if topics.contains_key(name) || self.unavailable.read().contains_key(name) {
+            return Err(StorageError::TopicExists(name.to_owned()));
+        }
+        config.created_ms = (self.clock)();
+        let dir = self.topic_dir(name);
+        // Leftovers of a topic that was never recorded (a crash during create) are not data.
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
+        }
+        let topic = self.open_topic(name, config.clone(), true).and_then(|t| {
+            self.meta.put_durable(Namespace::Topics, name, &config)?;
+            Ok(t)
+        });
+        match topic {
+            Ok(t) => {
+                let t = Arc::new(t);
+                topics.insert(name.to_owned(), t.clone());
+                Ok(t)
+            }
+            Err(e) => {
+                let _ = fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes a topic: forgets it in the metadata store first, then removes its files.
+    pub fn delete_topic(&self, name: &str) -> Result<(), StorageError> {
+        let mut topics = self.topics.write();
+        let known = topics.contains_key(name) || self.unavailable.read().contains_key(name);
+        if !known {
+            return Err(StorageError::UnknownTopic(name.to_owned()));
+        }
+        self.meta.remove_durable(Namespace::Topics, name)?;
+        topics.remove(name);
+        self.unavailable.write().remove(name);
+        let dir = self.topic_dir(name);
+        let trash = self.root.join(format!(".deleted-{name}-{}", (self.clock)()));
+        if dir.exists() {
+            fs::rename(&dir, &trash).map_err(|e| StorageError::io(&dir, e))?;
+            fs::remove_dir_all(&trash).map_err(|e| StorageError::io(&trash, e))?;
+        }
+        Ok(())
+    }
+
+    /// Grows a topic to `count` partitions (partitions are never removed).
+    pub fn add_partitions(&self, name: &str, count: u32) -> Result<Arc<Topic>, StorageError> {
+        let mut topics = self.topics.write();
+        let old = topics.get(name).cloned().ok_or_else(|| StorageError::UnknownTopic(name.to_owned()))?;
+        if count <= old.config.partitions || count > MAX_PARTITIONS {
+            let msg = format!("partitions can only grow, from {} up to {MAX_PARTITIONS}", old.config.partitions);
+            return Err(StorageError::InvalidConfig(msg));
+        }
+        let mut config = old.config.clone();
+        let mut partitions = old.partitions.clone();
+        for p in old.config.partitions..count {
+            let dir = self.topic_dir(name).join(p.to_string());
+            partitions.push(Arc::new(PartitionLog::open(&dir, config.log, self.clock.clone())?));
+        }
+        config.partitions = count;
+        self.meta.put_durable(Namespace::Topics, name, &config)?;
+        let topic = Arc::new(Topic { name: name.to_owned(), config, partitions });
+        topics.insert(name.to_owned(), topic.clone());
+        Ok(topic)
+    }
+
+    pub fn get(&self, name: &str) -> Result<Arc<Topic>, StorageError> {
+        if let Some(t) = self.topics.read().get(name) {
+            return Ok(t.clone());
+        }
+        match self.unavailable.read().get(name) {
+            Some(reason) => Err(StorageError::TopicUnavailable { topic: name.to_owned(), reason: reason.clone() }),
+            None => Err(StorageError::UnknownTopic(name.to_owned())),
+        }
+    }
+
+    pub fn partition(&self, topic: &str, partition: u32) -> Result<Arc<PartitionLog>, StorageError> {
+        self.get(topic)?.partition(partition).cloned()
+    }
+
+    pub fn list(&self) -> Vec<Arc<Topic>> {
+        self.topics.read().values().cloned().collect()
+    }
+
+    /// Topics that exist in the metadata store but failed to open, with the reason.
+    pub fn unavailable(&self) -> Vec<(String, String)> {
+        self.unavailable.read().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// One retention pass over every partition; errors are logged and the pass goes on.
+    pub fn enforce_retention(&self) -> RetentionOutcome {
+        let mut total = RetentionOutcome::default();
+        for topic in self.list() {
+            for p in topic.partitions() {
+                match p.enforce_retention() {
+                    Ok(o) => {
+                        total.segments_deleted += o.segments_deleted;
+                        total.bytes_deleted += o.bytes_deleted;
+                    }
+                    Err(e) => tracing::error!(topic = %topic.name, error = %e, "retention pass failed"),
+                }
+            }
+        }
+        total
+    }
+
+    /// Flushes indexes and fsyncs every partition, then the metadata store (clean shutdown).
+    pub fn flush_all(&self) -> Result<(), StorageError> {
+        for topic in self.list() {
+            for p in topic.partitions() {
+                p.flush()?;
+            }
+        }
+        self.meta.flush()?;
+        Ok(())
+    }
+}
+
+pub fn validate_name(name: &str) -> Result<(), StorageError> {
+    let bad = |reason| Err(StorageError::InvalidTopicName { name: name.to_owned(), reason });
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return bad("must be 1 to 200 characters");
+    }
+    if name.starts_with('.') {
+        return bad("must not start with '.'");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+        return bad("may only contain ASCII letters, digits, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
+fn remove_deleted_leftovers(root: &Path) {
+    let Ok(entries) = fs::read_dir(root) else { return };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(".deleted-") {
+            if let Err(err) = fs::remove_dir_all(e.path()) {
+                tracing::warn!(path = %e.path().display(), error = %err, "could not remove a deleted topic's files");
+            }
+        }
+    }
+}
