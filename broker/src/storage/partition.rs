@@ -146,7 +146,7 @@ impl PartitionLog {
             return Err(StorageError::Failed { dir: self.dir.clone(), reason: why.clone() });
         }
         let now = (self.clock)();
-        self.maybe_roll(&mut st, len as u64, now)?;
+        self.maybe_roll(&mut st, Some(len as u64), now)?;
         let active = st.segments.last_mut().ok_or_else(|| self.no_segments())?;
         let mut h = *batch.header();
         h.base_offset = active.next_offset;
@@ -166,13 +166,14 @@ impl PartitionLog {
         Ok(AppendInfo { base_offset: h.base_offset, last_offset: h.last_offset(), log_end: h.next_offset() })
     }
 
-    /// Rolls to a new segment when the active one would grow past its size or has aged out.
-    fn maybe_roll(&self, st: &mut State, incoming: u64, now: i64) -> Result<(), StorageError> {
+    /// Rolls to a new segment when the active one has aged out or would grow past its size with an
+    /// `incoming` batch.
+    fn maybe_roll(&self, st: &mut State, incoming: Option<u64>, now: i64) -> Result<(), StorageError> {
         let Some(active) = st.segments.last() else { return Err(self.no_segments()) };
         if active.is_empty() {
             return Ok(());
         }
-        let too_big = active.size + incoming > self.config.segment_bytes;
+        let too_big = incoming.is_some_and(|n| active.size + n > self.config.segment_bytes);
         let too_old = active.rolled_after_ms.is_some_and(|t| now.saturating_sub(t) >= self.config.segment_ms as i64);
         if too_big || too_old {
             self.roll(st)?;
@@ -231,35 +232,34 @@ impl PartitionLog {
 
     /// Reads whole batches starting with the one holding `offset`, up to about `max_bytes`.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadResult, StorageError> {
-        {
-            let (file, pos, end, bounds, seg_next) = {
-                let mut st = self.state.lock();
-                let (log_start, log_end) = bounds(&st);
-                if offset == log_end {
-                    return Ok(ReadResult { bytes: Bytes::new(), log_start, log_end });
-                }
-                if offset < log_start || offset > log_end {
-                    return Err(StorageError::OffsetOutOfRange { offset, log_start, log_end });
-                }
-                let i = st.segments.partition_point(|s| s.base <= offset) - 1;
-                let seg = &mut st.segments[i];
-                let path = seg.path.clone();
-                let io = |e| StorageError::io(&path, e);
-                let rel = (offset - seg.base) as u32;
-                let start = seg.index(self.config.index_interval_bytes).map_err(io)?.floor(rel);
-                let file = seg.file().map_err(io)?;
-                (file, start.map_or(0, |e| e.position as u64), seg.size, (log_start, log_end), seg.next_offset)
-            };
-            let path = || self.dir.clone();
-            match segment::hop_to(&file, pos, end, offset).map_err(|e| StorageError::io(path(), e))? {
-                Some(at) => {
-                    let bytes = segment::read_batches(&file, at, end, max_bytes).map_err(|e| StorageError::io(path(), e))?;
-                    return Ok(ReadResult { bytes, log_start: bounds.0, log_end: bounds.1 });
-                }
-                // A segment whose tail was lost ends early; continue in the next one.
-                None if seg_next > offset => return self.read(seg_next, max_bytes),
-                None => return Err(StorageError::OffsetOutOfRange { offset, log_start: bounds.0, log_end: bounds.1 }),
+        let (file, path, pos, end, (log_start, log_end), seg_next) = {
+            let mut st = self.state.lock();
+            let (log_start, log_end) = bounds(&st);
+            if offset == log_end {
+                return Ok(ReadResult { bytes: Bytes::new(), log_start, log_end });
             }
+            if offset < log_start || offset > log_end {
+                return Err(StorageError::OffsetOutOfRange { offset, log_start, log_end });
+            }
+            let i = st.segments.partition_point(|s| s.base <= offset) - 1;
+            let seg = &mut st.segments[i];
+            let path = seg.path.clone();
+            let io = |e| StorageError::io(&path, e);
+            let rel = (offset - seg.base) as u32;
+            let start = seg.index(self.config.index_interval_bytes).map_err(io)?.floor(rel);
+            let file = seg.file().map_err(io)?;
+            let pos = start.map_or(0, |e| e.position as u64);
+            (file, path, pos, seg.size, (log_start, log_end), seg.next_offset)
+        };
+        let io = |e| StorageError::io(&path, e);
+        match segment::hop_to(&file, pos, end, offset).map_err(io)? {
+            Some(at) => {
+                let bytes = segment::read_batches(&file, at, end, max_bytes).map_err(io)?;
+                Ok(ReadResult { bytes, log_start, log_end })
+            }
+            // A segment whose tail was lost ends early; continue in the next one.
+            None if seg_next > offset => self.read(seg_next, max_bytes),
+            None => Err(StorageError::OffsetOutOfRange { offset, log_start, log_end }),
         }
     }
 
@@ -291,7 +291,7 @@ impl PartitionLog {
     pub fn enforce_retention(&self) -> Result<RetentionOutcome, StorageError> {
         let now = (self.clock)();
         let mut st = self.state.lock();
-        self.maybe_roll(&mut st, 0, now)?;
+        self.maybe_roll(&mut st, None, now)?;
         let mut out = RetentionOutcome::default();
         let mut total: u64 = st.segments.iter().map(|s| s.size).sum();
         while st.segments.len() > 1 {

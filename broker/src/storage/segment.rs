@@ -66,7 +66,9 @@ impl Segment {
     /// Creates a new, empty active segment.
     pub fn create(dir: &Path, base: u64) -> io::Result<Segment> {
         let path = log_path(dir, base);
-        let file = OpenOptions::new().create(true).truncate(true).read(true).append(true).open(&path)?;
+        File::create(&path)?;
+        // Append mode: after a failed write is cut back, the next write lands at the new end.
+        let file = OpenOptions::new().read(true).append(true).open(&path)?;
         for p in [super::index::index_path(&path), super::index::timeindex_path(&path)] {
             File::create(p)?;
         }
