@@ -1,1 +1,104 @@
-fn main() {}
+//! Storage benchmarks: append throughput (100 B / 1 KB records, batches of 100 / 1000, acks leader /
+//! all), sequential read throughput, and the time to open a partition holding 1 GB in sealed segments.
+//! Results and the raw-disk comparison live in BENCHMARKS.md.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use quiver_broker::storage::{Durability, LogConfig, PartitionLog};
+use quiver_proto::{Batch, BatchBuilder, RecordData};
+
+fn make_batch(records: usize, size: usize) -> Batch {
+    let value = vec![b'v'; size];
+    let mut b = BatchBuilder::with_capacity(records * (size + 32));
+    for _ in 0..records {
+        b.push(&RecordData { timestamp: 1_700_000_000_000, value: &value, ..Default::default() }).unwrap();
+    }
+    Batch::parse(b.finish().unwrap()).unwrap()
+}
+
+fn bench_config() -> LogConfig {
+    LogConfig { segment_bytes: 256 << 20, retention_bytes: Some(1 << 30), retention_ms: None, ..LogConfig::default() }
+}
+
+fn open(dir: &Path) -> PartitionLog {
+    PartitionLog::open(dir, bench_config(), Arc::new(quiver_broker::util::now_ms)).unwrap()
+}
+
+fn append(c: &mut Criterion) {
+    let mut group = c.benchmark_group("append");
+    group.sample_size(10).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    for (acks, durability) in [("leader", Durability::Leader), ("all", Durability::All)] {
+        for size in [100usize, 1024] {
+            for records in [100usize, 1000] {
+                let batch = make_batch(records, size);
+                let dir = tempfile::tempdir_in(".").unwrap();
+                let log = open(dir.path());
+                group.throughput(Throughput::Elements(records as u64));
+                let id = BenchmarkId::new(format!("{acks}/{size}B"), format!("batch{records}"));
+                let mut n = 0u64;
+                group.bench_function(id, |b| {
+                    b.iter(|| {
+                        log.append(&batch, durability).unwrap();
+                        n += 1;
+                        // Keep the disk footprint bounded on long runs.
+                        if n % 512 == 0 {
+                            log.enforce_retention().unwrap();
+                        }
+                    })
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
+fn sequential_read(c: &mut Criterion) {
+    let dir = tempfile::tempdir_in(".").unwrap();
+    let log = open(dir.path());
+    let batch = make_batch(1000, 1024);
+    for _ in 0..200 {
+        log.append(&batch, Durability::Leader).unwrap();
+    }
+    let end = log.stats().log_end;
+    let mut group = c.benchmark_group("read");
+    group.sample_size(10).measurement_time(Duration::from_secs(4));
+    group.throughput(Throughput::Bytes(log.stats().size_bytes));
+    group.bench_function("sequential/1KB/1MiB-fetches", |b| {
+        b.iter(|| {
+            let mut at = 0;
+            while at < end {
+                let res = log.read(at, 1 << 20).unwrap();
+                let last = quiver_proto::Batches::new(res.bytes).last().unwrap().unwrap();
+                at = last.header().next_offset();
+            }
+        })
+    });
+    group.finish();
+}
+
+fn open_with_sealed_data(c: &mut Criterion) {
+    let dir = tempfile::tempdir_in(".").unwrap();
+    let config = LogConfig { segment_bytes: 64 << 20, retention_ms: None, ..LogConfig::default() };
+    {
+        let log = PartitionLog::open(dir.path(), config, Arc::new(quiver_broker::util::now_ms)).unwrap();
+        let batch = make_batch(1000, 1024);
+        let started = Instant::now();
+        while log.stats().size_bytes < (1 << 30) {
+            log.append(&batch, Durability::Leader).unwrap();
+        }
+        log.flush().unwrap();
+        eprintln!("filled 1 GiB in {:?}", started.elapsed());
+    }
+    let mut group = c.benchmark_group("open");
+    group.sample_size(20);
+    group.bench_function("partition-with-1GiB-sealed", |b| {
+        b.iter(|| PartitionLog::open(dir.path(), config, Arc::new(quiver_broker::util::now_ms)).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, append, sequential_read, open_with_sealed_data);
+criterion_main!(benches);
