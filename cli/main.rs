@@ -1,2 +1,75 @@
-//! The `quiver` command line.
-fn main() {}
+//! The `quiver` command line: `serve` runs the broker; `topic`, `produce` and `consume` are clients.
+//! The command names and flags are a contract used by scripts outside the project: add, never change.
+
+mod args;
+mod consume;
+mod produce;
+mod serve;
+mod topic;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "quiver",
+    version,
+    about = "Quiver: an event and message broker over QUIC, extensible with WebAssembly"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker (creates the data dir, dev TLS certificate and metadata on first start).
+    Serve(serve::ServeArgs),
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(topic::TopicCommand),
+    /// Send standard input to a topic, one record per line.
+    Produce(produce::ProduceArgs),
+    /// Print records of a topic, one per line.
+    Consume(consume::ConsumeArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing(matches!(cli.command, Command::Serve(_)));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(a) => serve::run(a).await,
+            Command::Topic(c) => topic::run(c).await,
+            Command::Produce(a) => produce::run(a).await,
+            Command::Consume(a) => consume::run(a).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr so that `consume` output on stdout stays clean; `RUST_LOG` overrides.
+fn init_tracing(server: bool) {
+    let default = if server { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

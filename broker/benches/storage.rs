@@ -14,13 +14,23 @@ fn make_batch(records: usize, size: usize) -> Batch {
     let value = vec![b'v'; size];
     let mut b = BatchBuilder::with_capacity(records * (size + 32));
     for _ in 0..records {
-        b.push(&RecordData { timestamp: 1_700_000_000_000, value: &value, ..Default::default() }).unwrap();
+        b.push(&RecordData {
+            timestamp: 1_700_000_000_000,
+            value: &value,
+            ..Default::default()
+        })
+        .unwrap();
     }
     Batch::parse(b.finish().unwrap()).unwrap()
 }
 
 fn bench_config() -> LogConfig {
-    LogConfig { segment_bytes: 256 << 20, retention_bytes: Some(1 << 30), retention_ms: None, ..LogConfig::default() }
+    LogConfig {
+        segment_bytes: 256 << 20,
+        retention_bytes: Some(1 << 30),
+        retention_ms: None,
+        ..LogConfig::default()
+    }
 }
 
 fn open(dir: &Path) -> PartitionLog {
@@ -29,7 +39,10 @@ fn open(dir: &Path) -> PartitionLog {
 
 fn append(c: &mut Criterion) {
     let mut group = c.benchmark_group("append");
-    group.sample_size(10).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1));
     for (acks, durability) in [("leader", Durability::Leader), ("all", Durability::All)] {
         for size in [100usize, 1024] {
             for records in [100usize, 1000] {
@@ -64,14 +77,19 @@ fn sequential_read(c: &mut Criterion) {
     }
     let end = log.stats().log_end;
     let mut group = c.benchmark_group("read");
-    group.sample_size(10).measurement_time(Duration::from_secs(4));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(4));
     group.throughput(Throughput::Bytes(log.stats().size_bytes));
     group.bench_function("sequential/1KB/1MiB-fetches", |b| {
         b.iter(|| {
             let mut at = 0;
             while at < end {
                 let res = log.read(at, 1 << 20).unwrap();
-                let last = quiver_proto::Batches::new(res.bytes).last().unwrap().unwrap();
+                let last = quiver_proto::Batches::new(res.bytes)
+                    .last()
+                    .unwrap()
+                    .unwrap();
                 at = last.header().next_offset();
             }
         })
@@ -81,9 +99,14 @@ fn sequential_read(c: &mut Criterion) {
 
 fn open_with_sealed_data(c: &mut Criterion) {
     let dir = tempfile::tempdir_in(".").unwrap();
-    let config = LogConfig { segment_bytes: 64 << 20, retention_ms: None, ..LogConfig::default() };
+    let config = LogConfig {
+        segment_bytes: 64 << 20,
+        retention_ms: None,
+        ..LogConfig::default()
+    };
     {
-        let log = PartitionLog::open(dir.path(), config, Arc::new(quiver_broker::util::now_ms)).unwrap();
+        let log =
+            PartitionLog::open(dir.path(), config, Arc::new(quiver_broker::util::now_ms)).unwrap();
         let batch = make_batch(1000, 1024);
         let started = Instant::now();
         while log.stats().size_bytes < (1 << 30) {
@@ -95,7 +118,9 @@ fn open_with_sealed_data(c: &mut Criterion) {
     let mut group = c.benchmark_group("open");
     group.sample_size(20);
     group.bench_function("partition-with-1GiB-sealed", |b| {
-        b.iter(|| PartitionLog::open(dir.path(), config, Arc::new(quiver_broker::util::now_ms)).unwrap())
+        b.iter(|| {
+            PartitionLog::open(dir.path(), config, Arc::new(quiver_broker::util::now_ms)).unwrap()
+        })
     });
     group.finish();
 }

@@ -1,6 +1,12 @@
-//! The Quiver broker as a library: storage engine, metadata store and (in later modules) transport,
-//! groups and the plugin host. The `quiver` binary and the integration tests drive it from here.
+//! The Quiver broker as a library: storage engine, metadata store, the broker core and its QUIC
+//! transport. The `quiver` binary and the integration tests drive it from here.
 
+pub mod broker;
+pub mod config;
 pub mod meta;
 pub mod storage;
+pub mod transport;
 pub mod util;
+
+pub use broker::{Broker, BrokerError};
+pub use config::BrokerConfig;

@@ -12,14 +12,24 @@ use quiver_broker::storage::{Durability, LogConfig, PartitionLog};
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { n: usize, size: usize, ts: i64, sync: bool },
-    Read { at: prop::sample::Index, max_bytes: usize },
+    Append {
+        n: usize,
+        size: usize,
+        ts: i64,
+        sync: bool,
+    },
+    Read {
+        at: prop::sample::Index,
+        max_bytes: usize,
+    },
     Roll,
     Retention,
     TimeLookup(i64),
     Restart,
     /// Cut the last `cut` bytes of the newest batch, as a crash mid-write would, then restart.
-    TornTail { cut: prop::sample::Index },
+    TornTail {
+        cut: prop::sample::Index,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -44,7 +54,10 @@ struct Model {
 }
 
 fn config() -> LogConfig {
-    LogConfig { retention_bytes: Some(12_000), ..small_config() }
+    LogConfig {
+        retention_bytes: Some(12_000),
+        ..small_config()
+    }
 }
 
 fn open(dir: &std::path::Path) -> PartitionLog {
@@ -55,16 +68,32 @@ fn run(ops: Vec<Op>) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("p0");
     let mut log = open(&dir);
-    let mut m = Model { records: Vec::new(), log_start: 0, log_end: 0, last_batch: None };
+    let mut m = Model {
+        records: Vec::new(),
+        log_start: 0,
+        log_end: 0,
+        last_batch: None,
+    };
     let mut next_id = 0u64;
     for op in ops {
         match op {
             Op::Append { n, size, ts, sync } => {
                 let timestamps: Vec<i64> = (0..n as i64).map(|i| ts + (i * 7) % 13).collect();
-                let values: Vec<Vec<u8>> = (0..n as u64).map(|i| value_for(next_id + i, size)).collect();
+                let values: Vec<Vec<u8>> = (0..n as u64)
+                    .map(|i| value_for(next_id + i, size))
+                    .collect();
                 next_id += n as u64;
                 let b = batch(&values, &timestamps);
-                let info = log.append(&b, if sync { Durability::All } else { Durability::Leader }).unwrap();
+                let info = log
+                    .append(
+                        &b,
+                        if sync {
+                            Durability::All
+                        } else {
+                            Durability::Leader
+                        },
+                    )
+                    .unwrap();
                 assert_eq!(info.base_offset, m.log_end);
                 for (i, v) in values.into_iter().enumerate() {
                     m.records.push((m.log_end + i as u64, timestamps[i], v));
@@ -81,7 +110,10 @@ fn run(ops: Vec<Op>) {
                 assert_eq!((res.log_start, res.log_end), (m.log_start, m.log_end));
                 let got = records_from(&res, offset);
                 if offset < m.log_end {
-                    assert!(!got.is_empty(), "a read below the log end returns at least one record");
+                    assert!(
+                        !got.is_empty(),
+                        "a read below the log end returns at least one record"
+                    );
                 }
                 let first = (offset - m.log_start) as usize;
                 for (g, want) in got.iter().zip(&m.records[first..]) {
@@ -99,15 +131,26 @@ fn run(ops: Vec<Op>) {
                 let after = log.stats();
                 assert!(after.log_start >= before.log_start && after.log_start <= after.log_end);
                 if out.segments_deleted > 0 {
-                    assert!(after.size_bytes >= 12_000, "retention keeps at least retention_bytes");
+                    assert!(
+                        after.size_bytes >= 12_000,
+                        "retention keeps at least retention_bytes"
+                    );
                 }
                 assert_eq!(after.size_bytes + out.bytes_deleted, before.size_bytes);
                 m.records.retain(|r| r.0 >= after.log_start);
                 m.log_start = after.log_start;
             }
             Op::TimeLookup(ts) => {
-                let want = m.records.iter().find(|r| r.1 >= ts).map_or(m.log_end, |r| r.0);
-                assert_eq!(log.offset_for_timestamp(ts).unwrap(), want, "lookup of timestamp {ts}");
+                let want = m
+                    .records
+                    .iter()
+                    .find(|r| r.1 >= ts)
+                    .map_or(m.log_end, |r| r.0);
+                assert_eq!(
+                    log.offset_for_timestamp(ts).unwrap(),
+                    want,
+                    "lookup of timestamp {ts}"
+                );
             }
             Op::Restart => {
                 drop(log);
@@ -116,18 +159,29 @@ fn run(ops: Vec<Op>) {
                 assert_eq!((s.log_start, s.log_end), (m.log_start, m.log_end));
             }
             Op::TornTail { cut } => {
-                let Some((base, len)) = m.last_batch.take() else { continue };
+                let Some((base, len)) = m.last_batch.take() else {
+                    continue;
+                };
                 drop(log);
                 let files = log_files(&dir);
                 let active = files.last().unwrap();
                 let size = std::fs::metadata(active).unwrap().len();
                 let cut = 1 + cut.index(len as usize) as u64;
-                OpenOptions::new().write(true).open(active).unwrap().set_len(size - cut).unwrap();
+                OpenOptions::new()
+                    .write(true)
+                    .open(active)
+                    .unwrap()
+                    .set_len(size - cut)
+                    .unwrap();
                 log = open(&dir);
                 m.records.retain(|r| r.0 < base);
                 m.log_end = base;
                 let s = log.stats();
-                assert_eq!((s.log_start, s.log_end), (m.log_start, m.log_end), "torn batch dropped, the rest kept");
+                assert_eq!(
+                    (s.log_start, s.log_end),
+                    (m.log_start, m.log_end),
+                    "torn batch dropped, the rest kept"
+                );
             }
         }
     }

@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use common::*;
 use quiver_broker::meta::MetaStore;
-use quiver_broker::storage::{Durability, LogConfig, PartitionLog, StorageError, TopicConfig, TopicStore};
+use quiver_broker::storage::{
+    Durability, LogConfig, PartitionLog, StorageError, TopicConfig, TopicStore,
+};
 
 fn open(dir: &std::path::Path, config: LogConfig) -> PartitionLog {
     PartitionLog::open(dir, config, Arc::new(|| 1_000)).unwrap()
@@ -18,7 +20,16 @@ fn open(dir: &std::path::Path, config: LogConfig) -> PartitionLog {
 
 /// Appends `batches` batches of 10 records and returns the log end after each.
 fn fill(log: &PartitionLog, batches: u64) -> Vec<u64> {
-    (0..batches).map(|i| log.append(&numbered(i * 10, 10, 50, 100 + i as i64), Durability::Leader).unwrap().log_end).collect()
+    (0..batches)
+        .map(|i| {
+            log.append(
+                &numbered(i * 10, 10, 50, 100 + i as i64),
+                Durability::Leader,
+            )
+            .unwrap()
+            .log_end
+        })
+        .collect()
 }
 
 #[test]
@@ -30,21 +41,43 @@ fn torn_tail_is_truncated_and_every_complete_batch_kept() {
     let active = files.last().unwrap();
     let len = fs::metadata(active).unwrap().len();
     // Cut into the middle of the last batch.
-    OpenOptions::new().write(true).open(active).unwrap().set_len(len - 17).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(active)
+        .unwrap()
+        .set_len(len - 17)
+        .unwrap();
     let log = open(&dir, small_config());
     assert_eq!(log.stats().log_end, ends[3]);
     let all = read_all(&log, 0);
     assert_eq!(all.len() as u64, ends[3]);
-    assert!(all.iter().enumerate().all(|(i, r)| r.0 == i as u64 && r.2[..8] == (i as u64).to_le_bytes()));
+    assert!(all
+        .iter()
+        .enumerate()
+        .all(|(i, r)| r.0 == i as u64 && r.2[..8] == (i as u64).to_le_bytes()));
     // The log accepts appends again right after the kept data.
-    assert_eq!(log.append(&numbered(99, 1, 10, 1), Durability::All).unwrap().base_offset, ends[3]);
+    assert_eq!(
+        log.append(&numbered(99, 1, 10, 1), Durability::All)
+            .unwrap()
+            .base_offset,
+        ends[3]
+    );
 }
 
 #[test]
 fn corrupt_bytes_in_the_tail_are_cut_off() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("p");
-    let ends = fill(&open(&dir, LogConfig { index_interval_bytes: 1, ..small_config() }), 3);
+    let ends = fill(
+        &open(
+            &dir,
+            LogConfig {
+                index_interval_bytes: 1,
+                ..small_config()
+            },
+        ),
+        3,
+    );
     let active = log_files(&dir).pop().unwrap();
     let len = fs::metadata(&active).unwrap().len();
     let mut f = OpenOptions::new().write(true).open(&active).unwrap();
@@ -64,7 +97,10 @@ fn corrupt_bytes_in_the_tail_are_cut_off() {
 fn deleted_and_damaged_indexes_are_rebuilt() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("p");
-    let config = LogConfig { index_interval_bytes: 128, ..small_config() };
+    let config = LogConfig {
+        index_interval_bytes: 128,
+        ..small_config()
+    };
     let log = open(&dir, config);
     let ends = fill(&log, 40);
     log.flush().unwrap();
@@ -106,7 +142,10 @@ fn opening_does_not_read_sealed_segments() {
     let log = open(&dir, small_config());
     assert_eq!(log.stats().log_end, *ends.last().unwrap());
     let err = log.read(0, 1000).unwrap_err();
-    assert!(err.to_string().contains(&files[0].display().to_string()), "the error names the segment: {err}");
+    assert!(
+        err.to_string().contains(&files[0].display().to_string()),
+        "the error names the segment: {err}"
+    );
 }
 
 #[test]
@@ -119,7 +158,8 @@ fn concurrent_all_appends_share_fsyncs() {
             let log = log.clone();
             std::thread::spawn(move || {
                 for i in 0..25 {
-                    log.append(&numbered(t * 1000 + i, 4, 100, 1), Durability::All).unwrap();
+                    log.append(&numbered(t * 1000 + i, 4, 100, 1), Durability::All)
+                        .unwrap();
                 }
             })
         })
@@ -127,7 +167,10 @@ fn concurrent_all_appends_share_fsyncs() {
     threads.into_iter().for_each(|t| t.join().unwrap());
     let syncs = log.fsync_count() - before;
     assert_eq!(log.stats().log_end, 8 * 25 * 4);
-    assert!(syncs >= 1 && syncs < 200, "200 acks=all appends ran {syncs} fsyncs");
+    assert!(
+        syncs >= 1 && syncs < 200,
+        "200 acks=all appends ran {syncs} fsyncs"
+    );
 }
 
 #[test]
@@ -150,37 +193,59 @@ fn segments_roll_by_size_and_age_and_retention_deletes_old_ones() {
         retention_bytes: None,
         ..LogConfig::default()
     };
-    let log = PartitionLog::open(&tmp.path().join("p"), config, Arc::new(move || clock.load(Ordering::SeqCst))).unwrap();
+    let log = PartitionLog::open(
+        &tmp.path().join("p"),
+        config,
+        Arc::new(move || clock.load(Ordering::SeqCst)),
+    )
+    .unwrap();
     // Three segments, each rolled by age, with record timestamps following the clock.
     for round in 0..3 {
         let t = now.load(Ordering::SeqCst);
-        log.append(&numbered(round * 10, 10, 100, t), Durability::Leader).unwrap();
+        log.append(&numbered(round * 10, 10, 100, t), Durability::Leader)
+            .unwrap();
         now.fetch_add(61_000, Ordering::SeqCst);
     }
     log.enforce_retention().unwrap();
-    assert_eq!(log.stats().segments, 4, "each aged segment rolled; a fresh active one waits");
+    assert_eq!(
+        log.stats().segments,
+        4,
+        "each aged segment rolled; a fresh active one waits"
+    );
     // Two hours later every sealed segment has expired; the log keeps its end offset.
     now.fetch_add(7_200_000, Ordering::SeqCst);
     let out = log.enforce_retention().unwrap();
     assert_eq!(out.segments_deleted, 3);
     let s = log.stats();
     assert_eq!((s.log_start, s.log_end, s.segments), (30, 30, 1));
-    assert!(matches!(log.read(0, 100), Err(StorageError::OffsetOutOfRange { log_start: 30, .. })));
+    assert!(matches!(
+        log.read(0, 100),
+        Err(StorageError::OffsetOutOfRange { log_start: 30, .. })
+    ));
 }
 
 #[test]
 fn retention_by_size_keeps_at_least_the_limit() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = LogConfig { retention_bytes: Some(10_000), ..small_config() };
+    let config = LogConfig {
+        retention_bytes: Some(10_000),
+        ..small_config()
+    };
     let log = open(&tmp.path().join("p"), config);
     fill(&log, 60);
     let before = log.stats();
     let out = log.enforce_retention().unwrap();
     let after = log.stats();
     assert!(out.segments_deleted > 0);
-    assert!(after.size_bytes >= 10_000 && after.size_bytes < 10_000 + 4096, "{after:?}");
+    assert!(
+        after.size_bytes >= 10_000 && after.size_bytes < 10_000 + 4096,
+        "{after:?}"
+    );
     assert_eq!(after.log_end, before.log_end);
-    assert_eq!(read_all(&log, after.log_start).len() as u64, after.log_end - after.log_start);
+    assert_eq!(
+        read_all(&log, after.log_start).len() as u64,
+        after.log_end - after.log_start
+    );
 }
 
 #[test]
@@ -188,23 +253,43 @@ fn timestamp_lookup_finds_the_first_record_at_or_after() {
     let tmp = tempfile::tempdir().unwrap();
     let log = open(&tmp.path().join("p"), small_config());
     for i in 0..50i64 {
-        log.append(&batch(&[b"a".to_vec(), b"b".to_vec()], &[i * 10, i * 10 + 5]), Durability::Leader).unwrap();
+        log.append(
+            &batch(&[b"a".to_vec(), b"b".to_vec()], &[i * 10, i * 10 + 5]),
+            Durability::Leader,
+        )
+        .unwrap();
     }
     assert_eq!(log.offset_for_timestamp(i64::MIN).unwrap(), 0);
     assert_eq!(log.offset_for_timestamp(5).unwrap(), 1);
     assert_eq!(log.offset_for_timestamp(6).unwrap(), 2);
     assert_eq!(log.offset_for_timestamp(250).unwrap(), 50);
-    assert_eq!(log.offset_for_timestamp(10_000).unwrap(), 100, "past the newest record: the log end");
+    assert_eq!(
+        log.offset_for_timestamp(10_000).unwrap(),
+        100,
+        "past the newest record: the log end"
+    );
 }
 
 #[test]
 fn reads_out_of_range_and_oversized_batches_are_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let log = open(&tmp.path().join("p"), LogConfig { max_batch_bytes: 2048, ..small_config() });
+    let log = open(
+        &tmp.path().join("p"),
+        LogConfig {
+            max_batch_bytes: 2048,
+            ..small_config()
+        },
+    );
     fill(&log, 1);
     let err = log.read(11, 100).unwrap_err();
-    assert!(err.to_string().contains("offset 11 is out of range"), "{err}");
-    assert!(log.read(10, 100).unwrap().bytes.is_empty(), "reading at the log end is empty, not an error");
+    assert!(
+        err.to_string().contains("offset 11 is out of range"),
+        "{err}"
+    );
+    assert!(
+        log.read(10, 100).unwrap().bytes.is_empty(),
+        "reading at the log end is empty, not an error"
+    );
     let big = numbered(0, 10, 500, 0);
     let err = log.append(&big, Durability::Leader).unwrap_err();
     assert!(matches!(err, StorageError::BatchTooLarge { .. }), "{err}");
@@ -226,14 +311,19 @@ impl SmallFs {
             .arg(&path)
             .status()
             .expect("run mount");
-        assert!(status.success(), "mounting a tmpfs needs root; the full-disk test cannot run without it");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root; the full-disk test cannot run without it"
+        );
         SmallFs { path, _dir: dir }
     }
 }
 
 impl Drop for SmallFs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.path).status();
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
     }
 }
 
@@ -241,7 +331,11 @@ impl Drop for SmallFs {
 fn a_full_disk_fails_the_append_and_loses_nothing() {
     let fs_ = SmallFs::mount();
     let dir = fs_.path.join("p");
-    let config = LogConfig { segment_bytes: 8 << 20, max_batch_bytes: 8 << 20, ..LogConfig::default() };
+    let config = LogConfig {
+        segment_bytes: 8 << 20,
+        max_batch_bytes: 8 << 20,
+        ..LogConfig::default()
+    };
     let log = open(&dir, config);
     let mut acked = 0u64;
     let err = loop {
@@ -251,7 +345,10 @@ fn a_full_disk_fails_the_append_and_loses_nothing() {
         }
     };
     assert!(err.is_disk_full(), "expected ENOSPC, got {err}");
-    assert!(err.to_string().contains(&dir.display().to_string()), "the error names the file: {err}");
+    assert!(
+        err.to_string().contains(&dir.display().to_string()),
+        "the error names the file: {err}"
+    );
     assert!(acked > 0);
     // The failed append left no partial batch: everything acknowledged reads back, before and after a restart.
     assert_eq!(read_all(&log, 0).len() as u64, acked);
@@ -266,20 +363,49 @@ fn a_full_disk_fails_the_append_and_loses_nothing() {
 #[test]
 fn topics_persist_and_a_missing_partition_dir_is_reported() {
     let tmp = tempfile::tempdir().unwrap();
-    let open_store = || TopicStore::open(tmp.path(), MetaStore::open(&tmp.path().join("meta")).unwrap()).unwrap();
+    let open_store = || {
+        TopicStore::open(
+            tmp.path(),
+            MetaStore::open(&tmp.path().join("meta")).unwrap(),
+        )
+        .unwrap()
+    };
     {
         let store = open_store();
-        store.create_topic("orders", TopicConfig { partitions: 3, ..TopicConfig::default() }).unwrap();
+        store
+            .create_topic(
+                "orders",
+                TopicConfig {
+                    partitions: 3,
+                    ..TopicConfig::default()
+                },
+            )
+            .unwrap();
         store.create_topic("audit", TopicConfig::default()).unwrap();
-        let err = store.create_topic("orders", TopicConfig::default()).unwrap_err();
+        let err = store
+            .create_topic("orders", TopicConfig::default())
+            .unwrap_err();
         assert!(matches!(err, StorageError::TopicExists(_)));
-        let err = store.create_topic("../etc", TopicConfig::default()).unwrap_err();
+        let err = store
+            .create_topic("../etc", TopicConfig::default())
+            .unwrap_err();
         assert!(err.to_string().contains("invalid topic name"), "{err}");
-        store.partition("orders", 2).unwrap().append(&numbered(0, 3, 10, 1), Durability::All).unwrap();
-        assert!(store.partition("orders", 3).unwrap_err().to_string().contains("no partition 3"));
+        store
+            .partition("orders", 2)
+            .unwrap()
+            .append(&numbered(0, 3, 10, 1), Durability::All)
+            .unwrap();
+        assert!(store
+            .partition("orders", 3)
+            .unwrap_err()
+            .to_string()
+            .contains("no partition 3"));
         store.create_topic("gone", TopicConfig::default()).unwrap();
         store.delete_topic("gone").unwrap();
-        assert!(matches!(store.get("gone"), Err(StorageError::UnknownTopic(_))));
+        assert!(matches!(
+            store.get("gone"),
+            Err(StorageError::UnknownTopic(_))
+        ));
     }
     fs::remove_dir_all(tmp.path().join("topics/audit/0")).unwrap();
     let store = open_store();
@@ -287,7 +413,10 @@ fn topics_persist_and_a_missing_partition_dir_is_reported() {
     assert_eq!(names, vec!["orders"]);
     assert_eq!(store.partition("orders", 2).unwrap().stats().log_end, 3);
     let err = store.get("audit").unwrap_err().to_string();
-    assert!(err.contains("unavailable") && err.contains("audit/0"), "{err}");
+    assert!(
+        err.contains("unavailable") && err.contains("audit/0"),
+        "{err}"
+    );
     // An operator can delete the broken topic and create it again.
     store.delete_topic("audit").unwrap();
     store.create_topic("audit", TopicConfig::default()).unwrap();

@@ -62,7 +62,11 @@ pub enum BatchError {
     #[error("a batch must hold at least one record")]
     Empty,
     #[error("record field {field} is {len} bytes, more than the limit of {max}")]
-    FieldTooLong { field: &'static str, len: usize, max: usize },
+    FieldTooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
     #[error("record timestamp {ts} is too far from the batch's first timestamp {base} (at most ±24 days)")]
     TimestampSpan { ts: i64, base: i64 },
 }
@@ -89,7 +93,10 @@ impl BatchHeader {
     pub fn parse(b: &[u8]) -> Result<BatchHeader, BatchError> {
         let prefix = Self::peek_length(b)?;
         if b.len() < HEADER_LEN {
-            return Err(BatchError::Truncated { need: HEADER_LEN, have: b.len() });
+            return Err(BatchError::Truncated {
+                need: HEADER_LEN,
+                have: b.len(),
+            });
         }
         let h = BatchHeader {
             version: VERSION,
@@ -109,7 +116,10 @@ impl BatchHeader {
         // Every record takes at least its fixed part plus tag count, key, value and header count.
         let min_body = (h.record_count as usize).saturating_mul(RECORD_FIXED_LEN + 11);
         if min_body > (h.length as usize).saturating_sub(HEADER_LEN) {
-            return Err(BatchError::BadHeader { field: "record_count", value: h.record_count as u64 });
+            return Err(BatchError::BadHeader {
+                field: "record_count",
+                value: h.record_count as u64,
+            });
         }
         Ok(h)
     }
@@ -118,7 +128,10 @@ impl BatchHeader {
     /// to know how many bytes the whole batch takes before it buffers them.
     pub fn peek_length(b: &[u8]) -> Result<usize, BatchError> {
         if b.len() < LENGTH_END {
-            return Err(BatchError::Truncated { need: LENGTH_END, have: b.len() });
+            return Err(BatchError::Truncated {
+                need: LENGTH_END,
+                have: b.len(),
+            });
         }
         let magic: [u8; 4] = [b[0], b[1], b[2], b[3]];
         if magic != MAGIC {
@@ -130,11 +143,17 @@ impl BatchHeader {
         }
         let reserved = u16_at(b, OFF_RESERVED).unwrap_or(0);
         if reserved != 0 {
-            return Err(BatchError::BadHeader { field: "reserved", value: reserved as u64 });
+            return Err(BatchError::BadHeader {
+                field: "reserved",
+                value: reserved as u64,
+            });
         }
         let length = u32_at(b, OFF_LENGTH).unwrap_or(0) as usize;
         if length < HEADER_LEN {
-            return Err(BatchError::BadHeader { field: "length", value: length as u64 });
+            return Err(BatchError::BadHeader {
+                field: "length",
+                value: length as u64,
+            });
         }
         Ok(length)
     }
@@ -220,7 +239,14 @@ impl BatchBuilder {
     pub fn with_capacity(bytes: usize) -> Self {
         let mut buf = BytesMut::with_capacity(bytes.max(HEADER_LEN));
         buf.put_bytes(0, HEADER_LEN);
-        BatchBuilder { buf, count: 0, base_ts: 0, max_ts: i64::MIN, producer_id: 0, base_sequence: 0 }
+        BatchBuilder {
+            buf,
+            count: 0,
+            base_ts: 0,
+            max_ts: i64::MIN,
+            producer_id: 0,
+            base_sequence: 0,
+        }
     }
 
     /// Marks the batch as coming from an idempotent producer.
@@ -247,7 +273,15 @@ impl BatchBuilder {
     pub fn record_encoded_len(rec: &RecordData<'_>) -> usize {
         let tags: usize = rec.tags.iter().map(|t| 1 + t.len()).sum();
         let headers: usize = rec.headers.iter().map(|(n, v)| 6 + n.len() + v.len()).sum();
-        RECORD_FIXED_LEN + 1 + tags + 4 + rec.key.map_or(0, <[u8]>::len) + 4 + rec.value.len() + 2 + headers
+        RECORD_FIXED_LEN
+            + 1
+            + tags
+            + 4
+            + rec.key.map_or(0, <[u8]>::len)
+            + 4
+            + rec.value.len()
+            + 2
+            + headers
     }
 
     /// Appends one record; its offset delta is its position in the batch.
@@ -256,13 +290,22 @@ impl BatchBuilder {
         if self.count == 0 {
             self.base_ts = rec.timestamp;
         }
-        let delta = rec.timestamp.checked_sub(self.base_ts).and_then(|d| i32::try_from(d).ok());
+        let delta = rec
+            .timestamp
+            .checked_sub(self.base_ts)
+            .and_then(|d| i32::try_from(d).ok());
         let Some(ts_delta) = delta else {
-            return Err(BatchError::TimestampSpan { ts: rec.timestamp, base: self.base_ts });
+            return Err(BatchError::TimestampSpan {
+                ts: rec.timestamp,
+                base: self.base_ts,
+            });
         };
         let body_len = Self::record_encoded_len(rec) - 4;
-        let body_len = u32::try_from(body_len)
-            .map_err(|_| BatchError::FieldTooLong { field: "record", len: body_len, max: u32::MAX as usize })?;
+        let body_len = u32::try_from(body_len).map_err(|_| BatchError::FieldTooLong {
+            field: "record",
+            len: body_len,
+            max: u32::MAX as usize,
+        })?;
         let buf = &mut self.buf;
         buf.reserve(body_len as usize + 4);
         buf.put_u32_le(body_len);
@@ -300,7 +343,10 @@ impl BatchBuilder {
             return Err(BatchError::Empty);
         }
         let len = self.buf.len();
-        let length = u32::try_from(len).map_err(|_| BatchError::TooLarge { len, max: MAX_BATCH_LEN })?;
+        let length = u32::try_from(len).map_err(|_| BatchError::TooLarge {
+            len,
+            max: MAX_BATCH_LEN,
+        })?;
         let mut header = BatchHeader {
             version: VERSION,
             flags: 0,
@@ -321,7 +367,13 @@ impl BatchBuilder {
 }
 
 fn check_record_limits(rec: &RecordData<'_>) -> Result<(), BatchError> {
-    let too_long = |field, len, max| if len > max { Err(BatchError::FieldTooLong { field, len, max }) } else { Ok(()) };
+    let too_long = |field, len, max| {
+        if len > max {
+            Err(BatchError::FieldTooLong { field, len, max })
+        } else {
+            Ok(())
+        }
+    };
     too_long("tags", rec.tags.len(), MAX_TAGS)?;
     for t in rec.tags {
         too_long("tag", t.len(), MAX_TAG_LEN)?;
@@ -347,7 +399,10 @@ impl Batch {
     pub fn parse(bytes: Bytes) -> Result<Batch, BatchError> {
         let header = validate(&bytes)?;
         if header.length as usize != bytes.len() {
-            return Err(BatchError::BadHeader { field: "length", value: header.length as u64 });
+            return Err(BatchError::BadHeader {
+                field: "length",
+                value: header.length as u64,
+            });
         }
         Ok(Batch { bytes, header })
     }
@@ -374,7 +429,12 @@ impl Batch {
 
     /// Zero-copy views of the records, in offset order.
     pub fn records(&self) -> RecordIter<'_> {
-        RecordIter { buf: &self.bytes, pos: HEADER_LEN, index: 0, header: self.header }
+        RecordIter {
+            buf: &self.bytes,
+            pos: HEADER_LEN,
+            index: 0,
+            header: self.header,
+        }
     }
 
     /// Owned records whose byte fields share this batch's buffer (no copies of keys or values).
@@ -388,22 +448,34 @@ pub fn validate(b: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(b)?;
     let len = header.length as usize;
     let Some(batch) = b.get(..len) else {
-        return Err(BatchError::Truncated { need: len, have: b.len() });
+        return Err(BatchError::Truncated {
+            need: len,
+            have: b.len(),
+        });
     };
     let computed = compute_crc(batch);
     if computed != header.crc {
-        return Err(BatchError::CrcMismatch { stored: header.crc, computed });
+        return Err(BatchError::CrcMismatch {
+            stored: header.crc,
+            computed,
+        });
     }
     let mut pos = HEADER_LEN;
     for index in 0..header.record_count {
         let (rec, next) = parse_record(batch, pos, index, &header)?;
         if rec.offset != header.base_offset + index as u64 {
-            return Err(BatchError::Malformed { index, reason: "offset delta is not dense" });
+            return Err(BatchError::Malformed {
+                index,
+                reason: "offset delta is not dense",
+            });
         }
         pos = next;
     }
     if pos != len {
-        return Err(BatchError::Malformed { index: header.record_count, reason: "trailing bytes after last record" });
+        return Err(BatchError::Malformed {
+            index: header.record_count,
+            reason: "trailing bytes after last record",
+        });
     }
     Ok(header)
 }
@@ -423,7 +495,10 @@ pub struct RecordRef<'a> {
 
 impl<'a> RecordRef<'a> {
     pub fn tags(&self) -> TagIter<'a> {
-        TagIter { raw: self.tags_raw, left: self.tag_count }
+        TagIter {
+            raw: self.tags_raw,
+            left: self.tag_count,
+        }
     }
 
     pub fn has_tag(&self, tag: &str) -> bool {
@@ -431,7 +506,10 @@ impl<'a> RecordRef<'a> {
     }
 
     pub fn headers(&self) -> HeaderIter<'a> {
-        HeaderIter { raw: self.headers_raw, left: self.header_count }
+        HeaderIter {
+            raw: self.headers_raw,
+            left: self.header_count,
+        }
     }
 
     /// The value of the first header called `name`.
@@ -446,7 +524,10 @@ impl<'a> RecordRef<'a> {
             timestamp: self.timestamp,
             key: self.key.map(|k| batch.slice_ref(k)),
             value: batch.slice_ref(self.value),
-            headers: self.headers().map(|(n, v)| (n.to_owned(), batch.slice_ref(v))).collect(),
+            headers: self
+                .headers()
+                .map(|(n, v)| (n.to_owned(), batch.slice_ref(v)))
+                .collect(),
             tags: self.tags().map(str::to_owned).collect(),
         }
     }
@@ -588,9 +669,11 @@ fn parse_record<'a>(
     let headers_start = at;
     for _ in 0..header_count {
         let name_len = u16_at(body, at).ok_or(bad("header runs past the record"))? as usize;
-        let name = slice_at(body, at + 2, name_len).ok_or(bad("header name runs past the record"))?;
+        let name =
+            slice_at(body, at + 2, name_len).ok_or(bad("header name runs past the record"))?;
         std::str::from_utf8(name).map_err(|_| bad("header name is not UTF-8"))?;
-        let vlen = u32_at(body, at + 2 + name_len).ok_or(bad("header runs past the record"))? as usize;
+        let vlen =
+            u32_at(body, at + 2 + name_len).ok_or(bad("header runs past the record"))? as usize;
         slice_at(body, at + 6 + name_len, vlen).ok_or(bad("header value runs past the record"))?;
         at += 6 + name_len + vlen;
     }
@@ -620,7 +703,10 @@ pub struct Batches {
 
 impl Batches {
     pub fn new(bytes: Bytes) -> Batches {
-        Batches { rest: bytes, failed: false }
+        Batches {
+            rest: bytes,
+            failed: false,
+        }
     }
 }
 
@@ -659,18 +745,40 @@ mod tests {
             -1_000_000i64..1_000_000,
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
             proptest::collection::vec(any::<u8>(), 0..200),
-            proptest::collection::vec(("[a-z\u{e9}]{0,8}", proptest::collection::vec(any::<u8>(), 0..10)), 0..4),
+            proptest::collection::vec(
+                (
+                    "[a-z\u{e9}]{0,8}",
+                    proptest::collection::vec(any::<u8>(), 0..10),
+                ),
+                0..4,
+            ),
             proptest::collection::vec("[a-z0-9.\u{3b1}]{0,12}", 0..4),
         )
-            .prop_map(|(ts, key, value, headers, tags)| OwnedRec { ts, key, value, headers, tags })
+            .prop_map(|(ts, key, value, headers, tags)| OwnedRec {
+                ts,
+                key,
+                value,
+                headers,
+                tags,
+            })
     }
 
     fn encode(recs: &[OwnedRec], base_offset: u64) -> Bytes {
         let mut b = BatchBuilder::new().producer(7, 9);
         for r in recs {
-            let headers: Vec<(&str, &[u8])> = r.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+            let headers: Vec<(&str, &[u8])> = r
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_slice()))
+                .collect();
             let tags: Vec<&str> = r.tags.iter().map(String::as_str).collect();
-            let data = RecordData { timestamp: r.ts, key: r.key.as_deref(), value: &r.value, headers: &headers, tags: &tags };
+            let data = RecordData {
+                timestamp: r.ts,
+                key: r.key.as_deref(),
+                value: &r.value,
+                headers: &headers,
+                tags: &tags,
+            };
             b.push(&data).unwrap();
         }
         let mut bytes = BytesMut::from(&b.finish().unwrap()[..]);
@@ -737,24 +845,57 @@ mod tests {
 
     #[test]
     fn header_checks() {
-        let recs = vec![OwnedRec { ts: 5, key: None, value: b"v".to_vec(), headers: vec![], tags: vec![] }];
+        let recs = vec![OwnedRec {
+            ts: 5,
+            key: None,
+            value: b"v".to_vec(),
+            headers: vec![],
+            tags: vec![],
+        }];
         let bytes = encode(&recs, 3);
         let h = BatchHeader::parse(&bytes).unwrap();
-        assert_eq!((h.base_offset, h.record_count, h.last_offset(), h.next_offset()), (3, 1, 3, 4));
+        assert_eq!(
+            (
+                h.base_offset,
+                h.record_count,
+                h.last_offset(),
+                h.next_offset()
+            ),
+            (3, 1, 3, 4)
+        );
         let mut bad = bytes.to_vec();
         bad[0] = b'X';
-        assert!(matches!(BatchHeader::parse(&bad), Err(BatchError::BadMagic(_))));
+        assert!(matches!(
+            BatchHeader::parse(&bad),
+            Err(BatchError::BadMagic(_))
+        ));
         let mut bad = bytes.to_vec();
         bad[4] = 9;
-        assert_eq!(BatchHeader::parse(&bad), Err(BatchError::UnsupportedVersion(9)));
-        assert!(matches!(BatchBuilder::new().finish(), Err(BatchError::Empty)));
+        assert_eq!(
+            BatchHeader::parse(&bad),
+            Err(BatchError::UnsupportedVersion(9))
+        );
+        assert!(matches!(
+            BatchBuilder::new().finish(),
+            Err(BatchError::Empty)
+        ));
     }
 
     #[test]
     fn timestamp_span_is_checked() {
         let mut b = BatchBuilder::new();
-        b.push(&RecordData { timestamp: 0, ..Default::default() }).unwrap();
-        let far = RecordData { timestamp: 40 * 86_400_000, ..Default::default() };
-        assert!(matches!(b.push(&far), Err(BatchError::TimestampSpan { .. })));
+        b.push(&RecordData {
+            timestamp: 0,
+            ..Default::default()
+        })
+        .unwrap();
+        let far = RecordData {
+            timestamp: 40 * 86_400_000,
+            ..Default::default()
+        };
+        assert!(matches!(
+            b.push(&far),
+            Err(BatchError::TimestampSpan { .. })
+        ));
     }
 }

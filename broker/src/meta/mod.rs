@@ -17,7 +17,11 @@ pub enum MetaError {
     #[error("metadata store error: {0}")]
     Sled(#[from] sled::Error),
     #[error("metadata value {key:?} in {namespace} cannot be decoded: {reason}")]
-    Decode { namespace: &'static str, key: String, reason: String },
+    Decode {
+        namespace: &'static str,
+        key: String,
+        reason: String,
+    },
     #[error("metadata value cannot be encoded: {0}")]
     Encode(String),
 }
@@ -57,7 +61,10 @@ impl MetaStore {
             .path(path)
             .flush_every_ms(Some(500))
             .open()
-            .map_err(|source| MetaError::Open { path: path.to_owned(), source })?;
+            .map_err(|source| MetaError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
         Ok(MetaStore { db })
     }
 
@@ -73,12 +80,21 @@ impl MetaStore {
     }
 
     /// Stores a value and flushes it to disk before returning.
-    pub fn put_durable<T: Serialize>(&self, ns: Namespace, key: &str, value: &T) -> Result<(), MetaError> {
+    pub fn put_durable<T: Serialize>(
+        &self,
+        ns: Namespace,
+        key: &str,
+        value: &T,
+    ) -> Result<(), MetaError> {
         self.put(ns, key, value)?;
         self.flush()
     }
 
-    pub fn get<T: DeserializeOwned>(&self, ns: Namespace, key: &str) -> Result<Option<T>, MetaError> {
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        ns: Namespace,
+        key: &str,
+    ) -> Result<Option<T>, MetaError> {
         match self.tree(ns)?.get(key.as_bytes())? {
             Some(v) => decode(ns, key, &v).map(Some),
             None => Ok(None),
@@ -92,7 +108,11 @@ impl MetaStore {
     }
 
     /// All entries whose key starts with `prefix`, in key order.
-    pub fn scan<T: DeserializeOwned>(&self, ns: Namespace, prefix: &str) -> Result<Vec<(String, T)>, MetaError> {
+    pub fn scan<T: DeserializeOwned>(
+        &self,
+        ns: Namespace,
+        prefix: &str,
+    ) -> Result<Vec<(String, T)>, MetaError> {
         let mut out = Vec::new();
         for item in self.tree(ns)?.scan_prefix(prefix.as_bytes()) {
             let (k, v) = item?;
@@ -110,7 +130,11 @@ impl MetaStore {
 }
 
 fn decode<T: DeserializeOwned>(ns: Namespace, key: &str, bytes: &[u8]) -> Result<T, MetaError> {
-    rmp_serde::from_slice(bytes).map_err(|e| MetaError::Decode { namespace: ns.name(), key: key.to_owned(), reason: e.to_string() })
+    rmp_serde::from_slice(bytes).map_err(|e| MetaError::Decode {
+        namespace: ns.name(),
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -129,16 +153,41 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let m = MetaStore::open(dir.path()).unwrap();
-            m.put_durable(Namespace::Topics, "t1", &V { a: 1, b: None }).unwrap();
-            m.put_durable(Namespace::Topics, "t2", &V { a: 2, b: Some("x".into()) }).unwrap();
-            m.put_durable(Namespace::Plugins, "t3", &V { a: 3, b: None }).unwrap();
+            m.put_durable(Namespace::Topics, "t1", &V { a: 1, b: None })
+                .unwrap();
+            m.put_durable(
+                Namespace::Topics,
+                "t2",
+                &V {
+                    a: 2,
+                    b: Some("x".into()),
+                },
+            )
+            .unwrap();
+            m.put_durable(Namespace::Plugins, "t3", &V { a: 3, b: None })
+                .unwrap();
             m.remove_durable(Namespace::Topics, "t1").unwrap();
         }
         let m = MetaStore::open(dir.path()).unwrap();
         let all: Vec<(String, V)> = m.scan(Namespace::Topics, "").unwrap();
-        assert_eq!(all, vec![("t2".to_string(), V { a: 2, b: Some("x".into()) })]);
-        m.tree(Namespace::Topics).unwrap().insert("bad", &[0xc1u8][..]).unwrap();
-        let err = m.get::<V>(Namespace::Topics, "bad").unwrap_err().to_string();
+        assert_eq!(
+            all,
+            vec![(
+                "t2".to_string(),
+                V {
+                    a: 2,
+                    b: Some("x".into())
+                }
+            )]
+        );
+        m.tree(Namespace::Topics)
+            .unwrap()
+            .insert("bad", &[0xc1u8][..])
+            .unwrap();
+        let err = m
+            .get::<V>(Namespace::Topics, "bad")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("\"bad\"") && err.contains("topics"), "{err}");
     }
 }

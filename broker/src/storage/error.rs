@@ -12,7 +12,11 @@ pub enum StorageError {
     #[error("I/O error on {}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
     #[error("offset {offset} is out of range: the log holds offsets {log_start}..{log_end}")]
-    OffsetOutOfRange { offset: u64, log_start: u64, log_end: u64 },
+    OffsetOutOfRange {
+        offset: u64,
+        log_start: u64,
+        log_end: u64,
+    },
     #[error("batch of {len} bytes exceeds the limit of {max} bytes")]
     BatchTooLarge { len: usize, max: usize },
     #[error("partition {} refuses writes until restarted: {reason}", dir.display())]
@@ -20,7 +24,11 @@ pub enum StorageError {
     #[error("unknown topic {0:?}")]
     UnknownTopic(String),
     #[error("topic {topic:?} has no partition {partition} (it has {count})")]
-    UnknownPartition { topic: String, partition: u32, count: u32 },
+    UnknownPartition {
+        topic: String,
+        partition: u32,
+        count: u32,
+    },
     #[error("topic {0:?} already exists")]
     TopicExists(String),
     #[error("invalid topic name {name:?}: {reason}")]
@@ -37,7 +45,10 @@ pub enum StorageError {
 
 impl StorageError {
     pub fn io(path: impl AsRef<Path>, source: io::Error) -> StorageError {
-        StorageError::Io { path: path.as_ref().to_owned(), source }
+        StorageError::Io {
+            path: path.as_ref().to_owned(),
+            source,
+        }
     }
 
     /// True when the disk (or quota) is full: the write failed but nothing was lost.

@@ -66,7 +66,8 @@ impl SegmentIndex {
     /// Appends pending entries to the index files.
     pub fn flush(&mut self, log_path: &Path) -> io::Result<()> {
         if self.offsets_written < self.offsets.len() {
-            let mut buf = Vec::with_capacity((self.offsets.len() - self.offsets_written) * OFFSET_ENTRY_LEN);
+            let mut buf =
+                Vec::with_capacity((self.offsets.len() - self.offsets_written) * OFFSET_ENTRY_LEN);
             for e in &self.offsets[self.offsets_written..] {
                 buf.extend_from_slice(&e.rel_offset.to_le_bytes());
                 buf.extend_from_slice(&e.position.to_le_bytes());
@@ -75,7 +76,8 @@ impl SegmentIndex {
             self.offsets_written = self.offsets.len();
         }
         if self.times_written < self.times.len() {
-            let mut buf = Vec::with_capacity((self.times.len() - self.times_written) * TIME_ENTRY_LEN);
+            let mut buf =
+                Vec::with_capacity((self.times.len() - self.times_written) * TIME_ENTRY_LEN);
             for e in &self.times[self.times_written..] {
                 buf.extend_from_slice(&e.max_ts_before.to_le_bytes());
                 buf.extend_from_slice(&e.rel_offset.to_le_bytes());
@@ -99,29 +101,53 @@ impl SegmentIndex {
     pub fn load(log_path: &Path, log_len: u64) -> Result<SegmentIndex, IndexLoadError> {
         let raw = read_file(&index_path(log_path))?;
         if raw.len() % OFFSET_ENTRY_LEN != 0 {
-            return Err(IndexLoadError::Damaged("offset index length is not a whole number of entries"));
+            return Err(IndexLoadError::Damaged(
+                "offset index length is not a whole number of entries",
+            ));
         }
         let offsets: Vec<OffsetEntry> = raw
             .chunks_exact(OFFSET_ENTRY_LEN)
-            .map(|c| OffsetEntry { rel_offset: le_u32(&c[0..4]), position: le_u32(&c[4..8]) })
+            .map(|c| OffsetEntry {
+                rel_offset: le_u32(&c[0..4]),
+                position: le_u32(&c[4..8]),
+            })
             .collect();
-        let ordered = offsets.windows(2).all(|w| w[0].rel_offset < w[1].rel_offset && w[0].position < w[1].position);
+        let ordered = offsets
+            .windows(2)
+            .all(|w| w[0].rel_offset < w[1].rel_offset && w[0].position < w[1].position);
         if !ordered || offsets.last().is_some_and(|e| e.position as u64 >= log_len) {
-            return Err(IndexLoadError::Damaged("offset index entries are out of order or past the log"));
+            return Err(IndexLoadError::Damaged(
+                "offset index entries are out of order or past the log",
+            ));
         }
         let raw = read_file(&timeindex_path(log_path))?;
         if raw.len() % TIME_ENTRY_LEN != 0 {
-            return Err(IndexLoadError::Damaged("time index length is not a whole number of entries"));
+            return Err(IndexLoadError::Damaged(
+                "time index length is not a whole number of entries",
+            ));
         }
         let times: Vec<TimeEntry> = raw
             .chunks_exact(TIME_ENTRY_LEN)
-            .map(|c| TimeEntry { max_ts_before: le_i64(&c[0..8]), rel_offset: le_u32(&c[8..12]) })
+            .map(|c| TimeEntry {
+                max_ts_before: le_i64(&c[0..8]),
+                rel_offset: le_u32(&c[8..12]),
+            })
             .collect();
-        if !times.windows(2).all(|w| w[0].rel_offset < w[1].rel_offset && w[0].max_ts_before <= w[1].max_ts_before) {
-            return Err(IndexLoadError::Damaged("time index entries are out of order"));
+        if !times
+            .windows(2)
+            .all(|w| w[0].rel_offset < w[1].rel_offset && w[0].max_ts_before <= w[1].max_ts_before)
+        {
+            return Err(IndexLoadError::Damaged(
+                "time index entries are out of order",
+            ));
         }
         let (offsets_written, times_written) = (offsets.len(), times.len());
-        Ok(SegmentIndex { offsets, times, offsets_written, times_written })
+        Ok(SegmentIndex {
+            offsets,
+            times,
+            offsets_written,
+            times_written,
+        })
     }
 
     /// The last entry at or before `rel_offset`: where a scan for that offset should start.
@@ -132,7 +158,9 @@ impl SegmentIndex {
 
     /// Position of the batch at exactly `rel_offset`, if indexed.
     pub fn position_of(&self, rel_offset: u32) -> Option<u32> {
-        self.floor(rel_offset).filter(|e| e.rel_offset == rel_offset).map(|e| e.position)
+        self.floor(rel_offset)
+            .filter(|e| e.rel_offset == rel_offset)
+            .map(|e| e.position)
     }
 
     /// Where a search for the first record with timestamp >= `ts` may start: the last entry all of
@@ -160,7 +188,11 @@ pub fn timeindex_path(log_path: &Path) -> PathBuf {
 }
 
 fn append_to(path: &Path, buf: &[u8]) -> io::Result<()> {
-    OpenOptions::new().create(true).append(true).open(path)?.write_all(buf)
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?
+        .write_all(buf)
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, IndexLoadError> {

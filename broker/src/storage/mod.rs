@@ -11,7 +11,9 @@ pub mod topics;
 
 pub use config::LogConfig;
 pub use error::StorageError;
-pub use partition::{AppendInfo, Clock, PartitionLog, PartitionStats, ReadResult, RetentionOutcome};
+pub use partition::{
+    AppendInfo, Clock, PartitionLog, PartitionStats, ReadResult, RetentionOutcome,
+};
 pub use topics::{Topic, TopicConfig, TopicStore};
 
 /// How durable an append must be before it is acknowledged.
@@ -33,7 +35,9 @@ impl std::str::FromStr for Durability {
             "none" => Ok(Durability::None),
             "leader" => Ok(Durability::Leader),
             "all" => Ok(Durability::All),
-            other => Err(format!("unknown acks {other:?}: expected none, leader or all")),
+            other => Err(format!(
+                "unknown acks {other:?}: expected none, leader or all"
+            )),
         }
     }
 }

@@ -74,6 +74,8 @@ pub struct PartitionLog {
     clock: Clock,
     state: Mutex<State>,
     sync: GroupCommit,
+    /// The log end after every append, for long-polling readers.
+    end_tx: tokio::sync::watch::Sender<u64>,
 }
 
 impl PartitionLog {
@@ -89,17 +91,27 @@ impl PartitionLog {
         // An empty last segment left by a crash during a roll: drop it and reopen its predecessor.
         if bases.len() > 1 && bases.last().is_some_and(|&(_, size)| size == 0) {
             if let Some((base, _)) = bases.pop() {
-                Segment::sealed(segment::log_path(dir, base), base, base, 0).delete_files().map_err(io)?;
+                Segment::sealed(segment::log_path(dir, base), base, base, 0)
+                    .delete_files()
+                    .map_err(io)?;
             }
         }
         let mut segments = Vec::with_capacity(bases.len());
         for w in bases.windows(2) {
             let (base, size) = w[0];
-            segments.push(Segment::sealed(segment::log_path(dir, base), base, w[1].0, size));
+            segments.push(Segment::sealed(
+                segment::log_path(dir, base),
+                base,
+                w[1].0,
+                size,
+            ));
         }
         let (base, _) = bases[bases.len() - 1];
         let mut active = Segment::sealed(segment::log_path(dir, base), base, base, 0);
-        if let Some(stop) = active.recover_tail(config.index_interval_bytes).map_err(|e| StorageError::io(&active.path, e))? {
+        if let Some(stop) = active
+            .recover_tail(config.index_interval_bytes)
+            .map_err(|e| StorageError::io(&active.path, e))?
+        {
             tracing::warn!(
                 segment = %active.path.display(), position = stop.position, reason = %stop.reason,
                 "truncated a torn or corrupt tail of the active segment"
@@ -111,11 +123,17 @@ impl PartitionLog {
             dir: dir.to_owned(),
             config,
             clock,
-            state: Mutex::new(State { segments, unsynced_sealed: Vec::new(), failed: None }),
+            state: Mutex::new(State {
+                segments,
+                unsynced_sealed: Vec::new(),
+                failed: None,
+            }),
             sync: GroupCommit::default(),
+            end_tx: tokio::sync::watch::Sender::new(0),
         };
         let end = log.stats().log_end;
         log.sync.mark_synced(end);
+        log.end_tx.send_replace(end);
         Ok(log)
     }
 
@@ -127,9 +145,19 @@ impl PartitionLog {
         &self.config
     }
 
+    /// Watches the log end: changes after every append.
+    pub fn subscribe_end(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.end_tx.subscribe()
+    }
+
     /// Appends one validated batch, assigning it the next offsets, with the requested durability.
-    pub fn append(&self, batch: &Batch, durability: Durability) -> Result<AppendInfo, StorageError> {
+    pub fn append(
+        &self,
+        batch: &Batch,
+        durability: Durability,
+    ) -> Result<AppendInfo, StorageError> {
         let info = self.append_unsynced(batch)?;
+        self.end_tx.send_replace(info.log_end);
         if durability == Durability::All {
             self.sync_through(info.log_end)?;
         }
@@ -139,11 +167,17 @@ impl PartitionLog {
     fn append_unsynced(&self, batch: &Batch) -> Result<AppendInfo, StorageError> {
         let len = batch.bytes().len();
         if len > self.config.max_batch_bytes as usize {
-            return Err(StorageError::BatchTooLarge { len, max: self.config.max_batch_bytes as usize });
+            return Err(StorageError::BatchTooLarge {
+                len,
+                max: self.config.max_batch_bytes as usize,
+            });
         }
         let mut st = self.state.lock();
         if let Some(why) = &st.failed {
-            return Err(StorageError::Failed { dir: self.dir.clone(), reason: why.clone() });
+            return Err(StorageError::Failed {
+                dir: self.dir.clone(),
+                reason: why.clone(),
+            });
         }
         let now = (self.clock)();
         self.maybe_roll(&mut st, Some(len as u64), now)?;
@@ -163,18 +197,31 @@ impl PartitionLog {
         if active.rolled_after_ms.is_none() {
             active.rolled_after_ms = Some(now);
         }
-        Ok(AppendInfo { base_offset: h.base_offset, last_offset: h.last_offset(), log_end: h.next_offset() })
+        Ok(AppendInfo {
+            base_offset: h.base_offset,
+            last_offset: h.last_offset(),
+            log_end: h.next_offset(),
+        })
     }
 
     /// Rolls to a new segment when the active one has aged out or would grow past its size with an
     /// `incoming` batch.
-    fn maybe_roll(&self, st: &mut State, incoming: Option<u64>, now: i64) -> Result<(), StorageError> {
-        let Some(active) = st.segments.last() else { return Err(self.no_segments()) };
+    fn maybe_roll(
+        &self,
+        st: &mut State,
+        incoming: Option<u64>,
+        now: i64,
+    ) -> Result<(), StorageError> {
+        let Some(active) = st.segments.last() else {
+            return Err(self.no_segments());
+        };
         if active.is_empty() {
             return Ok(());
         }
         let too_big = incoming.is_some_and(|n| active.size + n > self.config.segment_bytes);
-        let too_old = active.rolled_after_ms.is_some_and(|t| now.saturating_sub(t) >= self.config.segment_ms as i64);
+        let too_old = active
+            .rolled_after_ms
+            .is_some_and(|t| now.saturating_sub(t) >= self.config.segment_ms as i64);
         if too_big || too_old {
             self.roll(st)?;
         }
@@ -182,12 +229,19 @@ impl PartitionLog {
     }
 
     fn roll(&self, st: &mut State) -> Result<(), StorageError> {
-        let Some(active) = st.segments.last_mut() else { return Err(self.no_segments()) };
-        active.seal().map_err(|e| StorageError::io(&active.path, e))?;
-        let file = active.file().map_err(|e| StorageError::io(&active.path, e))?;
+        let Some(active) = st.segments.last_mut() else {
+            return Err(self.no_segments());
+        };
+        active
+            .seal()
+            .map_err(|e| StorageError::io(&active.path, e))?;
+        let file = active
+            .file()
+            .map_err(|e| StorageError::io(&active.path, e))?;
         let next = active.next_offset;
         st.unsynced_sealed.push(file);
-        let seg = Segment::create(&self.dir, next).map_err(|e| StorageError::io(segment::log_path(&self.dir, next), e))?;
+        let seg = Segment::create(&self.dir, next)
+            .map_err(|e| StorageError::io(segment::log_path(&self.dir, next), e))?;
         st.segments.push(seg);
         Ok(())
     }
@@ -236,30 +290,56 @@ impl PartitionLog {
             let mut st = self.state.lock();
             let (log_start, log_end) = bounds(&st);
             if offset == log_end {
-                return Ok(ReadResult { bytes: Bytes::new(), log_start, log_end });
+                return Ok(ReadResult {
+                    bytes: Bytes::new(),
+                    log_start,
+                    log_end,
+                });
             }
             if offset < log_start || offset > log_end {
-                return Err(StorageError::OffsetOutOfRange { offset, log_start, log_end });
+                return Err(StorageError::OffsetOutOfRange {
+                    offset,
+                    log_start,
+                    log_end,
+                });
             }
             let i = st.segments.partition_point(|s| s.base <= offset) - 1;
             let seg = &mut st.segments[i];
             let path = seg.path.clone();
             let io = |e| StorageError::io(&path, e);
             let rel = (offset - seg.base) as u32;
-            let start = seg.index(self.config.index_interval_bytes).map_err(io)?.floor(rel);
+            let start = seg
+                .index(self.config.index_interval_bytes)
+                .map_err(io)?
+                .floor(rel);
             let file = seg.file().map_err(io)?;
             let pos = start.map_or(0, |e| e.position as u64);
-            (file, path, pos, seg.size, (log_start, log_end), seg.next_offset)
+            (
+                file,
+                path,
+                pos,
+                seg.size,
+                (log_start, log_end),
+                seg.next_offset,
+            )
         };
         let io = |e| StorageError::io(&path, e);
         match segment::hop_to(&file, pos, end, offset).map_err(io)? {
             Some(at) => {
                 let bytes = segment::read_batches(&file, at, end, max_bytes).map_err(io)?;
-                Ok(ReadResult { bytes, log_start, log_end })
+                Ok(ReadResult {
+                    bytes,
+                    log_start,
+                    log_end,
+                })
             }
             // A segment whose tail was lost ends early; continue in the next one.
             None if seg_next > offset => self.read(seg_next, max_bytes),
-            None => Err(StorageError::OffsetOutOfRange { offset, log_start, log_end }),
+            None => Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end,
+            }),
         }
     }
 
@@ -277,8 +357,14 @@ impl PartitionLog {
             let start = seg.index(interval).map_err(io)?.time_floor(ts);
             let from = seg.base + start.map_or(0, |t| t.rel_offset as u64);
             let (file, size) = (seg.file().map_err(io)?, seg.size);
-            if let Some(found) = first_at_or_after(&file, seg.find_position(from, interval).map_err(io)?, size, from, ts)
-                .map_err(io)?
+            if let Some(found) = first_at_or_after(
+                &file,
+                seg.find_position(from, interval).map_err(io)?,
+                size,
+                from,
+                ts,
+            )
+            .map_err(io)?
             {
                 return Ok(found);
             }
@@ -298,16 +384,25 @@ impl PartitionLog {
             let interval = self.config.index_interval_bytes;
             let oldest = &mut st.segments[0];
             // Like Kafka: drop the oldest segment only while what remains still meets the limit.
-            let over_size = self.config.retention_bytes.is_some_and(|max| total - oldest.size >= max);
+            let over_size = self
+                .config
+                .retention_bytes
+                .is_some_and(|max| total - oldest.size >= max);
             let expired = match self.config.retention_ms {
-                Some(ms) => oldest.max_ts(interval).map_err(|e| StorageError::io(&oldest.path, e))? < now - ms as i64,
+                Some(ms) => {
+                    oldest
+                        .max_ts(interval)
+                        .map_err(|e| StorageError::io(&oldest.path, e))?
+                        < now - ms as i64
+                }
                 None => false,
             };
             if !over_size && !expired {
                 break;
             }
             let seg = st.segments.remove(0);
-            seg.delete_files().map_err(|e| StorageError::io(&seg.path, e))?;
+            seg.delete_files()
+                .map_err(|e| StorageError::io(&seg.path, e))?;
             tracing::debug!(segment = %seg.path.display(), over_size, expired, "retention deleted segment");
             total -= seg.size;
             out.segments_deleted += 1;
@@ -319,7 +414,12 @@ impl PartitionLog {
     pub fn stats(&self) -> PartitionStats {
         let st = self.state.lock();
         let (log_start, log_end) = bounds(&st);
-        PartitionStats { log_start, log_end, size_bytes: st.segments.iter().map(|s| s.size).sum(), segments: st.segments.len() }
+        PartitionStats {
+            log_start,
+            log_end,
+            size_bytes: st.segments.iter().map(|s| s.size).sum(),
+            segments: st.segments.len(),
+        }
     }
 
     /// Writes pending index entries and fsyncs the log: the clean-shutdown path.
@@ -327,7 +427,9 @@ impl PartitionLog {
         {
             let mut st = self.state.lock();
             if let Some(active) = st.segments.last_mut() {
-                active.flush_index().map_err(|e| StorageError::io(&active.path, e))?;
+                active
+                    .flush_index()
+                    .map_err(|e| StorageError::io(&active.path, e))?;
             }
         }
         let end = self.stats().log_end;
@@ -335,7 +437,10 @@ impl PartitionLog {
     }
 
     fn no_segments(&self) -> StorageError {
-        StorageError::Failed { dir: self.dir.clone(), reason: "partition has no segments".into() }
+        StorageError::Failed {
+            dir: self.dir.clone(),
+            reason: "partition has no segments".into(),
+        }
     }
 }
 
@@ -351,8 +456,13 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, u64)>, StorageError> {
     for entry in fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
         let entry = entry.map_err(|e| StorageError::io(dir, e))?;
         let name = entry.file_name();
-        let Some(base) = name.to_str().and_then(segment::parse_log_name) else { continue };
-        let size = entry.metadata().map_err(|e| StorageError::io(entry.path(), e))?.len();
+        let Some(base) = name.to_str().and_then(segment::parse_log_name) else {
+            continue;
+        };
+        let size = entry
+            .metadata()
+            .map_err(|e| StorageError::io(entry.path(), e))?
+            .len();
         out.push((base, size));
     }
     out.sort_unstable();
@@ -360,11 +470,18 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, u64)>, StorageError> {
 }
 
 /// Scans batches from `pos` for the first record with timestamp >= `ts` at or after offset `from`.
-fn first_at_or_after(file: &File, pos: Option<u64>, end: u64, from: u64, ts: i64) -> std::io::Result<Option<u64>> {
+fn first_at_or_after(
+    file: &File,
+    pos: Option<u64>,
+    end: u64,
+    from: u64,
+    ts: i64,
+) -> std::io::Result<Option<u64>> {
     let Some(mut pos) = pos else { return Ok(None) };
     while pos < end {
         let bytes = segment::read_batches(file, pos, end, 1)?;
-        let b = Batch::parse(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let b = Batch::parse(bytes)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         if b.header().max_timestamp >= ts {
             if let Some(r) = b.records().find(|r| r.offset >= from && r.timestamp >= ts) {
                 return Ok(Some(r.offset));
@@ -377,6 +494,9 @@ fn first_at_or_after(file: &File, pos: Option<u64>, end: u64, from: u64, ts: i64
 
 impl std::fmt::Debug for PartitionLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PartitionLog").field("dir", &self.dir).field("stats", &self.stats()).finish()
+        f.debug_struct("PartitionLog")
+            .field("dir", &self.dir)
+            .field("stats", &self.stats())
+            .finish()
     }
 }

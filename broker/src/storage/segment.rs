@@ -69,7 +69,10 @@ impl Segment {
         File::create(&path)?;
         // Append mode: after a failed write is cut back, the next write lands at the new end.
         let file = OpenOptions::new().read(true).append(true).open(&path)?;
-        for p in [super::index::index_path(&path), super::index::timeindex_path(&path)] {
+        for p in [
+            super::index::index_path(&path),
+            super::index::timeindex_path(&path),
+        ] {
             File::create(p)?;
         }
         Ok(Segment {
@@ -117,7 +120,10 @@ impl Segment {
 
     /// Opens the segment for appending (the active segment) after recovery has fixed its length.
     pub fn open_for_append(&mut self) -> io::Result<()> {
-        let f = OpenOptions::new().read(true).append(true).open(&self.path)?;
+        let f = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&self.path)?;
         self.file = Some(Arc::new(f));
         Ok(())
     }
@@ -134,7 +140,9 @@ impl Segment {
                 self.index = Some(index);
                 Ok(None)
             }
-            Ok(_) | Err(IndexLoadError::Missing) | Err(IndexLoadError::Damaged(_)) => self.rebuild_index(interval),
+            Ok(_) | Err(IndexLoadError::Missing) | Err(IndexLoadError::Damaged(_)) => {
+                self.rebuild_index(interval)
+            }
             Err(IndexLoadError::Io(e)) => Err(e),
         }
     }
@@ -144,10 +152,22 @@ impl Segment {
         tracing::info!(segment = %self.path.display(), "rebuilding segment index");
         let file = self.file()?;
         let mut index = SegmentIndex::default();
-        let scan = scan(&file, self.base, 0, self.base, i64::MIN, self.size, &mut index, interval)?;
+        let scan = scan(
+            &file,
+            self.base,
+            0,
+            self.base,
+            i64::MIN,
+            self.size,
+            &mut index,
+            interval,
+        )?;
         if scan.next_offset > self.base {
             // The closing entry marks the index complete and carries the segment's max timestamp.
-            index.times.push(TimeEntry { max_ts_before: scan.max_ts, rel_offset: (scan.next_offset - self.base) as u32 });
+            index.times.push(TimeEntry {
+                max_ts_before: scan.max_ts,
+                rel_offset: (scan.next_offset - self.base) as u32,
+            });
         }
         index.rewrite(&self.path)?;
         self.max_ts = Some(scan.max_ts);
@@ -170,7 +190,9 @@ impl Segment {
         let (start_pos, start_rel, max_before) = Self::tail_start(&mut index);
         let file = OpenOptions::new().read(true).write(true).open(&self.path)?;
         let start_off = self.base + start_rel as u64;
-        let scan = scan(&file, self.base, start_pos, start_off, max_before, file_len, &mut index, interval)?;
+        let scan = scan(
+            &file, self.base, start_pos, start_off, max_before, file_len, &mut index, interval,
+        )?;
         if scan.valid_len < file_len {
             file.set_len(scan.valid_len)?;
             file.sync_all()?;
@@ -194,7 +216,11 @@ impl Segment {
         };
         // A time entry is written at an index point exactly when the max grew, so the last one at or
         // before this point carries the max timestamp of everything before it.
-        let at_or_before = index.times.iter().rev().find(|t| t.rel_offset <= last.rel_offset);
+        let at_or_before = index
+            .times
+            .iter()
+            .rev()
+            .find(|t| t.rel_offset <= last.rel_offset);
         let max_before = at_or_before.map_or(i64::MIN, |t| t.max_ts_before);
         index.times.retain(|t| t.rel_offset < last.rel_offset);
         index.truncate_to(last.position as u64, last.rel_offset);
@@ -213,13 +239,22 @@ impl Segment {
 
     /// Appends one batch: `header` is the batch's header with its base offset already assigned and
     /// `body` the rest of the batch. On a write error the file is cut back to its old length.
-    pub fn append(&mut self, header: &[u8; HEADER_LEN], body: &[u8], h: &BatchHeader, interval: u64) -> io::Result<()> {
+    pub fn append(
+        &mut self,
+        header: &[u8; HEADER_LEN],
+        body: &[u8],
+        h: &BatchHeader,
+        interval: u64,
+    ) -> io::Result<()> {
         let file = self.file()?;
         if let Err(e) = write_all_vectored(&file, &[IoSlice::new(header), IoSlice::new(body)]) {
             if let Err(undo) = file.set_len(self.size) {
                 tracing::error!(segment = %self.path.display(), error = %undo, "could not undo a partial write");
                 self.poisoned = true;
-                return Err(io::Error::new(e.kind(), format!("{e}; undoing the partial write also failed: {undo}")));
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("{e}; undoing the partial write also failed: {undo}"),
+                ));
             }
             return Err(e);
         }
@@ -228,9 +263,22 @@ impl Segment {
         if position == 0 || self.bytes_since_index >= interval {
             let rel = (h.base_offset - self.base) as u32;
             let index = self.index.get_or_insert_with(SegmentIndex::default);
-            let time = TimeEntry { max_ts_before: prev_max, rel_offset: rel };
-            let needs_time = index.times.last().is_none_or(|t| t.max_ts_before < prev_max) || position == 0;
-            index.push(OffsetEntry { rel_offset: rel, position: position as u32 }, needs_time.then_some(time));
+            let time = TimeEntry {
+                max_ts_before: prev_max,
+                rel_offset: rel,
+            };
+            let needs_time = index
+                .times
+                .last()
+                .is_none_or(|t| t.max_ts_before < prev_max)
+                || position == 0;
+            index.push(
+                OffsetEntry {
+                    rel_offset: rel,
+                    position: position as u32,
+                },
+                needs_time.then_some(time),
+            );
             self.bytes_since_index = 0;
         }
         self.size += h.length as u64;
@@ -250,7 +298,10 @@ impl Segment {
         let empty = self.is_empty();
         if let Some(index) = self.index.as_mut() {
             if !empty && index.times.last().is_none_or(|t| t.rel_offset < rel) {
-                index.times.push(TimeEntry { max_ts_before: max, rel_offset: rel });
+                index.times.push(TimeEntry {
+                    max_ts_before: max,
+                    rel_offset: rel,
+                });
             }
             index.flush(&self.path)?;
         }
@@ -268,14 +319,21 @@ impl Segment {
     /// batch headers from the nearest index entry.
     pub fn find_position(&mut self, offset: u64, interval: u64) -> io::Result<Option<u64>> {
         let rel = (offset - self.base) as u32;
-        let start = self.index(interval)?.floor(rel).unwrap_or(OffsetEntry { rel_offset: 0, position: 0 });
+        let start = self.index(interval)?.floor(rel).unwrap_or(OffsetEntry {
+            rel_offset: 0,
+            position: 0,
+        });
         let file = self.file()?;
         hop_to(&file, start.position as u64, self.size, offset)
     }
 
     /// Removes the segment's files (retention or topic deletion).
     pub fn delete_files(&self) -> io::Result<()> {
-        for p in [self.path.clone(), super::index::index_path(&self.path), super::index::timeindex_path(&self.path)] {
+        for p in [
+            self.path.clone(),
+            super::index::index_path(&self.path),
+            super::index::timeindex_path(&self.path),
+        ] {
             match std::fs::remove_file(&p) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}
@@ -288,7 +346,11 @@ impl Segment {
 fn index_is_complete(index: &SegmentIndex, count: u64) -> bool {
     // A sealed segment's time index ends with the closing entry; without it the max timestamp and
     // possibly some entries are missing.
-    count == 0 || index.times.last().is_some_and(|t| t.rel_offset as u64 == count)
+    count == 0
+        || index
+            .times
+            .last()
+            .is_some_and(|t| t.rel_offset as u64 == count)
 }
 
 /// Reads batch headers from `pos` until the batch containing `offset`; `None` if the segment ends first.
@@ -296,7 +358,8 @@ pub fn hop_to(file: &File, mut pos: u64, end: u64, offset: u64) -> io::Result<Op
     let mut hdr = [0u8; HEADER_LEN];
     while pos + HEADER_LEN as u64 <= end {
         file.read_exact_at(&mut hdr, pos)?;
-        let h = BatchHeader::parse(&hdr).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let h =
+            BatchHeader::parse(&hdr).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         if h.next_offset() > offset {
             return Ok(Some(pos));
         }
@@ -314,7 +377,8 @@ pub fn read_batches(file: &File, pos: u64, end: u64, max_bytes: usize) -> io::Re
     file.read_exact_at(&mut buf, pos)?;
     let mut cut = 0usize;
     while cut + LENGTH_END <= buf.len() {
-        let len = BatchHeader::peek_length(&buf[cut..]).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let len = BatchHeader::peek_length(&buf[cut..])
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         if cut + len > buf.len() {
             if cut == 0 {
                 // The first batch alone is larger than the budget: return it whole.
@@ -346,40 +410,91 @@ pub fn scan(
 ) -> io::Result<ScanResult> {
     let mut buf = Vec::new();
     let mut since_index = interval;
-    let stop = |pos, reason: String| Some(ScanStop { position: pos, reason });
+    let stop = |pos, reason: String| {
+        Some(ScanStop {
+            position: pos,
+            reason,
+        })
+    };
     loop {
         if pos == file_len {
-            return Ok(ScanResult { valid_len: pos, next_offset, max_ts, stop: None });
+            return Ok(ScanResult {
+                valid_len: pos,
+                next_offset,
+                max_ts,
+                stop: None,
+            });
         }
         let mut head = [0u8; LENGTH_END];
         if pos + LENGTH_END as u64 > file_len {
             let reason = format!("{} trailing bytes are not a batch header", file_len - pos);
-            return Ok(ScanResult { valid_len: pos, next_offset, max_ts, stop: stop(pos, reason) });
+            return Ok(ScanResult {
+                valid_len: pos,
+                next_offset,
+                max_ts,
+                stop: stop(pos, reason),
+            });
         }
         file.read_exact_at(&mut head, pos)?;
         let len = match BatchHeader::peek_length(&head) {
             Ok(len) if pos + len as u64 <= file_len => len,
             Ok(len) => {
                 let reason = format!("batch of {len} bytes is cut short by the end of the file");
-                return Ok(ScanResult { valid_len: pos, next_offset, max_ts, stop: stop(pos, reason) });
+                return Ok(ScanResult {
+                    valid_len: pos,
+                    next_offset,
+                    max_ts,
+                    stop: stop(pos, reason),
+                });
             }
-            Err(e) => return Ok(ScanResult { valid_len: pos, next_offset, max_ts, stop: stop(pos, e.to_string()) }),
+            Err(e) => {
+                return Ok(ScanResult {
+                    valid_len: pos,
+                    next_offset,
+                    max_ts,
+                    stop: stop(pos, e.to_string()),
+                })
+            }
         };
         buf.resize(len, 0);
         file.read_exact_at(&mut buf, pos)?;
         let h = match batch::validate(&buf) {
             Ok(h) if h.base_offset == next_offset => h,
             Ok(h) => {
-                let reason = format!("batch has base offset {}, expected {next_offset}", h.base_offset);
-                return Ok(ScanResult { valid_len: pos, next_offset, max_ts, stop: stop(pos, reason) });
+                let reason = format!(
+                    "batch has base offset {}, expected {next_offset}",
+                    h.base_offset
+                );
+                return Ok(ScanResult {
+                    valid_len: pos,
+                    next_offset,
+                    max_ts,
+                    stop: stop(pos, reason),
+                });
             }
-            Err(e) => return Ok(ScanResult { valid_len: pos, next_offset, max_ts, stop: stop(pos, e.to_string()) }),
+            Err(e) => {
+                return Ok(ScanResult {
+                    valid_len: pos,
+                    next_offset,
+                    max_ts,
+                    stop: stop(pos, e.to_string()),
+                })
+            }
         };
         if since_index >= interval {
             let rel = (h.base_offset - seg_base) as u32;
             let needs_time = index.times.last().is_none_or(|t| t.max_ts_before < max_ts);
-            let time = TimeEntry { max_ts_before: max_ts, rel_offset: rel };
-            index.push(OffsetEntry { rel_offset: rel, position: pos as u32 }, needs_time.then_some(time));
+            let time = TimeEntry {
+                max_ts_before: max_ts,
+                rel_offset: rel,
+            };
+            index.push(
+                OffsetEntry {
+                    rel_offset: rel,
+                    position: pos as u32,
+                },
+                needs_time.then_some(time),
+            );
             since_index = 0;
         }
         since_index += len as u64;

@@ -34,7 +34,11 @@ impl GroupCommit {
 
     /// Returns once every offset below `offset` is durable. `sync` performs one fsync and returns the
     /// log end it covers; it runs on the calling thread, outside the state lock.
-    pub fn sync_through(&self, offset: u64, mut sync: impl FnMut() -> Result<u64, StorageError>) -> Result<(), StorageError> {
+    pub fn sync_through(
+        &self,
+        offset: u64,
+        mut sync: impl FnMut() -> Result<u64, StorageError>,
+    ) -> Result<(), StorageError> {
         let mut st = self.state.lock();
         loop {
             if st.synced >= offset {

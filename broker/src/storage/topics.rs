@@ -31,7 +31,11 @@ pub struct TopicConfig {
 
 impl Default for TopicConfig {
     fn default() -> Self {
-        TopicConfig { partitions: 1, log: LogConfig::default(), created_ms: 0 }
+        TopicConfig {
+            partitions: 1,
+            log: LogConfig::default(),
+            created_ms: 0,
+        }
     }
 }
 
@@ -48,11 +52,13 @@ impl Topic {
     }
 
     pub fn partition(&self, p: u32) -> Result<&Arc<PartitionLog>, StorageError> {
-        self.partitions.get(p as usize).ok_or_else(|| StorageError::UnknownPartition {
-            topic: self.name.clone(),
-            partition: p,
-            count: self.partitions.len() as u32,
-        })
+        self.partitions
+            .get(p as usize)
+            .ok_or_else(|| StorageError::UnknownPartition {
+                topic: self.name.clone(),
+                partition: p,
+                count: self.partitions.len() as u32,
+            })
     }
 }
 
@@ -67,7 +73,9 @@ pub struct TopicStore {
 
 impl std::fmt::Debug for TopicStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TopicStore").field("root", &self.root).finish_non_exhaustive()
+        f.debug_struct("TopicStore")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
     }
 }
 
@@ -77,11 +85,21 @@ impl TopicStore {
         Self::open_with_clock(data_dir, meta, system_clock())
     }
 
-    pub fn open_with_clock(data_dir: &Path, meta: MetaStore, clock: Clock) -> Result<TopicStore, StorageError> {
+    pub fn open_with_clock(
+        data_dir: &Path,
+        meta: MetaStore,
+        clock: Clock,
+    ) -> Result<TopicStore, StorageError> {
         let root = data_dir.join("topics");
         fs::create_dir_all(&root).map_err(|e| StorageError::io(&root, e))?;
         remove_deleted_leftovers(&root);
-        let store = TopicStore { root, meta, clock, topics: RwLock::default(), unavailable: RwLock::default() };
+        let store = TopicStore {
+            root,
+            meta,
+            clock,
+            topics: RwLock::default(),
+            unavailable: RwLock::default(),
+        };
         for (name, config) in store.meta.scan::<TopicConfig>(Namespace::Topics, "")? {
             match store.open_topic(&name, config, false) {
                 Ok(topic) => {
@@ -104,24 +122,46 @@ impl TopicStore {
         self.root.join(name)
     }
 
-    fn open_topic(&self, name: &str, config: TopicConfig, create: bool) -> Result<Topic, StorageError> {
+    fn open_topic(
+        &self,
+        name: &str,
+        config: TopicConfig,
+        create: bool,
+    ) -> Result<Topic, StorageError> {
         let mut partitions = Vec::with_capacity(config.partitions as usize);
         for p in 0..config.partitions {
             let dir = self.topic_dir(name).join(p.to_string());
             if !create && !dir.is_dir() {
-                let source = std::io::Error::new(std::io::ErrorKind::NotFound, "partition directory is missing");
+                let source = std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "partition directory is missing",
+                );
                 return Err(StorageError::io(&dir, source));
             }
-            partitions.push(Arc::new(PartitionLog::open(&dir, config.log, self.clock.clone())?));
+            partitions.push(Arc::new(PartitionLog::open(
+                &dir,
+                config.log,
+                self.clock.clone(),
+            )?));
         }
-        Ok(Topic { name: name.to_owned(), config, partitions })
+        Ok(Topic {
+            name: name.to_owned(),
+            config,
+            partitions,
+        })
     }
 
-    pub fn create_topic(&self, name: &str, mut config: TopicConfig) -> Result<Arc<Topic>, StorageError> {
+    pub fn create_topic(
+        &self,
+        name: &str,
+        mut config: TopicConfig,
+    ) -> Result<Arc<Topic>, StorageError> {
         validate_name(name)?;
         config.log.validate()?;
         if config.partitions == 0 || config.partitions > MAX_PARTITIONS {
-            return Err(StorageError::InvalidConfig(format!("partitions must be between 1 and {MAX_PARTITIONS}")));
+            return Err(StorageError::InvalidConfig(format!(
+                "partitions must be between 1 and {MAX_PARTITIONS}"
+            )));
         }
         let mut topics = self.topics.write();
         if topics.contains_key(name) || self.unavailable.read().contains_key(name) {
@@ -161,7 +201,9 @@ impl TopicStore {
         topics.remove(name);
         self.unavailable.write().remove(name);
         let dir = self.topic_dir(name);
-        let trash = self.root.join(format!(".deleted-{name}-{}", (self.clock)()));
+        let trash = self
+            .root
+            .join(format!(".deleted-{name}-{}", (self.clock)()));
         if dir.exists() {
             fs::rename(&dir, &trash).map_err(|e| StorageError::io(&dir, e))?;
             fs::remove_dir_all(&trash).map_err(|e| StorageError::io(&trash, e))?;
@@ -172,20 +214,34 @@ impl TopicStore {
     /// Grows a topic to `count` partitions (partitions are never removed).
     pub fn add_partitions(&self, name: &str, count: u32) -> Result<Arc<Topic>, StorageError> {
         let mut topics = self.topics.write();
-        let old = topics.get(name).cloned().ok_or_else(|| StorageError::UnknownTopic(name.to_owned()))?;
+        let old = topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StorageError::UnknownTopic(name.to_owned()))?;
         if count <= old.config.partitions || count > MAX_PARTITIONS {
-            let msg = format!("partitions can only grow, from {} up to {MAX_PARTITIONS}", old.config.partitions);
+            let msg = format!(
+                "partitions can only grow, from {} up to {MAX_PARTITIONS}",
+                old.config.partitions
+            );
             return Err(StorageError::InvalidConfig(msg));
         }
         let mut config = old.config.clone();
         let mut partitions = old.partitions.clone();
         for p in old.config.partitions..count {
             let dir = self.topic_dir(name).join(p.to_string());
-            partitions.push(Arc::new(PartitionLog::open(&dir, config.log, self.clock.clone())?));
+            partitions.push(Arc::new(PartitionLog::open(
+                &dir,
+                config.log,
+                self.clock.clone(),
+            )?));
         }
         config.partitions = count;
         self.meta.put_durable(Namespace::Topics, name, &config)?;
-        let topic = Arc::new(Topic { name: name.to_owned(), config, partitions });
+        let topic = Arc::new(Topic {
+            name: name.to_owned(),
+            config,
+            partitions,
+        });
         topics.insert(name.to_owned(), topic.clone());
         Ok(topic)
     }
@@ -195,12 +251,19 @@ impl TopicStore {
             return Ok(t.clone());
         }
         match self.unavailable.read().get(name) {
-            Some(reason) => Err(StorageError::TopicUnavailable { topic: name.to_owned(), reason: reason.clone() }),
+            Some(reason) => Err(StorageError::TopicUnavailable {
+                topic: name.to_owned(),
+                reason: reason.clone(),
+            }),
             None => Err(StorageError::UnknownTopic(name.to_owned())),
         }
     }
 
-    pub fn partition(&self, topic: &str, partition: u32) -> Result<Arc<PartitionLog>, StorageError> {
+    pub fn partition(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Arc<PartitionLog>, StorageError> {
         self.get(topic)?.partition(partition).cloned()
     }
 
@@ -210,7 +273,11 @@ impl TopicStore {
 
     /// Topics that exist in the metadata store but failed to open, with the reason.
     pub fn unavailable(&self) -> Vec<(String, String)> {
-        self.unavailable.read().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.unavailable
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// One retention pass over every partition; errors are logged and the pass goes on.
@@ -223,7 +290,9 @@ impl TopicStore {
                         total.segments_deleted += o.segments_deleted;
                         total.bytes_deleted += o.bytes_deleted;
                     }
-                    Err(e) => tracing::error!(topic = %topic.name, error = %e, "retention pass failed"),
+                    Err(e) => {
+                        tracing::error!(topic = %topic.name, error = %e, "retention pass failed")
+                    }
                 }
             }
         }
@@ -243,21 +312,31 @@ impl TopicStore {
 }
 
 pub fn validate_name(name: &str) -> Result<(), StorageError> {
-    let bad = |reason| Err(StorageError::InvalidTopicName { name: name.to_owned(), reason });
+    let bad = |reason| {
+        Err(StorageError::InvalidTopicName {
+            name: name.to_owned(),
+            reason,
+        })
+    };
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return bad("must be 1 to 200 characters");
     }
     if name.starts_with('.') {
         return bad("must not start with '.'");
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
         return bad("may only contain ASCII letters, digits, '.', '_' and '-'");
     }
     Ok(())
 }
 
 fn remove_deleted_leftovers(root: &Path) {
-    let Ok(entries) = fs::read_dir(root) else { return };
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
     for e in entries.flatten() {
         if e.file_name().to_string_lossy().starts_with(".deleted-") {
             if let Err(err) = fs::remove_dir_all(e.path()) {

@@ -11,7 +11,13 @@ use quiver_proto::{Batch, BatchBuilder, Batches, RecordData};
 pub fn batch(values: &[Vec<u8>], timestamps: &[i64]) -> Batch {
     let mut b = BatchBuilder::new();
     for (v, ts) in values.iter().zip(timestamps) {
-        b.push(&RecordData { timestamp: *ts, value: v, tags: &["t"], ..Default::default() }).unwrap();
+        b.push(&RecordData {
+            timestamp: *ts,
+            value: v,
+            tags: &["t"],
+            ..Default::default()
+        })
+        .unwrap();
     }
     Batch::parse(b.finish().unwrap()).unwrap()
 }
@@ -56,7 +62,12 @@ pub fn read_all(log: &PartitionLog, from: u64) -> Vec<(u64, i64, Bytes)> {
 }
 
 pub fn small_config() -> LogConfig {
-    LogConfig { segment_bytes: 4096, index_interval_bytes: 256, retention_ms: None, ..LogConfig::default() }
+    LogConfig {
+        segment_bytes: 4096,
+        index_interval_bytes: 256,
+        retention_ms: None,
+        ..LogConfig::default()
+    }
 }
 
 /// Segment log files in a partition directory, sorted by base offset.

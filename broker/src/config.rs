@@ -1,0 +1,207 @@
+//! Broker configuration: built-in defaults, then a TOML file, then `QUIVER_*` environment variables,
+//! then command-line flags (the caller applies those last). Validated once at start; every default
+//! works on a laptop.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::storage::LogConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value {value:?} for {name}: {reason}")]
+    Env {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Certificate files for the QUIC listener; without them a dev CA and certificate are generated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA that client certificates must chain to; when set, clients must present one (mTLS).
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    /// Connections beyond this are refused with a "server busy" close.
+    pub max_connections: usize,
+    /// Concurrent streams one connection may open.
+    pub max_streams_per_connection: u32,
+    /// Largest protocol frame accepted (a produce frame holds one batch).
+    pub max_frame_bytes: usize,
+    /// How often retention runs over every partition.
+    pub retention_check_ms: u64,
+    /// How long a graceful shutdown waits for in-flight requests.
+    pub shutdown_grace_ms: u64,
+    /// Partitions of a topic created without `--partitions`.
+    pub default_partitions: u32,
+    /// Log settings of new topics (each topic may override retention and segment size).
+    pub log: LogConfig,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            data_dir: PathBuf::from("./quiver-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7447)),
+            tls: None,
+            max_connections: 1024,
+            max_streams_per_connection: 1024,
+            max_frame_bytes: 16 << 20,
+            retention_check_ms: 60_000,
+            shutdown_grace_ms: 10_000,
+            default_partitions: 1,
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Defaults, overlaid with `file` when given, then with environment variables.
+    pub fn load(file: Option<&Path>) -> Result<BrokerConfig, ConfigError> {
+        let mut config = match file {
+            Some(path) => Self::from_file(path)?,
+            None => BrokerConfig::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<BrokerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Applies `QUIVER_DATA_DIR`, `QUIVER_LISTEN`, `QUIVER_MAX_CONNECTIONS`, `QUIVER_TLS_CERT` and
+    /// `QUIVER_TLS_KEY` when set.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = get("QUIVER_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("QUIVER_LISTEN") {
+            self.listen = parse_env("QUIVER_LISTEN", &v)?;
+        }
+        if let Some(v) = get("QUIVER_MAX_CONNECTIONS") {
+            self.max_connections = parse_env("QUIVER_MAX_CONNECTIONS", &v)?;
+        }
+        match (get("QUIVER_TLS_CERT"), get("QUIVER_TLS_KEY")) {
+            (Some(cert), Some(key)) => {
+                let client_ca = get("QUIVER_TLS_CLIENT_CA").map(PathBuf::from);
+                self.tls = Some(TlsFiles {
+                    cert: cert.into(),
+                    key: key.into(),
+                    client_ca,
+                });
+            }
+            (None, None) => {}
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "QUIVER_TLS_CERT and QUIVER_TLS_KEY must be set together".into(),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.log
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if self.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "max_connections must be at least 1".into(),
+            ));
+        }
+        if self.max_frame_bytes < 64 << 10 {
+            return Err(ConfigError::Invalid(
+                "max_frame_bytes must be at least 64 KiB".into(),
+            ));
+        }
+        if (self.log.max_batch_bytes as usize) > self.max_frame_bytes {
+            return Err(ConfigError::Invalid(
+                "log.max_batch_bytes must not exceed max_frame_bytes".into(),
+            ));
+        }
+        if self.default_partitions == 0 {
+            return Err(ConfigError::Invalid(
+                "default_partitions must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn parse_env<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    value.parse().map_err(|e: T::Err| ConfigError::Env {
+        name,
+        value: value.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\nmax_connections = 7\n[log]\nsegment_bytes = 1048576\n",
+        )
+        .unwrap();
+        let mut c = BrokerConfig::from_file(&path).unwrap();
+        assert_eq!(
+            (c.listen.port(), c.max_connections, c.log.segment_bytes),
+            (9000, 7, 1 << 20)
+        );
+        c.apply_env(|n| (n == "QUIVER_LISTEN").then(|| "127.0.0.1:9001".to_string()))
+            .unwrap();
+        assert_eq!(c.listen.port(), 9001);
+        c.validate().unwrap();
+        let err = c
+            .apply_env(|n| (n == "QUIVER_MAX_CONNECTIONS").then(|| "many".to_string()))
+            .unwrap_err();
+        assert!(err.to_string().contains("QUIVER_MAX_CONNECTIONS"), "{err}");
+        std::fs::write(&path, "listen = 5\n").unwrap();
+        let err = BrokerConfig::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("q.toml"), "{err}");
+        std::fs::write(&path, "no_such_setting = 1\n").unwrap();
+        assert!(
+            BrokerConfig::from_file(&path).is_err(),
+            "unknown settings are rejected, not ignored"
+        );
+    }
+}

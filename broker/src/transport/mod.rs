@@ -1,0 +1,7 @@
+//! The broker's network edge: the QUIC server, its request handlers, and TLS.
+
+mod admin;
+pub mod server;
+pub mod tls;
+
+pub use server::{Server, ServerError};

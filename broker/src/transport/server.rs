@@ -1,0 +1,436 @@
+//! The QUIC server: accepts connections (up to a limit), runs the Hello handshake, and serves each
+//! bidirectional stream as a sequence of request frames. Produce streams pipeline: appends happen in
+//! arrival order on the reader side, while `acks=all` waits for the group commit off to the side, so
+//! one stream's requests share fsyncs. Shutdown stops accepting, lets in-flight requests finish, then
+//! flushes and fsyncs every partition.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use quiver_client::wire::{decode_frame, write_error, write_frame, FrameReader, WireError};
+use quiver_proto::frame::{Frame, FrameKind};
+use quiver_proto::messages::{
+    Acks, FetchRequest, FetchResponse, Hello, HelloOk, OffsetSpec, ProduceRequest, ProduceResponse,
+    PROTOCOL_VERSION,
+};
+use quiver_proto::ErrorCode;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::admin;
+use crate::broker::{Broker, BrokerError, FetchParams, StartAt};
+use crate::storage::{AppendInfo, Durability};
+
+/// Errors that stop the server itself (not a single request).
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("flushing storage at shutdown failed: {0}")]
+    Flush(#[from] BrokerError),
+}
+
+/// Produce responses a stream may have outstanding before it stops reading new requests.
+const MAX_IN_FLIGHT: usize = 256;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_FETCH_WAIT: Duration = Duration::from_secs(60);
+
+pub struct Server {
+    endpoint: quinn::Endpoint,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    connections: Arc<Semaphore>,
+}
+
+impl Server {
+    /// Binds the QUIC endpoint (port 0 picks a free port).
+    pub fn bind(
+        broker: Arc<Broker>,
+        listen: SocketAddr,
+        tls: quinn::ServerConfig,
+    ) -> Result<Server, ServerError> {
+        let endpoint =
+            quinn::Endpoint::server(tls, listen).map_err(|source| ServerError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let connections = Arc::new(Semaphore::new(broker.config().max_connections));
+        Ok(Server {
+            endpoint,
+            broker,
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            connections,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Cancelling this token starts a graceful shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled, then drains and flushes.
+    pub async fn run(self) -> Result<(), ServerError> {
+        self.tracker
+            .spawn(retention_loop(self.broker.clone(), self.shutdown.clone()));
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                incoming = self.endpoint.accept() => match incoming {
+                    Some(incoming) => self.admit(incoming),
+                    None => break,
+                },
+            }
+        }
+        self.drain().await
+    }
+
+    fn admit(&self, incoming: quinn::Incoming) {
+        let permit = self.connections.clone().try_acquire_owned();
+        let (broker, shutdown, tracker) = (
+            self.broker.clone(),
+            self.shutdown.clone(),
+            self.tracker.clone(),
+        );
+        self.tracker.spawn(async move {
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => return tracing::debug!(error = %e, "handshake failed"),
+            };
+            let Ok(_permit) = permit else {
+                tracing::warn!(remote = %conn.remote_address(), "connection limit reached; refusing");
+                return conn.close(close_code(ErrorCode::ServerBusy), b"server busy: connection limit reached");
+            };
+            serve_connection(conn, broker, shutdown, tracker).await;
+        });
+    }
+
+    async fn drain(self) -> Result<(), ServerError> {
+        tracing::info!("shutting down: draining in-flight requests");
+        self.tracker.close();
+        let grace = Duration::from_millis(self.broker.config().shutdown_grace_ms);
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("in-flight requests did not finish within {grace:?}");
+        }
+        let broker = self.broker.clone();
+        tokio::task::spawn_blocking(move || broker.flush())
+            .await
+            .map_err(|e| BrokerError::Internal(e.to_string()))??;
+        self.endpoint
+            .close(close_code(ErrorCode::ShuttingDown), b"server shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        tracing::info!("shutdown complete: storage flushed");
+        Ok(())
+    }
+}
+
+fn close_code(code: ErrorCode) -> quinn::VarInt {
+    quinn::VarInt::from_u32(code as u32)
+}
+
+async fn retention_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
+    let period = Duration::from_millis(broker.config().retention_check_ms.max(100));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+        let b = broker.clone();
+        match tokio::task::spawn_blocking(move || b.topics().enforce_retention()).await {
+            Ok(out) if out.segments_deleted > 0 => {
+                tracing::info!(
+                    segments = out.segments_deleted,
+                    bytes = out.bytes_deleted,
+                    "retention removed segments"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "retention task failed"),
+        }
+    }
+}
+
+async fn serve_connection(
+    conn: quinn::Connection,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let remote = conn.remote_address();
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&conn, &broker)).await {
+        Ok(Ok(client)) => tracing::debug!(%remote, %client, "client connected"),
+        Ok(Err(e)) => {
+            tracing::info!(%remote, error = %e, "handshake refused");
+            let code = e.remote_code().unwrap_or(ErrorCode::InvalidRequest);
+            return conn.close(close_code(code), e.to_string().as_bytes());
+        }
+        Err(_) => return conn.close(close_code(ErrorCode::Timeout), b"no Hello within 10 s"),
+    }
+    loop {
+        let (send, recv) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            s = conn.accept_bi() => match s {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(%remote, error = %e, "connection closed");
+                    break;
+                }
+            },
+        };
+        let broker = broker.clone();
+        tracker.spawn(async move {
+            if let Err(e) = serve_stream(send, recv, broker).await {
+                tracing::debug!(%remote, error = %e, "stream ended with an error");
+            }
+        });
+    }
+}
+
+/// Reads the client's Hello on the first stream and answers HelloOk, or an error for a version mismatch.
+async fn handshake(conn: &quinn::Connection, broker: &Broker) -> Result<String, WireError> {
+    let (mut send, recv) = conn
+        .accept_bi()
+        .await
+        .map_err(|e| WireError::Read(e.into()))?;
+    let mut reader = FrameReader::new(recv, 64 << 10);
+    let (hello, _): (Hello, Bytes) = reader.expect(FrameKind::Hello).await?;
+    if hello.protocol_version != PROTOCOL_VERSION {
+        let message = format!(
+            "client speaks protocol {}, this broker speaks {PROTOCOL_VERSION}",
+            hello.protocol_version
+        );
+        write_error(&mut send, ErrorCode::UnsupportedVersion, message.clone()).await?;
+        let _ = send.finish();
+        return Err(WireError::Remote {
+            code: ErrorCode::UnsupportedVersion,
+            message,
+        });
+    }
+    let ok = HelloOk {
+        protocol_version: PROTOCOL_VERSION,
+        server_version: env!("CARGO_PKG_VERSION").to_owned(),
+        max_frame: broker.config().max_frame_bytes as u32,
+        broker_id: broker_id(broker),
+    };
+    write_frame(&mut send, FrameKind::HelloOk, &ok, Bytes::new()).await?;
+    send.finish()?;
+    Ok(hello.client_id)
+}
+
+pub(crate) fn broker_id(broker: &Broker) -> String {
+    format!("quiver@{}", broker.config().listen)
+}
+
+/// Serves one stream: its first frame decides whether it is a produce pipeline, a fetch session or
+/// an admin call. Malformed input gets an error frame and ends this stream only.
+async fn serve_stream(
+    mut send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    broker: Arc<Broker>,
+) -> Result<(), WireError> {
+    let mut reader = FrameReader::new(recv, broker.config().max_frame_bytes);
+    let first = match reader.next().await {
+        Ok(Some(f)) => f,
+        Ok(None) => return Ok(()),
+        Err(e) => return reject_stream(send, &e).await,
+    };
+    match first.kind {
+        FrameKind::Produce => produce_pipeline(first, reader, send, broker).await,
+        FrameKind::Fetch => fetch_session(first, reader, send, broker).await,
+        FrameKind::Admin => {
+            admin::serve(first, &mut send, &broker).await?;
+            send.finish()?;
+            Ok(())
+        }
+        other => {
+            let msg = format!("a stream cannot start with a {other:?} frame");
+            write_error(&mut send, ErrorCode::InvalidRequest, msg).await?;
+            send.finish()?;
+            Ok(())
+        }
+    }
+}
+
+/// Answers unreadable input with an error frame and closes the stream.
+async fn reject_stream(mut send: quinn::SendStream, e: &WireError) -> Result<(), WireError> {
+    let code = match e {
+        WireError::Frame(f) => f.code(),
+        _ => ErrorCode::MalformedFrame,
+    };
+    tracing::info!(error = %e, "rejecting a malformed stream");
+    write_error(&mut send, code, e.to_string()).await?;
+    send.finish()?;
+    Ok(())
+}
+
+/// A produce response still to be written, in request order.
+enum Pending {
+    Ready(Result<ProduceResponse, BrokerError>, u64),
+    /// `acks=all`: appended in order, waiting for the fsync that covers it.
+    Syncing(
+        tokio::task::JoinHandle<Result<ProduceResponse, BrokerError>>,
+        u64,
+    ),
+}
+
+async fn produce_pipeline(
+    first: Frame,
+    mut reader: FrameReader<quinn::RecvStream>,
+    send: quinn::SendStream,
+    broker: Arc<Broker>,
+) -> Result<(), WireError> {
+    let (tx, rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT);
+    let writer = tokio::spawn(write_produce_responses(rx, send));
+    let mut next = Some(first);
+    while let Some(frame) = next.take() {
+        if let Some(pending) = produce_one(frame, &broker) {
+            if tx.send(pending).await.is_err() {
+                break; // the writer stopped: the client went away
+            }
+        }
+        match reader.next().await {
+            Ok(f) => next = f,
+            Err(e) => {
+                let _ = tx
+                    .send(Pending::Ready(
+                        Err(BrokerError::InvalidRequest(e.to_string())),
+                        0,
+                    ))
+                    .await;
+                break;
+            }
+        }
+    }
+    drop(tx);
+    writer
+        .await
+        .map_err(|e| WireError::Read(std::io::Error::other(e)))?
+}
+
+/// Appends one produce request in arrival order; `None` for acks=none (no reply is sent).
+fn produce_one(frame: Frame, broker: &Arc<Broker>) -> Option<Pending> {
+    let (req, payload): (ProduceRequest, Bytes) = match decode_frame(frame, FrameKind::Produce) {
+        Ok(x) => x,
+        Err(e) => {
+            return Some(Pending::Ready(
+                Err(BrokerError::InvalidRequest(e.to_string())),
+                0,
+            ))
+        }
+    };
+    let durability = match req.acks {
+        Acks::None => Durability::None,
+        Acks::Leader => Durability::Leader,
+        Acks::All => Durability::All,
+    };
+    let appended = broker.append(&req.topic, req.partition, payload, durability);
+    let respond = move |(partition, info): (u32, AppendInfo)| ProduceResponse {
+        request_id: req.request_id,
+        partition,
+        base_offset: info.base_offset,
+        last_offset: info.last_offset,
+        log_end: info.log_end,
+    };
+    match (durability, appended) {
+        (Durability::None, Err(e)) => {
+            tracing::debug!(error = %e, "acks=none produce failed");
+            None
+        }
+        (Durability::None, Ok(_)) => None,
+        (Durability::All, Ok((p, info))) => {
+            let b = broker.clone();
+            let handle = tokio::task::spawn_blocking(move || {
+                b.sync(&req.topic, p, info.log_end)
+                    .map(|()| respond((p, info)))
+            });
+            Some(Pending::Syncing(handle, req.request_id))
+        }
+        (_, result) => Some(Pending::Ready(result.map(respond), req.request_id)),
+    }
+}
+
+async fn write_produce_responses(
+    mut rx: mpsc::Receiver<Pending>,
+    mut send: quinn::SendStream,
+) -> Result<(), WireError> {
+    while let Some(p) = rx.recv().await {
+        let (result, request_id) = match p {
+            Pending::Ready(r, id) => (r, id),
+            Pending::Syncing(h, id) => (
+                h.await
+                    .unwrap_or_else(|e| Err(BrokerError::Internal(e.to_string()))),
+                id,
+            ),
+        };
+        match result {
+            Ok(resp) => write_frame(&mut send, FrameKind::ProduceOk, &resp, Bytes::new()).await?,
+            Err(e) => write_error(&mut send, e.code(), with_request(request_id, &e)).await?,
+        }
+    }
+    send.finish()?;
+    Ok(())
+}
+
+fn with_request(request_id: u64, e: &BrokerError) -> String {
+    format!("request {request_id}: {e}")
+}
+
+async fn fetch_session(
+    first: Frame,
+    mut reader: FrameReader<quinn::RecvStream>,
+    mut send: quinn::SendStream,
+    broker: Arc<Broker>,
+) -> Result<(), WireError> {
+    let mut next = Some(first);
+    while let Some(frame) = next.take() {
+        let (req, _): (FetchRequest, Bytes) = match decode_frame(frame, FrameKind::Fetch) {
+            Ok(x) => x,
+            Err(e) => return reject_stream(send, &e).await,
+        };
+        let params = FetchParams {
+            start: match req.offset {
+                OffsetSpec::Earliest => StartAt::Earliest,
+                OffsetSpec::Latest => StartAt::Latest,
+                OffsetSpec::At(o) => StartAt::Offset(o),
+                OffsetSpec::Timestamp(ts) => StartAt::Timestamp(ts),
+            },
+            max_bytes: (req.max_bytes as usize).clamp(1, broker.config().max_frame_bytes / 2),
+            min_bytes: req.min_bytes as usize,
+            max_wait: Duration::from_millis(req.max_wait_ms as u64).min(MAX_FETCH_WAIT),
+        };
+        match broker.fetch(&req.topic, req.partition, params).await {
+            Ok(f) => {
+                let resp = FetchResponse {
+                    request_id: req.request_id,
+                    partition: req.partition,
+                    log_start: f.log_start,
+                    log_end: f.log_end,
+                    next_offset: f.next_offset,
+                    records: f.next_offset.saturating_sub(f.offset) as u32,
+                };
+                write_frame(&mut send, FrameKind::FetchOk, &resp, f.bytes).await?;
+            }
+            Err(e) => write_error(&mut send, e.code(), with_request(req.request_id, &e)).await?,
+        }
+        next = match reader.next().await {
+            Ok(f) => f,
+            Err(e) => return reject_stream(send, &e).await,
+        };
+    }
+    send.finish()?;
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! `quiver serve`: load the config, prepare TLS (generating a dev CA on first start), open storage and
+//! serve until SIGINT or SIGTERM, then shut down gracefully.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use quiver_broker::config::TlsFiles;
+use quiver_broker::transport::tls::{self, TlsPaths, TransportOptions};
+use quiver_broker::transport::Server;
+use quiver_broker::{Broker, BrokerConfig};
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Where topics, metadata and the dev certificate live [default: ./quiver-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on (UDP) [default: 127.0.0.1:7447].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// TOML config file; flags override it, it overrides the defaults.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Server certificate chain (PEM); without it a dev CA and certificate are generated.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (mTLS).
+    #[arg(long)]
+    client_ca: Option<PathBuf>,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = build_config(args)?;
+    tls::install_crypto_provider();
+    let paths = tls_paths(&config)?;
+    let opts = TransportOptions {
+        max_concurrent_streams: config.max_streams_per_connection,
+        ..TransportOptions::default()
+    };
+    let server_config = tls::server_config(&paths, &opts).context("TLS setup")?;
+    let listen = config.listen;
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config))
+        .await?
+        .context("opening storage")?;
+    let server = Server::bind(broker, listen, server_config)?;
+    tracing::info!(addr = %server.local_addr()?, "quiver listening (QUIC, ALPN quiver/1)");
+    let token = server.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: shutting down gracefully");
+        token.cancel();
+    });
+    server.run().await?;
+    Ok(())
+}
+
+fn build_config(args: ServeArgs) -> anyhow::Result<BrokerConfig> {
+    let mut config = BrokerConfig::load(args.config.as_deref())?;
+    if let Some(d) = args.data_dir {
+        config.data_dir = d;
+    }
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config.tls = Some(TlsFiles {
+            cert,
+            key,
+            client_ca: args.client_ca,
+        });
+    } else if let (Some(tls), Some(ca)) = (config.tls.as_mut(), args.client_ca) {
+        tls.client_ca = Some(ca);
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn tls_paths(config: &BrokerConfig) -> anyhow::Result<TlsPaths> {
+    if let Some(t) = &config.tls {
+        return Ok(TlsPaths {
+            cert: t.cert.clone(),
+            key: t.key.clone(),
+            ca: t.client_ca.clone(),
+        });
+    }
+    let dev =
+        tls::ensure_dev_certs(&config.data_dir).context("preparing the dev TLS certificate")?;
+    let verb = if dev.generated { "generated" } else { "using" };
+    tracing::info!(ca = %dev.ca_pem_path.display(), "{verb} dev CA: clients verify the broker with --ca {}", dev.ca_pem_path.display());
+    Ok(dev.tls_paths())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

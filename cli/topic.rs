@@ -1,0 +1,101 @@
+//! `quiver topic create|list|describe|delete`.
+
+use clap::Subcommand;
+use quiver_client::NewTopic;
+
+use crate::args::ConnectArgs;
+
+#[derive(Subcommand, Debug)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create {
+        name: String,
+        #[arg(long)]
+        partitions: Option<u32>,
+        #[arg(long)]
+        retention_ms: Option<u64>,
+        #[arg(long)]
+        retention_bytes: Option<u64>,
+        #[arg(long)]
+        segment_bytes: Option<u64>,
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+    /// List topics (name and partition count).
+    List {
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+    /// Show a topic's settings and each partition's offsets and size.
+    Describe {
+        name: String,
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+    /// Delete a topic and its data.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+}
+
+pub async fn run(cmd: TopicCommand) -> anyhow::Result<()> {
+    match cmd {
+        TopicCommand::Create {
+            name,
+            partitions,
+            retention_ms,
+            retention_bytes,
+            segment_bytes,
+            conn,
+        } => {
+            let client = conn.connect().await?;
+            let topic = NewTopic {
+                name: name.clone(),
+                partitions: partitions.unwrap_or(0),
+                retention_ms,
+                retention_bytes,
+                segment_bytes,
+            };
+            let n = client.admin().create_topic(topic).await?;
+            println!("created topic {name} with {n} partition(s)");
+            client.close().await;
+        }
+        TopicCommand::List { conn } => {
+            let client = conn.connect().await?;
+            for t in client.admin().list_topics().await? {
+                println!("{}\t{}", t.name, t.partitions);
+            }
+            client.close().await;
+        }
+        TopicCommand::Describe { name, conn } => {
+            let client = conn.connect().await?;
+            let t = client.admin().describe_topic(&name).await?;
+            let opt = |v: Option<u64>| v.map_or("none".to_string(), |v| v.to_string());
+            println!(
+                "topic {}  partitions {}  retention_ms {}  retention_bytes {}  segment_bytes {}",
+                t.name,
+                t.partitions.len(),
+                opt(t.retention_ms),
+                opt(t.retention_bytes),
+                t.segment_bytes
+            );
+            println!("partition\tstart\tend\tsize_bytes\tsegments");
+            for p in &t.partitions {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    p.partition, p.log_start, p.log_end, p.size_bytes, p.segments
+                );
+            }
+            client.close().await;
+        }
+        TopicCommand::Delete { name, conn } => {
+            let client = conn.connect().await?;
+            client.admin().delete_topic(&name).await?;
+            println!("deleted topic {name}");
+            client.close().await;
+        }
+    }
+    Ok(())
+}

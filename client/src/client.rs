@@ -1,0 +1,208 @@
+//! A connection to a broker: QUIC with TLS 1.3 verified against the given CA, the Hello handshake,
+//! and helpers to open request streams.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use quiver_proto::frame::{FrameKind, DEFAULT_MAX_FRAME};
+use quiver_proto::messages::{Hello, HelloOk, PROTOCOL_VERSION};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::ClientError;
+use crate::wire::{write_frame, FrameReader};
+
+/// How to reach and trust a broker.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// `host:port`; the host is also the name the certificate must carry.
+    pub server: String,
+    /// PEM file with the CA certificate(s) the broker's certificate must chain to.
+    pub ca: PathBuf,
+    /// Client certificate and key for mTLS.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub client_id: String,
+    pub token: Option<String>,
+}
+
+impl ClientOptions {
+    pub fn new(server: impl Into<String>, ca: impl Into<PathBuf>) -> Self {
+        ClientOptions {
+            server: server.into(),
+            ca: ca.into(),
+            client_cert: None,
+            client_id: format!("quiver-client-{}", std::process::id()),
+            token: None,
+        }
+    }
+}
+
+struct Inner {
+    endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    server: HelloOk,
+    next_request: AtomicU64,
+}
+
+/// A connection to one broker; cheap to clone (all clones share the QUIC connection).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("remote", &self.inner.conn.remote_address())
+            .finish()
+    }
+}
+
+impl Client {
+    /// Connects to `server` (host:port), trusting only the CA in `ca`.
+    pub async fn connect(server: &str, ca: &Path) -> Result<Client, ClientError> {
+        Self::connect_with(ClientOptions::new(server, ca)).await
+    }
+
+    pub async fn connect_with(opts: ClientOptions) -> Result<Client, ClientError> {
+        let (host, addr) = resolve(&opts.server).await?;
+        let cert = opts
+            .client_cert
+            .as_ref()
+            .map(|(c, k)| (c.as_path(), k.as_path()));
+        let config = crate::tls::client_config(&opts.ca, cert)?;
+        let bind: SocketAddr = if addr.is_ipv6() {
+            "[::]:0".parse()
+        } else {
+            "0.0.0.0:0".parse()
+        }
+        .map_err(|e: std::net::AddrParseError| ClientError::Address {
+            addr: opts.server.clone(),
+            reason: e.to_string(),
+        })?;
+        let connect_err = |reason: String| ClientError::Connect {
+            addr: opts.server.clone(),
+            reason,
+        };
+        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| connect_err(e.to_string()))?;
+        endpoint.set_default_client_config(config);
+        let connecting = endpoint
+            .connect(addr, &host)
+            .map_err(|e| connect_err(e.to_string()))?;
+        let conn = connecting
+            .await
+            .map_err(|e| connect_err(describe_connect_error(&e)))?;
+        let server = hello(&conn, &opts)
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        let inner = Inner {
+            endpoint,
+            conn,
+            server,
+            next_request: AtomicU64::new(1),
+        };
+        Ok(Client {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// What the broker said about itself in the handshake.
+    pub fn server_info(&self) -> &HelloOk {
+        &self.inner.server
+    }
+
+    pub fn max_frame(&self) -> usize {
+        (self.inner.server.max_frame as usize).min(DEFAULT_MAX_FRAME)
+    }
+
+    pub(crate) fn next_request_id(&self) -> u64 {
+        self.inner.next_request.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Opens a request stream.
+    pub(crate) async fn open(
+        &self,
+    ) -> Result<(quinn::SendStream, FrameReader<quinn::RecvStream>), ClientError> {
+        let (send, recv) = self.inner.conn.open_bi().await?;
+        Ok((send, FrameReader::new(recv, DEFAULT_MAX_FRAME)))
+    }
+
+    /// One request on its own stream, one reply.
+    pub(crate) async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        kind: FrameKind,
+        req: &Req,
+        reply: FrameKind,
+    ) -> Result<Resp, ClientError> {
+        let (mut send, mut reader) = self.open().await?;
+        write_frame(&mut send, kind, req, Bytes::new()).await?;
+        send.finish().map_err(crate::wire::WireError::from)?;
+        let (resp, _) = reader.expect(reply).await?;
+        Ok(resp)
+    }
+
+    pub fn admin(&self) -> crate::admin::Admin {
+        crate::admin::Admin::new(self.clone())
+    }
+
+    /// Closes the connection and waits briefly for the close to reach the broker.
+    pub async fn close(&self) {
+        self.inner.conn.close(0u32.into(), b"client closed");
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            self.inner.endpoint.wait_idle(),
+        )
+        .await;
+    }
+}
+
+async fn hello(conn: &quinn::Connection, opts: &ClientOptions) -> Result<HelloOk, ClientError> {
+    let (mut send, recv) = conn.open_bi().await?;
+    let hello = Hello {
+        protocol_version: PROTOCOL_VERSION,
+        client_id: opts.client_id.clone(),
+        token: opts.token.clone(),
+    };
+    write_frame(&mut send, FrameKind::Hello, &hello, Bytes::new()).await?;
+    send.finish().map_err(crate::wire::WireError::from)?;
+    let (ok, _) = FrameReader::new(recv, 64 << 10)
+        .expect::<HelloOk>(FrameKind::HelloOk)
+        .await?;
+    Ok(ok)
+}
+
+/// Splits `host:port` and resolves it; the host is the TLS server name.
+async fn resolve(server: &str) -> Result<(String, SocketAddr), ClientError> {
+    let bad = |reason: &str| ClientError::Address {
+        addr: server.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let (host, _port) = server
+        .rsplit_once(':')
+        .ok_or_else(|| bad("expected host:port"))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let addr = tokio::net::lookup_host(server)
+        .await
+        .map_err(|e| bad(&e.to_string()))?
+        .next()
+        .ok_or_else(|| bad("the name resolves to no address"))?;
+    Ok((host, addr))
+}
+
+/// Turns TLS failures into a message that says what to check.
+fn describe_connect_error(e: &quinn::ConnectionError) -> String {
+    let text = e.to_string();
+    if text.contains("UnknownIssuer") || text.to_lowercase().contains("certificate") {
+        format!(
+            "{text} (the broker's certificate is not signed by the CA given with --ca / QUIVER_CA)"
+        )
+    } else {
+        text
+    }
+}

@@ -1,0 +1,146 @@
+//! Async frame I/O over QUIC streams, shared by the client and the broker's server: a buffered frame
+//! reader that checks each frame's length before buffering it, and a writer that sends a frame's
+//! header and its batch payload without copying the payload.
+
+use bytes::{Bytes, BytesMut};
+use quiver_proto::frame::{Frame, FrameError, FrameKind};
+use quiver_proto::messages::{decode_header, encode_header, ErrorBody};
+use quiver_proto::ErrorCode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Errors of reading or writing frames.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("stream read failed: {0}")]
+    Read(#[from] std::io::Error),
+    #[error("stream write failed: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("stream ended in the middle of a frame")]
+    Truncated,
+    #[error("stream closed: {0}")]
+    Closed(#[from] quinn::ClosedStream),
+    #[error("expected a {expected:?} frame, got {got:?}")]
+    Unexpected { expected: FrameKind, got: FrameKind },
+    #[error("{code}: {message}")]
+    Remote { code: ErrorCode, message: String },
+}
+
+impl WireError {
+    /// The server's error code, when the peer answered with an error frame.
+    pub fn remote_code(&self) -> Option<ErrorCode> {
+        match self {
+            WireError::Remote { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// Reads whole frames from a stream.
+pub struct FrameReader<R> {
+    inner: R,
+    buf: BytesMut,
+    max_frame: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(inner: R, max_frame: usize) -> Self {
+        FrameReader {
+            inner,
+            buf: BytesMut::with_capacity(64 << 10),
+            max_frame,
+        }
+    }
+
+    /// The next frame; `None` when the peer finished the stream cleanly between frames.
+    pub async fn next(&mut self) -> Result<Option<Frame>, WireError> {
+        loop {
+            if let Some(total) = Frame::check(&self.buf, self.max_frame)? {
+                return Ok(Frame::parse(&mut self.buf, self.max_frame)?
+                    .filter(|f| f.encoded_len() == total));
+            }
+            // The length prefix was checked against max_frame, so reserving for it is bounded.
+            let want = peek_len(&self.buf).unwrap_or(0).max(64 << 10);
+            self.buf.reserve(want.saturating_sub(self.buf.len()));
+            if self.inner.read_buf(&mut self.buf).await? == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(WireError::Truncated)
+                };
+            }
+        }
+    }
+
+    /// The next frame, which must be `kind` (an error frame becomes `WireError::Remote`), decoded.
+    pub async fn expect<T: DeserializeOwned>(
+        &mut self,
+        kind: FrameKind,
+    ) -> Result<(T, Bytes), WireError> {
+        let frame = self.next().await?.ok_or(WireError::Truncated)?;
+        decode_frame(frame, kind)
+    }
+}
+
+/// Decodes `frame` as `kind`, turning an error frame into `WireError::Remote`.
+pub fn decode_frame<T: DeserializeOwned>(
+    frame: Frame,
+    kind: FrameKind,
+) -> Result<(T, Bytes), WireError> {
+    if frame.kind == FrameKind::Error {
+        let body: ErrorBody = decode_header(&frame.header)?;
+        return Err(WireError::Remote {
+            code: ErrorCode::from(body.code),
+            message: body.message,
+        });
+    }
+    if frame.kind != kind {
+        return Err(WireError::Unexpected {
+            expected: kind,
+            got: frame.kind,
+        });
+    }
+    Ok((decode_header(&frame.header)?, frame.payload))
+}
+
+fn peek_len(buf: &[u8]) -> Option<usize> {
+    let b: [u8; 4] = buf.get(..4)?.try_into().ok()?;
+    Some(u32::from_le_bytes(b) as usize + 4)
+}
+
+/// Writes one frame: prefix and header in one write, then the payload as a zero-copy chunk.
+pub async fn write_frame<H: Serialize>(
+    send: &mut quinn::SendStream,
+    kind: FrameKind,
+    header: &H,
+    payload: Bytes,
+) -> Result<(), WireError> {
+    let header = encode_header(header)?;
+    let prefix = Frame::encoded_header(kind, header.len(), payload.len());
+    let mut head = BytesMut::with_capacity(prefix.len() + header.len());
+    head.extend_from_slice(&prefix);
+    head.extend_from_slice(&header);
+    send.write_chunk(head.freeze()).await?;
+    if !payload.is_empty() {
+        send.write_chunk(payload).await?;
+    }
+    Ok(())
+}
+
+/// Writes an error frame with a stable code and human text.
+pub async fn write_error(
+    send: &mut quinn::SendStream,
+    code: ErrorCode,
+    message: String,
+) -> Result<(), WireError> {
+    write_frame(
+        send,
+        FrameKind::Error,
+        &ErrorBody::new(code, message),
+        Bytes::new(),
+    )
+    .await
+}

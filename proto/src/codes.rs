@@ -1,0 +1,173 @@
+//! Error codes carried in `Error` frames: a stable `u16` number per failure, with human text and a
+//! retry hint (see docs/protocol.md for the table).
+//!
+//! Invariants: numbers never change meaning once released; a number this build does not know
+//! decodes as [`ErrorCode::Unknown`], so an old client can still read an error from a newer broker.
+
+use std::fmt;
+
+/// Why a request failed. The discriminant is the number on the wire.
+#[repr(u16)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// Fallback for numbers this build does not know (and for failures with no better code).
+    Unknown = 0,
+    MalformedFrame = 1,
+    FrameTooLarge = 2,
+    UnsupportedVersion = 3,
+    InvalidRequest = 4,
+    UnknownTopic = 10,
+    UnknownPartition = 11,
+    TopicExists = 12,
+    InvalidTopicName = 13,
+    InvalidConfig = 14,
+    TopicUnavailable = 15,
+    OffsetOutOfRange = 20,
+    InvalidBatch = 21,
+    RecordTooLarge = 22,
+    StorageError = 30,
+    DiskFull = 31,
+    Timeout = 40,
+    ServerBusy = 41,
+    ShuttingDown = 42,
+    NotAuthorized = 50,
+    Internal = 99,
+}
+
+impl ErrorCode {
+    /// Every code, in numeric order (for tables, docs and exhaustive tests).
+    pub const ALL: [ErrorCode; 21] = [
+        ErrorCode::Unknown,
+        ErrorCode::MalformedFrame,
+        ErrorCode::FrameTooLarge,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::InvalidRequest,
+        ErrorCode::UnknownTopic,
+        ErrorCode::UnknownPartition,
+        ErrorCode::TopicExists,
+        ErrorCode::InvalidTopicName,
+        ErrorCode::InvalidConfig,
+        ErrorCode::TopicUnavailable,
+        ErrorCode::OffsetOutOfRange,
+        ErrorCode::InvalidBatch,
+        ErrorCode::RecordTooLarge,
+        ErrorCode::StorageError,
+        ErrorCode::DiskFull,
+        ErrorCode::Timeout,
+        ErrorCode::ServerBusy,
+        ErrorCode::ShuttingDown,
+        ErrorCode::NotAuthorized,
+        ErrorCode::Internal,
+    ];
+
+    /// The number sent on the wire.
+    pub fn as_u16(self) -> u16 {
+        self as u16
+    }
+
+    /// One line of human text, for logs and CLI output.
+    pub fn description(self) -> &'static str {
+        match self {
+            ErrorCode::Unknown => "unknown error",
+            ErrorCode::MalformedFrame => "malformed frame",
+            ErrorCode::FrameTooLarge => "frame exceeds the size limit",
+            ErrorCode::UnsupportedVersion => "unsupported protocol version",
+            ErrorCode::InvalidRequest => "invalid request",
+            ErrorCode::UnknownTopic => "unknown topic",
+            ErrorCode::UnknownPartition => "unknown partition",
+            ErrorCode::TopicExists => "topic already exists",
+            ErrorCode::InvalidTopicName => "invalid topic name",
+            ErrorCode::InvalidConfig => "invalid configuration",
+            ErrorCode::TopicUnavailable => "topic unavailable",
+            ErrorCode::OffsetOutOfRange => "offset out of range",
+            ErrorCode::InvalidBatch => "invalid record batch",
+            ErrorCode::RecordTooLarge => "record batch too large",
+            ErrorCode::StorageError => "storage error",
+            ErrorCode::DiskFull => "disk full",
+            ErrorCode::Timeout => "request timed out",
+            ErrorCode::ServerBusy => "server busy (connection limit reached)",
+            ErrorCode::ShuttingDown => "server shutting down",
+            ErrorCode::NotAuthorized => "not authorized",
+            ErrorCode::Internal => "internal server error",
+        }
+    }
+
+    /// True when the same request may succeed later unchanged, so clients can retry with backoff.
+    pub fn is_retriable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::StorageError
+                | ErrorCode::DiskFull
+                | ErrorCode::Timeout
+                | ErrorCode::ServerBusy
+                | ErrorCode::ShuttingDown
+        )
+    }
+}
+
+impl From<u16> for ErrorCode {
+    /// Unknown numbers become `Unknown` instead of failing: new codes must not break old clients.
+    fn from(n: u16) -> Self {
+        ErrorCode::ALL
+            .into_iter()
+            .find(|c| c.as_u16() == n)
+            .unwrap_or(ErrorCode::Unknown)
+    }
+}
+
+impl From<ErrorCode> for u16 {
+    fn from(c: ErrorCode) -> u16 {
+        c.as_u16()
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.description(), self.as_u16())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn known_codes_round_trip_and_are_sorted() {
+        for pair in ErrorCode::ALL.windows(2) {
+            assert!(
+                pair[0].as_u16() < pair[1].as_u16(),
+                "ALL must be sorted and unique"
+            );
+        }
+        for c in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from(c.as_u16()), c);
+            assert_eq!(u16::from(c), c as u16);
+        }
+    }
+
+    #[test]
+    fn stable_numbers_and_flags() {
+        assert_eq!(ErrorCode::ServerBusy.as_u16(), 41);
+        assert_eq!(ErrorCode::Internal.as_u16(), 99);
+        assert!(ErrorCode::DiskFull.is_retriable());
+        assert!(!ErrorCode::UnknownTopic.is_retriable());
+        assert_eq!(ErrorCode::UnknownTopic.to_string(), "unknown topic (10)");
+    }
+
+    proptest! {
+        #[test]
+        fn unknown_numbers_map_to_unknown(n in any::<u16>()) {
+            let c = ErrorCode::from(n);
+            let known = ErrorCode::ALL.iter().any(|k| k.as_u16() == n);
+            prop_assert_eq!(c == ErrorCode::Unknown, !known || n == 0);
+        }
+    }
+
+    #[test]
+    fn specific_unknown_numbers() {
+        for n in [5, 16, 23, 98, 100, 1000, u16::MAX] {
+            assert_eq!(ErrorCode::from(n), ErrorCode::Unknown);
+        }
+    }
+}

@@ -1,0 +1,641 @@
+//! Typed frame headers: the control messages of the protocol, encoded as MessagePack maps
+//! (`rmp_serde::to_vec_named`) so fields can be added without breaking older peers.
+//!
+//! Invariants: unknown fields are ignored when decoding (no `deny_unknown_fields`), and every field
+//! added after version 1 must carry `#[serde(default)]`, so old and new peers read each other.
+//! Record data never goes through serde: it travels as raw batches in the frame payload.
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::codes::ErrorCode;
+use crate::frame::{Frame, FrameError, FrameKind};
+
+/// The protocol version this build speaks (sent in `Hello`, echoed in `HelloOk`).
+pub const PROTOCOL_VERSION: u16 = 1;
+/// The TLS ALPN protocol id of this protocol version.
+pub const ALPN: &[u8] = b"quiver/1";
+
+/// Encodes a header as a MessagePack map with field names as keys.
+pub fn encode_header<T: Serialize>(header: &T) -> Result<Bytes, FrameError> {
+    rmp_serde::to_vec_named(header)
+        .map(Bytes::from)
+        .map_err(|e| FrameError::Header(e.to_string()))
+}
+
+/// Decodes a header sent by a peer; any mismatch is an error, never a panic.
+pub fn decode_header<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
+    rmp_serde::from_slice(bytes).map_err(|e| FrameError::Header(e.to_string()))
+}
+
+/// A header type and the frame kind that carries it, so encoding and decoding cannot mix them up.
+pub trait Message: Serialize + DeserializeOwned {
+    const KIND: FrameKind;
+}
+
+impl Frame {
+    /// A frame of `kind` with `header` encoded as its header.
+    pub fn new<T: Serialize>(
+        kind: FrameKind,
+        header: &T,
+        payload: Bytes,
+    ) -> Result<Frame, FrameError> {
+        Frame::from_parts(kind, encode_header(header)?, payload)
+    }
+
+    /// A frame carrying `msg`, of the kind that belongs to it.
+    pub fn message<M: Message>(msg: &M, payload: Bytes) -> Result<Frame, FrameError> {
+        Frame::new(M::KIND, msg, payload)
+    }
+
+    /// An `Error` frame.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Result<Frame, FrameError> {
+        Frame::message(&ErrorBody::new(code, message), Bytes::new())
+    }
+
+    /// Decodes the header as `M`, after checking that the frame is of `M`'s kind.
+    pub fn decode<M: Message>(&self) -> Result<M, FrameError> {
+        if self.kind != M::KIND {
+            return Err(FrameError::UnexpectedKind {
+                expected: M::KIND,
+                got: self.kind,
+            });
+        }
+        decode_header(&self.header)
+    }
+
+    /// Decodes a reply that is either `M` or an `Error` frame: the outer error means the frame itself
+    /// is bad, the inner one that the peer refused the request.
+    pub fn decode_reply<M: Message>(&self) -> Result<Result<M, ErrorBody>, FrameError> {
+        match self.kind {
+            FrameKind::Error => self.decode::<ErrorBody>().map(Err),
+            _ => self.decode::<M>().map(Ok),
+        }
+    }
+}
+
+/// Header of an `Error` frame, sent in place of the reply to a failed request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// An [`ErrorCode`] number; unknown numbers read as `Unknown`.
+    pub code: u16,
+    pub message: String,
+    /// The failed request's id, when it had one (produce and fetch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<u64>,
+}
+
+impl ErrorBody {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
+        ErrorBody {
+            code: code.as_u16(),
+            message: message.into(),
+            request_id: None,
+        }
+    }
+
+    /// Ties the error to a pipelined request.
+    pub fn for_request(mut self, request_id: u64) -> ErrorBody {
+        self.request_id = Some(request_id);
+        self
+    }
+
+    pub fn error_code(&self) -> ErrorCode {
+        ErrorCode::from(self.code)
+    }
+}
+
+impl std::fmt::Display for ErrorBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.error_code(), self.message)
+    }
+}
+
+impl std::error::Error for ErrorBody {}
+
+/// First frame of a connection, from the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol_version: u16,
+    pub client_id: String,
+    /// Bearer token for token auth; absent with mTLS or no auth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// The broker's answer to `Hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloOk {
+    pub protocol_version: u16,
+    pub server_version: String,
+    /// The broker's limit on the length field of frames it receives.
+    pub max_frame: u32,
+    pub broker_id: String,
+}
+
+/// How durable a produce must be before the broker answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Acks {
+    /// No reply at all; errors are only logged and counted by the broker.
+    None,
+    /// Reply once appended (in the page cache).
+    Leader,
+    /// Reply once fsync'd.
+    All,
+}
+
+/// Header of a `Produce` frame; the payload is exactly one record batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProduceRequest {
+    pub request_id: u64,
+    pub topic: String,
+    /// `None`: the broker picks a partition round-robin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
+    pub acks: Acks,
+}
+
+/// Header of a `ProduceOk` frame (no payload).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProduceResponse {
+    pub request_id: u64,
+    pub partition: u32,
+    pub base_offset: u64,
+    pub last_offset: u64,
+    /// Offset the partition's next record will get.
+    pub log_end: u64,
+}
+
+/// Where a fetch starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OffsetSpec {
+    /// The partition's log start.
+    Earliest,
+    /// The partition's log end: only records produced from now on.
+    Latest,
+    /// An exact offset.
+    At(u64),
+    /// The first record whose timestamp (ms since the epoch) is at or after this one.
+    Timestamp(i64),
+}
+
+/// Header of a `Fetch` frame (no payload).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchRequest {
+    pub request_id: u64,
+    pub topic: String,
+    pub partition: u32,
+    pub offset: OffsetSpec,
+    /// Soft limit on the payload: the first batch is sent whole even when larger.
+    pub max_bytes: u32,
+    /// Longest time the broker may hold the request waiting for `min_bytes`.
+    pub max_wait_ms: u32,
+    /// Answer as soon as this many bytes are available (0: answer at once).
+    pub min_bytes: u32,
+    /// Native filter expression applied by the broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+}
+
+/// Header of a `FetchOk` frame; the payload is zero or more whole record batches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchResponse {
+    pub request_id: u64,
+    pub partition: u32,
+    pub log_start: u64,
+    pub log_end: u64,
+    /// Where the next fetch should start.
+    pub next_offset: u64,
+    /// Records in the payload (including any below the requested offset).
+    pub records: u32,
+}
+
+/// Header of an `Admin` frame: one operation per stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum AdminRequest {
+    CreateTopic {
+        name: String,
+        partitions: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retention_ms: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retention_bytes: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        segment_bytes: Option<u64>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    ListTopics,
+    DescribeTopic {
+        name: String,
+    },
+    AddPartitions {
+        name: String,
+        /// Partitions to add (not the new total).
+        count: u32,
+    },
+    Metadata,
+}
+
+/// Header of an `AdminOk` frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum AdminResponse {
+    TopicCreated {
+        name: String,
+        partitions: u32,
+    },
+    TopicDeleted {
+        name: String,
+    },
+    Topics {
+        topics: Vec<TopicSummary>,
+    },
+    Topic(TopicDescription),
+    Metadata {
+        broker_id: String,
+        version: String,
+        listen: String,
+        topics: Vec<TopicSummary>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicSummary {
+    pub name: String,
+    pub partitions: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicDescription {
+    pub name: String,
+    pub partitions: Vec<PartitionDescription>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_bytes: Option<u64>,
+    pub segment_bytes: u64,
+    /// Creation time, ms since the epoch.
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionDescription {
+    pub partition: u32,
+    pub log_start: u64,
+    pub log_end: u64,
+    pub size_bytes: u64,
+    pub segments: u32,
+}
+
+impl Message for Hello {
+    const KIND: FrameKind = FrameKind::Hello;
+}
+impl Message for HelloOk {
+    const KIND: FrameKind = FrameKind::HelloOk;
+}
+impl Message for ProduceRequest {
+    const KIND: FrameKind = FrameKind::Produce;
+}
+impl Message for ProduceResponse {
+    const KIND: FrameKind = FrameKind::ProduceOk;
+}
+impl Message for FetchRequest {
+    const KIND: FrameKind = FrameKind::Fetch;
+}
+impl Message for FetchResponse {
+    const KIND: FrameKind = FrameKind::FetchOk;
+}
+impl Message for AdminRequest {
+    const KIND: FrameKind = FrameKind::Admin;
+}
+impl Message for AdminResponse {
+    const KIND: FrameKind = FrameKind::AdminOk;
+}
+impl Message for ErrorBody {
+    const KIND: FrameKind = FrameKind::Error;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::DEFAULT_MAX_FRAME;
+    use bytes::BytesMut;
+    use proptest::option::of;
+    use proptest::prelude::*;
+
+    /// Frame encode → check → parse → decode, with the payload carried through untouched.
+    fn round_trip<M: Message + Clone + PartialEq + std::fmt::Debug>(
+        msg: &M,
+        payload: &[u8],
+    ) -> Result<(), TestCaseError> {
+        let frame = Frame::message(msg, Bytes::copy_from_slice(payload)).map_err(fail)?;
+        let mut buf = BytesMut::new();
+        frame.encode(&mut buf);
+        let total = buf.len();
+        prop_assert_eq!(Frame::check(&buf, DEFAULT_MAX_FRAME), Ok(Some(total)));
+        let parsed = Frame::parse(&mut buf, DEFAULT_MAX_FRAME).map_err(fail)?;
+        let parsed = parsed.ok_or_else(|| TestCaseError::fail("incomplete"))?;
+        prop_assert!(buf.is_empty());
+        prop_assert_eq!(parsed.kind, M::KIND);
+        prop_assert_eq!(&parsed.payload[..], payload);
+        prop_assert_eq!(&parsed.decode::<M>().map_err(fail)?, msg);
+        // An Error frame is the refusal branch of any reply, so only replies of other kinds are `Ok`.
+        let reply = parsed.decode_reply::<M>().map_err(fail)?;
+        prop_assert_eq!(reply.is_ok(), M::KIND != FrameKind::Error);
+        Ok(())
+    }
+
+    fn fail(e: FrameError) -> TestCaseError {
+        TestCaseError::fail(e.to_string())
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        "[a-z0-9._\u{e9}-]{0,16}"
+    }
+
+    fn acks() -> impl Strategy<Value = Acks> {
+        prop_oneof![Just(Acks::None), Just(Acks::Leader), Just(Acks::All)]
+    }
+
+    fn offset_spec() -> impl Strategy<Value = OffsetSpec> {
+        prop_oneof![
+            Just(OffsetSpec::Earliest),
+            Just(OffsetSpec::Latest),
+            any::<u64>().prop_map(OffsetSpec::At),
+            any::<i64>().prop_map(OffsetSpec::Timestamp),
+        ]
+    }
+
+    fn summary() -> impl Strategy<Value = TopicSummary> {
+        (name(), any::<u32>()).prop_map(|(name, partitions)| TopicSummary { name, partitions })
+    }
+
+    fn partition_description() -> impl Strategy<Value = PartitionDescription> {
+        (
+            any::<u32>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u32>(),
+        )
+            .prop_map(|(partition, log_start, log_end, size_bytes, segments)| {
+                PartitionDescription {
+                    partition,
+                    log_start,
+                    log_end,
+                    size_bytes,
+                    segments,
+                }
+            })
+    }
+
+    fn topic_description() -> impl Strategy<Value = TopicDescription> {
+        let parts = proptest::collection::vec(partition_description(), 0..4);
+        (
+            name(),
+            parts,
+            of(any::<u64>()),
+            of(any::<u64>()),
+            any::<u64>(),
+            any::<i64>(),
+        )
+            .prop_map(
+                |(name, partitions, retention_ms, retention_bytes, segment_bytes, created_ms)| {
+                    TopicDescription {
+                        name,
+                        partitions,
+                        retention_ms,
+                        retention_bytes,
+                        segment_bytes,
+                        created_ms,
+                    }
+                },
+            )
+    }
+
+    fn admin_request() -> impl Strategy<Value = AdminRequest> {
+        let create = (
+            name(),
+            any::<u32>(),
+            of(any::<u64>()),
+            of(any::<u64>()),
+            of(any::<u64>()),
+        )
+            .prop_map(
+                |(name, partitions, retention_ms, retention_bytes, segment_bytes)| {
+                    AdminRequest::CreateTopic {
+                        name,
+                        partitions,
+                        retention_ms,
+                        retention_bytes,
+                        segment_bytes,
+                    }
+                },
+            );
+        prop_oneof![
+            create,
+            name().prop_map(|name| AdminRequest::DeleteTopic { name }),
+            Just(AdminRequest::ListTopics),
+            name().prop_map(|name| AdminRequest::DescribeTopic { name }),
+            (name(), any::<u32>())
+                .prop_map(|(name, count)| AdminRequest::AddPartitions { name, count }),
+            Just(AdminRequest::Metadata),
+        ]
+    }
+
+    fn admin_response() -> impl Strategy<Value = AdminResponse> {
+        let topics = || proptest::collection::vec(summary(), 0..4);
+        prop_oneof![
+            (name(), any::<u32>())
+                .prop_map(|(name, partitions)| AdminResponse::TopicCreated { name, partitions }),
+            name().prop_map(|name| AdminResponse::TopicDeleted { name }),
+            topics().prop_map(|topics| AdminResponse::Topics { topics }),
+            topic_description().prop_map(AdminResponse::Topic),
+            (name(), name(), name(), topics()).prop_map(|(broker_id, version, listen, topics)| {
+                AdminResponse::Metadata {
+                    broker_id,
+                    version,
+                    listen,
+                    topics,
+                }
+            }),
+        ]
+    }
+
+    fn payload() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(any::<u8>(), 0..128)
+    }
+
+    proptest! {
+        #[test]
+        fn hello_round_trip(v in any::<u16>(), client_id in name(), token in of(name())) {
+            round_trip(&Hello { protocol_version: v, client_id, token }, &[])?;
+        }
+
+        #[test]
+        fn hello_ok_round_trip(v in any::<u16>(), server_version in name(), max_frame in any::<u32>(), broker_id in name()) {
+            round_trip(&HelloOk { protocol_version: v, server_version, max_frame, broker_id }, &[])?;
+        }
+
+        #[test]
+        fn produce_round_trip(request_id in any::<u64>(), topic in name(), partition in of(any::<u32>()), acks in acks(), payload in payload()) {
+            round_trip(&ProduceRequest { request_id, topic, partition, acks }, &payload)?;
+        }
+
+        #[test]
+        fn produce_ok_round_trip(request_id in any::<u64>(), partition in any::<u32>(), base in any::<u64>(), last in any::<u64>(), end in any::<u64>()) {
+            let msg = ProduceResponse { request_id, partition, base_offset: base, last_offset: last, log_end: end };
+            round_trip(&msg, &[])?;
+        }
+
+        #[test]
+        fn fetch_round_trip(
+            request_id in any::<u64>(), topic in name(), partition in any::<u32>(), offset in offset_spec(),
+            limits in any::<(u32, u32, u32)>(), filter in of("[ -~]{0,24}"),
+        ) {
+            let (max_bytes, max_wait_ms, min_bytes) = limits;
+            let msg = FetchRequest { request_id, topic, partition, offset, max_bytes, max_wait_ms, min_bytes, filter };
+            round_trip(&msg, &[])?;
+        }
+
+        #[test]
+        fn fetch_ok_round_trip(ids in any::<(u64, u32, u64, u64, u64, u32)>(), payload in payload()) {
+            let (request_id, partition, log_start, log_end, next_offset, records) = ids;
+            round_trip(&FetchResponse { request_id, partition, log_start, log_end, next_offset, records }, &payload)?;
+        }
+
+        #[test]
+        fn admin_round_trip(req in admin_request(), resp in admin_response()) {
+            round_trip(&req, &[])?;
+            round_trip(&resp, &[])?;
+        }
+
+        #[test]
+        fn error_round_trip(code in any::<u16>(), message in "\\PC{0,40}", request_id in of(any::<u64>())) {
+            round_trip(&ErrorBody { code, message, request_id }, &[])?;
+        }
+
+        #[test]
+        fn arbitrary_headers_never_panic(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_header::<Hello>(&data);
+            let _ = decode_header::<FetchRequest>(&data);
+            let _ = decode_header::<AdminRequest>(&data);
+            let _ = decode_header::<AdminResponse>(&data);
+            let _ = decode_header::<ErrorBody>(&data);
+        }
+    }
+
+    #[test]
+    fn headers_are_maps_with_named_fields() {
+        let hello = Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client_id: "c".into(),
+            token: None,
+        };
+        let bytes = encode_header(&hello).unwrap();
+        // fixmap of 2 entries: the absent token is left out, not sent as nil.
+        assert_eq!(bytes[0], 0x82);
+        assert!(bytes.windows(9).any(|w| w == b"client_id"));
+    }
+
+    #[test]
+    fn hello_frame_matches_the_documented_bytes() {
+        let hello = Hello {
+            protocol_version: 1,
+            client_id: "c".into(),
+            token: None,
+        };
+        let mut buf = BytesMut::new();
+        Frame::message(&hello, Bytes::new())
+            .unwrap()
+            .encode(&mut buf);
+        let want: Vec<u8> = [
+            &[0x24, 0, 0, 0, 0x01, 0x1f, 0, 0, 0, 0x82, 0xb0][..],
+            b"protocol_version",
+            &[0x01, 0xa9],
+            b"client_id",
+            &[0xa1, b'c'],
+        ]
+        .concat();
+        assert_eq!(&buf[..], &want[..]);
+    }
+
+    #[test]
+    fn enum_encodings_are_documented_ones() {
+        // docs/protocol.md promises these exact shapes to non-Rust clients.
+        let earliest: Vec<u8> = [&[0xa8][..], b"earliest"].concat();
+        assert_eq!(
+            encode_header(&OffsetSpec::Earliest).unwrap()[..],
+            earliest[..]
+        );
+        let at: Vec<u8> = [&[0x81, 0xa2][..], b"at", &[0x05]].concat();
+        assert_eq!(encode_header(&OffsetSpec::At(5)).unwrap()[..], at[..]);
+        let acks: Vec<u8> = [&[0xa3][..], b"all"].concat();
+        assert_eq!(encode_header(&Acks::All).unwrap()[..], acks[..]);
+        let list: Vec<u8> = [&[0x81, 0xa2][..], b"op", &[0xab], b"list-topics"].concat();
+        assert_eq!(
+            encode_header(&AdminRequest::ListTopics).unwrap()[..],
+            list[..]
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_new_fields_default() {
+        #[derive(Serialize)]
+        struct NewerHello<'a> {
+            protocol_version: u16,
+            client_id: &'a str,
+            some_future_field: Vec<u32>,
+        }
+        let newer = NewerHello {
+            protocol_version: 2,
+            client_id: "x",
+            some_future_field: vec![1, 2],
+        };
+        let hello: Hello = decode_header(&encode_header(&newer).unwrap()).unwrap();
+        assert_eq!(
+            hello,
+            Hello {
+                protocol_version: 2,
+                client_id: "x".into(),
+                token: None
+            }
+        );
+    }
+
+    #[test]
+    fn kind_mismatch_and_error_replies() {
+        let frame = Frame::error(ErrorCode::UnknownTopic, "no topic t").unwrap();
+        let err = frame.decode::<ProduceResponse>().unwrap_err();
+        assert!(matches!(
+            err,
+            FrameError::UnexpectedKind {
+                expected: FrameKind::ProduceOk,
+                got: FrameKind::Error
+            }
+        ));
+        assert_eq!(err.code(), ErrorCode::InvalidRequest);
+        let reply = frame
+            .decode_reply::<ProduceResponse>()
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(reply.error_code(), ErrorCode::UnknownTopic);
+        assert_eq!(reply.to_string(), "unknown topic (10): no topic t");
+        let body = ErrorBody {
+            code: 4242,
+            message: String::new(),
+            request_id: None,
+        };
+        assert_eq!(body.error_code(), ErrorCode::Unknown);
+        assert!(matches!(
+            decode_header::<Hello>(b"\xc1"),
+            Err(FrameError::Header(_))
+        ));
+    }
+}
