@@ -191,9 +191,9 @@ async fn serve_connection(
                 }
             },
         };
-        let broker = broker.clone();
+        let (broker, shutdown) = (broker.clone(), shutdown.clone());
         tracker.spawn(async move {
-            if let Err(e) = serve_stream(send, recv, broker).await {
+            if let Err(e) = serve_stream(send, recv, broker, shutdown).await {
                 tracing::debug!(%remote, error = %e, "stream ended with an error");
             }
         });
@@ -241,8 +241,12 @@ async fn serve_stream(
     mut send: quinn::SendStream,
     recv: quinn::RecvStream,
     broker: Arc<Broker>,
+    shutdown: CancellationToken,
 ) -> Result<(), WireError> {
-    let mut reader = FrameReader::new(recv, broker.config().max_frame_bytes);
+    let mut reader = Requests {
+        reader: FrameReader::new(recv, broker.config().max_frame_bytes),
+        shutdown,
+    };
     let first = match reader.next().await {
         Ok(Some(f)) => f,
         Ok(None) => return Ok(()),
@@ -261,6 +265,22 @@ async fn serve_stream(
             write_error(&mut send, ErrorCode::InvalidRequest, msg).await?;
             send.finish()?;
             Ok(())
+        }
+    }
+}
+
+/// The request frames of one stream; ends (like a finished stream) once shutdown starts, so idle
+/// streams do not hold up a graceful shutdown while in-flight requests still complete.
+struct Requests {
+    reader: FrameReader<quinn::RecvStream>,
+    shutdown: CancellationToken,
+}
+
+impl Requests {
+    async fn next(&mut self) -> Result<Option<Frame>, WireError> {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => Ok(None),
+            f = self.reader.next() => f,
         }
     }
 }
@@ -289,7 +309,7 @@ enum Pending {
 
 async fn produce_pipeline(
     first: Frame,
-    mut reader: FrameReader<quinn::RecvStream>,
+    mut reader: Requests,
     send: quinn::SendStream,
     broker: Arc<Broker>,
 ) -> Result<(), WireError> {
@@ -391,7 +411,7 @@ fn with_request(request_id: u64, e: &BrokerError) -> String {
 
 async fn fetch_session(
     first: Frame,
-    mut reader: FrameReader<quinn::RecvStream>,
+    mut reader: Requests,
     mut send: quinn::SendStream,
     broker: Arc<Broker>,
 ) -> Result<(), WireError> {
