@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The project's one test command (README.md): installs what the tests need on a fresh machine, then
+# runs every test, clippy and the format check.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Toolchain pieces (no-ops when present). wasm32-wasip2 builds the plugins in plugins/.
+rustup component add clippy rustfmt >/dev/null 2>&1 || true
+rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
+# openssl verifies the generated dev certificates like a non-rustls TLS stack would.
+if ! command -v openssl >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq openssl
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace --all-targets

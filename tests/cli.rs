@@ -1,0 +1,126 @@
+//! The `quiver` binary as users and acceptance scripts run it: `serve` on a free port with a fresh data
+//! dir (dev TLS generated), then `topic`, `produce` and `consume` as separate processes, then SIGTERM.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_quiver");
+
+struct Serve {
+    child: Child,
+    addr: String,
+}
+
+impl Serve {
+    fn start(dir: &Path) -> Serve {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.join("data"))
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let line = strip_ansi(&line);
+                if let Some(addr) = line.split("addr=").nth(1) {
+                    let _ = tx.send(addr.split_whitespace().next().unwrap_or_default().to_owned());
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("broker printed its address");
+        Serve { child, addr }
+    }
+
+    fn cli(&self, dir: &Path, args: &[&str], stdin: &str) -> Output {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("QUIVER_SERVER", &self.addr)
+            .env("QUIVER_CA", dir.join("data/tls/ca.pem"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "broker did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "command failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn serve_topic_produce_consume_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let serve = Serve::start(d);
+    assert!(d.join("data/tls/ca.pem").exists(), "dev CA generated on first start");
+
+    ok(&serve.cli(d, &["topic", "create", "greetings", "--partitions", "2", "--retention-ms", "3600000"], ""));
+    assert_eq!(ok(&serve.cli(d, &["topic", "list"], "")), "greetings\t2\n");
+    let produce = ["produce", "greetings", "--partition", "1", "--tag", "hi", "--header", "lang=en", "--acks", "all"];
+    ok(&serve.cli(d, &produce, "hello\nworld\n"));
+    assert_eq!(ok(&serve.cli(d, &["consume", "greetings", "--count", "2"], "")), "hello\nworld\n");
+    let json_args = ["consume", "greetings", "--partition", "1", "--from", "1", "--count", "1", "--format", "json"];
+    let json = ok(&serve.cli(d, &json_args, ""));
+    for want in ["\"offset\":1", "\"value\":\"world\"", "\"lang\":\"en\"", "\"hi\""] {
+        assert!(json.contains(want), "{want} missing in {json}");
+    }
+    let describe = ok(&serve.cli(d, &["topic", "describe", "greetings"], ""));
+    assert!(describe.contains("retention_ms 3600000") && describe.contains("1\t0\t2\t"), "{describe}");
+    // Nothing new arrives: consume exits after the idle timeout.
+    let started = Instant::now();
+    assert_eq!(ok(&serve.cli(d, &["consume", "greetings", "--from", "latest", "--timeout-ms", "300"], "")), "");
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    let failed = serve.cli(d, &["produce", "nope"], "x\n");
+    assert!(!failed.status.success());
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("unknown topic"), "{failed:?}");
+
+    ok(&serve.cli(d, &["topic", "delete", "greetings"], ""));
+    assert_eq!(ok(&serve.cli(d, &["topic", "list"], "")), "");
+    assert!(serve.terminate().success(), "graceful shutdown exits 0");
+}
