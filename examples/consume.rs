@@ -7,7 +7,9 @@ use quiver::{Client, Consumer, ConsumerConfig, SeekTo};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let topic = std::env::args().nth(1).unwrap_or_else(|| "example".to_string());
+    let topic = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "example".to_string());
     let server = std::env::var("QUIVER_SERVER").unwrap_or_else(|_| "127.0.0.1:7447".into());
     let ca = std::env::var("QUIVER_CA").unwrap_or_else(|_| "./quiver-data/tls/ca.pem".into());
     let client = Client::connect(&server, ca.as_ref()).await?;
@@ -20,7 +22,12 @@ async fn main() -> anyhow::Result<()> {
             break;
         }
         for r in records {
-            println!("p{} @{} {}", r.partition, r.record.offset, String::from_utf8_lossy(&r.record.value));
+            println!(
+                "p{} @{} {}",
+                r.partition,
+                r.record.offset,
+                String::from_utf8_lossy(&r.record.value)
+            );
         }
     }
     client.close().await;

@@ -29,11 +29,18 @@ impl Serve {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let line = strip_ansi(&line);
                 if let Some(addr) = line.split("addr=").nth(1) {
-                    let _ = tx.send(addr.split_whitespace().next().unwrap_or_default().to_owned());
+                    let _ = tx.send(
+                        addr.split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    );
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("broker printed its address");
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("broker printed its address");
         Serve { child, addr }
     }
 
@@ -47,7 +54,12 @@ impl Serve {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap()
     }
 
@@ -58,7 +70,10 @@ impl Serve {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "broker did not exit after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "broker did not exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -88,7 +103,11 @@ fn strip_ansi(s: &str) -> String {
 }
 
 fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "command failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "command failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
@@ -97,28 +116,93 @@ fn serve_topic_produce_consume_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let serve = Serve::start(d);
-    assert!(d.join("data/tls/ca.pem").exists(), "dev CA generated on first start");
+    assert!(
+        d.join("data/tls/ca.pem").exists(),
+        "dev CA generated on first start"
+    );
 
-    ok(&serve.cli(d, &["topic", "create", "greetings", "--partitions", "2", "--retention-ms", "3600000"], ""));
+    ok(&serve.cli(
+        d,
+        &[
+            "topic",
+            "create",
+            "greetings",
+            "--partitions",
+            "2",
+            "--retention-ms",
+            "3600000",
+        ],
+        "",
+    ));
     assert_eq!(ok(&serve.cli(d, &["topic", "list"], "")), "greetings\t2\n");
-    let produce = ["produce", "greetings", "--partition", "1", "--tag", "hi", "--header", "lang=en", "--acks", "all"];
+    let produce = [
+        "produce",
+        "greetings",
+        "--partition",
+        "1",
+        "--tag",
+        "hi",
+        "--header",
+        "lang=en",
+        "--acks",
+        "all",
+    ];
     ok(&serve.cli(d, &produce, "hello\nworld\n"));
-    assert_eq!(ok(&serve.cli(d, &["consume", "greetings", "--count", "2"], "")), "hello\nworld\n");
-    let json_args = ["consume", "greetings", "--partition", "1", "--from", "1", "--count", "1", "--format", "json"];
+    assert_eq!(
+        ok(&serve.cli(d, &["consume", "greetings", "--count", "2"], "")),
+        "hello\nworld\n"
+    );
+    let json_args = [
+        "consume",
+        "greetings",
+        "--partition",
+        "1",
+        "--from",
+        "1",
+        "--count",
+        "1",
+        "--format",
+        "json",
+    ];
     let json = ok(&serve.cli(d, &json_args, ""));
-    for want in ["\"offset\":1", "\"value\":\"world\"", "\"lang\":\"en\"", "\"hi\""] {
+    for want in [
+        "\"offset\":1",
+        "\"value\":\"world\"",
+        "\"lang\":\"en\"",
+        "\"hi\"",
+    ] {
         assert!(json.contains(want), "{want} missing in {json}");
     }
     let describe = ok(&serve.cli(d, &["topic", "describe", "greetings"], ""));
-    assert!(describe.contains("retention_ms 3600000") && describe.contains("1\t0\t2\t"), "{describe}");
+    assert!(
+        describe.contains("retention_ms 3600000") && describe.contains("1\t0\t2\t"),
+        "{describe}"
+    );
     // Nothing new arrives: consume exits after the idle timeout.
     let started = Instant::now();
-    assert_eq!(ok(&serve.cli(d, &["consume", "greetings", "--from", "latest", "--timeout-ms", "300"], "")), "");
+    assert_eq!(
+        ok(&serve.cli(
+            d,
+            &[
+                "consume",
+                "greetings",
+                "--from",
+                "latest",
+                "--timeout-ms",
+                "300"
+            ],
+            ""
+        )),
+        ""
+    );
     assert!(started.elapsed() < Duration::from_secs(10));
 
     let failed = serve.cli(d, &["produce", "nope"], "x\n");
     assert!(!failed.status.success());
-    assert!(String::from_utf8_lossy(&failed.stderr).contains("unknown topic"), "{failed:?}");
+    assert!(
+        String::from_utf8_lossy(&failed.stderr).contains("unknown topic"),
+        "{failed:?}"
+    );
 
     ok(&serve.cli(d, &["topic", "delete", "greetings"], ""));
     assert_eq!(ok(&serve.cli(d, &["topic", "list"], "")), "");

@@ -33,6 +33,11 @@ fn bench_config() -> LogConfig {
     }
 }
 
+/// Starts every group from a clean writeback state, so one group's dirty pages do not slow the next.
+fn settle_disk() {
+    let _ = std::process::Command::new("sync").status();
+}
+
 fn open(dir: &Path) -> PartitionLog {
     PartitionLog::open(dir, bench_config(), Arc::new(quiver_broker::util::now_ms)).unwrap()
 }
@@ -47,6 +52,7 @@ fn append(c: &mut Criterion) {
         for size in [100usize, 1024] {
             for records in [100usize, 1000] {
                 let batch = make_batch(records, size);
+                settle_disk();
                 let dir = tempfile::tempdir_in(".").unwrap();
                 let log = open(dir.path());
                 group.throughput(Throughput::Elements(records as u64));
@@ -57,7 +63,7 @@ fn append(c: &mut Criterion) {
                         log.append(&batch, durability).unwrap();
                         n += 1;
                         // Keep the disk footprint bounded on long runs.
-                        if n % 512 == 0 {
+                        if n % 64 == 0 {
                             log.enforce_retention().unwrap();
                         }
                     })
@@ -76,6 +82,7 @@ fn sequential_read(c: &mut Criterion) {
         log.append(&batch, Durability::Leader).unwrap();
     }
     let end = log.stats().log_end;
+    settle_disk();
     let mut group = c.benchmark_group("read");
     group
         .sample_size(10)
@@ -115,6 +122,7 @@ fn open_with_sealed_data(c: &mut Criterion) {
         log.flush().unwrap();
         eprintln!("filled 1 GiB in {:?}", started.elapsed());
     }
+    settle_disk();
     let mut group = c.benchmark_group("open");
     group.sample_size(20);
     group.bench_function("partition-with-1GiB-sealed", |b| {

@@ -249,6 +249,28 @@ fn retention_by_size_keeps_at_least_the_limit() {
 }
 
 #[test]
+fn retention_releases_deleted_segments_in_leader_mode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        retention_bytes: Some(8_000),
+        ..small_config()
+    };
+    let log = open(&tmp.path().join("p"), config);
+    fill(&log, 60);
+    assert!(
+        log.unsynced_sealed() > 5,
+        "leader appends leave sealed segments unsynced"
+    );
+    log.enforce_retention().unwrap();
+    // Only segments that still exist may wait for an fsync; deleted ones are closed and freed.
+    let (unsynced, segments) = (log.unsynced_sealed(), log.stats().segments);
+    assert!(
+        unsynced < segments,
+        "{unsynced} unsynced, {segments} segments"
+    );
+}
+
+#[test]
 fn timestamp_lookup_finds_the_first_record_at_or_after() {
     let tmp = tempfile::tempdir().unwrap();
     let log = open(&tmp.path().join("p"), small_config());

@@ -255,6 +255,11 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Sealed segments still waiting for an fsync (tests: retention must not leave deleted ones here).
+    pub fn unsynced_sealed(&self) -> usize {
+        self.state.lock().unsynced_sealed.len()
+    }
+
     /// How many fsyncs the group commit has run.
     pub fn fsync_count(&self) -> u64 {
         self.sync.sync_count()
@@ -401,6 +406,10 @@ impl PartitionLog {
                 break;
             }
             let seg = st.segments.remove(0);
+            // A deleted segment needs no fsync; holding its handle would keep its space allocated.
+            if let Some(file) = seg.open_file() {
+                st.unsynced_sealed.retain(|f| !Arc::ptr_eq(f, file));
+            }
             seg.delete_files()
                 .map_err(|e| StorageError::io(&seg.path, e))?;
             tracing::debug!(segment = %seg.path.display(), over_size, expired, "retention deleted segment");

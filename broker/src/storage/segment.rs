@@ -109,6 +109,11 @@ impl Segment {
         self.next_offset == self.base
     }
 
+    /// The file handle, if the segment has been opened.
+    pub fn open_file(&self) -> Option<&Arc<File>> {
+        self.file.as_ref()
+    }
+
     pub fn file(&mut self) -> io::Result<Arc<File>> {
         if let Some(f) = &self.file {
             return Ok(f.clone());
