@@ -74,6 +74,28 @@ fn append(c: &mut Criterion) {
     group.finish();
 }
 
+/// `acks=all` with 4 concurrent appenders: the group commit lets them share fsyncs.
+fn concurrent_all(c: &mut Criterion) {
+    let batch = make_batch(1000, 1024);
+    settle_disk();
+    let dir = tempfile::tempdir_in(".").unwrap();
+    let log = open(dir.path());
+    let mut group = c.benchmark_group("append-concurrent");
+    group.sample_size(10).measurement_time(Duration::from_secs(4));
+    group.throughput(Throughput::Elements(4 * 1000));
+    group.bench_function("all/1024B/batch1000/4-appenders", |b| {
+        b.iter(|| {
+            std::thread::scope(|s| {
+                for _ in 0..4 {
+                    s.spawn(|| log.append(&batch, Durability::All).unwrap());
+                }
+            });
+            log.enforce_retention().unwrap();
+        })
+    });
+    group.finish();
+}
+
 fn sequential_read(c: &mut Criterion) {
     let dir = tempfile::tempdir_in(".").unwrap();
     let log = open(dir.path());
@@ -133,5 +155,5 @@ fn open_with_sealed_data(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append, sequential_read, open_with_sealed_data);
+criterion_group!(benches, append, concurrent_all, sequential_read, open_with_sealed_data);
 criterion_main!(benches);

@@ -108,20 +108,23 @@ pub struct RecordMetadata {
     pub offset: Option<u64>,
 }
 
+/// A batch's partition and base offset (`None` with `acks=none`), or why it failed.
+type BatchOutcome = Result<(u32, Option<u64>), Arc<ClientError>>;
+
 /// The outcome of one batch, shared by the deliveries of its records.
 #[derive(Default)]
 struct Slot {
-    result: OnceLock<Result<(u32, Option<u64>), Arc<ClientError>>>,
+    result: OnceLock<BatchOutcome>,
     done: Notify,
 }
 
 impl Slot {
-    fn complete(&self, r: Result<(u32, Option<u64>), Arc<ClientError>>) {
+    fn complete(&self, r: BatchOutcome) {
         let _ = self.result.set(r);
         self.done.notify_waiters();
     }
 
-    async fn wait(&self) -> &Result<(u32, Option<u64>), Arc<ClientError>> {
+    async fn wait(&self) -> &BatchOutcome {
         loop {
             let notified = self.done.notified();
             if let Some(r) = self.result.get() {
