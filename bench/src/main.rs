@@ -1,0 +1,2 @@
+//! quiver-bench: the benchmark harness (being written; see BENCHMARKS.md).
+fn main() {}
