@@ -81,7 +81,9 @@ fn concurrent_all(c: &mut Criterion) {
     let dir = tempfile::tempdir_in(".").unwrap();
     let log = open(dir.path());
     let mut group = c.benchmark_group("append-concurrent");
-    group.sample_size(10).measurement_time(Duration::from_secs(4));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(4));
     group.throughput(Throughput::Elements(4 * 1000));
     group.bench_function("all/1024B/batch1000/4-appenders", |b| {
         b.iter(|| {
@@ -155,5 +157,11 @@ fn open_with_sealed_data(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append, concurrent_all, sequential_read, open_with_sealed_data);
+criterion_group!(
+    benches,
+    append,
+    concurrent_all,
+    sequential_read,
+    open_with_sealed_data
+);
 criterion_main!(benches);
