@@ -27,6 +27,8 @@ pub enum BrokerError {
     InvalidRequest(String),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("the broker is shutting down")]
+    ShuttingDown,
 }
 
 impl BrokerError {
@@ -38,6 +40,7 @@ impl BrokerError {
             BrokerError::InvalidBatch(_) => ErrorCode::InvalidBatch,
             BrokerError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             BrokerError::Internal(_) => ErrorCode::Internal,
+            BrokerError::ShuttingDown => ErrorCode::ShuttingDown,
         }
     }
 }

@@ -95,9 +95,11 @@ impl Client {
         let conn = connecting
             .await
             .map_err(|e| connect_err(describe_connect_error(&e)))?;
-        let server = hello(&conn, &opts)
-            .await
-            .map_err(|e| connect_err(e.to_string()))?;
+        // A broker that refuses us (busy, wrong version) closes the connection with a reason, which
+        // says more than the stream error the handshake sees.
+        let server = hello(&conn, &opts).await.map_err(|e| {
+            connect_err(conn.close_reason().map_or(e.to_string(), |r| r.to_string()))
+        })?;
         let inner = Inner {
             endpoint,
             conn,

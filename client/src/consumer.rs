@@ -261,8 +261,7 @@ impl FetchTask {
             };
             write_frame(&mut send, FrameKind::Fetch, &req, Bytes::new()).await?;
             let (resp, payload): (FetchResponse, Bytes) = reader.expect(FrameKind::FetchOk).await?;
-            let first = resp.next_offset.saturating_sub(resp.records as u64);
-            let records = decode(self.partition, payload, first)?;
+            let records = decode(self.partition, payload, resp.offset)?;
             offset = OffsetSpec::At(resp.next_offset);
             if !records.is_empty() {
                 let chunk = Chunk {

@@ -209,8 +209,12 @@ pub struct FetchResponse {
     pub log_end: u64,
     /// Where the next fetch should start.
     pub next_offset: u64,
-    /// Records in the payload (including any below the requested offset).
+    /// Records in the payload at or after `offset` (records before it are not counted).
     pub records: u32,
+    /// The offset this fetch started at: the request's `OffsetSpec` resolved (earliest, latest and
+    /// timestamps become offsets). Records below it in the first batch are to be skipped.
+    #[serde(default)]
+    pub offset: u64,
 }
 
 /// Header of an `Admin` frame: one operation per stream.
@@ -507,7 +511,7 @@ mod tests {
         #[test]
         fn fetch_ok_round_trip(ids in any::<(u64, u32, u64, u64, u64, u32)>(), payload in payload()) {
             let (request_id, partition, log_start, log_end, next_offset, records) = ids;
-            round_trip(&FetchResponse { request_id, partition, log_start, log_end, next_offset, records }, &payload)?;
+            round_trip(&FetchResponse { request_id, partition, log_start, log_end, next_offset, records, offset: log_start }, &payload)?;
         }
 
         #[test]

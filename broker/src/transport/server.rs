@@ -432,7 +432,12 @@ async fn fetch_session(
             min_bytes: req.min_bytes as usize,
             max_wait: Duration::from_millis(req.max_wait_ms as u64).min(MAX_FETCH_WAIT),
         };
-        match broker.fetch(&req.topic, req.partition, params).await {
+        // A parked long-poll is not in-flight work: shutdown answers it at once (retriable).
+        let fetched = tokio::select! {
+            r = broker.fetch(&req.topic, req.partition, params) => r,
+            _ = reader.shutdown.cancelled() => Err(BrokerError::ShuttingDown),
+        };
+        match fetched {
             Ok(f) => {
                 let resp = FetchResponse {
                     request_id: req.request_id,
@@ -441,6 +446,7 @@ async fn fetch_session(
                     log_end: f.log_end,
                     next_offset: f.next_offset,
                     records: f.next_offset.saturating_sub(f.offset) as u32,
+                    offset: f.offset,
                 };
                 write_frame(&mut send, FrameKind::FetchOk, &resp, f.bytes).await?;
             }
