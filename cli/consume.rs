@@ -27,6 +27,9 @@ pub struct ConsumeArgs {
     timeout_ms: Option<u64>,
     #[arg(long, default_value = "value", value_parser = ["value", "json"])]
     format: String,
+    /// Only records matching this expression (docs/filters.md), e.g. `tag:eu`, `tag:any(a,b) & !tag:test`.
+    #[arg(long)]
+    filter: Option<String>,
     #[command(flatten)]
     conn: ConnectArgs,
 }
@@ -48,11 +51,11 @@ fn parse_from(s: &str) -> Result<SeekTo, String> {
 
 pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     let client = args.conn.connect().await?;
-    let mut consumer = Consumer::new(
-        client.clone(),
-        args.topic.clone(),
-        ConsumerConfig::default(),
-    );
+    let config = ConsumerConfig {
+        filter: args.filter.clone(),
+        ..ConsumerConfig::default()
+    };
+    let mut consumer = Consumer::new(client.clone(), args.topic.clone(), config);
     match args.partition {
         Some(p) => consumer.assign(&[p], args.from),
         None => {

@@ -359,3 +359,93 @@ async fn acks_none_and_all_both_deliver() {
         .all(|(i, r)| r.record.offset == i as u64));
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_filters_return_matching_records_and_move_past_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = broker.client().await;
+    client
+        .admin()
+        .create_topic(NewTopic::new("regions", 1))
+        .await
+        .unwrap();
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    for i in 0..300u32 {
+        let region = ["eu", "us", "apac"][(i % 3) as usize];
+        let mut rec = ProducerRecord::new("regions", format!("{region}-{i}"))
+            .partition(0)
+            .tag(region);
+        if i % 10 == 0 {
+            rec = rec.tag("vip").header("lang", "en");
+        }
+        drop(producer.send(rec).await.unwrap());
+    }
+    producer.flush().await.unwrap();
+
+    let read = |filter: &'static str| {
+        let client = client.clone();
+        async move {
+            let config = ConsumerConfig {
+                filter: Some(filter.to_string()),
+                max_wait: Duration::from_millis(200),
+                ..Default::default()
+            };
+            let mut c = Consumer::new(client, "regions", config);
+            c.assign(&[0], SeekTo::Earliest);
+            let mut got = Vec::new();
+            loop {
+                let batch = c.poll(Duration::from_millis(500)).await.unwrap();
+                if batch.is_empty() {
+                    break;
+                }
+                got.extend(batch.into_iter().map(|r| r.record.offset));
+            }
+            got
+        }
+    };
+    assert_eq!(
+        read("tag:eu").await,
+        (0..300).step_by(3).collect::<Vec<u64>>()
+    );
+    assert_eq!(
+        read("tag:vip & !tag:eu").await,
+        vec![
+            10, 20, 40, 50, 70, 80, 100, 110, 130, 140, 160, 170, 190, 200, 220, 230, 250, 260,
+            280, 290
+        ]
+    );
+    assert_eq!(read("header:lang=en").await.len(), 30);
+    assert_eq!(read("tag:any(us,apac)").await.len(), 200);
+
+    // A filter that matches nothing still moves the position to the end of the log.
+    let mut c = Consumer::new(
+        client.clone(),
+        "regions",
+        ConsumerConfig {
+            filter: Some("tag:none".into()),
+            ..Default::default()
+        },
+    );
+    c.assign(&[0], SeekTo::Earliest);
+    assert!(c.poll(Duration::from_millis(500)).await.unwrap().is_empty());
+    assert_eq!(
+        c.position(0),
+        Some(300),
+        "the position moved past the skipped records"
+    );
+
+    let config = ConsumerConfig {
+        filter: Some("tag:eu &".into()),
+        ..Default::default()
+    };
+    let mut bad = Consumer::new(client.clone(), "regions", config);
+    bad.assign(&[0], SeekTo::Earliest);
+    let err = bad.next().await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidRequest), "{err}");
+    assert!(
+        err.to_string().contains("invalid filter expression"),
+        "{err}"
+    );
+    broker.stop().await;
+}

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use quiver_proto::{Batch, ErrorCode};
 
 use crate::config::BrokerConfig;
+use crate::filter::Filter;
 use crate::meta::{MetaError, MetaStore};
 use crate::storage::{
     AppendInfo, Durability, LogConfig, StorageError, Topic, TopicConfig, TopicStore,
@@ -73,12 +74,14 @@ pub enum StartAt {
 }
 
 /// A fetch: long-polls until `min_bytes` are available or `max_wait` passes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct FetchParams {
     pub start: StartAt,
     pub max_bytes: usize,
     pub min_bytes: usize,
     pub max_wait: Duration,
+    /// Only records matching this are returned; the position still moves past the others.
+    pub filter: Option<Arc<Filter>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -89,6 +92,8 @@ pub struct Fetched {
     pub offset: u64,
     /// Where the next fetch continues.
     pub next_offset: u64,
+    /// Records in `bytes` at or after `offset`.
+    pub records: u32,
     pub log_start: u64,
     pub log_end: u64,
 }
@@ -212,17 +217,7 @@ impl Broker {
             let res = log.read(offset, params.max_bytes)?;
             let enough = res.bytes.len() >= params.min_bytes.max(1);
             if enough || tokio::time::Instant::now() >= deadline {
-                let next_offset = quiver_proto::Batches::new(res.bytes.clone())
-                    .filter_map(Result::ok)
-                    .last()
-                    .map_or(offset, |b| b.header().next_offset());
-                return Ok(Fetched {
-                    bytes: res.bytes,
-                    offset,
-                    next_offset,
-                    log_start: res.log_start,
-                    log_end: res.log_end,
-                });
+                return Ok(shape(res, offset, params.filter.as_deref()));
             }
             match tokio::time::timeout_at(deadline, end_rx.changed()).await {
                 // New data, or the wait timed out and the next pass returns what there is.
@@ -236,6 +231,38 @@ impl Broker {
     /// Fsyncs every partition and the metadata store (graceful shutdown).
     pub fn flush(&self) -> Result<(), BrokerError> {
         Ok(self.topics.flush_all()?)
+    }
+}
+
+/// Turns a log read into a fetch result: where the next fetch continues (past every record read,
+/// matching or not), and with a filter only the matching records at or after `offset`.
+fn shape(res: crate::storage::ReadResult, offset: u64, filter: Option<&Filter>) -> Fetched {
+    let batches: Vec<Batch> = quiver_proto::Batches::new(res.bytes.clone())
+        .filter_map(Result::ok)
+        .collect();
+    let next_offset = batches.last().map_or(offset, |b| b.header().next_offset());
+    let (bytes, records) = match filter {
+        None => (res.bytes, next_offset.saturating_sub(offset) as u32),
+        Some(f) => {
+            let mut out = bytes::BytesMut::new();
+            let mut records = 0u32;
+            for b in &batches {
+                let keep = |r: &quiver_proto::RecordRef<'_>| r.offset >= offset && f.matches(r);
+                if let Some(sel) = quiver_proto::batch::select(b, keep) {
+                    records += Batch::parse(sel.clone()).map_or(0, |s| s.record_count());
+                    out.extend_from_slice(&sel);
+                }
+            }
+            (out.freeze(), records)
+        }
+    };
+    Fetched {
+        bytes,
+        offset,
+        next_offset,
+        records,
+        log_start: res.log_start,
+        log_end: res.log_end,
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod filter;
 pub mod meta;
 pub mod storage;
 pub mod transport;

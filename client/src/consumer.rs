@@ -75,6 +75,8 @@ struct Chunk {
     partition: u32,
     epoch: u64,
     result: Result<Vec<ConsumedRecord>, ClientError>,
+    /// Where the fetch that produced this chunk ended (past records a filter skipped).
+    next_offset: u64,
 }
 
 pub struct Consumer {
@@ -85,6 +87,8 @@ pub struct Consumer {
     rx: mpsc::Receiver<Chunk>,
     fetchers: HashMap<u32, (u64, JoinHandle<()>)>,
     positions: HashMap<u32, u64>,
+    /// Per partition, where the latest fetch ended.
+    fetched_to: HashMap<u32, u64>,
     ready: VecDeque<ConsumedRecord>,
     epoch: u64,
 }
@@ -108,6 +112,7 @@ impl Consumer {
             rx,
             fetchers: HashMap::new(),
             positions: HashMap::new(),
+            fetched_to: HashMap::new(),
             ready: VecDeque::new(),
             epoch: 0,
         }
@@ -138,6 +143,7 @@ impl Consumer {
             h.abort();
         }
         self.positions.remove(&partition);
+        self.fetched_to.remove(&partition);
         self.ready.retain(|r| r.partition != partition);
     }
 
@@ -166,9 +172,15 @@ impl Consumer {
             .insert(partition, (self.epoch, tokio::spawn(task.run(to.spec()))));
     }
 
-    /// The offset of the next record the application will get from `partition`.
+    /// The offset the application has consumed `partition` up to: the next record it will get, or,
+    /// with nothing buffered, where the last fetch ended (past records a filter skipped).
     pub fn position(&self, partition: u32) -> Option<u64> {
-        self.positions.get(&partition).copied()
+        if let Some(r) = self.ready.iter().find(|r| r.partition == partition) {
+            return Some(r.record.offset);
+        }
+        let delivered = self.positions.get(&partition).copied();
+        let fetched = self.fetched_to.get(&partition).copied();
+        delivered.max(fetched)
     }
 
     /// The next record, waiting as long as it takes.
@@ -184,9 +196,12 @@ impl Consumer {
 
     /// Records available within `timeout` (possibly none).
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumedRecord>, ClientError> {
-        if self.ready.is_empty() {
-            if let Ok(Some(chunk)) = tokio::time::timeout(timeout, self.rx.recv()).await {
-                self.accept(chunk)?;
+        // Chunks a filter emptied only move positions: keep waiting for records until the timeout.
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.ready.is_empty() {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(chunk)) => self.accept(chunk)?,
+                _ => break,
             }
         }
         while let Ok(chunk) = self.rx.try_recv() {
@@ -210,7 +225,9 @@ impl Consumer {
         if current != Some(chunk.epoch) {
             return Ok(()); // from before a seek
         }
-        self.ready.extend(chunk.result?);
+        let records = chunk.result?;
+        self.fetched_to.insert(chunk.partition, chunk.next_offset);
+        self.ready.extend(records);
         Ok(())
     }
 
@@ -241,6 +258,7 @@ impl FetchTask {
                     partition: self.partition,
                     epoch: self.epoch,
                     result: Err(e),
+                    next_offset: 0,
                 })
                 .await;
         }
@@ -262,12 +280,15 @@ impl FetchTask {
             write_frame(&mut send, FrameKind::Fetch, &req, Bytes::new()).await?;
             let (resp, payload): (FetchResponse, Bytes) = reader.expect(FrameKind::FetchOk).await?;
             let records = decode(self.partition, payload, resp.offset)?;
+            let advanced = offset != OffsetSpec::At(resp.next_offset);
             offset = OffsetSpec::At(resp.next_offset);
-            if !records.is_empty() {
+            // Empty chunks matter too when a filter skipped records: they move the position.
+            if !records.is_empty() || advanced {
                 let chunk = Chunk {
                     partition: self.partition,
                     epoch: self.epoch,
                     result: Ok(records),
+                    next_offset: resp.next_offset,
                 };
                 if self.tx.send(chunk).await.is_err() {
                     return Ok(()); // the consumer is gone

@@ -19,6 +19,11 @@ pub const HEADER_LEN: usize = 56;
 pub const LENGTH_END: usize = 12;
 /// Bytes of fixed fields in front of every record (length, offset delta, timestamp delta).
 pub const RECORD_FIXED_LEN: usize = 12;
+/// Header flag: record offsets are strictly increasing rather than dense. Only the broker produces
+/// such batches, when a fetch filter leaves records out; appends must be dense.
+pub const FLAG_SPARSE: u8 = 1;
+/// Flags this build understands; any other bit set is rejected.
+const KNOWN_FLAGS: u8 = FLAG_SPARSE;
 /// Largest batch this format can describe.
 pub const MAX_BATCH_LEN: usize = u32::MAX as usize;
 
@@ -460,15 +465,29 @@ pub fn validate(b: &[u8]) -> Result<BatchHeader, BatchError> {
             computed,
         });
     }
+    if header.flags & !KNOWN_FLAGS != 0 {
+        return Err(BatchError::BadHeader {
+            field: "flags",
+            value: header.flags as u64,
+        });
+    }
+    let sparse = header.flags & FLAG_SPARSE != 0;
     let mut pos = HEADER_LEN;
+    let mut next_min = header.base_offset;
     for index in 0..header.record_count {
         let (rec, next) = parse_record(batch, pos, index, &header)?;
-        if rec.offset != header.base_offset + index as u64 {
+        let in_order = if sparse {
+            rec.offset >= next_min
+        } else {
+            rec.offset == header.base_offset + index as u64
+        };
+        if !in_order {
             return Err(BatchError::Malformed {
                 index,
-                reason: "offset delta is not dense",
+                reason: "offset deltas are not dense (or, in a sparse batch, not increasing)",
             });
         }
+        next_min = rec.offset.saturating_add(1);
         pos = next;
     }
     if pos != len {
@@ -491,9 +510,16 @@ pub struct RecordRef<'a> {
     tags_raw: &'a [u8],
     header_count: u16,
     headers_raw: &'a [u8],
+    /// The record's whole encoding, length prefix included (for copying it into another batch).
+    raw: &'a [u8],
 }
 
 impl<'a> RecordRef<'a> {
+    /// The record's whole encoding, length prefix included.
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+
     pub fn tags(&self) -> TagIter<'a> {
         TagIter {
             raw: self.tags_raw,
@@ -689,8 +715,43 @@ fn parse_record<'a>(
         tags_raw,
         header_count,
         headers_raw: &body[headers_start..at],
+        raw: &batch[pos..pos + 4 + body_len],
     };
     Ok((rec, pos + 4 + body_len))
+}
+
+/// The records of `batch` for which `keep` is true, as a batch: the original bytes when every record
+/// is kept, `None` when none is, otherwise a sparse batch holding the kept records' bytes verbatim
+/// (same base offset and timestamp, so no record needs rewriting).
+pub fn select(batch: &Batch, mut keep: impl FnMut(&RecordRef<'_>) -> bool) -> Option<Bytes> {
+    let mut kept: Vec<&[u8]> = Vec::new();
+    let mut max_ts = i64::MIN;
+    for r in batch.records() {
+        if keep(&r) {
+            kept.push(r.raw());
+            max_ts = max_ts.max(r.timestamp);
+        }
+    }
+    if kept.is_empty() {
+        return None;
+    }
+    if kept.len() == batch.record_count() as usize {
+        return Some(batch.bytes().clone());
+    }
+    let body: usize = kept.iter().map(|r| r.len()).sum();
+    let mut out = BytesMut::with_capacity(HEADER_LEN + body);
+    let mut h = *batch.header();
+    h.flags |= FLAG_SPARSE;
+    h.record_count = kept.len() as u32;
+    h.length = (HEADER_LEN + body) as u32;
+    h.max_timestamp = max_ts;
+    out.extend_from_slice(&encode_header(&h));
+    for r in kept {
+        out.extend_from_slice(r);
+    }
+    let crc = compute_crc(&out);
+    out[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    Some(out.freeze())
 }
 
 /// Splits a buffer of concatenated batches (a fetch response, a segment slice) into batches.
@@ -840,6 +901,33 @@ mod tests {
             prop_assert!(res.is_err() || base_offset_only);
             let truncated = &bytes[..cut.index(bytes.len())];
             prop_assert!(Batch::parse(Bytes::copy_from_slice(truncated)).is_err());
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn select_keeps_exactly_the_chosen_records(
+            recs in proptest::collection::vec(rec_strategy(), 1..30),
+            mask in proptest::collection::vec(any::<bool>(), 30),
+            base in 0u64..1 << 40,
+        ) {
+            let batch = Batch::parse(encode(&recs, base)).unwrap();
+            let mut i = 0;
+            let selected = select(&batch, |_| { i += 1; mask[i - 1] });
+            let want: Vec<u64> = (0..recs.len()).filter(|&i| mask[i]).map(|i| base + i as u64).collect();
+            match selected {
+                None => prop_assert!(want.is_empty()),
+                Some(bytes) => {
+                    let out = Batch::parse(bytes).unwrap();
+                    let got: Vec<u64> = out.records().map(|r| r.offset).collect();
+                    prop_assert_eq!(&got, &want);
+                    for r in out.records() {
+                        let src = &recs[(r.offset - base) as usize];
+                        prop_assert_eq!(r.value, &src.value[..]);
+                        prop_assert_eq!(r.timestamp, src.ts);
+                    }
+                }
+            }
         }
     }
 

@@ -172,6 +172,14 @@ impl PartitionLog {
                 max: self.config.max_batch_bytes as usize,
             });
         }
+        if batch.header().flags & batch::FLAG_SPARSE != 0 {
+            // Offsets are assigned densely here; a filtered (sparse) batch is a fetch result only.
+            let err = quiver_proto::BatchError::BadHeader {
+                field: "flags",
+                value: batch.header().flags as u64,
+            };
+            return Err(StorageError::InvalidBatch(err));
+        }
         let mut st = self.state.lock();
         if let Some(why) = &st.failed {
             return Err(StorageError::Failed {

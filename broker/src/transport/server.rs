@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use super::admin;
 use crate::broker::{Broker, BrokerError, FetchParams, StartAt};
+use crate::filter::Filter;
 use crate::storage::{AppendInfo, Durability};
 
 /// Errors that stop the server itself (not a single request).
@@ -421,35 +422,13 @@ async fn fetch_session(
             Ok(x) => x,
             Err(e) => return reject_stream(send, &e).await,
         };
-        let params = FetchParams {
-            start: match req.offset {
-                OffsetSpec::Earliest => StartAt::Earliest,
-                OffsetSpec::Latest => StartAt::Latest,
-                OffsetSpec::At(o) => StartAt::Offset(o),
-                OffsetSpec::Timestamp(ts) => StartAt::Timestamp(ts),
-            },
-            max_bytes: (req.max_bytes as usize).clamp(1, broker.config().max_frame_bytes / 2),
-            min_bytes: req.min_bytes as usize,
-            max_wait: Duration::from_millis(req.max_wait_ms as u64).min(MAX_FETCH_WAIT),
-        };
         // A parked long-poll is not in-flight work: shutdown answers it at once (retriable).
         let fetched = tokio::select! {
-            r = broker.fetch(&req.topic, req.partition, params) => r,
+            r = fetch_one(&req, &broker) => r,
             _ = reader.shutdown.cancelled() => Err(BrokerError::ShuttingDown),
         };
         match fetched {
-            Ok(f) => {
-                let resp = FetchResponse {
-                    request_id: req.request_id,
-                    partition: req.partition,
-                    log_start: f.log_start,
-                    log_end: f.log_end,
-                    next_offset: f.next_offset,
-                    records: f.next_offset.saturating_sub(f.offset) as u32,
-                    offset: f.offset,
-                };
-                write_frame(&mut send, FrameKind::FetchOk, &resp, f.bytes).await?;
-            }
+            Ok((resp, bytes)) => write_frame(&mut send, FrameKind::FetchOk, &resp, bytes).await?,
             Err(e) => write_error(&mut send, e.code(), with_request(req.request_id, &e)).await?,
         }
         next = match reader.next().await {
@@ -459,4 +438,38 @@ async fn fetch_session(
     }
     send.finish()?;
     Ok(())
+}
+
+/// One fetch request: resolve the start, long-poll, filter.
+async fn fetch_one(
+    req: &FetchRequest,
+    broker: &Broker,
+) -> Result<(FetchResponse, Bytes), BrokerError> {
+    let filter = match req.filter.as_deref().map(Filter::parse).transpose() {
+        Ok(f) => f.map(Arc::new),
+        Err(e) => return Err(BrokerError::InvalidRequest(e.to_string())),
+    };
+    let params = FetchParams {
+        start: match req.offset {
+            OffsetSpec::Earliest => StartAt::Earliest,
+            OffsetSpec::Latest => StartAt::Latest,
+            OffsetSpec::At(o) => StartAt::Offset(o),
+            OffsetSpec::Timestamp(ts) => StartAt::Timestamp(ts),
+        },
+        max_bytes: (req.max_bytes as usize).clamp(1, broker.config().max_frame_bytes / 2),
+        min_bytes: req.min_bytes as usize,
+        max_wait: Duration::from_millis(req.max_wait_ms as u64).min(MAX_FETCH_WAIT),
+        filter,
+    };
+    let f = broker.fetch(&req.topic, req.partition, params).await?;
+    let resp = FetchResponse {
+        request_id: req.request_id,
+        partition: req.partition,
+        log_start: f.log_start,
+        log_end: f.log_end,
+        next_offset: f.next_offset,
+        records: f.records,
+        offset: f.offset,
+    };
+    Ok((resp, f.bytes))
 }
