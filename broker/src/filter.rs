@@ -291,9 +291,12 @@ mod tests {
     use proptest::prelude::*;
     use quiver_proto::{Batch, BatchBuilder, RecordData};
 
+    /// (tags, headers, key) of one test record.
+    type Fields<'a> = (&'a [&'a str], &'a [(&'a str, &'a [u8])], Option<&'a [u8]>);
+
     fn batch() -> Batch {
         let mut b = BatchBuilder::new();
-        let recs: [(&[&str], &[(&str, &[u8])], Option<&[u8]>); 4] = [
+        let recs: [Fields<'_>; 4] = [
             (&["eu", "vip"], &[("lang", b"en")], Some(b"k1")),
             (&["us"], &[("lang", b"fr")], None),
             (&[], &[], Some(b"k2")),
