@@ -43,8 +43,10 @@ impl LogConfig {
         if self.segment_bytes < 1024 || self.segment_bytes > 2 << 30 {
             return bad("segment_bytes must be between 1 KiB and 2 GiB");
         }
-        if self.max_batch_bytes < 1024 || self.max_batch_bytes > self.segment_bytes.max(1 << 20) {
-            return bad("max_batch_bytes must be at least 1 KiB and at most segment_bytes");
+        // A batch larger than a segment gets a segment of its own; the cap keeps every position in
+        // a segment (at most segment_bytes + one batch) within the u32 the index stores.
+        if self.max_batch_bytes < 1024 || self.max_batch_bytes > 256 << 20 {
+            return bad("max_batch_bytes must be between 1 KiB and 256 MiB");
         }
         if self.index_interval_bytes == 0 {
             return bad("index_interval_bytes must be positive");

@@ -415,75 +415,20 @@ pub fn scan(
 ) -> io::Result<ScanResult> {
     let mut buf = Vec::new();
     let mut since_index = interval;
-    let stop = |pos, reason: String| {
-        Some(ScanStop {
-            position: pos,
-            reason,
-        })
-    };
-    loop {
-        if pos == file_len {
-            return Ok(ScanResult {
-                valid_len: pos,
-                next_offset,
-                max_ts,
-                stop: None,
-            });
-        }
-        let mut head = [0u8; LENGTH_END];
-        if pos + LENGTH_END as u64 > file_len {
-            let reason = format!("{} trailing bytes are not a batch header", file_len - pos);
-            return Ok(ScanResult {
-                valid_len: pos,
-                next_offset,
-                max_ts,
-                stop: stop(pos, reason),
-            });
-        }
-        file.read_exact_at(&mut head, pos)?;
-        let len = match BatchHeader::peek_length(&head) {
-            Ok(len) if pos + len as u64 <= file_len => len,
-            Ok(len) => {
-                let reason = format!("batch of {len} bytes is cut short by the end of the file");
-                return Ok(ScanResult {
-                    valid_len: pos,
-                    next_offset,
-                    max_ts,
-                    stop: stop(pos, reason),
+    while pos < file_len {
+        let h = match next_batch(file, pos, file_len, next_offset, &mut buf)? {
+            Ok(h) => h,
+            Err(reason) => {
+                let stop = Some(ScanStop {
+                    position: pos,
+                    reason,
                 });
-            }
-            Err(e) => {
                 return Ok(ScanResult {
                     valid_len: pos,
                     next_offset,
                     max_ts,
-                    stop: stop(pos, e.to_string()),
-                })
-            }
-        };
-        buf.resize(len, 0);
-        file.read_exact_at(&mut buf, pos)?;
-        let h = match batch::validate(&buf) {
-            Ok(h) if h.base_offset == next_offset => h,
-            Ok(h) => {
-                let reason = format!(
-                    "batch has base offset {}, expected {next_offset}",
-                    h.base_offset
-                );
-                return Ok(ScanResult {
-                    valid_len: pos,
-                    next_offset,
-                    max_ts,
-                    stop: stop(pos, reason),
+                    stop,
                 });
-            }
-            Err(e) => {
-                return Ok(ScanResult {
-                    valid_len: pos,
-                    next_offset,
-                    max_ts,
-                    stop: stop(pos, e.to_string()),
-                })
             }
         };
         if since_index >= interval {
@@ -493,20 +438,62 @@ pub fn scan(
                 max_ts_before: max_ts,
                 rel_offset: rel,
             };
-            index.push(
-                OffsetEntry {
-                    rel_offset: rel,
-                    position: pos as u32,
-                },
-                needs_time.then_some(time),
-            );
+            let entry = OffsetEntry {
+                rel_offset: rel,
+                position: pos as u32,
+            };
+            index.push(entry, needs_time.then_some(time));
             since_index = 0;
         }
-        since_index += len as u64;
+        since_index += h.length as u64;
         max_ts = max_ts.max(h.max_timestamp);
         next_offset = h.next_offset();
-        pos += len as u64;
+        pos += h.length as u64;
     }
+    Ok(ScanResult {
+        valid_len: pos,
+        next_offset,
+        max_ts,
+        stop: None,
+    })
+}
+
+/// Reads and checks the batch at `pos` (framing, CRC, records, expected base offset). The inner
+/// `Err` says why the log is not valid from `pos` on; the outer one is an I/O failure.
+fn next_batch(
+    file: &File,
+    pos: u64,
+    file_len: u64,
+    expected: u64,
+    buf: &mut Vec<u8>,
+) -> io::Result<Result<BatchHeader, String>> {
+    if pos + LENGTH_END as u64 > file_len {
+        return Ok(Err(format!(
+            "{} trailing bytes are not a batch header",
+            file_len - pos
+        )));
+    }
+    let mut head = [0u8; LENGTH_END];
+    file.read_exact_at(&mut head, pos)?;
+    let len = match BatchHeader::peek_length(&head) {
+        Ok(len) if pos + len as u64 <= file_len => len,
+        Ok(len) => {
+            return Ok(Err(format!(
+                "batch of {len} bytes is cut short by the end of the file"
+            )))
+        }
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    buf.resize(len, 0);
+    file.read_exact_at(buf, pos)?;
+    Ok(match batch::validate(buf) {
+        Ok(h) if h.base_offset == expected => Ok(h),
+        Ok(h) => Err(format!(
+            "batch has base offset {}, expected {expected}",
+            h.base_offset
+        )),
+        Err(e) => Err(e.to_string()),
+    })
 }
 
 fn write_all_vectored(mut file: &File, bufs: &[IoSlice<'_>]) -> io::Result<()> {
