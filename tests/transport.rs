@@ -449,3 +449,39 @@ async fn native_filters_return_matching_records_and_move_past_the_rest() {
     );
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_past_the_log_resets_or_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = broker.client().await;
+    client
+        .admin()
+        .create_topic(NewTopic::new("short", 1))
+        .await
+        .unwrap();
+    produce_values(
+        &client,
+        "short",
+        Acks::Leader,
+        (0..5).map(|i| (None, format!("r{i}"))),
+    )
+    .await;
+    // Offset 50 is not in the log: by default the consumer resets to the earliest record.
+    let mut c = Consumer::new(client.clone(), "short", ConsumerConfig::default());
+    c.assign(&[0], SeekTo::Offset(50));
+    assert_eq!(c.next().await.unwrap().record.offset, 0);
+    // Without a reset policy the error reaches the application.
+    let mut strict = Consumer::new(
+        client.clone(),
+        "short",
+        ConsumerConfig {
+            reset: None,
+            ..Default::default()
+        },
+    );
+    strict.assign(&[0], SeekTo::Offset(50));
+    let err = strict.next().await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::OffsetOutOfRange), "{err}");
+    broker.stop().await;
+}

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use quiver_proto::frame::FrameKind;
 use quiver_proto::messages::{FetchRequest, FetchResponse, OffsetSpec};
-use quiver_proto::{Batches, Record};
+use quiver_proto::{Batches, ErrorCode, Record};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -50,6 +50,9 @@ pub struct ConsumerConfig {
     pub prefetch: usize,
     /// Native filter expression applied by the broker.
     pub filter: Option<String>,
+    /// Where to continue when the position is no longer in the log (retention deleted it, or a seek
+    /// went past the end), like Kafka's `auto.offset.reset`; `None` surfaces the error instead.
+    pub reset: Option<SeekTo>,
 }
 
 impl Default for ConsumerConfig {
@@ -60,6 +63,7 @@ impl Default for ConsumerConfig {
             min_bytes: 1,
             prefetch: 16,
             filter: None,
+            reset: Some(SeekTo::Earliest),
         }
     }
 }
@@ -278,7 +282,21 @@ impl FetchTask {
                 filter: self.config.filter.clone(),
             };
             write_frame(&mut send, FrameKind::Fetch, &req, Bytes::new()).await?;
-            let (resp, payload): (FetchResponse, Bytes) = reader.expect(FrameKind::FetchOk).await?;
+            let (resp, payload): (FetchResponse, Bytes) = match reader
+                .expect(FrameKind::FetchOk)
+                .await
+            {
+                Err(e)
+                    if e.remote_code() == Some(ErrorCode::OffsetOutOfRange)
+                        && self.config.reset.is_some() =>
+                {
+                    let to = self.config.reset.unwrap_or(SeekTo::Earliest);
+                    tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, ?to, "position out of range; resetting");
+                    offset = to.spec();
+                    continue;
+                }
+                other => other?,
+            };
             let records = decode(self.partition, payload, resp.offset)?;
             let advanced = offset != OffsetSpec::At(resp.next_offset);
             offset = OffsetSpec::At(resp.next_offset);
