@@ -15,3 +15,9 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --all-targets --no-fail-fast
+
+# Guest side of the plugins: the SDK and the example plugins build for wasm32-wasip2 as components,
+# and their logic is unit-tested natively. (They are separate cargo workspaces.)
+bash scripts/build-plugins.sh
+(cd sdk-guest && cargo fmt -- --check && cargo clippy --all-targets -- -D warnings && cargo test)
+(cd plugins && cargo fmt -- --check && cargo clippy --all-targets -- -D warnings && cargo test)

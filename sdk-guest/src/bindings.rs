@@ -1,0 +1,47 @@
+//! The wit-bindgen glue for the `quiver:plugin@0.1.0` worlds, generated once here (wasm builds only)
+//! so plugin crates never point at the WIT file themselves.
+//!
+//! Each world gets its own module. `pub_export_macro` makes wit-bindgen embed only the *imports* of
+//! a world in this library and emit the full world (with its exports) where the plugin invokes the
+//! `export!` macro; so a filter plugin's component declares the `filter` world only, even though
+//! this crate also carries the `transform` bindings.
+
+/// Bindings of the `filter` world: `Guest` with `init` and `filter`, and the `host` import.
+pub mod filter_world {
+    wit_bindgen::generate!({
+        world: "filter",
+        path: "../wit",
+        default_bindings_module: "quiver_sdk_guest::bindings::filter_world",
+        pub_export_macro: true,
+    });
+}
+
+/// Bindings of the `transform` world: `Guest` with `init` and `transform`, and the `host` import.
+pub mod transform_world {
+    wit_bindgen::generate!({
+        world: "transform",
+        path: "../wit",
+        default_bindings_module: "quiver_sdk_guest::bindings::transform_world",
+        pub_export_macro: true,
+    });
+}
+
+use crate::log::Level;
+use filter_world::quiver::plugin::host;
+
+/// Sends one log line to the broker through the `host.log` import.
+pub(crate) fn log(level: Level, message: &str) {
+    let level = match level {
+        Level::Trace => host::Level::Trace,
+        Level::Debug => host::Level::Debug,
+        Level::Info => host::Level::Info,
+        Level::Warn => host::Level::Warn,
+        Level::Error => host::Level::Error,
+    };
+    host::log(level, message);
+}
+
+/// The broker's wall clock (`host.now-ms`): WASI clocks are not granted to plugins.
+pub(crate) fn now_ms() -> i64 {
+    host::now_ms()
+}

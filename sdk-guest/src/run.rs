@@ -1,0 +1,194 @@
+//! The batch loops behind the plugin macros, as plain functions: bytes in, verdicts or a new batch
+//! out. They never panic on bad input: a malformed batch or a failing record becomes an `SdkError`,
+//! which the macros turn into the WIT `result`'s error string (the host then applies the
+//! attachment's error policy to the whole batch).
+
+use std::fmt::Display;
+
+use bytes::Bytes;
+use quiver_proto::Batch;
+
+use crate::{Output, Record, SdkError};
+
+/// What a filter function may return for one record: `bool`, or `Result<bool, E>` to fail the batch.
+pub trait FilterVerdict {
+    fn into_verdict(self) -> Result<bool, String>;
+}
+
+impl FilterVerdict for bool {
+    fn into_verdict(self) -> Result<bool, String> {
+        Ok(self)
+    }
+}
+
+impl<E: Display> FilterVerdict for Result<bool, E> {
+    fn into_verdict(self) -> Result<bool, String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
+/// What a transform function may return for one record: `()`, or `Result<(), E>` to fail the batch.
+pub trait TransformOutcome {
+    fn into_outcome(self) -> Result<(), String>;
+}
+
+impl TransformOutcome for () {
+    fn into_outcome(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: Display> TransformOutcome for Result<(), E> {
+    fn into_outcome(self) -> Result<(), String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
+/// Parses `batch` (zero-copy: the `Vec` becomes the records' backing buffer) and validates it.
+fn parse(batch: Vec<u8>) -> Result<Batch, SdkError> {
+    Batch::parse(Bytes::from(batch)).map_err(SdkError::BadBatch)
+}
+
+/// Runs `keep` over every record of `batch`: one verdict per record, in batch order.
+pub fn filter_batch<F, V>(batch: Vec<u8>, mut keep: F) -> Result<Vec<bool>, SdkError>
+where
+    F: FnMut(&Record<'_>) -> V,
+    V: FilterVerdict,
+{
+    let batch = parse(batch)?;
+    // `record_count` was checked against the batch length by `parse`, so this is bounded.
+    let mut verdicts = Vec::with_capacity(batch.record_count() as usize);
+    for record in batch.records() {
+        let verdict = keep(&record)
+            .into_verdict()
+            .map_err(|message| record_error(&record, message))?;
+        verdicts.push(verdict);
+    }
+    Ok(verdicts)
+}
+
+/// Runs `transform` over every record of `batch` and returns the encoded replacement batch
+/// (empty when no record was emitted).
+pub fn transform_batch<F, R>(batch: Vec<u8>, mut transform: F) -> Result<Vec<u8>, SdkError>
+where
+    F: FnMut(&Record<'_>, &mut Output) -> R,
+    R: TransformOutcome,
+{
+    let batch = parse(batch)?;
+    let mut out = Output::with_capacity(batch.bytes().len());
+    for record in batch.records() {
+        transform(&record, &mut out)
+            .into_outcome()
+            .map_err(|message| record_error(&record, message))?;
+    }
+    out.finish()
+}
+
+fn record_error(record: &Record<'_>, message: String) -> SdkError {
+    SdkError::Record {
+        offset: record.offset,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{decode, encode};
+    use crate::OwnedRecord;
+
+    fn sample() -> Vec<u8> {
+        encode(&[
+            OwnedRecord::new("one")
+                .with_timestamp(10)
+                .with_tag("a")
+                .with_key("k1"),
+            OwnedRecord::new("two")
+                .with_timestamp(11)
+                .with_tag("b")
+                .with_header("h", "v"),
+            OwnedRecord::new("three").with_timestamp(12),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn filter_gives_one_verdict_per_record() {
+        let verdicts = filter_batch(sample(), |r| r.has_tag("a") || r.value == b"three").unwrap();
+        assert_eq!(verdicts, vec![true, false, true]);
+    }
+
+    #[test]
+    fn filter_errors_name_the_record() {
+        let err = filter_batch(
+            sample(),
+            |r| {
+                if r.offset == 1 {
+                    Err("boom")
+                } else {
+                    Ok(true)
+                }
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "record at offset 1: boom");
+    }
+
+    #[test]
+    fn malformed_batches_are_errors_not_panics() {
+        let mut bad = sample();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        for input in [Vec::new(), b"QVRB".to_vec(), bad, vec![0; 100]] {
+            assert!(matches!(
+                filter_batch(input.clone(), |_| true),
+                Err(SdkError::BadBatch(_))
+            ));
+            assert!(matches!(
+                transform_batch(input, |_, _| ()),
+                Err(SdkError::BadBatch(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn transform_keeps_metadata_and_renumbers() {
+        let out = transform_batch(sample(), |r, out| {
+            if r.offset == 0 {
+                return Ok(());
+            }
+            let upper = r.value.to_ascii_uppercase();
+            out.keep_with_value(r, &upper)?;
+            out.keep(r)
+        })
+        .unwrap();
+        let recs = decode(&out).unwrap();
+        let values: Vec<&[u8]> = recs.iter().map(|r| r.value.as_slice()).collect();
+        assert_eq!(values, [&b"TWO"[..], b"two", b"THREE", b"three"]);
+        assert_eq!(recs[0].timestamp, 11);
+        assert_eq!(recs[0].tags, vec!["b".to_string()]);
+        assert_eq!(recs[0].header("h"), Some(&b"v"[..]));
+        assert_eq!(recs[2].key, None);
+    }
+
+    #[test]
+    fn transform_dropping_everything_returns_an_empty_list() {
+        assert_eq!(
+            transform_batch(sample(), |_, _| ()).unwrap(),
+            Vec::<u8>::new()
+        );
+    }
+
+    #[test]
+    fn transform_encode_errors_fail_the_batch() {
+        let err = transform_batch(sample(), |r, out| {
+            let far = OwnedRecord::from_record(r).with_timestamp(r.timestamp + 40 * 86_400_000);
+            out.keep(r)?;
+            out.push_owned(&far)
+        })
+        .unwrap_err();
+        assert!(err
+            .to_string()
+            .starts_with("record at offset 0: output record 1"));
+    }
+}
