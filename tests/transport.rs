@@ -265,6 +265,27 @@ async fn garbage_on_a_stream_is_refused_and_others_keep_working() {
         ErrorCode::InvalidBatch,
         "{bad_batch}"
     );
+    assert_eq!(
+        bad_batch.request_id,
+        Some(9),
+        "the error names the pipelined request"
+    );
+    // Garbage after a valid produce frame: the pending request is answered, then the framing error.
+    let mut two = frame.clone();
+    two.extend_from_slice(b"\x05\x00\x00\x00\xEEjunk");
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    send.write_all(&two).await.unwrap();
+    let _ = send.finish();
+    let mut reader = quiver_client::wire::FrameReader::new(recv, 1 << 20);
+    let mut codes = Vec::new();
+    while let Some(f) = reader.next().await.unwrap() {
+        let body: ErrorBody = quiver_proto::messages::decode_header(&f.header).unwrap();
+        codes.push(body.error_code());
+    }
+    assert_eq!(
+        codes,
+        vec![ErrorCode::InvalidBatch, ErrorCode::MalformedFrame]
+    );
 
     // The raw connection, the other client and the log are all fine.
     assert!(conn.open_bi().await.is_ok());

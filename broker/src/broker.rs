@@ -30,6 +30,9 @@ pub enum BrokerError {
     Internal(String),
     #[error("the broker is shutting down")]
     ShuttingDown,
+    /// The request's bytes could not be read (framing or header errors), with the code to report.
+    #[error("{1}")]
+    Wire(ErrorCode, String),
 }
 
 impl BrokerError {
@@ -42,6 +45,7 @@ impl BrokerError {
             BrokerError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             BrokerError::Internal(_) => ErrorCode::Internal,
             BrokerError::ShuttingDown => ErrorCode::ShuttingDown,
+            BrokerError::Wire(code, _) => *code,
         }
     }
 }

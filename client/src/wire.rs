@@ -144,3 +144,14 @@ pub async fn write_error(
     )
     .await
 }
+
+/// Writes the error frame that answers pipelined request `request_id`.
+pub async fn write_request_error(
+    send: &mut quinn::SendStream,
+    code: ErrorCode,
+    message: String,
+    request_id: u64,
+) -> Result<(), WireError> {
+    let body = ErrorBody::new(code, message).for_request(request_id);
+    write_frame(send, FrameKind::Error, &body, Bytes::new()).await
+}

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use quiver_client::wire::{decode_frame, write_error, write_frame, FrameReader, WireError};
+use quiver_client::wire::{
+    decode_frame, write_error, write_frame, write_request_error, FrameReader, WireError,
+};
 use quiver_proto::frame::{Frame, FrameKind};
 use quiver_proto::messages::{
     Acks, FetchRequest, FetchResponse, Hello, HelloOk, OffsetSpec, ProduceRequest, ProduceResponse,
@@ -326,12 +328,7 @@ async fn produce_pipeline(
         match reader.next().await {
             Ok(f) => next = f,
             Err(e) => {
-                let _ = tx
-                    .send(Pending::Ready(
-                        Err(BrokerError::InvalidRequest(e.to_string())),
-                        0,
-                    ))
-                    .await;
+                let _ = tx.send(Pending::Ready(Err(wire_error(&e)), 0)).await;
                 break;
             }
         }
@@ -346,12 +343,7 @@ async fn produce_pipeline(
 fn produce_one(frame: Frame, broker: &Arc<Broker>) -> Option<Pending> {
     let (req, payload): (ProduceRequest, Bytes) = match decode_frame(frame, FrameKind::Produce) {
         Ok(x) => x,
-        Err(e) => {
-            return Some(Pending::Ready(
-                Err(BrokerError::InvalidRequest(e.to_string())),
-                0,
-            ))
-        }
+        Err(e) => return Some(Pending::Ready(Err(wire_error(&e)), 0)),
     };
     let durability = match req.acks {
         Acks::None => Durability::None,
@@ -399,11 +391,29 @@ async fn write_produce_responses(
         };
         match result {
             Ok(resp) => write_frame(&mut send, FrameKind::ProduceOk, &resp, Bytes::new()).await?,
-            Err(e) => write_error(&mut send, e.code(), with_request(request_id, &e)).await?,
+            Err(e) => {
+                write_request_error(
+                    &mut send,
+                    e.code(),
+                    with_request(request_id, &e),
+                    request_id,
+                )
+                .await?
+            }
         }
     }
     send.finish()?;
     Ok(())
+}
+
+/// A stream that could not be read, as the error its pending request gets.
+fn wire_error(e: &WireError) -> BrokerError {
+    let code = match e {
+        WireError::Frame(f) => f.code(),
+        WireError::Remote { code, .. } => *code,
+        _ => ErrorCode::MalformedFrame,
+    };
+    BrokerError::Wire(code, e.to_string())
 }
 
 fn with_request(request_id: u64, e: &BrokerError) -> String {
@@ -429,7 +439,10 @@ async fn fetch_session(
         };
         match fetched {
             Ok((resp, bytes)) => write_frame(&mut send, FrameKind::FetchOk, &resp, bytes).await?,
-            Err(e) => write_error(&mut send, e.code(), with_request(req.request_id, &e)).await?,
+            Err(e) => {
+                let msg = with_request(req.request_id, &e);
+                write_request_error(&mut send, e.code(), msg, req.request_id).await?
+            }
         }
         next = match reader.next().await {
             Ok(f) => f,
