@@ -12,6 +12,11 @@ if ! command -v openssl >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq openssl
 fi
 
+# The benchmark harness (bench/) starts NATS JetStream and Redis itself for its peer comparison.
+if ! command -v nats-server >/dev/null 2>&1 || ! command -v redis-server >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq nats-server redis-server
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --all-targets --no-fail-fast
@@ -21,3 +26,6 @@ cargo test --workspace --all-targets --no-fail-fast
 bash scripts/build-plugins.sh
 (cd sdk-guest && cargo fmt -- --check && cargo clippy --all-targets -- -D warnings && cargo test)
 (cd plugins && cargo fmt -- --check && cargo clippy --all-targets -- -D warnings && cargo test)
+
+# Smoke run of the benchmark harness so it does not rot: tiny sizes, seconds; numbers not asserted.
+timeout 300 cargo run -q -p quiver-bench -- all --smoke

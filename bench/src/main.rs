@@ -1,2 +1,154 @@
-//! quiver-bench: the benchmark harness (being written; see BENCHMARKS.md).
-fn main() {}
+//! quiver-bench: runs the same workloads against Quiver, NATS JetStream, Redis Streams and a no-op
+//! ceiling on this machine, prints a table per case with Quiver's ratio to each peer, the machine
+//! line and the raw-disk limit, and optionally writes JSON. See BENCHMARKS.md.
+
+mod cli;
+mod disk;
+mod drivers;
+mod machine;
+mod plan;
+mod progress;
+mod report;
+mod runner;
+mod serve;
+mod server;
+mod summary;
+mod workloads;
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::cli::{Cli, Command};
+use crate::plan::{Plan, FILTER_UNAVAILABLE, GROUP_UNAVAILABLE};
+use crate::progress::Progress;
+use crate::report::Report;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let plan = match &cli.command {
+        Command::Group => return unavailable("group", GROUP_UNAVAILABLE),
+        Command::Filter => return unavailable("filter", FILTER_UNAVAILABLE),
+        Command::Summarize { files } => return exit(summary::run(files).map(|()| true)),
+        Command::InternalServe { .. } => None,
+        Command::Produce(a) => Some(Plan::produce(&cli.common, a)),
+        Command::Consume(a) => Some(Plan::consume(&cli.common, a)),
+        Command::E2e(a) => Some(Plan::e2e(&cli.common, a)),
+        Command::All => Some(Plan::all(&cli.common)),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return exit(Err(e.into())),
+    };
+    let result = runtime.block_on(async {
+        match (plan, &cli.command) {
+            (Some(plan), _) => tokio::select! {
+                r = bench(plan, cli.common.json.as_deref()) => r,
+                // Dropping the run kills its server and removes its temp dir.
+                s = interrupted() => Err(anyhow::anyhow!("interrupted by {s}; run abandoned")),
+            },
+            (None, Command::InternalServe { data_dir, listen }) => {
+                serve::run(data_dir, *listen).await.map(|()| true)
+            }
+            (None, _) => Ok(true),
+        }
+    });
+    exit(result)
+}
+
+/// Resolves on SIGINT or SIGTERM, naming it.
+async fn interrupted() -> &'static str {
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+fn unavailable(workload: &str, reason: &str) -> ExitCode {
+    eprintln!("{workload}: {reason}; nothing was measured.");
+    ExitCode::from(2)
+}
+
+/// Success only if every run that should have run did.
+fn exit(result: Result<bool>) -> ExitCode {
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("error: some runs failed (see the tables)");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bench(plan: Plan, json: Option<&std::path::Path>) -> Result<bool> {
+    quiver_broker::transport::tls::install_crypto_provider();
+    let mut report = Report {
+        date: machine::now_utc(),
+        machine: machine::Machine::read(),
+        disk_mb_per_s: disk::measure(&plan.work_dir, plan.disk_mib)
+            .await
+            .map_err(|e| format!("{e:#}")),
+        disk_mib: plan.disk_mib,
+        versions: BTreeMap::new(),
+        settings: BTreeMap::new(),
+        results: Vec::new(),
+        unavailable: plan
+            .unavailable
+            .iter()
+            .map(|(w, r)| (w.to_string(), r.to_string()))
+            .collect(),
+    };
+    describe_systems(&plan, &mut report);
+    println!("{}", report.header());
+    let runs = (plan.cases.len() * plan.systems.len()) as u64;
+    let mut progress = Progress::new(runs);
+    for case in &plan.cases {
+        let mut rows = Vec::new();
+        for &system in &plan.systems {
+            let live = progress.start(format!("{} on {}", case.workload(), system.name()));
+            rows.push(runner::run_case(system, case, &plan, live).await);
+            progress.finish_run();
+        }
+        progress.println(&report::table(&case.title(), &rows));
+        report.results.extend(rows);
+    }
+    progress.done();
+    for (workload, reason) in &report.unavailable {
+        println!("\n{workload}: {reason}; nothing was measured.");
+    }
+    if let Some(path) = json {
+        report.write_json(path)?;
+        println!("\nJSON written to {}", path.display());
+    }
+    Ok(report.results.iter().all(|r| r.status != "failed"))
+}
+
+fn describe_systems(plan: &Plan, report: &mut Report) {
+    let mut classes: Vec<_> = plan.cases.iter().map(|c| c.durability()).collect();
+    classes.dedup();
+    classes.sort_by_key(|c| c.name());
+    classes.dedup();
+    for &system in &plan.systems {
+        report
+            .versions
+            .insert(system.name().to_owned(), runner::version(system));
+        let settings = report.settings.entry(system.name().to_owned()).or_default();
+        for &class in &classes {
+            settings.insert(class.name().to_owned(), runner::describe(system, class));
+        }
+    }
+}

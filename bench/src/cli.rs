@@ -1,0 +1,155 @@
+//! The command line of `quiver-bench`: one subcommand per workload, plus `all`, `summarize` and the
+//! hidden `internal-serve` (the Quiver broker process the harness starts for itself). Options that
+//! every workload shares are global, so they may stand before or after the subcommand.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "quiver-bench",
+    version,
+    about = "Benchmark harness: Quiver against NATS JetStream and Redis Streams on this machine"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// Systems to run, comma-separated; `noop` is the harness's own loops with no broker.
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "quiver,nats,redis,noop"
+    )]
+    pub systems: Vec<System>,
+    /// Measured seconds of each throughput or latency run [default: 5, or 1 with --smoke].
+    #[arg(long, global = true)]
+    pub duration_secs: Option<f64>,
+    /// Tiny sizes and short runs: checks that every path works, in seconds. Numbers mean little.
+    #[arg(long, global = true)]
+    pub smoke: bool,
+    /// Also write the results as JSON to this file.
+    #[arg(long, global = true)]
+    pub json: Option<PathBuf>,
+    /// Where the servers keep their data: a temp dir per run, removed after it [default: $TMPDIR].
+    #[arg(long, global = true)]
+    pub work_dir: Option<PathBuf>,
+    /// Batches a producer may have sent but not yet acknowledged.
+    #[arg(long, global = true, default_value_t = 8)]
+    pub window: usize,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Produce throughput: P producers, record size S, batches of B, a durability class.
+    Produce(ProduceArgs),
+    /// Consume throughput: one consumer reads back a pre-filled topic from the start.
+    Consume(ConsumeArgs),
+    /// Produce → consume latency at a fixed offered rate (HDR histogram: p50, p99, p99.9, max).
+    E2e(E2eArgs),
+    /// Consumer group over several partitions (not available until consumer groups land).
+    Group,
+    /// Native tag filter against a WASM filter plugin (not available until plugins land).
+    Filter,
+    /// Runs the whole set: produce, consume and e2e at the sizes, classes and rates of BENCHMARKS.md.
+    All,
+    /// Prints the median and spread of several `--json` result files as a Markdown table.
+    Summarize {
+        /// JSON files written by earlier runs.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Runs a Quiver broker in this process and prints its address (used by the harness itself).
+    #[command(hide = true)]
+    InternalServe {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ProduceArgs {
+    /// Concurrent producers (each with its own connection), comma-separated for several runs.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub producers: Vec<usize>,
+    /// Record value size in bytes, comma-separated for several runs.
+    #[arg(long, value_delimiter = ',', default_value = "100")]
+    pub size: Vec<usize>,
+    /// Records per batch (Quiver batch, Redis pipeline, NATS async publishes between ack checks).
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Durability classes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "none-fsync")]
+    pub durability: Vec<Durability>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ConsumeArgs {
+    /// Records written before the consumer starts [default: 1000000, or 20000 with --smoke].
+    #[arg(long)]
+    pub records: Option<u64>,
+    /// Record value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// Records per batch when pre-filling and the most asked for per read.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct E2eArgs {
+    /// Offered rates in records/s, comma-separated for several runs.
+    #[arg(long, value_delimiter = ',', default_value = "10000")]
+    pub rate: Vec<u64>,
+    /// Record value size in bytes (at least 8: the send time travels in the value).
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// Durability class.
+    #[arg(long, default_value = "none-fsync")]
+    pub durability: Durability,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum System {
+    Quiver,
+    Nats,
+    Redis,
+    Noop,
+}
+
+impl System {
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Quiver => "quiver",
+            System::Nats => "nats",
+            System::Redis => "redis",
+            System::Noop => "noop",
+        }
+    }
+}
+
+/// What an acknowledgement promises: in the page cache only, or on disk (fsync before the reply).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Durability {
+    NoneFsync,
+    FsyncPerBatch,
+}
+
+impl Durability {
+    pub fn name(self) -> &'static str {
+        match self {
+            Durability::NoneFsync => "none-fsync",
+            Durability::FsyncPerBatch => "fsync-per-batch",
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The one interface every system implements (Quiver, NATS JetStream, Redis Streams, and the no-op
+//! ceiling), so the workloads run the very same loops against each. A driver owns its server process
+//! (started on a free loopback port in a temp dir) and stops it in `stop`.
+//!
+//! Contract: `ProducerHandle::send` hands over one batch and may return before it is acknowledged,
+//! but never lets more than `window` batches wait for their acknowledgement; `flush` returns once
+//! every record sent is acknowledged at the run's durability class, and fails if any was refused.
+
+pub mod nats;
+pub mod noop;
+pub mod quiver;
+pub mod redis;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use bytes::Bytes;
+
+use crate::cli::Durability;
+
+/// The topic / stream / subject every workload uses (each run has a fresh server).
+pub const TOPIC: &str = "bench";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// The first record ever written.
+    Earliest,
+    /// Only records written after the consumer was created.
+    Latest,
+}
+
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    pub durability: Durability,
+    /// Records per batch.
+    pub batch: usize,
+    /// Record value size in bytes.
+    pub size: usize,
+    /// Batches a producer may have unacknowledged.
+    pub window: usize,
+    /// Latency run: send what is there at once rather than wait to fill batches.
+    pub low_latency: bool,
+    pub work_dir: PathBuf,
+}
+
+pub trait Driver: Sized + Send + Sync + 'static {
+    type Producer: ProducerHandle;
+    type Consumer: ConsumerHandle;
+
+    /// Why this system has no comparable setting for `durability`, if it has none.
+    fn unsupported(_durability: Durability) -> Option<&'static str> {
+        None
+    }
+
+    /// The settings used at `durability`, printed beside the results.
+    fn describe(durability: Durability) -> String;
+
+    /// The server's version line (or why it is missing).
+    fn version() -> String;
+
+    /// Starts the server (if any) and waits until it accepts connections.
+    fn start(cfg: DriverConfig) -> impl Future<Output = Result<Self>> + Send;
+
+    /// Creates [`TOPIC`] with one partition (one stream, one key).
+    fn create_topic(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// A producer with its own connection.
+    fn producer(&self) -> impl Future<Output = Result<Self::Producer>> + Send;
+
+    /// A consumer with its own connection, reading [`TOPIC`] from `from`.
+    fn consumer(&self, from: StartAt) -> impl Future<Output = Result<Self::Consumer>> + Send;
+
+    /// Peak resident set size of the server process, in KiB.
+    fn peak_rss_kib(&self) -> Option<u64>;
+
+    /// Stops the server and removes its data.
+    fn stop(self) -> impl Future<Output = Result<()>> + Send;
+}
+
+pub trait ProducerHandle: Send + 'static {
+    /// Hands over one batch of record values (see the module contract).
+    fn send(&mut self, batch: &[Bytes]) -> impl Future<Output = Result<()>> + Send;
+
+    /// Waits until everything sent is acknowledged.
+    fn flush(&mut self) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Receives record values; called once per record.
+pub type Sink<'a> = dyn FnMut(&[u8]) + Send + 'a;
+
+pub trait ConsumerHandle: Send + 'static {
+    /// Waits up to `wait` for records, passes each value to `sink`, returns how many there were.
+    fn poll(
+        &mut self,
+        wait: Duration,
+        sink: &mut Sink<'_>,
+    ) -> impl Future<Output = Result<usize>> + Send;
+}

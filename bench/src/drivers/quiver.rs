@@ -1,0 +1,225 @@
+//! The Quiver driver: the broker runs as a separate process (this binary's hidden `internal-serve`,
+//! so it is always the same build as the harness and needs no other binary), clients connect over
+//! QUIC + TLS 1.3 with the broker's dev CA. Durability maps to `acks=leader` (appended, page cache)
+//! and `acks=all` (fsync'd before the reply, group commit). A harness batch is one Quiver batch:
+//! the producer's `batch_bytes` is set to exactly that many encoded records.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use quiver_client::{
+    Acks, Client, Consumer, ConsumerConfig, Delivery, NewTopic, Producer, ProducerConfig,
+    ProducerRecord, SeekTo,
+};
+use quiver_proto::batch::HEADER_LEN;
+use quiver_proto::{BatchBuilder, RecordData};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use super::{ConsumerHandle, Driver, DriverConfig, ProducerHandle, Sink, StartAt, TOPIC};
+use crate::cli::Durability;
+use crate::serve::READY;
+use crate::server::{self, ServerProcess, READY_TIMEOUT};
+
+pub struct QuiverDriver {
+    server: ServerProcess,
+    addr: String,
+    ca: PathBuf,
+    admin: Client,
+    cfg: DriverConfig,
+}
+
+impl QuiverDriver {
+    fn producer_config(&self) -> ProducerConfig {
+        let record = RecordData {
+            timestamp: 0,
+            key: None,
+            value: &vec![0u8; self.cfg.size],
+            headers: &[],
+            tags: &[],
+        };
+        let batch_bytes = HEADER_LEN + self.cfg.batch * BatchBuilder::record_encoded_len(&record);
+        ProducerConfig {
+            acks: acks(self.cfg.durability),
+            linger: if self.cfg.low_latency {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(5)
+            },
+            batch_bytes,
+            max_in_flight: self.cfg.window,
+            ..ProducerConfig::default()
+        }
+    }
+}
+
+fn acks(durability: Durability) -> Acks {
+    match durability {
+        Durability::NoneFsync => Acks::Leader,
+        Durability::FsyncPerBatch => Acks::All,
+    }
+}
+
+/// Starts `<this binary> internal-serve` and reads its `READY <addr> <ca>` line.
+async fn spawn_broker(cfg: &DriverConfig) -> Result<(ServerProcess, String, PathBuf)> {
+    let dir = server::run_dir(&cfg.work_dir, "quiver")?;
+    let exe = std::env::current_exe().context("locating the harness binary")?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("internal-serve")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped());
+    let mut proc = ServerProcess::spawn("quiver", cmd, dir)?;
+    let stdout = proc
+        .child_mut()
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow!("no stdout from the quiver broker"))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(READY_TIMEOUT, lines.next_line()).await;
+    let Ok(Ok(Some(line))) = line else {
+        bail!("quiver broker not ready:\n{}", proc.log_tail());
+    };
+    let mut parts = line.split_whitespace();
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(READY), Some(addr), Some(ca)) => {
+            let (addr, ca) = (addr.to_owned(), PathBuf::from(ca));
+            Ok((proc, addr, ca))
+        }
+        _ => bail!("unexpected line from the quiver broker: {line:?}"),
+    }
+}
+
+impl Driver for QuiverDriver {
+    type Producer = QuiverProducer;
+    type Consumer = QuiverConsumer;
+
+    fn describe(durability: Durability) -> String {
+        let acks = match durability {
+            Durability::NoneFsync => "acks=leader (appended to the page cache, no fsync)",
+            Durability::FsyncPerBatch => "acks=all (fsync before the reply, group commit)",
+        };
+        format!(
+            "separate process, QUIC + TLS 1.3 on loopback, 1 partition, {acks}; a harness batch is \
+             one Quiver batch (batch_bytes = exactly B records), linger 5 ms (0 in e2e), \
+             max_in_flight = window"
+        )
+    }
+
+    fn version() -> String {
+        format!("quiver {} (this build)", env!("CARGO_PKG_VERSION"))
+    }
+
+    async fn start(cfg: DriverConfig) -> Result<Self> {
+        quiver_broker::transport::tls::install_crypto_provider();
+        let (server, addr, ca) = spawn_broker(&cfg).await?;
+        let admin = Client::connect(&addr, &ca)
+            .await
+            .context("connecting to the quiver broker")?;
+        Ok(QuiverDriver {
+            server,
+            addr,
+            ca,
+            admin,
+            cfg,
+        })
+    }
+
+    async fn create_topic(&self) -> Result<()> {
+        self.admin
+            .admin()
+            .create_topic(NewTopic::new(TOPIC, 1))
+            .await?;
+        Ok(())
+    }
+
+    async fn producer(&self) -> Result<QuiverProducer> {
+        let client = Client::connect(&self.addr, &self.ca).await?;
+        Ok(QuiverProducer {
+            producer: Producer::new(client, self.producer_config()),
+            pending: VecDeque::new(),
+            window: self.cfg.window,
+        })
+    }
+
+    async fn consumer(&self, from: StartAt) -> Result<QuiverConsumer> {
+        let client = Client::connect(&self.addr, &self.ca).await?;
+        let config = ConsumerConfig {
+            max_wait: Duration::from_millis(500),
+            ..ConsumerConfig::default()
+        };
+        let mut consumer = Consumer::new(client, TOPIC, config);
+        let seek = match from {
+            StartAt::Earliest => SeekTo::Earliest,
+            StartAt::Latest => SeekTo::Latest,
+        };
+        consumer.assign(&[0], seek);
+        Ok(QuiverConsumer { consumer })
+    }
+
+    fn peak_rss_kib(&self) -> Option<u64> {
+        self.server.peak_rss_kib()
+    }
+
+    async fn stop(self) -> Result<()> {
+        self.admin.close().await;
+        self.server.stop().await
+    }
+}
+
+pub struct QuiverProducer {
+    producer: Producer,
+    /// The deliveries of the first and last record of each unacknowledged batch.
+    pending: VecDeque<Delivery>,
+    window: usize,
+}
+
+impl ProducerHandle for QuiverProducer {
+    async fn send(&mut self, batch: &[Bytes]) -> Result<()> {
+        // The first and the last delivery: a batch that linger split in two is still checked.
+        let last = batch.len().saturating_sub(1);
+        for (i, value) in batch.iter().enumerate() {
+            let record = ProducerRecord::new(TOPIC, value.clone()).partition(0);
+            let delivery = self.producer.send(record).await?;
+            if i == 0 || i == last {
+                self.pending.push_back(delivery);
+            }
+        }
+        while self.pending.len() > 2 * self.window {
+            if let Some(d) = self.pending.pop_front() {
+                d.wait().await.map_err(|e| anyhow!("produce failed: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        self.producer
+            .flush()
+            .await
+            .map_err(|e| anyhow!("produce failed: {e}"))?;
+        for d in self.pending.drain(..) {
+            d.wait().await.map_err(|e| anyhow!("produce failed: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+pub struct QuiverConsumer {
+    consumer: Consumer,
+}
+
+impl ConsumerHandle for QuiverConsumer {
+    async fn poll(&mut self, wait: Duration, sink: &mut Sink<'_>) -> Result<usize> {
+        let records = self.consumer.poll(wait).await?;
+        for r in &records {
+            sink(&r.record.value);
+        }
+        Ok(records.len())
+    }
+}

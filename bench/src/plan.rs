@@ -1,0 +1,214 @@
+//! Turns the command line into a plan: the list of cases (workload + parameters) to run on each
+//! system, with the durations and sizes that `--smoke` shrinks. `all` is defined here.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cli::{Common, ConsumeArgs, Durability, E2eArgs, ProduceArgs, System};
+
+/// One workload with its parameters; run once per system.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "workload", rename_all = "lowercase")]
+pub enum Case {
+    Produce {
+        producers: usize,
+        size: usize,
+        batch: usize,
+        durability: &'static str,
+    },
+    Consume {
+        records: u64,
+        size: usize,
+        batch: usize,
+    },
+    E2e {
+        rate: u64,
+        size: usize,
+        durability: &'static str,
+    },
+}
+
+impl Case {
+    pub fn workload(&self) -> &'static str {
+        match self {
+            Case::Produce { .. } => "produce",
+            Case::Consume { .. } => "consume",
+            Case::E2e { .. } => "e2e",
+        }
+    }
+
+    pub fn durability(&self) -> Durability {
+        let name = match self {
+            Case::Produce { durability, .. } | Case::E2e { durability, .. } => durability,
+            Case::Consume { .. } => return Durability::NoneFsync,
+        };
+        if *name == Durability::FsyncPerBatch.name() {
+            Durability::FsyncPerBatch
+        } else {
+            Durability::NoneFsync
+        }
+    }
+
+    pub fn size(&self) -> usize {
+        match self {
+            Case::Produce { size, .. } | Case::Consume { size, .. } | Case::E2e { size, .. } => {
+                *size
+            }
+        }
+    }
+
+    pub fn batch(&self) -> usize {
+        match self {
+            Case::Produce { batch, .. } | Case::Consume { batch, .. } => *batch,
+            // Latency runs send what is due each millisecond; the batch is only a ceiling.
+            Case::E2e { .. } => crate::workloads::e2e::MAX_BATCH as usize,
+        }
+    }
+
+    /// A one-line title, also the key that `summarize` groups runs by.
+    pub fn title(&self) -> String {
+        match self {
+            Case::Produce {
+                producers,
+                size,
+                batch,
+                durability,
+            } => format!("produce {size} B, {producers} producer(s), batch {batch}, {durability}"),
+            Case::Consume {
+                records,
+                size,
+                batch,
+            } => format!("consume {records} × {size} B from the start, batch {batch}"),
+            Case::E2e {
+                rate,
+                size,
+                durability,
+            } => format!("e2e {rate} rec/s offered, {size} B, {durability}"),
+        }
+    }
+}
+
+/// Everything a run needs besides the system.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub cases: Vec<Case>,
+    pub systems: Vec<System>,
+    pub duration: Duration,
+    pub window: usize,
+    pub work_dir: PathBuf,
+    /// MiB that `dd` writes for the raw-disk figure.
+    pub disk_mib: u32,
+    /// Upper bound of one produce run's payload, whatever the duration (Redis keeps it all in RAM).
+    pub max_bytes: u64,
+    /// Time a run may take beyond its measured duration (pre-fill, flush, drain, read-back).
+    pub slack: Duration,
+    /// Workloads that cannot run yet, with the reason (printed, never measured).
+    pub unavailable: Vec<(&'static str, &'static str)>,
+}
+
+pub const GROUP_UNAVAILABLE: &str =
+    "not available until consumer groups land (no group coordinator in the broker yet)";
+pub const FILTER_UNAVAILABLE: &str =
+    "not available until consumer groups/plugins land (no WASM plugin host in the broker yet)";
+
+impl Plan {
+    fn base(common: &Common) -> Plan {
+        let secs = common
+            .duration_secs
+            .unwrap_or(if common.smoke { 1.0 } else { 5.0 });
+        let mut systems = common.systems.clone();
+        systems.sort();
+        systems.dedup();
+        Plan {
+            cases: Vec::new(),
+            systems,
+            duration: Duration::from_secs_f64(secs.clamp(0.1, 600.0)),
+            window: common.window.max(1),
+            work_dir: common.work_dir.clone().unwrap_or_else(std::env::temp_dir),
+            disk_mib: if common.smoke { 16 } else { 256 },
+            max_bytes: 4 << 30,
+            slack: Duration::from_secs(if common.smoke { 30 } else { 180 }),
+            unavailable: Vec::new(),
+        }
+    }
+
+    pub fn produce(common: &Common, a: &ProduceArgs) -> Plan {
+        let mut plan = Plan::base(common);
+        for &size in &a.size {
+            for &durability in &a.durability {
+                for &producers in &a.producers {
+                    plan.cases.push(Case::Produce {
+                        producers: producers.max(1),
+                        size: size.max(1),
+                        batch: a.batch.max(1),
+                        durability: durability.name(),
+                    });
+                }
+            }
+        }
+        plan
+    }
+
+    pub fn consume(common: &Common, a: &ConsumeArgs) -> Plan {
+        let mut plan = Plan::base(common);
+        let default = if common.smoke { 20_000 } else { 1_000_000 };
+        plan.cases.push(Case::Consume {
+            records: a.records.unwrap_or(default).max(1),
+            size: a.size.max(1),
+            batch: a.batch.max(1),
+        });
+        plan
+    }
+
+    pub fn e2e(common: &Common, a: &E2eArgs) -> Plan {
+        let mut plan = Plan::base(common);
+        for &rate in &a.rate {
+            plan.cases.push(Case::E2e {
+                rate: rate.max(1),
+                size: a.size.max(8),
+                durability: a.durability.name(),
+            });
+        }
+        plan
+    }
+
+    /// The set recorded in BENCHMARKS.md; `--smoke` keeps one of each path at tiny sizes.
+    pub fn all(common: &Common) -> Plan {
+        let (sizes, producers, rates): (&[usize], &[usize], &[u64]) = if common.smoke {
+            (&[100], &[1], &[2_000])
+        } else {
+            (&[100, 1024], &[1, 4], &[10_000, 100_000])
+        };
+        let produce = ProduceArgs {
+            producers: vec![1],
+            size: sizes.to_vec(),
+            batch: 1000,
+            durability: vec![Durability::NoneFsync, Durability::FsyncPerBatch],
+        };
+        let mut plan = Plan::produce(common, &produce);
+        for &p in producers.iter().filter(|&&p| p > 1) {
+            plan.cases.push(Case::Produce {
+                producers: p,
+                size: 100,
+                batch: 1000,
+                durability: Durability::NoneFsync.name(),
+            });
+        }
+        let consume = ConsumeArgs {
+            records: None,
+            size: 100,
+            batch: 1000,
+        };
+        plan.cases.extend(Plan::consume(common, &consume).cases);
+        let e2e = E2eArgs {
+            rate: rates.to_vec(),
+            size: 100,
+            durability: Durability::NoneFsync,
+        };
+        plan.cases.extend(Plan::e2e(common, &e2e).cases);
+        plan.unavailable = vec![("group", GROUP_UNAVAILABLE), ("filter", FILTER_UNAVAILABLE)];
+        plan
+    }
+}

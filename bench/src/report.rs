@@ -1,0 +1,183 @@
+//! Output: the header (date, machine line, raw-disk and no-op limits, versions and settings), one
+//! table per case with a row per system and the ratio of Quiver to that row, and the JSON file.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::machine::Machine;
+use crate::runner::RunResult;
+
+/// Everything one invocation measured; written as JSON with `--json`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub date: String,
+    pub machine: Machine,
+    /// `dd bs=1M conv=fdatasync` in the work dir, MB/s (or why it failed).
+    pub disk_mb_per_s: Result<f64, String>,
+    pub disk_mib: u32,
+    pub versions: BTreeMap<String, String>,
+    /// System → durability class → settings used.
+    pub settings: BTreeMap<String, BTreeMap<String, String>>,
+    pub results: Vec<RunResult>,
+    /// Workloads that cannot run yet, with the reason.
+    pub unavailable: BTreeMap<String, String>,
+}
+
+impl Report {
+    pub fn header(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "quiver-bench, {}", self.date);
+        let _ = writeln!(s, "machine: {}", self.machine.line());
+        let disk = match &self.disk_mb_per_s {
+            Ok(mbs) => format!("{mbs:.0} MB/s"),
+            Err(e) => format!("not measured ({e})"),
+        };
+        let _ = writeln!(
+            s,
+            "raw disk: dd bs=1M count={} conv=fdatasync → {disk}",
+            self.disk_mib
+        );
+        for (system, version) in &self.versions {
+            let _ = writeln!(s, "{system:<7} {version}");
+            for (class, text) in self.settings.get(system).into_iter().flatten() {
+                let _ = writeln!(s, "        [{class}] {text}");
+            }
+        }
+        s
+    }
+
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)?;
+        std::fs::write(path, text).with_context(|| format!("writing {path:?}"))
+    }
+}
+
+/// One case's table: a row per system, the ratio of Quiver to each row from this same run.
+pub fn table(title: &str, rows: &[RunResult]) -> String {
+    let latency = rows.iter().any(|r| r.latency_us.is_some());
+    let quiver = rows.iter().find(|r| r.system == "quiver" && r.ok());
+    let mut s = format!("\n── {title} ──\n");
+    if latency {
+        let _ = writeln!(
+            s,
+            "{:<8} {:>10} {:>7} {:>7} {:>8} {:>7} {:>11} {:>6} {:>9} {:>10}",
+            "system",
+            "rec/s",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "max ms",
+            "delay p99",
+            "lost",
+            "peak RSS",
+            "p99 Q÷sys"
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "{:<8} {:>12} {:>9} {:>9} {:>12}",
+            "system", "rec/s", "MB/s", "peak RSS", "Q÷sys"
+        );
+    }
+    for r in rows {
+        s.push_str(&row(r, quiver, latency));
+        s.push('\n');
+    }
+    s
+}
+
+fn row(r: &RunResult, quiver: Option<&RunResult>, latency: bool) -> String {
+    // A ratio to itself or to the no-op ceiling means nothing.
+    let quiver = quiver.filter(|_| r.system != "quiver" && r.system != "noop");
+    if !r.ok() {
+        let note = r.note.as_deref().unwrap_or("");
+        return format!(
+            "{:<8} {}: {}",
+            r.system,
+            r.status,
+            note.replace('\n', " | ")
+        );
+    }
+    let rss = r.peak_rss_kib.map_or("—".to_owned(), |k| {
+        format!("{:.0} MiB", k as f64 / 1024.0)
+    });
+    match (latency, r.latency_us) {
+        (true, Some(l)) => {
+            let ratio = quiver
+                .and_then(|q| q.latency_us)
+                .map(|q| ratio(q.p99 as f64, l.p99 as f64));
+            let delay = r.send_delay_us.map_or(0.0, |d| ms(d.p99));
+            format!(
+                "{:<8} {:>10} {:>7.2} {:>7.2} {:>8.2} {:>7.2} {:>8.2} ms {:>6} {:>9} {:>10}",
+                r.system,
+                thousands(r.records_per_s),
+                ms(l.p50),
+                ms(l.p99),
+                ms(l.p999),
+                ms(l.max),
+                delay,
+                r.lost.unwrap_or(0),
+                rss,
+                ratio.unwrap_or_else(|| "—".to_owned())
+            )
+        }
+        _ => {
+            let ratio = quiver.map(|q| ratio(q.records_per_s, r.records_per_s));
+            format!(
+                "{:<8} {:>12} {:>9.1} {:>9} {:>12}",
+                r.system,
+                thousands(r.records_per_s),
+                r.mb_per_s,
+                rss,
+                ratio.unwrap_or_else(|| "—".to_owned())
+            )
+        }
+    }
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+pub fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}×", a / b)
+    } else {
+        "—".to_owned()
+    }
+}
+
+/// 1234567.8 → "1,234,568".
+pub fn thousands(v: f64) -> String {
+    let digits = format!("{:.0}", v.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_thousands() {
+        assert_eq!(thousands(0.0), "0");
+        assert_eq!(thousands(999.4), "999");
+        assert_eq!(thousands(1_234_567.8), "1,234,568");
+    }
+
+    #[test]
+    fn ratio_of_zero_is_a_dash() {
+        assert_eq!(ratio(1.0, 0.0), "—");
+        assert_eq!(ratio(3.0, 2.0), "1.50×");
+    }
+}

@@ -1,0 +1,154 @@
+//! Runs one case on one system: start the system's server on a fresh data dir, run the workload
+//! under a time budget, read the server's peak RSS, stop the server (always, also after a failure)
+//! and turn it all into a [`RunResult`].
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{Durability, System};
+use crate::drivers::nats::NatsDriver;
+use crate::drivers::noop::NoopDriver;
+use crate::drivers::quiver::QuiverDriver;
+use crate::drivers::redis::RedisDriver;
+use crate::drivers::{Driver, DriverConfig};
+use crate::plan::{Case, Plan};
+use crate::workloads::{self, Latency, Measured};
+
+/// A server must be up within this long.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One row of a results table (and of the JSON file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunResult {
+    pub title: String,
+    pub workload: String,
+    pub system: String,
+    /// `ok`, `skipped` (no comparable setting) or `failed`.
+    pub status: String,
+    pub note: Option<String>,
+    pub records: u64,
+    pub secs: f64,
+    pub records_per_s: f64,
+    pub mb_per_s: f64,
+    pub latency_us: Option<Latency>,
+    /// Latency runs: how late the sender was against the offered schedule (backpressure shows here).
+    pub send_delay_us: Option<Latency>,
+    pub lost: Option<u64>,
+    pub peak_rss_kib: Option<u64>,
+}
+
+impl RunResult {
+    fn new(case: &Case, system: System, status: &str, note: Option<String>) -> RunResult {
+        RunResult {
+            title: case.title(),
+            workload: case.workload().to_owned(),
+            system: system.name().to_owned(),
+            status: status.to_owned(),
+            note,
+            records: 0,
+            secs: 0.0,
+            records_per_s: 0.0,
+            mb_per_s: 0.0,
+            latency_us: None,
+            send_delay_us: None,
+            lost: None,
+            peak_rss_kib: None,
+        }
+    }
+
+    fn measured(case: &Case, system: System, m: Measured, rss: Option<u64>) -> RunResult {
+        let secs = m.secs.max(1e-9);
+        RunResult {
+            records: m.records,
+            secs: m.secs,
+            records_per_s: m.records as f64 / secs,
+            mb_per_s: m.bytes as f64 / secs / 1e6,
+            latency_us: m.latency,
+            send_delay_us: m.send_delay,
+            lost: m.lost,
+            peak_rss_kib: rss,
+            ..RunResult::new(case, system, "ok", None)
+        }
+    }
+
+    pub fn ok(&self) -> bool {
+        self.status == "ok"
+    }
+}
+
+pub fn describe(system: System, durability: Durability) -> String {
+    match system {
+        System::Quiver => QuiverDriver::describe(durability),
+        System::Nats => NatsDriver::describe(durability),
+        System::Redis => RedisDriver::describe(durability),
+        System::Noop => NoopDriver::describe(durability),
+    }
+}
+
+pub fn version(system: System) -> String {
+    match system {
+        System::Quiver => QuiverDriver::version(),
+        System::Nats => NatsDriver::version(),
+        System::Redis => RedisDriver::version(),
+        System::Noop => NoopDriver::version(),
+    }
+}
+
+pub async fn run_case(system: System, case: &Case, plan: &Plan, live: Arc<AtomicU64>) -> RunResult {
+    match system {
+        System::Quiver => run_on::<QuiverDriver>(system, case, plan, live).await,
+        System::Nats => run_on::<NatsDriver>(system, case, plan, live).await,
+        System::Redis => run_on::<RedisDriver>(system, case, plan, live).await,
+        System::Noop => run_on::<NoopDriver>(system, case, plan, live).await,
+    }
+}
+
+async fn run_on<D: Driver>(
+    system: System,
+    case: &Case,
+    plan: &Plan,
+    live: Arc<AtomicU64>,
+) -> RunResult {
+    if let Some(reason) = D::unsupported(case.durability()) {
+        return RunResult::new(case, system, "skipped", Some(reason.to_owned()));
+    }
+    let cfg = DriverConfig {
+        durability: case.durability(),
+        batch: case.batch(),
+        size: case.size(),
+        window: plan.window,
+        low_latency: matches!(case, Case::E2e { .. }),
+        work_dir: plan.work_dir.clone(),
+    };
+    let driver = match tokio::time::timeout(START_TIMEOUT, D::start(cfg)).await {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => return failed(case, system, e),
+        Err(_) => {
+            return failed(
+                case,
+                system,
+                anyhow!("server not up within {START_TIMEOUT:?}"),
+            )
+        }
+    };
+    let budget = plan.duration + plan.slack;
+    let outcome = tokio::time::timeout(budget, workloads::run(&driver, case, plan, live)).await;
+    let rss = driver.peak_rss_kib();
+    let stopped = driver.stop().await;
+    let measured: Result<Measured> = match outcome {
+        Ok(r) => r,
+        Err(_) => Err(anyhow!("did not finish within {budget:?}")),
+    };
+    match (measured, stopped) {
+        (Ok(m), Ok(())) => RunResult::measured(case, system, m, rss),
+        (Err(e), _) | (Ok(_), Err(e)) => failed(case, system, e),
+    }
+}
+
+fn failed(case: &Case, system: System, e: anyhow::Error) -> RunResult {
+    RunResult::new(case, system, "failed", Some(format!("{e:#}")))
+}

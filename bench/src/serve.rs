@@ -1,0 +1,43 @@
+//! `internal-serve`: the Quiver broker as its own process, so that its peak RSS is the broker's alone
+//! (read from /proc like the peers'). The harness re-executes its own binary with this hidden
+//! subcommand; it prints one `READY <addr> <ca.pem>` line on stdout once it accepts connections, then
+//! serves until it is killed (the harness's data dir is thrown away, so no graceful drain is needed).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use quiver_broker::transport::tls::{self, TransportOptions};
+use quiver_broker::transport::Server;
+use quiver_broker::{Broker, BrokerConfig};
+
+/// The line prefix the harness waits for.
+pub const READY: &str = "READY";
+
+pub async fn run(data_dir: &Path, listen: SocketAddr) -> Result<()> {
+    tls::install_crypto_provider();
+    let config = BrokerConfig {
+        data_dir: data_dir.to_owned(),
+        listen,
+        ..BrokerConfig::default()
+    };
+    config.validate()?;
+    let dev = tls::ensure_dev_certs(data_dir).context("dev TLS certificate")?;
+    let options = TransportOptions {
+        max_concurrent_streams: config.max_streams_per_connection,
+        ..TransportOptions::default()
+    };
+    let server_config = tls::server_config(&dev.tls_paths(), &options).context("TLS setup")?;
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config))
+        .await?
+        .context("opening storage")?;
+    let server = Server::bind(broker, listen, server_config)?;
+    let addr = server.local_addr()?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{READY} {addr} {}", dev.ca_pem_path.display())?;
+    out.flush()?;
+    drop(out);
+    server.run().await?;
+    Ok(())
+}

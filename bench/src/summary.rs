@@ -1,0 +1,242 @@
+//! `summarize`: reads the JSON files of several runs and prints, per case and system, the median and
+//! the spread (min–max) as Markdown, ready for BENCHMARKS.md. Ratios are taken within each run
+//! (Quiver and the peer measured side by side), then their median is reported.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::report::{thousands, Report};
+use crate::runner::RunResult;
+
+pub fn run(files: &[PathBuf]) -> Result<()> {
+    let reports = files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).with_context(|| format!("reading {f:?}"))?;
+            serde_json::from_str::<Report>(&text).with_context(|| format!("parsing {f:?}"))
+        })
+        .collect::<Result<Vec<Report>>>()?;
+    let Some(first) = reports.first() else {
+        return Ok(());
+    };
+    println!(
+        "{} runs; first: {}; machine: {}",
+        reports.len(),
+        first.date,
+        first.machine.line()
+    );
+    let disks: Vec<f64> = reports
+        .iter()
+        .filter_map(|r| r.disk_mb_per_s.as_ref().ok().copied())
+        .collect();
+    println!("raw disk (dd conv=fdatasync): {} MB/s\n", spread(&disks, 0));
+    throughput_table(&reports);
+    latency_table(&reports);
+    Ok(())
+}
+
+/// (title, system) pairs in the order they first appear.
+fn keys(reports: &[Report], latency: bool) -> Vec<(String, String)> {
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for r in reports.iter().flat_map(|r| &r.results) {
+        let key = (r.title.clone(), r.system.clone());
+        if (r.workload == "e2e") == latency && !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    keys
+}
+
+fn rows<'a>(reports: &'a [Report], title: &str, system: &str) -> Vec<Option<&'a RunResult>> {
+    reports
+        .iter()
+        .map(|rep| {
+            rep.results
+                .iter()
+                .find(|r| r.title == title && r.system == system)
+        })
+        .collect()
+}
+
+fn throughput_table(reports: &[Report]) {
+    println!("| case | system | records/s | MB/s | peak RSS MiB | Quiver ÷ system |");
+    println!("|---|---|---|---|---|---|");
+    for (title, system) in keys(reports, false) {
+        let runs = rows(reports, &title, &system);
+        let quiver = rows(reports, &title, "quiver");
+        let ok: Vec<&RunResult> = runs.iter().flatten().filter(|r| r.ok()).copied().collect();
+        if ok.is_empty() {
+            println!("| {title} | {system} | {} | | | |", not_run(&runs));
+            continue;
+        }
+        let rps: Vec<f64> = ok.iter().map(|r| r.records_per_s).collect();
+        let mbs: Vec<f64> = ok.iter().map(|r| r.mb_per_s).collect();
+        let ratios = paired(&quiver, &runs, |q, r| q.records_per_s / r.records_per_s);
+        println!(
+            "| {title} | {system} | {} | {} | {} | {} |",
+            spread_thousands(&rps),
+            spread(&mbs, 1),
+            rss(&ok),
+            spread_ratio(&ratios)
+        );
+    }
+    println!();
+}
+
+fn latency_table(reports: &[Report]) {
+    println!(
+        "| case | system | p50 ms | p99 ms | p99.9 ms | max ms | send delay p99 ms | lost \
+         | peak RSS MiB | p99 Quiver ÷ system |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (title, system) in keys(reports, true) {
+        let runs = rows(reports, &title, &system);
+        let quiver = rows(reports, &title, "quiver");
+        let ok: Vec<&RunResult> = runs.iter().flatten().filter(|r| r.ok()).copied().collect();
+        let lat: Vec<_> = ok.iter().filter_map(|r| r.latency_us).collect();
+        if lat.is_empty() {
+            println!("| {title} | {system} | {} | | | | | | | |", not_run(&runs));
+            continue;
+        }
+        let pick = |f: fn(&crate::workloads::Latency) -> u64| -> String {
+            let v: Vec<f64> = lat.iter().map(|l| f(l) as f64 / 1000.0).collect();
+            spread(&v, 2)
+        };
+        let delay: Vec<f64> = ok
+            .iter()
+            .filter_map(|r| r.send_delay_us)
+            .map(|d| d.p99 as f64 / 1000.0)
+            .collect();
+        let lost: Vec<f64> = ok.iter().map(|r| r.lost.unwrap_or(0) as f64).collect();
+        let ratios = paired(&quiver, &runs, |q, r| match (q.latency_us, r.latency_us) {
+            (Some(q), Some(r)) if r.p99 > 0 => q.p99 as f64 / r.p99 as f64,
+            _ => f64::NAN,
+        });
+        println!(
+            "| {title} | {system} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            pick(|l| l.p50),
+            pick(|l| l.p99),
+            pick(|l| l.p999),
+            pick(|l| l.max),
+            spread(&delay, 2),
+            spread(&lost, 0),
+            rss(&ok),
+            spread_ratio(&ratios)
+        );
+    }
+    println!();
+}
+
+fn not_run(runs: &[Option<&RunResult>]) -> String {
+    runs.iter()
+        .flatten()
+        .find_map(|r| r.note.clone().map(|n| format!("{}: {n}", r.status)))
+        .unwrap_or_else(|| "not run".to_owned())
+}
+
+/// f(quiver, row) for every run where both succeeded; nothing for Quiver's own row or the no-op
+/// ceiling, where a ratio means nothing.
+fn paired(
+    quiver: &[Option<&RunResult>],
+    runs: &[Option<&RunResult>],
+    f: impl Fn(&RunResult, &RunResult) -> f64,
+) -> Vec<f64> {
+    let own_or_ceiling = runs
+        .iter()
+        .flatten()
+        .any(|r| r.system == "quiver" || r.system == "noop");
+    if own_or_ceiling {
+        return Vec::new();
+    }
+    quiver
+        .iter()
+        .zip(runs)
+        .filter_map(|(q, r)| match (q, r) {
+            (Some(q), Some(r)) if q.ok() && r.ok() => Some(f(q, r)),
+            _ => None,
+        })
+        .filter(|v| v.is_finite())
+        .collect()
+}
+
+fn rss(ok: &[&RunResult]) -> String {
+    let v: Vec<f64> = ok
+        .iter()
+        .filter_map(|r| r.peak_rss_kib)
+        .map(|k| k as f64 / 1024.0)
+        .collect();
+    if v.is_empty() {
+        "—".to_owned()
+    } else {
+        spread(&v, 0)
+    }
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+fn min_max(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        })
+}
+
+/// "median (min–max)" with `digits` decimals; just the value for a single run.
+fn spread(v: &[f64], digits: usize) -> String {
+    if v.len() < 2 {
+        return v.first().map_or("—".into(), |x| format!("{x:.digits$}"));
+    }
+    let (lo, hi) = min_max(v);
+    format!("{:.digits$} ({lo:.digits$}–{hi:.digits$})", median(v))
+}
+
+fn spread_thousands(v: &[f64]) -> String {
+    let (lo, hi) = min_max(v);
+    if v.len() < 2 {
+        return thousands(median(v));
+    }
+    format!(
+        "{} ({}–{})",
+        thousands(median(v)),
+        thousands(lo),
+        thousands(hi)
+    )
+}
+
+fn spread_ratio(v: &[f64]) -> String {
+    if v.is_empty() {
+        return "—".to_owned();
+    }
+    let (lo, hi) = min_max(v);
+    if v.len() < 2 {
+        return format!("{:.2}×", v[0]);
+    }
+    format!("**{:.2}×** ({lo:.2}–{hi:.2})", median(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn spreads() {
+        assert_eq!(spread(&[1.0, 3.0, 2.0], 1), "2.0 (1.0–3.0)");
+        assert_eq!(spread(&[5.0], 0), "5");
+    }
+}

@@ -1,0 +1,59 @@
+//! `consume`: fill the topic with N records (one producer, not timed), then one consumer reads them
+//! all back from the start. Throughput is N over the time from the consumer's creation to the last
+//! record; the read must return every record, within a bounded time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+use super::{values, Measured};
+use crate::drivers::{ConsumerHandle, Driver, ProducerHandle, StartAt};
+
+/// The longest a read-back may take before the run fails.
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub async fn run<D: Driver>(
+    driver: &D,
+    records: u64,
+    size: usize,
+    batch: usize,
+    live: Arc<AtomicU64>,
+) -> Result<Measured> {
+    driver.create_topic().await?;
+    prefill(driver, records, size, batch).await?;
+    let start = Instant::now();
+    let mut consumer = driver.consumer(StartAt::Earliest).await?;
+    let (mut got, mut bytes) = (0u64, 0u64);
+    while got < records {
+        if start.elapsed() > READ_TIMEOUT {
+            bail!("only {got} of {records} records read back within {READ_TIMEOUT:?}");
+        }
+        let wait = Duration::from_millis(500);
+        got += consumer
+            .poll(wait, &mut |v| bytes += v.len() as u64)
+            .await? as u64;
+        live.store(got, Ordering::Relaxed);
+    }
+    Ok(Measured {
+        records: got,
+        bytes,
+        secs: start.elapsed().as_secs_f64(),
+        latency: None,
+        send_delay: None,
+        lost: None,
+    })
+}
+
+async fn prefill<D: Driver>(driver: &D, records: u64, size: usize, batch: usize) -> Result<()> {
+    let mut producer = driver.producer().await?;
+    let full = values(size, batch);
+    let mut left = records;
+    while left > 0 {
+        let n = left.min(batch as u64) as usize;
+        producer.send(&full[..n]).await?;
+        left -= n as u64;
+    }
+    producer.flush().await
+}

@@ -1,0 +1,70 @@
+//! The workloads, generic over the driver so every system runs the same loops: `produce`, `consume`
+//! and `e2e`. (`group` and `filter` need consumer groups and plugins, which do not exist yet; the
+//! plan reports them as unavailable instead of measuring anything.)
+
+pub mod consume;
+pub mod e2e;
+pub mod produce;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use anyhow::Result;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::drivers::Driver;
+use crate::plan::{Case, Plan};
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Latency {
+    pub count: u64,
+    pub p50: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub records: u64,
+    pub bytes: u64,
+    pub secs: f64,
+    pub latency: Option<Latency>,
+    /// Latency runs: how late records were handed to the producer against the schedule.
+    pub send_delay: Option<Latency>,
+    /// Latency runs: records offered but not received before the drain deadline.
+    pub lost: Option<u64>,
+}
+
+/// Runs `case` against a started driver; `live` counts records as they go, for the progress bar.
+pub async fn run<D: Driver>(
+    driver: &D,
+    case: &Case,
+    plan: &Plan,
+    live: Arc<AtomicU64>,
+) -> Result<Measured> {
+    match *case {
+        Case::Produce {
+            producers,
+            size,
+            batch,
+            ..
+        } => produce::run(driver, producers, size, batch, plan, live).await,
+        Case::Consume {
+            records,
+            size,
+            batch,
+        } => consume::run(driver, records, size, batch, live).await,
+        Case::E2e { rate, size, .. } => e2e::run(driver, rate, size, plan, live).await,
+    }
+}
+
+/// `batch` record values of `size` bytes (shared buffers: cloning one is a reference count).
+pub fn values(size: usize, batch: usize) -> Vec<Bytes> {
+    let pattern: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
+    let value = Bytes::from(pattern);
+    vec![value; batch]
+}
