@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use quiver_client::{ConsumedRecord, Consumer, ConsumerConfig, SeekTo};
+use quiver_client::{ConsumedRecord, Consumer, ConsumerConfig, PluginRef, SeekTo};
 use tokio::io::AsyncWriteExt;
 
 use crate::args::ConnectArgs;
@@ -30,6 +30,12 @@ pub struct ConsumeArgs {
     /// Only records matching this expression (docs/filters.md), e.g. `tag:eu`, `tag:any(a,b) & !tag:test`.
     #[arg(long)]
     filter: Option<String>,
+    /// A deployed filter plugin (NAME or NAME@VERSION) the broker runs on the records it sends.
+    #[arg(long)]
+    plugin: Option<String>,
+    /// Configuration of `--plugin`, KEY=VALUE (repeatable).
+    #[arg(long = "plugin-config", value_name = "K=V", requires = "plugin")]
+    plugin_config: Vec<String>,
     #[command(flatten)]
     conn: ConnectArgs,
 }
@@ -50,9 +56,17 @@ fn parse_from(s: &str) -> Result<SeekTo, String> {
 }
 
 pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
+    let plugin = match &args.plugin {
+        Some(name) => Some(PluginRef {
+            name: name.clone(),
+            config: crate::plugin::parse_config(&args.plugin_config)?,
+        }),
+        None => None,
+    };
     let client = args.conn.connect().await?;
     let config = ConsumerConfig {
         filter: args.filter.clone(),
+        plugin,
         ..ConsumerConfig::default()
     };
     let mut consumer = Consumer::new(client.clone(), args.topic.clone(), config);

@@ -1,8 +1,10 @@
-//! The `quiver` command line: `serve` runs the broker; `topic`, `produce` and `consume` are clients.
+//! The `quiver` command line: `serve` runs the broker; `topic`, `produce`, `consume` and `plugin` are
+//! clients.
 //! The command names and flags are a contract used by scripts outside the project: add, never change.
 
 mod args;
 mod consume;
+mod plugin;
 mod produce;
 mod serve;
 mod topic;
@@ -31,6 +33,9 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print records of a topic, one per line.
     Consume(consume::ConsumeArgs),
+    /// Deploy, list, describe and remove WebAssembly plugins.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -52,6 +57,7 @@ fn main() -> std::process::ExitCode {
             Command::Topic(c) => topic::run(c).await,
             Command::Produce(a) => produce::run(a).await,
             Command::Consume(a) => consume::run(a).await,
+            Command::Plugin(c) => plugin::run(c).await,
         }
     });
     match result {

@@ -1,9 +1,10 @@
-//! `quiver topic create|list|describe|delete`.
+//! `quiver topic create|list|describe|delete|attach|detach`.
 
 use clap::Subcommand;
-use quiver_client::NewTopic;
+use quiver_client::{Attach, ErrorPolicy, NewTopic};
 
 use crate::args::ConnectArgs;
+use crate::plugin::{parse_config, print_stages};
 
 #[derive(Subcommand, Debug)]
 pub enum TopicCommand {
@@ -35,6 +36,34 @@ pub enum TopicCommand {
     /// Delete a topic and its data.
     Delete {
         name: String,
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+    /// Add a plugin to the topic's ingest pipeline, or swap the stage of the same plugin name in
+    /// place (hot swap, e.g. to a new version).
+    Attach {
+        topic: String,
+        /// NAME (latest version) or NAME@VERSION.
+        plugin: String,
+        /// Plugin configuration, KEY=VALUE (repeatable).
+        #[arg(long = "config", value_name = "K=V")]
+        config: Vec<String>,
+        /// What happens to a batch the plugin fails on.
+        #[arg(long, default_value = "dead-letter", value_parser = ["dead-letter", "skip", "reject"])]
+        on_error: String,
+        /// Time limit per call in ms (default: the broker's plugins.timeout_ms).
+        #[arg(long)]
+        timeout_ms: Option<u32>,
+        /// Memory limit per instance in MiB (default: the broker's plugins.memory_mb).
+        #[arg(long)]
+        memory_mb: Option<u32>,
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+    /// Remove a plugin's stage from the topic's ingest pipeline.
+    Detach {
+        topic: String,
+        plugin: String,
         #[command(flatten)]
         conn: ConnectArgs,
     },
@@ -87,6 +116,48 @@ pub async fn run(cmd: TopicCommand) -> anyhow::Result<()> {
                     "{}\t{}\t{}\t{}\t{}",
                     p.partition, p.log_start, p.log_end, p.size_bytes, p.segments
                 );
+            }
+            if !t.pipeline.is_empty() {
+                println!("ingest pipeline:");
+                print_stages(&t.pipeline);
+            }
+            client.close().await;
+        }
+        TopicCommand::Attach {
+            topic,
+            plugin,
+            config,
+            on_error,
+            timeout_ms,
+            memory_mb,
+            conn,
+        } => {
+            let attach = Attach {
+                topic,
+                plugin,
+                config: parse_config(&config)?,
+                on_error: on_error
+                    .parse::<ErrorPolicy>()
+                    .map_err(anyhow::Error::msg)?,
+                timeout_ms,
+                memory_mb,
+            };
+            let client = conn.connect().await?;
+            let stages = client.admin().attach_plugin(attach).await?;
+            print_stages(&stages);
+            client.close().await;
+        }
+        TopicCommand::Detach {
+            topic,
+            plugin,
+            conn,
+        } => {
+            let client = conn.connect().await?;
+            let stages = client.admin().detach_plugin(&topic, &plugin).await?;
+            if stages.is_empty() {
+                println!("topic {topic} has no ingest pipeline now");
+            } else {
+                print_stages(&stages);
             }
             client.close().await;
         }

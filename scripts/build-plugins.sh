@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Builds every Rust plugin under plugins/ (crates listed in plugins/Cargo.toml) as a wasm32-wasip2
-# component, copies each to target/plugins/<name>.wasm at the repository root, checks that it is a
-# component (not a core module) and prints its size. rustc's wasm32-wasip2 target links through
-# wasm-component-ld, so `cargo build` already produces components: no extra tool is needed.
+# Builds every plugin under plugins/ into target/plugins/<name>.wasm at the repository root, checks
+# that each is a component (not a core module) and prints its size:
+#
+# - Rust: the crates listed in plugins/Cargo.toml, examples (plugins/*/) and test fixtures
+#   (plugins/testing/*/), built for wasm32-wasip2. rustc's wasm32-wasip2 target links through
+#   wasm-component-ld, so `cargo build` already produces components: no extra tool is needed.
+# - JavaScript: plugins/js/*/, each built by its build.mjs with componentize-js (npm ci, then
+#   `node build.mjs OUTPUT`). Skipped with a warning when node or npm is missing
+#   (scripts/test.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$PWD
 
 target=wasm32-wasip2
 if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep -qx "$target"; then
@@ -18,7 +24,17 @@ mkdir -p "$out"
 # A component starts with "\0asm" then version 0x0d, layer 0x01; a core module has 01 00 00 00.
 component_header='0061736d0d000100'
 status=0
-for manifest in plugins/*/Cargo.toml; do
+
+is_component() {
+  [[ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" == "$component_header" ]]
+}
+
+report() {
+  printf '%-16s %9d bytes  %s\n' "$1" "$(wc -c <"$2")" "$2"
+}
+
+for manifest in plugins/*/Cargo.toml plugins/testing/*/Cargo.toml; do
+  [[ -f "$manifest" ]] || continue
   name=$(basename "$(dirname "$manifest")")
   built="plugins/target/$target/release/${name//-/_}.wasm"
   if [[ ! -f "$built" ]]; then
@@ -26,12 +42,46 @@ for manifest in plugins/*/Cargo.toml; do
     status=1
     continue
   fi
-  if [[ "$(head -c 8 "$built" | od -An -tx1 | tr -d ' \n')" != "$component_header" ]]; then
+  if ! is_component "$built"; then
     echo "error: $name: $built is not a WebAssembly component" >&2
     status=1
     continue
   fi
   cp "$built" "$out/$name.wasm"
-  printf '%-16s %9d bytes  %s\n' "$name" "$(wc -c <"$out/$name.wasm")" "$out/$name.wasm"
+  report "$name" "$out/$name.wasm"
+done
+
+for package in plugins/js/*/package.json; do
+  [[ -f "$package" ]] || continue
+  dir=$(dirname "$package")
+  name=$(basename "$dir")
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "warning: $name: skipped, node and npm are not installed (scripts/test.sh installs them)" >&2
+    continue
+  fi
+  wasm="$root/$out/$name.wasm"
+  rm -f "$wasm"
+  # (`set -e` does not apply inside a tested subshell, hence the explicit `|| exit`.)
+  if ! (
+    cd "$dir" || exit
+    # npm ci reinstalls from scratch; skip it while node_modules matches the lock file.
+    if [[ ! -f package-lock.json ]]; then
+      npm install --no-audit --no-fund || exit
+    elif [[ ! node_modules/.package-lock.json -nt package-lock.json ]]; then
+      npm ci --no-audit --no-fund || exit
+    fi
+    node build.mjs "$wasm"
+  ); then
+    echo "error: $name: the JavaScript build failed" >&2
+    status=1
+    continue
+  fi
+  if ! is_component "$wasm"; then
+    echo "error: $name: $wasm is not a WebAssembly component" >&2
+    rm -f "$wasm"
+    status=1
+    continue
+  fi
+  report "$name" "$out/$name.wasm"
 done
 exit "$status"

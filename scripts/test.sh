@@ -12,6 +12,16 @@ if ! command -v openssl >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq openssl
 fi
 
+# node and npm build the JavaScript plugins in plugins/js/ (componentize-js) and run their tests
+# (node >= 18.19). Without root or sudo they are skipped, with a warning from build-plugins.sh.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  if [[ "$(id -u)" -eq 0 ]]; then
+    apt-get update -qq && apt-get install -y -qq nodejs npm
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo apt-get update -qq && sudo apt-get install -y -qq nodejs npm
+  fi
+fi
+
 # The benchmark harness (bench/) starts NATS JetStream and Redis itself for its peer comparison.
 if ! command -v nats-server >/dev/null 2>&1 || ! command -v redis-server >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq nats-server redis-server
@@ -21,11 +31,17 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --all-targets --no-fail-fast
 
-# Guest side of the plugins: the SDK and the example plugins build for wasm32-wasip2 as components,
-# and their logic is unit-tested natively. (They are separate cargo workspaces.)
+# Guest side of the plugins: the SDK and the example plugins (Rust, and JavaScript in plugins/js/
+# when node is present) build for wasm32-wasip2 as components, and their logic is unit-tested
+# natively. (sdk-guest/ and plugins/ are separate cargo workspaces.)
 bash scripts/build-plugins.sh
 (cd sdk-guest && cargo fmt -- --check && cargo clippy --all-targets -- -D warnings && cargo test)
 (cd plugins && cargo fmt -- --check && cargo clippy --all-targets -- -D warnings && cargo test)
+if command -v node >/dev/null 2>&1; then
+  for dir in plugins/js/*/; do
+    (cd "$dir" && node --test-reporter=dot test.mjs)
+  done
+fi
 
 # Smoke run of the benchmark harness so it does not rot: tiny sizes, seconds; numbers not asserted.
 timeout 300 cargo run -q -p quiver-bench -- all --smoke

@@ -1,5 +1,6 @@
-//! The broker core, independent of the transport: produce into a topic's partitions and fetch from them
-//! with long-poll. The QUIC server (and the tests) call into this.
+//! The broker core, independent of the transport: produce into a topic's partitions (through its
+//! ingest pipeline of plugins, if any) and fetch from them with long-poll and filters. The QUIC
+//! server (and the tests) call into this.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -11,6 +12,9 @@ use quiver_proto::{Batch, ErrorCode};
 use crate::config::BrokerConfig;
 use crate::filter::Filter;
 use crate::meta::{MetaError, MetaStore};
+use crate::plugins::{
+    EngineLimits, Pipelines, PluginEngine, PluginError, PluginRegistry, ReadFilter,
+};
 use crate::storage::{
     AppendInfo, Durability, LogConfig, StorageError, Topic, TopicConfig, TopicStore,
 };
@@ -22,6 +26,8 @@ pub enum BrokerError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Meta(#[from] MetaError),
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
     #[error("invalid batch: {0}")]
     InvalidBatch(#[from] quiver_proto::BatchError),
     #[error("{0}")]
@@ -41,6 +47,7 @@ impl BrokerError {
         match self {
             BrokerError::Storage(e) => storage_code(e),
             BrokerError::Meta(_) => ErrorCode::StorageError,
+            BrokerError::Plugin(e) => e.code(),
             BrokerError::InvalidBatch(_) => ErrorCode::InvalidBatch,
             BrokerError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             BrokerError::Internal(_) => ErrorCode::Internal,
@@ -86,6 +93,21 @@ pub struct FetchParams {
     pub max_wait: Duration,
     /// Only records matching this are returned; the position still moves past the others.
     pub filter: Option<Arc<Filter>>,
+    /// A filter plugin applied after `filter`, with the same position rule.
+    pub plugin: Option<Arc<ReadFilter>>,
+}
+
+/// Where a produced batch went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Produced {
+    pub partition: u32,
+    pub base_offset: u64,
+    pub last_offset: u64,
+    pub log_end: u64,
+    /// Records appended (0 when the ingest pipeline dropped or diverted them all).
+    pub appended: u32,
+    /// The ingest pipeline changed the batch.
+    pub transformed: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -106,6 +128,8 @@ pub struct Broker {
     topics: TopicStore,
     config: BrokerConfig,
     round_robin: AtomicU32,
+    registry: Arc<PluginRegistry>,
+    pipelines: Pipelines,
 }
 
 impl std::fmt::Debug for Broker {
@@ -122,12 +146,38 @@ impl Broker {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StorageError::io(&config.data_dir, e))?;
         let meta = MetaStore::open(&config.data_dir.join("meta"))?;
+        let limits = EngineLimits {
+            max_memory_bytes: (config.plugins.max_memory_mb as usize) << 20,
+            max_instances: config.plugins.max_instances,
+        };
+        let engine = PluginEngine::new(&config.data_dir.join("plugins").join("compiled"), limits)?;
+        let registry = Arc::new(PluginRegistry::new(meta.clone(), Arc::new(engine)));
+        let max_output = config.log.max_batch_bytes as usize;
+        let pipelines =
+            Pipelines::open(meta.clone(), registry.clone(), config.plugins, max_output)?;
         let topics = TopicStore::open(&config.data_dir, meta)?;
         Ok(Arc::new(Broker {
             topics,
             config,
             round_robin: AtomicU32::new(0),
+            registry,
+            pipelines,
         }))
+    }
+
+    pub fn registry(&self) -> &PluginRegistry {
+        &self.registry
+    }
+
+    pub fn pipelines(&self) -> &Pipelines {
+        &self.pipelines
+    }
+
+    /// Deletes a topic and forgets its ingest pipeline.
+    pub fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        self.topics.delete_topic(name)?;
+        self.pipelines.remove_topic(name)?;
+        Ok(())
     }
 
     pub fn topics(&self) -> &TopicStore {
@@ -153,15 +203,17 @@ impl Broker {
         Ok(self.topics.create_topic(name, config)?)
     }
 
-    /// Validates and appends one batch in the caller's order, without waiting for an fsync (see
-    /// [`Broker::sync`] for `acks=all`). `partition: None` spreads batches round-robin.
+    /// Validates one batch, runs it through the topic's ingest pipeline (plugins run here, so a
+    /// topic with a pipeline must be produced to off the async workers) and appends the result in
+    /// the caller's order, without waiting for an fsync (see [`Broker::sync`] for `acks=all`).
+    /// `partition: None` spreads batches round-robin.
     pub fn append(
         &self,
         topic: &str,
         partition: Option<u32>,
         batch: Bytes,
         acks: Durability,
-    ) -> Result<(u32, AppendInfo), BrokerError> {
+    ) -> Result<Produced, BrokerError> {
         let t = self.topics.get(topic)?;
         let count = t.partitions().len() as u32;
         let p = partition
@@ -173,7 +225,67 @@ impl Broker {
         } else {
             acks
         };
-        Ok((p, log.append(&batch, durability)?))
+        if !self.pipelines.has_pipeline(topic) {
+            let info = log.append(&batch, durability)?;
+            return Ok(produced(p, info, false));
+        }
+        let ingested = self.pipelines.run(topic, batch)?;
+        for dead in ingested.dead_letters {
+            self.dead_letter(topic, dead, acks)?;
+        }
+        Ok(match ingested.batch {
+            Some(b) => produced(p, log.append(&b, durability)?, ingested.transformed),
+            None => {
+                let end = log.stats().log_end;
+                Produced {
+                    partition: p,
+                    base_offset: end,
+                    last_offset: end,
+                    log_end: end,
+                    appended: 0,
+                    transformed: true,
+                }
+            }
+        })
+    }
+
+    /// Whether producing to `topic` runs plugins (and so must not run on an async worker).
+    pub fn has_pipeline(&self, topic: &str) -> bool {
+        self.pipelines.has_pipeline(topic)
+    }
+
+    /// Appends records a plugin failed on to `<topic>.dlq` (created with one partition on first
+    /// use), as durable as the produce asked for.
+    fn dead_letter(&self, topic: &str, batch: Bytes, acks: Durability) -> Result<(), BrokerError> {
+        let dlq = format!("{topic}.dlq");
+        let t = match self.topics.get(&dlq) {
+            Ok(t) => t,
+            Err(StorageError::UnknownTopic(_)) => {
+                match self.create_topic(&dlq, Some(1), LogOverrides::default()) {
+                    Ok(t) => t,
+                    Err(BrokerError::Storage(StorageError::TopicExists(_))) => {
+                        self.topics.get(&dlq)?
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let log = t.partition(0)?;
+        let info = log.append(&Batch::parse(batch)?, Durability::Leader)?;
+        if acks == Durability::All {
+            log.sync_through(info.log_end)?;
+        }
+        Ok(())
+    }
+
+    /// A read filter for one fetch session: the plugin `reference` initialised with `config`.
+    pub fn read_filter(
+        &self,
+        reference: &str,
+        config: Vec<(String, String)>,
+    ) -> Result<ReadFilter, BrokerError> {
+        Ok(self.pipelines.read_filter(reference, config)?)
     }
 
     /// Blocks until everything below `end` in the partition is fsync'd (group commit).
@@ -188,15 +300,22 @@ impl Broker {
         partition: Option<u32>,
         batch: Bytes,
         acks: Durability,
-    ) -> Result<(u32, AppendInfo), BrokerError> {
-        let (p, info) = self.append(topic, partition, batch, acks)?;
+    ) -> Result<Produced, BrokerError> {
+        let (b, t) = (self.clone(), topic.to_owned());
+        let produced = if self.has_pipeline(topic) {
+            tokio::task::spawn_blocking(move || b.append(&t, partition, batch, acks))
+                .await
+                .map_err(|e| BrokerError::Internal(e.to_string()))??
+        } else {
+            self.append(topic, partition, batch, acks)?
+        };
         if acks == Durability::All {
             let (b, t) = (self.clone(), topic.to_owned());
-            tokio::task::spawn_blocking(move || b.sync(&t, p, info.log_end))
+            tokio::task::spawn_blocking(move || b.sync(&t, produced.partition, produced.log_end))
                 .await
                 .map_err(|e| BrokerError::Internal(e.to_string()))??;
         }
-        Ok((p, info))
+        Ok(produced)
     }
 
     /// Reads from a partition, waiting up to `max_wait` for at least `min_bytes`.
@@ -221,7 +340,7 @@ impl Broker {
             let res = log.read(offset, params.max_bytes)?;
             let enough = res.bytes.len() >= params.min_bytes.max(1);
             if enough || tokio::time::Instant::now() >= deadline {
-                return Ok(shape(res, offset, params.filter.as_deref()));
+                return shape_off_worker(res, offset, &params).await;
             }
             match tokio::time::timeout_at(deadline, end_rx.changed()).await {
                 // New data, or the wait timed out and the next pass returns what there is.
@@ -238,35 +357,89 @@ impl Broker {
     }
 }
 
+fn produced(partition: u32, info: AppendInfo, transformed: bool) -> Produced {
+    Produced {
+        partition,
+        base_offset: info.base_offset,
+        last_offset: info.last_offset,
+        log_end: info.log_end,
+        appended: (info.log_end - info.base_offset) as u32,
+        transformed,
+    }
+}
+
+/// Shapes a read; with a plugin filter that runs on the blocking pool (plugins may use their whole
+/// time limit, which must not stall an async worker).
+async fn shape_off_worker(
+    res: crate::storage::ReadResult,
+    offset: u64,
+    params: &FetchParams,
+) -> Result<Fetched, BrokerError> {
+    let (filter, plugin) = (params.filter.clone(), params.plugin.clone());
+    if plugin.is_none() {
+        return shape(res, offset, filter.as_deref(), None);
+    }
+    tokio::task::spawn_blocking(move || shape(res, offset, filter.as_deref(), plugin.as_deref()))
+        .await
+        .map_err(|e| BrokerError::Internal(e.to_string()))?
+}
+
 /// Turns a log read into a fetch result: where the next fetch continues (past every record read,
-/// matching or not), and with a filter only the matching records at or after `offset`.
-fn shape(res: crate::storage::ReadResult, offset: u64, filter: Option<&Filter>) -> Fetched {
+/// matching or not), and with filters only the matching records at or after `offset`.
+fn shape(
+    res: crate::storage::ReadResult,
+    offset: u64,
+    filter: Option<&Filter>,
+    plugin: Option<&ReadFilter>,
+) -> Result<Fetched, BrokerError> {
     let batches: Vec<Batch> = quiver_proto::Batches::new(res.bytes.clone())
         .filter_map(Result::ok)
         .collect();
     let next_offset = batches.last().map_or(offset, |b| b.header().next_offset());
-    let (bytes, records) = match filter {
-        None => (res.bytes, next_offset.saturating_sub(offset) as u32),
-        Some(f) => {
-            let mut out = bytes::BytesMut::new();
-            let mut records = 0u32;
-            for b in &batches {
-                let keep = |r: &quiver_proto::RecordRef<'_>| r.offset >= offset && f.matches(r);
-                if let Some(sel) = quiver_proto::batch::select(b, keep) {
-                    records += Batch::parse(sel.clone()).map_or(0, |s| s.record_count());
-                    out.extend_from_slice(&sel);
-                }
-            }
-            (out.freeze(), records)
+    let (bytes, records) = if filter.is_none() && plugin.is_none() {
+        (res.bytes, next_offset.saturating_sub(offset) as u32)
+    } else {
+        let mut out = bytes::BytesMut::new();
+        let mut records = 0u32;
+        for b in &batches {
+            let Some(sel) = filter_batch(b, offset, filter, plugin)? else {
+                continue;
+            };
+            records += sel.record_count();
+            out.extend_from_slice(sel.bytes());
         }
+        (out.freeze(), records)
     };
-    Fetched {
+    Ok(Fetched {
         bytes,
         offset,
         next_offset,
         records,
         log_start: res.log_start,
         log_end: res.log_end,
+    })
+}
+
+/// The records of one batch at or after `offset` that pass the native filter, then the plugin.
+fn filter_batch(
+    b: &Batch,
+    offset: u64,
+    filter: Option<&Filter>,
+    plugin: Option<&ReadFilter>,
+) -> Result<Option<Batch>, BrokerError> {
+    let native = match filter {
+        None => Some(b.clone()),
+        Some(f) => {
+            let keep = |r: &quiver_proto::RecordRef<'_>| r.offset >= offset && f.matches(r);
+            quiver_proto::batch::select(b, keep)
+                .map(Batch::parse)
+                .transpose()?
+        }
+    };
+    match (native, plugin) {
+        (None, _) => Ok(None),
+        (Some(n), None) => Ok(Some(n)),
+        (Some(n), Some(p)) => Ok(p.apply(&n, offset)?.map(Batch::parse).transpose()?),
     }
 }
 

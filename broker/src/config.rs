@@ -58,6 +58,39 @@ pub struct BrokerConfig {
     pub default_partitions: u32,
     /// Log settings of new topics (each topic may override retention and segment size).
     pub log: LogConfig,
+    /// Limits and defaults of the WebAssembly plugin host.
+    pub plugins: PluginConfig,
+}
+
+/// The plugin host's engine-wide limits and the defaults of each attachment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Time limit of one plugin call (init or one batch) unless the attachment sets its own.
+    pub timeout_ms: u32,
+    /// Linear memory of one instance unless the attachment sets its own.
+    pub memory_mb: u32,
+    /// Upper bound of any attachment's memory limit (sizes the pooling allocator's slots).
+    pub max_memory_mb: u32,
+    /// Plugin instances alive at once (ingest stages plus read-filter sessions).
+    pub max_instances: u32,
+    /// Consecutive traps or timeouts after which an attachment is marked unhealthy.
+    pub unhealthy_after: u32,
+    /// How long an unhealthy attachment is not called before it is tried again.
+    pub cooldown_ms: u64,
+}
+
+impl Default for PluginConfig {
+    fn default() -> Self {
+        PluginConfig {
+            timeout_ms: 200,
+            memory_mb: 128,
+            max_memory_mb: 512,
+            max_instances: 256,
+            unhealthy_after: 3,
+            cooldown_ms: 5_000,
+        }
+    }
 }
 
 impl Default for BrokerConfig {
@@ -73,6 +106,7 @@ impl Default for BrokerConfig {
             shutdown_grace_ms: 10_000,
             default_partitions: 1,
             log: LogConfig::default(),
+            plugins: PluginConfig::default(),
         }
     }
 }
@@ -152,6 +186,18 @@ impl BrokerConfig {
         if self.default_partitions == 0 {
             return Err(ConfigError::Invalid(
                 "default_partitions must be at least 1".into(),
+            ));
+        }
+        let p = &self.plugins;
+        if p.timeout_ms == 0 || p.memory_mb == 0 || p.max_instances == 0 {
+            return Err(ConfigError::Invalid(
+                "plugins.timeout_ms, plugins.memory_mb and plugins.max_instances must be at least 1"
+                    .into(),
+            ));
+        }
+        if p.memory_mb > p.max_memory_mb || p.max_memory_mb > 4096 {
+            return Err(ConfigError::Invalid(
+                "plugins.memory_mb must not exceed plugins.max_memory_mb (at most 4096)".into(),
             ));
         }
         Ok(())

@@ -1,10 +1,11 @@
-//! The Quiver broker as a library: storage engine, metadata store, the broker core and its QUIC
-//! transport. The `quiver` binary and the integration tests drive it from here.
+//! The Quiver broker as a library: storage engine, metadata store, the WebAssembly plugin host, the
+//! broker core and its QUIC transport. The `quiver` binary and the integration tests drive it from here.
 
 pub mod broker;
 pub mod config;
 pub mod filter;
 pub mod meta;
+pub mod plugins;
 pub mod storage;
 pub mod transport;
 pub mod util;

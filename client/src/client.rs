@@ -139,8 +139,19 @@ impl Client {
         req: &Req,
         reply: FrameKind,
     ) -> Result<Resp, ClientError> {
+        self.call_with_payload(kind, req, Bytes::new(), reply).await
+    }
+
+    /// A one-request stream whose frame carries `payload` (e.g. a component to deploy).
+    pub(crate) async fn call_with_payload<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        kind: FrameKind,
+        req: &Req,
+        payload: Bytes,
+        reply: FrameKind,
+    ) -> Result<Resp, ClientError> {
         let (mut send, mut reader) = self.open().await?;
-        write_frame(&mut send, kind, req, Bytes::new()).await?;
+        write_frame(&mut send, kind, req, payload).await?;
         send.finish().map_err(crate::wire::WireError::from)?;
         let (resp, _) = reader.expect(reply).await?;
         Ok(resp)

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::Stream;
 use quiver_proto::frame::FrameKind;
-use quiver_proto::messages::{FetchRequest, FetchResponse, OffsetSpec};
+use quiver_proto::messages::{FetchRequest, FetchResponse, OffsetSpec, PluginRef};
 use quiver_proto::{Batches, ErrorCode, Record};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -50,6 +50,9 @@ pub struct ConsumerConfig {
     pub prefetch: usize,
     /// Native filter expression applied by the broker.
     pub filter: Option<String>,
+    /// A deployed filter plugin (`NAME` or `NAME@VERSION`, with its config) run by the broker on
+    /// each fetch, after `filter`.
+    pub plugin: Option<PluginRef>,
     /// Where to continue when the position is no longer in the log (retention deleted it, or a seek
     /// went past the end), like Kafka's `auto.offset.reset`; `None` surfaces the error instead.
     pub reset: Option<SeekTo>,
@@ -63,6 +66,7 @@ impl Default for ConsumerConfig {
             min_bytes: 1,
             prefetch: 16,
             filter: None,
+            plugin: None,
             reset: Some(SeekTo::Earliest),
         }
     }
@@ -280,6 +284,7 @@ impl FetchTask {
                 max_wait_ms: self.config.max_wait.as_millis().min(u32::MAX as u128) as u32,
                 min_bytes: self.config.min_bytes,
                 filter: self.config.filter.clone(),
+                plugin: self.config.plugin.clone(),
             };
             write_frame(&mut send, FrameKind::Fetch, &req, Bytes::new()).await?;
             let (resp, payload): (FetchResponse, Bytes) = match reader

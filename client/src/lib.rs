@@ -9,12 +9,15 @@ pub mod producer;
 pub mod tls;
 pub mod wire;
 
-pub use admin::{Admin, NewTopic};
+pub use admin::{Admin, Attach, Deployed, NewTopic};
 pub use client::{Client, ClientOptions};
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, SeekTo};
 pub use error::ClientError;
 pub use producer::{
     Delivery, Partitioner, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };
-pub use quiver_proto::messages::{Acks, PartitionDescription, TopicDescription, TopicSummary};
+pub use quiver_proto::messages::{
+    Acks, AttachmentInfo, ErrorPolicy, PartitionDescription, PluginRef, PluginVersionInfo,
+    TopicDescription, TopicSummary,
+};
 pub use quiver_proto::{Batch, BatchBuilder, Record, RecordData, RecordRef};

@@ -101,7 +101,9 @@ impl ProducerRecord {
     }
 }
 
-/// Where an acknowledged record landed. `offset` is `None` with `acks=none`.
+/// Where an acknowledged record landed. `offset` is `None` with `acks=none`, and when the topic's
+/// ingest pipeline filtered or rewrote the batch (records then no longer map one to one onto
+/// offsets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordMetadata {
     pub partition: u32,
@@ -467,9 +469,10 @@ fn on_reply(
     };
     let result = frame.and_then(|f| Ok(decode_frame::<ProduceResponse>(f, FrameKind::ProduceOk)?));
     match result {
-        Ok((resp, _)) => r
-            .slot
-            .complete(Ok((resp.partition, Some(resp.base_offset)))),
+        Ok((resp, _)) => r.slot.complete(Ok((
+            resp.partition,
+            (!resp.transformed).then_some(resp.base_offset),
+        ))),
         Err(e) => {
             if matches!(e, ClientError::Protocol(_) | ClientError::Connection(_)) {
                 *stream = None;

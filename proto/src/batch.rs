@@ -754,6 +754,41 @@ pub fn select(batch: &Batch, mut keep: impl FnMut(&RecordRef<'_>) -> bool) -> Op
     Some(out.freeze())
 }
 
+/// Re-encodes the records of `batch` for which `keep(index, record)` is true as a dense batch
+/// (offsets renumbered from 0, the producer fields dropped), adding `extra_headers` to each record.
+/// `None` when no record is kept. Used where a batch is appended again after records were removed
+/// (an ingest filter) or annotated (a dead letter); fetch results use the cheaper [`select`].
+pub fn rebuild(
+    batch: &Batch,
+    extra_headers: &[(&str, &[u8])],
+    mut keep: impl FnMut(usize, &RecordRef<'_>) -> bool,
+) -> Result<Option<Bytes>, BatchError> {
+    let mut builder = BatchBuilder::with_capacity(batch.bytes().len() + 64);
+    let mut headers: Vec<(&str, &[u8])> = Vec::new();
+    let mut tags: Vec<&str> = Vec::new();
+    for (i, r) in batch.records().enumerate() {
+        if !keep(i, &r) {
+            continue;
+        }
+        headers.clear();
+        headers.extend(r.headers());
+        headers.extend_from_slice(extra_headers);
+        tags.clear();
+        tags.extend(r.tags());
+        builder.push(&RecordData {
+            timestamp: r.timestamp,
+            key: r.key,
+            value: r.value,
+            headers: &headers,
+            tags: &tags,
+        })?;
+    }
+    if builder.is_empty() {
+        return Ok(None);
+    }
+    builder.finish().map(Some)
+}
+
 /// Splits a buffer of concatenated batches (a fetch response, a segment slice) into batches.
 /// Yields an error once and stops at the first invalid batch.
 #[derive(Debug, Clone)]

@@ -31,12 +31,23 @@ pub enum ErrorCode {
     ServerBusy = 41,
     ShuttingDown = 42,
     NotAuthorized = 50,
+    /// No plugin (or no such version) is deployed under that name.
+    UnknownPlugin = 60,
+    /// The bytes are not a component of a known plugin world, or it cannot be linked.
+    InvalidPlugin = 61,
+    /// A plugin's `init` refused its configuration.
+    PluginInitFailed = 62,
+    /// A plugin call failed: it returned an error, trapped, ran out of time or memory, or broke
+    /// its output contract.
+    PluginFailed = 63,
+    /// A plugin is in use (attached) and cannot be removed.
+    PluginInUse = 64,
     Internal = 99,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order (for tables, docs and exhaustive tests).
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::Unknown,
         ErrorCode::MalformedFrame,
         ErrorCode::FrameTooLarge,
@@ -57,6 +68,11 @@ impl ErrorCode {
         ErrorCode::ServerBusy,
         ErrorCode::ShuttingDown,
         ErrorCode::NotAuthorized,
+        ErrorCode::UnknownPlugin,
+        ErrorCode::InvalidPlugin,
+        ErrorCode::PluginInitFailed,
+        ErrorCode::PluginFailed,
+        ErrorCode::PluginInUse,
         ErrorCode::Internal,
     ];
 
@@ -88,6 +104,11 @@ impl ErrorCode {
             ErrorCode::ServerBusy => "server busy (connection limit reached)",
             ErrorCode::ShuttingDown => "server shutting down",
             ErrorCode::NotAuthorized => "not authorized",
+            ErrorCode::UnknownPlugin => "unknown plugin",
+            ErrorCode::InvalidPlugin => "invalid plugin component",
+            ErrorCode::PluginInitFailed => "plugin refused its configuration",
+            ErrorCode::PluginFailed => "plugin failed",
+            ErrorCode::PluginInUse => "plugin is attached",
             ErrorCode::Internal => "internal server error",
         }
     }

@@ -166,6 +166,14 @@ pub struct ProduceResponse {
     pub last_offset: u64,
     /// Offset the partition's next record will get.
     pub log_end: u64,
+    /// Records appended (`last_offset - base_offset + 1`, or 0 when the topic's ingest pipeline
+    /// dropped them all).
+    #[serde(default)]
+    pub appended: u32,
+    /// The topic's ingest pipeline filtered or rewrote the batch, so the appended records no longer
+    /// map one to one onto the records sent: per-record offsets are unknown.
+    #[serde(default)]
+    pub transformed: bool,
 }
 
 /// Where a fetch starts.
@@ -198,6 +206,18 @@ pub struct FetchRequest {
     /// Native filter expression applied by the broker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
+    /// A deployed filter plugin run by the broker on the records before they are sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<PluginRef>,
+}
+
+/// A plugin named by a request, with its `key=value` configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PluginRef {
+    /// `NAME` (the latest version) or `NAME@VERSION`.
+    pub name: String,
+    #[serde(default)]
+    pub config: Vec<(String, String)>,
 }
 
 /// Header of a `FetchOk` frame; the payload is zero or more whole record batches.
@@ -244,6 +264,110 @@ pub enum AdminRequest {
         count: u32,
     },
     Metadata,
+    /// Deploys the component carried in the frame payload.
+    DeployPlugin {
+        name: String,
+        /// `None`: one more than the highest numeric version deployed under `name` (1 at first).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<String>,
+    },
+    ListPlugins,
+    /// `name` is `NAME` (every version) or `NAME@VERSION`.
+    DescribePlugin {
+        name: String,
+    },
+    /// `name` is `NAME` (every version) or `NAME@VERSION`; refused while attached.
+    RemovePlugin {
+        name: String,
+    },
+    /// Adds a stage to the topic's ingest pipeline, or replaces (hot-swaps) the stage of the same
+    /// plugin name in place.
+    AttachPlugin {
+        topic: String,
+        plugin: String,
+        #[serde(default)]
+        config: Vec<(String, String)>,
+        #[serde(default)]
+        on_error: ErrorPolicy,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        memory_mb: Option<u32>,
+    },
+    DetachPlugin {
+        topic: String,
+        /// The plugin name (any version).
+        plugin: String,
+    },
+}
+
+/// What an ingest stage does with a batch its plugin failed on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorPolicy {
+    /// The batch's records go to `<topic>.dlq` with the error in the `quiver-error` header.
+    #[default]
+    DeadLetter,
+    /// The batch's records are dropped (logged and counted).
+    Skip,
+    /// The produce fails with the plugin's message.
+    Reject,
+}
+
+impl ErrorPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorPolicy::DeadLetter => "dead-letter",
+            ErrorPolicy::Skip => "skip",
+            ErrorPolicy::Reject => "reject",
+        }
+    }
+}
+
+impl std::str::FromStr for ErrorPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "dead-letter" => Ok(ErrorPolicy::DeadLetter),
+            "skip" => Ok(ErrorPolicy::Skip),
+            "reject" => Ok(ErrorPolicy::Reject),
+            other => Err(format!(
+                "unknown error policy {other:?}: expected dead-letter, skip or reject"
+            )),
+        }
+    }
+}
+
+/// One deployed version of a plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginVersionInfo {
+    pub name: String,
+    pub version: String,
+    /// `filter` or `transform`.
+    pub world: String,
+    /// SHA-256 of the component bytes, hex.
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub deployed_ms: i64,
+}
+
+/// A stage of a topic's ingest pipeline, with its health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentInfo {
+    pub topic: String,
+    pub plugin: String,
+    pub version: String,
+    pub world: String,
+    pub config: Vec<(String, String)>,
+    pub on_error: ErrorPolicy,
+    pub timeout_ms: u32,
+    pub memory_mb: u32,
+    pub healthy: bool,
+    pub calls: u64,
+    pub failures: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// Header of an `AdminOk` frame.
@@ -267,6 +391,29 @@ pub enum AdminResponse {
         listen: String,
         topics: Vec<TopicSummary>,
     },
+    PluginDeployed {
+        plugin: PluginVersionInfo,
+        /// Milliseconds spent compiling (0 on a compile-cache hit).
+        compile_ms: u64,
+        /// The compiled artifact came from the on-disk cache.
+        cached: bool,
+    },
+    Plugins {
+        plugins: Vec<PluginVersionInfo>,
+    },
+    Plugin {
+        versions: Vec<PluginVersionInfo>,
+        attachments: Vec<AttachmentInfo>,
+    },
+    PluginRemoved {
+        name: String,
+        versions: Vec<String>,
+    },
+    /// The topic's pipeline after an attach or detach.
+    Pipeline {
+        topic: String,
+        stages: Vec<AttachmentInfo>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -286,6 +433,9 @@ pub struct TopicDescription {
     pub segment_bytes: u64,
     /// Creation time, ms since the epoch.
     pub created_ms: i64,
+    /// The ingest pipeline, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pipeline: Vec<AttachmentInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -418,9 +568,116 @@ mod tests {
                         retention_bytes,
                         segment_bytes,
                         created_ms,
+                        pipeline: Vec::new(),
                     }
                 },
             )
+    }
+
+    fn config() -> impl Strategy<Value = Vec<(String, String)>> {
+        proptest::collection::vec((name(), name()), 0..3)
+    }
+
+    fn policy() -> impl Strategy<Value = ErrorPolicy> {
+        prop_oneof![
+            Just(ErrorPolicy::DeadLetter),
+            Just(ErrorPolicy::Skip),
+            Just(ErrorPolicy::Reject)
+        ]
+    }
+
+    fn plugin_requests() -> impl Strategy<Value = AdminRequest> {
+        let attach = (
+            (name(), name(), config(), policy()),
+            (of(any::<u32>()), of(any::<u32>())),
+        )
+            .prop_map(
+                |((topic, plugin, config, on_error), (timeout_ms, memory_mb))| {
+                    AdminRequest::AttachPlugin {
+                        topic,
+                        plugin,
+                        config,
+                        on_error,
+                        timeout_ms,
+                        memory_mb,
+                    }
+                },
+            );
+        prop_oneof![
+            (name(), of(name()))
+                .prop_map(|(name, version)| AdminRequest::DeployPlugin { name, version }),
+            Just(AdminRequest::ListPlugins),
+            name().prop_map(|name| AdminRequest::DescribePlugin { name }),
+            name().prop_map(|name| AdminRequest::RemovePlugin { name }),
+            attach,
+            (name(), name())
+                .prop_map(|(topic, plugin)| AdminRequest::DetachPlugin { topic, plugin }),
+        ]
+    }
+
+    fn version_info() -> impl Strategy<Value = PluginVersionInfo> {
+        (name(), name(), name(), any::<u64>(), any::<i64>()).prop_map(
+            |(name, version, sha256, size_bytes, deployed_ms)| PluginVersionInfo {
+                name,
+                version,
+                world: "filter".into(),
+                sha256,
+                size_bytes,
+                deployed_ms,
+            },
+        )
+    }
+
+    fn attachment() -> impl Strategy<Value = AttachmentInfo> {
+        (
+            (name(), name(), name(), config(), policy()),
+            any::<(u32, u32, bool, u64, u64)>(),
+            of(name()),
+        )
+            .prop_map(
+                |((topic, plugin, version, config, on_error), nums, last_error)| {
+                    let (timeout_ms, memory_mb, healthy, calls, failures) = nums;
+                    AttachmentInfo {
+                        topic,
+                        plugin,
+                        version,
+                        world: "transform".into(),
+                        config,
+                        on_error,
+                        timeout_ms,
+                        memory_mb,
+                        healthy,
+                        calls,
+                        failures,
+                        last_error,
+                    }
+                },
+            )
+    }
+
+    fn plugin_responses() -> impl Strategy<Value = AdminResponse> {
+        let infos = || proptest::collection::vec(version_info(), 0..3);
+        let stages = || proptest::collection::vec(attachment(), 0..3);
+        prop_oneof![
+            (version_info(), any::<u64>(), any::<bool>()).prop_map(
+                |(plugin, compile_ms, cached)| {
+                    AdminResponse::PluginDeployed {
+                        plugin,
+                        compile_ms,
+                        cached,
+                    }
+                }
+            ),
+            infos().prop_map(|plugins| AdminResponse::Plugins { plugins }),
+            (infos(), stages()).prop_map(|(versions, attachments)| AdminResponse::Plugin {
+                versions,
+                attachments
+            }),
+            (name(), proptest::collection::vec(name(), 0..3))
+                .prop_map(|(name, versions)| AdminResponse::PluginRemoved { name, versions }),
+            (name(), stages())
+                .prop_map(|(topic, stages)| AdminResponse::Pipeline { topic, stages }),
+        ]
     }
 
     fn admin_request() -> impl Strategy<Value = AdminRequest> {
@@ -450,6 +707,7 @@ mod tests {
             (name(), any::<u32>())
                 .prop_map(|(name, count)| AdminRequest::AddPartitions { name, count }),
             Just(AdminRequest::Metadata),
+            plugin_requests(),
         ]
     }
 
@@ -469,6 +727,7 @@ mod tests {
                     topics,
                 }
             }),
+            plugin_responses(),
         ]
     }
 
@@ -494,7 +753,7 @@ mod tests {
 
         #[test]
         fn produce_ok_round_trip(request_id in any::<u64>(), partition in any::<u32>(), base in any::<u64>(), last in any::<u64>(), end in any::<u64>()) {
-            let msg = ProduceResponse { request_id, partition, base_offset: base, last_offset: last, log_end: end };
+            let msg = ProduceResponse { request_id, partition, base_offset: base, last_offset: last, log_end: end, appended: 3, transformed: true };
             round_trip(&msg, &[])?;
         }
 
@@ -502,9 +761,10 @@ mod tests {
         fn fetch_round_trip(
             request_id in any::<u64>(), topic in name(), partition in any::<u32>(), offset in offset_spec(),
             limits in any::<(u32, u32, u32)>(), filter in of("[ -~]{0,24}"),
+            plugin in of((name(), config()).prop_map(|(name, config)| PluginRef { name, config })),
         ) {
             let (max_bytes, max_wait_ms, min_bytes) = limits;
-            let msg = FetchRequest { request_id, topic, partition, offset, max_bytes, max_wait_ms, min_bytes, filter };
+            let msg = FetchRequest { request_id, topic, partition, offset, max_bytes, max_wait_ms, min_bytes, filter, plugin };
             round_trip(&msg, &[])?;
         }
 

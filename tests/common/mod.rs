@@ -83,3 +83,23 @@ pub async fn consume_n(client: &Client, topic: &str, n: usize) -> Vec<ConsumedRe
     }
     out
 }
+
+/// The bytes of a plugin component from `target/plugins/` (built by scripts/build-plugins.sh,
+/// which this runs once per test binary when a component is missing).
+pub fn plugin_wasm(name: &str) -> bytes::Bytes {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = root.join("target/plugins").join(format!("{name}.wasm"));
+    if !path.exists() {
+        BUILD.call_once(|| {
+            let status = std::process::Command::new("bash")
+                .arg(root.join("scripts/build-plugins.sh"))
+                .status()
+                .expect("running scripts/build-plugins.sh");
+            assert!(status.success(), "scripts/build-plugins.sh failed");
+        });
+    }
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build-plugins.sh)", path.display()))
+        .into()
+}

@@ -1,5 +1,6 @@
-//! Admin requests (one per stream): topic create / delete / list / describe / grow, and metadata.
-//! Storage calls that touch the disk run on the blocking pool.
+//! Admin requests (one per stream): topic create / delete / list / describe / grow, metadata, and
+//! plugins (deploy with the component in the frame payload, list, describe, remove, attach,
+//! detach). Calls that touch the disk or compile run on the blocking pool.
 
 use std::sync::Arc;
 
@@ -11,6 +12,8 @@ use quiver_proto::messages::{
 };
 
 use crate::broker::{Broker, BrokerError, LogOverrides};
+use crate::plugins::pipeline::AttachRequest;
+use crate::plugins::registry::split_ref;
 use crate::storage::Topic;
 
 pub(super) async fn serve(
@@ -18,15 +21,15 @@ pub(super) async fn serve(
     send: &mut quinn::SendStream,
     broker: &Arc<Broker>,
 ) -> Result<(), WireError> {
-    let req: AdminRequest = match decode_frame(frame, FrameKind::Admin) {
-        Ok((req, _)) => req,
+    let (req, payload): (AdminRequest, Bytes) = match decode_frame(frame, FrameKind::Admin) {
+        Ok(x) => x,
         Err(e) => {
             return write_error(send, quiver_proto::ErrorCode::InvalidRequest, e.to_string()).await
         }
     };
     tracing::debug!(?req, "admin request");
     let b = broker.clone();
-    let result = tokio::task::spawn_blocking(move || handle(&b, req))
+    let result = tokio::task::spawn_blocking(move || handle(&b, req, payload))
         .await
         .unwrap_or_else(|e| Err(BrokerError::Internal(e.to_string())));
     match result {
@@ -35,9 +38,19 @@ pub(super) async fn serve(
     }
 }
 
-fn handle(broker: &Broker, req: AdminRequest) -> Result<AdminResponse, BrokerError> {
+fn handle(
+    broker: &Broker,
+    req: AdminRequest,
+    payload: Bytes,
+) -> Result<AdminResponse, BrokerError> {
     let topics = broker.topics();
     Ok(match req {
+        AdminRequest::DeployPlugin { .. }
+        | AdminRequest::ListPlugins
+        | AdminRequest::DescribePlugin { .. }
+        | AdminRequest::RemovePlugin { .. }
+        | AdminRequest::AttachPlugin { .. }
+        | AdminRequest::DetachPlugin { .. } => return plugins(broker, req, payload),
         AdminRequest::CreateTopic {
             name,
             partitions,
@@ -59,7 +72,7 @@ fn handle(broker: &Broker, req: AdminRequest) -> Result<AdminResponse, BrokerErr
             }
         }
         AdminRequest::DeleteTopic { name } => {
-            topics.delete_topic(&name)?;
+            broker.delete_topic(&name)?;
             tracing::info!(topic = %name, "topic deleted");
             AdminResponse::TopicDeleted { name }
         }
@@ -68,12 +81,12 @@ fn handle(broker: &Broker, req: AdminRequest) -> Result<AdminResponse, BrokerErr
         },
         AdminRequest::DescribeTopic { name } => {
             let t = topics.get(&name)?;
-            AdminResponse::Topic(describe(&t))
+            AdminResponse::Topic(describe(broker, &t))
         }
         AdminRequest::AddPartitions { name, count } => {
             let current = topics.get(&name)?.partitions().len() as u32;
             let t = topics.add_partitions(&name, current.saturating_add(count))?;
-            AdminResponse::Topic(describe(&t))
+            AdminResponse::Topic(describe(broker, &t))
         }
         AdminRequest::Metadata => AdminResponse::Metadata {
             broker_id: super::server::broker_id(broker),
@@ -96,7 +109,73 @@ fn summaries(broker: &Broker) -> Vec<TopicSummary> {
         .collect()
 }
 
-fn describe(t: &Topic) -> TopicDescription {
+/// The plugin operations.
+fn plugins(
+    broker: &Broker,
+    req: AdminRequest,
+    payload: Bytes,
+) -> Result<AdminResponse, BrokerError> {
+    let registry = broker.registry();
+    let pipelines = broker.pipelines();
+    Ok(match req {
+        AdminRequest::DeployPlugin { name, version } => {
+            let d = registry.deploy(&name, version.as_deref(), &payload)?;
+            AdminResponse::PluginDeployed {
+                plugin: d.info,
+                compile_ms: d.compile_ms,
+                cached: d.cached,
+            }
+        }
+        AdminRequest::ListPlugins => AdminResponse::Plugins {
+            plugins: registry.list()?,
+        },
+        AdminRequest::DescribePlugin { name } => {
+            let versions = registry.versions(&name)?;
+            let (plugin, version) = split_ref(&name);
+            AdminResponse::Plugin {
+                versions,
+                attachments: pipelines.attachments_of(plugin, version),
+            }
+        }
+        AdminRequest::RemovePlugin { name } => {
+            let versions = registry.remove(&name, |n, v| {
+                let attached = pipelines.attachments_of(n, Some(v));
+                attached.into_iter().map(|a| a.topic).collect()
+            })?;
+            AdminResponse::PluginRemoved { name, versions }
+        }
+        AdminRequest::AttachPlugin {
+            topic,
+            plugin,
+            config,
+            on_error,
+            timeout_ms,
+            memory_mb,
+        } => {
+            broker.topics().get(&topic)?;
+            let req = AttachRequest {
+                plugin,
+                config,
+                on_error,
+                timeout_ms,
+                memory_mb,
+            };
+            let stages = pipelines.attach(&topic, req)?;
+            AdminResponse::Pipeline { topic, stages }
+        }
+        AdminRequest::DetachPlugin { topic, plugin } => {
+            let stages = pipelines.detach(&topic, &plugin)?;
+            AdminResponse::Pipeline { topic, stages }
+        }
+        other => {
+            return Err(BrokerError::Internal(format!(
+                "not a plugin request: {other:?}"
+            )))
+        }
+    })
+}
+
+fn describe(broker: &Broker, t: &Topic) -> TopicDescription {
     let partitions = t
         .partitions()
         .iter()
@@ -119,5 +198,6 @@ fn describe(t: &Topic) -> TopicDescription {
         retention_bytes: t.config.log.retention_bytes,
         segment_bytes: t.config.log.segment_bytes,
         created_ms: t.config.created_ms,
+        pipeline: broker.pipelines().infos(&t.name),
     }
 }

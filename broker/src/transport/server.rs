@@ -14,8 +14,8 @@ use quiver_client::wire::{
 };
 use quiver_proto::frame::{Frame, FrameKind};
 use quiver_proto::messages::{
-    Acks, FetchRequest, FetchResponse, Hello, HelloOk, OffsetSpec, ProduceRequest, ProduceResponse,
-    PROTOCOL_VERSION,
+    Acks, FetchRequest, FetchResponse, Hello, HelloOk, OffsetSpec, PluginRef, ProduceRequest,
+    ProduceResponse, PROTOCOL_VERSION,
 };
 use quiver_proto::ErrorCode;
 use tokio::sync::{mpsc, Semaphore};
@@ -23,9 +23,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::admin;
-use crate::broker::{Broker, BrokerError, FetchParams, StartAt};
+use crate::broker::{Broker, BrokerError, FetchParams, Produced, StartAt};
 use crate::filter::Filter;
-use crate::storage::{AppendInfo, Durability};
+use crate::plugins::ReadFilter;
+use crate::storage::Durability;
 
 /// Errors that stop the server itself (not a single request).
 #[derive(Debug, thiserror::Error)]
@@ -320,7 +321,7 @@ async fn produce_pipeline(
     let writer = tokio::spawn(write_produce_responses(rx, send));
     let mut next = Some(first);
     while let Some(frame) = next.take() {
-        if let Some(pending) = produce_one(frame, &broker) {
+        if let Some(pending) = produce_one(frame, &broker).await {
             if tx.send(pending).await.is_err() {
                 break; // the writer stopped: the client went away
             }
@@ -339,8 +340,10 @@ async fn produce_pipeline(
         .map_err(|e| WireError::Read(std::io::Error::other(e)))?
 }
 
-/// Appends one produce request in arrival order; `None` for acks=none (no reply is sent).
-fn produce_one(frame: Frame, broker: &Arc<Broker>) -> Option<Pending> {
+/// Appends one produce request in arrival order; `None` for acks=none (no reply is sent). A topic
+/// with an ingest pipeline runs its plugins on the blocking pool; the stream waits for them, which
+/// keeps its batches in order.
+async fn produce_one(frame: Frame, broker: &Arc<Broker>) -> Option<Pending> {
     let (req, payload): (ProduceRequest, Bytes) = match decode_frame(frame, FrameKind::Produce) {
         Ok(x) => x,
         Err(e) => return Some(Pending::Ready(Err(wire_error(&e)), 0)),
@@ -350,13 +353,22 @@ fn produce_one(frame: Frame, broker: &Arc<Broker>) -> Option<Pending> {
         Acks::Leader => Durability::Leader,
         Acks::All => Durability::All,
     };
-    let appended = broker.append(&req.topic, req.partition, payload, durability);
-    let respond = move |(partition, info): (u32, AppendInfo)| ProduceResponse {
+    let appended = if broker.has_pipeline(&req.topic) {
+        let (b, topic, partition) = (broker.clone(), req.topic.clone(), req.partition);
+        tokio::task::spawn_blocking(move || b.append(&topic, partition, payload, durability))
+            .await
+            .unwrap_or_else(|e| Err(BrokerError::Internal(e.to_string())))
+    } else {
+        broker.append(&req.topic, req.partition, payload, durability)
+    };
+    let respond = move |p: Produced| ProduceResponse {
         request_id: req.request_id,
-        partition,
-        base_offset: info.base_offset,
-        last_offset: info.last_offset,
-        log_end: info.log_end,
+        partition: p.partition,
+        base_offset: p.base_offset,
+        last_offset: p.last_offset,
+        log_end: p.log_end,
+        appended: p.appended,
+        transformed: p.transformed,
     };
     match (durability, appended) {
         (Durability::None, Err(e)) => {
@@ -364,11 +376,11 @@ fn produce_one(frame: Frame, broker: &Arc<Broker>) -> Option<Pending> {
             None
         }
         (Durability::None, Ok(_)) => None,
-        (Durability::All, Ok((p, info))) => {
+        (Durability::All, Ok(p)) => {
             let b = broker.clone();
             let handle = tokio::task::spawn_blocking(move || {
-                b.sync(&req.topic, p, info.log_end)
-                    .map(|()| respond((p, info)))
+                b.sync(&req.topic, p.partition, p.log_end)
+                    .map(|()| respond(p))
             });
             Some(Pending::Syncing(handle, req.request_id))
         }
@@ -427,6 +439,7 @@ async fn fetch_session(
     broker: Arc<Broker>,
 ) -> Result<(), WireError> {
     let mut next = Some(first);
+    let mut read_filters = ReadFilters::default();
     while let Some(frame) = next.take() {
         let (req, _): (FetchRequest, Bytes) = match decode_frame(frame, FrameKind::Fetch) {
             Ok(x) => x,
@@ -434,7 +447,7 @@ async fn fetch_session(
         };
         // A parked long-poll is not in-flight work: shutdown answers it at once (retriable).
         let fetched = tokio::select! {
-            r = fetch_one(&req, &broker) => r,
+            r = fetch_one(&req, &broker, &mut read_filters) => r,
             _ = reader.shutdown.cancelled() => Err(BrokerError::ShuttingDown),
         };
         match fetched {
@@ -453,15 +466,48 @@ async fn fetch_session(
     Ok(())
 }
 
+/// The read-filter plugin instance of a fetch session, kept while the session names the same
+/// plugin and configuration (a fetch stream reads one partition, usually with one filter).
+#[derive(Default)]
+struct ReadFilters {
+    current: Option<(PluginRef, Arc<ReadFilter>)>,
+}
+
+impl ReadFilters {
+    async fn get(
+        &mut self,
+        wanted: Option<&PluginRef>,
+        broker: &Arc<Broker>,
+    ) -> Result<Option<Arc<ReadFilter>>, BrokerError> {
+        let Some(wanted) = wanted else {
+            return Ok(None);
+        };
+        if let Some((r, f)) = &self.current {
+            if r == wanted {
+                return Ok(Some(f.clone()));
+            }
+        }
+        let (b, w) = (broker.clone(), wanted.clone());
+        let filter = tokio::task::spawn_blocking(move || b.read_filter(&w.name, w.config))
+            .await
+            .map_err(|e| BrokerError::Internal(e.to_string()))??;
+        let filter = Arc::new(filter);
+        self.current = Some((wanted.clone(), filter.clone()));
+        Ok(Some(filter))
+    }
+}
+
 /// One fetch request: resolve the start, long-poll, filter.
 async fn fetch_one(
     req: &FetchRequest,
-    broker: &Broker,
+    broker: &Arc<Broker>,
+    read_filters: &mut ReadFilters,
 ) -> Result<(FetchResponse, Bytes), BrokerError> {
     let filter = match req.filter.as_deref().map(Filter::parse).transpose() {
         Ok(f) => f.map(Arc::new),
         Err(e) => return Err(BrokerError::InvalidRequest(e.to_string())),
     };
+    let plugin = read_filters.get(req.plugin.as_ref(), broker).await?;
     let params = FetchParams {
         start: match req.offset {
             OffsetSpec::Earliest => StartAt::Earliest,
@@ -473,6 +519,7 @@ async fn fetch_one(
         min_bytes: req.min_bytes as usize,
         max_wait: Duration::from_millis(req.max_wait_ms as u64).min(MAX_FETCH_WAIT),
         filter,
+        plugin,
     };
     let f = broker.fetch(&req.topic, req.partition, params).await?;
     let resp = FetchResponse {

@@ -1,0 +1,124 @@
+//! The WebAssembly plugin host: one wasmtime engine ([`engine`]), the sandbox every instance runs in
+//! ([`sandbox`]), live instances ([`instance`]), the registry of deployed components
+//! ([`registry`]), topic ingest pipelines with error policies and health ([`pipeline`]) and
+//! consumer read filters ([`read_filter`]). See docs/plugins.md.
+
+pub mod engine;
+pub mod instance;
+pub mod pipeline;
+pub mod read_filter;
+pub mod registry;
+pub mod sandbox;
+mod slot;
+
+use std::path::{Path, PathBuf};
+
+use quiver_proto::ErrorCode;
+
+pub use engine::{EngineLimits, PluginEngine};
+pub use instance::{Limits, PluginInstance, PluginPre, World};
+pub use pipeline::{Ingested, Pipelines};
+pub use read_filter::ReadFilter;
+pub use registry::PluginRegistry;
+
+use crate::meta::MetaError;
+
+/// How a plugin call failed; decides whether the instance survives and whether it counts against
+/// the attachment's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The plugin returned an error for the batch: the instance is fine.
+    Returned,
+    /// It trapped (a panic, an invalid operation, a failed instantiation).
+    Trap,
+    /// It ran past its time limit.
+    Timeout,
+    /// It grew its memory past its limit.
+    Memory,
+    /// It broke the output contract (wrong verdict count, oversized or invalid batch).
+    Output,
+    /// The attachment is unhealthy and was not called.
+    Unhealthy,
+}
+
+impl Failure {
+    /// After these the instance is unusable (a trapped component cannot be entered again).
+    pub fn poisons_instance(self) -> bool {
+        matches!(self, Failure::Trap | Failure::Timeout | Failure::Memory)
+    }
+
+    /// These count towards marking an attachment unhealthy.
+    pub fn counts_against_health(self) -> bool {
+        self.poisons_instance()
+    }
+}
+
+/// Errors of the plugin host.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("plugin engine: {0}")]
+    Engine(String),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error("unknown plugin {0}")]
+    Unknown(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("plugin {plugin} is attached to {}; detach it first", topics.join(", "))]
+    InUse { plugin: String, topics: Vec<String> },
+    #[error("plugin {plugin}: {message}")]
+    Init { plugin: String, message: String },
+    #[error("plugin {plugin}: {message}")]
+    Failed {
+        plugin: String,
+        kind: Failure,
+        message: String,
+    },
+}
+
+impl PluginError {
+    pub(crate) fn engine(e: wasmtime::Error) -> PluginError {
+        PluginError::Engine(format!("{e:#}"))
+    }
+
+    pub(crate) fn invalid(e: wasmtime::Error) -> PluginError {
+        PluginError::Invalid(format!("{e:#}"))
+    }
+
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> PluginError {
+        PluginError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    /// The failure kind of a failed call, if this is one.
+    pub fn failure(&self) -> Option<Failure> {
+        match self {
+            PluginError::Failed { kind, .. } => Some(*kind),
+            // An init that traps is a trap; one that refuses is the operator's configuration.
+            _ => None,
+        }
+    }
+
+    /// The stable error code sent to clients.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            PluginError::Engine(_) => ErrorCode::Internal,
+            PluginError::Io { .. } | PluginError::Meta(_) => ErrorCode::StorageError,
+            PluginError::Unknown(_) => ErrorCode::UnknownPlugin,
+            PluginError::Invalid(_) => ErrorCode::InvalidPlugin,
+            PluginError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            PluginError::InUse { .. } => ErrorCode::PluginInUse,
+            PluginError::Init { .. } => ErrorCode::PluginInitFailed,
+            PluginError::Failed { .. } => ErrorCode::PluginFailed,
+        }
+    }
+}

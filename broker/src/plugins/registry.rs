@@ -1,0 +1,372 @@
+//! The plugin registry: deploy (validate, compile, link, store), list, describe and remove plugin
+//! versions `name@version`. The component bytes and version records live in the metadata store
+//! (flushed before a deploy is acknowledged) and survive restarts; compiled code is cached on disk
+//! by the engine and linked code in memory.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use quiver_proto::messages::PluginVersionInfo;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::Component;
+
+use super::engine::{Compiled, PluginEngine};
+use super::instance::{Limits, PluginInstance, PluginPre, World};
+use super::sandbox::RecentLogs;
+use super::PluginError;
+use crate::meta::{MetaStore, Namespace};
+
+/// A component starts with the wasm magic, then version 0x0d and layer 0x01 (a core module has
+/// version 1, layer 0).
+const COMPONENT_PREAMBLE: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+const WASM_MAGIC: [u8; 4] = [0x00, 0x61, 0x73, 0x6d];
+const MAX_NAME: usize = 64;
+
+/// The stored bytes of one component (keyed by content hash, shared by versions).
+#[derive(Serialize, Deserialize)]
+struct StoredWasm {
+    #[serde(with = "serde_bytes")]
+    bytes: Vec<u8>,
+}
+
+/// What a deploy returns.
+#[derive(Debug, Clone)]
+pub struct Deployed {
+    pub info: PluginVersionInfo,
+    pub compile_ms: u64,
+    pub cached: bool,
+}
+
+pub struct PluginRegistry {
+    meta: MetaStore,
+    engine: Arc<PluginEngine>,
+    /// Linked versions by `(name, version)`, loaded on first use after a restart.
+    loaded: Mutex<HashMap<(String, String), Arc<PluginPre>>>,
+    /// Serialises deploy and remove so version numbering and hash reference counts stay exact.
+    admin: Mutex<()>,
+}
+
+impl std::fmt::Debug for PluginRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRegistry").finish_non_exhaustive()
+    }
+}
+
+fn version_key(name: &str, version: &str) -> String {
+    format!("version/{name}/{version}")
+}
+
+fn wasm_key(sha256: &str) -> String {
+    format!("wasm/{sha256}")
+}
+
+impl PluginRegistry {
+    pub fn new(meta: MetaStore, engine: Arc<PluginEngine>) -> PluginRegistry {
+        PluginRegistry {
+            meta,
+            engine,
+            loaded: Mutex::default(),
+            admin: Mutex::new(()),
+        }
+    }
+
+    pub fn engine(&self) -> &Arc<PluginEngine> {
+        &self.engine
+    }
+
+    /// Validates and stores a component. Deploying the same bytes again under the same version (or
+    /// with no version, when they are the latest) is a no-op; other bytes under an existing version
+    /// are refused.
+    pub fn deploy(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        bytes: &[u8],
+    ) -> Result<Deployed, PluginError> {
+        check_name("plugin name", name)?;
+        if let Some(v) = version {
+            check_name("version", v)?;
+        }
+        check_preamble(bytes)?;
+        let sha256 = hex(&Sha256::digest(bytes));
+        let _admin = self.admin.lock();
+        let version = match version {
+            Some(v) => v.to_owned(),
+            None => match self.resolve(name) {
+                Ok(latest) if latest.sha256 == sha256 => latest.version,
+                _ => self.next_version(name)?,
+            },
+        };
+        if let Some(existing) = self.version(name, &version)? {
+            if existing.sha256 != sha256 {
+                return Err(PluginError::InvalidRequest(format!(
+                    "{name}@{version} is already deployed with other content; deploy under a new --version"
+                )));
+            }
+            drop(_admin);
+            self.pre(name, &version)?;
+            return Ok(Deployed {
+                info: existing,
+                compile_ms: 0,
+                cached: true,
+            });
+        }
+        let compiled = self.engine.compile(&sha256, bytes)?;
+        let world = detect_world(&compiled.component, &self.engine)?;
+        let info = PluginVersionInfo {
+            name: name.to_owned(),
+            version: version.clone(),
+            world: world.as_str().to_owned(),
+            sha256: sha256.clone(),
+            size_bytes: bytes.len() as u64,
+            deployed_ms: crate::util::now_ms(),
+        };
+        let pre = self.link(&info, world, &compiled)?;
+        self.meta.put(
+            Namespace::Plugins,
+            &wasm_key(&sha256),
+            &StoredWasm {
+                bytes: bytes.to_vec(),
+            },
+        )?;
+        self.meta
+            .put_durable(Namespace::Plugins, &version_key(name, &version), &info)?;
+        self.loaded.lock().insert((name.to_owned(), version), pre);
+        tracing::info!(plugin = %name, version = %info.version, world = %info.world, sha256 = %info.sha256, compile_ms = compiled.compile_ms, cached = compiled.cached, "plugin deployed");
+        Ok(Deployed {
+            info,
+            compile_ms: compiled.compile_ms,
+            cached: compiled.cached,
+        })
+    }
+
+    /// Links a compiled component and proves it instantiates in the sandbox with the exports of
+    /// its world (no `init` yet: that needs an attachment's configuration).
+    fn link(
+        &self,
+        info: &PluginVersionInfo,
+        world: World,
+        compiled: &Compiled,
+    ) -> Result<Arc<PluginPre>, PluginError> {
+        let pre = self
+            .engine
+            .linker()
+            .instantiate_pre(&compiled.component)
+            .map_err(|e| {
+                PluginError::Invalid(format!(
+                    "{}@{}: cannot be linked (it imports something the broker does not offer): {e:#}",
+                    info.name, info.version
+                ))
+            })?;
+        let pre = Arc::new(PluginPre {
+            label: format!("{}@{}", info.name, info.version).into(),
+            world,
+            engine: self.engine.engine().clone(),
+            pre,
+            logs: Arc::new(Mutex::new(RecentLogs::default())),
+        });
+        let probe = Limits {
+            timeout: std::time::Duration::from_secs(1),
+            memory_bytes: self.engine.limits.max_memory_bytes,
+            max_output_bytes: 0,
+        };
+        PluginInstance::new(&pre, probe)?;
+        Ok(pre)
+    }
+
+    /// The linked code of a version, loading and compiling (or reading the compile cache) on first
+    /// use since start.
+    pub fn pre(&self, name: &str, version: &str) -> Result<Arc<PluginPre>, PluginError> {
+        let key = (name.to_owned(), version.to_owned());
+        if let Some(pre) = self.loaded.lock().get(&key) {
+            return Ok(pre.clone());
+        }
+        let info = self
+            .version(name, version)?
+            .ok_or_else(|| PluginError::Unknown(format!("{name}@{version}")))?;
+        let wasm: StoredWasm = self
+            .meta
+            .get(Namespace::Plugins, &wasm_key(&info.sha256))?
+            .ok_or_else(|| {
+                PluginError::Invalid(format!("{name}@{version}: component bytes are missing"))
+            })?;
+        let compiled = self.engine.compile(&info.sha256, &wasm.bytes)?;
+        let world = World::parse(&info.world)
+            .ok_or_else(|| PluginError::Invalid(format!("unknown world {:?}", info.world)))?;
+        let pre = self.link(&info, world, &compiled)?;
+        self.loaded.lock().insert(key, pre.clone());
+        Ok(pre)
+    }
+
+    fn version(&self, name: &str, version: &str) -> Result<Option<PluginVersionInfo>, PluginError> {
+        Ok(self
+            .meta
+            .get(Namespace::Plugins, &version_key(name, version))?)
+    }
+
+    /// Every version of every plugin, by name then deploy time.
+    pub fn list(&self) -> Result<Vec<PluginVersionInfo>, PluginError> {
+        let mut all: Vec<PluginVersionInfo> = self
+            .meta
+            .scan::<PluginVersionInfo>(Namespace::Plugins, "version/")?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        all.sort_by(|a, b| (&a.name, a.deployed_ms).cmp(&(&b.name, b.deployed_ms)));
+        Ok(all)
+    }
+
+    /// The versions `NAME` (all) or `NAME@VERSION` (one) names; an error when there are none.
+    pub fn versions(&self, reference: &str) -> Result<Vec<PluginVersionInfo>, PluginError> {
+        let (name, version) = split_ref(reference);
+        let found: Vec<PluginVersionInfo> = match version {
+            Some(v) => self.version(name, v)?.into_iter().collect(),
+            None => self
+                .list()?
+                .into_iter()
+                .filter(|v| v.name == name)
+                .collect(),
+        };
+        if found.is_empty() {
+            return Err(PluginError::Unknown(reference.to_owned()));
+        }
+        Ok(found)
+    }
+
+    /// `NAME@VERSION` as given, or `NAME` resolved to its most recently deployed version.
+    pub fn resolve(&self, reference: &str) -> Result<PluginVersionInfo, PluginError> {
+        let mut found = self.versions(reference)?;
+        found.sort_by_key(|v| v.deployed_ms);
+        found
+            .pop()
+            .ok_or_else(|| PluginError::Unknown(reference.to_owned()))
+    }
+
+    /// Removes the named versions; `attached` lists the topics that use a version (those refuse).
+    pub fn remove(
+        &self,
+        reference: &str,
+        attached: impl Fn(&str, &str) -> Vec<String>,
+    ) -> Result<Vec<String>, PluginError> {
+        let _admin = self.admin.lock();
+        let found = self.versions(reference)?;
+        for v in &found {
+            let topics = attached(&v.name, &v.version);
+            if !topics.is_empty() {
+                return Err(PluginError::InUse {
+                    plugin: format!("{}@{}", v.name, v.version),
+                    topics,
+                });
+            }
+        }
+        for v in &found {
+            self.meta
+                .remove_durable(Namespace::Plugins, &version_key(&v.name, &v.version))?;
+            self.loaded
+                .lock()
+                .remove(&(v.name.clone(), v.version.clone()));
+        }
+        self.collect_garbage(&found)?;
+        tracing::info!(plugin = %reference, versions = found.len(), "plugin removed");
+        Ok(found.into_iter().map(|v| v.version).collect())
+    }
+
+    /// Drops component bytes (and compiled code) no remaining version refers to.
+    fn collect_garbage(&self, removed: &[PluginVersionInfo]) -> Result<(), PluginError> {
+        let remaining = self.list()?;
+        for v in removed {
+            if !remaining.iter().any(|r| r.sha256 == v.sha256) {
+                self.meta
+                    .remove_durable(Namespace::Plugins, &wasm_key(&v.sha256))?;
+                self.engine.evict(&v.sha256);
+            }
+        }
+        Ok(())
+    }
+
+    /// One more than the highest numeric version of `name` (1 for a new plugin).
+    fn next_version(&self, name: &str) -> Result<String, PluginError> {
+        let highest = self
+            .list()?
+            .iter()
+            .filter(|v| v.name == name)
+            .filter_map(|v| v.version.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
+        Ok((highest + 1).to_string())
+    }
+
+    /// The recent log lines of a version that has been loaded since start.
+    pub fn recent_logs(&self, name: &str, version: &str) -> Vec<String> {
+        let loaded = self.loaded.lock();
+        let Some(pre) = loaded.get(&(name.to_owned(), version.to_owned())) else {
+            return Vec::new();
+        };
+        let logs = pre.logs.lock();
+        logs.lines()
+            .map(|(level, line)| format!("{level:?}: {line}"))
+            .collect()
+    }
+}
+
+/// Splits `NAME@VERSION` (the version is optional).
+pub fn split_ref(reference: &str) -> (&str, Option<&str>) {
+    match reference.split_once('@') {
+        Some((name, version)) => (name, Some(version)),
+        None => (reference, None),
+    }
+}
+
+fn check_name(what: &str, s: &str) -> Result<(), PluginError> {
+    let ok = !s.is_empty()
+        && s.len() <= MAX_NAME
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(PluginError::InvalidRequest(format!(
+            "invalid {what} {s:?}: use 1 to {MAX_NAME} characters of a-z, A-Z, 0-9, '.', '_', '-'"
+        )))
+    }
+}
+
+/// Refuses what is not a component before handing it to the compiler, with the fix in the message.
+fn check_preamble(bytes: &[u8]) -> Result<(), PluginError> {
+    if bytes.get(..4) != Some(&WASM_MAGIC[..]) {
+        return Err(PluginError::Invalid(
+            "not a WebAssembly binary (no \\0asm header)".into(),
+        ));
+    }
+    if bytes.get(..8) != Some(&COMPONENT_PREAMBLE[..]) {
+        return Err(PluginError::Invalid(
+            "a core WebAssembly module, not a component: build for wasm32-wasip2 or wrap it with `wasm-tools component new`".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Which plugin world a component implements, from its exported functions.
+fn detect_world(component: &Component, engine: &PluginEngine) -> Result<World, PluginError> {
+    let ty = component.component_type();
+    let funcs: Vec<&str> = ty
+        .exports(engine.engine())
+        .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentFunc(_)))
+        .map(|(name, _)| name)
+        .collect();
+    let has = |f: &str| funcs.contains(&f);
+    match (has("init"), has("filter"), has("transform")) {
+        (true, true, false) => Ok(World::Filter),
+        (true, false, true) => Ok(World::Transform),
+        _ => Err(PluginError::Invalid(format!(
+            "the component exports {funcs:?}: not a quiver:plugin@0.1.0 world (filter exports init + filter, transform exports init + transform)"
+        ))),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

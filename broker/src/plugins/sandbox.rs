@@ -1,0 +1,296 @@
+//! The sandbox a plugin instance runs in: its store state (an empty WASI p2 context, a memory
+//! limiter, a bounded log), and the linker that offers WASI plus the `quiver:plugin/host` imports.
+//!
+//! The WASI context grants nothing: no preopened directories, no environment or arguments, TCP,
+//! UDP and name lookup switched off. rustc's wasm32-wasip2 output imports WASI even for a pure
+//! function, so the imports are linked (and fail at use) rather than refused at deploy.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use parking_lot::Mutex;
+use wasmtime::component::{ComponentType, Lift, Linker, Lower, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter, StoreContextMut};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// The WIT interface name of the host imports.
+const HOST_INTERFACE: &str = "quiver:plugin/host@0.1.0";
+/// Log lines a plugin may emit per call; the rest are counted and dropped.
+const MAX_LOG_LINES_PER_CALL: u32 = 64;
+/// Longest log line kept, in bytes.
+const MAX_LOG_LINE: usize = 1024;
+/// Bytes of stderr kept (the tail): a Rust guest's panic message lands there before it traps.
+const STDERR_TAIL: usize = 2048;
+
+/// `host.level` of the WIT.
+#[derive(ComponentType, Lift, Lower, Debug, Clone, Copy, PartialEq, Eq)]
+#[component(enum)]
+#[repr(u8)]
+pub enum Level {
+    #[component(name = "trace")]
+    Trace,
+    #[component(name = "debug")]
+    Debug,
+    #[component(name = "info")]
+    Info,
+    #[component(name = "warn")]
+    Warn,
+    #[component(name = "error")]
+    Error,
+}
+
+/// `types.config-entry` of the WIT.
+#[derive(ComponentType, Lift, Lower, Debug, Clone, PartialEq, Eq)]
+#[component(record)]
+pub struct ConfigEntry {
+    pub key: String,
+    pub value: String,
+}
+
+/// Everything one plugin instance's store holds.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    /// `name@version`, the target of its log lines.
+    pub(crate) label: Arc<str>,
+    log_budget: u32,
+    pub(crate) logs: Arc<Mutex<RecentLogs>>,
+    pub(crate) stderr: TailPipe,
+}
+
+impl HostState {
+    pub fn new(label: Arc<str>, memory_limit: usize, logs: Arc<Mutex<RecentLogs>>) -> HostState {
+        let stderr = TailPipe::default();
+        let wasi = WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .stderr(stderr.clone())
+            .build();
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                limit: memory_limit,
+                exceeded: None,
+            },
+            label,
+            log_budget: MAX_LOG_LINES_PER_CALL,
+            logs,
+            stderr,
+        }
+    }
+
+    /// Called before each export call.
+    pub fn begin_call(&mut self) {
+        self.log_budget = MAX_LOG_LINES_PER_CALL;
+        self.limiter.exceeded = None;
+    }
+
+    /// The memory the guest asked for past its limit during the last call, if it did.
+    pub fn memory_exceeded(&self) -> Option<(usize, usize)> {
+        self.limiter.exceeded.map(|want| (want, self.limiter.limit))
+    }
+
+    pub fn limiter(&mut self) -> &mut MemoryLimiter {
+        &mut self.limiter
+    }
+
+    fn log(&mut self, level: Level, message: String) {
+        if self.log_budget == 0 {
+            return;
+        }
+        self.log_budget -= 1;
+        let mut message = message;
+        truncate_utf8(&mut message, MAX_LOG_LINE);
+        if self.log_budget == 0 {
+            message.push_str(" (further log lines of this call dropped)");
+        }
+        let plugin = &*self.label;
+        match level {
+            Level::Trace => tracing::trace!(target: "quiver::plugin", plugin, "{message}"),
+            Level::Debug => tracing::debug!(target: "quiver::plugin", plugin, "{message}"),
+            Level::Info => tracing::info!(target: "quiver::plugin", plugin, "{message}"),
+            Level::Warn => tracing::warn!(target: "quiver::plugin", plugin, "{message}"),
+            Level::Error => tracing::error!(target: "quiver::plugin", plugin, "{message}"),
+        }
+        self.logs.lock().push(level, message);
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Caps linear memory (and tables) per instance. A grow past the limit traps at once, with the
+/// amount recorded, so the error names the limit rather than surfacing as an allocator abort.
+pub struct MemoryLimiter {
+    limit: usize,
+    exceeded: Option<usize>,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.exceeded = Some(desired);
+            return Err(wasmtime::Error::msg(format!(
+                "memory limit exceeded: the plugin asked for {desired} bytes, the limit is {}",
+                self.limit
+            )));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// The last few log lines of a plugin, shown by `plugin describe`.
+#[derive(Debug, Default)]
+pub struct RecentLogs {
+    lines: VecDeque<(Level, String)>,
+}
+
+impl RecentLogs {
+    const KEEP: usize = 20;
+
+    fn push(&mut self, level: Level, line: String) {
+        if self.lines.len() == Self::KEEP {
+            self.lines.pop_front();
+        }
+        self.lines.push_back((level, line));
+    }
+
+    pub fn lines(&self) -> impl Iterator<Item = &(Level, String)> {
+        self.lines.iter()
+    }
+}
+
+/// Builds the linker every plugin is instantiated with: WASI p2 (empty context) and the host
+/// interface.
+pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    let mut host = linker.instance(HOST_INTERFACE)?;
+    host.func_wrap(
+        "log",
+        |mut store: StoreContextMut<'_, HostState>, (level, message): (Level, String)| {
+            store.data_mut().log(level, message);
+            Ok(())
+        },
+    )?;
+    host.func_wrap("now-ms", |_: StoreContextMut<'_, HostState>, (): ()| {
+        Ok((crate::util::now_ms(),))
+    })?;
+    Ok(linker)
+}
+
+/// A stderr that keeps only its last bytes and never fails a write (a chatty guest must not trap
+/// because of its own output).
+#[derive(Clone, Default)]
+pub struct TailPipe {
+    buf: Arc<Mutex<VecDeque<u8>>>,
+}
+
+impl TailPipe {
+    fn push(&self, bytes: &[u8]) {
+        let mut buf = self.buf.lock();
+        let bytes = &bytes[bytes.len().saturating_sub(STDERR_TAIL)..];
+        let excess = (buf.len() + bytes.len()).saturating_sub(STDERR_TAIL);
+        buf.drain(..excess);
+        buf.extend(bytes);
+    }
+
+    /// Takes what was written since the last call, as trimmed text.
+    pub fn take(&self) -> String {
+        let bytes: Vec<u8> = self.buf.lock().drain(..).collect();
+        String::from_utf8_lossy(&bytes).trim().to_owned()
+    }
+}
+
+impl IsTerminal for TailPipe {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for TailPipe {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for TailPipe {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for TailPipe {
+    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 << 10)
+    }
+}
+
+impl tokio::io::AsyncWrite for TailPipe {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.push(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary.
+pub(crate) fn truncate_utf8(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}

@@ -1,0 +1,140 @@
+//! `quiver plugin deploy|list|describe|remove` and the plugin parts of `topic attach|detach`.
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use quiver_client::{AttachmentInfo, PluginVersionInfo};
+
+use crate::args::ConnectArgs;
+
+#[derive(Subcommand, Debug)]
+pub enum PluginCommand {
+    /// Deploy a WebAssembly component (world `filter` or `transform` of quiver:plugin@0.1.0).
+    Deploy {
+        name: String,
+        file: std::path::PathBuf,
+        /// Version label; by default one more than the highest numeric version (1 at first).
+        #[arg(long)]
+        version: Option<String>,
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+    /// List deployed plugin versions.
+    List {
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+    /// Show a plugin's versions, where it is attached, and the health of each attachment.
+    Describe {
+        /// NAME or NAME@VERSION.
+        name: String,
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+    /// Remove every version of a plugin, or one NAME@VERSION (refused while attached).
+    Remove {
+        name: String,
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+}
+
+pub async fn run(cmd: PluginCommand) -> anyhow::Result<()> {
+    match cmd {
+        PluginCommand::Deploy {
+            name,
+            file,
+            version,
+            conn,
+        } => {
+            let wasm =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let client = conn.connect().await?;
+            let d = client
+                .admin()
+                .deploy_plugin(&name, version.as_deref(), wasm.into())
+                .await?;
+            let how = if d.cached {
+                "compiled code from cache".to_owned()
+            } else {
+                format!("compiled in {} ms", d.compile_ms)
+            };
+            let p = &d.plugin;
+            println!(
+                "deployed {}@{} ({} world, {} bytes, sha256 {}, {how})",
+                p.name, p.version, p.world, p.size_bytes, p.sha256
+            );
+            client.close().await;
+        }
+        PluginCommand::List { conn } => {
+            let client = conn.connect().await?;
+            println!("name\tversion\tworld\tsize_bytes\tsha256");
+            for p in client.admin().list_plugins().await? {
+                print_version(&p);
+            }
+            client.close().await;
+        }
+        PluginCommand::Describe { name, conn } => {
+            let client = conn.connect().await?;
+            let (versions, attachments) = client.admin().describe_plugin(&name).await?;
+            println!("name\tversion\tworld\tsize_bytes\tsha256");
+            versions.iter().for_each(print_version);
+            if attachments.is_empty() {
+                println!("not attached to any topic");
+            } else {
+                print_stages(&attachments);
+            }
+            client.close().await;
+        }
+        PluginCommand::Remove { name, conn } => {
+            let client = conn.connect().await?;
+            let versions = client.admin().remove_plugin(&name).await?;
+            println!("removed {name} (versions {})", versions.join(", "));
+            client.close().await;
+        }
+    }
+    Ok(())
+}
+
+fn print_version(p: &PluginVersionInfo) {
+    println!(
+        "{}\t{}\t{}\t{}\t{}",
+        p.name, p.version, p.world, p.size_bytes, p.sha256
+    );
+}
+
+/// Prints pipeline stages with their health, one per line.
+pub fn print_stages(stages: &[AttachmentInfo]) {
+    println!("topic\tstage\tplugin\tworld\ton_error\ttimeout_ms\tmemory_mb\thealth\tcalls\tfailures\tconfig");
+    for (i, s) in stages.iter().enumerate() {
+        let config: Vec<String> = s.config.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "{}\t{}\t{}@{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            s.topic,
+            i,
+            s.plugin,
+            s.version,
+            s.world,
+            s.on_error.as_str(),
+            s.timeout_ms,
+            s.memory_mb,
+            if s.healthy { "healthy" } else { "UNHEALTHY" },
+            s.calls,
+            s.failures,
+            config.join(",")
+        );
+        if let Some(e) = &s.last_error {
+            println!("\tlast error: {e}");
+        }
+    }
+}
+
+/// Parses repeated `K=V` flags.
+pub fn parse_config(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    pairs
+        .iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+            _ => bail!("invalid config {kv:?}: expected KEY=VALUE"),
+        })
+        .collect()
+}

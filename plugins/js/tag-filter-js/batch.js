@@ -1,0 +1,277 @@
+// A decoder for the Quiver batch format, version 1 (docs/batch-format.md), in plain JavaScript with
+// no dependencies: what a plugin in any language needs to read the `list<u8>` the broker passes.
+//
+// All integers are little-endian. A 56-byte header, then `record_count` records back to back:
+//
+//   u32 body_length | u32 offset_delta | i32 timestamp_delta | u8 tag_count, tags (u8 len, bytes)
+//   | u32 key_length (0xFFFFFFFF = no key), key | u32 value_length, value
+//   | u16 header_count, headers (u16 name len, name, u32 value len, value)
+//
+// `decodeBatch` never throws on bad input: every read is bounds-checked first and a malformed batch
+// comes back as `{ error: "input batch rejected: ..." }`. It does not check the CRC32C: the broker
+// verified it before calling the plugin. Records are `Record` views holding positions into the
+// input: keys, values, tags and headers are `subarray` views made only when asked for (no copies),
+// and tags and header names stay UTF-8 bytes (the broker checked they are UTF-8), so a filter
+// compares them against pre-encoded bytes without decoding a string per record.
+
+export const HEADER_LEN = 56;
+export const FLAG_SPARSE = 1;
+const MAGIC = [0x51, 0x56, 0x52, 0x42]; // "QVRB"
+const VERSION = 1;
+const NO_KEY = 0xffffffff;
+// Smallest record: body_length, offset and timestamp deltas, tag count, key length, value length
+// and header count (4 + 4 + 4 + 1 + 4 + 4 + 2).
+const MIN_RECORD_LEN = 23;
+
+/** `{ error }` with the prefix the Rust SDK uses for a batch it cannot read. */
+function rejected(reason) {
+  return { error: `input batch rejected: ${reason}` };
+}
+
+/**
+ * Decodes one encoded batch.
+ *
+ * @param {Uint8Array} input exactly one batch
+ * @returns {{ header: object, records: Record[] } | { error: string }} each `Record` has
+ *   `offset` and `timestamp` (Numbers), `hasTag(bytes)`, and the getters `tags` (Uint8Array[]),
+ *   `key` (Uint8Array or null), `value` (Uint8Array) and `headers` ([Uint8Array, Uint8Array][]).
+ */
+export function decodeBatch(input) {
+  // The component bindings hand over a Uint8Array that fails `instanceof Uint8Array` in this module
+  // (apparently made in another realm), so accept any ArrayBuffer view and wrap it without copying.
+  if (!ArrayBuffer.isView(input)) {
+    return rejected('expected the batch as bytes (a Uint8Array)');
+  }
+  const bytes =
+    input instanceof Uint8Array
+      ? input
+      : new Uint8Array(input.buffer, input.byteOffset, input.byteLength);
+  const len = bytes.length;
+  if (len < 12) {
+    return rejected(`batch truncated: need 12 bytes, have ${len}`);
+  }
+  for (let i = 0; i < 4; i++) {
+    if (bytes[i] !== MAGIC[i]) {
+      return rejected('not a Quiver batch: bad magic bytes');
+    }
+  }
+  if (bytes[4] !== VERSION) {
+    return rejected(`unsupported batch version ${bytes[4]} (this plugin reads version ${VERSION})`);
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const flags = bytes[5];
+  if (view.getUint16(6, true) !== 0) {
+    return rejected('batch header field reserved is not 0');
+  }
+  const length = view.getUint32(8, true);
+  if (length < HEADER_LEN) {
+    return rejected(`batch header field length has invalid value ${length}`);
+  }
+  if (len < HEADER_LEN) {
+    return rejected(`batch truncated: need ${HEADER_LEN} bytes, have ${len}`);
+  }
+  if (length !== len) {
+    return rejected(`batch header says ${length} bytes but ${len} were passed`);
+  }
+  if ((flags & ~FLAG_SPARSE) !== 0) {
+    return rejected(`batch header field flags has invalid value ${flags}`);
+  }
+  const header = {
+    flags,
+    length,
+    baseOffset: Number(view.getBigUint64(12, true)),
+    crc: view.getUint32(20, true),
+    baseTimestamp: Number(view.getBigInt64(24, true)),
+    maxTimestamp: Number(view.getBigInt64(32, true)),
+    recordCount: view.getUint32(40, true),
+    producerId: view.getBigUint64(44, true), // a BigInt: ids use all 64 bits
+    baseSequence: view.getUint32(52, true),
+  };
+  const count = header.recordCount;
+  if (count === 0) {
+    return rejected('a batch must hold at least one record');
+  }
+  // A hostile count cannot drive work or allocation: the records must fit in the bytes.
+  if (count * MIN_RECORD_LEN > length - HEADER_LEN) {
+    return rejected(`batch header field record_count has invalid value ${count}`);
+  }
+  const sparse = (flags & FLAG_SPARSE) !== 0;
+  const records = new Array(count);
+  let pos = HEADER_LEN;
+  let minDelta = 0;
+  for (let index = 0; index < count; index++) {
+    if (pos + 4 > len) return badRecord(index, 'record length runs past the batch');
+    const bodyLen = view.getUint32(pos, true);
+    const start = pos + 4;
+    const end = start + bodyLen;
+    if (end > len) return badRecord(index, 'record runs past the batch');
+    if (bodyLen < 9) return badRecord(index, 'record shorter than its fixed fields');
+    const offsetDelta = view.getUint32(start, true);
+    const tsDelta = view.getInt32(start + 4, true);
+    if (sparse ? offsetDelta < minDelta : offsetDelta !== index) {
+      const reason = 'offset deltas are not dense (or, in a sparse batch, not increasing)';
+      return badRecord(index, reason);
+    }
+    minDelta = offsetDelta + 1;
+    let at = start + 8;
+
+    const tagCount = bytes[at++];
+    const tagsAt = at;
+    for (let t = 0; t < tagCount; t++) {
+      if (at + 1 > end || at + 1 + bytes[at] > end) {
+        return badRecord(index, 'tag runs past the record');
+      }
+      at += 1 + bytes[at];
+    }
+
+    if (at + 4 > end) return badRecord(index, 'missing key length');
+    let keyLen = view.getUint32(at, true);
+    at += 4;
+    const keyAt = keyLen === NO_KEY ? -1 : at;
+    if (keyLen === NO_KEY) {
+      keyLen = 0;
+    } else if (at + keyLen > end) {
+      return badRecord(index, 'key runs past the record');
+    }
+    at += keyLen;
+
+    if (at + 4 > end) return badRecord(index, 'missing value length');
+    const valueLen = view.getUint32(at, true);
+    at += 4;
+    const valueAt = at;
+    if (at + valueLen > end) return badRecord(index, 'value runs past the record');
+    at += valueLen;
+
+    if (at + 2 > end) return badRecord(index, 'missing header count');
+    const headerCount = view.getUint16(at, true);
+    at += 2;
+    const headersAt = at;
+    for (let h = 0; h < headerCount; h++) {
+      if (at + 6 > end) return badRecord(index, 'header runs past the record');
+      const nameLen = view.getUint16(at, true);
+      if (at + 6 + nameLen > end) return badRecord(index, 'header runs past the record');
+      const valueStart = at + 6 + nameLen;
+      const headerValueLen = view.getUint32(at + 2 + nameLen, true);
+      if (valueStart + headerValueLen > end) {
+        return badRecord(index, 'header value runs past the record');
+      }
+      at = valueStart + headerValueLen;
+    }
+    if (at !== end) return badRecord(index, 'record length does not match its fields');
+
+    records[index] = new Record(
+      bytes,
+      header.baseOffset + offsetDelta,
+      header.baseTimestamp + tsDelta,
+      tagCount,
+      tagsAt,
+      keyAt,
+      keyLen,
+      valueAt,
+      valueLen,
+      headerCount,
+      headersAt,
+    );
+    pos = end;
+  }
+  if (pos !== len) {
+    return rejected(`malformed record ${count}: trailing bytes after last record`);
+  }
+  return { header, records };
+}
+
+function badRecord(index, reason) {
+  return rejected(`malformed record ${index}: ${reason}`);
+}
+
+/**
+ * One record of a decoded batch: positions into the batch bytes, already bounds-checked. Nothing is
+ * copied or sliced until a field is asked for, so a filter that only tests tags (`hasTag`) creates
+ * no byte arrays at all (in the component's interpreter, eager `subarray`s cost a third more).
+ */
+export class Record {
+  constructor(
+    bytes,
+    offset,
+    timestamp,
+    tagCount,
+    tagsAt,
+    keyAt,
+    keyLen,
+    valueAt,
+    valueLen,
+    headerCount,
+    headersAt,
+  ) {
+    this.bytes = bytes;
+    /** Number: `base_offset` + the record's offset delta. */
+    this.offset = offset;
+    /** Number: milliseconds since the Unix epoch. */
+    this.timestamp = timestamp;
+    this.tagCount = tagCount;
+    this.tagsAt = tagsAt;
+    this.keyAt = keyAt;
+    this.keyLen = keyLen;
+    this.valueAt = valueAt;
+    this.valueLen = valueLen;
+    this.headerCount = headerCount;
+    this.headersAt = headersAt;
+  }
+
+  /** Whether one of the record's tags is exactly these UTF-8 bytes (compared in place). */
+  hasTag(wanted) {
+    const bytes = this.bytes;
+    const n = wanted.length;
+    let at = this.tagsAt;
+    for (let t = 0; t < this.tagCount; t++) {
+      const len = bytes[at];
+      if (len === n) {
+        let i = 0;
+        while (i < n && bytes[at + 1 + i] === wanted[i]) i++;
+        if (i === n) return true;
+      }
+      at += 1 + len;
+    }
+    return false;
+  }
+
+  /** The tags as UTF-8 byte views. */
+  get tags() {
+    const tags = new Array(this.tagCount);
+    let at = this.tagsAt;
+    for (let t = 0; t < this.tagCount; t++) {
+      const len = this.bytes[at];
+      tags[t] = this.bytes.subarray(at + 1, at + 1 + len);
+      at += 1 + len;
+    }
+    return tags;
+  }
+
+  /** The key, or `null` when the record has none. */
+  get key() {
+    return this.keyAt < 0 ? null : this.bytes.subarray(this.keyAt, this.keyAt + this.keyLen);
+  }
+
+  get value() {
+    return this.bytes.subarray(this.valueAt, this.valueAt + this.valueLen);
+  }
+
+  /** `[name, value]` pairs of UTF-8 name bytes and value bytes, in order. */
+  get headers() {
+    const bytes = this.bytes;
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const headers = new Array(this.headerCount);
+    let at = this.headersAt;
+    for (let h = 0; h < this.headerCount; h++) {
+      const nameLen = view.getUint16(at, true);
+      const valueStart = at + 6 + nameLen;
+      const valueLen = view.getUint32(at + 2 + nameLen, true);
+      headers[h] = [
+        bytes.subarray(at + 2, at + 2 + nameLen),
+        bytes.subarray(valueStart, valueStart + valueLen),
+      ];
+      at = valueStart + valueLen;
+    }
+    return headers;
+  }
+}
