@@ -75,13 +75,18 @@ pub async fn run(cmd: PluginCommand) -> anyhow::Result<()> {
         }
         PluginCommand::Describe { name, conn } => {
             let client = conn.connect().await?;
-            let (versions, attachments) = client.admin().describe_plugin(&name).await?;
+            let (versions, attachments, logs) =
+                client.admin().describe_plugin_with_logs(&name).await?;
             println!("name\tversion\tworld\tsize_bytes\tsha256");
             versions.iter().for_each(print_version);
             if attachments.is_empty() {
                 println!("not attached to any topic");
             } else {
                 print_stages(&attachments);
+            }
+            if !logs.is_empty() {
+                println!("recent log lines:");
+                logs.iter().for_each(|l| println!("\t{l}"));
             }
             client.close().await;
         }

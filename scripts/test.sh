@@ -27,14 +27,16 @@ if ! command -v nats-server >/dev/null 2>&1 || ! command -v redis-server >/dev/n
   apt-get update -qq && apt-get install -y -qq nats-server redis-server
 fi
 
+# The plugin components first: the broker's integration tests and benchmarks load them from
+# target/plugins/. Rust plugins build for wasm32-wasip2, JavaScript ones with componentize-js.
+bash scripts/build-plugins.sh
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --all-targets --no-fail-fast
 
-# Guest side of the plugins: the SDK and the example plugins (Rust, and JavaScript in plugins/js/
-# when node is present) build for wasm32-wasip2 as components, and their logic is unit-tested
-# natively. (sdk-guest/ and plugins/ are separate cargo workspaces.)
-bash scripts/build-plugins.sh
+# Guest side of the plugins: the SDK and the example plugins are unit-tested natively, and the
+# JavaScript plugins with node. (sdk-guest/ and plugins/ are separate cargo workspaces.)
 (cd sdk-guest && cargo fmt -- --check && cargo clippy --all-targets -- -D warnings && cargo test)
 (cd plugins && cargo fmt -- --check && cargo clippy --all-targets -- -D warnings && cargo test)
 if command -v node >/dev/null 2>&1; then

@@ -176,6 +176,16 @@ impl Admin {
         &self,
         name: &str,
     ) -> Result<(Vec<PluginVersionInfo>, Vec<AttachmentInfo>), ClientError> {
+        self.describe_plugin_with_logs(name)
+            .await
+            .map(|(v, a, _)| (v, a))
+    }
+
+    /// Like [`Admin::describe_plugin`], plus the plugin's recent log lines.
+    pub async fn describe_plugin_with_logs(
+        &self,
+        name: &str,
+    ) -> Result<(Vec<PluginVersionInfo>, Vec<AttachmentInfo>, Vec<String>), ClientError> {
         let req = AdminRequest::DescribePlugin {
             name: name.to_owned(),
         };
@@ -183,7 +193,8 @@ impl Admin {
             AdminResponse::Plugin {
                 versions,
                 attachments,
-            } => Ok((versions, attachments)),
+                logs,
+            } => Ok((versions, attachments, logs)),
             other => Err(unexpected(other)),
         }
     }

@@ -404,6 +404,9 @@ pub enum AdminResponse {
     Plugin {
         versions: Vec<PluginVersionInfo>,
         attachments: Vec<AttachmentInfo>,
+        /// The last log lines of the plugin's instances since the broker started, oldest first.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        logs: Vec<String>,
     },
     PluginRemoved {
         name: String,
@@ -669,10 +672,13 @@ mod tests {
                 }
             ),
             infos().prop_map(|plugins| AdminResponse::Plugins { plugins }),
-            (infos(), stages()).prop_map(|(versions, attachments)| AdminResponse::Plugin {
-                versions,
-                attachments
-            }),
+            (infos(), stages(), proptest::collection::vec(name(), 0..2)).prop_map(
+                |(versions, attachments, logs)| AdminResponse::Plugin {
+                    versions,
+                    attachments,
+                    logs
+                }
+            ),
             (name(), proptest::collection::vec(name(), 0..3))
                 .prop_map(|(name, versions)| AdminResponse::PluginRemoved { name, versions }),
             (name(), stages())

@@ -167,7 +167,8 @@ impl Pipelines {
         req: AttachRequest,
     ) -> Result<Vec<AttachmentInfo>, PluginError> {
         let info = self.registry.resolve(&req.plugin)?;
-        let world = World::parse(&info.world).unwrap_or(World::Filter);
+        let pre = self.registry.pre(&info.name, &info.version)?;
+        let world = pre.world;
         let spec = StageSpec {
             plugin: info.name.clone(),
             version: info.version.clone(),
@@ -179,7 +180,6 @@ impl Pipelines {
                 .unwrap_or(self.config.memory_mb)
                 .clamp(1, self.config.max_memory_mb),
         };
-        let pre = self.registry.pre(&info.name, &info.version)?;
         let slot = Slot::new(
             pre,
             limits(&spec, self.max_output_bytes),

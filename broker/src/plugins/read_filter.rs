@@ -40,11 +40,8 @@ impl ReadFilter {
     pub fn apply(&self, batch: &Batch, from: u64) -> Result<Option<Bytes>, PluginError> {
         let count = batch.record_count() as usize;
         let verdicts = self.slot.call(|i| i.filter(batch.bytes(), count))?;
-        let mut i = 0;
-        Ok(batch::select(batch, |r| {
-            let keep = verdicts[i] && r.offset >= from;
-            i += 1;
-            keep
+        Ok(batch::select_indexed(batch, |i, offset| {
+            verdicts[i] && offset >= from
         }))
     }
 }

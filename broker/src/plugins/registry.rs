@@ -173,7 +173,13 @@ impl PluginRegistry {
             memory_bytes: self.engine.limits.max_memory_bytes,
             max_output_bytes: 0,
         };
-        PluginInstance::new(&pre, probe)?;
+        // A component that cannot even be instantiated is an invalid plugin, not a failed call.
+        PluginInstance::new(&pre, probe).map_err(|e| match e {
+            PluginError::Failed {
+                plugin, message, ..
+            } => PluginError::Invalid(format!("{plugin}: {message}")),
+            other => other,
+        })?;
         Ok(pre)
     }
 
@@ -307,7 +313,7 @@ impl PluginRegistry {
         };
         let logs = pre.logs.lock();
         logs.lines()
-            .map(|(level, line)| format!("{level:?}: {line}"))
+            .map(|(level, line)| format!("{name}@{version} {level:?}: {line}"))
             .collect()
     }
 }

@@ -132,9 +132,14 @@ fn plugins(
         AdminRequest::DescribePlugin { name } => {
             let versions = registry.versions(&name)?;
             let (plugin, version) = split_ref(&name);
+            let logs = versions
+                .iter()
+                .flat_map(|v| registry.recent_logs(&v.name, &v.version))
+                .collect();
             AdminResponse::Plugin {
                 versions,
                 attachments: pipelines.attachments_of(plugin, version),
+                logs,
             }
         }
         AdminRequest::RemovePlugin { name } => {
