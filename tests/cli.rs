@@ -208,3 +208,90 @@ fn serve_topic_produce_consume_from_the_command_line() {
     assert_eq!(ok(&serve.cli(d, &["topic", "list"], "")), "");
     assert!(serve.terminate().success(), "graceful shutdown exits 0");
 }
+
+/// A component from `target/plugins/` (scripts/build-plugins.sh builds them; the test command runs
+/// it first).
+fn plugin_path(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("target/plugins/{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-plugins.sh",
+        path.display()
+    );
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn plugins_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let serve = Serve::start(d);
+    let (tags, mask) = (plugin_path("tag-filter"), plugin_path("json-mask"));
+
+    let deployed = ok(&serve.cli(d, &["plugin", "deploy", "tf", &tags], ""));
+    assert!(
+        deployed.starts_with("deployed tf@1 (filter world"),
+        "{deployed}"
+    );
+    ok(&serve.cli(
+        d,
+        &["plugin", "deploy", "mask", &mask, "--version", "2.0"],
+        "",
+    ));
+    let listed = ok(&serve.cli(d, &["plugin", "list"], ""));
+    assert!(
+        listed.contains("mask\t2.0\ttransform") && listed.contains("tf\t1\tfilter"),
+        "{listed}"
+    );
+    let refused = serve.cli(d, &["plugin", "deploy", "bad", "/dev/null"], "");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not a WebAssembly binary"));
+
+    ok(&serve.cli(d, &["topic", "create", "pay"], ""));
+    let attach = [
+        "topic",
+        "attach",
+        "pay",
+        "mask@2.0",
+        "--config",
+        "fields=card",
+        "--on-error",
+        "reject",
+    ];
+    ok(&serve.cli(d, &attach, ""));
+    ok(&serve.cli(
+        d,
+        &["produce", "pay", "--tag", "eu"],
+        "{\"card\":\"4111\",\"n\":1}\n",
+    ));
+    ok(&serve.cli(
+        d,
+        &["produce", "pay", "--tag", "us"],
+        "{\"card\":\"5500\",\"n\":2}\n",
+    ));
+    let filtered = [
+        "consume",
+        "pay",
+        "--plugin",
+        "tf",
+        "--plugin-config",
+        "tags=us",
+        "--timeout-ms",
+        "1000",
+    ];
+    assert_eq!(
+        ok(&serve.cli(d, &filtered, "")),
+        "{\"card\":\"***\",\"n\":2}\n"
+    );
+    let described = ok(&serve.cli(d, &["plugin", "describe", "mask"], ""));
+    assert!(
+        described.contains("pay\t0\tmask@2.0\ttransform\treject"),
+        "{described}"
+    );
+    let in_use = serve.cli(d, &["plugin", "remove", "mask"], "");
+    assert!(String::from_utf8_lossy(&in_use.stderr).contains("detach it first"));
+    ok(&serve.cli(d, &["topic", "detach", "pay", "mask"], ""));
+    ok(&serve.cli(d, &["plugin", "remove", "mask@2.0"], ""));
+    assert!(!ok(&serve.cli(d, &["plugin", "list"], "")).contains("mask"));
+    assert!(serve.terminate().success());
+}
