@@ -57,9 +57,11 @@ pub enum Command {
     E2e(E2eArgs),
     /// Consumer group over several partitions (not available until consumer groups land).
     Group,
-    /// Native tag filter against a WASM filter plugin (not available until plugins land).
-    Filter,
-    /// Runs the whole set: produce, consume and e2e at the sizes, classes and rates of BENCHMARKS.md.
+    /// Read filters, Quiver only: a pre-filled topic read from the start with no filter, the native
+    /// tag filter and the WASM tag-filter plugin (records scanned/s, and WASM ÷ native).
+    Filter(FilterArgs),
+    /// Runs the whole set: produce, consume, e2e and filter at the sizes, classes and rates of
+    /// BENCHMARKS.md.
     All,
     /// Prints the median and spread of several `--json` result files as a Markdown table.
     Summarize {
@@ -104,6 +106,24 @@ pub struct ConsumeArgs {
     /// Records per batch when pre-filling and the most asked for per read.
     #[arg(long, default_value_t = 1000)]
     pub batch: usize,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FilterArgs {
+    /// Records written before the reads, tagged `a` and `b` in turn [default: 1000000, or 20000
+    /// with --smoke].
+    #[arg(long)]
+    pub records: Option<u64>,
+    /// Record value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// Records per batch when pre-filling.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// The tag-filter component (config `tags=a`) [default: target/plugins/tag-filter.wasm in this
+    /// repository, built by `bash scripts/build-plugins.sh`].
+    #[arg(long)]
+    pub wasm: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

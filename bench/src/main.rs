@@ -23,7 +23,7 @@ use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::{Cli, Command};
-use crate::plan::{Plan, FILTER_UNAVAILABLE, GROUP_UNAVAILABLE};
+use crate::plan::{Plan, GROUP_UNAVAILABLE};
 use crate::progress::Progress;
 use crate::report::Report;
 
@@ -31,12 +31,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let plan = match &cli.command {
         Command::Group => return unavailable("group", GROUP_UNAVAILABLE),
-        Command::Filter => return unavailable("filter", FILTER_UNAVAILABLE),
         Command::Summarize { files } => return exit(summary::run(files).map(|()| true)),
         Command::InternalServe { .. } => None,
         Command::Produce(a) => Some(Plan::produce(&cli.common, a)),
         Command::Consume(a) => Some(Plan::consume(&cli.common, a)),
         Command::E2e(a) => Some(Plan::e2e(&cli.common, a)),
+        Command::Filter(a) => Some(Plan::filter(&cli.common, a)),
         Command::All => Some(Plan::all(&cli.common)),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -120,7 +120,7 @@ async fn bench(plan: Plan, json: Option<&std::path::Path>) -> Result<bool> {
         let mut rows = Vec::new();
         for &system in &plan.systems {
             let live = progress.start(format!("{} on {}", case.workload(), system.name()));
-            rows.push(runner::run_case(system, case, &plan, live).await);
+            rows.extend(runner::run_case(system, case, &plan, live).await);
             progress.finish_run();
         }
         progress.println(&report::table(&case.title(), &rows));

@@ -1,12 +1,12 @@
 //! Turns the command line into a plan: the list of cases (workload + parameters) to run on each
 //! system, with the durations and sizes that `--smoke` shrinks. `all` is defined here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::cli::{Common, ConsumeArgs, Durability, E2eArgs, ProduceArgs, System};
+use crate::cli::{Common, ConsumeArgs, Durability, E2eArgs, FilterArgs, ProduceArgs, System};
 
 /// One workload with its parameters; run once per system.
 #[derive(Debug, Clone, Serialize)]
@@ -28,6 +28,13 @@ pub enum Case {
         size: usize,
         durability: &'static str,
     },
+    Filter {
+        records: u64,
+        size: usize,
+        batch: usize,
+        /// The tag-filter component.
+        wasm: PathBuf,
+    },
 }
 
 impl Case {
@@ -36,13 +43,14 @@ impl Case {
             Case::Produce { .. } => "produce",
             Case::Consume { .. } => "consume",
             Case::E2e { .. } => "e2e",
+            Case::Filter { .. } => "filter",
         }
     }
 
     pub fn durability(&self) -> Durability {
         let name = match self {
             Case::Produce { durability, .. } | Case::E2e { durability, .. } => durability,
-            Case::Consume { .. } => return Durability::NoneFsync,
+            Case::Consume { .. } | Case::Filter { .. } => return Durability::NoneFsync,
         };
         if *name == Durability::FsyncPerBatch.name() {
             Durability::FsyncPerBatch
@@ -53,15 +61,18 @@ impl Case {
 
     pub fn size(&self) -> usize {
         match self {
-            Case::Produce { size, .. } | Case::Consume { size, .. } | Case::E2e { size, .. } => {
-                *size
-            }
+            Case::Produce { size, .. }
+            | Case::Consume { size, .. }
+            | Case::E2e { size, .. }
+            | Case::Filter { size, .. } => *size,
         }
     }
 
     pub fn batch(&self) -> usize {
         match self {
-            Case::Produce { batch, .. } | Case::Consume { batch, .. } => *batch,
+            Case::Produce { batch, .. }
+            | Case::Consume { batch, .. }
+            | Case::Filter { batch, .. } => *batch,
             // Latency runs send what is due each millisecond; the batch is only a ceiling.
             Case::E2e { .. } => crate::workloads::e2e::MAX_BATCH as usize,
         }
@@ -86,6 +97,18 @@ impl Case {
                 size,
                 durability,
             } => format!("e2e {rate} rec/s offered, {size} B, {durability}"),
+            Case::Filter {
+                records,
+                size,
+                batch,
+                wasm,
+            } => {
+                let plugin = wasm.file_stem().unwrap_or_default().to_string_lossy();
+                format!(
+                    "filter {records} × {size} B (half tagged a) from the start, batch {batch}: \
+                     native tag:a vs wasm {plugin} tags=a"
+                )
+            }
         }
     }
 }
@@ -110,8 +133,6 @@ pub struct Plan {
 
 pub const GROUP_UNAVAILABLE: &str =
     "not available until consumer groups land (no group coordinator in the broker yet)";
-pub const FILTER_UNAVAILABLE: &str =
-    "not available until consumer groups/plugins land (no WASM plugin host in the broker yet)";
 
 impl Plan {
     fn base(common: &Common) -> Plan {
@@ -162,6 +183,18 @@ impl Plan {
         plan
     }
 
+    pub fn filter(common: &Common, a: &FilterArgs) -> Plan {
+        let mut plan = Plan::base(common);
+        let default = if common.smoke { 20_000 } else { 1_000_000 };
+        plan.cases.push(Case::Filter {
+            records: a.records.unwrap_or(default).max(1),
+            size: a.size.max(1),
+            batch: a.batch.max(1),
+            wasm: a.wasm.clone().unwrap_or_else(default_wasm),
+        });
+        plan
+    }
+
     pub fn e2e(common: &Common, a: &E2eArgs) -> Plan {
         let mut plan = Plan::base(common);
         for &rate in &a.rate {
@@ -208,7 +241,24 @@ impl Plan {
             durability: Durability::NoneFsync,
         };
         plan.cases.extend(Plan::e2e(common, &e2e).cases);
-        plan.unavailable = vec![("group", GROUP_UNAVAILABLE), ("filter", FILTER_UNAVAILABLE)];
+        let filter = FilterArgs {
+            records: None,
+            size: 100,
+            batch: 1000,
+            wasm: None,
+        };
+        plan.cases.extend(Plan::filter(common, &filter).cases);
+        plan.unavailable = vec![("group", GROUP_UNAVAILABLE)];
         plan
     }
+}
+
+/// `target/plugins/tag-filter.wasm` in the repository this harness was built from, where
+/// `scripts/build-plugins.sh` puts it.
+fn default_wasm() -> PathBuf {
+    let bench = Path::new(env!("CARGO_MANIFEST_DIR"));
+    bench
+        .parent()
+        .unwrap_or(bench)
+        .join("target/plugins/tag-filter.wasm")
 }

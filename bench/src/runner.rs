@@ -1,6 +1,6 @@
 //! Runs one case on one system: start the system's server on a fresh data dir, run the workload
 //! under a time budget, read the server's peak RSS, stop the server (always, also after a failure)
-//! and turn it all into a [`RunResult`].
+//! and turn it all into [`RunResult`]s (one, or one per way of reading for `filter`).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -39,6 +39,15 @@ pub struct RunResult {
     pub send_delay_us: Option<Latency>,
     pub lost: Option<u64>,
     pub peak_rss_kib: Option<u64>,
+    /// Filter runs: the read filter of this row (`none`, `native`, `wasm`); `records` counts the
+    /// records scanned.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// Filter runs: records the filter kept, and per second.
+    #[serde(default)]
+    pub matched: Option<u64>,
+    #[serde(default)]
+    pub matched_per_s: Option<f64>,
 }
 
 impl RunResult {
@@ -57,6 +66,9 @@ impl RunResult {
             send_delay_us: None,
             lost: None,
             peak_rss_kib: None,
+            filter: None,
+            matched: None,
+            matched_per_s: None,
         }
     }
 
@@ -70,7 +82,10 @@ impl RunResult {
             latency_us: m.latency,
             send_delay_us: m.send_delay,
             lost: m.lost,
-            peak_rss_kib: rss,
+            peak_rss_kib: m.peak_rss_kib.or(rss),
+            filter: m.filter.map(str::to_owned),
+            matched: m.matched,
+            matched_per_s: m.matched.map(|n| n as f64 / secs),
             ..RunResult::new(case, system, "ok", None)
         }
     }
@@ -98,7 +113,12 @@ pub fn version(system: System) -> String {
     }
 }
 
-pub async fn run_case(system: System, case: &Case, plan: &Plan, live: Arc<AtomicU64>) -> RunResult {
+pub async fn run_case(
+    system: System,
+    case: &Case,
+    plan: &Plan,
+    live: Arc<AtomicU64>,
+) -> Vec<RunResult> {
     match system {
         System::Quiver => run_on::<QuiverDriver>(system, case, plan, live).await,
         System::Nats => run_on::<NatsDriver>(system, case, plan, live).await,
@@ -112,9 +132,10 @@ async fn run_on<D: Driver>(
     case: &Case,
     plan: &Plan,
     live: Arc<AtomicU64>,
-) -> RunResult {
-    if let Some(reason) = D::unsupported(case.durability()) {
-        return RunResult::new(case, system, "skipped", Some(reason.to_owned()));
+) -> Vec<RunResult> {
+    if let Some(reason) = D::unsupported(case) {
+        let note = Some(reason.to_owned());
+        return vec![RunResult::new(case, system, "skipped", note)];
     }
     let cfg = DriverConfig {
         durability: case.durability(),
@@ -139,16 +160,24 @@ async fn run_on<D: Driver>(
     let outcome = tokio::time::timeout(budget, workloads::run(&driver, case, plan, live)).await;
     let rss = driver.peak_rss_kib();
     let stopped = driver.stop().await;
-    let measured: Result<Measured> = match outcome {
+    let measured: Result<Vec<Measured>> = match outcome {
         Ok(r) => r,
         Err(_) => Err(anyhow!("did not finish within {budget:?}")),
     };
     match (measured, stopped) {
-        (Ok(m), Ok(())) => RunResult::measured(case, system, m, rss),
+        (Ok(ms), Ok(())) => ms
+            .into_iter()
+            .map(|m| RunResult::measured(case, system, m, rss))
+            .collect(),
         (Err(e), _) | (Ok(_), Err(e)) => failed(case, system, e),
     }
 }
 
-fn failed(case: &Case, system: System, e: anyhow::Error) -> RunResult {
-    RunResult::new(case, system, "failed", Some(format!("{e:#}")))
+fn failed(case: &Case, system: System, e: anyhow::Error) -> Vec<RunResult> {
+    vec![RunResult::new(
+        case,
+        system,
+        "failed",
+        Some(format!("{e:#}")),
+    )]
 }

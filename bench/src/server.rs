@@ -1,7 +1,8 @@
 //! Server processes the harness starts and stops: free loopback ports, spawning with the output in
-//! a log file, waiting (bounded) for readiness, peak RSS from `/proc/<pid>/status` (VmHWM), and a
-//! stop that always ends the process (SIGTERM, then SIGKILL after a grace period). The child dies
-//! with the harness too (parent-death signal), so a killed run leaves no server behind.
+//! a log file, waiting (bounded) for readiness, peak RSS from `/proc/<pid>/status` (VmHWM, which
+//! `clear_refs` can restart), and a stop that always ends the process (SIGTERM, then SIGKILL after
+//! a grace period). The child dies with the harness too (parent-death signal), so a killed run
+//! leaves no server behind.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -60,6 +61,12 @@ impl ServerProcess {
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// Restarts the peak RSS from the current RSS (writing 5 to `/proc/<pid>/clear_refs`, Linux
+    /// ≥ 4.0), so that a later reading covers only what ran since; false if it could not.
+    pub fn reset_peak_rss(&self) -> bool {
+        std::fs::write(format!("/proc/{}/clear_refs", self.pid), "5").is_ok()
     }
 
     /// The last lines of the server's log, for error messages.

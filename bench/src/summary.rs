@@ -1,13 +1,36 @@
-//! `summarize`: reads the JSON files of several runs and prints, per case and system, the median and
-//! the spread (min–max) as Markdown, ready for BENCHMARKS.md. Ratios are taken within each run
-//! (Quiver and the peer measured side by side), then their median is reported.
+//! `summarize`: reads the JSON files of several runs and prints, per case and system (and way of
+//! reading, for `filter`), the median and the spread (min–max) as Markdown, ready for BENCHMARKS.md.
+//! Ratios are taken within each run (Quiver and the peer, or a read and the native filter, measured
+//! side by side), then their median is reported.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use crate::report::{thousands, Report};
+use crate::report::{native_of, thousands, Report};
 use crate::runner::RunResult;
+use crate::workloads::filter::WASM_TARGET;
+
+/// Which table a result belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Throughput,
+    Latency,
+    Filter,
+}
+
+impl Kind {
+    fn of(r: &RunResult) -> Kind {
+        match r.workload.as_str() {
+            "e2e" => Kind::Latency,
+            "filter" => Kind::Filter,
+            _ => Kind::Throughput,
+        }
+    }
+}
+
+/// A table row: case title, system, and the way of reading (filter runs only).
+type Key = (String, String, Option<String>);
 
 pub fn run(files: &[PathBuf]) -> Result<()> {
     let reports = files
@@ -33,38 +56,49 @@ pub fn run(files: &[PathBuf]) -> Result<()> {
     println!("raw disk (dd conv=fdatasync): {} MB/s\n", spread(&disks, 0));
     throughput_table(&reports);
     latency_table(&reports);
+    filter_table(&reports);
     Ok(())
 }
 
-/// (title, system) pairs in the order they first appear.
-fn keys(reports: &[Report], latency: bool) -> Vec<(String, String)> {
-    let mut keys: Vec<(String, String)> = Vec::new();
+/// The rows of one table, in the order they first appear.
+fn keys(reports: &[Report], kind: Kind) -> Vec<Key> {
+    let mut keys: Vec<Key> = Vec::new();
     for r in reports.iter().flat_map(|r| &r.results) {
-        let key = (r.title.clone(), r.system.clone());
-        if (r.workload == "e2e") == latency && !keys.contains(&key) {
+        let key = (r.title.clone(), r.system.clone(), r.filter.clone());
+        if Kind::of(r) == kind && !keys.contains(&key) {
             keys.push(key);
         }
     }
     keys
 }
 
-fn rows<'a>(reports: &'a [Report], title: &str, system: &str) -> Vec<Option<&'a RunResult>> {
+/// Each report's result for (title, system), and for `filter` the way of reading.
+fn rows<'a>(
+    reports: &'a [Report],
+    title: &str,
+    system: &str,
+    filter: Option<&str>,
+) -> Vec<Option<&'a RunResult>> {
     reports
         .iter()
         .map(|rep| {
             rep.results
                 .iter()
-                .find(|r| r.title == title && r.system == system)
+                .find(|r| r.title == title && r.system == system && r.filter.as_deref() == filter)
         })
         .collect()
 }
 
 fn throughput_table(reports: &[Report]) {
+    let keys = keys(reports, Kind::Throughput);
+    if keys.is_empty() {
+        return;
+    }
     println!("| case | system | records/s | MB/s | peak RSS MiB | Quiver ÷ system |");
     println!("|---|---|---|---|---|---|");
-    for (title, system) in keys(reports, false) {
-        let runs = rows(reports, &title, &system);
-        let quiver = rows(reports, &title, "quiver");
+    for (title, system, _) in keys {
+        let runs = rows(reports, &title, &system, None);
+        let quiver = rows(reports, &title, "quiver", None);
         let ok: Vec<&RunResult> = runs.iter().flatten().filter(|r| r.ok()).copied().collect();
         if ok.is_empty() {
             println!("| {title} | {system} | {} | | | |", not_run(&runs));
@@ -85,14 +119,18 @@ fn throughput_table(reports: &[Report]) {
 }
 
 fn latency_table(reports: &[Report]) {
+    let keys = keys(reports, Kind::Latency);
+    if keys.is_empty() {
+        return;
+    }
     println!(
         "| case | system | p50 ms | p99 ms | p99.9 ms | max ms | send delay p99 ms | lost \
          | peak RSS MiB | p99 Quiver ÷ system |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    for (title, system) in keys(reports, true) {
-        let runs = rows(reports, &title, &system);
-        let quiver = rows(reports, &title, "quiver");
+    for (title, system, _) in keys {
+        let runs = rows(reports, &title, &system, None);
+        let quiver = rows(reports, &title, "quiver", None);
         let ok: Vec<&RunResult> = runs.iter().flatten().filter(|r| r.ok()).copied().collect();
         let lat: Vec<_> = ok.iter().filter_map(|r| r.latency_us).collect();
         if lat.is_empty() {
@@ -126,6 +164,55 @@ fn latency_table(reports: &[Report]) {
         );
     }
     println!();
+}
+
+/// `filter`: records scanned and kept per second per way of reading, and each read ÷ the native
+/// filter on the same system within each run.
+fn filter_table(reports: &[Report]) {
+    let keys = keys(reports, Kind::Filter);
+    if keys.is_empty() {
+        return;
+    }
+    println!("| case | system | filter | scanned/s | matched/s | peak RSS MiB | ÷ native |");
+    println!("|---|---|---|---|---|---|---|");
+    for (title, system, filter) in keys {
+        let runs = rows(reports, &title, &system, filter.as_deref());
+        let ok: Vec<&RunResult> = runs.iter().flatten().filter(|r| r.ok()).copied().collect();
+        let shown = filter.as_deref().unwrap_or("");
+        if ok.is_empty() {
+            println!(
+                "| {title} | {system} | {shown} | {} | | | |",
+                not_run(&runs)
+            );
+            continue;
+        }
+        let scanned: Vec<f64> = ok.iter().map(|r| r.records_per_s).collect();
+        let matched: Vec<f64> = ok.iter().filter_map(|r| r.matched_per_s).collect();
+        println!(
+            "| {title} | {system} | {shown} | {} | {} | {} | {} |",
+            spread_thousands(&scanned),
+            spread_thousands(&matched),
+            rss(&ok),
+            spread_ratio(&to_native(reports, &title, &system, filter.as_deref()))
+        );
+    }
+    println!("\nIssue target: WASM ÷ native ≥ {WASM_TARGET:.2}× (recorded, not asserted).\n");
+}
+
+/// Records scanned/s of a read ÷ the native filter's, within each run; nothing for the native row.
+fn to_native(reports: &[Report], title: &str, system: &str, filter: Option<&str>) -> Vec<f64> {
+    reports
+        .iter()
+        .filter_map(|rep| {
+            let found = rep.results.iter().find(|r| {
+                r.title == title && r.system == system && r.filter.as_deref() == filter
+            })?;
+            let native = native_of(&rep.results, title, system)?;
+            let same = found.filter == native.filter;
+            (found.ok() && !same).then(|| found.records_per_s / native.records_per_s)
+        })
+        .filter(|v| v.is_finite())
+        .collect()
 }
 
 fn not_run(runs: &[Option<&RunResult>]) -> String {
@@ -200,6 +287,9 @@ fn spread(v: &[f64], digits: usize) -> String {
 }
 
 fn spread_thousands(v: &[f64]) -> String {
+    if v.is_empty() {
+        return "—".to_owned();
+    }
     let (lo, hi) = min_max(v);
     if v.len() < 2 {
         return thousands(median(v));

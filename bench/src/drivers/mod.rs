@@ -1,6 +1,7 @@
 //! The one interface every system implements (Quiver, NATS JetStream, Redis Streams, and the no-op
 //! ceiling), so the workloads run the very same loops against each. A driver owns its server process
-//! (started on a free loopback port in a temp dir) and stops it in `stop`.
+//! (started on a free loopback port in a temp dir) and stops it in `stop`. Server-side read filters
+//! exist in Quiver alone: the `filter` workload reaches them through [`Driver::quiver`].
 //!
 //! Contract: `ProducerHandle::send` hands over one batch and may return before it is acknowledged,
 //! but never lets more than `window` batches wait for their acknowledgement; `flush` returns once
@@ -18,7 +19,9 @@ use std::time::Duration;
 use anyhow::Result;
 use bytes::Bytes;
 
+use self::quiver::QuiverDriver;
 use crate::cli::Durability;
+use crate::plan::Case;
 
 /// The topic / stream / subject every workload uses (each run has a fresh server).
 pub const TOPIC: &str = "bench";
@@ -49,8 +52,14 @@ pub trait Driver: Sized + Send + Sync + 'static {
     type Producer: ProducerHandle;
     type Consumer: ConsumerHandle;
 
-    /// Why this system has no comparable setting for `durability`, if it has none.
-    fn unsupported(_durability: Durability) -> Option<&'static str> {
+    /// Why this system cannot run `case` comparably (no such durability setting, no server-side
+    /// filter), if it cannot; the run is then reported as skipped.
+    fn unsupported(_case: &Case) -> Option<&'static str> {
+        None
+    }
+
+    /// This driver as Quiver's, for the workload only Quiver can run (`filter`).
+    fn quiver(&self) -> Option<&QuiverDriver> {
         None
     }
 

@@ -21,6 +21,7 @@ use futures_util::{FutureExt, StreamExt};
 
 use super::{ConsumerHandle, Driver, DriverConfig, ProducerHandle, Sink, StartAt, TOPIC};
 use crate::cli::Durability;
+use crate::plan::Case;
 use crate::server::{self, ServerProcess};
 
 pub struct NatsDriver {
@@ -48,8 +49,14 @@ impl Driver for NatsDriver {
     type Producer = NatsProducer;
     type Consumer = NatsConsumer;
 
-    fn unsupported(durability: Durability) -> Option<&'static str> {
-        (durability == Durability::FsyncPerBatch).then_some(
+    fn unsupported(case: &Case) -> Option<&'static str> {
+        if let Case::Filter { .. } = case {
+            return Some(
+                "no server-side tag filter or plugin host (JetStream consumers filter by subject \
+                 only): nothing comparable",
+            );
+        }
+        (case.durability() == Durability::FsyncPerBatch).then_some(
             "nats-server 2.9 has no per-write fsync (sync_interval arrived in 2.10): no comparable setting",
         )
     }

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use super::{ConsumerHandle, Driver, DriverConfig, ProducerHandle, Sink, StartAt};
 use crate::cli::Durability;
+use crate::plan::Case;
 
 #[derive(Default)]
 struct Shared {
@@ -30,6 +31,12 @@ pub struct NoopDriver {
 impl Driver for NoopDriver {
     type Producer = NoopProducer;
     type Consumer = NoopConsumer;
+
+    fn unsupported(case: &Case) -> Option<&'static str> {
+        matches!(case, Case::Filter { .. }).then_some(
+            "no broker, so no server-side filter (`consume` gives the harness's read ceiling)",
+        )
+    }
 
     fn describe(_durability: Durability) -> String {
         "no broker: the workload loops with sends that only count (or hand over in memory)"

@@ -2,7 +2,8 @@
 //! so it is always the same build as the harness and needs no other binary), clients connect over
 //! QUIC + TLS 1.3 with the broker's dev CA. Durability maps to `acks=leader` (appended, page cache)
 //! and `acks=all` (fsync'd before the reply, group commit). A harness batch is one Quiver batch:
-//! the producer's `batch_bytes` is set to exactly that many encoded records.
+//! the producer's `batch_bytes` is set to exactly that many encoded records. For the `filter`
+//! workload it also deploys plugins, tags records and reads with the broker's read filters.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -12,8 +13,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use quiver_client::{
-    Acks, Client, Consumer, ConsumerConfig, Delivery, NewTopic, Producer, ProducerConfig,
-    ProducerRecord, SeekTo,
+    Acks, Client, Consumer, ConsumerConfig, Delivery, NewTopic, PluginRef, Producer,
+    ProducerConfig, ProducerRecord, SeekTo,
 };
 use quiver_proto::batch::HEADER_LEN;
 use quiver_proto::{BatchBuilder, RecordData};
@@ -33,13 +34,15 @@ pub struct QuiverDriver {
 }
 
 impl QuiverDriver {
-    fn producer_config(&self) -> ProducerConfig {
+    /// `tags`: the tags records get in turn (one each); the longest sizes the batch.
+    fn producer_config(&self, tags: &[&str]) -> ProducerConfig {
+        let longest = tags.iter().max_by_key(|t| t.len());
         let record = RecordData {
             timestamp: 0,
             key: None,
             value: &vec![0u8; self.cfg.size],
             headers: &[],
-            tags: &[],
+            tags: longest.map_or(&[], std::slice::from_ref),
         };
         let batch_bytes = HEADER_LEN + self.cfg.batch * BatchBuilder::record_encoded_len(&record);
         ProducerConfig {
@@ -53,6 +56,57 @@ impl QuiverDriver {
             max_in_flight: self.cfg.window,
             ..ProducerConfig::default()
         }
+    }
+
+    /// A producer whose record number n carries the tag `tags[n % tags.len()]` (none if empty).
+    pub async fn tagged_producer(&self, tags: &'static [&'static str]) -> Result<QuiverProducer> {
+        let client = Client::connect(&self.addr, &self.ca).await?;
+        Ok(QuiverProducer {
+            producer: Producer::new(client, self.producer_config(tags)),
+            pending: VecDeque::new(),
+            window: self.cfg.window,
+            tags,
+            sent: 0,
+        })
+    }
+
+    /// A consumer of [`TOPIC`] from `from`, the broker applying `filter` (a native expression)
+    /// and then `plugin` on each fetch.
+    pub async fn filtered_consumer(
+        &self,
+        from: StartAt,
+        filter: Option<String>,
+        plugin: Option<PluginRef>,
+    ) -> Result<QuiverConsumer> {
+        let client = Client::connect(&self.addr, &self.ca).await?;
+        let config = ConsumerConfig {
+            max_wait: Duration::from_millis(500),
+            filter,
+            plugin,
+            ..ConsumerConfig::default()
+        };
+        let mut consumer = Consumer::new(client, TOPIC, config);
+        let seek = match from {
+            StartAt::Earliest => SeekTo::Earliest,
+            StartAt::Latest => SeekTo::Latest,
+        };
+        consumer.assign(&[0], seek);
+        Ok(QuiverConsumer { consumer })
+    }
+
+    /// Deploys a WebAssembly component as `name` (the next version).
+    pub async fn deploy_plugin(&self, name: &str, wasm: Bytes) -> Result<()> {
+        self.admin
+            .admin()
+            .deploy_plugin(name, None, wasm)
+            .await
+            .with_context(|| format!("deploying the plugin {name}"))?;
+        Ok(())
+    }
+
+    /// Restarts the broker's peak-RSS count from its current RSS; false if it could not.
+    pub fn reset_peak_rss(&self) -> bool {
+        self.server.reset_peak_rss()
     }
 }
 
@@ -139,27 +193,15 @@ impl Driver for QuiverDriver {
     }
 
     async fn producer(&self) -> Result<QuiverProducer> {
-        let client = Client::connect(&self.addr, &self.ca).await?;
-        Ok(QuiverProducer {
-            producer: Producer::new(client, self.producer_config()),
-            pending: VecDeque::new(),
-            window: self.cfg.window,
-        })
+        self.tagged_producer(&[]).await
     }
 
     async fn consumer(&self, from: StartAt) -> Result<QuiverConsumer> {
-        let client = Client::connect(&self.addr, &self.ca).await?;
-        let config = ConsumerConfig {
-            max_wait: Duration::from_millis(500),
-            ..ConsumerConfig::default()
-        };
-        let mut consumer = Consumer::new(client, TOPIC, config);
-        let seek = match from {
-            StartAt::Earliest => SeekTo::Earliest,
-            StartAt::Latest => SeekTo::Latest,
-        };
-        consumer.assign(&[0], seek);
-        Ok(QuiverConsumer { consumer })
+        self.filtered_consumer(from, None, None).await
+    }
+
+    fn quiver(&self) -> Option<&QuiverDriver> {
+        Some(self)
     }
 
     fn peak_rss_kib(&self) -> Option<u64> {
@@ -177,6 +219,10 @@ pub struct QuiverProducer {
     /// The deliveries of the first and last record of each unacknowledged batch.
     pending: VecDeque<Delivery>,
     window: usize,
+    /// Tags given in turn, one per record (see [`QuiverDriver::tagged_producer`]).
+    tags: &'static [&'static str],
+    /// Records sent so far: picks the next tag.
+    sent: u64,
 }
 
 impl ProducerHandle for QuiverProducer {
@@ -184,7 +230,7 @@ impl ProducerHandle for QuiverProducer {
         // The first and the last delivery: a batch that linger split in two is still checked.
         let last = batch.len().saturating_sub(1);
         for (i, value) in batch.iter().enumerate() {
-            let record = ProducerRecord::new(TOPIC, value.clone()).partition(0);
+            let record = self.record(value.clone());
             let delivery = self.producer.send(record).await?;
             if i == 0 || i == last {
                 self.pending.push_back(delivery);
@@ -210,8 +256,28 @@ impl ProducerHandle for QuiverProducer {
     }
 }
 
+impl QuiverProducer {
+    fn record(&mut self, value: Bytes) -> ProducerRecord {
+        let record = ProducerRecord::new(TOPIC, value).partition(0);
+        let n = self.sent;
+        self.sent += 1;
+        match self.tags.len() {
+            0 => record,
+            len => record.tag(self.tags[(n % len as u64) as usize]),
+        }
+    }
+}
+
 pub struct QuiverConsumer {
     consumer: Consumer,
+}
+
+impl QuiverConsumer {
+    /// Offsets read past in partition 0, kept or not: where the last fetch ended once everything
+    /// fetched has been handed over (a read filter's skipped records included).
+    pub fn scanned(&self) -> u64 {
+        self.consumer.position(0).unwrap_or(0)
+    }
 }
 
 impl ConsumerHandle for QuiverConsumer {

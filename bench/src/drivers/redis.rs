@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::{ConsumerHandle, Driver, DriverConfig, ProducerHandle, Sink, StartAt, TOPIC};
 use crate::cli::Durability;
+use crate::plan::Case;
 use crate::server::{self, ServerProcess};
 
 pub struct RedisDriver {
@@ -48,6 +49,12 @@ fn fsync_setting(durability: Durability) -> &'static str {
 impl Driver for RedisDriver {
     type Producer = RedisProducer;
     type Consumer = RedisConsumer;
+
+    fn unsupported(case: &Case) -> Option<&'static str> {
+        matches!(case, Case::Filter { .. }).then_some(
+            "Redis Streams have no read filter (XREAD returns every entry): nothing comparable",
+        )
+    }
 
     fn describe(durability: Durability) -> String {
         format!(

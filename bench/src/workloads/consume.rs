@@ -22,7 +22,7 @@ pub async fn run<D: Driver>(
     live: Arc<AtomicU64>,
 ) -> Result<Measured> {
     driver.create_topic().await?;
-    prefill(driver, records, size, batch).await?;
+    prefill(driver.producer().await?, records, size, batch).await?;
     let start = Instant::now();
     let mut consumer = driver.consumer(StartAt::Earliest).await?;
     let (mut got, mut bytes) = (0u64, 0u64);
@@ -43,11 +43,17 @@ pub async fn run<D: Driver>(
         latency: None,
         send_delay: None,
         lost: None,
+        ..Measured::default()
     })
 }
 
-async fn prefill<D: Driver>(driver: &D, records: u64, size: usize, batch: usize) -> Result<()> {
-    let mut producer = driver.producer().await?;
+/// Sends `records` values of `size` bytes in batches of `batch` and waits for every acknowledgement.
+pub async fn prefill<P: ProducerHandle>(
+    mut producer: P,
+    records: u64,
+    size: usize,
+    batch: usize,
+) -> Result<()> {
     let full = values(size, batch);
     let mut left = records;
     while left > 0 {

@@ -61,6 +61,7 @@ pub async fn run<D: Driver>(
         latency: Some(percentiles(&hist)),
         send_delay: Some(percentiles(&delay)),
         lost: Some(sent.saturating_sub(got)),
+        ..Measured::default()
     })
 }
 

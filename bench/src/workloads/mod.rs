@@ -1,15 +1,17 @@
 //! The workloads, generic over the driver so every system runs the same loops: `produce`, `consume`
-//! and `e2e`. (`group` and `filter` need consumer groups and plugins, which do not exist yet; the
-//! plan reports them as unavailable instead of measuring anything.)
+//! and `e2e`; `filter` runs on Quiver alone (the peers have no server-side equivalent). (`group`
+//! needs consumer groups, which do not exist yet; the plan reports it as unavailable instead of
+//! measuring anything.)
 
 pub mod consume;
 pub mod e2e;
+pub mod filter;
 pub mod produce;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -26,8 +28,8 @@ pub struct Latency {
     pub max: u64,
 }
 
-/// What one run measured.
-#[derive(Debug, Clone)]
+/// What one run measured (a `filter` run measures one of these per way of reading).
+#[derive(Debug, Clone, Default)]
 pub struct Measured {
     pub records: u64,
     pub bytes: u64,
@@ -37,6 +39,12 @@ pub struct Measured {
     pub send_delay: Option<Latency>,
     /// Latency runs: records offered but not received before the drain deadline.
     pub lost: Option<u64>,
+    /// Filter runs: the read filter (`none`, `native`, `wasm`); `records` counts records scanned.
+    pub filter: Option<&'static str>,
+    /// Filter runs: records the filter kept (delivered to the consumer).
+    pub matched: Option<u64>,
+    /// The server's peak RSS during this measurement alone, when the workload could isolate it.
+    pub peak_rss_kib: Option<u64>,
 }
 
 /// Runs `case` against a started driver; `live` counts records as they go, for the progress bar.
@@ -45,8 +53,8 @@ pub async fn run<D: Driver>(
     case: &Case,
     plan: &Plan,
     live: Arc<AtomicU64>,
-) -> Result<Measured> {
-    match *case {
+) -> Result<Vec<Measured>> {
+    let one = match *case {
         Case::Produce {
             producers,
             size,
@@ -59,7 +67,19 @@ pub async fn run<D: Driver>(
             batch,
         } => consume::run(driver, records, size, batch, live).await,
         Case::E2e { rate, size, .. } => e2e::run(driver, rate, size, plan, live).await,
-    }
+        Case::Filter {
+            records,
+            size,
+            batch,
+            ref wasm,
+        } => {
+            let quiver = driver
+                .quiver()
+                .context("the filter workload runs on Quiver only")?;
+            return filter::run(quiver, records, size, batch, wasm, live).await;
+        }
+    };
+    one.map(|m| vec![m])
 }
 
 /// `batch` record values of `size` bytes (shared buffers: cloning one is a reference count).

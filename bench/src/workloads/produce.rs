@@ -47,6 +47,7 @@ pub async fn run<D: Driver>(
         latency: None,
         send_delay: None,
         lost: None,
+        ..Measured::default()
     })
 }
 
