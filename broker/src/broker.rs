@@ -200,7 +200,11 @@ impl Broker {
             ..Default::default()
         };
         config.log = log.apply(self.config.log);
-        Ok(self.topics.create_topic(name, config)?)
+        let topic = self.topics.create_topic(name, config)?;
+        // A pipeline left by a deleted topic of the same name (an attach racing the delete) must
+        // not apply to the new one.
+        self.pipelines.remove_topic(name)?;
+        Ok(topic)
     }
 
     /// Validates one batch, runs it through the topic's ingest pipeline (plugins run here, so a
@@ -368,6 +372,9 @@ fn produced(partition: u32, info: AppendInfo, transformed: bool) -> Produced {
     }
 }
 
+/// Longest a fetch spends running a read-filter plugin over its batches (at least one batch runs).
+const READ_FILTER_BUDGET: Duration = Duration::from_millis(500);
+
 /// Shapes a read; with a plugin filter that runs on the blocking pool (plugins may use their whole
 /// time limit, which must not stall an async worker).
 async fn shape_off_worker(
@@ -395,13 +402,20 @@ fn shape(
     let batches: Vec<Batch> = quiver_proto::Batches::new(res.bytes.clone())
         .filter_map(Result::ok)
         .collect();
-    let next_offset = batches.last().map_or(offset, |b| b.header().next_offset());
+    let mut next_offset = batches.last().map_or(offset, |b| b.header().next_offset());
     let (bytes, records) = if filter.is_none() && plugin.is_none() {
         (res.bytes, next_offset.saturating_sub(offset) as u32)
     } else {
+        let started = std::time::Instant::now();
         let mut out = bytes::BytesMut::new();
         let mut records = 0u32;
-        for b in &batches {
+        for (i, b) in batches.iter().enumerate() {
+            // A plugin may use its whole time limit per batch: bound the fetch as a whole, and
+            // let the next fetch continue after the last batch filtered.
+            if plugin.is_some() && i > 0 && started.elapsed() > READ_FILTER_BUDGET {
+                next_offset = batches[i - 1].header().next_offset();
+                break;
+            }
             let Some(sel) = filter_batch(b, offset, filter, plugin)? else {
                 continue;
             };

@@ -68,6 +68,8 @@ pub struct BrokerConfig {
 pub struct PluginConfig {
     /// Time limit of one plugin call (init or one batch) unless the attachment sets its own.
     pub timeout_ms: u32,
+    /// Upper bound of any attachment's time limit.
+    pub max_timeout_ms: u32,
     /// Linear memory of one instance unless the attachment sets its own.
     pub memory_mb: u32,
     /// Upper bound of any attachment's memory limit (sizes the pooling allocator's slots).
@@ -84,6 +86,7 @@ impl Default for PluginConfig {
     fn default() -> Self {
         PluginConfig {
             timeout_ms: 200,
+            max_timeout_ms: 10_000,
             memory_mb: 128,
             max_memory_mb: 512,
             max_instances: 256,
@@ -198,6 +201,17 @@ impl BrokerConfig {
         if p.memory_mb > p.max_memory_mb || p.max_memory_mb > 4096 {
             return Err(ConfigError::Invalid(
                 "plugins.memory_mb must not exceed plugins.max_memory_mb (at most 4096)".into(),
+            ));
+        }
+        if p.timeout_ms > p.max_timeout_ms || p.max_timeout_ms > 600_000 {
+            return Err(ConfigError::Invalid(
+                "plugins.timeout_ms must not exceed plugins.max_timeout_ms (at most 600000)".into(),
+            ));
+        }
+        if p.max_instances > 10_000 || p.cooldown_ms > 86_400_000 {
+            return Err(ConfigError::Invalid(
+                "plugins.max_instances must be at most 10000 and plugins.cooldown_ms at most a day"
+                    .into(),
             ));
         }
         Ok(())

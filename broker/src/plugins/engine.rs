@@ -12,7 +12,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::sandbox::{self, HostState};
-use super::PluginError;
+use super::{sha256_hex, PluginError};
 
 /// How often the epoch advances: the granularity of call time limits.
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
@@ -97,23 +97,12 @@ impl PluginEngine {
     /// Compiles `bytes`, or loads the artifact compiled earlier for the same bytes and engine.
     pub fn compile(&self, sha256: &str, bytes: &[u8]) -> Result<Compiled, PluginError> {
         let path = self.cache_path(sha256);
-        if path.exists() {
-            // SAFETY: the file is one this broker wrote with `Component::serialize` under a name
-            // that includes the engine compatibility hash, in its own data directory. wasmtime
-            // still checks the header and refuses an incompatible artifact.
-            match unsafe { Component::deserialize_file(&self.engine, &path) } {
-                Ok(component) => {
-                    return Ok(Compiled {
-                        component,
-                        compile_ms: 0,
-                        cached: true,
-                    })
-                }
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "discarding a compiled plugin that cannot be loaded");
-                    let _ = std::fs::remove_file(&path);
-                }
-            }
+        if let Some(component) = self.load_artifact(&path) {
+            return Ok(Compiled {
+                component,
+                compile_ms: 0,
+                cached: true,
+            });
         }
         let started = Instant::now();
         let component = Component::new(&self.engine, bytes).map_err(PluginError::invalid)?;
@@ -126,24 +115,74 @@ impl PluginEngine {
         })
     }
 
-    /// Writes the compiled artifact atomically; a failure only costs a recompile later.
+    /// A cached artifact whose bytes still match the checksum written next to it. Loading
+    /// compiled code is `unsafe` in wasmtime (it is mapped and run as is), so a file that was torn,
+    /// damaged or replaced is discarded and the component compiled again.
+    fn load_artifact(&self, path: &Path) -> Option<Component> {
+        let bytes = std::fs::read(path).ok()?;
+        let expected = std::fs::read_to_string(checksum_path(path)).unwrap_or_default();
+        if expected.trim() != sha256_hex(&bytes) {
+            tracing::warn!(path = %path.display(), "discarding a compiled plugin whose checksum does not match");
+            let _ = std::fs::remove_file(path);
+            return None;
+        }
+        // SAFETY: these bytes are exactly what this broker wrote with `Component::serialize`
+        // (checked against the SHA-256 recorded with them), under a name that carries the engine
+        // compatibility hash, in its own data directory; wasmtime also checks the header.
+        match unsafe { Component::deserialize(&self.engine, &bytes) } {
+            Ok(component) => Some(component),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "discarding a compiled plugin that cannot be loaded");
+                let _ = std::fs::remove_file(path);
+                None
+            }
+        }
+    }
+
+    /// Writes the compiled artifact and its checksum (each via a unique temporary file, fsync'd,
+    /// then renamed); a failure only costs a recompile later.
     fn store_artifact(&self, path: &Path, component: &Component) {
-        let tmp = path.with_extension("tmp");
         let written = component
             .serialize()
             .map_err(|e| std::io::Error::other(e.to_string()))
-            .and_then(|bytes| std::fs::write(&tmp, bytes))
-            .and_then(|()| std::fs::rename(&tmp, path));
+            .and_then(|bytes| {
+                write_atomically(&checksum_path(path), sha256_hex(&bytes).as_bytes())?;
+                write_atomically(path, &bytes)
+            });
         if let Err(e) = written {
             tracing::warn!(path = %path.display(), error = %e, "cannot cache a compiled plugin");
-            let _ = std::fs::remove_file(&tmp);
         }
     }
 
     /// Forgets the compiled artifact of a removed component.
     pub fn evict(&self, sha256: &str) {
-        let _ = std::fs::remove_file(self.cache_path(sha256));
+        let path = self.cache_path(sha256);
+        let _ = std::fs::remove_file(checksum_path(&path));
+        let _ = std::fs::remove_file(path);
     }
+}
+
+fn checksum_path(artifact: &Path) -> PathBuf {
+    artifact.with_extension("cwasm.sha256")
+}
+
+/// Writes `bytes` to a temporary file unique to this call, fsyncs it and renames it over `path`, so
+/// concurrent writers and crashes never leave a partial file under `path`.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp-{}-{n}", std::process::id()));
+    let result = (|| {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 impl Drop for PluginEngine {

@@ -10,7 +10,11 @@ use wasmtime::component::{Func, InstancePre};
 use wasmtime::{Engine, Store, Trap};
 
 use super::engine::EPOCH_TICK;
-use super::sandbox::{ConfigEntry, HostState, RecentLogs};
+use super::sandbox::{truncate_utf8, ConfigEntry, HostState, RecentLogs};
+
+/// Longest message a plugin may put in an error (it travels in error frames, dead-letter headers
+/// on every record of a batch, health reports and logs).
+const MAX_MESSAGE: usize = 1024;
 use super::{Failure, PluginError};
 
 /// The plugin worlds the broker knows (see wit/quiver-plugin.wit).
@@ -87,11 +91,11 @@ impl PluginInstance {
         store.epoch_deadline_trap();
         store.set_epoch_deadline(deadline_ticks(limits.timeout));
         let instance = pre.pre.instantiate(&mut store).map_err(|e| {
-            failure(
-                &pre.label,
-                Failure::Trap,
-                format!("instantiation failed: {e:#}"),
-            )
+            let kind = match e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+                Some(_) => Failure::Busy,
+                None => Failure::Trap,
+            };
+            failure(&pre.label, kind, format!("instantiation failed: {e:#}"))
         })?;
         let func = |store: &mut Store<HostState>, name: &str| {
             instance.get_func(&mut *store, name).ok_or_else(|| {
@@ -161,10 +165,13 @@ impl PluginInstance {
         self.begin();
         match f.call(&mut self.store, (entries,)) {
             Ok((Ok(()),)) => Ok(()),
-            Ok((Err(message),)) => Err(PluginError::Init {
-                plugin: self.label.to_string(),
-                message,
-            }),
+            Ok((Err(mut message),)) => {
+                truncate_utf8(&mut message, MAX_MESSAGE);
+                Err(PluginError::Init {
+                    plugin: self.label.to_string(),
+                    message,
+                })
+            }
             Err(e) => Err(self.classify(e)),
         }
     }
@@ -221,7 +228,9 @@ impl PluginInstance {
             .set_epoch_deadline(deadline_ticks(self.limits.timeout));
     }
 
-    fn returned(&mut self, message: String) -> PluginError {
+    fn returned(&mut self, mut message: String) -> PluginError {
+        truncate_utf8(&mut message, MAX_MESSAGE);
+        message.shrink_to_fit();
         failure(&self.label, Failure::Returned, message)
     }
 

@@ -23,6 +23,15 @@ pub use registry::PluginRegistry;
 
 use crate::meta::MetaError;
 
+/// SHA-256 of `bytes`, lowercase hex: the content hash of components and compiled artifacts.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// How a plugin call failed; decides whether the instance survives and whether it counts against
 /// the attachment's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +48,9 @@ pub enum Failure {
     Output,
     /// The attachment is unhealthy and was not called.
     Unhealthy,
+    /// The broker is out of plugin capacity (instances, or the instance is busy for longer than a
+    /// call may take): not the plugin's fault, and retriable.
+    Busy,
 }
 
 impl Failure {
@@ -118,6 +130,10 @@ impl PluginError {
             PluginError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             PluginError::InUse { .. } => ErrorCode::PluginInUse,
             PluginError::Init { .. } => ErrorCode::PluginInitFailed,
+            PluginError::Failed {
+                kind: Failure::Busy,
+                ..
+            } => ErrorCode::ServerBusy,
             PluginError::Failed { .. } => ErrorCode::PluginFailed,
         }
     }

@@ -16,7 +16,7 @@ use quiver_proto::Batch;
 use serde::{Deserialize, Serialize};
 
 use super::instance::{Limits, World};
-use super::read_filter::ReadFilter;
+use super::read_filter::{ReadFilter, Sessions};
 use super::registry::{split_ref, PluginRegistry};
 use super::slot::Slot;
 use super::{Failure, PluginError};
@@ -94,6 +94,7 @@ pub struct Pipelines {
     config: PluginConfig,
     /// Largest transform output: the largest batch the log accepts.
     max_output_bytes: usize,
+    read_filters: Sessions,
     by_topic: RwLock<HashMap<String, Arc<Pipeline>>>,
     /// Serialises attach and detach (read-modify-write of a topic's stage list).
     admin: Mutex<()>,
@@ -134,6 +135,7 @@ impl Pipelines {
             registry,
             config,
             max_output_bytes,
+            read_filters: Sessions::default(),
             by_topic: RwLock::new(by_topic),
             admin: Mutex::new(()),
         })
@@ -152,7 +154,8 @@ impl Pipelines {
             memory_bytes: (self.config.memory_mb as usize) << 20,
             max_output_bytes: 0,
         };
-        ReadFilter::new(Slot::new(pre, limits, config))
+        let max = (self.config.max_instances / 2).max(1);
+        ReadFilter::new(Slot::new(pre, limits, config), &self.read_filters, max)
     }
 
     pub fn has_pipeline(&self, topic: &str) -> bool {
@@ -166,6 +169,15 @@ impl Pipelines {
         topic: &str,
         req: AttachRequest,
     ) -> Result<Vec<AttachmentInfo>, PluginError> {
+        if req.on_error == ErrorPolicy::DeadLetter {
+            crate::storage::validate_name(&format!("{topic}.dlq")).map_err(|e| {
+                PluginError::InvalidRequest(format!(
+                    "the dead-letter topic of {topic} would be invalid ({e}): use --on-error skip or reject"
+                ))
+            })?;
+        }
+        // Held throughout, so a concurrent remove cannot delete the version being attached.
+        let _admin = self.admin.lock();
         let info = self.registry.resolve(&req.plugin)?;
         let pre = self.registry.pre(&info.name, &info.version)?;
         let world = pre.world;
@@ -174,12 +186,10 @@ impl Pipelines {
             version: info.version.clone(),
             config: req.config,
             on_error: req.on_error,
-            timeout_ms: req.timeout_ms.unwrap_or(self.config.timeout_ms).max(1),
-            memory_mb: req
-                .memory_mb
-                .unwrap_or(self.config.memory_mb)
-                .clamp(1, self.config.max_memory_mb),
+            timeout_ms: req.timeout_ms.unwrap_or(self.config.timeout_ms),
+            memory_mb: req.memory_mb.unwrap_or(self.config.memory_mb),
         };
+        let spec = clamp_limits(spec, &self.config);
         let slot = Slot::new(
             pre,
             limits(&spec, self.max_output_bytes),
@@ -187,7 +197,6 @@ impl Pipelines {
         );
         slot.warm()?;
         let stage = Arc::new(Stage::new(spec, world, Ok(slot)));
-        let _admin = self.admin.lock();
         let mut stages = self.stages(topic);
         match stages.iter().position(|s| s.spec.plugin == info.name) {
             Some(i) => stages[i] = stage,
@@ -215,9 +224,24 @@ impl Pipelines {
         Ok(self.infos(topic))
     }
 
-    /// Forgets the pipeline of a deleted topic.
+    /// Removes plugin versions (`NAME` or `NAME@VERSION`) that no topic has attached, under the
+    /// same lock as attach so the two cannot interleave.
+    pub fn remove_plugin(&self, reference: &str) -> Result<Vec<String>, PluginError> {
+        let _admin = self.admin.lock();
+        self.registry.remove(reference, |name, version| {
+            self.attachments_of(name, Some(version))
+                .into_iter()
+                .map(|a| a.topic)
+                .collect()
+        })
+    }
+
+    /// Forgets the pipeline of a deleted topic (or a stale one of a topic created anew).
     pub fn remove_topic(&self, topic: &str) -> Result<(), PluginError> {
         let _admin = self.admin.lock();
+        if !self.has_pipeline(topic) {
+            return Ok(());
+        }
         self.store(topic, Vec::new())
     }
 
@@ -286,12 +310,22 @@ impl Pipelines {
                     out.transformed = true;
                     return Ok(out);
                 }
+                // Out of capacity is the broker's condition, not the batch's: the producer retries.
+                Err(e) if e.failure() == Some(Failure::Busy) => return Err(e),
                 Err(e) => return stage.on_failure(topic, current, e, out),
             }
         }
         out.batch = Some(current);
         Ok(out)
     }
+}
+
+/// Keeps an attachment's limits within the broker's bounds (also for stored ones, when the bounds
+/// were lowered since).
+fn clamp_limits(mut spec: StageSpec, config: &PluginConfig) -> StageSpec {
+    spec.timeout_ms = spec.timeout_ms.clamp(1, config.max_timeout_ms.max(1));
+    spec.memory_mb = spec.memory_mb.clamp(1, config.max_memory_mb.max(1));
+    spec
 }
 
 fn limits(spec: &StageSpec, max_output_bytes: usize) -> Limits {
@@ -305,11 +339,11 @@ fn limits(spec: &StageSpec, max_output_bytes: usize) -> Limits {
 fn load_stage(
     registry: &PluginRegistry,
     config: &PluginConfig,
-    mut spec: StageSpec,
+    spec: StageSpec,
     topic: &str,
     max_output_bytes: usize,
 ) -> Stage {
-    spec.memory_mb = spec.memory_mb.clamp(1, config.max_memory_mb);
+    let spec = clamp_limits(spec, config);
     let loaded = registry.pre(&spec.plugin, &spec.version);
     let world = loaded.as_ref().map_or(World::Filter, |p| p.world);
     let slot = loaded
@@ -426,8 +460,8 @@ impl Stage {
         if e.failure().is_some_and(Failure::counts_against_health) {
             health.consecutive += 1;
             if health.consecutive >= config.unhealthy_after.max(1) {
-                health.unhealthy_until =
-                    Some(Instant::now() + Duration::from_millis(config.cooldown_ms));
+                let cooldown = Duration::from_millis(config.cooldown_ms);
+                health.unhealthy_until = Instant::now().checked_add(cooldown);
                 tracing::error!(plugin = %self.label(), failures = health.consecutive, error = %e, "plugin marked unhealthy");
             }
         }

@@ -9,14 +9,13 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use quiver_proto::messages::PluginVersionInfo;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::Component;
 
 use super::engine::{Compiled, PluginEngine};
 use super::instance::{Limits, PluginInstance, PluginPre, World};
 use super::sandbox::RecentLogs;
-use super::PluginError;
+use super::{sha256_hex, PluginError};
 use crate::meta::{MetaStore, Namespace};
 
 /// A component starts with the wasm magic, then version 0x0d and layer 0x01 (a core module has
@@ -91,7 +90,7 @@ impl PluginRegistry {
             check_name("version", v)?;
         }
         check_preamble(bytes)?;
-        let sha256 = hex(&Sha256::digest(bytes));
+        let sha256 = sha256_hex(bytes);
         let _admin = self.admin.lock();
         let version = match version {
             Some(v) => v.to_owned(),
@@ -371,8 +370,4 @@ fn detect_world(component: &Component, engine: &PluginEngine) -> Result<World, P
             "the component exports {funcs:?}: not a quiver:plugin@0.1.0 world (filter exports init + filter, transform exports init + transform)"
         ))),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

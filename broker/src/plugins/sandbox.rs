@@ -11,14 +11,20 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use parking_lot::Mutex;
-use wasmtime::component::{ComponentType, Lift, Linker, Lower, ResourceTable};
+use wasmtime::component::{ComponentType, Lift, Linker, Lower, Resource, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, StoreContextMut};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// The WIT interface name of the host imports.
 const HOST_INTERFACE: &str = "quiver:plugin/host@0.1.0";
+/// The WASI clock interface whose timers the sandbox refuses (see [`refuse_waiting`]).
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+/// Resources (streams, pollables) one instance may hold at once.
+const MAX_RESOURCES: usize = 1024;
+/// Table elements one instance may grow to (JavaScript engines need tens of thousands).
+const MAX_TABLE_ELEMENTS: usize = 200_000;
 /// Log lines a plugin may emit per call; the rest are counted and dropped.
 const MAX_LOG_LINES_PER_CALL: u32 = 64;
 /// Longest log line kept, in bytes.
@@ -72,11 +78,14 @@ impl HostState {
             .allow_ip_name_lookup(false)
             .stderr(stderr.clone())
             .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
         HostState {
             wasi,
-            table: ResourceTable::new(),
+            table,
             limiter: MemoryLimiter {
                 limit: memory_limit,
+                total: 0,
                 exceeded: None,
             },
             label,
@@ -132,27 +141,32 @@ impl WasiView for HostState {
     }
 }
 
-/// Caps linear memory (and tables) per instance. A grow past the limit traps at once, with the
-/// amount recorded, so the error names the limit rather than surfacing as an allocator abort.
+/// Caps the linear memory of an instance: the sum over all its memories (a component may have
+/// several), and the size of its tables. A grow past the limit traps at once, with the amount
+/// recorded, so the error names the limit rather than surfacing as an allocator abort.
 pub struct MemoryLimiter {
     limit: usize,
+    /// Bytes of linear memory across the instance's memories.
+    total: usize,
     exceeded: Option<usize>,
 }
 
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.limit {
-            self.exceeded = Some(desired);
+        let total = self.total.saturating_sub(current).saturating_add(desired);
+        if total > self.limit {
+            self.exceeded = Some(total);
             return Err(wasmtime::Error::msg(format!(
-                "memory limit exceeded: the plugin asked for {desired} bytes, the limit is {}",
+                "memory limit exceeded: the plugin asked for {total} bytes, the limit is {}",
                 self.limit
             )));
         }
+        self.total = total;
         Ok(true)
     }
 
@@ -162,7 +176,7 @@ impl ResourceLimiter for MemoryLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
+        Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
 
@@ -192,6 +206,7 @@ impl RecentLogs {
 pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    refuse_waiting(&mut linker)?;
     let mut host = linker.instance(HOST_INTERFACE)?;
     host.func_wrap(
         "log",
@@ -204,6 +219,39 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
         Ok((crate::util::now_ms(),))
     })?;
     Ok(linker)
+}
+
+/// Replaces the WASI timers with ones that trap. A synchronous host waits for a pollable on the
+/// calling thread, outside wasm code, where epoch interruption cannot reach it: a plugin that
+/// sleeps (or waits on a timer it set far in the future) would hold its thread and its
+/// attachment for as long as it liked. The other pollables of an empty context (closed stdin,
+/// discarded output) are always ready, so timers are the only way to wait.
+fn refuse_waiting(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(MONOTONIC_CLOCK)?;
+    let refuse = |what: &str| {
+        wasmtime::Error::msg(format!(
+            "plugins may not sleep or wait: {what} is refused in the sandbox"
+        ))
+    };
+    clock.func_wrap(
+        "subscribe-duration",
+        move |_: StoreContextMut<'_, HostState>,
+              (_,): (u64,)|
+              -> wasmtime::Result<(Resource<DynPollable>,)> {
+            Err(refuse("monotonic-clock.subscribe-duration"))
+        },
+    )?;
+    clock.func_wrap(
+        "subscribe-instant",
+        move |_: StoreContextMut<'_, HostState>,
+              (_,): (u64,)|
+              -> wasmtime::Result<(Resource<DynPollable>,)> {
+            Err(refuse("monotonic-clock.subscribe-instant"))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 /// A stderr that keeps only its last bytes and never fails a write (a chatty guest must not trap

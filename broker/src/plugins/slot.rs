@@ -6,7 +6,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::instance::{Limits, PluginInstance, PluginPre};
-use super::PluginError;
+use super::{Failure, PluginError};
 
 pub struct Slot {
     pre: Arc<PluginPre>,
@@ -34,12 +34,20 @@ impl Slot {
         self.call(|_| Ok(()))
     }
 
-    /// Runs `f` on the instance (creating it if needed); calls are serialised per slot.
+    /// Runs `f` on the instance (creating it if needed); calls are serialised per slot. A caller
+    /// waits at most one call's time limit for the instance, then gets a retriable `Busy`, so a
+    /// slow plugin cannot pile up waiting threads for long.
     pub fn call<R>(
         &self,
         f: impl FnOnce(&mut PluginInstance) -> Result<R, PluginError>,
     ) -> Result<R, PluginError> {
-        let mut guard = self.instance.lock();
+        let Some(mut guard) = self.instance.try_lock_for(self.limits.timeout) else {
+            return Err(PluginError::Failed {
+                plugin: self.pre.label.to_string(),
+                kind: Failure::Busy,
+                message: "busy: the instance is still working on earlier batches".into(),
+            });
+        };
         let instance = match guard.as_mut() {
             Some(i) => i,
             None => guard.insert(self.fresh()?),

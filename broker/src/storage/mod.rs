@@ -14,7 +14,7 @@ pub use error::StorageError;
 pub use partition::{
     AppendInfo, Clock, PartitionLog, PartitionStats, ReadResult, RetentionOutcome,
 };
-pub use topics::{Topic, TopicConfig, TopicStore};
+pub use topics::{validate_name, Topic, TopicConfig, TopicStore};
 
 /// How durable an append must be before it is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

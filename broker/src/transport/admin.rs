@@ -143,10 +143,7 @@ fn plugins(
             }
         }
         AdminRequest::RemovePlugin { name } => {
-            let versions = registry.remove(&name, |n, v| {
-                let attached = pipelines.attachments_of(n, Some(v));
-                attached.into_iter().map(|a| a.topic).collect()
-            })?;
+            let versions = pipelines.remove_plugin(&name)?;
             AdminResponse::PluginRemoved { name, versions }
         }
         AdminRequest::AttachPlugin {

@@ -14,6 +14,8 @@
 //! | `huge`      | emits `huge-mib` (default 70) copies of a 1 MiB value per input record: more than 64 MiB of output |
 //! | `fs`        | reads `/etc/passwd` and writes `/tmp/quiver-hostile`; a success is emitted as a record (a test asserts it never is), failures return `Err("filesystem denied: …")` |
 //! | `net`       | connects TCP to `addr` (default `127.0.0.1:9`) and sends a UDP datagram there; a success emits `connected` / `udp sent`, failures return `Err("network denied: …")` |
+//! | `sleep`     | sleeps for an hour (`std::thread::sleep`: a WASI timer the host would wait on outside wasm) |
+//! | `shout`     | fails the batch with a 16 MiB error message |
 //! | `init-fail` | `init` itself returns `Err("hostile init refused on purpose")` |
 //!
 //! For `net`, a test can point `addr` at a listener of its own: then a refused connection cannot
@@ -36,6 +38,8 @@ pub const MODES: &[&str] = &[
     "huge",
     "fs",
     "net",
+    "sleep",
+    "shout",
     "init-fail",
 ];
 
@@ -62,6 +66,8 @@ pub enum Mode {
     Fs,
     /// Connects to this address.
     Net(SocketAddr),
+    Sleep,
+    Shout,
 }
 
 /// Reads `mode` (and `huge-mib` for `huge`, `addr` for `net`); an unknown mode is refused with the
@@ -76,6 +82,8 @@ pub fn setup(config: &Config) -> Result<Mode, String> {
         "huge" => Mode::Huge(huge_mib(config)?),
         "fs" => Mode::Fs,
         "net" => Mode::Net(net_addr(config)?),
+        "sleep" => Mode::Sleep,
+        "shout" => Mode::Shout,
         "init-fail" => return Err(INIT_FAIL_MESSAGE.to_owned()),
         other => {
             return Err(format!(
@@ -118,6 +126,11 @@ pub fn misbehave(mode: &Mode, record: &Record, out: &mut Output) -> Result<(), S
         Mode::Huge(mib) => flood(record, out, mib).map_err(String::from),
         Mode::Fs => probe_filesystem(record, out),
         Mode::Net(addr) => probe_network(record, out, addr),
+        Mode::Sleep => {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+            Err("woke up after an hour".to_owned())
+        }
+        Mode::Shout => Err("A".repeat(16 * MIB)),
     }
 }
 
