@@ -218,6 +218,30 @@ impl Broker {
         batch: Bytes,
         acks: Durability,
     ) -> Result<Produced, BrokerError> {
+        self.append_with(topic, partition, batch, acks, true)
+    }
+
+    /// [`Broker::append`] for a caller on an async worker that found no pipeline on the topic a
+    /// moment before: it never runs plugins, so a pipeline attached in between cannot run on the
+    /// worker (the batch is ordered before that attach).
+    pub fn append_without_plugins(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        batch: Bytes,
+        acks: Durability,
+    ) -> Result<Produced, BrokerError> {
+        self.append_with(topic, partition, batch, acks, false)
+    }
+
+    fn append_with(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        batch: Bytes,
+        acks: Durability,
+        run_plugins: bool,
+    ) -> Result<Produced, BrokerError> {
         let t = self.topics.get(topic)?;
         let count = t.partitions().len() as u32;
         let p = partition
@@ -229,7 +253,7 @@ impl Broker {
         } else {
             acks
         };
-        if !self.pipelines.has_pipeline(topic) {
+        if !run_plugins || !self.pipelines.has_pipeline(topic) {
             let info = log.append(&batch, durability)?;
             return Ok(produced(p, info, false));
         }
@@ -311,7 +335,7 @@ impl Broker {
                 .await
                 .map_err(|e| BrokerError::Internal(e.to_string()))??
         } else {
-            self.append(topic, partition, batch, acks)?
+            self.append_without_plugins(topic, partition, batch, acks)?
         };
         if acks == Durability::All {
             let (b, t) = (self.clone(), topic.to_owned());

@@ -359,7 +359,7 @@ async fn produce_one(frame: Frame, broker: &Arc<Broker>) -> Option<Pending> {
             .await
             .unwrap_or_else(|e| Err(BrokerError::Internal(e.to_string())))
     } else {
-        broker.append(&req.topic, req.partition, payload, durability)
+        broker.append_without_plugins(&req.topic, req.partition, payload, durability)
     };
     let respond = move |p: Produced| ProduceResponse {
         request_id: req.request_id,
