@@ -554,3 +554,33 @@ async fn error_policies_dead_letter_skip_or_reject() {
     client.close().await;
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unhealthy_stage_is_tried_again_after_its_cooldown_and_can_be_swapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start_with(dir.path(), |c| c.plugins.cooldown_ms = 400).await;
+    let client = broker.client().await;
+    deploy(&client, "hostile", "hostile", None).await;
+    hostile_topic(&client, "h", "loop", ErrorPolicy::Reject).await;
+    for _ in 0..3 {
+        let err = produce_one(&client, "h", "x").await.unwrap_err();
+        assert!(err.contains("time limit exceeded"), "{err}");
+    }
+    let err = produce_one(&client, "h", "x").await.unwrap_err();
+    assert!(err.contains("unhealthy"), "{err}");
+
+    // After the cool-down the next batch is a real call again (and fails again).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let err = produce_one(&client, "h", "x").await.unwrap_err();
+    assert!(err.contains("time limit exceeded"), "{err}");
+
+    // Swapping in a working configuration replaces the stage, health and all.
+    let mut fixed = attach("h", "hostile", &[("mode", "pass")]);
+    fixed.on_error = ErrorPolicy::Reject;
+    let stages = client.admin().attach_plugin(fixed).await.unwrap();
+    assert!(stages[0].healthy && stages[0].failures == 0);
+    produce_one(&client, "h", "fine").await.unwrap();
+    assert_eq!(values(&consume_n(&client, "h", 1).await), ["fine"]);
+    client.close().await;
+    broker.stop().await;
+}
