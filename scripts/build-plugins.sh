@@ -8,6 +8,10 @@
 # - JavaScript: plugins/js/*/, each built by its build.mjs with componentize-js (npm ci, then
 #   `node build.mjs OUTPUT`). Skipped with a warning when node or npm is missing
 #   (scripts/test.sh installs them).
+# - Python: plugins/python/*/, each built by its build.sh with componentize-py (pinned in
+#   plugins/python/requirements.txt, installed into the venv plugins/python/.venv on first use).
+#   Skipped with a warning when python3 or its
+#   venv module is missing (scripts/test.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -73,6 +77,40 @@ for package in plugins/js/*/package.json; do
     node build.mjs "$wasm"
   ); then
     echo "error: $name: the JavaScript build failed" >&2
+    status=1
+    continue
+  fi
+  if ! is_component "$wasm"; then
+    echo "error: $name: $wasm is not a WebAssembly component" >&2
+    rm -f "$wasm"
+    status=1
+    continue
+  fi
+  report "$name" "$out/$name.wasm"
+done
+
+for build in plugins/python/*/build.sh; do
+  [[ -f "$build" ]] || continue
+  dir=$(dirname "$build")
+  name=$(basename "$dir")
+  if ! command -v python3 >/dev/null 2>&1; then
+    echo "warning: $name: skipped, python3 is not installed (scripts/test.sh installs it)" >&2
+    continue
+  fi
+  # build.sh installs componentize-py into plugins/python/.venv. Creating a venv needs the venv
+  # module and ensurepip, which Debian ships separately (python3-venv): without them, skip.
+  venv=plugins/python/.venv
+  if [[ -z "${COMPONENTIZE_PY:-}" && ! -x "$venv/bin/pip" ]] &&
+    ! python3 -m venv "$venv" >/dev/null 2>&1; then
+    rm -rf "$venv"
+    echo "warning: $name: skipped, python3 cannot create a venv (install python3-venv;" \
+      "scripts/test.sh does)" >&2
+    continue
+  fi
+  wasm="$root/$out/$name.wasm"
+  rm -f "$wasm"
+  if ! bash "$build" "$wasm"; then
+    echo "error: $name: the Python build failed" >&2
     status=1
     continue
   fi

@@ -22,13 +22,27 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   fi
 fi
 
+# python3 with its venv module builds the Python plugins in plugins/python/ (componentize-py, pip
+# installed into plugins/python/.venv) and runs their tests. Without root or sudo they are skipped,
+# with a warning from build-plugins.sh.
+# (Debian's python3 imports `venv` without python3-venv but cannot create one, hence dpkg.)
+if ! command -v python3 >/dev/null 2>&1 ||
+  { command -v dpkg >/dev/null 2>&1 && ! dpkg -s python3-venv >/dev/null 2>&1; }; then
+  if [[ "$(id -u)" -eq 0 ]]; then
+    apt-get update -qq && apt-get install -y -qq python3 python3-venv
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo apt-get update -qq && sudo apt-get install -y -qq python3 python3-venv
+  fi
+fi
+
 # The benchmark harness (bench/) starts NATS JetStream and Redis itself for its peer comparison.
 if ! command -v nats-server >/dev/null 2>&1 || ! command -v redis-server >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq nats-server redis-server
 fi
 
 # The plugin components first: the broker's integration tests and benchmarks load them from
-# target/plugins/. Rust plugins build for wasm32-wasip2, JavaScript ones with componentize-js.
+# target/plugins/. Rust plugins build for wasm32-wasip2, JavaScript ones with componentize-js,
+# Python ones with componentize-py.
 bash scripts/build-plugins.sh
 
 cargo fmt --all -- --check
@@ -36,12 +50,18 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --all-targets --no-fail-fast
 
 # Guest side of the plugins: the SDK and the example plugins are unit-tested natively, and the
-# JavaScript plugins with node. (sdk-guest/ and plugins/ are separate cargo workspaces.)
+# JavaScript plugins with node, the Python ones with python3's unittest. (sdk-guest/ and plugins/
+# are separate cargo workspaces.)
 (cd sdk-guest && cargo fmt -- --check && cargo clippy --all-targets -- -D warnings && cargo test)
 (cd plugins && cargo fmt -- --check && cargo clippy --all-targets -- -D warnings && cargo test)
 if command -v node >/dev/null 2>&1; then
   for dir in plugins/js/*/; do
     (cd "$dir" && node --test-reporter=dot test.mjs)
+  done
+fi
+if command -v python3 >/dev/null 2>&1; then
+  for build in plugins/python/*/build.sh; do
+    (cd "$(dirname "$build")" && python3 -m unittest)
   done
 fi
 

@@ -1,6 +1,6 @@
 //! WebAssembly plugins end to end, over real QUIC against a real broker, with the real components
 //! built from `plugins/`: the registry (deploy, list, describe, remove, restart), ingest pipelines
-//! (filter + transform, error policies, hot swap), read filters (Rust and JavaScript, against the
+//! (filter + transform, error policies, hot swap), read filters (Rust, JavaScript and Python, against the
 //! native filter), and hostile components that must be stopped while other topics keep serving.
 
 mod common;
@@ -330,7 +330,7 @@ async fn compare_with_native(client: &Client, topic: &str, plugin: &str) -> usiz
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn read_filters_in_rust_and_javascript_match_the_native_filter() {
+async fn read_filters_in_rust_javascript_and_python_match_the_native_filter() {
     let dir = tempfile::tempdir().unwrap();
     let broker = TestBroker::start(dir.path()).await;
     let client = broker.client().await;
@@ -344,6 +344,9 @@ async fn read_filters_in_rust_and_javascript_match_the_native_filter() {
 
     assert_eq!(compare_with_native(&client, "ev", "rs").await, 1000);
     assert_eq!(compare_with_native(&client, "ev", "js@1").await, 1000);
+    // The Python component (~18 MB) is larger than a produce frame: deploys have their own limit.
+    deploy(&client, "py", "tag-filter-py", None).await;
+    assert_eq!(compare_with_native(&client, "ev", "py").await, 1000);
 
     // The position moves past skipped records: a consumer at the end sees only new matches.
     let mut c = Consumer::new(
@@ -581,6 +584,25 @@ async fn an_unhealthy_stage_is_tried_again_after_its_cooldown_and_can_be_swapped
     assert!(stages[0].healthy && stages[0].failures == 0);
     produce_one(&client, "h", "fine").await.unwrap();
     assert_eq!(values(&consume_n(&client, "h", 1).await), ["fine"]);
+    client.close().await;
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_over_the_deploy_limit_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    // The admin limit is never below max_frame_bytes (16 MiB): the ~18 MB Python component is over.
+    let broker = TestBroker::start_with(dir.path(), |c| c.plugins.max_component_mb = 1).await;
+    let client = broker.client().await;
+    let err = client
+        .admin()
+        .deploy_plugin("big", None, plugin_wasm("tag-filter-py"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::FrameTooLarge), "{err}");
+    assert!(err.to_string().contains("exceeds the limit"), "{err}");
+    // The connection and the broker carry on.
+    deploy(&client, "small", "tag-filter", None).await;
     client.close().await;
     broker.stop().await;
 }

@@ -76,6 +76,8 @@ pub struct PluginConfig {
     pub max_memory_mb: u32,
     /// Plugin instances alive at once (ingest stages plus read-filter sessions).
     pub max_instances: u32,
+    /// Largest component a deploy may carry (its admin frame may exceed `max_frame_bytes`).
+    pub max_component_mb: u32,
     /// Consecutive traps or timeouts after which an attachment is marked unhealthy.
     pub unhealthy_after: u32,
     /// How long an unhealthy attachment is not called before it is tried again.
@@ -90,6 +92,7 @@ impl Default for PluginConfig {
             memory_mb: 128,
             max_memory_mb: 512,
             max_instances: 256,
+            max_component_mb: 64,
             unhealthy_after: 3,
             cooldown_ms: 5_000,
         }
@@ -208,9 +211,9 @@ impl BrokerConfig {
                 "plugins.timeout_ms must not exceed plugins.max_timeout_ms (at most 600000)".into(),
             ));
         }
-        if p.max_instances > 10_000 || p.cooldown_ms > 86_400_000 {
+        if p.max_instances > 10_000 || p.cooldown_ms > 86_400_000 || p.max_component_mb > 1024 {
             return Err(ConfigError::Invalid(
-                "plugins.max_instances must be at most 10000 and plugins.cooldown_ms at most a day"
+                "plugins.max_instances must be at most 10000, plugins.cooldown_ms at most a day and plugins.max_component_mb at most 1024"
                     .into(),
             ));
         }

@@ -151,7 +151,14 @@ impl Client {
         reply: FrameKind,
     ) -> Result<Resp, ClientError> {
         let (mut send, mut reader) = self.open().await?;
-        write_frame(&mut send, kind, req, payload).await?;
+        if let Err(e) = write_frame(&mut send, kind, req, payload).await {
+            // The broker may have refused the request part-way (e.g. a component over its size
+            // limit): its error frame says why, which "sending stopped by peer" does not.
+            return match reader.expect::<Resp>(reply).await {
+                Err(remote @ crate::wire::WireError::Remote { .. }) => Err(remote.into()),
+                _ => Err(e.into()),
+            };
+        }
         send.finish().map_err(crate::wire::WireError::from)?;
         let (resp, _) = reader.expect(reply).await?;
         Ok(resp)

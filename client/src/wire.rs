@@ -44,6 +44,8 @@ pub struct FrameReader<R> {
     inner: R,
     buf: BytesMut,
     max_frame: usize,
+    /// The limit for `Admin` frames, which may carry a plugin component larger than any batch.
+    max_admin_frame: usize,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -52,18 +54,40 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             inner,
             buf: BytesMut::with_capacity(64 << 10),
             max_frame,
+            max_admin_frame: max_frame,
         }
+    }
+
+    /// Allows `Admin` frames up to `max` bytes (at least the general limit).
+    pub fn with_admin_limit(mut self, max: usize) -> Self {
+        self.max_admin_frame = max.max(self.max_frame);
+        self
+    }
+
+    /// The limit for the frame at the front of the buffer, once its kind byte has arrived.
+    fn limit(&self) -> Option<usize> {
+        let kind = *self.buf.get(4)?;
+        Some(if kind == FrameKind::Admin.as_u8() {
+            self.max_admin_frame
+        } else {
+            self.max_frame
+        })
     }
 
     /// The next frame; `None` when the peer finished the stream cleanly between frames.
     pub async fn next(&mut self) -> Result<Option<Frame>, WireError> {
         loop {
-            if let Some(total) = Frame::check(&self.buf, self.max_frame)? {
-                return Ok(Frame::parse(&mut self.buf, self.max_frame)?
-                    .filter(|f| f.encoded_len() == total));
+            let limit = self.limit();
+            if let Some(max) = limit {
+                if let Some(total) = Frame::check(&self.buf, max)? {
+                    return Ok(
+                        Frame::parse(&mut self.buf, max)?.filter(|f| f.encoded_len() == total)
+                    );
+                }
             }
-            // The length prefix was checked against max_frame, so reserving for it is bounded.
-            let want = peek_len(&self.buf).unwrap_or(0).max(64 << 10);
+            // Once checked against its limit, the length prefix bounds what is reserved for it.
+            let checked = limit.and_then(|_| peek_len(&self.buf)).unwrap_or(0);
+            let want = checked.max(64 << 10);
             self.buf.reserve(want.saturating_sub(self.buf.len()));
             if self.inner.read_buf(&mut self.buf).await? == 0 {
                 return if self.buf.is_empty() {

@@ -248,7 +248,8 @@ async fn serve_stream(
     shutdown: CancellationToken,
 ) -> Result<(), WireError> {
     let mut reader = Requests {
-        reader: FrameReader::new(recv, broker.config().max_frame_bytes),
+        reader: FrameReader::new(recv, broker.config().max_frame_bytes)
+            .with_admin_limit((broker.config().plugins.max_component_mb as usize) << 20),
         shutdown,
     };
     let first = match reader.next().await {
