@@ -64,29 +64,26 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self
     }
 
-    /// The limit for the frame at the front of the buffer, once its kind byte has arrived.
-    fn limit(&self) -> Option<usize> {
-        let kind = *self.buf.get(4)?;
-        Some(if kind == FrameKind::Admin.as_u8() {
-            self.max_admin_frame
-        } else {
-            self.max_frame
-        })
+    /// The limit for the frame at the front of the buffer, and whether it is exact: until its
+    /// kind byte has arrived, only the loosest limit can be applied (a hostile length is still
+    /// refused as soon as its four bytes are in).
+    fn limit(&self) -> (usize, bool) {
+        match self.buf.get(4) {
+            Some(&kind) if kind == FrameKind::Admin.as_u8() => (self.max_admin_frame, true),
+            Some(_) => (self.max_frame, true),
+            None => (self.max_admin_frame.max(self.max_frame), false),
+        }
     }
 
     /// The next frame; `None` when the peer finished the stream cleanly between frames.
     pub async fn next(&mut self) -> Result<Option<Frame>, WireError> {
         loop {
-            let limit = self.limit();
-            if let Some(max) = limit {
-                if let Some(total) = Frame::check(&self.buf, max)? {
-                    return Ok(
-                        Frame::parse(&mut self.buf, max)?.filter(|f| f.encoded_len() == total)
-                    );
-                }
+            let (max, exact) = self.limit();
+            if let Some(total) = Frame::check(&self.buf, max)? {
+                return Ok(Frame::parse(&mut self.buf, max)?.filter(|f| f.encoded_len() == total));
             }
-            // Once checked against its limit, the length prefix bounds what is reserved for it.
-            let checked = limit.and_then(|_| peek_len(&self.buf)).unwrap_or(0);
+            // Once checked against its exact limit, the length prefix bounds what is reserved.
+            let checked = if exact { peek_len(&self.buf) } else { None }.unwrap_or(0);
             let want = checked.max(64 << 10);
             self.buf.reserve(want.saturating_sub(self.buf.len()));
             if self.inner.read_buf(&mut self.buf).await? == 0 {
@@ -178,4 +175,52 @@ pub async fn write_request_error(
 ) -> Result<(), WireError> {
     let body = ErrorBody::new(code, message).for_request(request_id);
     write_frame(send, FrameKind::Error, &body, Bytes::new()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(kind: FrameKind, payload: usize) -> Vec<u8> {
+        let frame = Frame::from_parts(kind, Bytes::from_static(b"\x80"), vec![7u8; payload].into())
+            .unwrap();
+        let mut buf = BytesMut::new();
+        frame.encode(&mut buf);
+        buf.to_vec()
+    }
+
+    async fn read(bytes: Vec<u8>) -> Result<Option<Frame>, WireError> {
+        FrameReader::new(&bytes[..], 1000)
+            .with_admin_limit(100_000)
+            .next()
+            .await
+    }
+
+    #[tokio::test]
+    async fn admin_frames_get_their_own_limit() {
+        let admin = read(encoded(FrameKind::Admin, 50_000))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(admin.payload.len(), 50_000);
+        let produce = read(encoded(FrameKind::Produce, 50_000)).await.unwrap_err();
+        assert!(
+            matches!(produce, WireError::Frame(FrameError::TooLarge { .. })),
+            "{produce}"
+        );
+        let admin = read(encoded(FrameKind::Admin, 200_000)).await.unwrap_err();
+        assert!(
+            matches!(admin, WireError::Frame(FrameError::TooLarge { .. })),
+            "{admin}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hostile_length_is_refused_before_the_kind_arrives() {
+        let err = read(u32::MAX.to_le_bytes().to_vec()).await.unwrap_err();
+        assert!(
+            matches!(err, WireError::Frame(FrameError::TooLarge { .. })),
+            "{err}"
+        );
+    }
 }
