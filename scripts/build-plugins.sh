@@ -37,6 +37,17 @@ report() {
   printf '%-16s %9d bytes  %s\n' "$1" "$(wc -c <"$2")" "$2"
 }
 
+# Reports a component built by a language toolchain (name, absolute path), or removes what is not
+# a component and fails.
+accept() {
+  if ! is_component "$2"; then
+    echo "error: $1: $2 is not a WebAssembly component" >&2
+    rm -f "$2"
+    return 1
+  fi
+  report "$1" "$out/$1.wasm"
+}
+
 for manifest in plugins/*/Cargo.toml plugins/testing/*/Cargo.toml; do
   [[ -f "$manifest" ]] || continue
   name=$(basename "$(dirname "$manifest")")
@@ -80,13 +91,7 @@ for package in plugins/js/*/package.json; do
     status=1
     continue
   fi
-  if ! is_component "$wasm"; then
-    echo "error: $name: $wasm is not a WebAssembly component" >&2
-    rm -f "$wasm"
-    status=1
-    continue
-  fi
-  report "$name" "$out/$name.wasm"
+  accept "$name" "$wasm" || status=1
 done
 
 for build in plugins/python/*/build.sh; do
@@ -114,12 +119,6 @@ for build in plugins/python/*/build.sh; do
     status=1
     continue
   fi
-  if ! is_component "$wasm"; then
-    echo "error: $name: $wasm is not a WebAssembly component" >&2
-    rm -f "$wasm"
-    status=1
-    continue
-  fi
-  report "$name" "$out/$name.wasm"
+  accept "$name" "$wasm" || status=1
 done
 exit "$status"

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use wasmtime::component::{Func, InstancePre};
+use wasmtime::component::{ComponentNamedList, Func, InstancePre, Lift};
 use wasmtime::{Engine, Store, Trap};
 
 use super::engine::EPOCH_TICK;
@@ -178,16 +178,7 @@ impl PluginInstance {
 
     /// One verdict per record of `batch` (`records` of them).
     pub fn filter(&mut self, batch: &[u8], records: usize) -> Result<Vec<bool>, PluginError> {
-        let f = self
-            .run
-            .typed::<(&[u8],), FilterResult>(&self.store)
-            .map_err(|e| self.classify(e))?;
-        self.begin();
-        let verdicts = match f.call(&mut self.store, (batch,)) {
-            Ok((Ok(v),)) => v,
-            Ok((Err(message),)) => return Err(self.returned(message)),
-            Err(e) => return Err(self.classify(e)),
-        };
+        let verdicts: Vec<bool> = self.call_batch(batch)?;
         if verdicts.len() != records {
             let msg = format!(
                 "returned {} verdicts for a batch of {records} records",
@@ -200,17 +191,8 @@ impl PluginInstance {
 
     /// The encoded replacement batch (possibly empty).
     pub fn transform(&mut self, batch: &[u8]) -> Result<Vec<u8>, PluginError> {
-        let f = self
-            .run
-            .typed::<(&[u8],), TransformResult>(&self.store)
-            .map_err(|e| self.classify(e))?;
-        self.begin();
         // The copy is bounded by the instance's memory limit; the output limit is checked on it.
-        let out = match f.call(&mut self.store, (batch,)) {
-            Ok((Ok(out),)) => out,
-            Ok((Err(message),)) => return Err(self.returned(message)),
-            Err(e) => return Err(self.classify(e)),
-        };
+        let out: Vec<u8> = self.call_batch(batch)?;
         if out.len() > self.limits.max_output_bytes {
             let msg = format!(
                 "output of {} bytes exceeds the limit of {} bytes",
@@ -220,6 +202,24 @@ impl PluginInstance {
             return Err(failure(&self.label, Failure::Output, msg));
         }
         Ok(out)
+    }
+
+    /// Calls the world's batch function, whose result is `result<T, string>`, with the call's
+    /// limits reset and any failure classified.
+    fn call_batch<T>(&mut self, batch: &[u8]) -> Result<T, PluginError>
+    where
+        (Result<T, String>,): ComponentNamedList + Lift + 'static,
+    {
+        let f = self
+            .run
+            .typed::<(&[u8],), (Result<T, String>,)>(&self.store)
+            .map_err(|e| self.classify(e))?;
+        self.begin();
+        match f.call(&mut self.store, (batch,)) {
+            Ok((Ok(out),)) => Ok(out),
+            Ok((Err(message),)) => Err(self.returned(message)),
+            Err(e) => Err(self.classify(e)),
+        }
     }
 
     fn begin(&mut self) {

@@ -393,7 +393,7 @@ impl Stage {
         if verdicts.iter().all(|&v| v) {
             return Ok(StageOut::Same);
         }
-        let kept = batch::rebuild(batch, &[], |i, _| verdicts[i])
+        let kept = batch::rebuild(batch, &[], |i, _| verdicts.get(i) == Some(&true))
             .map_err(|e| self.output_error(format!("cannot re-encode the kept records: {e}")))?;
         match kept {
             None => Ok(StageOut::Dropped),

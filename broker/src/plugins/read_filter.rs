@@ -88,7 +88,7 @@ impl ReadFilter {
         let count = batch.record_count() as usize;
         let verdicts = self.slot.call(|i| i.filter(batch.bytes(), count))?;
         Ok(batch::select_indexed(batch, |i, offset| {
-            verdicts[i] && offset >= from
+            verdicts.get(i) == Some(&true) && offset >= from
         }))
     }
 }
