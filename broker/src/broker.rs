@@ -11,10 +11,12 @@ use quiver_proto::{Batch, ErrorCode};
 
 use crate::config::BrokerConfig;
 use crate::filter::Filter;
+use crate::groups::{validate_group, GroupError, Groups, PollParams, Polled, Settle};
 use crate::meta::{MetaError, MetaStore};
 use crate::plugins::{
     EngineLimits, Pipelines, PluginEngine, PluginError, PluginRegistry, ReadFilter,
 };
+use crate::producers::{Producers, Verdict};
 use crate::storage::{
     AppendInfo, Durability, LogConfig, StorageError, Topic, TopicConfig, TopicStore,
 };
@@ -30,8 +32,18 @@ pub enum BrokerError {
     Plugin(#[from] PluginError),
     #[error("invalid batch: {0}")]
     InvalidBatch(#[from] quiver_proto::BatchError),
+    #[error(transparent)]
+    Group(#[from] GroupError),
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("producer {producer} skipped sequence numbers on {topic}/{partition}: expected {expected}, got {got}")]
+    OutOfOrderSequence {
+        producer: u64,
+        topic: String,
+        partition: u32,
+        expected: u32,
+        got: u32,
+    },
     #[error("internal error: {0}")]
     Internal(String),
     #[error("the broker is shutting down")]
@@ -49,7 +61,9 @@ impl BrokerError {
             BrokerError::Meta(_) => ErrorCode::StorageError,
             BrokerError::Plugin(e) => e.code(),
             BrokerError::InvalidBatch(_) => ErrorCode::InvalidBatch,
+            BrokerError::Group(e) => e.code(),
             BrokerError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            BrokerError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
             BrokerError::Internal(_) => ErrorCode::Internal,
             BrokerError::ShuttingDown => ErrorCode::ShuttingDown,
             BrokerError::Wire(code, _) => *code,
@@ -57,7 +71,7 @@ impl BrokerError {
     }
 }
 
-fn storage_code(e: &StorageError) -> ErrorCode {
+pub(crate) fn storage_code(e: &StorageError) -> ErrorCode {
     match e {
         StorageError::UnknownTopic(_) => ErrorCode::UnknownTopic,
         StorageError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
@@ -108,6 +122,9 @@ pub struct Produced {
     pub appended: u32,
     /// The ingest pipeline changed the batch.
     pub transformed: bool,
+    /// An idempotent producer's resend: nothing was appended now; the offsets are the first
+    /// append's (unknown, with `transformed` set, when it is too old to be remembered).
+    pub duplicate: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -130,6 +147,9 @@ pub struct Broker {
     round_robin: AtomicU32,
     registry: Arc<PluginRegistry>,
     pipelines: Pipelines,
+    groups: Groups,
+    producers: Producers,
+    meta: MetaStore,
 }
 
 impl std::fmt::Debug for Broker {
@@ -155,13 +175,17 @@ impl Broker {
         let max_output = config.log.max_batch_bytes as usize;
         let pipelines =
             Pipelines::open(meta.clone(), registry.clone(), config.plugins, max_output)?;
-        let topics = TopicStore::open(&config.data_dir, meta)?;
+        let groups = Groups::new(meta.clone());
+        let topics = TopicStore::open(&config.data_dir, meta.clone())?;
         Ok(Arc::new(Broker {
             topics,
             config,
             round_robin: AtomicU32::new(0),
             registry,
             pipelines,
+            groups,
+            producers: Producers::default(),
+            meta,
         }))
     }
 
@@ -173,10 +197,21 @@ impl Broker {
         &self.pipelines
     }
 
-    /// Deletes a topic and forgets its ingest pipeline.
+    pub fn groups(&self) -> &Groups {
+        &self.groups
+    }
+
+    /// A fresh producer id for idempotent produce (unique across restarts).
+    pub fn init_producer(&self) -> Result<u64, BrokerError> {
+        Ok(self.meta.generate_id()?)
+    }
+
+    /// Deletes a topic and forgets its ingest pipeline, producer sequences and queue state.
     pub fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
         self.topics.delete_topic(name)?;
         self.pipelines.remove_topic(name)?;
+        self.producers.remove_topic(name);
+        self.groups.queues.remove_topic(name);
         Ok(())
     }
 
@@ -248,6 +283,52 @@ impl Broker {
             .unwrap_or_else(|| self.round_robin.fetch_add(1, Ordering::Relaxed) % count.max(1));
         let log = t.partition(p)?;
         let batch = Batch::parse(batch)?;
+        let producer = batch.header().producer_id;
+        if producer == 0 {
+            return self.append_batch(topic, p, log, batch, acks, run_plugins);
+        }
+        if partition.is_none() {
+            return Err(BrokerError::InvalidRequest(
+                "a batch with a producer id (idempotent produce) must name its partition".into(),
+            ));
+        }
+        let (base, count) = (batch.header().base_sequence, batch.record_count());
+        let state = self.producers.state(producer, topic, p);
+        let mut seq = state.lock();
+        match seq.check(base, count) {
+            Verdict::Append => {
+                let produced = self.append_batch(topic, p, log, batch, acks, run_plugins)?;
+                seq.appended(base, count, produced);
+                Ok(produced)
+            }
+            Verdict::Duplicate(Some(first)) => Ok(Produced {
+                duplicate: true,
+                ..first
+            }),
+            Verdict::Duplicate(None) => Ok(Produced {
+                duplicate: true,
+                ..nothing_appended(p, log.stats().log_end)
+            }),
+            Verdict::OutOfOrder { expected } => Err(BrokerError::OutOfOrderSequence {
+                producer,
+                topic: topic.to_owned(),
+                partition: p,
+                expected,
+                got: base,
+            }),
+        }
+    }
+
+    /// Runs the pipeline (when asked and attached) and appends one validated batch.
+    fn append_batch(
+        &self,
+        topic: &str,
+        p: u32,
+        log: &crate::storage::PartitionLog,
+        batch: Batch,
+        acks: Durability,
+        run_plugins: bool,
+    ) -> Result<Produced, BrokerError> {
         let durability = if acks == Durability::All {
             Durability::Leader
         } else {
@@ -263,17 +344,7 @@ impl Broker {
         }
         Ok(match ingested.batch {
             Some(b) => produced(p, log.append(&b, durability)?, ingested.transformed),
-            None => {
-                let end = log.stats().log_end;
-                Produced {
-                    partition: p,
-                    base_offset: end,
-                    last_offset: end,
-                    log_end: end,
-                    appended: 0,
-                    transformed: true,
-                }
-            }
+            None => nothing_appended(p, log.stats().log_end),
         })
     }
 
@@ -305,6 +376,77 @@ impl Broker {
             log.sync_through(info.log_end)?;
         }
         Ok(())
+    }
+
+    /// Leases records of a topic to a queue-mode consumer, waiting up to `max_wait` for some
+    /// (new records, redeliveries coming due, or leases running out wake the wait).
+    pub async fn queue_poll(
+        self: &Arc<Self>,
+        params: PollParams,
+        max_wait: Duration,
+    ) -> Result<Polled, BrokerError> {
+        validate_group(&params.group)?;
+        let topic = self.topics.get(&params.topic)?;
+        let deadline = tokio::time::Instant::now() + max_wait;
+        let mut ends: Vec<_> = topic
+            .partitions()
+            .iter()
+            .map(|l| l.subscribe_end())
+            .collect();
+        let params = Arc::new(params);
+        loop {
+            for rx in &mut ends {
+                rx.borrow_and_update();
+            }
+            let (b, t, p) = (self.clone(), topic.clone(), params.clone());
+            let polled = tokio::task::spawn_blocking(move || {
+                let sink = |topic: &str, batch: Bytes| {
+                    b.dead_letter(topic, batch, Durability::Leader)
+                        .map_err(|e| GroupError::Internal(e.to_string()))
+                };
+                b.groups.queues.poll_once(&p, &t, &sink)
+            })
+            .await
+            .map_err(|e| BrokerError::Internal(e.to_string()))??;
+            let now = tokio::time::Instant::now();
+            if !polled.parts.is_empty() || now >= deadline {
+                return Ok(polled);
+            }
+            // Records given back by other consumers wake nobody: look again at least this often.
+            let mut wake = deadline.min(now + QUEUE_RECHECK);
+            if let Some(e) = polled.next_event {
+                wake = wake.min(tokio::time::Instant::from_std(e).max(now));
+            }
+            let changed =
+                futures_util::future::select_all(ends.iter_mut().map(|rx| Box::pin(rx.changed())));
+            tokio::select! {
+                (r, _, _) = changed => if r.is_err() {
+                    return Err(StorageError::UnknownTopic(params.topic.clone()).into());
+                },
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    /// Acks, nacks or releases records leased to `consumer` (blocking: may write dead letters).
+    pub fn queue_settle(
+        &self,
+        group: &str,
+        topic: &str,
+        consumer: &str,
+        how: Settle,
+        ranges: &[quiver_proto::groups::OffsetRange],
+    ) -> Result<(u64, u64), BrokerError> {
+        validate_group(group)?;
+        let t = self.topics.get(topic)?;
+        let sink = |topic: &str, batch: Bytes| {
+            self.dead_letter(topic, batch, Durability::Leader)
+                .map_err(|e| GroupError::Internal(e.to_string()))
+        };
+        Ok(self
+            .groups
+            .queues
+            .settle(group, &t, consumer, how, ranges, &sink)?)
     }
 
     /// A read filter for one fetch session: the plugin `reference` initialised with `config`.
@@ -393,8 +535,25 @@ fn produced(partition: u32, info: AppendInfo, transformed: bool) -> Produced {
         log_end: info.log_end,
         appended: (info.log_end - info.base_offset) as u32,
         transformed,
+        duplicate: false,
     }
 }
+
+/// A produce that appended nothing (offsets unknown, so marked transformed).
+fn nothing_appended(partition: u32, end: u64) -> Produced {
+    Produced {
+        partition,
+        base_offset: end,
+        last_offset: end,
+        log_end: end,
+        appended: 0,
+        transformed: true,
+        duplicate: false,
+    }
+}
+
+/// Longest a waiting queue poll goes without looking at its share partitions again.
+const QUEUE_RECHECK: Duration = Duration::from_millis(50);
 
 /// Longest a fetch spends running a read-filter plugin over its batches (at least one batch runs).
 const READ_FILTER_BUDGET: Duration = Duration::from_millis(500);

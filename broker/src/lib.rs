@@ -4,8 +4,10 @@
 pub mod broker;
 pub mod config;
 pub mod filter;
+pub mod groups;
 pub mod meta;
 pub mod plugins;
+pub mod producers;
 pub mod storage;
 pub mod transport;
 pub mod util;

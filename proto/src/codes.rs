@@ -25,6 +25,9 @@ pub enum ErrorCode {
     OffsetOutOfRange = 20,
     InvalidBatch = 21,
     RecordTooLarge = 22,
+    /// An idempotent producer's batch skips sequence numbers (an earlier batch has not arrived
+    /// yet); retry after the earlier ones.
+    OutOfOrderSequence = 23,
     StorageError = 30,
     DiskFull = 31,
     Timeout = 40,
@@ -42,12 +45,18 @@ pub enum ErrorCode {
     PluginFailed = 63,
     /// A plugin is in use (attached) and cannot be removed.
     PluginInUse = 64,
+    /// The member is not in the group (its session expired, or it left): join again.
+    UnknownMember = 70,
+    /// The member does not own a partition it tried to commit (the partition moved).
+    NotPartitionOwner = 71,
+    /// The operation needs a group without live members on the topic.
+    GroupActive = 72,
     Internal = 99,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order (for tables, docs and exhaustive tests).
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::Unknown,
         ErrorCode::MalformedFrame,
         ErrorCode::FrameTooLarge,
@@ -62,6 +71,7 @@ impl ErrorCode {
         ErrorCode::OffsetOutOfRange,
         ErrorCode::InvalidBatch,
         ErrorCode::RecordTooLarge,
+        ErrorCode::OutOfOrderSequence,
         ErrorCode::StorageError,
         ErrorCode::DiskFull,
         ErrorCode::Timeout,
@@ -73,6 +83,9 @@ impl ErrorCode {
         ErrorCode::PluginInitFailed,
         ErrorCode::PluginFailed,
         ErrorCode::PluginInUse,
+        ErrorCode::UnknownMember,
+        ErrorCode::NotPartitionOwner,
+        ErrorCode::GroupActive,
         ErrorCode::Internal,
     ];
 
@@ -98,6 +111,7 @@ impl ErrorCode {
             ErrorCode::OffsetOutOfRange => "offset out of range",
             ErrorCode::InvalidBatch => "invalid record batch",
             ErrorCode::RecordTooLarge => "record batch too large",
+            ErrorCode::OutOfOrderSequence => "producer sequence out of order",
             ErrorCode::StorageError => "storage error",
             ErrorCode::DiskFull => "disk full",
             ErrorCode::Timeout => "request timed out",
@@ -109,6 +123,9 @@ impl ErrorCode {
             ErrorCode::PluginInitFailed => "plugin refused its configuration",
             ErrorCode::PluginFailed => "plugin failed",
             ErrorCode::PluginInUse => "plugin is attached",
+            ErrorCode::UnknownMember => "unknown group member",
+            ErrorCode::NotPartitionOwner => "member does not own the partition",
+            ErrorCode::GroupActive => "group has live members",
             ErrorCode::Internal => "internal server error",
         }
     }
@@ -122,6 +139,7 @@ impl ErrorCode {
                 | ErrorCode::Timeout
                 | ErrorCode::ServerBusy
                 | ErrorCode::ShuttingDown
+                | ErrorCode::OutOfOrderSequence
         )
     }
 }
@@ -187,7 +205,7 @@ mod tests {
 
     #[test]
     fn specific_unknown_numbers() {
-        for n in [5, 16, 23, 98, 100, 1000, u16::MAX] {
+        for n in [5, 16, 24, 98, 100, 1000, u16::MAX] {
             assert_eq!(ErrorCode::from(n), ErrorCode::Unknown);
         }
     }

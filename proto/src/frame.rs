@@ -41,12 +41,16 @@ pub enum FrameKind {
     FetchOk = 0x21,
     Admin = 0x30,
     AdminOk = 0x31,
+    Group = 0x40,
+    GroupOk = 0x41,
+    Queue = 0x50,
+    QueueOk = 0x51,
     Error = 0x7F,
 }
 
 impl FrameKind {
     /// Every kind this build knows.
-    pub const ALL: [FrameKind; 9] = [
+    pub const ALL: [FrameKind; 13] = [
         FrameKind::Hello,
         FrameKind::HelloOk,
         FrameKind::Produce,
@@ -55,6 +59,10 @@ impl FrameKind {
         FrameKind::FetchOk,
         FrameKind::Admin,
         FrameKind::AdminOk,
+        FrameKind::Group,
+        FrameKind::GroupOk,
+        FrameKind::Queue,
+        FrameKind::QueueOk,
         FrameKind::Error,
     ];
 

@@ -6,6 +6,7 @@ pub mod batch;
 mod bytes_le;
 pub mod codes;
 pub mod frame;
+pub mod groups;
 pub mod messages;
 
 pub use batch::{

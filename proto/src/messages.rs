@@ -174,6 +174,10 @@ pub struct ProduceResponse {
     /// map one to one onto the records sent: per-record offsets are unknown.
     #[serde(default)]
     pub transformed: bool,
+    /// An idempotent producer sent this batch before and it was appended then: nothing was
+    /// appended now, and the offsets are those of the first append (when still known).
+    #[serde(default)]
+    pub duplicate: bool,
 }
 
 /// Where a fetch starts.
@@ -299,6 +303,9 @@ pub enum AdminRequest {
         /// The plugin name (any version).
         plugin: String,
     },
+    /// A fresh producer id for idempotent produce: batches carrying it and per-partition
+    /// sequence numbers are appended once however often they are sent.
+    InitProducer,
 }
 
 /// What an ingest stage does with a batch its plugin failed on.
@@ -416,6 +423,9 @@ pub enum AdminResponse {
     Pipeline {
         topic: String,
         stages: Vec<AttachmentInfo>,
+    },
+    Producer {
+        producer_id: u64,
     },
 }
 
@@ -759,7 +769,7 @@ mod tests {
 
         #[test]
         fn produce_ok_round_trip(request_id in any::<u64>(), partition in any::<u32>(), base in any::<u64>(), last in any::<u64>(), end in any::<u64>()) {
-            let msg = ProduceResponse { request_id, partition, base_offset: base, last_offset: last, log_end: end, appended: 3, transformed: true };
+            let msg = ProduceResponse { request_id, partition, base_offset: base, last_offset: last, log_end: end, appended: 3, transformed: true, duplicate: false };
             round_trip(&msg, &[])?;
         }
 

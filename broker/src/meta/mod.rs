@@ -31,7 +31,11 @@ pub enum MetaError {
 pub enum Namespace {
     Topics,
     GroupOffsets,
+    /// The settled point of each queue-mode (share group) partition.
+    QueueOffsets,
     Plugins,
+    /// Producer-id allocation for idempotent produce.
+    Producers,
 }
 
 impl Namespace {
@@ -39,6 +43,8 @@ impl Namespace {
         match self {
             Namespace::Topics => "topics",
             Namespace::GroupOffsets => "group-offsets",
+            Namespace::QueueOffsets => "queue-offsets",
+            Namespace::Producers => "producers",
             Namespace::Plugins => "plugins",
         }
     }
@@ -121,6 +127,12 @@ impl MetaStore {
             out.push((key, value));
         }
         Ok(out)
+    }
+
+    /// A number never handed out before by this store, across restarts and crashes (sled
+    /// reserves ranges durably); never 0.
+    pub fn generate_id(&self) -> Result<u64, MetaError> {
+        Ok(self.db.generate_id()?.wrapping_add(1).max(1))
     }
 
     pub fn flush(&self) -> Result<(), MetaError> {

@@ -88,6 +88,9 @@ fn handle(
             let t = topics.add_partitions(&name, current.saturating_add(count))?;
             AdminResponse::Topic(describe(broker, &t))
         }
+        AdminRequest::InitProducer => AdminResponse::Producer {
+            producer_id: broker.init_producer()?,
+        },
         AdminRequest::Metadata => AdminResponse::Metadata {
             broker_id: super::server::broker_id(broker),
             version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -1,6 +1,7 @@
 //! The broker's network edge: the QUIC server, its request handlers, and TLS.
 
 mod admin;
+mod groups;
 pub mod server;
 pub mod tls;
 

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::admin;
+use super::{admin, groups};
 use crate::broker::{Broker, BrokerError, FetchParams, Produced, StartAt};
 use crate::filter::Filter;
 use crate::plugins::ReadFilter;
@@ -88,6 +88,8 @@ impl Server {
     pub async fn run(self) -> Result<(), ServerError> {
         self.tracker
             .spawn(retention_loop(self.broker.clone(), self.shutdown.clone()));
+        self.tracker
+            .spawn(session_loop(self.broker.clone(), self.shutdown.clone()));
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
@@ -144,6 +146,25 @@ impl Server {
 
 fn close_code(code: ErrorCode) -> quinn::VarInt {
     quinn::VarInt::from_u32(code as u32)
+}
+
+/// How often group sessions are checked for expiry (bounds how late a dead member is noticed).
+const SESSION_CHECK: Duration = Duration::from_millis(100);
+
+async fn session_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(SESSION_CHECK) => {}
+        }
+        let expired = broker.groups().coordinator.expire();
+        if expired > 0 {
+            tracing::info!(
+                members = expired,
+                "group members expired (no heartbeat within their session)"
+            );
+        }
+    }
 }
 
 async fn retention_loop(broker: Arc<Broker>, shutdown: CancellationToken) {
@@ -265,6 +286,22 @@ async fn serve_stream(
             send.finish()?;
             Ok(())
         }
+        FrameKind::Group => {
+            groups::serve_group(first, &mut send, &broker).await?;
+            send.finish()?;
+            Ok(())
+        }
+        FrameKind::Queue => {
+            // A parked long-poll is not in-flight work: shutdown ends it (the client retries).
+            tokio::select! {
+                r = groups::serve_queue(first, &mut send, &broker) => r?,
+                _ = reader.shutdown.cancelled() => {
+                    write_error(&mut send, ErrorCode::ShuttingDown, "server shutting down".into()).await?
+                }
+            }
+            send.finish()?;
+            Ok(())
+        }
         other => {
             let msg = format!("a stream cannot start with a {other:?} frame");
             write_error(&mut send, ErrorCode::InvalidRequest, msg).await?;
@@ -370,6 +407,7 @@ async fn produce_one(frame: Frame, broker: &Arc<Broker>) -> Option<Pending> {
         log_end: p.log_end,
         appended: p.appended,
         transformed: p.transformed,
+        duplicate: p.duplicate,
     };
     match (durability, appended) {
         (Durability::None, Err(e)) => {

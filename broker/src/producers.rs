@@ -1,0 +1,168 @@
+//! Idempotent produce: per (producer id, topic, partition), the last sequence number appended and
+//! the last few batches' outcomes, so a batch sent again (a retry after a lost connection or a
+//! timeout) is acknowledged with its first outcome instead of being appended twice.
+//!
+//! The state lives in memory: a retry that crosses a broker restart is appended again (documented
+//! in docs/groups.md). Idle producers are forgotten after [`IDLE`].
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::broker::Produced as Outcome;
+
+/// Batches remembered per producer and partition (a client has at most this many retried at once
+/// without a gap; Kafka keeps five as well).
+const REMEMBERED: usize = 5;
+/// A producer silent for this long is forgotten.
+const IDLE: Duration = Duration::from_secs(30 * 60);
+/// How many states to create between sweeps for idle ones.
+const SWEEP_EVERY: usize = 4096;
+
+/// What to do with an incoming batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Next in sequence (or the first seen from this producer): append it.
+    Append,
+    /// Sent before; answer with the first outcome (`None`: older than what is remembered).
+    Duplicate(Option<Outcome>),
+    /// Sequence numbers were skipped: the batch `expected` has not arrived yet.
+    OutOfOrder { expected: u32 },
+}
+
+#[derive(Debug, Default)]
+pub struct SequenceState {
+    /// The last sequence number appended (base + count - 1).
+    last: Option<u32>,
+    recent: VecDeque<(u32, u32, Outcome)>,
+    seen: Option<Instant>,
+}
+
+impl SequenceState {
+    /// Classifies a batch of `count` records starting at `base`.
+    pub fn check(&mut self, base: u32, count: u32) -> Verdict {
+        self.seen = Some(Instant::now());
+        let Some(last) = self.last else {
+            return Verdict::Append;
+        };
+        let expected = last.wrapping_add(1);
+        if base == expected {
+            return Verdict::Append;
+        }
+        if let Some((_, _, o)) = self
+            .recent
+            .iter()
+            .find(|(b, c, _)| *b == base && *c == count)
+        {
+            return Verdict::Duplicate(Some(*o));
+        }
+        // Behind the last appended (in wrapping order): a resend of an old batch.
+        if expected.wrapping_sub(base) <= u32::MAX / 2 {
+            Verdict::Duplicate(None)
+        } else {
+            Verdict::OutOfOrder { expected }
+        }
+    }
+
+    /// Records a batch appended after [`SequenceState::check`] said `Append`.
+    pub fn appended(&mut self, base: u32, count: u32, outcome: Outcome) {
+        self.last = Some(base.wrapping_add(count.max(1) - 1));
+        if self.recent.len() == REMEMBERED {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((base, count, outcome));
+    }
+}
+
+type Key = (u64, String, u32);
+
+/// The sequence state of every producer and partition.
+#[derive(Debug, Default)]
+pub struct Producers {
+    states: Mutex<HashMap<Key, Arc<Mutex<SequenceState>>>>,
+    created: Mutex<usize>,
+}
+
+impl Producers {
+    /// The state to lock while checking and appending one batch (held across the append so a
+    /// resend racing the original waits and then sees it as a duplicate).
+    pub fn state(&self, producer: u64, topic: &str, partition: u32) -> Arc<Mutex<SequenceState>> {
+        let key = (producer, topic.to_owned(), partition);
+        let mut states = self.states.lock();
+        if let Some(s) = states.get(&key) {
+            return s.clone();
+        }
+        let mut created = self.created.lock();
+        *created += 1;
+        if *created % SWEEP_EVERY == 0 {
+            states.retain(|_, s| {
+                s.try_lock()
+                    .is_none_or(|s| s.seen.is_some_and(|t| t.elapsed() < IDLE))
+            });
+        }
+        states.entry(key).or_default().clone()
+    }
+
+    /// Forgets every producer's state on a deleted topic.
+    pub fn remove_topic(&self, topic: &str) {
+        self.states.lock().retain(|k, _| k.1 != topic);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(base: u64) -> Outcome {
+        Outcome {
+            partition: 0,
+            base_offset: base,
+            last_offset: base + 2,
+            log_end: base + 3,
+            appended: 3,
+            transformed: false,
+            duplicate: false,
+        }
+    }
+
+    #[test]
+    fn resends_are_duplicates_and_gaps_are_out_of_order() {
+        let mut s = SequenceState::default();
+        assert_eq!(s.check(0, 3), Verdict::Append);
+        s.appended(0, 3, outcome(10));
+        assert_eq!(s.check(0, 3), Verdict::Duplicate(Some(outcome(10))));
+        assert_eq!(s.check(6, 3), Verdict::OutOfOrder { expected: 3 });
+        assert_eq!(s.check(3, 3), Verdict::Append);
+        s.appended(3, 3, outcome(13));
+        for i in 2..8u32 {
+            s.appended(i * 3, 3, outcome(10 + 3 * i as u64));
+        }
+        // Forgotten but behind: still a duplicate, with no offsets.
+        assert_eq!(s.check(0, 3), Verdict::Duplicate(None));
+    }
+
+    #[test]
+    fn sequences_wrap() {
+        let mut s = SequenceState::default();
+        s.appended(u32::MAX - 1, 2, outcome(0));
+        assert_eq!(s.check(0, 5), Verdict::Append);
+        assert_eq!(
+            s.check(u32::MAX - 1, 2),
+            Verdict::Duplicate(Some(outcome(0)))
+        );
+    }
+
+    #[test]
+    fn states_are_per_producer_and_partition() {
+        let p = Producers::default();
+        let a = p.state(1, "t", 0);
+        let b = p.state(1, "t", 1);
+        a.lock().appended(0, 1, outcome(0));
+        assert_eq!(b.lock().check(5, 1), Verdict::Append);
+        assert!(Arc::ptr_eq(&a, &p.state(1, "t", 0)));
+        p.remove_topic("t");
+        assert!(!Arc::ptr_eq(&a, &p.state(1, "t", 0)));
+    }
+}

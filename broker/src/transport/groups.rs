@@ -1,0 +1,221 @@
+//! Group and queue requests (one per stream): the coordinator protocol (heartbeat, leave, commit,
+//! offsets, list, describe, reset) and queue-mode leasing (poll with long-poll, ack, nack,
+//! release). Values a peer sends are clamped to sane bounds before they reach the broker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use quiver_client::wire::{decode_frame, write_error, write_frame, WireError};
+use quiver_proto::frame::{Frame, FrameKind};
+use quiver_proto::groups::{
+    CommittedOffset, GroupRequest, GroupResponse, LeasedPart, QueueRequest, QueueResponse,
+};
+use quiver_proto::ErrorCode;
+
+use crate::broker::{Broker, BrokerError};
+use crate::groups::{validate_group, Heartbeat, PollParams, Settle};
+
+/// Most records one queue poll may lease.
+const MAX_POLL_RECORDS: u32 = 10_000;
+const MAX_POLL_WAIT: Duration = Duration::from_secs(60);
+const MIN_VISIBILITY: Duration = Duration::from_millis(100);
+const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
+const MAX_DELIVERIES: u32 = 1000;
+
+pub(super) async fn serve_group(
+    frame: Frame,
+    send: &mut quinn::SendStream,
+    broker: &Arc<Broker>,
+) -> Result<(), WireError> {
+    let (req, _): (GroupRequest, Bytes) = match decode_frame(frame, FrameKind::Group) {
+        Ok(x) => x,
+        Err(e) => return write_error(send, ErrorCode::InvalidRequest, e.to_string()).await,
+    };
+    tracing::trace!(?req, "group request");
+    let b = broker.clone();
+    // Commits flush the metadata store: off the async workers.
+    let result = tokio::task::spawn_blocking(move || group(&b, req))
+        .await
+        .unwrap_or_else(|e| Err(BrokerError::Internal(e.to_string())));
+    match result {
+        Ok(resp) => write_frame(send, FrameKind::GroupOk, &resp, Bytes::new()).await,
+        Err(e) => write_error(send, e.code(), e.to_string()).await,
+    }
+}
+
+fn group(broker: &Broker, req: GroupRequest) -> Result<GroupResponse, BrokerError> {
+    let groups = broker.groups();
+    Ok(match req {
+        GroupRequest::Heartbeat {
+            group,
+            member_id,
+            client_id,
+            topics,
+            session_timeout_ms,
+            owned,
+        } => {
+            validate_group(&group)?;
+            let hb = Heartbeat {
+                group,
+                member_id,
+                client_id,
+                topics,
+                session_timeout: Duration::from_millis(session_timeout_ms as u64),
+                owned,
+            };
+            let count = |t: &str| {
+                broker
+                    .topics()
+                    .get(t)
+                    .ok()
+                    .map(|t| t.partitions().len() as u32)
+            };
+            let a = groups.coordinator.heartbeat(hb, &count)?;
+            GroupResponse::Assignment {
+                member_id: a.member_id,
+                epoch: a.epoch,
+                assigned: a.assigned,
+                heartbeat_interval_ms: a.heartbeat_interval_ms,
+            }
+        }
+        GroupRequest::Leave { group, member_id } => {
+            groups.coordinator.leave(&group, &member_id)?;
+            tracing::info!(%group, member = %member_id, "member left");
+            GroupResponse::Left
+        }
+        GroupRequest::Commit {
+            group,
+            member_id,
+            offsets,
+        } => {
+            groups.commit(&group, member_id.as_deref(), &offsets)?;
+            GroupResponse::Committed {
+                count: offsets.len() as u32,
+            }
+        }
+        GroupRequest::FetchOffsets { group, partitions } => {
+            validate_group(&group)?;
+            let offsets = partitions
+                .into_iter()
+                .map(|tp| {
+                    Ok(CommittedOffset {
+                        offset: groups.offsets.get(&group, &tp)?,
+                        topic: tp.topic,
+                        partition: tp.partition,
+                    })
+                })
+                .collect::<Result<Vec<_>, crate::meta::MetaError>>()?;
+            GroupResponse::Offsets { offsets }
+        }
+        GroupRequest::List => GroupResponse::Groups {
+            groups: groups.list()?,
+        },
+        GroupRequest::Describe { group } => {
+            validate_group(&group)?;
+            GroupResponse::Group(groups.describe(&group, broker.topics())?)
+        }
+        GroupRequest::Reset { group, topic, to } => {
+            let offsets = groups.reset(&group, &topic, to, broker.topics())?;
+            tracing::info!(%group, %topic, ?to, "group offsets reset");
+            GroupResponse::Reset { offsets }
+        }
+    })
+}
+
+pub(super) async fn serve_queue(
+    frame: Frame,
+    send: &mut quinn::SendStream,
+    broker: &Arc<Broker>,
+) -> Result<(), WireError> {
+    let (req, _): (QueueRequest, Bytes) = match decode_frame(frame, FrameKind::Queue) {
+        Ok(x) => x,
+        Err(e) => return write_error(send, ErrorCode::InvalidRequest, e.to_string()).await,
+    };
+    match queue(broker, req).await {
+        Ok((resp, payload)) => write_frame(send, FrameKind::QueueOk, &resp, payload).await,
+        Err(e) => write_error(send, e.code(), e.to_string()).await,
+    }
+}
+
+async fn queue(
+    broker: &Arc<Broker>,
+    req: QueueRequest,
+) -> Result<(QueueResponse, Bytes), BrokerError> {
+    let (group, topic, consumer, ranges, how) = match req {
+        QueueRequest::Poll {
+            group,
+            topic,
+            consumer_id,
+            max_records,
+            max_wait_ms,
+            visibility_timeout_ms,
+            max_deliveries,
+        } => {
+            let visibility = Duration::from_millis(visibility_timeout_ms as u64)
+                .clamp(MIN_VISIBILITY, MAX_VISIBILITY);
+            let params = PollParams {
+                group,
+                topic,
+                consumer: Arc::from(consumer_id),
+                max_records: max_records.clamp(1, MAX_POLL_RECORDS) as usize,
+                visibility,
+                max_deliveries: max_deliveries.clamp(1, MAX_DELIVERIES),
+                max_bytes: broker.config().max_frame_bytes / 2,
+            };
+            let wait = Duration::from_millis(max_wait_ms as u64).min(MAX_POLL_WAIT);
+            let polled = broker.queue_poll(params, wait).await?;
+            return Ok(leased(polled, visibility));
+        }
+        QueueRequest::Ack {
+            group,
+            topic,
+            consumer_id,
+            records,
+        } => (group, topic, consumer_id, records, Settle::Ack),
+        QueueRequest::Nack {
+            group,
+            topic,
+            consumer_id,
+            records,
+            delay_ms,
+        } => {
+            let delay = Duration::from_millis(delay_ms as u64).min(MAX_VISIBILITY);
+            (group, topic, consumer_id, records, Settle::Nack { delay })
+        }
+        QueueRequest::Release {
+            group,
+            topic,
+            consumer_id,
+            records,
+        } => (group, topic, consumer_id, records, Settle::Release),
+    };
+    let b = broker.clone();
+    let (settled, stale) = tokio::task::spawn_blocking(move || {
+        b.queue_settle(&group, &topic, &consumer, how, &ranges)
+    })
+    .await
+    .map_err(|e| BrokerError::Internal(e.to_string()))??;
+    Ok((QueueResponse::Settled { settled, stale }, Bytes::new()))
+}
+
+fn leased(polled: crate::groups::Polled, visibility: Duration) -> (QueueResponse, Bytes) {
+    let mut payload = BytesMut::new();
+    let parts = polled
+        .parts
+        .into_iter()
+        .map(|p| {
+            payload.extend_from_slice(&p.bytes);
+            LeasedPart {
+                partition: p.partition,
+                bytes: p.bytes.len() as u32,
+                records: p.records,
+            }
+        })
+        .collect();
+    let resp = QueueResponse::Leased {
+        parts,
+        lease_deadline_ms: crate::util::now_ms() + visibility.as_millis() as i64,
+    };
+    (resp, payload.freeze())
+}
