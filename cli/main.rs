@@ -1,9 +1,10 @@
-//! The `quiver` command line: `serve` runs the broker; `topic`, `produce`, `consume` and `plugin` are
-//! clients.
+//! The `quiver` command line: `serve` runs the broker; `topic`, `produce`, `consume`, `plugin` and
+//! `group` are clients.
 //! The command names and flags are a contract used by scripts outside the project: add, never change.
 
 mod args;
 mod consume;
+mod group;
 mod plugin;
 mod produce;
 mod serve;
@@ -36,6 +37,9 @@ enum Command {
     /// Deploy, list, describe and remove WebAssembly plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// List, describe and reset consumer groups.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -58,6 +62,7 @@ fn main() -> std::process::ExitCode {
             Command::Produce(a) => produce::run(a).await,
             Command::Consume(a) => consume::run(a).await,
             Command::Plugin(c) => plugin::run(c).await,
+            Command::Group(c) => group::run(c).await,
         }
     });
     match result {

@@ -7,13 +7,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{consume_n, TestBroker};
+use common::{consume_n, raw_connection, TestBroker};
 use quiver::{
     Acks, Client, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig, ProducerRecord,
     SeekTo,
 };
 use quiver_proto::frame::FrameKind;
-use quiver_proto::messages::{ErrorBody, Hello, PROTOCOL_VERSION};
+use quiver_proto::messages::ErrorBody;
 use quiver_proto::ErrorCode;
 
 async fn produce_values(
@@ -195,31 +195,6 @@ async fn unknown_topics_and_oversized_records_get_clear_errors() {
         b"ok"
     );
     broker.stop().await;
-}
-
-/// A raw connection that has done the Hello handshake, for sending hand-made bytes.
-async fn raw_connection(broker: &TestBroker) -> quinn::Connection {
-    let config = quiver_client::tls::client_config(&broker.ca, None).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(config);
-    let conn = endpoint
-        .connect(broker.addr, "localhost")
-        .unwrap()
-        .await
-        .unwrap();
-    let (mut send, recv) = conn.open_bi().await.unwrap();
-    let hello = Hello {
-        protocol_version: PROTOCOL_VERSION,
-        client_id: "raw".into(),
-        token: None,
-    };
-    quiver_client::wire::write_frame(&mut send, FrameKind::Hello, &hello, Bytes::new())
-        .await
-        .unwrap();
-    send.finish().unwrap();
-    let mut reader = quiver_client::wire::FrameReader::new(recv, 1 << 20);
-    reader.next().await.unwrap().unwrap();
-    conn
 }
 
 async fn error_reply(conn: &quinn::Connection, bytes: &[u8]) -> ErrorBody {

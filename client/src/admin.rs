@@ -1,8 +1,13 @@
 //! Administration: create, delete, list, describe and grow topics; deploy, list, describe and
-//! remove plugins; attach plugins to topics and detach them.
+//! remove plugins; attach plugins to topics and detach them; list, describe and reset consumer
+//! groups and read or store their committed offsets; hand out idempotent producer ids.
 
 use bytes::Bytes;
 use quiver_proto::frame::FrameKind;
+use quiver_proto::groups::{
+    CommittedOffset, GroupDescription, GroupRequest, GroupResponse, GroupSummary, PartitionOffset,
+    ResetTo, TopicPartition,
+};
 use quiver_proto::messages::{
     AdminRequest, AdminResponse, AttachmentInfo, ErrorPolicy, PluginVersionInfo, TopicDescription,
     TopicSummary,
@@ -10,6 +15,7 @@ use quiver_proto::messages::{
 
 use crate::client::Client;
 use crate::error::ClientError;
+use crate::group::{call_group, unexpected as unexpected_group};
 
 /// Settings of a topic to create; unset fields take the broker's defaults.
 #[derive(Debug, Clone, Default)]
@@ -240,6 +246,93 @@ impl Admin {
         match self.call(req).await? {
             AdminResponse::Pipeline { stages, .. } => Ok(stages),
             other => Err(unexpected(other)),
+        }
+    }
+}
+
+impl Admin {
+    /// A fresh producer id for idempotent produce (the producer asks for one by itself).
+    pub async fn init_producer(&self) -> Result<u64, ClientError> {
+        match self.call(AdminRequest::InitProducer).await? {
+            AdminResponse::Producer { producer_id } => Ok(producer_id),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// Consumer groups: inspect them and move their committed offsets.
+impl Admin {
+    async fn group(&self, req: GroupRequest) -> Result<GroupResponse, ClientError> {
+        call_group(&self.client, &req).await
+    }
+
+    pub async fn list_groups(&self) -> Result<Vec<GroupSummary>, ClientError> {
+        match self.group(GroupRequest::List).await? {
+            GroupResponse::Groups { groups } => Ok(groups),
+            other => Err(unexpected_group(other)),
+        }
+    }
+
+    /// Members, what they own, per-partition lag and queue-mode state of a group.
+    pub async fn describe_group(&self, group: &str) -> Result<GroupDescription, ClientError> {
+        let req = GroupRequest::Describe {
+            group: group.to_owned(),
+        };
+        match self.group(req).await? {
+            GroupResponse::Group(g) => Ok(g),
+            other => Err(unexpected_group(other)),
+        }
+    }
+
+    /// Moves the group's committed offsets of every partition of `topic`; refused (`GroupActive`)
+    /// while members consume the topic. Returns the offsets stored.
+    pub async fn reset_group(
+        &self,
+        group: &str,
+        topic: &str,
+        to: ResetTo,
+    ) -> Result<Vec<PartitionOffset>, ClientError> {
+        let req = GroupRequest::Reset {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            to,
+        };
+        match self.group(req).await? {
+            GroupResponse::Reset { offsets } => Ok(offsets),
+            other => Err(unexpected_group(other)),
+        }
+    }
+
+    /// Stores offsets for a group from outside it (no member id); returns how many were stored.
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: Vec<PartitionOffset>,
+    ) -> Result<u32, ClientError> {
+        let req = GroupRequest::Commit {
+            group: group.to_owned(),
+            member_id: None,
+            offsets,
+        };
+        match self.group(req).await? {
+            GroupResponse::Committed { count } => Ok(count),
+            other => Err(unexpected_group(other)),
+        }
+    }
+
+    /// The group's committed offsets of `partitions` (`offset: None` where nothing is committed).
+    pub async fn committed_offsets(
+        &self,
+        group: &str,
+        partitions: Vec<TopicPartition>,
+    ) -> Result<Vec<CommittedOffset>, ClientError> {
+        let req = GroupRequest::FetchOffsets {
+            group: group.to_owned(),
+            partitions,
+        };
+        match self.group(req).await? {
+            GroupResponse::Offsets { offsets } => Ok(offsets),
+            other => Err(unexpected_group(other)),
         }
     }
 }

@@ -44,6 +44,7 @@ struct Inner {
     endpoint: quinn::Endpoint,
     conn: quinn::Connection,
     server: HelloOk,
+    client_id: String,
     next_request: AtomicU64,
 }
 
@@ -104,6 +105,7 @@ impl Client {
             endpoint,
             conn,
             server,
+            client_id: opts.client_id,
             next_request: AtomicU64::new(1),
         };
         Ok(Client {
@@ -114,6 +116,11 @@ impl Client {
     /// What the broker said about itself in the handshake.
     pub fn server_info(&self) -> &HelloOk {
         &self.inner.server
+    }
+
+    /// The id this client introduced itself with (group members report it).
+    pub fn client_id(&self) -> &str {
+        &self.inner.client_id
     }
 
     pub fn max_frame(&self) -> usize {
@@ -150,6 +157,18 @@ impl Client {
         payload: Bytes,
         reply: FrameKind,
     ) -> Result<Resp, ClientError> {
+        let (resp, _) = self.exchange(kind, req, payload, reply).await?;
+        Ok(resp)
+    }
+
+    /// A one-request stream; the reply and its payload (e.g. a queue poll's batches).
+    pub(crate) async fn exchange<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        kind: FrameKind,
+        req: &Req,
+        payload: Bytes,
+        reply: FrameKind,
+    ) -> Result<(Resp, Bytes), ClientError> {
         let (mut send, mut reader) = self.open().await?;
         if let Err(e) = write_frame(&mut send, kind, req, payload).await {
             // The broker may have refused the request part-way (e.g. a component over its size
@@ -160,8 +179,7 @@ impl Client {
             };
         }
         send.finish().map_err(crate::wire::WireError::from)?;
-        let (resp, _) = reader.expect(reply).await?;
-        Ok(resp)
+        Ok(reader.expect(reply).await?)
     }
 
     pub fn admin(&self) -> crate::admin::Admin {

@@ -1,14 +1,17 @@
-//! The consumer: reads assigned partitions of one topic. Each partition has a fetch task that
-//! long-polls the broker on its own stream (so a quiet partition never delays a busy one) and hands
-//! decoded records to the consumer through a bounded channel, which is the prefetch buffer.
-//! Batches are CRC-checked on arrival; records before the requested offset are skipped.
+//! The consumer: reads assigned partitions of one topic, or of several (the `_tp` methods, which the
+//! group consumer uses; a partition is keyed by topic and number throughout). Each partition has a
+//! fetch task that long-polls the broker on its own stream (so a quiet partition never delays a busy
+//! one) and hands decoded records to the consumer through a bounded channel, which is the prefetch
+//! buffer. Batches are CRC-checked on arrival; records before the requested offset are skipped.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
 use quiver_proto::frame::FrameKind;
+use quiver_proto::groups::TopicPartition;
 use quiver_proto::messages::{FetchRequest, FetchResponse, OffsetSpec, PluginRef};
 use quiver_proto::{Batches, ErrorCode, Record};
 use tokio::sync::mpsc;
@@ -72,14 +75,35 @@ impl Default for ConsumerConfig {
     }
 }
 
-/// A record and the partition it came from.
+/// A record and the topic partition it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumedRecord {
+    /// Shared by every record of the topic, so tagging records with it costs no allocation.
+    pub topic: Arc<str>,
     pub partition: u32,
     pub record: Record,
 }
 
+impl ConsumedRecord {
+    fn key(&self) -> Key {
+        (self.topic.clone(), self.partition)
+    }
+
+    /// The topic partition the record came from.
+    pub fn topic_partition(&self) -> TopicPartition {
+        TopicPartition::new(&*self.topic, self.partition)
+    }
+}
+
+/// A partition's key inside the consumer: the shared topic name avoids allocating per record.
+type Key = (Arc<str>, u32);
+
+fn key(tp: &TopicPartition) -> Key {
+    (Arc::from(tp.topic.as_str()), tp.partition)
+}
+
 struct Chunk {
+    topic: Arc<str>,
     partition: u32,
     epoch: u64,
     result: Result<Vec<ConsumedRecord>, ClientError>,
@@ -87,16 +111,21 @@ struct Chunk {
     next_offset: u64,
 }
 
+/// Reads partitions of one topic (the single-topic methods) or of any topics (the `_tp` methods).
 pub struct Consumer {
     client: Client,
-    topic: String,
+    /// The topic of the single-topic methods (`assign`, `seek`, `position`, ...); empty for
+    /// [`Consumer::multi`].
+    topic: Arc<str>,
     config: ConsumerConfig,
     tx: mpsc::Sender<Chunk>,
     rx: mpsc::Receiver<Chunk>,
-    fetchers: HashMap<u32, (u64, JoinHandle<()>)>,
-    positions: HashMap<u32, u64>,
+    fetchers: HashMap<Key, (u64, JoinHandle<()>)>,
+    positions: HashMap<Key, u64>,
     /// Per partition, where the latest fetch ended.
-    fetched_to: HashMap<u32, u64>,
+    fetched_to: HashMap<Key, u64>,
+    /// One shared name per topic, handed to every record of it.
+    names: HashMap<String, Arc<str>>,
     ready: VecDeque<ConsumedRecord>,
     epoch: u64,
 }
@@ -110,24 +139,36 @@ impl Drop for Consumer {
 }
 
 impl Consumer {
+    /// A consumer of `topic`'s partitions.
     pub fn new(client: Client, topic: impl Into<String>, config: ConsumerConfig) -> Consumer {
         let (tx, rx) = mpsc::channel(config.prefetch.max(1));
         Consumer {
             client,
-            topic: topic.into(),
+            topic: Arc::from(topic.into()),
             config,
             tx,
             rx,
             fetchers: HashMap::new(),
             positions: HashMap::new(),
             fetched_to: HashMap::new(),
+            names: HashMap::new(),
             ready: VecDeque::new(),
             epoch: 0,
         }
     }
 
+    /// A consumer of partitions of any topics, assigned with [`Consumer::assign_tp`]; it has no
+    /// topic for the single-topic methods.
+    pub fn multi(client: Client, config: ConsumerConfig) -> Consumer {
+        Consumer::new(client, String::new(), config)
+    }
+
     pub fn topic(&self) -> &str {
         &self.topic
+    }
+
+    fn tp(&self, partition: u32) -> TopicPartition {
+        TopicPartition::new(&*self.topic, partition)
     }
 
     /// Starts reading `partitions` from `from`.
@@ -135,6 +176,11 @@ impl Consumer {
         for &p in partitions {
             self.seek(p, from);
         }
+    }
+
+    /// Starts reading one partition of any topic from `from` (restarting it if already assigned).
+    pub fn assign_tp(&mut self, tp: &TopicPartition, from: SeekTo) {
+        self.seek_tp(tp, from);
     }
 
     /// Assigns every partition of the topic; returns them.
@@ -147,47 +193,95 @@ impl Consumer {
 
     /// Stops reading a partition.
     pub fn unassign(&mut self, partition: u32) {
-        if let Some((_, h)) = self.fetchers.remove(&partition) {
-            h.abort();
-        }
-        self.positions.remove(&partition);
-        self.fetched_to.remove(&partition);
-        self.ready.retain(|r| r.partition != partition);
+        self.unassign_tp(&self.tp(partition));
     }
 
+    /// Stops reading a partition of any topic, dropping what is buffered for it.
+    pub fn unassign_tp(&mut self, tp: &TopicPartition) {
+        let k = key(tp);
+        if let Some((_, h)) = self.fetchers.remove(&k) {
+            h.abort();
+        }
+        self.positions.remove(&k);
+        self.fetched_to.remove(&k);
+        self.ready.retain(|r| r.partition != k.1 || r.topic != k.0);
+    }
+
+    /// The assigned partitions of the consumer's topic.
     pub fn assignment(&self) -> Vec<u32> {
-        let mut v: Vec<u32> = self.fetchers.keys().copied().collect();
+        let mut v: Vec<u32> = self
+            .fetchers
+            .keys()
+            .filter(|(topic, _)| *topic == self.topic)
+            .map(|(_, p)| *p)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Every assigned partition, of any topic, sorted.
+    pub fn assignment_tp(&self) -> Vec<TopicPartition> {
+        let mut v: Vec<TopicPartition> = self
+            .fetchers
+            .keys()
+            .map(|(t, p)| TopicPartition::new(&**t, *p))
+            .collect();
         v.sort_unstable();
         v
     }
 
     /// Restarts a partition's reading at `to`, dropping anything buffered for it.
     pub fn seek(&mut self, partition: u32, to: SeekTo) {
-        self.unassign(partition);
+        self.seek_tp(&self.tp(partition), to);
+    }
+
+    /// Restarts reading a partition of any topic at `to`, dropping anything buffered for it.
+    pub fn seek_tp(&mut self, tp: &TopicPartition, to: SeekTo) {
+        self.unassign_tp(tp);
         self.epoch += 1;
+        let k = (self.name(&tp.topic), tp.partition);
         if let SeekTo::Offset(o) = to {
-            self.positions.insert(partition, o);
+            self.positions.insert(k.clone(), o);
         }
         let task = FetchTask {
             client: self.client.clone(),
-            topic: self.topic.clone(),
-            partition,
+            topic: k.0.clone(),
+            partition: tp.partition,
             epoch: self.epoch,
             config: self.config.clone(),
             tx: self.tx.clone(),
         };
-        self.fetchers
-            .insert(partition, (self.epoch, tokio::spawn(task.run(to.spec()))));
+        let handle = tokio::spawn(task.run(to.spec()));
+        self.fetchers.insert(k, (self.epoch, handle));
+    }
+
+    fn name(&mut self, topic: &str) -> Arc<str> {
+        if let Some(n) = self.names.get(topic) {
+            return n.clone();
+        }
+        let n: Arc<str> = Arc::from(topic);
+        self.names.insert(topic.to_owned(), n.clone());
+        n
     }
 
     /// The offset the application has consumed `partition` up to: the next record it will get, or,
     /// with nothing buffered, where the last fetch ended (past records a filter skipped).
     pub fn position(&self, partition: u32) -> Option<u64> {
-        if let Some(r) = self.ready.iter().find(|r| r.partition == partition) {
+        self.position_tp(&self.tp(partition))
+    }
+
+    /// [`Consumer::position`] of a partition of any topic: the offset to commit for it.
+    pub fn position_tp(&self, tp: &TopicPartition) -> Option<u64> {
+        let k = key(tp);
+        if let Some(r) = self
+            .ready
+            .iter()
+            .find(|r| r.partition == k.1 && r.topic == k.0)
+        {
             return Some(r.record.offset);
         }
-        let delivered = self.positions.get(&partition).copied();
-        let fetched = self.fetched_to.get(&partition).copied();
+        let delivered = self.positions.get(&k).copied();
+        let fetched = self.fetched_to.get(&k).copied();
         delivered.max(fetched)
     }
 
@@ -216,25 +310,36 @@ impl Consumer {
             self.accept(chunk)?;
         }
         let out: Vec<ConsumedRecord> = self.ready.drain(..).collect();
-        for r in &out {
-            self.positions.insert(r.partition, r.record.offset + 1);
+        // A chunk's records are consecutive: one position update per run of a partition.
+        for (i, r) in out.iter().enumerate() {
+            let run_ends = out.get(i + 1).is_none_or(|next| {
+                next.partition != r.partition || !Arc::ptr_eq(&next.topic, &r.topic)
+            });
+            if run_ends {
+                self.delivered(r);
+            }
         }
         Ok(out)
     }
 
     fn take_ready(&mut self) -> Option<ConsumedRecord> {
         let r = self.ready.pop_front()?;
-        self.positions.insert(r.partition, r.record.offset + 1);
+        self.delivered(&r);
         Some(r)
     }
 
+    fn delivered(&mut self, r: &ConsumedRecord) {
+        self.positions.insert(r.key(), r.record.offset + 1);
+    }
+
     fn accept(&mut self, chunk: Chunk) -> Result<(), ClientError> {
-        let current = self.fetchers.get(&chunk.partition).map(|(e, _)| *e);
+        let k = (chunk.topic, chunk.partition);
+        let current = self.fetchers.get(&k).map(|(e, _)| *e);
         if current != Some(chunk.epoch) {
             return Ok(()); // from before a seek
         }
         let records = chunk.result?;
-        self.fetched_to.insert(chunk.partition, chunk.next_offset);
+        self.fetched_to.insert(k, chunk.next_offset);
         self.ready.extend(records);
         Ok(())
     }
@@ -250,7 +355,7 @@ impl Consumer {
 
 struct FetchTask {
     client: Client,
-    topic: String,
+    topic: Arc<str>,
     partition: u32,
     epoch: u64,
     config: ConsumerConfig,
@@ -263,6 +368,7 @@ impl FetchTask {
             let _ = self
                 .tx
                 .send(Chunk {
+                    topic: self.topic.clone(),
                     partition: self.partition,
                     epoch: self.epoch,
                     result: Err(e),
@@ -277,7 +383,7 @@ impl FetchTask {
         loop {
             let req = FetchRequest {
                 request_id: self.client.next_request_id(),
-                topic: self.topic.clone(),
+                topic: self.topic.to_string(),
                 partition: self.partition,
                 offset,
                 max_bytes: self.config.max_bytes,
@@ -302,12 +408,13 @@ impl FetchTask {
                 }
                 other => other?,
             };
-            let records = decode(self.partition, payload, resp.offset)?;
+            let records = decode(&self.topic, self.partition, payload, resp.offset)?;
             let advanced = offset != OffsetSpec::At(resp.next_offset);
             offset = OffsetSpec::At(resp.next_offset);
             // Empty chunks matter too when a filter skipped records: they move the position.
             if !records.is_empty() || advanced {
                 let chunk = Chunk {
+                    topic: self.topic.clone(),
                     partition: self.partition,
                     epoch: self.epoch,
                     result: Ok(records),
@@ -323,6 +430,7 @@ impl FetchTask {
 
 /// Records at or after `first` in a fetch payload, CRC-checked.
 pub(crate) fn decode(
+    topic: &Arc<str>,
     partition: u32,
     payload: Bytes,
     first: u64,
@@ -334,7 +442,11 @@ pub(crate) fn decode(
             batch
                 .to_records()
                 .filter(|r| r.offset >= first)
-                .map(|record| ConsumedRecord { partition, record }),
+                .map(|record| ConsumedRecord {
+                    topic: topic.clone(),
+                    partition,
+                    record,
+                }),
         );
     }
     Ok(out)

@@ -29,8 +29,24 @@ pub enum ClientError {
     },
     #[error("request timed out after {0:?}")]
     Timeout(std::time::Duration),
-    #[error("the producer is closed")]
+    #[error("closed: the producer, consumer or reply listener is no longer running")]
     Closed,
+    /// A produce failure, shared by the records of one batch.
+    #[error(transparent)]
+    Delivery(std::sync::Arc<ClientError>),
+    /// A request/reply call got no reply in time (the request itself may still be processed).
+    #[error("no reply to request {correlation_id} on topic {topic} within {timeout:?}")]
+    NoReply {
+        topic: String,
+        correlation_id: String,
+        timeout: std::time::Duration,
+    },
+    /// The group consumer's membership ended for good (the reason was returned once before).
+    #[error("group membership ended: {0}")]
+    Membership(String),
+    /// The caller passed something the operation cannot take (e.g. acking another topic's records).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
 }
 
 impl ClientError {
@@ -38,6 +54,7 @@ impl ClientError {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             ClientError::Wire(w) => w.remote_code(),
+            ClientError::Delivery(e) => e.code(),
             _ => None,
         }
     }
@@ -46,7 +63,10 @@ impl ClientError {
     pub fn is_retriable(&self) -> bool {
         match self {
             ClientError::Wire(WireError::Remote { code, .. }) => code.is_retriable(),
-            ClientError::Connection(_) | ClientError::Timeout(_) => true,
+            ClientError::Connection(_) | ClientError::Timeout(_) | ClientError::NoReply { .. } => {
+                true
+            }
+            ClientError::Delivery(e) => e.is_retriable(),
             _ => false,
         }
     }

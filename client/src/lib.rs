@@ -1,11 +1,18 @@
 //! The Quiver client library: connect to a broker over QUIC (TLS 1.3, verified against a CA), manage
-//! topics with [`Admin`], send records with a batching [`Producer`] and read them with a [`Consumer`].
+//! topics and groups with [`Admin`], send records with a batching, idempotent [`Producer`], read them
+//! with a [`Consumer`] (partitions you pick), a [`GroupConsumer`] (partitions shared by a consumer
+//! group, committed offsets) or a [`QueueConsumer`] (per-record leases and acks), and make
+//! request/reply calls over topics with [`Requester`] and [`Responder`].
 
 pub mod admin;
 pub mod client;
 pub mod consumer;
 pub mod error;
+pub mod group;
+mod ids;
 pub mod producer;
+pub mod queue;
+pub mod rpc;
 pub mod tls;
 pub mod wire;
 
@@ -13,11 +20,20 @@ pub use admin::{Admin, Attach, Deployed, NewTopic};
 pub use client::{Client, ClientOptions};
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, SeekTo};
 pub use error::ClientError;
+pub use group::{CommitMode, GroupConfig, GroupConsumer};
 pub use producer::{
     Delivery, Partitioner, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+};
+pub use queue::{QueueConfig, QueueConsumer, QueuedRecord, Settled};
+pub use quiver_proto::groups::{
+    CommittedOffset, GroupDescription, GroupSummary, MemberDescription, OffsetRange, PartitionLag,
+    PartitionOffset, QueuePartitionState, ResetTo, TopicPartition,
 };
 pub use quiver_proto::messages::{
     Acks, AttachmentInfo, ErrorPolicy, PartitionDescription, PluginRef, PluginVersionInfo,
     TopicDescription, TopicSummary,
 };
-pub use quiver_proto::{Batch, BatchBuilder, Record, RecordData, RecordRef};
+pub use quiver_proto::{Batch, BatchBuilder, ErrorCode, Record, RecordData, RecordRef};
+pub use rpc::{
+    reply_to, serve, Requester, RequesterConfig, Responder, CORRELATION_ID_HEADER, REPLY_TO_HEADER,
+};

@@ -2,6 +2,14 @@
 //! beyond the caller's own buffers), which are sent when full or when `linger` has passed. One
 //! pipelined stream carries the batches; the broker answers in order, and retriable errors are retried
 //! with backoff. `send` returns a [`Delivery`] that resolves when the batch holding the record is acked.
+//!
+//! Idempotence (on by default): the producer takes a producer id from the broker before its first
+//! record, and each batch is stamped when sealed with that id and its partition's next sequence
+//! number (sequences count records). A batch keeps its stamp across retries, so a batch the broker
+//! appended but whose reply was lost is acknowledged as a duplicate instead of appended twice.
+//! The broker refuses a batch that skips sequences (`OutOfOrderSequence`, retriable), so retries go
+//! out in the order the batches were sealed, before any newer batch. A batch that fails for good
+//! leaves a gap in its partition's sequence; the producer then takes a new id for later batches.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, OnceLock};
@@ -16,7 +24,7 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::client::Client;
 use crate::error::ClientError;
-use crate::wire::{decode_frame, write_frame, FrameReader};
+use crate::wire::{decode_frame, write_frame, FrameReader, WireError};
 
 /// How records without an explicit partition are spread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -42,6 +50,8 @@ pub struct ProducerConfig {
     /// Batches sent but not yet acknowledged.
     pub max_in_flight: usize,
     pub partitioner: Partitioner,
+    /// Stamp batches with a producer id and sequence numbers so that retries are appended once.
+    pub idempotent: bool,
 }
 
 impl Default for ProducerConfig {
@@ -54,6 +64,7 @@ impl Default for ProducerConfig {
             retry_backoff: Duration::from_millis(100),
             max_in_flight: 64,
             partitioner: Partitioner::KeyHash,
+            idempotent: true,
         }
     }
 }
@@ -168,6 +179,10 @@ struct Ready {
     bytes: Bytes,
     slot: Arc<Slot>,
     attempts: u32,
+    /// When it was sealed, among all batches: retries go out in this order.
+    order: u64,
+    /// The producer id it is stamped with (0: none).
+    producer_id: u64,
 }
 
 #[derive(Default)]
@@ -175,6 +190,15 @@ struct State {
     open: HashMap<(String, u32), Open>,
     sticky: HashMap<String, u32>,
     unacked: Vec<Arc<Slot>>,
+    /// The id batches are stamped with; `None` until the first send, and for a producer that is
+    /// not idempotent.
+    producer_id: Option<u64>,
+    /// A batch stamped with `producer_id` failed for good: the next send takes a new id.
+    stale_id: bool,
+    /// The next base sequence per partition, under `producer_id`.
+    sequences: HashMap<(String, u32), u32>,
+    /// Batches sealed so far.
+    sealed: u64,
 }
 
 struct Shared {
@@ -182,6 +206,8 @@ struct Shared {
     config: ProducerConfig,
     state: Mutex<State>,
     partitions: Mutex<HashMap<String, u32>>,
+    /// Held while asking the broker for a producer id, so that concurrent sends ask once.
+    init: tokio::sync::Mutex<()>,
     tx: mpsc::Sender<Ready>,
 }
 
@@ -199,6 +225,7 @@ impl Producer {
             config,
             state: Mutex::default(),
             partitions: Mutex::default(),
+            init: tokio::sync::Mutex::new(()),
             tx,
         });
         tokio::spawn(sender(shared.clone(), rx));
@@ -209,6 +236,17 @@ impl Producer {
     /// Adds a record to its partition's batch. Errors here are about the record itself (too large,
     /// unknown topic); delivery errors come from [`Delivery::wait`].
     pub async fn send(&self, rec: ProducerRecord) -> Result<Delivery, ClientError> {
+        self.send_inner(rec, false).await
+    }
+
+    /// Like [`Producer::send`], then sends the record's batch at once instead of after `linger`
+    /// (for latency-sensitive records such as requests and replies).
+    pub async fn send_now(&self, rec: ProducerRecord) -> Result<Delivery, ClientError> {
+        self.send_inner(rec, true).await
+    }
+
+    async fn send_inner(&self, rec: ProducerRecord, now: bool) -> Result<Delivery, ClientError> {
+        self.ensure_producer_id().await?;
         let partition = self.choose_partition(&rec).await?;
         let headers: Vec<(&str, &[u8])> = rec
             .headers
@@ -223,7 +261,15 @@ impl Producer {
             headers: &headers,
             tags: &tags,
         };
-        let (delivery, sealed) = self.append(&rec.topic, partition, &data)?;
+        let (delivery, sealed) = {
+            let mut st = self.shared.state.lock();
+            let cfg = &self.shared.config;
+            let (delivery, mut sealed) = append(&mut st, cfg, &rec.topic, partition, &data)?;
+            if now {
+                sealed.extend(seal(&mut st, &(rec.topic.clone(), partition))?);
+            }
+            (delivery, sealed)
+        };
         for r in sealed {
             self.shared
                 .tx
@@ -234,39 +280,22 @@ impl Producer {
         Ok(delivery)
     }
 
-    fn append(
-        &self,
-        topic: &str,
-        partition: u32,
-        data: &RecordData<'_>,
-    ) -> Result<(Delivery, Vec<Ready>), ClientError> {
-        let cfg = &self.shared.config;
+    /// Takes a producer id from the broker unless there is a usable one (idempotent producers).
+    async fn ensure_producer_id(&self) -> Result<(), ClientError> {
+        if !self.shared.config.idempotent || self.shared.state.lock().has_usable_id() {
+            return Ok(());
+        }
+        let _one_at_a_time = self.shared.init.lock().await;
+        if self.shared.state.lock().has_usable_id() {
+            return Ok(()); // another send took one meanwhile
+        }
+        let id = self.shared.client.admin().init_producer().await?;
         let mut st = self.shared.state.lock();
-        let mut sealed = Vec::new();
-        let key = (topic.to_owned(), partition);
-        let rec_len = BatchBuilder::record_encoded_len(data);
-        if st
-            .open
-            .get(&key)
-            .is_some_and(|o| o.builder.encoded_len() + rec_len > cfg.batch_bytes)
-        {
-            sealed.extend(seal(&mut st, &key)?);
-        }
-        let open = st.open.entry(key.clone()).or_insert_with(|| Open {
-            builder: BatchBuilder::with_capacity(cfg.batch_bytes.min(1 << 20)),
-            slot: Arc::default(),
-            started: Instant::now(),
-        });
-        let index = open.builder.len() as u32;
-        open.builder.push(data)?;
-        let delivery = Delivery {
-            slot: open.slot.clone(),
-            index,
-        };
-        if open.builder.encoded_len() >= cfg.batch_bytes {
-            sealed.extend(seal(&mut st, &key)?);
-        }
-        Ok((delivery, sealed))
+        st.producer_id = Some(id);
+        st.stale_id = false;
+        // Sequences restart with every id; batches still open are stamped with the new one.
+        st.sequences.clear();
+        Ok(())
     }
 
     async fn choose_partition(&self, rec: &ProducerRecord) -> Result<u32, ClientError> {
@@ -326,7 +355,50 @@ impl Producer {
     }
 }
 
-/// Takes the open batch for `key` out for sending.
+impl State {
+    fn has_usable_id(&self) -> bool {
+        self.producer_id.is_some() && !self.stale_id
+    }
+}
+
+/// Adds a record to its partition's open batch; returns the batches this sealed (the full one
+/// before it, or its own when it reached `batch_bytes`).
+fn append(
+    st: &mut State,
+    cfg: &ProducerConfig,
+    topic: &str,
+    partition: u32,
+    data: &RecordData<'_>,
+) -> Result<(Delivery, Vec<Ready>), ClientError> {
+    let mut sealed = Vec::new();
+    let key = (topic.to_owned(), partition);
+    let rec_len = BatchBuilder::record_encoded_len(data);
+    if st
+        .open
+        .get(&key)
+        .is_some_and(|o| o.builder.encoded_len() + rec_len > cfg.batch_bytes)
+    {
+        sealed.extend(seal(st, &key)?);
+    }
+    let open = st.open.entry(key.clone()).or_insert_with(|| Open {
+        builder: BatchBuilder::with_capacity(cfg.batch_bytes.min(1 << 20)),
+        slot: Arc::default(),
+        started: Instant::now(),
+    });
+    let index = open.builder.len() as u32;
+    open.builder.push(data)?;
+    let delivery = Delivery {
+        slot: open.slot.clone(),
+        index,
+    };
+    if open.builder.encoded_len() >= cfg.batch_bytes {
+        sealed.extend(seal(st, &key)?);
+    }
+    Ok((delivery, sealed))
+}
+
+/// Takes the open batch for `key` out for sending, stamped with the producer id and the
+/// partition's next sequence when there is an id.
 fn seal(st: &mut State, key: &(String, u32)) -> Result<Option<Ready>, ClientError> {
     let Some(open) = st.open.remove(key) else {
         return Ok(None);
@@ -334,15 +406,30 @@ fn seal(st: &mut State, key: &(String, u32)) -> Result<Option<Ready>, ClientErro
     if open.builder.is_empty() {
         return Ok(None);
     }
+    let records = open.builder.len() as u32;
+    let producer_id = st.producer_id.unwrap_or(0);
+    let sequence = st.sequences.get(key).copied().unwrap_or(0);
+    let builder = match st.producer_id {
+        Some(id) => open.builder.producer(id, sequence),
+        None => open.builder,
+    };
+    let bytes = builder.finish()?;
+    if st.producer_id.is_some() {
+        // Wraps after 2^32 records of one partition under one id, like Kafka's sequences.
+        st.sequences
+            .insert(key.clone(), sequence.wrapping_add(records));
+    }
     *st.sticky.entry(key.0.clone()).or_default() += 1;
     st.unacked.push(open.slot.clone());
-    let bytes = open.builder.finish()?;
+    st.sealed += 1;
     Ok(Some(Ready {
         topic: key.0.clone(),
         partition: key.1,
         bytes,
         slot: open.slot,
         attempts: 0,
+        order: st.sealed,
+        producer_id,
     }))
 }
 
@@ -373,10 +460,16 @@ async fn linger(shared: std::sync::Weak<Shared>) {
     }
 }
 
+type Stream = Option<(quinn::SendStream, FrameReader<quinn::RecvStream>)>;
+
+/// Batches waiting to be sent again, in the order they were sealed, each with when it may go.
+type RetryQueue = VecDeque<(Instant, Ready)>;
+
 /// Owns the produce stream: writes batches, reads the in-order replies, retries retriable failures.
+/// While retries are pending no new batch is sent, so batches reach the broker in seal order.
 async fn sender(shared: Arc<Shared>, mut rx: mpsc::Receiver<Ready>) {
-    let mut retry: VecDeque<(Instant, Ready)> = VecDeque::new();
-    let mut stream: Option<(quinn::SendStream, FrameReader<quinn::RecvStream>)> = None;
+    let mut retry = RetryQueue::new();
+    let mut stream: Stream = None;
     let mut in_flight: VecDeque<Ready> = VecDeque::new();
     let mut closing = false;
     loop {
@@ -386,7 +479,7 @@ async fn sender(shared: Arc<Shared>, mut rx: mpsc::Receiver<Ready>) {
         let next_retry = retry.front().map(|(t, _)| *t);
         let can_send = in_flight.len() < shared.config.max_in_flight;
         tokio::select! {
-            r = rx.recv(), if can_send && !closing => match r {
+            r = rx.recv(), if can_send && retry.is_empty() && !closing => match r {
                 Some(r) => send_one(&shared, &mut stream, &mut in_flight, &mut retry, r).await,
                 None => closing = true,
             },
@@ -408,9 +501,7 @@ async fn sleep_until(t: Option<Instant>) {
     }
 }
 
-async fn next_reply(
-    stream: &mut Option<(quinn::SendStream, FrameReader<quinn::RecvStream>)>,
-) -> Result<quiver_proto::frame::Frame, ClientError> {
+async fn next_reply(stream: &mut Stream) -> Result<quiver_proto::frame::Frame, ClientError> {
     match stream {
         Some((_, reader)) => reader
             .next()
@@ -422,9 +513,9 @@ async fn next_reply(
 
 async fn send_one(
     shared: &Shared,
-    stream: &mut Option<(quinn::SendStream, FrameReader<quinn::RecvStream>)>,
+    stream: &mut Stream,
     in_flight: &mut VecDeque<Ready>,
-    retry: &mut VecDeque<(Instant, Ready)>,
+    retry: &mut RetryQueue,
     r: Ready,
 ) {
     if stream.is_none() {
@@ -443,12 +534,7 @@ async fn send_one(
         acks: shared.config.acks,
     };
     if let Err(e) = write_frame(send, FrameKind::Produce, &req, r.bytes.clone()).await {
-        *stream = None;
-        // Everything in flight on the broken stream is retried on a new one.
-        for r in in_flight.drain(..) {
-            retry.push_back((Instant::now(), r));
-        }
-        return fail_or_retry(shared, r, e.into(), retry);
+        return broken(shared, r, e.into(), stream, in_flight, retry);
     }
     if shared.config.acks == Acks::None {
         r.slot.complete(Ok((r.partition, None)));
@@ -460,42 +546,90 @@ async fn send_one(
 fn on_reply(
     shared: &Shared,
     frame: Result<quiver_proto::frame::Frame, ClientError>,
-    stream: &mut Option<(quinn::SendStream, FrameReader<quinn::RecvStream>)>,
+    stream: &mut Stream,
     in_flight: &mut VecDeque<Ready>,
-    retry: &mut VecDeque<(Instant, Ready)>,
+    retry: &mut RetryQueue,
 ) {
     let Some(r) = in_flight.pop_front() else {
         return;
     };
-    let result = frame.and_then(|f| Ok(decode_frame::<ProduceResponse>(f, FrameKind::ProduceOk)?));
-    match result {
-        Ok((resp, _)) => r.slot.complete(Ok((
-            resp.partition,
-            (!resp.transformed).then_some(resp.base_offset),
-        ))),
-        Err(e) => {
-            if matches!(e, ClientError::Protocol(_) | ClientError::Connection(_)) {
-                *stream = None;
+    let frame = match frame {
+        Ok(f) => f,
+        Err(e) => return broken(shared, r, e, stream, in_flight, retry),
+    };
+    match decode_frame::<ProduceResponse>(frame, FrameKind::ProduceOk) {
+        Ok((resp, _)) => {
+            if resp.duplicate {
+                // Appended by an earlier attempt whose reply was lost: a success.
+                tracing::debug!(topic = %r.topic, partition = r.partition, "duplicate batch acknowledged");
             }
-            fail_or_retry(shared, r, e, retry);
+            r.slot.complete(Ok((
+                resp.partition,
+                (!resp.transformed).then_some(resp.base_offset),
+            )))
         }
+        // The broker refused this request; the stream stays usable.
+        Err(e @ WireError::Remote { .. }) => fail_or_retry(shared, r, e.into(), retry),
+        Err(e) => broken(shared, r, e.into(), stream, in_flight, retry),
     }
 }
 
-fn fail_or_retry(
+/// The stream failed under `r` (or said something it should not): everything in flight on it is
+/// sent again on a new stream, in order, whatever the error (the broker may or may not have
+/// appended it; with idempotence a second append is recognised).
+fn broken(
     shared: &Shared,
-    mut r: Ready,
+    r: Ready,
     e: ClientError,
-    retry: &mut VecDeque<(Instant, Ready)>,
+    stream: &mut Stream,
+    in_flight: &mut VecDeque<Ready>,
+    retry: &mut RetryQueue,
 ) {
-    if e.is_retriable() && r.attempts < shared.config.retries {
-        r.attempts += 1;
-        let backoff = shared.config.retry_backoff * 2u32.saturating_pow(r.attempts - 1);
-        tracing::debug!(error = %e, attempt = r.attempts, "retrying a produce");
-        retry.push_back((Instant::now() + backoff, r));
-    } else {
-        r.slot.complete(Err(Arc::new(e)));
+    *stream = None;
+    let reason = e.to_string();
+    tracing::debug!(error = %reason, in_flight = in_flight.len() + 1, "produce stream failed; resending");
+    retry_or_fail(shared, r, e, retry);
+    for r in in_flight.drain(..) {
+        let e = ClientError::Protocol(format!("produce stream failed: {reason}"));
+        retry_or_fail(shared, r, e, retry);
     }
+}
+
+fn fail_or_retry(shared: &Shared, r: Ready, e: ClientError, retry: &mut RetryQueue) {
+    if e.is_retriable() {
+        retry_or_fail(shared, r, e, retry);
+    } else {
+        fail(shared, r, e);
+    }
+}
+
+/// Queues `r` for another attempt with backoff, unless it has had all its attempts.
+fn retry_or_fail(shared: &Shared, mut r: Ready, e: ClientError, retry: &mut RetryQueue) {
+    if r.attempts >= shared.config.retries {
+        return fail(shared, r, e);
+    }
+    r.attempts += 1;
+    let backoff = shared.config.retry_backoff * 2u32.saturating_pow(r.attempts - 1);
+    tracing::debug!(error = %e, attempt = r.attempts, "retrying a produce");
+    queue_retry(retry, Instant::now() + backoff, r);
+}
+
+/// Inserts `r` among the pending retries by seal order.
+fn queue_retry(retry: &mut RetryQueue, at: Instant, r: Ready) {
+    let pos = retry.partition_point(|(_, q)| q.order < r.order);
+    retry.insert(pos, (at, r));
+}
+
+fn fail(shared: &Shared, r: Ready, e: ClientError) {
+    if r.producer_id != 0 {
+        // The batch's sequences will never be appended: later batches under this id would all be
+        // out of order, so the next send takes a new id.
+        let mut st = shared.state.lock();
+        if st.producer_id == Some(r.producer_id) {
+            st.stale_id = true;
+        }
+    }
+    r.slot.complete(Err(Arc::new(e)));
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -508,4 +642,127 @@ pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quiver_proto::Batch;
+
+    fn push(st: &mut State, cfg: &ProducerConfig, partition: u32, n: usize) -> Vec<Ready> {
+        let mut sealed = Vec::new();
+        for _ in 0..n {
+            let data = RecordData {
+                timestamp: 1,
+                value: b"value",
+                ..Default::default()
+            };
+            sealed.extend(append(st, cfg, "t", partition, &data).unwrap().1);
+        }
+        sealed
+    }
+
+    fn stamp(r: &Ready) -> (u32, u64, u32, u32) {
+        let h = *Batch::parse(r.bytes.clone()).unwrap().header();
+        (r.partition, h.producer_id, h.base_sequence, h.record_count)
+    }
+
+    fn sealed(st: &mut State, partition: u32) -> Ready {
+        seal(st, &("t".into(), partition)).unwrap().unwrap()
+    }
+
+    #[test]
+    fn batches_are_stamped_with_per_partition_sequences_when_sealed() {
+        let cfg = ProducerConfig::default();
+        let mut st = State {
+            producer_id: Some(7),
+            ..Default::default()
+        };
+        push(&mut st, &cfg, 0, 3);
+        push(&mut st, &cfg, 1, 2);
+        let a = sealed(&mut st, 0);
+        push(&mut st, &cfg, 0, 4);
+        let b = sealed(&mut st, 0);
+        let c = sealed(&mut st, 1);
+        assert_eq!(stamp(&a), (0, 7, 0, 3));
+        assert_eq!(stamp(&b), (0, 7, 3, 4));
+        assert_eq!(stamp(&c), (1, 7, 0, 2));
+        assert!(a.order < b.order && b.order < c.order);
+        assert_eq!((a.producer_id, c.producer_id), (7, 7));
+    }
+
+    #[test]
+    fn batches_sealed_because_full_are_stamped_too() {
+        let one = BatchBuilder::record_encoded_len(&RecordData {
+            timestamp: 1,
+            value: b"value",
+            ..Default::default()
+        });
+        let cfg = ProducerConfig {
+            batch_bytes: quiver_proto::batch::HEADER_LEN + 2 * one,
+            ..Default::default()
+        };
+        let mut st = State {
+            producer_id: Some(9),
+            ..Default::default()
+        };
+        let full = push(&mut st, &cfg, 0, 5);
+        let stamps: Vec<_> = full.iter().map(stamp).collect();
+        assert_eq!(stamps, vec![(0, 9, 0, 2), (0, 9, 2, 2)]);
+        assert_eq!(stamp(&sealed(&mut st, 0)), (0, 9, 4, 1));
+    }
+
+    #[test]
+    fn without_an_id_batches_are_not_stamped() {
+        let cfg = ProducerConfig::default();
+        let mut st = State::default();
+        push(&mut st, &cfg, 0, 2);
+        let a = sealed(&mut st, 0);
+        assert_eq!(stamp(&a), (0, 0, 0, 2));
+        assert!(st.sequences.is_empty());
+    }
+
+    #[test]
+    fn a_new_id_restarts_the_sequences() {
+        let cfg = ProducerConfig::default();
+        let mut st = State {
+            producer_id: Some(1),
+            ..Default::default()
+        };
+        push(&mut st, &cfg, 0, 2);
+        sealed(&mut st, 0);
+        st.stale_id = true;
+        assert!(!st.has_usable_id());
+        // What `ensure_producer_id` does with the broker's answer.
+        st.producer_id = Some(2);
+        st.stale_id = false;
+        st.sequences.clear();
+        push(&mut st, &cfg, 0, 1);
+        assert_eq!(stamp(&sealed(&mut st, 0)), (0, 2, 0, 1));
+    }
+
+    #[test]
+    fn retries_are_queued_in_seal_order() {
+        let cfg = ProducerConfig::default();
+        let mut st = State {
+            producer_id: Some(7),
+            ..Default::default()
+        };
+        let mut batches: Vec<Ready> = (0..4)
+            .map(|p| {
+                push(&mut st, &cfg, p, 1);
+                sealed(&mut st, p)
+            })
+            .collect();
+        let mut retry = RetryQueue::new();
+        let now = Instant::now();
+        // A newer batch failed first; the older ones in flight behind it come back later.
+        let third = batches.remove(2);
+        queue_retry(&mut retry, now + Duration::from_secs(1), third);
+        for r in batches {
+            queue_retry(&mut retry, now, r);
+        }
+        let order: Vec<u32> = retry.iter().map(|(_, r)| r.partition).collect();
+        assert_eq!(order, vec![0, 1, 2, 3]);
+    }
 }

@@ -6,6 +6,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bytes::Bytes;
+use quiver_proto::frame::FrameKind;
+use quiver_proto::messages::{Hello, PROTOCOL_VERSION};
+
 use quiver::{Client, ConsumedRecord, Consumer, ConsumerConfig, SeekTo};
 use quiver_broker::transport::tls::{self, TransportOptions};
 use quiver_broker::transport::Server;
@@ -102,4 +106,29 @@ pub fn plugin_wasm(name: &str) -> bytes::Bytes {
     std::fs::read(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build-plugins.sh)", path.display()))
         .into()
+}
+
+/// A raw connection that has done the Hello handshake, for sending hand-made bytes.
+pub async fn raw_connection(broker: &TestBroker) -> quinn::Connection {
+    let config = quiver_client::tls::client_config(&broker.ca, None).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(config);
+    let conn = endpoint
+        .connect(broker.addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    let hello = Hello {
+        protocol_version: PROTOCOL_VERSION,
+        client_id: "raw".into(),
+        token: None,
+    };
+    quiver_client::wire::write_frame(&mut send, FrameKind::Hello, &hello, Bytes::new())
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    let mut reader = quiver_client::wire::FrameReader::new(recv, 1 << 20);
+    reader.next().await.unwrap().unwrap();
+    conn
 }

@@ -132,9 +132,45 @@ pub(super) async fn serve_queue(
         Ok(x) => x,
         Err(e) => return write_error(send, ErrorCode::InvalidRequest, e.to_string()).await,
     };
+    let poller = match &req {
+        QueueRequest::Poll {
+            group,
+            topic,
+            consumer_id,
+            ..
+        } => Some((group.clone(), topic.clone(), consumer_id.clone())),
+        _ => None,
+    };
     match queue(broker, req).await {
-        Ok((resp, payload)) => write_frame(send, FrameKind::QueueOk, &resp, payload).await,
+        Ok((resp, payload)) => {
+            let written = write_frame(send, FrameKind::QueueOk, &resp, payload).await;
+            if let (Err(_), Some(owner), QueueResponse::Leased { parts, .. }) =
+                (&written, poller, &resp)
+            {
+                give_back(broker, owner, parts).await;
+            }
+            written
+        }
         Err(e) => write_error(send, e.code(), e.to_string()).await,
+    }
+}
+
+/// Releases leases whose reply never reached the consumer (it went away while the poll was
+/// parked), so they are delivered to others now rather than after the visibility timeout.
+async fn give_back(broker: &Arc<Broker>, owner: (String, String, String), parts: &[LeasedPart]) {
+    let pairs: Vec<(u32, u64)> = parts
+        .iter()
+        .flat_map(|p| p.records.iter().map(move |r| (p.partition, r.offset)))
+        .collect();
+    let ranges = quiver_proto::groups::OffsetRange::coalesce(pairs);
+    let b = broker.clone();
+    let (group, topic, consumer) = owner;
+    let released = tokio::task::spawn_blocking(move || {
+        b.queue_settle(&group, &topic, &consumer, Settle::Release, &ranges)
+    })
+    .await;
+    if let Ok(Err(e)) = released {
+        tracing::warn!(error = %e, "could not release the leases of an undelivered poll");
     }
 }
 
