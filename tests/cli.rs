@@ -295,3 +295,85 @@ fn plugins_from_the_command_line() {
     assert!(!ok(&serve.cli(d, &["plugin", "list"], "")).contains("mask"));
     assert!(serve.terminate().success());
 }
+
+#[test]
+fn groups_and_queues_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let serve = Serve::start(d);
+    ok(&serve.cli(d, &["topic", "create", "tasks", "--partitions", "2"], ""));
+    let lines: String = (0..6).map(|i| format!("task-{i}\n")).collect();
+    ok(&serve.cli(d, &["produce", "tasks"], &lines));
+
+    // A group member reads everything and commits; a second run of the same group reads nothing.
+    let group = ["consume", "tasks", "--group", "g1", "--timeout-ms", "1500"];
+    let first = ok(&serve.cli(d, &group, ""));
+    assert_eq!(first.lines().count(), 6, "{first}");
+    assert_eq!(ok(&serve.cli(d, &group, "")), "");
+    let manual = [
+        "consume", "tasks", "--group", "g2", "--commit", "manual", "--count", "4",
+    ];
+    assert_eq!(ok(&serve.cli(d, &manual, "")).lines().count(), 4);
+
+    let list = ok(&serve.cli(d, &["group", "list"], ""));
+    assert!(list.contains("g1") && list.contains("g2"), "{list}");
+    let describe = ok(&serve.cli(d, &["group", "describe", "g1"], ""));
+    assert!(
+        describe.contains("COMMITTED") && describe.contains("LAG"),
+        "{describe}"
+    );
+    let lags: Vec<&str> = describe
+        .lines()
+        .filter(|l| l.starts_with("tasks"))
+        .collect();
+    assert_eq!(lags.len(), 2, "{describe}");
+    assert!(
+        lags.iter()
+            .all(|l| l.split_whitespace().nth(4) == Some("0")),
+        "{describe}"
+    );
+
+    // Reset to the start: the group reads everything again.
+    let reset = [
+        "group", "reset", "g1", "--topic", "tasks", "--to", "earliest",
+    ];
+    assert_eq!(
+        ok(&serve.cli(d, &reset, "")),
+        "tasks/0 -> 0\ntasks/1 -> 0\n"
+    );
+    assert_eq!(ok(&serve.cli(d, &group, "")).lines().count(), 6);
+    let bad = serve.cli(d, &["group", "describe", "nobody"], "");
+    assert!(!bad.status.success());
+
+    // Queue mode: two runs share the records; acked ones are not delivered again.
+    let queue = [
+        "consume",
+        "tasks",
+        "--queue",
+        "workers",
+        "--count",
+        "4",
+        "--max-deliveries",
+        "3",
+        "--visibility-timeout-ms",
+        "5000",
+        "--format",
+        "json",
+    ];
+    let q1 = ok(&serve.cli(d, &queue, ""));
+    assert_eq!(q1.lines().count(), 4, "{q1}");
+    assert!(q1.contains("\"delivery_count\":1"), "{q1}");
+    let rest = [
+        "consume",
+        "tasks",
+        "--queue",
+        "workers",
+        "--timeout-ms",
+        "1500",
+    ];
+    let q2 = ok(&serve.cli(d, &rest, ""));
+    assert_eq!(q2.lines().count(), 2, "{q2}");
+    let describe = ok(&serve.cli(d, &["group", "describe", "workers"], ""));
+    assert!(describe.contains("queue mode"), "{describe}");
+    assert!(serve.terminate().success());
+}

@@ -1,7 +1,8 @@
 //! Consumer groups, queue mode and idempotent produce over real QUIC: assignment across members,
 //! a killed member's partitions moving within the session timeout with nothing committed lost,
 //! partitions that do not move delivering through a rebalance, committed offsets across a restart,
-//! queue-mode nack / visibility timeout / dead-lettering, and a resent idempotent batch.
+//! queue-mode nack / visibility timeout / dead-lettering, a resent idempotent batch, and
+//! request/reply.
 
 mod common;
 
@@ -12,8 +13,8 @@ use bytes::Bytes;
 use common::{raw_connection, TestBroker};
 use quiver::{
     Client, CommitMode, ConsumedRecord, GroupConfig, GroupConsumer, NewTopic, Producer,
-    ProducerConfig, ProducerRecord, QueueConfig, QueueConsumer, QueuedRecord, ResetTo,
-    TopicPartition,
+    ProducerConfig, ProducerRecord, QueueConfig, QueueConsumer, QueuedRecord, Record, Requester,
+    RequesterConfig, ResetTo, Responder, TopicPartition,
 };
 use quiver_proto::frame::FrameKind;
 use quiver_proto::messages::{Acks, ProduceRequest, ProduceResponse};
@@ -639,5 +640,54 @@ async fn a_resent_idempotent_batch_is_acknowledged_but_not_appended_twice() {
         .unwrap();
     producer.flush().await.unwrap();
     assert_eq!(sent.wait().await.unwrap().offset, Some(3));
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_reply_round_trips_and_times_out_without_a_responder() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = broker.client().await;
+    client
+        .admin()
+        .create_topic(NewTopic::new("rpc", 2))
+        .await
+        .unwrap();
+    let requester = Requester::new(client.clone(), RequesterConfig::default())
+        .await
+        .unwrap();
+    // No responder yet: a clear timeout.
+    let err = requester
+        .request("rpc", "early", Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("reply"), "{err}");
+    // A responder on its own connection upper-cases requests (including the early one).
+    let responder_client = broker.client().await;
+    let responder = tokio::spawn(async move {
+        let config = QueueConfig {
+            max_wait: Duration::from_millis(100),
+            ..QueueConfig::default()
+        };
+        let r = Responder::new(responder_client, "rpc-servers", "rpc", config);
+        r.serve(|req: Record| async move { Bytes::from(req.value.to_ascii_uppercase()) })
+            .await
+    });
+    for word in ["ping", "quiver", "reply"] {
+        let reply = requester
+            .request("rpc", word, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(reply.value.as_ref(), word.to_uppercase().as_bytes());
+    }
+    let reply_topic = requester.reply_topic().to_owned();
+    requester.close().await.unwrap();
+    let gone = client
+        .admin()
+        .describe_topic(&reply_topic)
+        .await
+        .unwrap_err();
+    assert!(gone.to_string().contains("unknown topic"), "{gone}");
+    responder.abort();
     broker.stop().await;
 }
