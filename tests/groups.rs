@@ -691,3 +691,44 @@ async fn request_reply_round_trips_and_times_out_without_a_responder() {
     responder.abort();
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_consumes_several_topics_and_an_unknown_topic_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = broker.client().await;
+    for (t, n) in [("left", 2), ("right", 3)] {
+        client
+            .admin()
+            .create_topic(NewTopic::new(t, n))
+            .await
+            .unwrap();
+        fill(&client, t, n, 0, 4).await;
+    }
+    let mut config = GroupConfig::new("both", ["left", "right"]);
+    config.session_timeout = SESSION;
+    let mut m = GroupConsumer::join(client.clone(), config).await.unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < 20 {
+        got.extend(m.poll(Duration::from_millis(100)).await.unwrap());
+        assert!(Instant::now() < deadline, "only {} of 20", got.len());
+    }
+    let topics: BTreeSet<&str> = got.iter().map(|r| &*r.topic).collect();
+    assert_eq!(topics, BTreeSet::from(["left", "right"]));
+    assert_eq!(m.assignment().len(), 5);
+    m.close().await.unwrap();
+    let d = client.admin().describe_group("both").await.unwrap();
+    assert!(
+        d.partitions.iter().all(|p| p.lag == 0),
+        "{:?}",
+        d.partitions
+    );
+
+    let err = GroupConsumer::join(client.clone(), GroupConfig::new("both", ["nope"]))
+        .await
+        .err()
+        .expect("unknown topic refused");
+    assert!(err.to_string().contains("unknown topic"), "{err}");
+    broker.stop().await;
+}

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -45,6 +45,10 @@ pub struct Common {
     /// Batches a producer may have sent but not yet acknowledged.
     #[arg(long, global = true, default_value_t = 8)]
     pub window: usize,
+    /// Quiver producers are idempotent (a producer id and per-partition sequence numbers, so the
+    /// broker drops a resent batch); `--idempotent false` turns it off. The peers ignore it.
+    #[arg(long, global = true, default_value_t = true, action = ArgAction::Set)]
+    pub idempotent: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -55,13 +59,19 @@ pub enum Command {
     Consume(ConsumeArgs),
     /// Produce → consume latency at a fixed offered rate (HDR histogram: p50, p99, p99.9, max).
     E2e(E2eArgs),
-    /// Consumer group over several partitions (not available until consumer groups land).
-    Group,
+    /// Consumer group, Quiver only: one consumer reads every partition of a pre-filled topic, then
+    /// a group of M group consumers reads the same records (records/s of each, group ÷ one).
+    Group(GroupArgs),
+    /// Group rebalance, Quiver only: how long until the other members own every partition after
+    /// one member is killed (no heartbeats) or leaves (close).
+    Rebalance(RebalanceArgs),
+    /// Queue mode, Quiver only: C queue consumers lease and ack a pre-filled topic (acked/s).
+    Queue(QueueArgs),
     /// Read filters, Quiver only: a pre-filled topic read from the start with no filter, the native
     /// tag filter and the WASM tag-filter plugin (records scanned/s, and WASM ÷ native).
     Filter(FilterArgs),
-    /// Runs the whole set: produce, consume, e2e and filter at the sizes, classes and rates of
-    /// BENCHMARKS.md.
+    /// Runs the whole set: produce, consume, e2e, filter, group, rebalance and queue at the sizes,
+    /// classes and rates of BENCHMARKS.md.
     All,
     /// Prints the median and spread of several `--json` result files as a Markdown table.
     Summarize {
@@ -124,6 +134,62 @@ pub struct FilterArgs {
     /// repository, built by `bash scripts/build-plugins.sh`].
     #[arg(long)]
     pub wasm: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GroupArgs {
+    /// Records written before the reads, spread over the partitions a batch at a time [default:
+    /// 2000000, or 20000 with --smoke].
+    #[arg(long)]
+    pub records: Option<u64>,
+    /// Record value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// Records per batch when pre-filling.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Partitions of the topic.
+    #[arg(long, default_value_t = 6)]
+    pub partitions: u32,
+    /// Members of the group, each with its own connection.
+    #[arg(long, default_value_t = 3)]
+    pub members: usize,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RebalanceArgs {
+    /// Partitions of the topic.
+    #[arg(long, default_value_t = 6)]
+    pub partitions: u32,
+    /// Members of the group before one goes.
+    #[arg(long, default_value_t = 3)]
+    pub members: usize,
+    /// The members' session timeout in milliseconds [default: 3000, or 1000 with --smoke].
+    #[arg(long)]
+    pub session_ms: Option<u64>,
+    /// Times each departure (kill, leave) is measured [default: 3, or 1 with --smoke].
+    #[arg(long)]
+    pub trials: Option<usize>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct QueueArgs {
+    /// Records written before the consumers start, spread over the partitions a batch at a time
+    /// [default: 1000000, or 20000 with --smoke].
+    #[arg(long)]
+    pub records: Option<u64>,
+    /// Record value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// Records per batch when pre-filling, and the most one poll leases.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Partitions of the topic, comma-separated for several runs.
+    #[arg(long, value_delimiter = ',', default_value = "4,1")]
+    pub partitions: Vec<u32>,
+    /// Queue consumers, each with its own connection.
+    #[arg(long, default_value_t = 4)]
+    pub consumers: usize,
 }
 
 #[derive(Args, Debug, Clone)]

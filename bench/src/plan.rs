@@ -1,12 +1,17 @@
 //! Turns the command line into a plan: the list of cases (workload + parameters) to run on each
 //! system, with the durations and sizes that `--smoke` shrinks. `all` is defined here.
+//! `filter`, `group`, `rebalance` and `queue` run on Quiver alone ([`Case::quiver_only`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::cli::{Common, ConsumeArgs, Durability, E2eArgs, FilterArgs, ProduceArgs, System};
+use crate::cli::{
+    Common, ConsumeArgs, Durability, E2eArgs, FilterArgs, GroupArgs, ProduceArgs, QueueArgs,
+    RebalanceArgs, System,
+};
+use crate::workloads::{group, queue, rebalance};
 
 /// One workload with its parameters; run once per system.
 #[derive(Debug, Clone, Serialize)]
@@ -35,6 +40,9 @@ pub enum Case {
         /// The tag-filter component.
         wasm: PathBuf,
     },
+    Group(group::Shape),
+    Rebalance(rebalance::Shape),
+    Queue(queue::Shape),
 }
 
 impl Case {
@@ -44,13 +52,24 @@ impl Case {
             Case::Consume { .. } => "consume",
             Case::E2e { .. } => "e2e",
             Case::Filter { .. } => "filter",
+            Case::Group(_) => "group",
+            Case::Rebalance(_) => "rebalance",
+            Case::Queue(_) => "queue",
         }
+    }
+
+    /// Workloads of Quiver features the peers have no comparable setup for here.
+    pub fn quiver_only(&self) -> bool {
+        !matches!(
+            self,
+            Case::Produce { .. } | Case::Consume { .. } | Case::E2e { .. }
+        )
     }
 
     pub fn durability(&self) -> Durability {
         let name = match self {
             Case::Produce { durability, .. } | Case::E2e { durability, .. } => durability,
-            Case::Consume { .. } | Case::Filter { .. } => return Durability::NoneFsync,
+            _ => return Durability::NoneFsync,
         };
         if *name == Durability::FsyncPerBatch.name() {
             Durability::FsyncPerBatch
@@ -65,6 +84,9 @@ impl Case {
             | Case::Consume { size, .. }
             | Case::E2e { size, .. }
             | Case::Filter { size, .. } => *size,
+            Case::Group(g) => g.size,
+            Case::Queue(q) => q.size,
+            Case::Rebalance(_) => REBALANCE_SIZE,
         }
     }
 
@@ -73,6 +95,9 @@ impl Case {
             Case::Produce { batch, .. }
             | Case::Consume { batch, .. }
             | Case::Filter { batch, .. } => *batch,
+            Case::Group(g) => g.batch,
+            Case::Queue(q) => q.batch,
+            Case::Rebalance(_) => 1,
             // Latency runs send what is due each millisecond; the batch is only a ceiling.
             Case::E2e { .. } => crate::workloads::e2e::MAX_BATCH as usize,
         }
@@ -109,9 +134,15 @@ impl Case {
                      native tag:a vs wasm {plugin} tags=a"
                 )
             }
+            Case::Group(g) => g.title(),
+            Case::Rebalance(r) => r.title(),
+            Case::Queue(q) => q.title(),
         }
     }
 }
+
+/// Rebalance runs carry no records; their size only sizes the producer's batch.
+const REBALANCE_SIZE: usize = 100;
 
 /// Everything a run needs besides the system.
 #[derive(Debug, Clone)]
@@ -129,10 +160,9 @@ pub struct Plan {
     pub slack: Duration,
     /// Workloads that cannot run yet, with the reason (printed, never measured).
     pub unavailable: Vec<(&'static str, &'static str)>,
+    /// Quiver producers are idempotent.
+    pub idempotent: bool,
 }
-
-pub const GROUP_UNAVAILABLE: &str =
-    "not available until consumer groups land (no group coordinator in the broker yet)";
 
 impl Plan {
     fn base(common: &Common) -> Plan {
@@ -152,6 +182,7 @@ impl Plan {
             max_bytes: 4 << 30,
             slack: Duration::from_secs(if common.smoke { 30 } else { 180 }),
             unavailable: Vec::new(),
+            idempotent: common.idempotent,
         }
     }
 
@@ -192,6 +223,47 @@ impl Plan {
             batch: a.batch.max(1),
             wasm: a.wasm.clone().unwrap_or_else(default_wasm),
         });
+        plan
+    }
+
+    pub fn group(common: &Common, a: &GroupArgs) -> Plan {
+        let mut plan = Plan::base(common);
+        let default = if common.smoke { 20_000 } else { 2_000_000 };
+        plan.cases.push(Case::Group(group::Shape {
+            records: a.records.unwrap_or(default).max(1),
+            size: a.size.max(1),
+            batch: a.batch.max(1),
+            partitions: a.partitions.max(1),
+            members: a.members.max(1),
+        }));
+        plan
+    }
+
+    pub fn rebalance(common: &Common, a: &RebalanceArgs) -> Plan {
+        let mut plan = Plan::base(common);
+        let (session, trials) = if common.smoke { (1000, 1) } else { (3000, 3) };
+        plan.cases.push(Case::Rebalance(rebalance::Shape {
+            partitions: a.partitions.max(1),
+            // One member goes and at least one stays.
+            members: a.members.max(2),
+            session_ms: a.session_ms.unwrap_or(session).max(1),
+            trials: a.trials.unwrap_or(trials).max(1),
+        }));
+        plan
+    }
+
+    pub fn queue(common: &Common, a: &QueueArgs) -> Plan {
+        let mut plan = Plan::base(common);
+        let default = if common.smoke { 20_000 } else { 1_000_000 };
+        for &partitions in &a.partitions {
+            plan.cases.push(Case::Queue(queue::Shape {
+                records: a.records.unwrap_or(default).max(1),
+                size: a.size.max(1),
+                batch: a.batch.max(1),
+                partitions: partitions.max(1),
+                consumers: a.consumers.max(1),
+            }));
+        }
         plan
     }
 
@@ -248,7 +320,37 @@ impl Plan {
             wasm: None,
         };
         plan.cases.extend(Plan::filter(common, &filter).cases);
-        plan.unavailable = vec![("group", GROUP_UNAVAILABLE)];
+        plan.cases.extend(Plan::groups(common).cases);
+        plan
+    }
+
+    /// The consumer-group and queue-mode part of `all`, at the defaults of their subcommands.
+    fn groups(common: &Common) -> Plan {
+        let mut plan = Plan::group(
+            common,
+            &GroupArgs {
+                records: None,
+                size: 100,
+                batch: 1000,
+                partitions: 6,
+                members: 3,
+            },
+        );
+        let rebalance = RebalanceArgs {
+            partitions: 6,
+            members: 3,
+            session_ms: None,
+            trials: None,
+        };
+        plan.cases.extend(Plan::rebalance(common, &rebalance).cases);
+        let queue = QueueArgs {
+            records: None,
+            size: 100,
+            batch: 1000,
+            partitions: vec![4, 1],
+            consumers: 4,
+        };
+        plan.cases.extend(Plan::queue(common, &queue).cases);
         plan
     }
 }

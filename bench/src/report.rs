@@ -1,6 +1,7 @@
 //! Output: the header (date, machine line, raw-disk and no-op limits, versions and settings), one
 //! table per case with a row per system and the ratio of Quiver to that row, and the JSON file.
-//! A `filter` table has a row per way of reading instead, with its ratio to the native filter.
+//! A `filter` table has a row per way of reading instead, with its ratio to the native filter; the
+//! group, rebalance and queue tables are in `report_groups`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -10,6 +11,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::machine::Machine;
+use crate::report_groups;
 use crate::runner::RunResult;
 use crate::workloads::filter::{Read, WASM_TARGET};
 
@@ -60,8 +62,11 @@ impl Report {
 
 /// One case's table: a row per system, the ratio of Quiver to each row from this same run.
 pub fn table(title: &str, rows: &[RunResult]) -> String {
-    if rows.iter().any(|r| r.workload == "filter") {
-        return filter_table(title, rows);
+    match rows.first().map(|r| r.workload.as_str()) {
+        Some("filter") => return filter_table(title, rows),
+        Some("group") => return report_groups::group_table(title, rows),
+        Some("rebalance") => return report_groups::rebalance_table(title, rows),
+        _ => {}
     }
     let latency = rows.iter().any(|r| r.latency_us.is_some());
     let quiver = rows.iter().find(|r| r.system == "quiver" && r.ok());
@@ -91,6 +96,9 @@ pub fn table(title: &str, rows: &[RunResult]) -> String {
     for r in rows {
         s.push_str(&row(r, quiver, latency));
         s.push('\n');
+    }
+    if rows.iter().any(|r| r.workload == "queue") {
+        s.push_str(&report_groups::queue_lines(rows));
     }
     s
 }
@@ -137,7 +145,7 @@ fn row(r: &RunResult, quiver: Option<&RunResult>, latency: bool) -> String {
 }
 
 /// A skipped or failed run: the system, the status and why.
-fn not_ok(r: &RunResult) -> String {
+pub fn not_ok(r: &RunResult) -> String {
     let note = r.note.as_deref().unwrap_or("");
     format!(
         "{:<8} {}: {}",
@@ -147,7 +155,7 @@ fn not_ok(r: &RunResult) -> String {
     )
 }
 
-fn rss(r: &RunResult) -> String {
+pub fn rss(r: &RunResult) -> String {
     r.peak_rss_kib.map_or("—".to_owned(), |k| {
         format!("{:.0} MiB", k as f64 / 1024.0)
     })

@@ -1,6 +1,7 @@
 //! Runs one case on one system: start the system's server on a fresh data dir, run the workload
 //! under a time budget, read the server's peak RSS, stop the server (always, also after a failure)
-//! and turn it all into [`RunResult`]s (one, or one per way of reading for `filter`).
+//! and turn it all into [`RunResult`]s (one, or one per variant: way of reading for `filter`,
+//! reader for `group`, departure for `rebalance`).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -48,6 +49,15 @@ pub struct RunResult {
     pub matched: Option<u64>,
     #[serde(default)]
     pub matched_per_s: Option<f64>,
+    /// Group and rebalance runs: what this row measured (`1 consumer`, `group`, `killed`, ...).
+    #[serde(default)]
+    pub variant: Option<String>,
+    /// Rebalance runs: each trial's time in ms (`secs` is their median).
+    #[serde(default)]
+    pub samples_ms: Option<Vec<f64>>,
+    /// Rebalance runs: the bound for each trial, in ms.
+    #[serde(default)]
+    pub target_ms: Option<f64>,
 }
 
 impl RunResult {
@@ -69,6 +79,9 @@ impl RunResult {
             filter: None,
             matched: None,
             matched_per_s: None,
+            variant: None,
+            samples_ms: None,
+            target_ms: None,
         }
     }
 
@@ -86,7 +99,10 @@ impl RunResult {
             filter: m.filter.map(str::to_owned),
             matched: m.matched,
             matched_per_s: m.matched.map(|n| n as f64 / secs),
-            ..RunResult::new(case, system, "ok", None)
+            variant: m.variant.map(str::to_owned),
+            samples_ms: m.samples_ms,
+            target_ms: m.target_ms,
+            ..RunResult::new(case, system, "ok", m.detail)
         }
     }
 
@@ -144,6 +160,7 @@ async fn run_on<D: Driver>(
         window: plan.window,
         low_latency: matches!(case, Case::E2e { .. }),
         work_dir: plan.work_dir.clone(),
+        idempotent: plan.idempotent,
     };
     let driver = match tokio::time::timeout(START_TIMEOUT, D::start(cfg)).await {
         Ok(Ok(d)) => d,

@@ -1,7 +1,8 @@
 //! `summarize`: reads the JSON files of several runs and prints, per case and system (and way of
-//! reading, for `filter`), the median and the spread (min–max) as Markdown, ready for BENCHMARKS.md.
-//! Ratios are taken within each run (Quiver and the peer, or a read and the native filter, measured
-//! side by side), then their median is reported.
+//! reading for `filter`, reader for `group`, way of leaving for `rebalance`), the median and the
+//! spread (min–max) as Markdown, ready for BENCHMARKS.md. Ratios are taken within each run (Quiver
+//! and the peer, a read and the native filter, the group and the one consumer, measured side by
+//! side), then their median is reported.
 
 use std::path::PathBuf;
 
@@ -10,6 +11,7 @@ use anyhow::{Context, Result};
 use crate::report::{native_of, thousands, Report};
 use crate::runner::RunResult;
 use crate::workloads::filter::WASM_TARGET;
+use crate::workloads::group::{GROUP_TARGET, SINGLE};
 
 /// Which table a result belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +19,8 @@ enum Kind {
     Throughput,
     Latency,
     Filter,
+    Group,
+    Rebalance,
 }
 
 impl Kind {
@@ -24,12 +28,15 @@ impl Kind {
         match r.workload.as_str() {
             "e2e" => Kind::Latency,
             "filter" => Kind::Filter,
+            "group" => Kind::Group,
+            "rebalance" => Kind::Rebalance,
             _ => Kind::Throughput,
         }
     }
 }
 
-/// A table row: case title, system, and the way of reading (filter runs only).
+/// A table row: case title, system, and the row's variant (the way of reading of a filter run, the
+/// reader of a group run, the way of leaving of a rebalance run).
 type Key = (String, String, Option<String>);
 
 pub fn run(files: &[PathBuf]) -> Result<()> {
@@ -57,6 +64,8 @@ pub fn run(files: &[PathBuf]) -> Result<()> {
     throughput_table(&reports);
     latency_table(&reports);
     filter_table(&reports);
+    group_table(&reports);
+    rebalance_table(&reports);
     Ok(())
 }
 
@@ -64,7 +73,7 @@ pub fn run(files: &[PathBuf]) -> Result<()> {
 fn keys(reports: &[Report], kind: Kind) -> Vec<Key> {
     let mut keys: Vec<Key> = Vec::new();
     for r in reports.iter().flat_map(|r| &r.results) {
-        let key = (r.title.clone(), r.system.clone(), r.filter.clone());
+        let key = (r.title.clone(), r.system.clone(), label(r));
         if Kind::of(r) == kind && !keys.contains(&key) {
             keys.push(key);
         }
@@ -84,9 +93,14 @@ fn rows<'a>(
         .map(|rep| {
             rep.results
                 .iter()
-                .find(|r| r.title == title && r.system == system && r.filter.as_deref() == filter)
+                .find(|r| r.title == title && r.system == system && label(r).as_deref() == filter)
         })
         .collect()
+}
+
+/// The row's variant: its way of reading (filter) or its reader / way of leaving (group, rebalance).
+fn label(r: &RunResult) -> Option<String> {
+    r.filter.clone().or_else(|| r.variant.clone())
 }
 
 fn throughput_table(reports: &[Report]) {
@@ -236,15 +250,7 @@ fn paired(
     if own_or_ceiling {
         return Vec::new();
     }
-    quiver
-        .iter()
-        .zip(runs)
-        .filter_map(|(q, r)| match (q, r) {
-            (Some(q), Some(r)) if q.ok() && r.ok() => Some(f(q, r)),
-            _ => None,
-        })
-        .filter(|v| v.is_finite())
-        .collect()
+    within(quiver, runs, f)
 }
 
 fn rss(ok: &[&RunResult]) -> String {
@@ -311,6 +317,93 @@ fn spread_ratio(v: &[f64]) -> String {
         return format!("{:.2}×", v[0]);
     }
     format!("**{:.2}×** ({lo:.2}–{hi:.2})", median(v))
+}
+
+/// `group`: records/s per reader, and each reader ÷ the one consumer within each run.
+fn group_table(reports: &[Report]) {
+    let keys = keys(reports, Kind::Group);
+    if keys.is_empty() {
+        return;
+    }
+    println!("| case | system | reader | records/s | peak RSS MiB | ÷ 1 consumer |");
+    println!("|---|---|---|---|---|---|");
+    for (title, system, variant) in keys {
+        let runs = rows(reports, &title, &system, variant.as_deref());
+        let ok: Vec<&RunResult> = runs.iter().flatten().filter(|r| r.ok()).copied().collect();
+        let shown = variant.as_deref().unwrap_or("");
+        if ok.is_empty() {
+            println!("| {title} | {system} | {shown} | {} | | |", not_run(&runs));
+            continue;
+        }
+        let rps: Vec<f64> = ok.iter().map(|r| r.records_per_s).collect();
+        let single = rows(reports, &title, &system, Some(SINGLE));
+        let ratios = if variant.as_deref() == Some(SINGLE) {
+            Vec::new()
+        } else {
+            within(&single, &runs, |o, r| r.records_per_s / o.records_per_s)
+        };
+        println!(
+            "| {title} | {system} | {shown} | {} | {} | {} |",
+            spread_thousands(&rps),
+            rss(&ok),
+            spread_ratio(&ratios)
+        );
+    }
+    println!("\nIssue target: group ÷ 1 consumer ≥ {GROUP_TARGET:.2}× (recorded, not asserted).\n");
+}
+
+/// `rebalance`: every trial of every run, per way of leaving: median, max and the bound.
+fn rebalance_table(reports: &[Report]) {
+    let keys = keys(reports, Kind::Rebalance);
+    if keys.is_empty() {
+        return;
+    }
+    println!("| case | system | member | trials | median ms | max ms | bound ms |");
+    println!("|---|---|---|---|---|---|---|");
+    for (title, system, variant) in keys {
+        let runs = rows(reports, &title, &system, variant.as_deref());
+        let ok: Vec<&RunResult> = runs.iter().flatten().filter(|r| r.ok()).copied().collect();
+        let shown = variant.as_deref().unwrap_or("");
+        let samples: Vec<f64> = ok
+            .iter()
+            .flat_map(|r| r.samples_ms.clone().unwrap_or_default())
+            .collect();
+        if samples.is_empty() {
+            println!(
+                "| {title} | {system} | {shown} | {} | | | |",
+                not_run(&runs)
+            );
+            continue;
+        }
+        let bound = ok
+            .iter()
+            .filter_map(|r| r.target_ms)
+            .fold(f64::INFINITY, f64::min);
+        println!(
+            "| {title} | {system} | {shown} | {} | {:.0} | {:.0} | {bound:.0} |",
+            samples.len(),
+            median(&samples),
+            min_max(&samples).1
+        );
+    }
+    println!();
+}
+
+/// f(reference, row) for every run where both succeeded.
+fn within(
+    reference: &[Option<&RunResult>],
+    runs: &[Option<&RunResult>],
+    f: impl Fn(&RunResult, &RunResult) -> f64,
+) -> Vec<f64> {
+    reference
+        .iter()
+        .zip(runs)
+        .filter_map(|(o, r)| match (o, r) {
+            (Some(o), Some(r)) if o.ok() && r.ok() => Some(f(o, r)),
+            _ => None,
+        })
+        .filter(|v| v.is_finite())
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The one interface every system implements (Quiver, NATS JetStream, Redis Streams, and the no-op
 //! ceiling), so the workloads run the very same loops against each. A driver owns its server process
 //! (started on a free loopback port in a temp dir) and stops it in `stop`. Server-side read filters
-//! exist in Quiver alone: the `filter` workload reaches them through [`Driver::quiver`].
+//! exist in Quiver alone, and so do the consumer groups and queue mode measured here: the
+//! Quiver-only workloads reach them through [`Driver::quiver`].
 //!
 //! Contract: `ProducerHandle::send` hands over one batch and may return before it is acknowledged,
 //! but never lets more than `window` batches wait for their acknowledgement; `flush` returns once
@@ -26,6 +27,10 @@ use crate::plan::Case;
 /// The topic / stream / subject every workload uses (each run has a fresh server).
 pub const TOPIC: &str = "bench";
 
+/// Why a peer skips the consumer-group and queue workloads.
+pub const QUIVER_ONLY: &str = "measured on Quiver only: the issue's targets are Quiver's own \
+     (JetStream consumers and Redis XREADGROUP are not set up comparably here)";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartAt {
     /// The first record ever written.
@@ -46,6 +51,8 @@ pub struct DriverConfig {
     /// Latency run: send what is there at once rather than wait to fill batches.
     pub low_latency: bool,
     pub work_dir: PathBuf,
+    /// Quiver producers are idempotent (the peers have no such setting and ignore it).
+    pub idempotent: bool,
 }
 
 pub trait Driver: Sized + Send + Sync + 'static {
@@ -58,7 +65,7 @@ pub trait Driver: Sized + Send + Sync + 'static {
         None
     }
 
-    /// This driver as Quiver's, for the workload only Quiver can run (`filter`).
+    /// This driver as Quiver's, for the workloads only Quiver runs ([`Case::quiver_only`]).
     fn quiver(&self) -> Option<&QuiverDriver> {
         None
     }

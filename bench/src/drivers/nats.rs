@@ -56,6 +56,9 @@ impl Driver for NatsDriver {
                  only): nothing comparable",
             );
         }
+        if case.quiver_only() {
+            return Some(super::QUIVER_ONLY);
+        }
         (case.durability() == Durability::FsyncPerBatch).then_some(
             "nats-server 2.9 has no per-write fsync (sync_interval arrived in 2.10): no comparable setting",
         )

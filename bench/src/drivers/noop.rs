@@ -33,9 +33,14 @@ impl Driver for NoopDriver {
     type Consumer = NoopConsumer;
 
     fn unsupported(case: &Case) -> Option<&'static str> {
-        matches!(case, Case::Filter { .. }).then_some(
-            "no broker, so no server-side filter (`consume` gives the harness's read ceiling)",
-        )
+        match case {
+            Case::Filter { .. } => Some(
+                "no broker, so no server-side filter (`consume` gives the harness's read ceiling)",
+            ),
+            _ => case
+                .quiver_only()
+                .then_some("no broker, so no consumer groups or queues"),
+        }
     }
 
     fn describe(_durability: Durability) -> String {

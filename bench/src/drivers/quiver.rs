@@ -2,8 +2,11 @@
 //! so it is always the same build as the harness and needs no other binary), clients connect over
 //! QUIC + TLS 1.3 with the broker's dev CA. Durability maps to `acks=leader` (appended, page cache)
 //! and `acks=all` (fsync'd before the reply, group commit). A harness batch is one Quiver batch:
-//! the producer's `batch_bytes` is set to exactly that many encoded records. For the `filter`
-//! workload it also deploys plugins, tags records and reads with the broker's read filters.
+//! the producer's `batch_bytes` is set to exactly that many encoded records; producers are
+//! idempotent unless the plan says otherwise. For the `filter` workload it also deploys plugins,
+//! tags records and reads with the broker's read filters; for the group and queue workloads it
+//! creates topics of several partitions, fills them a batch per partition in turn, and hands out
+//! connections for the workloads' own group and queue consumers.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -54,8 +57,55 @@ impl QuiverDriver {
             },
             batch_bytes,
             max_in_flight: self.cfg.window,
+            idempotent: self.cfg.idempotent,
             ..ProducerConfig::default()
         }
+    }
+
+    /// The producer setting printed beside the results.
+    pub fn describe_producer(idempotent: bool) -> String {
+        if idempotent {
+            "idempotent (producer id + per-partition sequence numbers; the broker drops resent \
+             batches) — the client's default"
+                .to_owned()
+        } else {
+            "not idempotent (--idempotent false): batches carry no producer id".to_owned()
+        }
+    }
+
+    /// A new connection to the broker.
+    pub async fn connect(&self) -> Result<Client> {
+        Client::connect(&self.addr, &self.ca)
+            .await
+            .context("connecting to the quiver broker")
+    }
+
+    /// Creates [`TOPIC`] with `partitions` partitions.
+    pub async fn create_topic_with(&self, partitions: u32) -> Result<()> {
+        self.admin
+            .admin()
+            .create_topic(NewTopic::new(TOPIC, partitions))
+            .await?;
+        Ok(())
+    }
+
+    /// Where each partition of [`TOPIC`] ends (the offset the next record would get).
+    pub async fn partition_ends(&self) -> Result<Vec<u64>> {
+        let desc = self.admin.admin().describe_topic(TOPIC).await?;
+        let mut parts: Vec<(u32, u64)> = desc
+            .partitions
+            .iter()
+            .map(|p| (p.partition, p.log_end))
+            .collect();
+        parts.sort_unstable();
+        Ok(parts.into_iter().map(|(_, end)| end).collect())
+    }
+
+    /// A producer that sends harness batch number k to partition k % `partitions`.
+    pub async fn partitioned_producer(&self, partitions: u32) -> Result<QuiverProducer> {
+        let mut producer = self.tagged_producer(&[]).await?;
+        producer.partitions = partitions.max(1);
+        Ok(producer)
     }
 
     /// A producer whose record number n carries the tag `tags[n % tags.len()]` (none if empty).
@@ -67,6 +117,8 @@ impl QuiverDriver {
             window: self.cfg.window,
             tags,
             sent: 0,
+            partitions: 1,
+            batches: 0,
         })
     }
 
@@ -159,7 +211,8 @@ impl Driver for QuiverDriver {
             Durability::FsyncPerBatch => "acks=all (fsync before the reply, group commit)",
         };
         format!(
-            "separate process, QUIC + TLS 1.3 on loopback, 1 partition, {acks}; a harness batch is \
+            "separate process, QUIC + TLS 1.3 on loopback, 1 partition (group and queue runs: as \
+             titled, a batch per partition in turn), {acks}; a harness batch is \
              one Quiver batch (batch_bytes = exactly B records), linger 5 ms (0 in e2e), \
              max_in_flight = window"
         )
@@ -185,11 +238,7 @@ impl Driver for QuiverDriver {
     }
 
     async fn create_topic(&self) -> Result<()> {
-        self.admin
-            .admin()
-            .create_topic(NewTopic::new(TOPIC, 1))
-            .await?;
-        Ok(())
+        self.create_topic_with(1).await
     }
 
     async fn producer(&self) -> Result<QuiverProducer> {
@@ -223,14 +272,20 @@ pub struct QuiverProducer {
     tags: &'static [&'static str],
     /// Records sent so far: picks the next tag.
     sent: u64,
+    /// Batches go to the partitions in turn (see [`QuiverDriver::partitioned_producer`]).
+    partitions: u32,
+    /// Batches sent so far: picks the partition.
+    batches: u64,
 }
 
 impl ProducerHandle for QuiverProducer {
     async fn send(&mut self, batch: &[Bytes]) -> Result<()> {
         // The first and the last delivery: a batch that linger split in two is still checked.
         let last = batch.len().saturating_sub(1);
+        let partition = (self.batches % self.partitions as u64) as u32;
+        self.batches += 1;
         for (i, value) in batch.iter().enumerate() {
-            let record = self.record(value.clone());
+            let record = self.record(value.clone(), partition);
             let delivery = self.producer.send(record).await?;
             if i == 0 || i == last {
                 self.pending.push_back(delivery);
@@ -257,8 +312,8 @@ impl ProducerHandle for QuiverProducer {
 }
 
 impl QuiverProducer {
-    fn record(&mut self, value: Bytes) -> ProducerRecord {
-        let record = ProducerRecord::new(TOPIC, value).partition(0);
+    fn record(&mut self, value: Bytes, partition: u32) -> ProducerRecord {
+        let record = ProducerRecord::new(TOPIC, value).partition(partition);
         let n = self.sent;
         self.sent += 1;
         match self.tags.len() {

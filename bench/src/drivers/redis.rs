@@ -51,9 +51,12 @@ impl Driver for RedisDriver {
     type Consumer = RedisConsumer;
 
     fn unsupported(case: &Case) -> Option<&'static str> {
-        matches!(case, Case::Filter { .. }).then_some(
-            "Redis Streams have no read filter (XREAD returns every entry): nothing comparable",
-        )
+        match case {
+            Case::Filter { .. } => Some(
+                "Redis Streams have no read filter (XREAD returns every entry): nothing comparable",
+            ),
+            _ => case.quiver_only().then_some(super::QUIVER_ONLY),
+        }
     }
 
     fn describe(durability: Durability) -> String {

@@ -1,12 +1,14 @@
 //! The workloads, generic over the driver so every system runs the same loops: `produce`, `consume`
-//! and `e2e`; `filter` runs on Quiver alone (the peers have no server-side equivalent). (`group`
-//! needs consumer groups, which do not exist yet; the plan reports it as unavailable instead of
-//! measuring anything.)
+//! and `e2e`; `filter`, `group`, `rebalance` and `queue` run on Quiver alone (server-side read
+//! filters, Quiver's consumer groups and queue mode; the peers are not set up comparably).
 
 pub mod consume;
 pub mod e2e;
 pub mod filter;
+pub mod group;
 pub mod produce;
+pub mod queue;
+pub mod rebalance;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -45,6 +47,14 @@ pub struct Measured {
     pub matched: Option<u64>,
     /// The server's peak RSS during this measurement alone, when the workload could isolate it.
     pub peak_rss_kib: Option<u64>,
+    /// Group and rebalance runs: what this row measured.
+    pub variant: Option<&'static str>,
+    /// Rebalance runs: each trial's time in ms.
+    pub samples_ms: Option<Vec<f64>>,
+    /// Rebalance runs: the bound for each trial, in ms.
+    pub target_ms: Option<f64>,
+    /// A remark shown under the row (where the time went, records delivered twice).
+    pub detail: Option<String>,
 }
 
 /// Runs `case` against a started driver; `live` counts records as they go, for the progress bar.
@@ -73,13 +83,18 @@ pub async fn run<D: Driver>(
             batch,
             ref wasm,
         } => {
-            let quiver = driver
-                .quiver()
-                .context("the filter workload runs on Quiver only")?;
+            let quiver = quiver(driver)?;
             return filter::run(quiver, records, size, batch, wasm, live).await;
         }
+        Case::Group(shape) => return group::run(quiver(driver)?, shape, live).await,
+        Case::Rebalance(shape) => return rebalance::run(quiver(driver)?, shape, live).await,
+        Case::Queue(shape) => queue::run(quiver(driver)?, shape, live).await,
     };
     one.map(|m| vec![m])
+}
+
+fn quiver<D: Driver>(driver: &D) -> Result<&crate::drivers::quiver::QuiverDriver> {
+    driver.quiver().context("this workload runs on Quiver only")
 }
 
 /// `batch` record values of `size` bytes (shared buffers: cloning one is a reference count).

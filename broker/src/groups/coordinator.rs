@@ -1,6 +1,7 @@
 //! The group coordinator: membership by heartbeat, session expiry, and incremental cooperative
 //! rebalancing. Each member has a target (from the sticky assignor) and reports what it owns; a
-//! member is given `target ∩ not owned by anyone else`, so a moving partition is released by its old
+//! member is given `target ∩ not held by anyone else` (held: reported owned, or granted in the last
+//! answer and not yet reported back), so a moving partition is released by its old
 //! owner before its new owner gets it, and partitions that stay put are never withdrawn.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -20,6 +21,8 @@ pub const MAX_SESSION: Duration = Duration::from_secs(300);
 const REBALANCE_HEARTBEAT_MS: u32 = 100;
 /// Heartbeat pace when the group is stable (members may heartbeat less often).
 const STABLE_HEARTBEAT_MS: u32 = 1000;
+/// Most live members one group may have (each costs memory and assignor time).
+pub const MAX_MEMBERS: usize = 10_000;
 
 #[derive(Debug)]
 struct Member {
@@ -29,12 +32,18 @@ struct Member {
     last_seen: Instant,
     owned: BTreeSet<TopicPartition>,
     target: BTreeSet<TopicPartition>,
+    /// What the last answer gave it: it may be reading these before its next heartbeat reports
+    /// them, so nobody else may be given them meanwhile.
+    granted: BTreeSet<TopicPartition>,
 }
 
 #[derive(Debug, Default)]
 struct Group {
     epoch: u64,
     members: BTreeMap<String, Member>,
+    /// The epoch and topic sizes the targets were computed for: heartbeats of a stable group
+    /// skip the assignor.
+    targeted: Option<(u64, BTreeMap<String, u32>)>,
 }
 
 /// What a heartbeat asks.
@@ -82,6 +91,12 @@ impl Coordinator {
                     member: id,
                 })
             }
+            None if group.members.len() >= MAX_MEMBERS => {
+                return Err(GroupError::Full {
+                    group: hb.group,
+                    max: MAX_MEMBERS,
+                })
+            }
             None => self.new_member(group, &hb.client_id),
         };
         let topics: BTreeSet<String> = hb.topics.into_iter().collect();
@@ -99,7 +114,11 @@ impl Coordinator {
             group.epoch += 1;
         }
         retarget(group, partitions);
-        Ok(answer(group, &id))
+        let answer = answer(group, &id);
+        if let Some(m) = group.members.get_mut(&id) {
+            m.granted = answer.assigned.iter().cloned().collect();
+        }
+        Ok(answer)
     }
 
     fn new_member(&self, group: &mut Group, client_id: &str) -> String {
@@ -114,6 +133,7 @@ impl Coordinator {
                 last_seen: Instant::now(),
                 owned: BTreeSet::new(),
                 target: BTreeSet::new(),
+                granted: BTreeSet::new(),
             },
         );
         group.epoch += 1;
@@ -220,9 +240,11 @@ impl Coordinator {
     }
 }
 
+/// Whether `id` holds `tp`: reports owning it, was given it (it may be reading it without having
+/// reported so yet), or is its target.
 fn owns(g: Option<&Group>, id: &str, tp: &TopicPartition) -> bool {
     g.and_then(|g| g.members.get(id))
-        .is_some_and(|m| m.owned.contains(tp) || m.target.contains(tp))
+        .is_some_and(|m| m.owned.contains(tp) || m.granted.contains(tp) || m.target.contains(tp))
 }
 
 fn expire_members(g: &mut Group, now: Instant) -> usize {
@@ -236,13 +258,17 @@ fn expire_members(g: &mut Group, now: Instant) -> usize {
     removed
 }
 
-/// Recomputes every member's target from the current ones (sticky) and the topics' sizes.
+/// Recomputes every member's target from the current ones (sticky) and the topics' sizes, when
+/// the membership or a topic's partition count changed since the last time.
 fn retarget(g: &mut Group, partitions: &dyn Fn(&str) -> Option<u32>) {
     let topics: BTreeSet<&String> = g.members.values().flat_map(|m| &m.topics).collect();
     let counts: BTreeMap<String, u32> = topics
         .into_iter()
         .filter_map(|t| partitions(t).map(|n| (t.clone(), n)))
         .collect();
+    if g.targeted.as_ref() == Some(&(g.epoch, counts.clone())) {
+        return;
+    }
     let views: BTreeMap<String, MemberView> = g
         .members
         .iter()
@@ -262,6 +288,7 @@ fn retarget(g: &mut Group, partitions: &dyn Fn(&str) -> Option<u32>) {
         })
         .collect();
     let mut targets = assign(&views, &counts);
+    g.targeted = Some((g.epoch, counts));
     for (id, m) in g.members.iter_mut() {
         m.target = targets
             .remove(id)
@@ -275,7 +302,8 @@ fn retarget(g: &mut Group, partitions: &dyn Fn(&str) -> Option<u32>) {
     }
 }
 
-/// What member `id` may own now: its target minus partitions another member still owns.
+/// What member `id` may own now: its target minus partitions another member holds (owns, or was
+/// given and may already be reading).
 fn given(g: &Group, id: &str) -> BTreeSet<TopicPartition> {
     let Some(m) = g.members.get(id) else {
         return BTreeSet::new();
@@ -285,7 +313,7 @@ fn given(g: &Group, id: &str) -> BTreeSet<TopicPartition> {
         .filter(|tp| {
             !g.members
                 .iter()
-                .any(|(other, o)| other != id && o.owned.contains(*tp))
+                .any(|(other, o)| other != id && (o.owned.contains(*tp) || o.granted.contains(*tp)))
         })
         .cloned()
         .collect()
@@ -362,6 +390,28 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, GroupError::NotPartitionOwner { .. }), "{e}");
         assert!(c.check_commit("g", None, &[off(0)]).is_err());
+    }
+
+    #[test]
+    fn a_partition_granted_but_not_yet_reported_is_not_given_twice() {
+        let c = Coordinator::default();
+        let a = c.heartbeat(hb(None, &[]), SIX).unwrap();
+        assert_eq!(parts(&a).len(), 6);
+        // b joins before a's next heartbeat reports what it reads: b must wait.
+        let b = c.heartbeat(hb(None, &[]), SIX).unwrap();
+        assert!(b.assigned.is_empty(), "{b:?}");
+        // a hears it must give three up, still reading all six...
+        let a2 = c
+            .heartbeat(hb(Some(&a.member_id), &[0, 1, 2, 3, 4, 5]), SIX)
+            .unwrap();
+        let b2 = c.heartbeat(hb(Some(&b.member_id), &[]), SIX).unwrap();
+        assert!(b2.assigned.is_empty(), "{b2:?}");
+        // ...and once it reports them released, b gets them.
+        c.heartbeat(hb(Some(&a.member_id), &parts(&a2)), SIX)
+            .unwrap();
+        let b3 = c.heartbeat(hb(Some(&b.member_id), &[]), SIX).unwrap();
+        assert_eq!(b3.assigned.len(), 3);
+        assert!(parts(&b3).iter().all(|p| !parts(&a2).contains(p)));
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub enum GroupError {
     },
     #[error("group {group:?} has live members consuming {topic:?}: stop them before a reset")]
     GroupActive { group: String, topic: String },
+    #[error("group {group:?} has {max} members already")]
+    Full { group: String, max: usize },
     #[error("invalid group name {name:?}: {reason}")]
     InvalidName { name: String, reason: String },
     #[error(transparent)]
@@ -54,6 +56,7 @@ impl GroupError {
             GroupError::NotPartitionOwner { .. } => ErrorCode::NotPartitionOwner,
             GroupError::GroupActive { .. } => ErrorCode::GroupActive,
             GroupError::InvalidName { .. } => ErrorCode::InvalidRequest,
+            GroupError::Full { .. } => ErrorCode::ServerBusy,
             GroupError::Storage(e) => crate::broker::storage_code(e),
             GroupError::Meta(_) => ErrorCode::StorageError,
             GroupError::Batch(_) | GroupError::Internal(_) => ErrorCode::Internal,

@@ -56,6 +56,12 @@ fn group(broker: &Broker, req: GroupRequest) -> Result<GroupResponse, BrokerErro
             owned,
         } => {
             validate_group(&group)?;
+            if member_id.is_none() {
+                // A join names its topics: an unknown one is a mistake to report, not to wait on.
+                for t in &topics {
+                    broker.topics().get(t)?;
+                }
+            }
             let hb = Heartbeat {
                 group,
                 member_id,
