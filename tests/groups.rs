@@ -287,6 +287,17 @@ async fn partitions_that_stay_keep_delivering_while_others_move() {
         "records kept flowing on both kept partitions: {late:?}"
     );
     assert!(late.values().all(|n| *n >= 10), "{late:?}");
+    for p in &a_kept {
+        let offsets: Vec<u64> = a_during
+            .iter()
+            .filter(|r| r.partition == *p)
+            .map(|r| r.record.offset)
+            .collect();
+        assert!(
+            offsets.windows(2).all(|w| w[1] == w[0] + 1),
+            "partition {p} read on without a restart or a gap: {offsets:?}"
+        );
+    }
     // b still holds what it must give up until it polls; then c gets its second partition.
     assert!(
         c.assignment().len() < 2,
@@ -441,7 +452,10 @@ async fn queue_mode_redelivers_on_nack_and_timeout_and_dead_letters_a_poison_rec
         client.clone(),
         "workers",
         "jobs",
-        queue_config(Duration::from_secs(30), 3),
+        QueueConfig {
+            max_records: 4,
+            ..queue_config(Duration::from_secs(30), 3)
+        },
     );
     let q2 = QueueConsumer::new(
         client.clone(),
@@ -451,7 +465,13 @@ async fn queue_mode_redelivers_on_nack_and_timeout_and_dead_letters_a_poison_rec
     );
     let first = poll_some(&q1, 4).await;
     let second = poll_some(&q2, 10 - first.len()).await;
-    let all: HashSet<String> = first.iter().chain(&second).map(text).collect();
+    assert_eq!(first.len(), 4, "q1 asks for 4 at most");
+    assert_eq!(first.len() + second.len(), 10);
+    let all: HashSet<(u32, u64)> = first
+        .iter()
+        .chain(&second)
+        .map(|r| (r.partition, r.record.offset))
+        .collect();
     assert_eq!(all.len(), 10, "every record leased exactly once");
     assert!(first.iter().chain(&second).all(|r| r.delivery_count == 1));
 
@@ -538,10 +558,48 @@ async fn queue_mode_redelivers_on_nack_and_timeout_and_dead_letters_a_poison_rec
     assert_eq!((late.settled, late.stale), (0, 1));
     q2.ack(&again).await.unwrap();
 
+    // A lease that runs out on the last allowed delivery dead-letters the record too.
+    producer
+        .send(ProducerRecord::new("jobs", "stuck").partition(1))
+        .await
+        .unwrap();
+    producer.flush().await.unwrap();
+    let once = QueueConsumer::new(
+        client.clone(),
+        "workers",
+        "jobs",
+        queue_config(Duration::from_millis(200), 1),
+    );
+    let stuck = poll_some(&once, 1).await;
+    assert_eq!(text(&stuck[0]), "stuck");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        once.poll().await.unwrap().is_empty(),
+        "dead, not redelivered"
+    );
+    let dlq = common::consume_n(&client, "jobs.dlq", 2).await;
+    let rec = &dlq[1].record;
+    let header = |k: &str| {
+        rec.headers
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(rec.value.as_ref(), b"stuck");
+    assert!(header("quiver-error")
+        .unwrap()
+        .contains("visibility timeout"));
+    assert_eq!(header("quiver-source-partition").as_deref(), Some("1"));
+    assert_eq!(
+        header("quiver-source-offset"),
+        Some(stuck[0].record.offset.to_string())
+    );
+    assert_eq!(header("quiver-group").as_deref(), Some("workers"));
+
     let d = client.admin().describe_group("workers").await.unwrap();
     let settled: u64 = d.queues.iter().map(|q| q.start).sum();
-    assert_eq!(settled, 11, "{:?}", d.queues);
-    assert_eq!(d.queues.iter().map(|q| q.dead_lettered).sum::<u64>(), 1);
+    assert_eq!(settled, 12, "{:?}", d.queues);
+    assert_eq!(d.queues.iter().map(|q| q.dead_lettered).sum::<u64>(), 2);
     broker.stop().await;
 }
 

@@ -296,11 +296,16 @@ impl Broker {
         let state = self.producers.state(producer, topic, p);
         let mut seq = state.lock();
         match seq.check(base, count) {
-            Verdict::Append => {
-                let produced = self.append_batch(topic, p, log, batch, acks, run_plugins)?;
-                seq.appended(base, count, produced);
-                Ok(produced)
-            }
+            Verdict::Append => match self.append_batch(topic, p, log, batch, acks, run_plugins) {
+                Ok(produced) => {
+                    seq.appended(base, count, produced);
+                    Ok(produced)
+                }
+                Err(e) => {
+                    seq.failed(base);
+                    Err(e)
+                }
+            },
             Verdict::Duplicate(Some(first)) => Ok(Produced {
                 duplicate: true,
                 ..first

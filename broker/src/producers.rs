@@ -66,6 +66,15 @@ impl SequenceState {
         }
     }
 
+    /// A batch [`SequenceState::check`] let through failed to append (a retriable error, most
+    /// likely). A producer seen for the first time then expects that batch next, so a later
+    /// batch pipelined behind it is refused as out of order instead of being appended before it.
+    pub fn failed(&mut self, base: u32) {
+        if self.last.is_none() {
+            self.last = Some(base.wrapping_sub(1));
+        }
+    }
+
     /// Records a batch appended after [`SequenceState::check`] said `Append`.
     pub fn appended(&mut self, base: u32, count: u32, outcome: Outcome) {
         self.last = Some(base.wrapping_add(count.max(1) - 1));
@@ -97,9 +106,9 @@ impl Producers {
         let mut created = self.created.lock();
         *created += 1;
         if *created % SWEEP_EVERY == 0 {
+            // A state someone holds (the map's own reference aside) is in use, whatever its age.
             states.retain(|_, s| {
-                s.try_lock()
-                    .is_none_or(|s| s.seen.is_some_and(|t| t.elapsed() < IDLE))
+                Arc::strong_count(s) > 1 || s.lock().seen.is_some_and(|t| t.elapsed() < IDLE)
             });
         }
         states.entry(key).or_default().clone()
@@ -141,6 +150,18 @@ mod tests {
         }
         // Forgotten but behind: still a duplicate, with no offsets.
         assert_eq!(s.check(0, 3), Verdict::Duplicate(None));
+    }
+
+    #[test]
+    fn a_first_batch_that_failed_holds_back_the_ones_behind_it() {
+        let mut s = SequenceState::default();
+        assert_eq!(s.check(0, 10), Verdict::Append);
+        s.failed(0);
+        assert_eq!(s.check(10, 10), Verdict::OutOfOrder { expected: 0 });
+        assert_eq!(s.check(0, 10), Verdict::Append);
+        // A producer first seen mid-sequence (the broker restarted) is taken as it comes.
+        let mut t = SequenceState::default();
+        assert_eq!(t.check(500, 10), Verdict::Append);
     }
 
     #[test]

@@ -136,6 +136,11 @@ struct Member {
     member_id: Option<String>,
     /// What the consumer reads now; every heartbeat reports it.
     owned: Vec<TopicPartition>,
+    /// Partitions the latest view (`pending_seq`) granted that the consumer has not applied yet.
+    /// Heartbeats report them as owned: the consumer may start reading them any moment, so the
+    /// coordinator must not hand them to another member meanwhile.
+    pending: Vec<TopicPartition>,
+    pending_seq: u64,
     /// Bumped whenever the membership is lost, so that answers to heartbeats of an earlier
     /// membership are ignored.
     generation: u64,
@@ -164,6 +169,7 @@ impl Shared {
             m.member_id = None;
             m.generation += 1;
             m.fenced = true;
+            m.pending.clear();
         }
     }
 
@@ -181,6 +187,8 @@ impl Shared {
 struct View {
     generation: u64,
     assigned: Vec<TopicPartition>,
+    /// Bumped with every change, so the consumer can say which view it has applied.
+    seq: u64,
 }
 
 /// A member of a consumer group. Dropping it without [`GroupConsumer::close`] stops its tasks; the
@@ -349,6 +357,7 @@ impl GroupConsumer {
         if view.generation != self.shared.generation() {
             return Ok(()); // an answer to the membership that was lost; wait for the next one
         }
+        let seq = view.seq;
         let target: BTreeSet<TopicPartition> = view.assigned.into_iter().collect();
         let (revoked, added) = diff(&self.owned, &target);
         if !revoked.is_empty() {
@@ -359,6 +368,12 @@ impl GroupConsumer {
         }
         if !added.is_empty() {
             self.start(&added).await?;
+        }
+        // Everything that view granted is read now (or, after a transient failure, not read and
+        // free to go elsewhere): stop reporting it as pending.
+        let mut m = self.shared.member.lock();
+        if m.pending_seq == seq {
+            m.pending.clear();
         }
         Ok(())
     }
@@ -610,7 +625,9 @@ impl Heartbeat {
             if m.fenced {
                 return Ok(self.interval); // the consumer has not dropped its partitions yet
             }
-            (m.generation, m.member_id.clone(), m.owned.clone())
+            let mut held = m.owned.clone();
+            held.extend(m.pending.iter().filter(|tp| !m.owned.contains(tp)).cloned());
+            (m.generation, m.member_id.clone(), held)
         };
         let req = GroupRequest::Heartbeat {
             group: self.group.clone(),
@@ -655,15 +672,20 @@ impl Heartbeat {
             return; // the membership this answers was lost meanwhile
         }
         m.member_id = Some(member_id);
-        drop(m);
-        let view = View {
-            generation,
-            assigned,
-        };
         self.view.send_if_modified(|v| {
-            let changed = *v != view;
-            *v = view;
-            changed
+            if v.generation == generation && v.assigned == assigned {
+                return false;
+            }
+            v.seq += 1;
+            m.pending = assigned
+                .iter()
+                .filter(|tp| !m.owned.contains(tp))
+                .cloned()
+                .collect();
+            m.pending_seq = v.seq;
+            v.generation = generation;
+            v.assigned = assigned;
+            true
         });
     }
 

@@ -226,7 +226,9 @@ impl OffsetRange {
         let mut out: Vec<OffsetRange> = Vec::new();
         for (partition, offset) in offsets {
             match out.last_mut() {
-                Some(r) if r.partition == partition && r.last + 1 == offset => r.last = offset,
+                Some(r) if r.partition == partition && r.last.checked_add(1) == Some(offset) => {
+                    r.last = offset
+                }
                 _ => out.push(OffsetRange {
                     partition,
                     first: offset,
@@ -239,7 +241,7 @@ impl OffsetRange {
 
     /// Records in the range (0 for an inverted one).
     pub fn len(&self) -> u64 {
-        (self.last + 1).saturating_sub(self.first)
+        (self.last.saturating_add(1)).saturating_sub(self.first)
     }
 
     pub fn is_empty(&self) -> bool {

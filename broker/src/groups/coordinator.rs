@@ -186,7 +186,6 @@ impl Coordinator {
         for o in offsets {
             let tp = TopicPartition::new(o.topic.clone(), o.partition);
             let allowed = match member {
-                // During a hand-over both the old owner (owned) and the new one (target) qualify.
                 Some(id) => owns(g, id, &tp),
                 None => !g.is_some_and(|g| g.members.keys().any(|id| owns(Some(g), id, &tp))),
             };
@@ -240,11 +239,11 @@ impl Coordinator {
     }
 }
 
-/// Whether `id` holds `tp`: reports owning it, was given it (it may be reading it without having
-/// reported so yet), or is its target.
+/// Whether `id` holds `tp`: reports owning it, or was given it (it may be reading it without
+/// having reported so yet). A partition only targeted at it is still another member's.
 fn owns(g: Option<&Group>, id: &str, tp: &TopicPartition) -> bool {
     g.and_then(|g| g.members.get(id))
-        .is_some_and(|m| m.owned.contains(tp) || m.granted.contains(tp) || m.target.contains(tp))
+        .is_some_and(|m| m.owned.contains(tp) || m.granted.contains(tp))
 }
 
 fn expire_members(g: &mut Group, now: Instant) -> usize {

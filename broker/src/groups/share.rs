@@ -5,7 +5,7 @@
 //! Offsets below `start` are settled (acked or dead-lettered); `start..next` holds the records in
 //! flight, each either ready (from a time on) or leased; `next..` has never been handed out. Only
 //! records in flight have entries, and at most [`WINDOW`] of them, so memory is bounded however
-//! far behind the group is.
+//! far behind the group is (settled records inside `start..next` have no entry).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -162,8 +162,9 @@ impl SharePartition {
             self.ready.pop_first();
             out.push((offset, self.take(offset, consumer, deadline)));
         }
-        let limit = log_end.min(self.start.saturating_add(WINDOW));
-        while out.len() < max && self.next < limit {
+        // The window counts records in flight, not the distance from `start`: one record held
+        // back (a long nack delay, a dead consumer's long lease) must not stop the others.
+        while out.len() < max && self.next < log_end && (self.entries.len() as u64) < WINDOW {
             let offset = self.next;
             self.next += 1;
             self.entries.insert(
@@ -242,7 +243,8 @@ impl SharePartition {
 
     /// Puts a record whose dead-lettering failed back in line, so it is not lost.
     pub fn restore(&mut self, d: &Dead, now: Instant) {
-        if d.offset < self.start || d.offset >= self.next {
+        // The dead entry was removed and `start` may have moved past it already.
+        if d.offset >= self.next || self.entries.contains_key(&d.offset) {
             return;
         }
         self.start = self.start.min(d.offset);
@@ -361,6 +363,37 @@ mod tests {
             vec![5, 6]
         );
         assert_eq!(sp.start(), 7);
+    }
+
+    #[test]
+    fn a_record_whose_dead_letter_failed_is_restored_even_below_start() {
+        let mut sp = SharePartition::new(0);
+        sp.max_deliveries = 1;
+        let now = Instant::now();
+        sp.lease(&c("a"), now, now, 2, 2);
+        let s = sp.give_back("a", 0, 0, now, true);
+        assert_eq!(s.dead.len(), 1);
+        sp.ack("a", 1, 1);
+        assert_eq!(sp.start(), 2, "both settled as far as the state knows");
+        sp.restore(&s.dead[0], now);
+        assert_eq!(sp.start(), 0);
+        assert_eq!(sp.lease(&c("b"), now, now, 5, 2), vec![(0, 1)]);
+    }
+
+    #[test]
+    fn one_held_back_record_does_not_stop_the_window() {
+        let mut sp = SharePartition::new(0);
+        let now = Instant::now();
+        let far = now + Duration::from_secs(3600);
+        sp.lease(&c("a"), now, far, 1, u64::MAX);
+        // Record 0 stays leased; many more are leased and acked past the window.
+        for _ in 0..3 {
+            let got = sp.lease(&c("b"), now, far, WINDOW as usize, u64::MAX);
+            assert!(!got.is_empty());
+            sp.ack("b", got[0].0, got.last().unwrap().0);
+        }
+        assert_eq!(sp.start(), 0);
+        assert!(sp.next() > 2 * WINDOW);
     }
 
     #[test]

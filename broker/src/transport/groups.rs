@@ -22,6 +22,20 @@ const MAX_POLL_WAIT: Duration = Duration::from_secs(60);
 const MIN_VISIBILITY: Duration = Duration::from_millis(100);
 const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
 const MAX_DELIVERIES: u32 = 1000;
+/// Most ranges one ack, nack or release may name (each costs a scan of the records in flight).
+const MAX_SETTLE_RANGES: usize = 10_000;
+/// Most topics a member may consume, and partitions it may report or commit in one request.
+const MAX_TOPICS: usize = 1_000;
+const MAX_PARTITIONS: usize = 100_000;
+
+fn too_many(what: &str, n: usize, max: usize) -> Result<(), BrokerError> {
+    if n > max {
+        return Err(BrokerError::InvalidRequest(format!(
+            "{n} {what} in one request; at most {max}"
+        )));
+    }
+    Ok(())
+}
 
 pub(super) async fn serve_group(
     frame: Frame,
@@ -56,6 +70,8 @@ fn group(broker: &Broker, req: GroupRequest) -> Result<GroupResponse, BrokerErro
             owned,
         } => {
             validate_group(&group)?;
+            too_many("topics", topics.len(), MAX_TOPICS)?;
+            too_many("owned partitions", owned.len(), MAX_PARTITIONS)?;
             if member_id.is_none() {
                 // A join names its topics: an unknown one is a mistake to report, not to wait on.
                 for t in &topics {
@@ -95,6 +111,21 @@ fn group(broker: &Broker, req: GroupRequest) -> Result<GroupResponse, BrokerErro
             member_id,
             offsets,
         } => {
+            too_many("offsets", offsets.len(), MAX_PARTITIONS)?;
+            for o in &offsets {
+                // Only offsets inside a partition that exists: no garbage in the metadata store.
+                let end = broker
+                    .topics()
+                    .partition(&o.topic, o.partition)?
+                    .stats()
+                    .log_end;
+                if o.offset > end {
+                    return Err(BrokerError::InvalidRequest(format!(
+                        "offset {} of {}/{} is past the log end {end}",
+                        o.offset, o.topic, o.partition
+                    )));
+                }
+            }
             groups.commit(&group, member_id.as_deref(), &offsets)?;
             GroupResponse::Committed {
                 count: offsets.len() as u32,
@@ -102,6 +133,7 @@ fn group(broker: &Broker, req: GroupRequest) -> Result<GroupResponse, BrokerErro
         }
         GroupRequest::FetchOffsets { group, partitions } => {
             validate_group(&group)?;
+            too_many("partitions", partitions.len(), MAX_PARTITIONS)?;
             let offsets = partitions
                 .into_iter()
                 .map(|tp| {
@@ -232,6 +264,7 @@ async fn queue(
             records,
         } => (group, topic, consumer_id, records, Settle::Release),
     };
+    too_many("ranges", ranges.len(), MAX_SETTLE_RANGES)?;
     let b = broker.clone();
     let (settled, stale) = tokio::task::spawn_blocking(move || {
         b.queue_settle(&group, &topic, &consumer, how, &ranges)
