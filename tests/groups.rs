@@ -790,3 +790,54 @@ async fn a_group_consumes_several_topics_and_an_unknown_topic_is_refused() {
     assert!(err.to_string().contains("unknown topic"), "{err}");
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_stops_polling_gives_its_partitions_up_and_rejoins_when_it_polls() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = broker.client().await;
+    client
+        .admin()
+        .create_topic(NewTopic::new("events", 4))
+        .await
+        .unwrap();
+    let mut config = group_config("stuck", "events", CommitMode::Manual);
+    config.max_poll_interval = Duration::from_millis(600);
+    let mut a = GroupConsumer::join(client.clone(), config.clone())
+        .await
+        .unwrap();
+    let mut b = GroupConsumer::join(client.clone(), config).await.unwrap();
+    let mut seen = Vec::new();
+    poll_until(
+        &mut [&mut a, &mut b],
+        Duration::from_secs(10),
+        &mut seen,
+        balanced(&[2, 2]),
+    )
+    .await;
+    // a's application hangs: b gets everything although a keeps heartbeating.
+    let started = Instant::now();
+    poll_until(
+        &mut [&mut b],
+        Duration::from_secs(5),
+        &mut seen,
+        balanced(&[4]),
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // a comes back: it rejoins and the group balances again.
+    poll_until(
+        &mut [&mut a, &mut b],
+        Duration::from_secs(10),
+        &mut seen,
+        balanced(&[2, 2]),
+    )
+    .await;
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+    broker.stop().await;
+}

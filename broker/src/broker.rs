@@ -403,6 +403,10 @@ impl Broker {
             for rx in &mut ends {
                 rx.borrow_and_update();
             }
+            // Registered before looking, so a give-back during the look is not missed.
+            let given_back = self.groups.queues.given_back();
+            tokio::pin!(given_back);
+            given_back.as_mut().enable();
             let (b, t, p) = (self.clone(), topic.clone(), params.clone());
             let polled = tokio::task::spawn_blocking(move || {
                 let sink = |topic: &str, batch: Bytes| {
@@ -417,7 +421,7 @@ impl Broker {
             if !polled.parts.is_empty() || now >= deadline {
                 return Ok(polled);
             }
-            // Records given back by other consumers wake nobody: look again at least this often.
+            // New records, records given back and due times wake the poll; this is a safety net.
             let mut wake = deadline.min(now + QUEUE_RECHECK);
             if let Some(e) = polled.next_event {
                 wake = wake.min(tokio::time::Instant::from_std(e).max(now));
@@ -428,6 +432,7 @@ impl Broker {
                 (r, _, _) = changed => if r.is_err() {
                     return Err(StorageError::UnknownTopic(params.topic.clone()).into());
                 },
+                _ = given_back => {}
                 _ = tokio::time::sleep_until(wake) => {}
             }
         }
@@ -557,8 +562,9 @@ fn nothing_appended(partition: u32, end: u64) -> Produced {
     }
 }
 
-/// Longest a waiting queue poll goes without looking at its share partitions again.
-const QUEUE_RECHECK: Duration = Duration::from_millis(50);
+/// Longest a waiting queue poll goes without looking at its share partitions again (appends,
+/// give-backs and due times wake it earlier).
+const QUEUE_RECHECK: Duration = Duration::from_secs(1);
 
 /// Longest a fetch spends running a read-filter plugin over its batches (at least one batch runs).
 const READ_FILTER_BUDGET: Duration = Duration::from_millis(500);

@@ -85,6 +85,9 @@ pub struct GroupConfig {
     /// The longest time between heartbeats; the coordinator's shorter hint wins (it asks for
     /// quicker heartbeats while partitions move).
     pub heartbeat_interval: Duration,
+    /// An application that does not call `poll` / `next` for this long is taken to be stuck: the
+    /// consumer leaves the group so its partitions move on (it joins again on its next poll).
+    pub max_poll_interval: Duration,
     /// Where to start a partition the group has committed nothing for.
     pub reset: SeekTo,
     /// How partitions are fetched.
@@ -99,6 +102,7 @@ impl Default for GroupConfig {
             commit: CommitMode::default(),
             session_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_millis(500),
+            max_poll_interval: Duration::from_secs(300),
             reset: SeekTo::Earliest,
             consumer: ConsumerConfig::default(),
         }
@@ -141,6 +145,8 @@ struct Member {
     /// coordinator must not hand them to another member meanwhile.
     pending: Vec<TopicPartition>,
     pending_seq: u64,
+    /// When the application last polled (`None`: not yet).
+    last_poll: Option<Instant>,
     /// Bumped whenever the membership is lost, so that answers to heartbeats of an earlier
     /// membership are ignored.
     generation: u64,
@@ -231,6 +237,7 @@ impl GroupConsumer {
             topics: config.topics.clone(),
             session_timeout: config.session_timeout,
             interval: config.heartbeat_interval,
+            max_poll_interval: config.max_poll_interval,
             shared: shared.clone(),
             view: view_tx,
             last_ok: Instant::now(),
@@ -273,6 +280,7 @@ impl GroupConsumer {
 
     /// Records available within `timeout` (possibly none), after applying assignment changes.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumedRecord>, ClientError> {
+        self.shared.member.lock().last_poll = Some(Instant::now());
         let deadline = Instant::now() + timeout;
         loop {
             self.sync().await?;
@@ -293,6 +301,7 @@ impl GroupConsumer {
 
     /// The next record, waiting as long as it takes (and applying assignment changes meanwhile).
     pub async fn next(&mut self) -> Result<ConsumedRecord, ClientError> {
+        self.shared.member.lock().last_poll = Some(Instant::now());
         loop {
             self.sync().await?;
             self.auto_commit().await?;
@@ -592,6 +601,7 @@ struct Heartbeat {
     topics: Vec<String>,
     session_timeout: Duration,
     interval: Duration,
+    max_poll_interval: Duration,
     shared: Arc<Shared>,
     view: watch::Sender<View>,
     /// The last heartbeat the coordinator answered.
@@ -605,6 +615,10 @@ impl Heartbeat {
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
                 _ = self.shared.wake.notified() => {}
+            }
+            if self.stalled() {
+                self.leave_stalled().await;
+                continue;
             }
             match self.beat().await {
                 Ok(next) => interval = next,
@@ -687,6 +701,35 @@ impl Heartbeat {
             v.assigned = assigned;
             true
         });
+    }
+
+    /// The application has not polled within `max_poll_interval` (and still has a membership).
+    fn stalled(&self) -> bool {
+        let m = self.shared.member.lock();
+        m.member_id.is_some()
+            && !m.fenced
+            && m.last_poll
+                .is_some_and(|t| t.elapsed() > self.max_poll_interval)
+    }
+
+    /// Leaves so that a stuck application's partitions move on; its next poll drops them and the
+    /// consumer joins again.
+    async fn leave_stalled(&mut self) {
+        let (generation, member_id) = {
+            let m = self.shared.member.lock();
+            (m.generation, m.member_id.clone())
+        };
+        tracing::warn!(group = %self.group, "no poll within max_poll_interval; leaving the group");
+        if let Some(member_id) = member_id {
+            let req = GroupRequest::Leave {
+                group: self.group.clone(),
+                member_id,
+            };
+            if let Err(e) = call_group(&self.client, &req).await {
+                tracing::debug!(group = %self.group, error = %e, "leave failed; the session will expire");
+            }
+        }
+        self.lose(generation);
     }
 
     fn lose(&self, generation: u64) {

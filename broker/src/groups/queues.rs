@@ -68,6 +68,9 @@ pub struct Queues {
     parts: Mutex<HashMap<Key, Arc<Mutex<SharePartition>>>>,
     meta: MetaStore,
     rotation: AtomicUsize,
+    /// Signalled when records are given back (nack, release, a failed dead letter put back), so
+    /// parked polls look again instead of waiting for their timer.
+    given_back: tokio::sync::Notify,
 }
 
 fn meta_key(k: &Key) -> String {
@@ -80,6 +83,7 @@ impl Queues {
             parts: Mutex::default(),
             meta,
             rotation: AtomicUsize::new(0),
+            given_back: tokio::sync::Notify::new(),
         }
     }
 
@@ -182,6 +186,11 @@ impl Queues {
         Ok(out)
     }
 
+    /// Resolves when records are given back for delivery now (see `given_back`).
+    pub fn given_back(&self) -> tokio::sync::futures::Notified<'_> {
+        self.given_back.notified()
+    }
+
     /// Acks, nacks or releases ranges of records leased to `consumer`; returns (settled, stale).
     pub fn settle(
         &self,
@@ -217,6 +226,10 @@ impl Queues {
                 self.save_start(&key, sp.start())?;
             }
         }
+        // Parked polls look again: records are ready now, or at a time they did not know of.
+        if settled > 0 && how != Settle::Ack {
+            self.given_back.notify_waiters();
+        }
         Ok((settled, stale))
     }
 
@@ -243,6 +256,7 @@ impl Queues {
                 Err(e) => {
                     tracing::warn!(%group, %topic, partition, offset = d.offset, error = %e, "dead-lettering failed; the record stays in the queue");
                     sp.restore(&d, Instant::now());
+                    self.given_back.notify_waiters();
                 }
             }
         }
