@@ -1,9 +1,10 @@
-//! The `quiver` command line: `serve` runs the broker; `topic`, `produce`, `consume`, `plugin` and
-//! `group` are clients.
+//! The `quiver` command line: `serve` runs the broker; `topic`, `produce`, `consume`, `plugin`,
+//! `group` and `exchange` are clients.
 //! The command names and flags are a contract used by scripts outside the project: add, never change.
 
 mod args;
 mod consume;
+mod exchange;
 mod group;
 mod plugin;
 mod produce;
@@ -40,6 +41,9 @@ enum Command {
     /// List, describe and reset consumer groups.
     #[command(subcommand)]
     Group(group::GroupCommand),
+    /// Create, bind, list and delete exchanges (routing to topics).
+    #[command(subcommand)]
+    Exchange(exchange::ExchangeCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -63,6 +67,7 @@ fn main() -> std::process::ExitCode {
             Command::Consume(a) => consume::run(a).await,
             Command::Plugin(c) => plugin::run(c).await,
             Command::Group(c) => group::run(c).await,
+            Command::Exchange(c) => exchange::run(c).await,
         }
     });
     match result {

@@ -1,5 +1,6 @@
-//! `quiver produce TOPIC`: one record per line of standard input; exits 0 only when every record was
-//! acknowledged.
+//! `quiver produce TOPIC` / `quiver produce --exchange NAME`: one record per line of standard input
+//! (to a topic, or routed by an exchange with `--key` as the routing key); exits 0 only when every
+//! record was acknowledged.
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
@@ -11,8 +12,14 @@ use crate::args::ConnectArgs;
 
 #[derive(Args, Debug)]
 pub struct ProduceArgs {
-    topic: String,
-    /// Key of every record (records with one key stay in one partition).
+    /// The topic (omit with `--exchange`).
+    #[arg(required_unless_present = "exchange", conflicts_with = "exchange")]
+    topic: Option<String>,
+    /// Send through this exchange instead of to a topic; `--key` is the routing key.
+    #[arg(long, conflicts_with = "partition")]
+    exchange: Option<String>,
+    /// Key of every record (records with one key stay in one partition); the routing key with
+    /// `--exchange`.
     #[arg(long)]
     key: Option<String>,
     #[arg(long)]
@@ -29,7 +36,7 @@ pub struct ProduceArgs {
     conn: ConnectArgs,
 }
 
-fn parse_header(s: &str) -> Result<(String, String), String> {
+pub fn parse_header(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .ok_or_else(|| format!("expected K=V, got {s:?}"))
@@ -53,10 +60,16 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
             ..ProducerConfig::default()
         },
     );
+    let (target, exchange) = match (&args.topic, &args.exchange) {
+        (_, Some(e)) => (e.clone(), true),
+        (Some(t), None) => (t.clone(), false),
+        (None, None) => bail!("name a topic, or an exchange with --exchange"),
+    };
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut deliveries = Vec::new();
     while let Some(line) = lines.next_line().await.context("reading standard input")? {
-        let mut rec = ProducerRecord::new(args.topic.clone(), Bytes::from(line));
+        let mut rec = ProducerRecord::new(target.clone(), Bytes::from(line));
+        rec.exchange = exchange;
         rec.partition = args.partition;
         rec.key = args.key.clone().map(Bytes::from);
         rec.tags = args.tags.clone();
@@ -69,7 +82,7 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
             producer
                 .send(rec)
                 .await
-                .with_context(|| format!("producing to {}", args.topic))?,
+                .with_context(|| format!("producing to {target}"))?,
         );
     }
     let flushed = producer.flush().await;

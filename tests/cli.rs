@@ -377,3 +377,68 @@ fn groups_and_queues_from_the_command_line() {
     assert!(describe.contains("queue mode"), "{describe}");
     assert!(serve.terminate().success());
 }
+
+#[test]
+fn exchanges_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let serve = Serve::start(d);
+    for t in ["orders.eu", "orders.us", "orders.rest"] {
+        ok(&serve.cli(d, &["topic", "create", t], ""));
+    }
+    let create = [
+        "exchange",
+        "create",
+        "orders",
+        "--kind",
+        "topic",
+        "--alternate",
+        "orders.rest",
+    ];
+    assert_eq!(
+        ok(&serve.cli(d, &create, "")),
+        "orders\ttopic alternate=orders.rest\n"
+    );
+    ok(&serve.cli(
+        d,
+        &["exchange", "bind", "orders", "orders.eu", "--key", "*.eu"],
+        "",
+    ));
+    ok(&serve.cli(
+        d,
+        &["exchange", "bind", "orders", "orders.us", "--key", "#.us"],
+        "",
+    ));
+    let list = ok(&serve.cli(d, &["exchange", "list"], ""));
+    assert!(
+        list.contains("-> orders.eu key=*.eu") && list.contains("-> orders.us key=#.us"),
+        "{list}"
+    );
+    let produce = |key: &str, line: &str| {
+        ok(&serve.cli(d, &["produce", "--exchange", "orders", "--key", key], line));
+    };
+    produce("new.eu", "to-eu\n");
+    produce("a.b.us", "to-us\n");
+    produce("new.asia", "to-rest\n");
+    for (topic, want) in [
+        ("orders.eu", "to-eu\n"),
+        ("orders.us", "to-us\n"),
+        ("orders.rest", "to-rest\n"),
+    ] {
+        assert_eq!(
+            ok(&serve.cli(d, &["consume", topic, "--count", "1"], "")),
+            want
+        );
+    }
+    let bad = serve.cli(d, &["exchange", "create", "x", "--kind", "weird"], "");
+    assert!(!bad.status.success());
+    let direct = ["exchange", "create", "strict", "--kind", "direct"];
+    ok(&serve.cli(d, &direct, ""));
+    let failed = serve.cli(d, &["produce", "--exchange", "strict", "--key", "k"], "x\n");
+    assert!(!failed.status.success());
+    assert!(
+        String::from_utf8_lossy(&failed.stderr).contains("match no binding"),
+        "{failed:?}"
+    );
+    assert!(serve.terminate().success());
+}

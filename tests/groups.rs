@@ -612,6 +612,7 @@ async fn send_raw(conn: &quinn::Connection, batch: Bytes, wait: bool) -> Option<
         topic: "payments".into(),
         partition: Some(0),
         acks: Acks::All,
+        exchange: false,
     };
     quiver_client::wire::write_frame(&mut send, FrameKind::Produce, &req, batch)
         .await
@@ -670,6 +671,7 @@ async fn a_resent_idempotent_batch_is_acknowledged_but_not_appended_twice() {
         topic: "payments".into(),
         partition: Some(0),
         acks: Acks::Leader,
+        exchange: false,
     };
     quiver_client::wire::write_frame(&mut send, FrameKind::Produce, &req, batch(7, &["x"]))
         .await

@@ -229,6 +229,7 @@ async fn garbage_on_a_stream_is_refused_and_others_keep_working() {
         topic: "t".into(),
         partition: Some(0),
         acks: Acks::Leader,
+        exchange: false,
     };
     let header = quiver_proto::messages::encode_header(&req).unwrap();
     let mut frame = Frame::encoded_header(FrameKind::Produce, header.len(), 8).to_vec();

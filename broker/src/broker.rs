@@ -17,6 +17,7 @@ use crate::plugins::{
     EngineLimits, Pipelines, PluginEngine, PluginError, PluginRegistry, ReadFilter,
 };
 use crate::producers::{Producers, Verdict};
+use crate::routing::{Exchanges, RoutingError};
 use crate::storage::{
     AppendInfo, Durability, LogConfig, StorageError, Topic, TopicConfig, TopicStore,
 };
@@ -34,6 +35,8 @@ pub enum BrokerError {
     InvalidBatch(#[from] quiver_proto::BatchError),
     #[error(transparent)]
     Group(#[from] GroupError),
+    #[error(transparent)]
+    Routing(#[from] RoutingError),
     #[error("{0}")]
     InvalidRequest(String),
     #[error("producer {producer} skipped sequence numbers on {topic}/{partition}: expected {expected}, got {got}")]
@@ -62,6 +65,7 @@ impl BrokerError {
             BrokerError::Plugin(e) => e.code(),
             BrokerError::InvalidBatch(_) => ErrorCode::InvalidBatch,
             BrokerError::Group(e) => e.code(),
+            BrokerError::Routing(e) => e.code(),
             BrokerError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             BrokerError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
             BrokerError::Internal(_) => ErrorCode::Internal,
@@ -149,6 +153,7 @@ pub struct Broker {
     pipelines: Pipelines,
     groups: Groups,
     producers: Producers,
+    exchanges: Exchanges,
     meta: MetaStore,
 }
 
@@ -185,6 +190,7 @@ impl Broker {
             pipelines,
             groups,
             producers: Producers::default(),
+            exchanges: Exchanges::open(meta.clone())?,
             meta,
         }))
     }
@@ -199,6 +205,57 @@ impl Broker {
 
     pub fn groups(&self) -> &Groups {
         &self.groups
+    }
+
+    pub fn exchanges(&self) -> &Exchanges {
+        &self.exchanges
+    }
+
+    /// Routes one batch through an exchange and appends each destination's records (split by key
+    /// hash over the topic's partitions, so a key keeps its order); answers once every append is
+    /// done (and, for `acks=all`, fsync'd). Runs destination pipelines: off the async workers.
+    pub fn produce_to_exchange(
+        &self,
+        exchange: &str,
+        batch: Bytes,
+        acks: Durability,
+    ) -> Result<Produced, BrokerError> {
+        let batch = Batch::parse(batch)?;
+        let plan = self.exchanges.get(exchange)?.route(&batch)?;
+        let mut appended = 0u32;
+        let mut synced = Vec::new();
+        for (topic, indexes) in plan {
+            let n = self.topics.get(&topic)?.partitions().len().max(1) as u64;
+            for (partition, idx) in split_by_key(&batch, &indexes, n, &self.round_robin) {
+                let part = if idx.len() == batch.record_count() as usize {
+                    batch.bytes().clone()
+                } else {
+                    let mut keep = idx.iter().peekable();
+                    let sel = quiver_proto::batch::rebuild(&batch, &[], |i, _| {
+                        keep.next_if(|&&j| j == i).is_some()
+                    })?;
+                    let Some(sel) = sel else { continue };
+                    sel
+                };
+                let lead = if acks == Durability::All {
+                    Durability::Leader
+                } else {
+                    acks
+                };
+                let p = self.append(&topic, Some(partition), part, lead)?;
+                appended += p.appended;
+                synced.push((topic.clone(), p.partition, p.log_end));
+            }
+        }
+        if acks == Durability::All {
+            for (topic, partition, end) in synced {
+                self.sync(&topic, partition, end)?;
+            }
+        }
+        Ok(Produced {
+            appended,
+            ..nothing_appended(0, 0)
+        })
     }
 
     /// A fresh producer id for idempotent produce (unique across restarts).
@@ -547,6 +604,30 @@ fn produced(partition: u32, info: AppendInfo, transformed: bool) -> Produced {
         transformed,
         duplicate: false,
     }
+}
+
+/// Groups record indexes (ascending) by partition: by key hash, keyless records together on the
+/// next round-robin partition.
+fn split_by_key(
+    batch: &Batch,
+    indexes: &[usize],
+    partitions: u64,
+    round_robin: &AtomicU32,
+) -> std::collections::BTreeMap<u32, Vec<usize>> {
+    let keyless = (round_robin.fetch_add(1, Ordering::Relaxed) as u64 % partitions) as u32;
+    let mut out: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
+    let mut want = indexes.iter().peekable();
+    for (i, r) in batch.records().enumerate() {
+        if want.next_if(|&&j| j == i).is_none() {
+            continue;
+        }
+        let p = match r.key {
+            Some(k) => quiver_proto::routing::partition_for_key(k, partitions as u32),
+            None => keyless,
+        };
+        out.entry(p).or_default().push(i);
+    }
+    out
 }
 
 /// A produce that appended nothing (offsets unknown, so marked transformed).

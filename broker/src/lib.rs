@@ -8,6 +8,7 @@ pub mod groups;
 pub mod meta;
 pub mod plugins;
 pub mod producers;
+pub mod routing;
 pub mod storage;
 pub mod transport;
 pub mod util;

@@ -12,6 +12,7 @@ use quiver_proto::messages::{
     AdminRequest, AdminResponse, AttachmentInfo, ErrorPolicy, PluginVersionInfo, TopicDescription,
     TopicSummary,
 };
+use quiver_proto::routing::{Binding, ExchangeInfo, ExchangeKind};
 
 use crate::client::Client;
 use crate::error::ClientError;
@@ -255,6 +256,59 @@ impl Admin {
     pub async fn init_producer(&self) -> Result<u64, ClientError> {
         match self.call(AdminRequest::InitProducer).await? {
             AdminResponse::Producer { producer_id } => Ok(producer_id),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// Exchanges: routing rules that bind to topics (docs/routing.md).
+impl Admin {
+    pub async fn create_exchange(
+        &self,
+        name: &str,
+        kind: ExchangeKind,
+        alternate: Option<String>,
+    ) -> Result<ExchangeInfo, ClientError> {
+        let req = AdminRequest::CreateExchange {
+            name: name.to_owned(),
+            kind,
+            alternate,
+        };
+        match self.call(req).await? {
+            AdminResponse::Exchange(e) => Ok(e),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Binds `binding.topic` to the exchange; returns the exchange with all its bindings.
+    pub async fn bind_exchange(
+        &self,
+        exchange: &str,
+        binding: Binding,
+    ) -> Result<ExchangeInfo, ClientError> {
+        let req = AdminRequest::BindExchange {
+            exchange: exchange.to_owned(),
+            binding,
+        };
+        match self.call(req).await? {
+            AdminResponse::Exchange(e) => Ok(e),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn list_exchanges(&self) -> Result<Vec<ExchangeInfo>, ClientError> {
+        match self.call(AdminRequest::ListExchanges).await? {
+            AdminResponse::Exchanges { exchanges } => Ok(exchanges),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn delete_exchange(&self, name: &str) -> Result<(), ClientError> {
+        let req = AdminRequest::DeleteExchange {
+            name: name.to_owned(),
+        };
+        match self.call(req).await? {
+            AdminResponse::ExchangeDeleted { .. } => Ok(()),
             other => Err(unexpected(other)),
         }
     }

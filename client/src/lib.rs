@@ -33,6 +33,7 @@ pub use quiver_proto::messages::{
     Acks, AttachmentInfo, ErrorPolicy, PartitionDescription, PluginRef, PluginVersionInfo,
     TopicDescription, TopicSummary,
 };
+pub use quiver_proto::routing::{Binding, ExchangeInfo, ExchangeKind, HeaderMatch};
 pub use quiver_proto::{Batch, BatchBuilder, ErrorCode, Record, RecordData, RecordRef};
 pub use rpc::{
     reply_to, serve, Requester, RequesterConfig, Responder, CORRELATION_ID_HEADER, REPLY_TO_HEADER,

@@ -80,6 +80,9 @@ pub struct ProducerRecord {
     pub tags: Vec<String>,
     /// Milliseconds since the epoch; now when unset.
     pub timestamp: Option<i64>,
+    /// `topic` names an exchange, which routes the record (by its key as the routing key, or its
+    /// headers) to the topics bound to it.
+    pub exchange: bool,
 }
 
 impl ProducerRecord {
@@ -87,6 +90,16 @@ impl ProducerRecord {
         ProducerRecord {
             topic: topic.into(),
             value: value.into(),
+            ..Default::default()
+        }
+    }
+
+    /// A record for the exchange `exchange`; its key is the routing key.
+    pub fn to_exchange(exchange: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        ProducerRecord {
+            topic: exchange.into(),
+            value: value.into(),
+            exchange: true,
             ..Default::default()
         }
     }
@@ -120,6 +133,9 @@ pub struct RecordMetadata {
     pub partition: u32,
     pub offset: Option<u64>,
 }
+
+/// The partition of batches bound for an exchange (`ProducerRecord::topic` names the exchange).
+const EXCHANGE: u32 = u32::MAX;
 
 /// A batch's partition and base offset (`None` with `acks=none`), or why it failed.
 type BatchOutcome = Result<(u32, Option<u64>), Arc<ClientError>>;
@@ -247,7 +263,17 @@ impl Producer {
 
     async fn send_inner(&self, rec: ProducerRecord, now: bool) -> Result<Delivery, ClientError> {
         self.ensure_producer_id().await?;
-        let partition = self.choose_partition(&rec).await?;
+        let partition = if rec.exchange {
+            if rec.partition.is_some() {
+                return Err(ClientError::InvalidArgument(
+                    "a record sent to an exchange names no partition (the exchange routes it)"
+                        .into(),
+                ));
+            }
+            EXCHANGE
+        } else {
+            self.choose_partition(&rec).await?
+        };
         let headers: Vec<(&str, &[u8])> = rec
             .headers
             .iter()
@@ -306,7 +332,7 @@ impl Producer {
         let st = self.shared.state.lock();
         let sticky = st.sticky.get(&rec.topic).copied().unwrap_or(0) % count;
         Ok(match (&rec.key, self.shared.config.partitioner) {
-            (Some(k), Partitioner::KeyHash) => (fnv1a(k) % count as u64) as u32,
+            (Some(k), Partitioner::KeyHash) => quiver_proto::routing::partition_for_key(k, count),
             _ => sticky,
         })
     }
@@ -407,14 +433,16 @@ fn seal(st: &mut State, key: &(String, u32)) -> Result<Option<Ready>, ClientErro
         return Ok(None);
     }
     let records = open.builder.len() as u32;
-    let producer_id = st.producer_id.unwrap_or(0);
+    // Exchange batches carry no sequence: the broker splits them over several partitions.
+    let stamp = st.producer_id.filter(|_| key.1 != EXCHANGE);
+    let producer_id = stamp.unwrap_or(0);
     let sequence = st.sequences.get(key).copied().unwrap_or(0);
-    let builder = match st.producer_id {
+    let builder = match stamp {
         Some(id) => open.builder.producer(id, sequence),
         None => open.builder,
     };
     let bytes = builder.finish()?;
-    if st.producer_id.is_some() {
+    if stamp.is_some() {
         // Wraps after 2^32 records of one partition under one id, like Kafka's sequences.
         st.sequences
             .insert(key.clone(), sequence.wrapping_add(records));
@@ -530,8 +558,9 @@ async fn send_one(
     let req = ProduceRequest {
         request_id: shared.client.next_request_id(),
         topic: r.topic.clone(),
-        partition: Some(r.partition),
+        partition: (r.partition != EXCHANGE).then_some(r.partition),
         acks: shared.config.acks,
+        exchange: r.partition == EXCHANGE,
     };
     if let Err(e) = write_frame(send, FrameKind::Produce, &req, r.bytes.clone()).await {
         return broken(shared, r, e.into(), stream, in_flight, retry);
@@ -630,12 +659,6 @@ fn fail(shared: &Shared, r: Ready, e: ClientError) {
         }
     }
     r.slot.complete(Err(Arc::new(e)));
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 pub(crate) fn now_ms() -> i64 {

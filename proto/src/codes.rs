@@ -22,12 +22,16 @@ pub enum ErrorCode {
     InvalidTopicName = 13,
     InvalidConfig = 14,
     TopicUnavailable = 15,
+    UnknownExchange = 16,
+    ExchangeExists = 17,
     OffsetOutOfRange = 20,
     InvalidBatch = 21,
     RecordTooLarge = 22,
     /// An idempotent producer's batch skips sequence numbers (an earlier batch has not arrived
     /// yet); retry after the earlier ones.
     OutOfOrderSequence = 23,
+    /// Records produced to an exchange match no binding, and it has no alternate topic.
+    Unroutable = 25,
     StorageError = 30,
     DiskFull = 31,
     Timeout = 40,
@@ -56,7 +60,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in numeric order (for tables, docs and exhaustive tests).
-    pub const ALL: [ErrorCode; 30] = [
+    pub const ALL: [ErrorCode; 33] = [
         ErrorCode::Unknown,
         ErrorCode::MalformedFrame,
         ErrorCode::FrameTooLarge,
@@ -68,10 +72,13 @@ impl ErrorCode {
         ErrorCode::InvalidTopicName,
         ErrorCode::InvalidConfig,
         ErrorCode::TopicUnavailable,
+        ErrorCode::UnknownExchange,
+        ErrorCode::ExchangeExists,
         ErrorCode::OffsetOutOfRange,
         ErrorCode::InvalidBatch,
         ErrorCode::RecordTooLarge,
         ErrorCode::OutOfOrderSequence,
+        ErrorCode::Unroutable,
         ErrorCode::StorageError,
         ErrorCode::DiskFull,
         ErrorCode::Timeout,
@@ -108,10 +115,13 @@ impl ErrorCode {
             ErrorCode::InvalidTopicName => "invalid topic name",
             ErrorCode::InvalidConfig => "invalid configuration",
             ErrorCode::TopicUnavailable => "topic unavailable",
+            ErrorCode::UnknownExchange => "unknown exchange",
+            ErrorCode::ExchangeExists => "exchange already exists",
             ErrorCode::OffsetOutOfRange => "offset out of range",
             ErrorCode::InvalidBatch => "invalid record batch",
             ErrorCode::RecordTooLarge => "record batch too large",
             ErrorCode::OutOfOrderSequence => "producer sequence out of order",
+            ErrorCode::Unroutable => "records match no binding of the exchange",
             ErrorCode::StorageError => "storage error",
             ErrorCode::DiskFull => "disk full",
             ErrorCode::Timeout => "request timed out",
@@ -205,7 +215,7 @@ mod tests {
 
     #[test]
     fn specific_unknown_numbers() {
-        for n in [5, 16, 24, 98, 100, 1000, u16::MAX] {
+        for n in [5, 18, 24, 98, 100, 1000, u16::MAX] {
             assert_eq!(ErrorCode::from(n), ErrorCode::Unknown);
         }
     }

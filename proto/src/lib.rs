@@ -8,6 +8,7 @@ pub mod codes;
 pub mod frame;
 pub mod groups;
 pub mod messages;
+pub mod routing;
 
 pub use batch::{
     Batch, BatchBuilder, BatchError, BatchHeader, Batches, HeaderIter, Record, RecordData,

@@ -155,6 +155,10 @@ pub struct ProduceRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition: Option<u32>,
     pub acks: Acks,
+    /// `topic` names an exchange: each record goes to the bound topics it matches (by its key as
+    /// the routing key, or its headers); `partition` must be absent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exchange: bool,
 }
 
 /// Header of a `ProduceOk` frame (no payload).
@@ -306,6 +310,22 @@ pub enum AdminRequest {
     /// A fresh producer id for idempotent produce: batches carrying it and per-partition
     /// sequence numbers are appended once however often they are sent.
     InitProducer,
+    CreateExchange {
+        name: String,
+        kind: crate::routing::ExchangeKind,
+        /// An existing topic for records that match no binding.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        alternate: Option<String>,
+    },
+    /// Binds `binding.topic` (an existing topic) to the exchange.
+    BindExchange {
+        exchange: String,
+        binding: crate::routing::Binding,
+    },
+    ListExchanges,
+    DeleteExchange {
+        name: String,
+    },
 }
 
 /// What an ingest stage does with a batch its plugin failed on.
@@ -426,6 +446,13 @@ pub enum AdminResponse {
     },
     Producer {
         producer_id: u64,
+    },
+    Exchange(crate::routing::ExchangeInfo),
+    Exchanges {
+        exchanges: Vec<crate::routing::ExchangeInfo>,
+    },
+    ExchangeDeleted {
+        name: String,
     },
 }
 
@@ -764,7 +791,7 @@ mod tests {
 
         #[test]
         fn produce_round_trip(request_id in any::<u64>(), topic in name(), partition in of(any::<u32>()), acks in acks(), payload in payload()) {
-            round_trip(&ProduceRequest { request_id, topic, partition, acks }, &payload)?;
+            round_trip(&ProduceRequest { request_id, topic, partition, acks, exchange: false }, &payload)?;
         }
 
         #[test]

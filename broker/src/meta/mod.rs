@@ -34,8 +34,8 @@ pub enum Namespace {
     /// The settled point of each queue-mode (share group) partition.
     QueueOffsets,
     Plugins,
-    /// Producer-id allocation for idempotent produce.
-    Producers,
+    /// Exchanges and their bindings.
+    Exchanges,
 }
 
 impl Namespace {
@@ -44,7 +44,7 @@ impl Namespace {
             Namespace::Topics => "topics",
             Namespace::GroupOffsets => "group-offsets",
             Namespace::QueueOffsets => "queue-offsets",
-            Namespace::Producers => "producers",
+            Namespace::Exchanges => "exchanges",
             Namespace::Plugins => "plugins",
         }
     }

@@ -88,6 +88,10 @@ fn handle(
             let t = topics.add_partitions(&name, current.saturating_add(count))?;
             AdminResponse::Topic(describe(broker, &t))
         }
+        AdminRequest::CreateExchange { .. }
+        | AdminRequest::BindExchange { .. }
+        | AdminRequest::ListExchanges
+        | AdminRequest::DeleteExchange { .. } => return exchanges(broker, req),
         AdminRequest::InitProducer => AdminResponse::Producer {
             producer_id: broker.init_producer()?,
         },
@@ -205,4 +209,40 @@ fn describe(broker: &Broker, t: &Topic) -> TopicDescription {
         created_ms: t.config.created_ms,
         pipeline: broker.pipelines().infos(&t.name),
     }
+}
+
+/// The exchange operations. Topics named by an exchange must exist when they are named.
+fn exchanges(broker: &Broker, req: AdminRequest) -> Result<AdminResponse, BrokerError> {
+    let ex = broker.exchanges();
+    Ok(match req {
+        AdminRequest::CreateExchange {
+            name,
+            kind,
+            alternate,
+        } => {
+            crate::storage::validate_name(&name)?;
+            if let Some(t) = &alternate {
+                broker.topics().get(t)?;
+            }
+            let def = ex.create(&name, kind, alternate)?;
+            tracing::info!(exchange = %name, kind = kind.as_str(), "exchange created");
+            AdminResponse::Exchange(def)
+        }
+        AdminRequest::BindExchange { exchange, binding } => {
+            broker.topics().get(&binding.topic)?;
+            AdminResponse::Exchange(ex.bind(&exchange, binding)?)
+        }
+        AdminRequest::ListExchanges => AdminResponse::Exchanges {
+            exchanges: ex.list(),
+        },
+        AdminRequest::DeleteExchange { name } => {
+            ex.delete(&name)?;
+            AdminResponse::ExchangeDeleted { name }
+        }
+        other => {
+            return Err(BrokerError::Internal(format!(
+                "not an exchange request: {other:?}"
+            )))
+        }
+    })
 }

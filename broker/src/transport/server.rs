@@ -391,7 +391,20 @@ async fn produce_one(frame: Frame, broker: &Arc<Broker>) -> Option<Pending> {
         Acks::Leader => Durability::Leader,
         Acks::All => Durability::All,
     };
-    let appended = if broker.has_pipeline(&req.topic) {
+    let appended = if req.exchange {
+        if req.partition.is_some() {
+            let e =
+                BrokerError::InvalidRequest("a produce to an exchange names no partition".into());
+            return Some(Pending::Ready(Err(e), req.request_id));
+        }
+        // Routing appends to several topics (and runs their pipelines): on the blocking pool.
+        // `acks=all` is waited for inside, so the answer below is ready when it comes.
+        let (b, exchange) = (broker.clone(), req.topic.clone());
+        let acks = durability;
+        tokio::task::spawn_blocking(move || b.produce_to_exchange(&exchange, payload, acks))
+            .await
+            .unwrap_or_else(|e| Err(BrokerError::Internal(e.to_string())))
+    } else if broker.has_pipeline(&req.topic) {
         let (b, topic, partition) = (broker.clone(), req.topic.clone(), req.partition);
         tokio::task::spawn_blocking(move || b.append(&topic, partition, payload, durability))
             .await
@@ -415,7 +428,7 @@ async fn produce_one(frame: Frame, broker: &Arc<Broker>) -> Option<Pending> {
             None
         }
         (Durability::None, Ok(_)) => None,
-        (Durability::All, Ok(p)) => {
+        (Durability::All, Ok(p)) if !req.exchange => {
             let b = broker.clone();
             let handle = tokio::task::spawn_blocking(move || {
                 b.sync(&req.topic, p.partition, p.log_end)

@@ -1,0 +1,136 @@
+//! `quiver exchange create|bind|list|delete`: exchanges route produced records to the topics bound
+//! to them (docs/routing.md).
+
+use clap::Subcommand;
+use quiver_client::{Binding, ExchangeInfo, ExchangeKind, HeaderMatch};
+
+use crate::args::ConnectArgs;
+
+#[derive(Subcommand, Debug)]
+pub enum ExchangeCommand {
+    /// Create an exchange.
+    Create {
+        name: String,
+        #[arg(long, value_parser = parse_kind)]
+        kind: ExchangeKind,
+        /// A topic for records that match no binding (default: such a produce fails).
+        #[arg(long)]
+        alternate: Option<String>,
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+    /// Bind a topic to an exchange.
+    Bind {
+        name: String,
+        topic: String,
+        /// direct: the routing key; topic: a pattern (`*` one word, `#` zero or more).
+        #[arg(long, default_value = "")]
+        key: String,
+        /// headers: a condition K=V on the record's headers (repeatable).
+        #[arg(long = "header", value_parser = crate::produce::parse_header)]
+        headers: Vec<(String, String)>,
+        /// headers: whether all conditions or any must hold.
+        #[arg(long = "match", default_value = "all", value_parser = ["all", "any"])]
+        header_match: String,
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+    /// List exchanges with their bindings.
+    List {
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+    /// Delete an exchange (its topics stay).
+    Delete {
+        name: String,
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+}
+
+fn parse_kind(s: &str) -> Result<ExchangeKind, String> {
+    s.parse()
+}
+
+pub async fn run(cmd: ExchangeCommand) -> anyhow::Result<()> {
+    match cmd {
+        ExchangeCommand::Create {
+            name,
+            kind,
+            alternate,
+            conn,
+        } => {
+            let client = conn.connect().await?;
+            let e = client
+                .admin()
+                .create_exchange(&name, kind, alternate)
+                .await?;
+            print_exchange(&e);
+            client.close().await;
+        }
+        ExchangeCommand::Bind {
+            name,
+            topic,
+            key,
+            headers,
+            header_match,
+            conn,
+        } => {
+            let client = conn.connect().await?;
+            let binding = Binding {
+                topic,
+                key,
+                headers,
+                header_match: if header_match == "any" {
+                    HeaderMatch::Any
+                } else {
+                    HeaderMatch::All
+                },
+            };
+            let e = client.admin().bind_exchange(&name, binding).await?;
+            print_exchange(&e);
+            client.close().await;
+        }
+        ExchangeCommand::List { conn } => {
+            let client = conn.connect().await?;
+            for e in client.admin().list_exchanges().await? {
+                print_exchange(&e);
+            }
+            client.close().await;
+        }
+        ExchangeCommand::Delete { name, conn } => {
+            let client = conn.connect().await?;
+            client.admin().delete_exchange(&name).await?;
+            client.close().await;
+        }
+    }
+    Ok(())
+}
+
+/// `NAME KIND [alternate=T]`, then one indented line per binding.
+fn print_exchange(e: &ExchangeInfo) {
+    let alternate = e
+        .alternate
+        .as_ref()
+        .map(|a| format!(" alternate={a}"))
+        .unwrap_or_default();
+    println!("{}\t{}{alternate}", e.name, e.kind.as_str());
+    for b in &e.bindings {
+        let mut rule = match e.kind {
+            ExchangeKind::Headers => {
+                let conds: Vec<String> =
+                    b.headers.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let how = if b.header_match == HeaderMatch::Any {
+                    "any"
+                } else {
+                    "all"
+                };
+                format!("{how}({})", conds.join(","))
+            }
+            ExchangeKind::Fanout => "*".to_string(),
+            _ => format!("key={}", b.key),
+        };
+        rule.insert(0, ' ');
+        println!("  -> {}{rule}", b.topic);
+    }
+}
