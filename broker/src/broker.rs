@@ -224,25 +224,28 @@ impl Broker {
         let plan = self.exchanges.get(exchange)?.route(&batch)?;
         let mut appended = 0u32;
         let mut synced = Vec::new();
+        let lead = if acks == Durability::All {
+            Durability::Leader
+        } else {
+            acks
+        };
         for (topic, indexes) in plan {
-            let n = self.topics.get(&topic)?.partitions().len().max(1) as u64;
+            let t = self.topics.get(&topic)?;
+            let n = t.partitions().len().max(1) as u64;
             for (partition, idx) in split_by_key(&batch, &indexes, n, &self.round_robin) {
                 let part = if idx.len() == batch.record_count() as usize {
-                    batch.bytes().clone()
+                    batch.clone()
                 } else {
                     let mut keep = idx.iter().peekable();
                     let sel = quiver_proto::batch::rebuild(&batch, &[], |i, _| {
                         keep.next_if(|&&j| j == i).is_some()
                     })?;
                     let Some(sel) = sel else { continue };
-                    sel
+                    // Built here from a validated batch: no need to check its CRC again.
+                    Batch::parse_trusted(sel)?
                 };
-                let lead = if acks == Durability::All {
-                    Durability::Leader
-                } else {
-                    acks
-                };
-                let p = self.append(&topic, Some(partition), part, lead)?;
+                let log = t.partition(partition)?;
+                let p = self.append_batch(&topic, partition, log, part, lead, true)?;
                 appended += p.appended;
                 synced.push((topic.clone(), p.partition, p.log_end));
             }

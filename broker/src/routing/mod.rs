@@ -3,6 +3,7 @@
 //! its bindings match); records that match nothing go to the exchange's alternate topic, or fail
 //! the produce. See docs/routing.md.
 
+pub mod index;
 pub mod rules;
 
 use std::collections::{BTreeMap, HashMap};
@@ -48,43 +49,69 @@ impl RoutingError {
 /// An exchange as stored (the wire's description of it).
 pub type ExchangeDef = ExchangeInfo;
 
-/// An exchange ready to route: its definition with topic patterns parsed once.
+/// An exchange ready to route: its definition with its bindings indexed once.
 #[derive(Debug)]
 pub struct Exchange {
     pub def: ExchangeDef,
-    patterns: Vec<TopicPattern>,
+    direct: HashMap<String, Vec<usize>>,
+    trie: index::TopicTrie,
+}
+
+/// Per-record scratch space reused across a batch.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    hits: Vec<usize>,
 }
 
 impl Exchange {
     fn new(def: ExchangeDef) -> Exchange {
-        let patterns = def
-            .bindings
-            .iter()
-            .map(|b| TopicPattern::parse(&b.key))
-            .collect();
-        Exchange { def, patterns }
+        let mut direct: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut trie = index::TopicTrie::default();
+        for (i, b) in def.bindings.iter().enumerate() {
+            match def.kind {
+                ExchangeKind::Direct => direct.entry(b.key.clone()).or_default().push(i),
+                ExchangeKind::Topic => trie.insert(&b.key, i),
+                ExchangeKind::Fanout | ExchangeKind::Headers => {}
+            }
+        }
+        Exchange { def, direct, trie }
     }
 
     /// The destination topics of one record, each once, in binding order.
     pub fn destinations<'e>(
         &'e self,
         r: &RecordRef<'_>,
-        scratch: &mut Vec<bool>,
+        scratch: &mut Scratch,
         out: &mut Vec<&'e str>,
     ) {
         out.clear();
+        let hits = &mut scratch.hits;
+        hits.clear();
         let key = r.key.map(String::from_utf8_lossy).unwrap_or_default();
-        for (b, pattern) in self.def.bindings.iter().zip(&self.patterns) {
-            let hit = match self.def.kind {
-                ExchangeKind::Fanout => true,
-                ExchangeKind::Direct => b.key == key,
-                ExchangeKind::Topic => pattern.matches(&key, scratch),
-                ExchangeKind::Headers => {
-                    rules::headers_match(&b.headers, b.header_match, |k| r.header(k))
-                }
-            };
-            if hit && !out.contains(&b.topic.as_str()) {
-                out.push(&b.topic);
+        match self.def.kind {
+            ExchangeKind::Fanout => hits.extend(0..self.def.bindings.len()),
+            ExchangeKind::Direct => hits.extend(self.direct.get(&*key).into_iter().flatten()),
+            ExchangeKind::Topic => {
+                let words: Vec<&str> = key.split('.').collect();
+                self.trie.matches(&words, hits);
+            }
+            ExchangeKind::Headers => hits.extend(
+                self.def
+                    .bindings
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| {
+                        rules::headers_match(&b.headers, b.header_match, |k| r.header(k))
+                    })
+                    .map(|(i, _)| i),
+            ),
+        }
+        hits.sort_unstable();
+        hits.dedup();
+        for &i in hits.iter() {
+            let topic = self.def.bindings[i].topic.as_str();
+            if !out.contains(&topic) {
+                out.push(topic);
             }
         }
     }
@@ -93,7 +120,7 @@ impl Exchange {
     /// Unroutable records go to the alternate topic, or make this an error.
     pub fn route(&self, batch: &Batch) -> Result<BTreeMap<String, Vec<usize>>, RoutingError> {
         let mut plan: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        let (mut scratch, mut dests) = (Vec::new(), Vec::new());
+        let (mut scratch, mut dests) = (Scratch::default(), Vec::new());
         let mut unroutable = 0;
         for (i, r) in batch.records().enumerate() {
             self.destinations(&r, &mut scratch, &mut dests);
