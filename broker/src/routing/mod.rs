@@ -255,7 +255,10 @@ mod tests {
     use super::*;
     use quiver_proto::{BatchBuilder, RecordData};
 
-    fn batch(recs: &[(&str, &[(&str, &[u8])])]) -> Batch {
+    /// A record as (key, headers).
+    type Rec<'a> = (&'a str, &'a [(&'a str, &'a [u8])]);
+
+    fn batch(recs: &[Rec<'_>]) -> Batch {
         let mut b = BatchBuilder::new();
         for (key, headers) in recs {
             b.push(&RecordData {
