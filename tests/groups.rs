@@ -419,6 +419,21 @@ async fn poll_some(q: &QueueConsumer, n: usize) -> Vec<QueuedRecord> {
     out
 }
 
+/// A header of a record as text.
+fn header_text(rec: &Record, name: &str) -> Option<String> {
+    rec.headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+}
+
+/// Produces one record to a partition and waits until it is stored.
+async fn send_one(producer: &Producer, topic: &str, value: &str, partition: u32) {
+    let rec = ProducerRecord::new(topic, value.to_owned()).partition(partition);
+    producer.send(rec).await.unwrap();
+    producer.flush().await.unwrap();
+}
+
 fn text(r: &QueuedRecord) -> String {
     String::from_utf8_lossy(&r.record.value).into_owned()
 }
@@ -515,12 +530,7 @@ async fn queue_mode_redelivers_on_nack_and_timeout_and_dead_letters_a_poison_rec
     let dlq = common::consume_n(&client, "jobs.dlq", 1).await;
     let rec = &dlq[0].record;
     assert_eq!(rec.value.as_ref(), b"poison");
-    let header = |k: &str| {
-        rec.headers
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-    };
+    let header = |k: &str| header_text(rec, k);
     assert!(
         header("quiver-error").unwrap().contains("nack"),
         "{:?}",
@@ -531,11 +541,7 @@ async fn queue_mode_redelivers_on_nack_and_timeout_and_dead_letters_a_poison_rec
 
     // Visibility timeout: q1 leases a record and goes silent; q2 gets it after the timeout with
     // a higher delivery count, and q1's late ack is stale.
-    producer
-        .send(ProducerRecord::new("jobs", "slow").partition(0))
-        .await
-        .unwrap();
-    producer.flush().await.unwrap();
+    send_one(&producer, "jobs", "slow", 0).await;
     let short = QueueConsumer::new(
         client.clone(),
         "workers",
@@ -559,11 +565,7 @@ async fn queue_mode_redelivers_on_nack_and_timeout_and_dead_letters_a_poison_rec
     q2.ack(&again).await.unwrap();
 
     // A lease that runs out on the last allowed delivery dead-letters the record too.
-    producer
-        .send(ProducerRecord::new("jobs", "stuck").partition(1))
-        .await
-        .unwrap();
-    producer.flush().await.unwrap();
+    send_one(&producer, "jobs", "stuck", 1).await;
     let once = QueueConsumer::new(
         client.clone(),
         "workers",
@@ -579,12 +581,7 @@ async fn queue_mode_redelivers_on_nack_and_timeout_and_dead_letters_a_poison_rec
     );
     let dlq = common::consume_n(&client, "jobs.dlq", 2).await;
     let rec = &dlq[1].record;
-    let header = |k: &str| {
-        rec.headers
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-    };
+    let header = |k: &str| header_text(rec, k);
     assert_eq!(rec.value.as_ref(), b"stuck");
     assert!(header("quiver-error")
         .unwrap()

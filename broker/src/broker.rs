@@ -224,11 +224,6 @@ impl Broker {
         let plan = self.exchanges.get(exchange)?.route(&batch)?;
         let mut appended = 0u32;
         let mut synced = Vec::new();
-        let lead = if acks == Durability::All {
-            Durability::Leader
-        } else {
-            acks
-        };
         for (topic, indexes) in plan {
             let t = self.topics.get(&topic)?;
             let n = t.partitions().len().max(1) as u64;
@@ -245,7 +240,8 @@ impl Broker {
                     Batch::parse_trusted(sel)?
                 };
                 let log = t.partition(partition)?;
-                let p = self.append_batch(&topic, partition, log, part, lead, true)?;
+                // Appended without waiting for the fsync: all destinations are synced below.
+                let p = self.append_batch(&topic, partition, log, part, acks, true)?;
                 appended += p.appended;
                 synced.push((topic.clone(), p.partition, p.log_end));
             }
@@ -469,11 +465,9 @@ impl Broker {
             given_back.as_mut().enable();
             let (b, t, p) = (self.clone(), topic.clone(), params.clone());
             let polled = tokio::task::spawn_blocking(move || {
-                let sink = |topic: &str, batch: Bytes| {
-                    b.dead_letter(topic, batch, Durability::Leader)
-                        .map_err(|e| GroupError::Internal(e.to_string()))
-                };
-                b.groups.queues.poll_once(&p, &t, &sink)
+                b.groups
+                    .queues
+                    .poll_once(&p, &t, &|topic, batch| b.bury(topic, batch))
             })
             .await
             .map_err(|e| BrokerError::Internal(e.to_string()))??;
@@ -509,14 +503,17 @@ impl Broker {
     ) -> Result<(u64, u64), BrokerError> {
         validate_group(group)?;
         let t = self.topics.get(topic)?;
-        let sink = |topic: &str, batch: Bytes| {
-            self.dead_letter(topic, batch, Durability::Leader)
-                .map_err(|e| GroupError::Internal(e.to_string()))
-        };
+        let sink = |topic: &str, batch: Bytes| self.bury(topic, batch);
         Ok(self
             .groups
             .queues
             .settle(group, &t, consumer, how, ranges, &sink)?)
+    }
+
+    /// The dead-letter sink of queue mode: a record out of deliveries goes to `<topic>.dlq`.
+    fn bury(&self, topic: &str, batch: Bytes) -> Result<(), GroupError> {
+        self.dead_letter(topic, batch, Durability::Leader)
+            .map_err(|e| GroupError::Internal(e.to_string()))
     }
 
     /// A read filter for one fetch session: the plugin `reference` initialised with `config`.

@@ -7,7 +7,6 @@
 //! batches may hold records that were not leased (the part's record list is authoritative), and are
 //! CRC-checked like fetched batches. Acks, nacks and releases are sent as coalesced offset ranges.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -248,7 +247,7 @@ fn decode_leased(
             lease_deadline_ms,
             &mut out,
         )?;
-        let missing = part.records.len() - (out.len() - before);
+        let missing = part.records.len().saturating_sub(out.len() - before);
         if missing > 0 {
             // The leases run out and the records come again; nothing to stop for.
             tracing::warn!(%topic, partition = part.partition, missing, "leased records missing from the payload");
@@ -270,19 +269,22 @@ fn decode_part(
     lease_deadline_ms: i64,
     out: &mut Vec<QueuedRecord>,
 ) -> Result<(), ClientError> {
-    let leased: HashMap<u64, u32> = part
-        .records
-        .iter()
-        .map(|r| (r.offset, r.delivery_count))
-        .collect();
+    // The broker lists a part's leases in offset order: look them up by binary search, and
+    // build a `Record` only for leased ones (a batch may hold others).
+    let delivery = |offset: u64| {
+        part.records
+            .binary_search_by_key(&offset, |r| r.offset)
+            .ok()
+            .map(|i| part.records[i].delivery_count)
+    };
     for batch in Batches::new(bytes) {
         let batch = batch?;
-        for record in batch.to_records() {
-            if let Some(&delivery_count) = leased.get(&record.offset) {
+        for r in batch.records() {
+            if let Some(delivery_count) = delivery(r.offset) {
                 out.push(QueuedRecord {
                     topic: topic.clone(),
                     partition: part.partition,
-                    record,
+                    record: r.to_record(batch.bytes()),
                     delivery_count,
                     lease_deadline_ms,
                 });

@@ -34,24 +34,35 @@ impl TopicTrie {
         node.bindings.push(id);
     }
 
-    /// Appends to `out` every binding whose pattern matches `words` (possibly more than once;
-    /// the caller deduplicates).
-    pub fn matches(&self, words: &[&str], out: &mut Vec<usize>) {
+    /// Appends to `out` every binding whose pattern matches the routing key (possibly more than
+    /// once; the caller deduplicates). `words` is scratch space reused between records.
+    pub fn matches(&self, key: &str, words: &mut Vec<(usize, usize)>, out: &mut Vec<usize>) {
+        words.clear();
+        let mut start = 0;
+        for w in key.split('.') {
+            words.push((start, start + w.len()));
+            start += w.len() + 1;
+        }
+        self.walk(key, words, out);
+    }
+
+    /// `words` are the byte ranges of the key's words not consumed yet.
+    fn walk(&self, key: &str, words: &[(usize, usize)], out: &mut Vec<usize>) {
         if let Some(any) = &self.any {
             // `#` takes zero or more of the remaining words.
             for k in 0..=words.len() {
-                any.matches(&words[k..], out);
+                any.walk(key, &words[k..], out);
             }
         }
-        let Some((first, rest)) = words.split_first() else {
+        let Some((&(a, b), rest)) = words.split_first() else {
             out.extend_from_slice(&self.bindings);
             return;
         };
-        if let Some(n) = self.words.get(*first) {
-            n.matches(rest, out);
+        if let Some(n) = self.words.get(&key[a..b]) {
+            n.walk(key, rest, out);
         }
         if let Some(n) = &self.one {
-            n.matches(rest, out);
+            n.walk(key, rest, out);
         }
     }
 }
@@ -86,9 +97,8 @@ mod tests {
             for (i, p) in patterns.iter().enumerate() {
                 trie.insert(p, i);
             }
-            let words: Vec<&str> = key.split('.').collect();
             let mut got = Vec::new();
-            trie.matches(&words, &mut got);
+            trie.matches(&key, &mut Vec::new(), &mut got);
             got.sort_unstable();
             got.dedup();
             let mut scratch = Vec::new();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 pub use quiver_proto::routing::{Binding, ExchangeInfo};
 use quiver_proto::{Batch, RecordRef};
-pub use rules::{ExchangeKind, HeaderMatch, TopicPattern};
+pub use rules::{ExchangeKind, HeaderMatch};
 
 use crate::meta::{MetaError, MetaStore, Namespace};
 
@@ -61,6 +61,7 @@ pub struct Exchange {
 #[derive(Debug, Default)]
 pub struct Scratch {
     hits: Vec<usize>,
+    words: Vec<(usize, usize)>,
 }
 
 impl Exchange {
@@ -91,10 +92,7 @@ impl Exchange {
         match self.def.kind {
             ExchangeKind::Fanout => hits.extend(0..self.def.bindings.len()),
             ExchangeKind::Direct => hits.extend(self.direct.get(&*key).into_iter().flatten()),
-            ExchangeKind::Topic => {
-                let words: Vec<&str> = key.split('.').collect();
-                self.trie.matches(&words, hits);
-            }
+            ExchangeKind::Topic => self.trie.matches(&key, &mut scratch.words, hits),
             ExchangeKind::Headers => hits.extend(
                 self.def
                     .bindings
