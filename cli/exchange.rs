@@ -1,10 +1,11 @@
-//! `quiver exchange create|bind|list|delete`: exchanges route produced records to the topics bound
-//! to them (docs/routing.md).
+//! `quiver exchange create|bind|list|delete|attach|detach`: exchanges route produced records to the
+//! topics bound to them, or to those a router plugin attached to them picks (docs/routing.md).
 
 use clap::Subcommand;
-use quiver_client::{Binding, ExchangeInfo, ExchangeKind, HeaderMatch};
+use quiver_client::{AttachRouter, Binding, ErrorPolicy, ExchangeInfo, ExchangeKind, HeaderMatch};
 
 use crate::args::ConnectArgs;
+use crate::plugin::parse_config;
 
 #[derive(Subcommand, Debug)]
 pub enum ExchangeCommand {
@@ -35,13 +36,40 @@ pub enum ExchangeCommand {
         #[command(flatten)]
         conn: ConnectArgs,
     },
-    /// List exchanges with their bindings.
+    /// List exchanges with their router plugin and bindings.
     List {
         #[command(flatten)]
         conn: ConnectArgs,
     },
     /// Delete an exchange (its topics stay).
     Delete {
+        name: String,
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+    /// Attach a router plugin (world `router`) to an exchange, replacing any router it had: the
+    /// plugin, not the bindings, then picks each record's topics.
+    Attach {
+        name: String,
+        /// NAME (latest version) or NAME@VERSION.
+        plugin: String,
+        /// Plugin configuration, KEY=VALUE (repeatable).
+        #[arg(long = "config", value_name = "K=V")]
+        config: Vec<String>,
+        /// What happens to a batch the plugin fails on.
+        #[arg(long, default_value = "dead-letter", value_parser = ["dead-letter", "skip", "reject"])]
+        on_error: String,
+        /// Time limit per call in ms (default: the broker's plugins.timeout_ms).
+        #[arg(long)]
+        timeout_ms: Option<u32>,
+        /// Memory limit per instance in MiB (default: the broker's plugins.memory_mb).
+        #[arg(long)]
+        memory_mb: Option<u32>,
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+    /// Detach the exchange's router plugin: its bindings route again.
+    Detach {
         name: String,
         #[command(flatten)]
         conn: ConnectArgs,
@@ -103,11 +131,42 @@ pub async fn run(cmd: ExchangeCommand) -> anyhow::Result<()> {
             client.admin().delete_exchange(&name).await?;
             client.close().await;
         }
+        ExchangeCommand::Attach {
+            name,
+            plugin,
+            config,
+            on_error,
+            timeout_ms,
+            memory_mb,
+            conn,
+        } => {
+            let attach = AttachRouter {
+                exchange: name,
+                plugin,
+                config: parse_config(&config)?,
+                on_error: on_error
+                    .parse::<ErrorPolicy>()
+                    .map_err(anyhow::Error::msg)?,
+                timeout_ms,
+                memory_mb,
+            };
+            let client = conn.connect().await?;
+            let e = client.admin().attach_exchange_router(attach).await?;
+            print_exchange(&e);
+            client.close().await;
+        }
+        ExchangeCommand::Detach { name, conn } => {
+            let client = conn.connect().await?;
+            let e = client.admin().detach_exchange_router(&name).await?;
+            print_exchange(&e);
+            client.close().await;
+        }
     }
     Ok(())
 }
 
-/// `NAME KIND [alternate=T]`, then one indented line per binding.
+/// `NAME KIND [alternate=T]`, then an indented line for the router plugin, if any, and one per
+/// binding.
 fn print_exchange(e: &ExchangeInfo) {
     let alternate = e
         .alternate
@@ -115,6 +174,24 @@ fn print_exchange(e: &ExchangeInfo) {
         .map(|a| format!(" alternate={a}"))
         .unwrap_or_default();
     println!("{}\t{}{alternate}", e.name, e.kind.as_str());
+    if let Some(r) = &e.router {
+        let config: Vec<String> = r.config.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "  router {}@{} {} calls={} failures={} on_error={} timeout_ms={} memory_mb={} config={}",
+            r.plugin,
+            r.version,
+            if r.healthy { "healthy" } else { "UNHEALTHY" },
+            r.calls,
+            r.failures,
+            r.on_error.as_str(),
+            r.timeout_ms,
+            r.memory_mb,
+            config.join(",")
+        );
+        if let Some(err) = &r.last_error {
+            println!("    last error: {err}");
+        }
+    }
     for b in &e.bindings {
         let mut rule = match e.kind {
             ExchangeKind::Headers => {

@@ -1,9 +1,10 @@
 //! The `quiver` command line: `serve` runs the broker; `topic`, `produce`, `consume`, `plugin`,
-//! `group` and `exchange` are clients.
+//! `group`, `exchange` and `delay` are clients.
 //! The command names and flags are a contract used by scripts outside the project: add, never change.
 
 mod args;
 mod consume;
+mod delay;
 mod exchange;
 mod group;
 mod plugin;
@@ -41,9 +42,12 @@ enum Command {
     /// List, describe and reset consumer groups.
     #[command(subcommand)]
     Group(group::GroupCommand),
-    /// Create, bind, list and delete exchanges (routing to topics).
+    /// Create, bind, list and delete exchanges (routing to topics); attach router plugins.
     #[command(subcommand)]
     Exchange(exchange::ExchangeCommand),
+    /// Manage records held for delayed delivery (`produce --delay-ms|--deliver-at`).
+    #[command(subcommand)]
+    Delay(delay::DelayCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -68,6 +72,7 @@ fn main() -> std::process::ExitCode {
             Command::Plugin(c) => plugin::run(c).await,
             Command::Group(c) => group::run(c).await,
             Command::Exchange(c) => exchange::run(c).await,
+            Command::Delay(c) => delay::run(c).await,
         }
     });
     match result {
@@ -88,4 +93,50 @@ fn init_tracing(server: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn delay_flags_exclude_each_other() {
+        let parse =
+            |args: &[&str]| Cli::try_parse_from(["quiver", "produce", "t"].iter().chain(args));
+        assert!(parse(&["--delay-ms", "5000"]).is_ok());
+        assert!(parse(&["--deliver-at", "1700000000000"]).is_ok());
+        assert!(parse(&["--delay-ms", "5", "--deliver-at", "6"]).is_err());
+        assert!(parse(&["--delay-ms", "-5"]).is_err());
+    }
+
+    #[test]
+    fn exchange_router_and_delay_commands_parse() {
+        let attach = [
+            "quiver",
+            "exchange",
+            "attach",
+            "orders",
+            "json-router@2",
+            "--config",
+            "field=region",
+            "--config",
+            "prefix=orders.",
+            "--on-error",
+            "skip",
+            "--timeout-ms",
+            "50",
+            "--memory-mb",
+            "32",
+        ];
+        assert!(Cli::try_parse_from(attach).is_ok());
+        assert!(Cli::try_parse_from(["quiver", "exchange", "detach", "orders"]).is_ok());
+        assert!(Cli::try_parse_from(["quiver", "delay", "cancel", "17"]).is_ok());
+        assert!(Cli::try_parse_from(["quiver", "delay", "cancel", "x"]).is_err());
+    }
 }

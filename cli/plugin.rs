@@ -8,7 +8,8 @@ use crate::args::ConnectArgs;
 
 #[derive(Subcommand, Debug)]
 pub enum PluginCommand {
-    /// Deploy a WebAssembly component (world `filter` or `transform` of quiver:plugin@0.1.0).
+    /// Deploy a WebAssembly component (world `filter`, `transform` or `router` of
+    /// quiver:plugin@0.1.0).
     Deploy {
         name: String,
         file: std::path::PathBuf,
@@ -23,7 +24,8 @@ pub enum PluginCommand {
         #[command(flatten)]
         conn: ConnectArgs,
     },
-    /// Show a plugin's versions, where it is attached, and the health of each attachment.
+    /// Show a plugin's versions, where it is attached (topics, and exchanges as
+    /// `exchange:NAME`), and the health of each attachment.
     Describe {
         /// NAME or NAME@VERSION.
         name: String,
@@ -107,15 +109,21 @@ fn print_version(p: &PluginVersionInfo) {
     );
 }
 
-/// Prints pipeline stages with their health, one per line.
+/// Prints pipeline stages with their health, one per line. A router attached to an exchange shows
+/// as topic `exchange:NAME`, stage `router`.
 pub fn print_stages(stages: &[AttachmentInfo]) {
     println!("topic\tstage\tplugin\tworld\ton_error\ttimeout_ms\tmemory_mb\thealth\tcalls\tfailures\tconfig");
     for (i, s) in stages.iter().enumerate() {
         let config: Vec<String> = s.config.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let (topic, stage) = if s.exchange {
+            (format!("exchange:{}", s.topic), "router".to_owned())
+        } else {
+            (s.topic.clone(), i.to_string())
+        };
         println!(
             "{}\t{}\t{}@{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            s.topic,
-            i,
+            topic,
+            stage,
             s.plugin,
             s.version,
             s.world,

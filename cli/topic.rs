@@ -27,7 +27,8 @@ pub enum TopicCommand {
         #[command(flatten)]
         conn: ConnectArgs,
     },
-    /// Show a topic's settings and each partition's offsets and size.
+    /// Show a topic's settings, each partition's offsets and size, the records held for delayed
+    /// delivery and the ingest pipeline.
     Describe {
         name: String,
         #[command(flatten)]
@@ -116,6 +117,9 @@ pub async fn run(cmd: TopicCommand) -> anyhow::Result<()> {
                     "{}\t{}\t{}\t{}\t{}",
                     p.partition, p.log_start, p.log_end, p.size_bytes, p.segments
                 );
+            }
+            if t.pending_delayed > 0 {
+                println!("pending delayed: {}", t.pending_delayed);
             }
             if !t.pipeline.is_empty() {
                 println!("ingest pipeline:");

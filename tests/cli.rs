@@ -442,3 +442,141 @@ fn exchanges_from_the_command_line() {
     );
     assert!(serve.terminate().success());
 }
+
+#[test]
+fn delayed_delivery_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let serve = Serve::start(d);
+    ok(&serve.cli(d, &["topic", "create", "later", "--partitions", "1"], ""));
+
+    // Every record of the command is held; the answer names their ids.
+    let held = ok(&serve.cli(d, &["produce", "later", "--delay-ms", "1500"], "a\nb\nc\n"));
+    let ids = held
+        .strip_prefix("held 3 records for delayed delivery (ids ")
+        .and_then(|rest| rest.split_once("), due in 1500 ms (at about "))
+        .map(|(ids, _)| ids.to_owned())
+        .unwrap_or_else(|| panic!("unexpected produce output: {held}"));
+    let (first, last) = ids.split_once("..").expect("a range of ids");
+    let (first, last): (u64, u64) = (first.parse().unwrap(), last.parse().unwrap());
+    assert_eq!(last, first + 2, "{held}");
+    assert!(ok(&serve.cli(d, &["topic", "describe", "later"], "")).contains("pending delayed: 3"));
+    let not_yet = ["consume", "later", "--timeout-ms", "300"];
+    assert_eq!(ok(&serve.cli(d, &not_yet, "")), "");
+
+    // The first is cancelled; cancelling it again fails.
+    let first = first.to_string();
+    assert_eq!(
+        ok(&serve.cli(d, &["delay", "cancel", &first], "")),
+        format!("cancelled delayed record {first} (for topic later)\n")
+    );
+    let again = serve.cli(d, &["delay", "cancel", &first], "");
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("no delayed record"),
+        "{again:?}"
+    );
+
+    // The other two arrive once due.
+    let started = Instant::now();
+    assert_eq!(
+        ok(&serve.cli(
+            d,
+            &["consume", "later", "--count", "2", "--timeout-ms", "10000"],
+            ""
+        )),
+        "b\nc\n"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let describe = ok(&serve.cli(d, &["topic", "describe", "later"], ""));
+    assert!(!describe.contains("pending delayed"), "{describe}");
+
+    // An absolute time in the past: held anyway, delivered at once.
+    let past = ok(&serve.cli(d, &["produce", "later", "--deliver-at", "1000"], "d\n"));
+    assert!(
+        past.starts_with("held 1 record for delayed delivery (id ")
+            && past.contains("), due at 1970-01-01T00:00:01.000Z"),
+        "{past}"
+    );
+    let from_two = [
+        "consume",
+        "later",
+        "--from",
+        "2",
+        "--count",
+        "1",
+        "--timeout-ms",
+        "10000",
+    ];
+    assert_eq!(ok(&serve.cli(d, &from_two, "")), "d\n");
+    let both = serve.cli(
+        d,
+        &["produce", "later", "--delay-ms", "1", "--deliver-at", "1"],
+        "x\n",
+    );
+    assert!(!both.status.success());
+    assert!(serve.terminate().success());
+}
+
+#[test]
+fn exchange_router_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let serve = Serve::start(d);
+    for t in ["orders.eu", "orders.us"] {
+        ok(&serve.cli(d, &["topic", "create", t], ""));
+    }
+    let router = plugin_path("json-router");
+    ok(&serve.cli(d, &["plugin", "deploy", "json-router", &router], ""));
+    ok(&serve.cli(d, &["exchange", "create", "orders", "--kind", "fanout"], ""));
+    let attach = [
+        "exchange",
+        "attach",
+        "orders",
+        "json-router",
+        "--config",
+        "field=region",
+        "--config",
+        "prefix=orders.",
+        "--on-error",
+        "skip",
+    ];
+    let attached = ok(&serve.cli(d, &attach, ""));
+    assert!(
+        attached.starts_with(
+            "orders\tfanout\n  router json-router@1 healthy calls=0 failures=0 on_error=skip "
+        ),
+        "{attached}"
+    );
+    assert!(
+        attached.contains(" config=field=region,prefix=orders.\n"),
+        "{attached}"
+    );
+    ok(&serve.cli(
+        d,
+        &["produce", "--exchange", "orders"],
+        "{\"region\":\"eu\",\"n\":1}\n{\"region\":\"us\",\"n\":2}\n",
+    ));
+    for (topic, want) in [
+        ("orders.eu", "{\"region\":\"eu\",\"n\":1}\n"),
+        ("orders.us", "{\"region\":\"us\",\"n\":2}\n"),
+    ] {
+        assert_eq!(
+            ok(&serve.cli(d, &["consume", topic, "--count", "1"], "")),
+            want
+        );
+    }
+    let list = ok(&serve.cli(d, &["exchange", "list"], ""));
+    assert!(
+        list.contains("  router json-router@1 healthy calls=1 failures=0"),
+        "{list}"
+    );
+    let described = ok(&serve.cli(d, &["plugin", "describe", "json-router"], ""));
+    assert!(
+        described.contains("exchange:orders\trouter\tjson-router@1\trouter\tskip"),
+        "{described}"
+    );
+    let detached = ok(&serve.cli(d, &["exchange", "detach", "orders"], ""));
+    assert_eq!(detached, "orders\tfanout\n");
+    assert!(serve.terminate().success());
+}

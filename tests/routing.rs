@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{consume_n, TestBroker};
 use quiver::{
-    Binding, Client, Consumer, ConsumerConfig, ExchangeKind, HeaderMatch, NewTopic, Producer,
-    ProducerConfig, ProducerRecord, SeekTo,
+    Attach, AttachRouter, Binding, Client, Consumer, ConsumerConfig, ExchangeKind, HeaderMatch,
+    NewTopic, Producer, ProducerConfig, ProducerRecord, SeekTo,
 };
 
 fn bind(topic: &str, key: &str) -> Binding {
@@ -218,5 +218,140 @@ async fn headers_and_fanout_exchanges() {
         .unwrap_err()
         .to_string()
         .contains("unknown exchange"));
+    broker.stop().await;
+}
+
+fn json_router(config: &[(&str, &str)]) -> Vec<(String, String)> {
+    config
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_plugin_fans_one_record_out_to_two_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = broker.client().await;
+    topics(
+        &client,
+        &[
+            ("orders", 1),
+            ("orders.eu", 2),
+            ("orders.us", 1),
+            ("unrouted", 1),
+        ],
+    )
+    .await;
+    let admin = client.admin();
+    admin
+        .deploy_plugin("json-router", None, common::plugin_wasm("json-router"))
+        .await
+        .unwrap();
+    let config = json_router(&[("field", "region"), ("prefix", "orders.")]);
+    // On the ingest pipeline of `orders`: records leave it for the topics the plugin names.
+    let stages = admin
+        .attach_plugin(Attach {
+            topic: "orders".into(),
+            plugin: "json-router".into(),
+            config: config.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(stages[0].world, "router");
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    for v in [
+        r#"{"id":1,"region":["eu","us"]}"#,
+        r#"{"id":2,"region":"eu"}"#,
+        r#"{"id":3}"#,
+    ] {
+        producer
+            .send_now(ProducerRecord::new("orders", v))
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        values(&client, "orders.eu").await,
+        vec![
+            r#"{"id":1,"region":["eu","us"]}"#,
+            r#"{"id":2,"region":"eu"}"#
+        ]
+    );
+    assert_eq!(
+        values(&client, "orders.us").await,
+        vec![r#"{"id":1,"region":["eu","us"]}"#]
+    );
+    assert!(
+        values(&client, "orders").await.is_empty(),
+        "routed away or dropped"
+    );
+
+    // A destination that does not exist fails the batch under the error policy (dead letter).
+    producer
+        .send_now(ProducerRecord::new("orders", r#"{"region":"apac"}"#))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let dead = consume_n(&client, "orders.dlq", 1).await;
+    let why = String::from_utf8_lossy(dead[0].record.header("quiver-error").unwrap()).into_owned();
+    assert!(why.contains("orders.apac"), "{why}");
+
+    // On an exchange: the router replaces the bindings.
+    admin
+        .create_exchange("regions", ExchangeKind::Fanout, None)
+        .await
+        .unwrap();
+    admin
+        .bind_exchange("regions", bind("unrouted", ""))
+        .await
+        .unwrap();
+    let ex = admin
+        .attach_exchange_router(AttachRouter {
+            exchange: "regions".into(),
+            plugin: "json-router".into(),
+            config,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ex.router.as_ref().unwrap().plugin, "json-router");
+    producer
+        .send_now(ProducerRecord::to_exchange(
+            "regions",
+            r#"{"id":4,"region":["us","eu"]}"#,
+        ))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(values(&client, "orders.us").await.len(), 2);
+    assert_eq!(values(&client, "orders.eu").await.len(), 3);
+    assert!(
+        values(&client, "unrouted").await.is_empty(),
+        "bindings not used"
+    );
+    let listed = admin.list_exchanges().await.unwrap();
+    assert_eq!(listed[0].router.as_ref().unwrap().calls, 1);
+
+    // Detached: the bindings route again.
+    admin.detach_exchange_router("regions").await.unwrap();
+    producer
+        .send_now(ProducerRecord::to_exchange(
+            "regions",
+            r#"{"id":5,"region":"eu"}"#,
+        ))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(values(&client, "unrouted").await.len(), 1);
     broker.stop().await;
 }

@@ -10,9 +10,11 @@ use bytes::Bytes;
 use quiver_proto::{Batch, ErrorCode};
 
 use crate::config::BrokerConfig;
+use crate::delay::{DelayError, DelayStore};
 use crate::filter::Filter;
 use crate::groups::{validate_group, GroupError, Groups, PollParams, Polled, Settle};
 use crate::meta::{MetaError, MetaStore};
+use crate::plugins::pipeline::ExchangeRouting;
 use crate::plugins::{
     EngineLimits, Pipelines, PluginEngine, PluginError, PluginRegistry, ReadFilter,
 };
@@ -37,6 +39,8 @@ pub enum BrokerError {
     Group(#[from] GroupError),
     #[error(transparent)]
     Routing(#[from] RoutingError),
+    #[error(transparent)]
+    Delay(#[from] DelayError),
     #[error("{0}")]
     InvalidRequest(String),
     #[error("producer {producer} skipped sequence numbers on {topic}/{partition}: expected {expected}, got {got}")]
@@ -66,12 +70,23 @@ impl BrokerError {
             BrokerError::InvalidBatch(_) => ErrorCode::InvalidBatch,
             BrokerError::Group(e) => e.code(),
             BrokerError::Routing(e) => e.code(),
+            BrokerError::Delay(e) => delay_code(e),
             BrokerError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             BrokerError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
             BrokerError::Internal(_) => ErrorCode::Internal,
             BrokerError::ShuttingDown => ErrorCode::ShuttingDown,
             BrokerError::Wire(code, _) => *code,
         }
+    }
+}
+
+fn delay_code(e: &DelayError) -> ErrorCode {
+    match e {
+        DelayError::Storage(e) => storage_code(e),
+        DelayError::Batch(_) | DelayError::BadHeader { .. } => ErrorCode::InvalidBatch,
+        DelayError::UnknownId(_) => ErrorCode::UnknownDelayed,
+        DelayError::Corrupt(_) | DelayError::Encode(_) => ErrorCode::StorageError,
+        DelayError::Internal(_) => ErrorCode::Internal,
     }
 }
 
@@ -129,6 +144,9 @@ pub struct Produced {
     /// An idempotent producer's resend: nothing was appended now; the offsets are the first
     /// append's (unknown, with `transformed` set, when it is too old to be remembered).
     pub duplicate: bool,
+    /// Records held for delayed delivery, with ids `delay_first_id..delay_first_id + delayed`.
+    pub delayed: u32,
+    pub delay_first_id: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -154,6 +172,7 @@ pub struct Broker {
     groups: Groups,
     producers: Producers,
     exchanges: Exchanges,
+    delays: DelayStore,
     meta: MetaStore,
 }
 
@@ -182,7 +201,8 @@ impl Broker {
             Pipelines::open(meta.clone(), registry.clone(), config.plugins, max_output)?;
         let groups = Groups::new(meta.clone());
         let topics = TopicStore::open(&config.data_dir, meta.clone())?;
-        Ok(Arc::new(Broker {
+        let delays = DelayStore::open(&config.data_dir.join("delay"), &topics)?;
+        let broker = Arc::new(Broker {
             topics,
             config,
             round_robin: AtomicU32::new(0),
@@ -191,8 +211,18 @@ impl Broker {
             groups,
             producers: Producers::default(),
             exchanges: Exchanges::open(meta.clone())?,
+            delays,
             meta,
-        }))
+        });
+        broker
+            .delays
+            .start(Arc::downgrade(&broker))
+            .map_err(|e| BrokerError::Internal(format!("cannot start delayed delivery: {e}")))?;
+        Ok(broker)
+    }
+
+    pub fn delays(&self) -> &DelayStore {
+        &self.delays
     }
 
     pub fn registry(&self) -> &PluginRegistry {
@@ -211,9 +241,10 @@ impl Broker {
         &self.exchanges
     }
 
-    /// Routes one batch through an exchange and appends each destination's records (split by key
-    /// hash over the topic's partitions, so a key keeps its order); answers once every append is
-    /// done (and, for `acks=all`, fsync'd). Runs destination pipelines: off the async workers.
+    /// Routes one batch through an exchange (its router plugin, or else its bindings) and appends
+    /// each destination's records (split by key hash over the topic's partitions, so a key keeps
+    /// its order); answers once every append is done (and, for `acks=all`, fsync'd). Runs plugins:
+    /// off the async workers.
     pub fn produce_to_exchange(
         &self,
         exchange: &str,
@@ -221,40 +252,58 @@ impl Broker {
         acks: Durability,
     ) -> Result<Produced, BrokerError> {
         let batch = Batch::parse(batch)?;
-        let plan = self.exchanges.get(exchange)?.route(&batch)?;
-        let mut appended = 0u32;
-        let mut synced = Vec::new();
+        let ex = self.exchanges.get(exchange)?;
+        let exists = |t: &str| self.topics.get(t).is_ok();
+        let plan = match self.pipelines.route_exchange(exchange, &batch, &exists) {
+            None => ex.route(&batch)?.into_iter().collect(),
+            Some(Ok(ExchangeRouting::Plan(plan))) => plan,
+            Some(Ok(ExchangeRouting::Failed(settled))) => {
+                for dead in settled.dead_letters {
+                    self.dead_letter(exchange, dead, acks)?;
+                }
+                return Ok(nothing_appended(0, 0));
+            }
+            Some(Err(e)) => return Err(e.into()),
+        };
+        let mut out = Routed::default();
         for (topic, indexes) in plan {
-            let t = self.topics.get(&topic)?;
-            let n = t.partitions().len().max(1) as u64;
-            for (partition, idx) in split_by_key(&batch, &indexes, n, &self.round_robin) {
-                let part = if idx.len() == batch.record_count() as usize {
-                    batch.clone()
-                } else {
-                    let mut keep = idx.iter().peekable();
-                    let sel = quiver_proto::batch::rebuild(&batch, &[], |i, _| {
-                        keep.next_if(|&&j| j == i).is_some()
-                    })?;
-                    let Some(sel) = sel else { continue };
-                    // Built here from a validated batch: no need to check its CRC again.
-                    Batch::parse_trusted(sel)?
-                };
-                let log = t.partition(partition)?;
-                // Appended without waiting for the fsync: all destinations are synced below.
-                let p = self.append_batch(&topic, partition, log, part, acks, true)?;
-                appended += p.appended;
-                synced.push((topic.clone(), p.partition, p.log_end));
-            }
+            self.append_routed(&topic, &batch, &indexes, acks, 0, &mut out)?;
         }
-        if acks == Durability::All {
-            for (topic, partition, end) in synced {
-                self.sync(&topic, partition, end)?;
-            }
-        }
+        let (appended, delayed) = (out.appended, out.delayed);
+        out.sync(self, acks)?;
         Ok(Produced {
             appended,
+            delayed,
+            transformed: delayed > 0,
             ..nothing_appended(0, 0)
         })
+    }
+
+    /// Appends records `indexes` of `batch` to `topic`, split over its partitions by key hash,
+    /// through each partition's ingest pipeline (`depth`: how many routers already sent them on).
+    fn append_routed(
+        &self,
+        topic: &str,
+        batch: &Batch,
+        indexes: &[usize],
+        acks: Durability,
+        depth: u8,
+        out: &mut Routed,
+    ) -> Result<(), BrokerError> {
+        let t = self.topics.get(topic)?;
+        let n = t.partitions().len().max(1) as u64;
+        for (partition, idx) in split_by_key(batch, indexes, n, &self.round_robin) {
+            let Some(part) = crate::plugins::pipeline::select(batch, &idx)? else {
+                continue;
+            };
+            let log = t.partition(partition)?;
+            // Appended without waiting for the fsync: all destinations are synced together.
+            let p = self.append_batch(topic, partition, log, part, acks, true, depth)?;
+            out.appended += p.appended;
+            out.delayed += p.delayed;
+            out.synced.push((topic.to_owned(), p.partition, p.log_end));
+        }
+        Ok(())
     }
 
     /// A fresh producer id for idempotent produce (unique across restarts).
@@ -341,7 +390,7 @@ impl Broker {
         let batch = Batch::parse(batch)?;
         let producer = batch.header().producer_id;
         if producer == 0 {
-            return self.append_batch(topic, p, log, batch, acks, run_plugins);
+            return self.append_batch(topic, p, log, batch, acks, run_plugins, 0);
         }
         if partition.is_none() {
             return Err(BrokerError::InvalidRequest(
@@ -352,16 +401,18 @@ impl Broker {
         let state = self.producers.state(producer, topic, p);
         let mut seq = state.lock();
         match seq.check(base, count) {
-            Verdict::Append => match self.append_batch(topic, p, log, batch, acks, run_plugins) {
-                Ok(produced) => {
-                    seq.appended(base, count, produced);
-                    Ok(produced)
+            Verdict::Append => {
+                match self.append_batch(topic, p, log, batch, acks, run_plugins, 0) {
+                    Ok(produced) => {
+                        seq.appended(base, count, produced);
+                        Ok(produced)
+                    }
+                    Err(e) => {
+                        seq.failed(base);
+                        Err(e)
+                    }
                 }
-                Err(e) => {
-                    seq.failed(base);
-                    Err(e)
-                }
-            },
+            }
             Verdict::Duplicate(Some(first)) => Ok(Produced {
                 duplicate: true,
                 ..first
@@ -380,7 +431,10 @@ impl Broker {
         }
     }
 
-    /// Runs the pipeline (when asked and attached) and appends one validated batch.
+    /// Runs the pipeline (when asked and attached), appends one validated batch and holds its
+    /// delayed records. Records a router stage sends elsewhere are appended (and, for `acks=all`,
+    /// synced) before this returns.
+    #[allow(clippy::too_many_arguments)]
     fn append_batch(
         &self,
         topic: &str,
@@ -389,24 +443,76 @@ impl Broker {
         batch: Batch,
         acks: Durability,
         run_plugins: bool,
+        depth: u8,
+    ) -> Result<Produced, BrokerError> {
+        if !run_plugins || !self.pipelines.has_pipeline(topic) {
+            return self.append_or_hold(topic, p, log, batch, acks, false);
+        }
+        let exists = |t: &str| self.topics.get(t).is_ok();
+        let ingested = self.pipelines.run(topic, batch, &exists)?;
+        for dead in ingested.dead_letters {
+            self.dead_letter(topic, dead, acks)?;
+        }
+        if !ingested.routed.is_empty() {
+            self.forward(topic, ingested.routed, acks, depth)?;
+        }
+        match ingested.batch {
+            Some(b) => self.append_or_hold(topic, p, log, b, acks, ingested.transformed),
+            None => Ok(nothing_appended(p, log.stats().log_end)),
+        }
+    }
+
+    /// Appends what a router stage of `topic` sent to other topics.
+    fn forward(
+        &self,
+        topic: &str,
+        routed: Vec<(String, Batch)>,
+        acks: Durability,
+        depth: u8,
+    ) -> Result<(), BrokerError> {
+        if depth >= MAX_ROUTER_HOPS {
+            return Err(BrokerError::InvalidRequest(format!(
+                "routing loop: records routed from {topic} passed {MAX_ROUTER_HOPS} router stages"
+            )));
+        }
+        let mut out = Routed::default();
+        for (dest, b) in routed {
+            let all: Vec<usize> = (0..b.record_count() as usize).collect();
+            self.append_routed(&dest, &b, &all, acks, depth + 1, &mut out)?;
+        }
+        out.sync(self, acks)
+    }
+
+    /// Appends a batch (its records that carry a due time go to the delay store instead).
+    fn append_or_hold(
+        &self,
+        topic: &str,
+        p: u32,
+        log: &crate::storage::PartitionLog,
+        batch: Batch,
+        acks: Durability,
+        transformed: bool,
     ) -> Result<Produced, BrokerError> {
         let durability = if acks == Durability::All {
             Durability::Leader
         } else {
             acks
         };
-        if !run_plugins || !self.pipelines.has_pipeline(topic) {
-            let info = log.append(&batch, durability)?;
-            return Ok(produced(p, info, false));
+        if batch.header().flags & quiver_proto::batch::FLAG_DELAYED == 0 {
+            return Ok(produced(p, log.append(&batch, durability)?, transformed));
         }
-        let ingested = self.pipelines.run(topic, batch)?;
-        for dead in ingested.dead_letters {
-            self.dead_letter(topic, dead, acks)?;
-        }
-        Ok(match ingested.batch {
-            Some(b) => produced(p, log.append(&b, durability)?, ingested.transformed),
-            None => nothing_appended(p, log.stats().log_end),
-        })
+        let held = self.delays.hold(topic, p, batch, acks)?;
+        let mut out = match held.immediate {
+            // The records not held, in their order: the offsets count only them.
+            Some(b) => produced(p, log.append(&b, durability)?, transformed),
+            None => Produced {
+                transformed,
+                ..nothing_appended(p, log.stats().log_end)
+            },
+        };
+        out.delayed = held.count;
+        out.delay_first_id = held.first_id;
+        Ok(out)
     }
 
     /// Whether producing to `topic` runs plugins (and so must not run on an async worker).
@@ -590,6 +696,7 @@ impl Broker {
 
     /// Fsyncs every partition and the metadata store (graceful shutdown).
     pub fn flush(&self) -> Result<(), BrokerError> {
+        self.delays.flush()?;
         Ok(self.topics.flush_all()?)
     }
 }
@@ -603,6 +710,8 @@ fn produced(partition: u32, info: AppendInfo, transformed: bool) -> Produced {
         appended: (info.log_end - info.base_offset) as u32,
         transformed,
         duplicate: false,
+        delayed: 0,
+        delay_first_id: 0,
     }
 }
 
@@ -640,6 +749,32 @@ fn nothing_appended(partition: u32, end: u64) -> Produced {
         appended: 0,
         transformed: true,
         duplicate: false,
+        delayed: 0,
+        delay_first_id: 0,
+    }
+}
+
+/// How many router stages records may pass on their way (a router sending records to a topic
+/// whose router sends them back would otherwise loop).
+const MAX_ROUTER_HOPS: u8 = 8;
+
+/// What appending routed records did, over all destinations.
+#[derive(Debug, Default)]
+struct Routed {
+    appended: u32,
+    delayed: u32,
+    /// (topic, partition, log end) of every append, for `acks=all`.
+    synced: Vec<(String, u32, u64)>,
+}
+
+impl Routed {
+    fn sync(self, broker: &Broker, acks: Durability) -> Result<(), BrokerError> {
+        if acks == Durability::All {
+            for (topic, partition, end) in self.synced {
+                broker.sync(&topic, partition, end)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod delay;
 pub mod filter;
 pub mod groups;
 pub mod meta;

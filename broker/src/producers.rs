@@ -133,6 +133,8 @@ mod tests {
             appended: 3,
             transformed: false,
             duplicate: false,
+            delayed: 0,
+            delay_first_id: 0,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Administration: create, delete, list, describe and grow topics; deploy, list, describe and
 //! remove plugins; attach plugins to topics and detach them; list, describe and reset consumer
-//! groups and read or store their committed offsets; hand out idempotent producer ids.
+//! groups and read or store their committed offsets; hand out idempotent producer ids; manage
+//! exchanges and their router plugins; cancel records held for delayed delivery.
 
 use bytes::Bytes;
 use quiver_proto::frame::FrameKind;
@@ -124,6 +125,20 @@ impl Admin {
 #[derive(Debug, Clone, Default)]
 pub struct Attach {
     pub topic: String,
+    /// `NAME` (latest version) or `NAME@VERSION`.
+    pub plugin: String,
+    pub config: Vec<(String, String)>,
+    pub on_error: ErrorPolicy,
+    /// `None`: the broker's default.
+    pub timeout_ms: Option<u32>,
+    pub memory_mb: Option<u32>,
+}
+
+/// A router plugin to attach to an exchange (replacing any router it had): the plugin, not the
+/// bindings, then decides the destination topics of each record.
+#[derive(Debug, Clone, Default)]
+pub struct AttachRouter {
+    pub exchange: String,
     /// `NAME` (latest version) or `NAME@VERSION`.
     pub plugin: String,
     pub config: Vec<(String, String)>,
@@ -309,6 +324,53 @@ impl Admin {
         };
         match self.call(req).await? {
             AdminResponse::ExchangeDeleted { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Attaches a router plugin (world `router`) to an exchange, replacing any router it had;
+    /// returns the exchange (its `router` set).
+    pub async fn attach_exchange_router(
+        &self,
+        a: AttachRouter,
+    ) -> Result<ExchangeInfo, ClientError> {
+        let req = AdminRequest::AttachExchangeRouter {
+            exchange: a.exchange,
+            plugin: a.plugin,
+            config: a.config,
+            on_error: a.on_error,
+            timeout_ms: a.timeout_ms,
+            memory_mb: a.memory_mb,
+        };
+        match self.call(req).await? {
+            AdminResponse::Exchange(e) => Ok(e),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Detaches the exchange's router plugin: its bindings route again. Returns the exchange.
+    pub async fn detach_exchange_router(
+        &self,
+        exchange: &str,
+    ) -> Result<ExchangeInfo, ClientError> {
+        let req = AdminRequest::DetachExchangeRouter {
+            exchange: exchange.to_owned(),
+        };
+        match self.call(req).await? {
+            AdminResponse::Exchange(e) => Ok(e),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// Delayed delivery: records produced with a delivery-time header are held by the broker.
+impl Admin {
+    /// Cancels a record held for delayed delivery (its id is `RecordMetadata::delay_id`); returns
+    /// the topic it would have gone to. Fails with code `UnknownDelayed` when no record with that
+    /// id is pending (never held, already delivered or already cancelled).
+    pub async fn cancel_delayed(&self, id: u64) -> Result<String, ClientError> {
+        match self.call(AdminRequest::CancelDelayed { id }).await? {
+            AdminResponse::DelayCancelled { topic, .. } => Ok(topic),
             other => Err(unexpected(other)),
         }
     }

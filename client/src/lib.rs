@@ -16,7 +16,7 @@ pub mod rpc;
 pub mod tls;
 pub mod wire;
 
-pub use admin::{Admin, Attach, Deployed, NewTopic};
+pub use admin::{Admin, Attach, AttachRouter, Deployed, NewTopic};
 pub use client::{Client, ClientOptions};
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, SeekTo};
 pub use error::ClientError;
@@ -25,6 +25,7 @@ pub use producer::{
     Delivery, Partitioner, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };
 pub use queue::{QueueConfig, QueueConsumer, QueuedRecord, Settled};
+pub use quiver_proto::batch::{DELAY_MS_HEADER, DELIVER_AT_HEADER};
 pub use quiver_proto::groups::{
     CommittedOffset, GroupDescription, GroupSummary, MemberDescription, OffsetRange, PartitionLag,
     PartitionOffset, QueuePartitionState, ResetTo, TopicPartition,

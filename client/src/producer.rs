@@ -10,6 +10,12 @@
 //! The broker refuses a batch that skips sequences (`OutOfOrderSequence`, retriable), so retries go
 //! out in the order the batches were sealed, before any newer batch. A batch that fails for good
 //! leaves a gap in its partition's sequence; the producer then takes a new id for later batches.
+//!
+//! Delayed delivery: a record with a delivery-time header ([`ProducerRecord::deliver_at`],
+//! [`ProducerRecord::delay`]) is held by the broker and appended when due. Such records go into
+//! batches of their own (per partition, next to the batch of records appended at once), so that
+//! every record's [`RecordMetadata`] says where it went: an offset, or the delay id under which
+//! it is held.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, OnceLock};
@@ -17,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use quiver_proto::batch::{is_delay_header, DELAY_MS_HEADER, DELIVER_AT_HEADER};
 use quiver_proto::frame::FrameKind;
 use quiver_proto::messages::{Acks, ProduceRequest, ProduceResponse};
 use quiver_proto::{BatchBuilder, RecordData};
@@ -123,22 +130,62 @@ impl ProducerRecord {
         self.tags.push(tag.into());
         self
     }
+
+    /// Delayed delivery: the broker holds the record and appends it at `ms_since_epoch` (at once,
+    /// but still through the hold, when that time has passed). Replaces an earlier
+    /// [`ProducerRecord::deliver_at`] or [`ProducerRecord::delay`].
+    pub fn deliver_at(self, ms_since_epoch: i64) -> Self {
+        self.delay_header(DELIVER_AT_HEADER, ms_since_epoch.to_string())
+    }
+
+    /// Delayed delivery: the broker holds the record and appends it `delay` (whole ms) after it
+    /// received it. Replaces an earlier [`ProducerRecord::deliver_at`] or
+    /// [`ProducerRecord::delay`].
+    pub fn delay(self, delay: Duration) -> Self {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.delay_header(DELAY_MS_HEADER, ms.to_string())
+    }
+
+    fn delay_header(mut self, name: &str, value: String) -> Self {
+        self.headers.retain(|(n, _)| !is_delay_header(n));
+        self.headers.push((name.to_owned(), Bytes::from(value)));
+        self
+    }
 }
 
-/// Where an acknowledged record landed. `offset` is `None` with `acks=none`, and when the topic's
+/// Where an acknowledged record landed. `offset` is `None` with `acks=none`, when the topic's
 /// ingest pipeline filtered or rewrote the batch (records then no longer map one to one onto
-/// offsets).
+/// offsets), and for a record held for delayed delivery (it is appended later).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordMetadata {
     pub partition: u32,
     pub offset: Option<u64>,
+    /// The id under which the broker holds the record for delayed delivery (it carries a
+    /// delivery-time header: [`ProducerRecord::deliver_at`], [`ProducerRecord::delay`]); what
+    /// [`Admin::cancel_delayed`](crate::Admin::cancel_delayed) takes. `None` for records appended
+    /// at once, with `acks=none`, when the topic's ingest pipeline transformed the batch, and for
+    /// records sent to an exchange (one record may be held once per destination).
+    pub delay_id: Option<u64>,
 }
 
 /// The partition of batches bound for an exchange (`ProducerRecord::topic` names the exchange).
 const EXCHANGE: u32 = u32::MAX;
 
-/// A batch's partition and base offset (`None` with `acks=none`), or why it failed.
-type BatchOutcome = Result<(u32, Option<u64>), Arc<ClientError>>;
+/// What the broker said about one batch.
+#[derive(Debug, Clone, Copy)]
+struct BatchAck {
+    partition: u32,
+    /// The offset of the first record appended now; `None` with `acks=none` and when the batch
+    /// was transformed.
+    base_offset: Option<u64>,
+    /// Held records and the id of the first; their ids map onto the records with a delay header
+    /// only when the batch was not transformed (`delay_first_id: None` otherwise).
+    delayed: u32,
+    delay_first_id: Option<u64>,
+}
+
+/// A batch's acknowledgement, or why it failed.
+type BatchOutcome = Result<BatchAck, Arc<ClientError>>;
 
 /// The outcome of one batch, shared by the deliveries of its records.
 #[derive(Default)]
@@ -164,28 +211,64 @@ impl Slot {
     }
 }
 
+/// Where a record sits in its batch: among the records appended at once, or among those with a
+/// delay header (held by the broker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Position {
+    Immediate(u32),
+    Held(u32),
+}
+
 /// Resolves when the record's batch is acknowledged (or fails for good).
 pub struct Delivery {
     slot: Arc<Slot>,
-    index: u32,
+    position: Position,
 }
 
 impl Delivery {
     pub async fn wait(self) -> Result<RecordMetadata, Arc<ClientError>> {
         match self.slot.wait().await {
-            Ok((partition, base)) => Ok(RecordMetadata {
-                partition: *partition,
-                offset: base.map(|b| b + self.index as u64),
-            }),
+            Ok(ack) => Ok(ack.metadata(self.position)),
             Err(e) => Err(e.clone()),
         }
     }
+}
+
+impl BatchAck {
+    fn metadata(&self, position: Position) -> RecordMetadata {
+        let (offset, delay_id) = match position {
+            Position::Immediate(i) => (self.base_offset.map(|b| b + i as u64), None),
+            Position::Held(i) => (
+                None,
+                self.delay_first_id
+                    .filter(|_| i < self.delayed)
+                    .map(|first| first + i as u64),
+            ),
+        };
+        RecordMetadata {
+            partition: self.partition,
+            offset,
+            delay_id,
+        }
+    }
+}
+
+/// An open batch's topic, partition, and whether its records carry a delay header: delayed records
+/// get batches of their own, so the broker holds whole batches and each record's metadata is one
+/// offset or one delay id (a mixed batch would work too, at the cost of splitting it broker-side).
+type BatchKey = (String, u32, bool);
+
+fn batch_key(topic: &str, partition: u32, data: &RecordData<'_>) -> BatchKey {
+    let delayed = data.headers.iter().any(|(name, _)| is_delay_header(name));
+    (topic.to_owned(), partition, delayed)
 }
 
 struct Open {
     builder: BatchBuilder,
     slot: Arc<Slot>,
     started: Instant,
+    /// Records pushed so far with a delay header.
+    held: u32,
 }
 
 /// A sealed batch on its way to the broker.
@@ -203,7 +286,7 @@ struct Ready {
 
 #[derive(Default)]
 struct State {
-    open: HashMap<(String, u32), Open>,
+    open: HashMap<BatchKey, Open>,
     sticky: HashMap<String, u32>,
     unacked: Vec<Arc<Slot>>,
     /// The id batches are stamped with; `None` until the first send, and for a producer that is
@@ -292,7 +375,7 @@ impl Producer {
             let cfg = &self.shared.config;
             let (delivery, mut sealed) = append(&mut st, cfg, &rec.topic, partition, &data)?;
             if now {
-                sealed.extend(seal(&mut st, &(rec.topic.clone(), partition))?);
+                sealed.extend(seal(&mut st, &batch_key(&rec.topic, partition, &data))?);
             }
             (delivery, sealed)
         };
@@ -397,7 +480,7 @@ fn append(
     data: &RecordData<'_>,
 ) -> Result<(Delivery, Vec<Ready>), ClientError> {
     let mut sealed = Vec::new();
-    let key = (topic.to_owned(), partition);
+    let key = batch_key(topic, partition, data);
     let rec_len = BatchBuilder::record_encoded_len(data);
     if st
         .open
@@ -410,12 +493,21 @@ fn append(
         builder: BatchBuilder::with_capacity(cfg.batch_bytes.min(1 << 20)),
         slot: Arc::default(),
         started: Instant::now(),
+        held: 0,
     });
-    let index = open.builder.len() as u32;
+    let delayed = key.2;
+    let position = if delayed {
+        Position::Held(open.held)
+    } else {
+        Position::Immediate(open.builder.len() as u32 - open.held)
+    };
     open.builder.push(data)?;
+    if delayed {
+        open.held += 1;
+    }
     let delivery = Delivery {
         slot: open.slot.clone(),
-        index,
+        position,
     };
     if open.builder.encoded_len() >= cfg.batch_bytes {
         sealed.extend(seal(st, &key)?);
@@ -425,7 +517,7 @@ fn append(
 
 /// Takes the open batch for `key` out for sending, stamped with the producer id and the
 /// partition's next sequence when there is an id.
-fn seal(st: &mut State, key: &(String, u32)) -> Result<Option<Ready>, ClientError> {
+fn seal(st: &mut State, key: &BatchKey) -> Result<Option<Ready>, ClientError> {
     let Some(open) = st.open.remove(key) else {
         return Ok(None);
     };
@@ -436,7 +528,8 @@ fn seal(st: &mut State, key: &(String, u32)) -> Result<Option<Ready>, ClientErro
     // Exchange batches carry no sequence: the broker splits them over several partitions.
     let stamp = st.producer_id.filter(|_| key.1 != EXCHANGE);
     let producer_id = stamp.unwrap_or(0);
-    let sequence = st.sequences.get(key).copied().unwrap_or(0);
+    let partition_key = (key.0.clone(), key.1);
+    let sequence = st.sequences.get(&partition_key).copied().unwrap_or(0);
     let builder = match stamp {
         Some(id) => open.builder.producer(id, sequence),
         None => open.builder,
@@ -445,7 +538,7 @@ fn seal(st: &mut State, key: &(String, u32)) -> Result<Option<Ready>, ClientErro
     if stamp.is_some() {
         // Wraps after 2^32 records of one partition under one id, like Kafka's sequences.
         st.sequences
-            .insert(key.clone(), sequence.wrapping_add(records));
+            .insert(partition_key, sequence.wrapping_add(records));
     }
     *st.sticky.entry(key.0.clone()).or_default() += 1;
     st.unacked.push(open.slot.clone());
@@ -566,7 +659,12 @@ async fn send_one(
         return broken(shared, r, e.into(), stream, in_flight, retry);
     }
     if shared.config.acks == Acks::None {
-        r.slot.complete(Ok((r.partition, None)));
+        r.slot.complete(Ok(BatchAck {
+            partition: r.partition,
+            base_offset: None,
+            delayed: 0,
+            delay_first_id: None,
+        }));
     } else {
         in_flight.push_back(r);
     }
@@ -592,10 +690,13 @@ fn on_reply(
                 // Appended by an earlier attempt whose reply was lost: a success.
                 tracing::debug!(topic = %r.topic, partition = r.partition, "duplicate batch acknowledged");
             }
-            r.slot.complete(Ok((
-                resp.partition,
-                (!resp.transformed).then_some(resp.base_offset),
-            )))
+            r.slot.complete(Ok(BatchAck {
+                partition: resp.partition,
+                base_offset: (!resp.transformed).then_some(resp.base_offset),
+                delayed: resp.delayed,
+                delay_first_id: (!resp.transformed && resp.delayed > 0)
+                    .then_some(resp.delay_first_id),
+            }))
         }
         // The broker refused this request; the stream stays usable.
         Err(e @ WireError::Remote { .. }) => fail_or_retry(shared, r, e.into(), retry),
@@ -691,7 +792,7 @@ mod tests {
     }
 
     fn sealed(st: &mut State, partition: u32) -> Ready {
-        seal(st, &("t".into(), partition)).unwrap().unwrap()
+        seal(st, &("t".into(), partition, false)).unwrap().unwrap()
     }
 
     #[test]
@@ -762,6 +863,109 @@ mod tests {
         st.sequences.clear();
         push(&mut st, &cfg, 0, 1);
         assert_eq!(stamp(&sealed(&mut st, 0)), (0, 2, 0, 1));
+    }
+
+    #[test]
+    fn delay_headers_replace_each_other() {
+        let rec = ProducerRecord::new("t", "v")
+            .header("a", "1")
+            .delay(Duration::from_millis(1500))
+            .deliver_at(1_700_000_000_000);
+        let names: Vec<&str> = rec.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, vec!["a", DELIVER_AT_HEADER]);
+        assert_eq!(&rec.headers[1].1[..], b"1700000000000");
+        let rec = rec.delay(Duration::from_secs(2));
+        assert_eq!(rec.headers.len(), 2);
+        assert_eq!(
+            rec.headers[1],
+            (DELAY_MS_HEADER.to_owned(), Bytes::from("2000"))
+        );
+    }
+
+    #[test]
+    fn delayed_records_get_batches_of_their_own_and_ids_in_order() {
+        let cfg = ProducerConfig::default();
+        let mut st = State {
+            producer_id: Some(7),
+            ..Default::default()
+        };
+        let delay = [(DELAY_MS_HEADER, &b"10"[..])];
+        let at = [(DELIVER_AT_HEADER, &b"1"[..])];
+        let other = [("x", &b"y"[..])];
+        let kinds: [&[(&str, &[u8])]; 5] = [&[], &delay, &other, &at, &[]];
+        let deliveries: Vec<Delivery> = kinds
+            .iter()
+            .map(|headers| {
+                let data = RecordData {
+                    timestamp: 1,
+                    value: b"v",
+                    headers,
+                    ..Default::default()
+                };
+                append(&mut st, &cfg, "t", 0, &data).unwrap().0
+            })
+            .collect();
+        let positions: Vec<Position> = deliveries.iter().map(|d| d.position).collect();
+        use Position::{Held, Immediate};
+        assert_eq!(
+            positions,
+            vec![Immediate(0), Held(0), Immediate(1), Held(1), Immediate(2)]
+        );
+        // Two batches of one partition: one sequence range after the other, in seal order.
+        let held = seal(&mut st, &("t".into(), 0, true)).unwrap().unwrap();
+        let now = sealed(&mut st, 0);
+        assert_eq!((stamp(&held), stamp(&now)), ((0, 7, 0, 2), (0, 7, 2, 3)));
+        let flags = |r: &Ready| Batch::parse(r.bytes.clone()).unwrap().header().flags;
+        assert_ne!(flags(&held) & quiver_proto::batch::FLAG_DELAYED, 0);
+        assert_eq!(flags(&now) & quiver_proto::batch::FLAG_DELAYED, 0);
+        assert!(Arc::ptr_eq(&deliveries[1].slot, &deliveries[3].slot));
+        assert!(!Arc::ptr_eq(&deliveries[0].slot, &deliveries[1].slot));
+
+        let held_ack = BatchAck {
+            partition: 0,
+            base_offset: Some(40),
+            delayed: 2,
+            delay_first_id: Some(7),
+        };
+        let now_ack = BatchAck {
+            delayed: 0,
+            delay_first_id: None,
+            ..held_ack
+        };
+        let got: Vec<(Option<u64>, Option<u64>)> = positions
+            .iter()
+            .map(|&p| {
+                let ack = if matches!(p, Held(_)) {
+                    held_ack
+                } else {
+                    now_ack
+                };
+                let m = ack.metadata(p);
+                (m.offset, m.delay_id)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some(40), None),
+                (None, Some(7)),
+                (Some(41), None),
+                (None, Some(8)),
+                (Some(42), None)
+            ]
+        );
+        // A transformed batch (or a broker that held nothing): no ids.
+        let transformed = BatchAck {
+            base_offset: None,
+            delay_first_id: None,
+            ..held_ack
+        };
+        assert_eq!(transformed.metadata(Held(0)).delay_id, None);
+        let none_held = BatchAck {
+            delayed: 0,
+            ..held_ack
+        };
+        assert_eq!(none_held.metadata(Held(1)).delay_id, None);
     }
 
     #[test]

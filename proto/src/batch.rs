@@ -22,8 +22,22 @@ pub const RECORD_FIXED_LEN: usize = 12;
 /// Header flag: record offsets are strictly increasing rather than dense. Only the broker produces
 /// such batches, when a fetch filter leaves records out; appends must be dense.
 pub const FLAG_SPARSE: u8 = 1;
+/// Header flag: some record carries a delivery-time header ([`DELIVER_AT_HEADER`] or
+/// [`DELAY_MS_HEADER`]): the broker holds such records until they are due. [`BatchBuilder`] sets
+/// it by itself, so the broker only looks at the headers of batches that have it.
+pub const FLAG_DELAYED: u8 = 2;
 /// Flags this build understands; any other bit set is rejected.
-const KNOWN_FLAGS: u8 = FLAG_SPARSE;
+const KNOWN_FLAGS: u8 = FLAG_SPARSE | FLAG_DELAYED;
+
+/// Record header: deliver the record at this time (decimal ms since the Unix epoch).
+pub const DELIVER_AT_HEADER: &str = "quiver-deliver-at";
+/// Record header: deliver the record this many ms (decimal) after the broker received it.
+pub const DELAY_MS_HEADER: &str = "quiver-delay-ms";
+
+/// Whether a header name asks for delayed delivery.
+pub fn is_delay_header(name: &str) -> bool {
+    name == DELIVER_AT_HEADER || name == DELAY_MS_HEADER
+}
 /// Largest batch this format can describe.
 pub const MAX_BATCH_LEN: usize = u32::MAX as usize;
 
@@ -227,6 +241,7 @@ pub struct BatchBuilder {
     max_ts: i64,
     producer_id: u64,
     base_sequence: u32,
+    flags: u8,
 }
 
 impl Default for BatchBuilder {
@@ -251,6 +266,7 @@ impl BatchBuilder {
             max_ts: i64::MIN,
             producer_id: 0,
             base_sequence: 0,
+            flags: 0,
         }
     }
 
@@ -337,6 +353,9 @@ impl BatchBuilder {
             buf.put_u32_le(value.len() as u32);
             buf.put_slice(value);
         }
+        if rec.headers.iter().any(|(name, _)| is_delay_header(name)) {
+            self.flags |= FLAG_DELAYED;
+        }
         self.count += 1;
         self.max_ts = self.max_ts.max(rec.timestamp);
         Ok(())
@@ -354,7 +373,7 @@ impl BatchBuilder {
         })?;
         let mut header = BatchHeader {
             version: VERSION,
-            flags: 0,
+            flags: self.flags,
             length,
             base_offset: 0,
             crc: 0,

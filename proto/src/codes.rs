@@ -32,6 +32,9 @@ pub enum ErrorCode {
     OutOfOrderSequence = 23,
     /// Records produced to an exchange match no binding, and it has no alternate topic.
     Unroutable = 25,
+    /// No record with that id is held for delayed delivery (never, or already delivered or
+    /// cancelled).
+    UnknownDelayed = 26,
     StorageError = 30,
     DiskFull = 31,
     Timeout = 40,
@@ -60,7 +63,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in numeric order (for tables, docs and exhaustive tests).
-    pub const ALL: [ErrorCode; 33] = [
+    pub const ALL: [ErrorCode; 34] = [
         ErrorCode::Unknown,
         ErrorCode::MalformedFrame,
         ErrorCode::FrameTooLarge,
@@ -79,6 +82,7 @@ impl ErrorCode {
         ErrorCode::RecordTooLarge,
         ErrorCode::OutOfOrderSequence,
         ErrorCode::Unroutable,
+        ErrorCode::UnknownDelayed,
         ErrorCode::StorageError,
         ErrorCode::DiskFull,
         ErrorCode::Timeout,
@@ -122,6 +126,7 @@ impl ErrorCode {
             ErrorCode::RecordTooLarge => "record batch too large",
             ErrorCode::OutOfOrderSequence => "producer sequence out of order",
             ErrorCode::Unroutable => "records match no binding of the exchange",
+            ErrorCode::UnknownDelayed => "no delayed record is pending with that id",
             ErrorCode::StorageError => "storage error",
             ErrorCode::DiskFull => "disk full",
             ErrorCode::Timeout => "request timed out",

@@ -182,6 +182,21 @@ pub struct ProduceResponse {
     /// appended now, and the offsets are those of the first append (when still known).
     #[serde(default)]
     pub duplicate: bool,
+    /// Records held for delayed delivery (not appended yet): their ids are
+    /// `delay_first_id .. delay_first_id + delayed`, in the order they were sent. The offsets
+    /// above then count only the records appended now (those without a delay), in their order.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub delayed: u32,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub delay_first_id: u64,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Where a fetch starts.
@@ -326,6 +341,27 @@ pub enum AdminRequest {
     DeleteExchange {
         name: String,
     },
+    /// Attaches a router plugin to an exchange (replacing any router it had): the plugin, not the
+    /// bindings, then decides each record's destination topics.
+    AttachExchangeRouter {
+        exchange: String,
+        plugin: String,
+        #[serde(default)]
+        config: Vec<(String, String)>,
+        #[serde(default)]
+        on_error: ErrorPolicy,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        memory_mb: Option<u32>,
+    },
+    DetachExchangeRouter {
+        exchange: String,
+    },
+    /// Cancels a record held for delayed delivery (its id from the produce answer).
+    CancelDelayed {
+        id: u64,
+    },
 }
 
 /// What an ingest stage does with a batch its plugin failed on.
@@ -395,6 +431,9 @@ pub struct AttachmentInfo {
     pub failures: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// `topic` names an exchange this router is attached to.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exchange: bool,
 }
 
 /// Header of an `AdminOk` frame.
@@ -454,6 +493,11 @@ pub enum AdminResponse {
     ExchangeDeleted {
         name: String,
     },
+    DelayCancelled {
+        id: u64,
+        /// The topic the record would have gone to.
+        topic: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -476,6 +520,9 @@ pub struct TopicDescription {
     /// The ingest pipeline, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pipeline: Vec<AttachmentInfo>,
+    /// Records held for delayed delivery to this topic.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub pending_delayed: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -609,6 +656,7 @@ mod tests {
                         segment_bytes,
                         created_ms,
                         pipeline: Vec::new(),
+                        pending_delayed: segment_bytes / 3,
                     }
                 },
             )
@@ -690,6 +738,7 @@ mod tests {
                         calls,
                         failures,
                         last_error,
+                        exchange: healthy,
                     }
                 },
             )
@@ -796,7 +845,7 @@ mod tests {
 
         #[test]
         fn produce_ok_round_trip(request_id in any::<u64>(), partition in any::<u32>(), base in any::<u64>(), last in any::<u64>(), end in any::<u64>()) {
-            let msg = ProduceResponse { request_id, partition, base_offset: base, last_offset: last, log_end: end, appended: 3, transformed: true, duplicate: false };
+            let msg = ProduceResponse { request_id, partition, base_offset: base, last_offset: last, log_end: end, appended: 3, transformed: true, duplicate: false, delayed: partition % 3, delay_first_id: end };
             round_trip(&msg, &[])?;
         }
 

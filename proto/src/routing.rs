@@ -80,6 +80,9 @@ pub struct ExchangeInfo {
     #[serde(default)]
     pub bindings: Vec<Binding>,
     pub created_ms: i64,
+    /// The router plugin deciding destinations instead of the bindings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<crate::messages::AttachmentInfo>,
 }
 
 /// The partition of a keyed record among `partitions`: FNV-1a of the key, the same in the client's

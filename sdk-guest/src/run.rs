@@ -1,5 +1,5 @@
-//! The batch loops behind the plugin macros, as plain functions: bytes in, verdicts or a new batch
-//! out. They never panic on bad input: a malformed batch or a failing record becomes an `SdkError`,
+//! The batch loops behind the plugin macros, as plain functions: bytes in, verdicts, a new batch,
+//! routes or delays out. They never panic on bad input: a malformed batch or a failing record becomes an `SdkError`,
 //! which the macros turn into the WIT `result`'s error string (the host then applies the
 //! attachment's error policy to the whole batch).
 
@@ -7,7 +7,7 @@ use std::fmt::Display;
 
 use quiver_proto::batch::CheckedRecords;
 
-use crate::{Output, Record, SdkError};
+use crate::{Destinations, Output, Record, Routes, SdkError};
 
 /// What a filter function may return for one record: `bool`, or `Result<bool, E>` to fail the batch.
 pub trait FilterVerdict {
@@ -39,6 +39,41 @@ impl TransformOutcome for () {
 
 impl<E: Display> TransformOutcome for Result<(), E> {
     fn into_outcome(self) -> Result<(), String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
+/// What a router function may return for one record: `()`, or `Result<(), E>` to fail the batch.
+pub trait RouteOutcome {
+    fn into_outcome(self) -> Result<(), String>;
+}
+
+impl RouteOutcome for () {
+    fn into_outcome(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: Display> RouteOutcome for Result<(), E> {
+    fn into_outcome(self) -> Result<(), String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
+/// What a scheduler function may return for one record: the delay in milliseconds as `u64`
+/// (0 = deliver now), or `Result<u64, E>` to fail the batch.
+pub trait ScheduleDelay {
+    fn into_delay(self) -> Result<u64, String>;
+}
+
+impl ScheduleDelay for u64 {
+    fn into_delay(self) -> Result<u64, String> {
+        Ok(self)
+    }
+}
+
+impl<E: Display> ScheduleDelay for Result<u64, E> {
+    fn into_delay(self) -> Result<u64, String> {
         self.map_err(|e| e.to_string())
     }
 }
@@ -87,6 +122,49 @@ where
             .map_err(|message| record_error(&record, message))?;
     }
     out.finish()
+}
+
+/// Runs `route` over every record of `batch`: each call adds the record's topics to the
+/// [`Destinations`] it is given (none = drop). Returns the flat routes of the whole batch, one count
+/// per record in batch order.
+pub fn route_batch<F, R>(batch: Vec<u8>, mut route: F) -> Result<Routes, SdkError>
+where
+    F: FnMut(&Record<'_>, &mut Destinations) -> R,
+    R: RouteOutcome,
+{
+    let records = parse(&batch)?;
+    let mut destinations = Destinations::new();
+    // Bounded as in `filter_batch`: the header's count cannot make this reserve more than the
+    // batch's length.
+    destinations.reserve((records.header().record_count as usize).min(batch.len()));
+    for record in records {
+        let record = record.map_err(SdkError::BadBatch)?;
+        route(&record, &mut destinations)
+            .into_outcome()
+            .map_err(|message| record_error(&record, message))?;
+        destinations.end_record();
+    }
+    Ok(destinations.finish())
+}
+
+/// Runs `delay` over every record of `batch`: one delay in milliseconds per record, in batch order
+/// (0 = deliver now).
+pub fn schedule_batch<F, D>(batch: Vec<u8>, mut delay: F) -> Result<Vec<u64>, SdkError>
+where
+    F: FnMut(&Record<'_>) -> D,
+    D: ScheduleDelay,
+{
+    let records = parse(&batch)?;
+    let count = (records.header().record_count as usize).min(batch.len());
+    let mut delays = Vec::with_capacity(count);
+    for record in records {
+        let record = record.map_err(SdkError::BadBatch)?;
+        let ms = delay(&record)
+            .into_delay()
+            .map_err(|message| record_error(&record, message))?;
+        delays.push(ms);
+    }
+    Ok(delays)
 }
 
 fn record_error(record: &Record<'_>, message: String) -> SdkError {
@@ -150,7 +228,15 @@ mod tests {
                 Err(SdkError::BadBatch(_))
             ));
             assert!(matches!(
-                transform_batch(input, |_, _| ()),
+                transform_batch(input.clone(), |_, _| ()),
+                Err(SdkError::BadBatch(_))
+            ));
+            assert!(matches!(
+                route_batch(input.clone(), |_, d| d.to("t")),
+                Err(SdkError::BadBatch(_))
+            ));
+            assert!(matches!(
+                schedule_batch(input, |_| 1),
                 Err(SdkError::BadBatch(_))
             ));
         }
@@ -195,5 +281,53 @@ mod tests {
         assert!(err
             .to_string()
             .starts_with("record at offset 0: output record 1"));
+    }
+
+    #[test]
+    fn route_gives_one_count_per_record_and_interns_topics() {
+        let routes = route_batch(sample(), |r, d| {
+            for tag in r.tags() {
+                d.to(&format!("by-tag.{tag}"));
+            }
+            if r.key.is_some() {
+                d.to("keyed");
+                d.to("by-tag.a");
+            }
+        })
+        .unwrap();
+        assert_eq!(routes.topics, ["by-tag.a", "keyed", "by-tag.b"]);
+        assert_eq!(routes.counts, [2, 1, 0]);
+        assert_eq!(routes.targets, [0, 1, 2]);
+        assert_eq!(
+            routes.per_record().unwrap(),
+            vec![vec!["by-tag.a", "keyed"], vec!["by-tag.b"], vec![]]
+        );
+    }
+
+    #[test]
+    fn route_errors_name_the_record() {
+        let err = route_batch(sample(), |r, d| {
+            d.to("t");
+            if r.value == b"three" {
+                return Err(format!("no route for {}", r.timestamp));
+            }
+            Ok(())
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "record at offset 2: no route for 12");
+    }
+
+    #[test]
+    fn schedule_gives_one_delay_per_record() {
+        let delays = schedule_batch(sample(), |r| r.value.len() as u64 * 1000).unwrap();
+        assert_eq!(delays, [3000, 3000, 5000]);
+        let err = schedule_batch(sample(), |r| {
+            u64::try_from(r.timestamp - 11).map_err(|_| "timestamp before the epoch of the test")
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "record at offset 0: timestamp before the epoch of the test"
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use wasmtime::component::{ComponentNamedList, Func, InstancePre, Lift};
+use wasmtime::component::{ComponentNamedList, ComponentType, Func, InstancePre, Lift};
 use wasmtime::{Engine, Store, Trap};
 
 use super::engine::EPOCH_TICK;
@@ -22,13 +22,35 @@ use super::{Failure, PluginError};
 pub enum World {
     Filter,
     Transform,
+    Router,
+    Scheduler,
 }
 
 impl World {
+    pub const ALL: [World; 4] = [
+        World::Filter,
+        World::Transform,
+        World::Router,
+        World::Scheduler,
+    ];
+
+    /// The world's name, which is also the name of its batch function... except for the two
+    /// whose function is a verb of its own.
     pub fn as_str(self) -> &'static str {
         match self {
             World::Filter => "filter",
             World::Transform => "transform",
+            World::Router => "route",
+            World::Scheduler => "schedule",
+        }
+    }
+
+    /// The name operators see (`plugin list`, attachments).
+    pub fn name(self) -> &'static str {
+        match self {
+            World::Router => "router",
+            World::Scheduler => "scheduler",
+            other => other.as_str(),
         }
     }
 
@@ -38,11 +60,9 @@ impl World {
     }
 
     pub fn parse(s: &str) -> Option<World> {
-        match s {
-            "filter" => Some(World::Filter),
-            "transform" => Some(World::Transform),
-            _ => None,
-        }
+        World::ALL
+            .into_iter()
+            .find(|w| w.name() == s || w.as_str() == s)
     }
 }
 
@@ -80,6 +100,17 @@ type InitResult = (Result<(), String>,);
 // frees them) before `call` returns, so a borrowed `WasmList` would read freed guest memory.
 type FilterResult = (Result<Vec<bool>, String>,);
 type TransformResult = (Result<Vec<u8>, String>,);
+type RouteResult = (Result<Routes, String>,);
+type ScheduleResult = (Result<Vec<u64>, String>,);
+
+/// `types.routes` of the WIT: destinations per record, flattened.
+#[derive(ComponentType, Lift, Debug, Clone, Default, PartialEq, Eq)]
+#[component(record)]
+pub struct Routes {
+    pub topics: Vec<String>,
+    pub counts: Vec<u32>,
+    pub targets: Vec<u32>,
+}
 
 impl PluginInstance {
     /// Instantiates in a fresh sandbox. Fails when the component does not export the functions of
@@ -102,7 +133,7 @@ impl PluginInstance {
                 PluginError::Invalid(format!(
                     "{}: the component does not export `{name}` (world {})",
                     pre.label,
-                    pre.world.as_str()
+                    pre.world.name()
                 ))
             })
         };
@@ -126,7 +157,7 @@ impl PluginInstance {
             PluginError::Invalid(format!(
                 "{}: exports do not match the `{}` world: {e:#}",
                 self.label,
-                self.world.as_str()
+                self.world.name()
             ))
         };
         self.init
@@ -140,6 +171,14 @@ impl PluginInstance {
             World::Transform => self
                 .run
                 .typed::<(&[u8],), TransformResult>(&self.store)
+                .map(drop),
+            World::Router => self
+                .run
+                .typed::<(&[u8],), RouteResult>(&self.store)
+                .map(drop),
+            World::Scheduler => self
+                .run
+                .typed::<(&[u8],), ScheduleResult>(&self.store)
                 .map(drop),
         }
         .map_err(wrong)
@@ -204,6 +243,29 @@ impl PluginInstance {
         Ok(out)
     }
 
+    /// Where each record of `batch` (`records` of them) goes, checked for shape: one count per
+    /// record, every target naming one of the topics, at most `MAX_ROUTES` destinations per record.
+    pub fn route(&mut self, batch: &[u8], records: usize) -> Result<Routes, PluginError> {
+        let routes: Routes = self.call_batch(batch)?;
+        if let Err(msg) = check_routes(&routes, records) {
+            return Err(failure(&self.label, Failure::Output, msg));
+        }
+        Ok(routes)
+    }
+
+    /// One delay (ms) per record of `batch` (`records` of them).
+    pub fn schedule(&mut self, batch: &[u8], records: usize) -> Result<Vec<u64>, PluginError> {
+        let delays: Vec<u64> = self.call_batch(batch)?;
+        if delays.len() != records {
+            let msg = format!(
+                "returned {} delays for a batch of {records} records",
+                delays.len()
+            );
+            return Err(failure(&self.label, Failure::Output, msg));
+        }
+        Ok(delays)
+    }
+
     /// Calls the world's batch function, whose result is `result<T, string>`, with the call's
     /// limits reset and any failure classified.
     fn call_batch<T>(&mut self, batch: &[u8]) -> Result<T, PluginError>
@@ -261,6 +323,46 @@ impl PluginInstance {
         }
         failure(&self.label, kind, message)
     }
+}
+
+/// Most destinations one record may have.
+pub const MAX_ROUTES: u32 = 64;
+
+fn check_routes(r: &Routes, records: usize) -> Result<(), String> {
+    if r.counts.len() != records {
+        return Err(format!(
+            "returned {} route counts for a batch of {records} records",
+            r.counts.len()
+        ));
+    }
+    if let Some(c) = r.counts.iter().find(|&&c| c > MAX_ROUTES) {
+        return Err(format!(
+            "routed a record to {c} topics (at most {MAX_ROUTES})"
+        ));
+    }
+    let total: u64 = r.counts.iter().map(|&c| c as u64).sum();
+    if total != r.targets.len() as u64 {
+        return Err(format!(
+            "counts add up to {total} destinations but {} targets were returned",
+            r.targets.len()
+        ));
+    }
+    if let Some(t) = r.targets.iter().find(|&&t| t as usize >= r.topics.len()) {
+        return Err(format!(
+            "target {t} names no topic ({} topics returned)",
+            r.topics.len()
+        ));
+    }
+    if let Some(bad) = r
+        .topics
+        .iter()
+        .find(|t| crate::storage::validate_name(t).is_err())
+    {
+        let mut shown = bad.clone();
+        truncate_utf8(&mut shown, 64);
+        return Err(format!("routed to an invalid topic name {shown:?}"));
+    }
+    Ok(())
 }
 
 fn failure(label: &str, kind: Failure, message: String) -> PluginError {

@@ -1,5 +1,8 @@
-//! Topic ingest pipelines: ordered stages of filter and transform plugins that every produced batch
-//! passes before it is appended. Each stage has an error policy (dead-letter, skip, reject) and a
+//! Topic ingest pipelines: ordered stages of filter, transform, router and scheduler plugins that
+//! every produced batch passes before it is appended, and the router plugins attached to exchanges.
+//! A router stage sends records to other topics (records it routes to the pipeline's own topic go
+//! on through the later stages); a scheduler stage marks records with a due time, and the broker
+//! holds those after the pipeline. Each stage has an error policy (dead-letter, skip, reject) and a
 //! health record: repeated traps or timeouts mark it unhealthy, and it is not called again until a
 //! cool-down has passed. Attaching the same plugin name again swaps that stage in place, live.
 
@@ -15,7 +18,7 @@ use quiver_proto::messages::{AttachmentInfo, ErrorPolicy};
 use quiver_proto::Batch;
 use serde::{Deserialize, Serialize};
 
-use super::instance::{Limits, World};
+use super::instance::{Limits, Routes, World};
 use super::read_filter::{ReadFilter, Sessions};
 use super::registry::{split_ref, PluginRegistry};
 use super::slot::Slot;
@@ -58,6 +61,21 @@ pub struct Ingested {
     pub dead_letters: Vec<Bytes>,
     /// The records to append are not the records sent, one for one.
     pub transformed: bool,
+    /// Records a router stage sent to other topics (each batch bound for one topic).
+    pub routed: Vec<(String, Batch)>,
+}
+
+/// Where a router sends the records of a batch: (topic, ascending record indexes), one entry per
+/// topic, in the order the plugin named them.
+pub type RoutePlan = Vec<(String, Vec<usize>)>;
+
+/// What an exchange's router did with a batch.
+#[derive(Debug)]
+pub enum ExchangeRouting {
+    /// Destinations per topic (possibly none: every record dropped).
+    Plan(RoutePlan),
+    /// The plugin failed and its error policy settled the batch (dead letters to append).
+    Failed(Ingested),
 }
 
 #[derive(Debug, Default)]
@@ -81,6 +99,7 @@ enum StageOut {
     Same,
     Replaced(Batch),
     Dropped,
+    Routed(RoutePlan),
 }
 
 #[derive(Default)]
@@ -96,12 +115,18 @@ pub struct Pipelines {
     max_output_bytes: usize,
     read_filters: Sessions,
     by_topic: RwLock<HashMap<String, Arc<Pipeline>>>,
+    /// Router plugins attached to exchanges, by exchange name.
+    routers: RwLock<HashMap<String, Arc<Stage>>>,
     /// Serialises attach and detach (read-modify-write of a topic's stage list).
     admin: Mutex<()>,
 }
 
 fn pipeline_key(topic: &str) -> String {
     format!("pipeline/{topic}")
+}
+
+fn router_key(exchange: &str) -> String {
+    format!("exchange-router/{exchange}")
 }
 
 impl Pipelines {
@@ -130,6 +155,12 @@ impl Pipelines {
                 .collect();
             by_topic.insert(topic, Arc::new(Pipeline { stages }));
         }
+        let mut routers = HashMap::new();
+        for (key, spec) in meta.scan::<StageSpec>(Namespace::Plugins, "exchange-router/")? {
+            let exchange = key.trim_start_matches("exchange-router/").to_owned();
+            let stage = load_stage(&registry, &config, spec, &exchange, max_output_bytes);
+            routers.insert(exchange, Arc::new(stage));
+        }
         Ok(Pipelines {
             meta,
             registry,
@@ -137,6 +168,7 @@ impl Pipelines {
             max_output_bytes,
             read_filters: Sessions::default(),
             by_topic: RwLock::new(by_topic),
+            routers: RwLock::new(routers),
             admin: Mutex::new(()),
         })
     }
@@ -169,15 +201,25 @@ impl Pipelines {
         topic: &str,
         req: AttachRequest,
     ) -> Result<Vec<AttachmentInfo>, PluginError> {
-        if req.on_error == ErrorPolicy::DeadLetter {
-            crate::storage::validate_name(&format!("{topic}.dlq")).map_err(|e| {
-                PluginError::InvalidRequest(format!(
-                    "the dead-letter topic of {topic} would be invalid ({e}): use --on-error skip or reject"
-                ))
-            })?;
-        }
+        check_dlq_name(topic, req.on_error)?;
         // Held throughout, so a concurrent remove cannot delete the version being attached.
         let _admin = self.admin.lock();
+        let stage = self.new_stage(req)?;
+        let name = stage.spec.plugin.clone();
+        let version = stage.spec.version.clone();
+        let mut stages = self.stages(topic);
+        match stages.iter().position(|s| s.spec.plugin == name) {
+            Some(i) => stages[i] = stage,
+            None => stages.push(stage),
+        }
+        self.store(topic, stages)?;
+        tracing::info!(%topic, plugin = %name, %version, "plugin attached");
+        Ok(self.infos(topic))
+    }
+
+    /// A stage for `req`, its instance created and initialised (so a refused configuration fails
+    /// here, before anything changes).
+    fn new_stage(&self, req: AttachRequest) -> Result<Arc<Stage>, PluginError> {
         let info = self.registry.resolve(&req.plugin)?;
         let pre = self.registry.pre(&info.name, &info.version)?;
         let world = pre.world;
@@ -196,15 +238,71 @@ impl Pipelines {
             spec.config.clone(),
         );
         slot.warm()?;
-        let stage = Arc::new(Stage::new(spec, world, Ok(slot)));
-        let mut stages = self.stages(topic);
-        match stages.iter().position(|s| s.spec.plugin == info.name) {
-            Some(i) => stages[i] = stage,
-            None => stages.push(stage),
+        Ok(Arc::new(Stage::new(spec, world, Ok(slot))))
+    }
+
+    /// Attaches (or swaps) the router plugin of an exchange: from now on it, not the bindings,
+    /// decides where the exchange's records go.
+    pub fn attach_router(
+        &self,
+        exchange: &str,
+        req: AttachRequest,
+    ) -> Result<AttachmentInfo, PluginError> {
+        check_dlq_name(exchange, req.on_error)?;
+        let _admin = self.admin.lock();
+        let stage = self.new_stage(req)?;
+        if stage.world != World::Router {
+            return Err(PluginError::InvalidRequest(format!(
+                "{} is a {} plugin; an exchange takes a router plugin",
+                stage.label(),
+                stage.world.name()
+            )));
         }
-        self.store(topic, stages)?;
-        tracing::info!(%topic, plugin = %info.name, version = %info.version, "plugin attached");
-        Ok(self.infos(topic))
+        self.meta
+            .put_durable(Namespace::Plugins, &router_key(exchange), &stage.spec)?;
+        let info = stage.router_info(exchange);
+        self.routers.write().insert(exchange.to_owned(), stage);
+        tracing::info!(%exchange, plugin = %info.plugin, version = %info.version, "router attached to exchange");
+        Ok(info)
+    }
+
+    /// Detaches the router of an exchange (its bindings route again); false if it had none.
+    pub fn detach_router(&self, exchange: &str) -> Result<bool, PluginError> {
+        let _admin = self.admin.lock();
+        if !self.routers.read().contains_key(exchange) {
+            return Ok(false);
+        }
+        self.meta
+            .remove_durable(Namespace::Plugins, &router_key(exchange))?;
+        self.routers.write().remove(exchange);
+        tracing::info!(%exchange, "router detached from exchange");
+        Ok(true)
+    }
+
+    /// The router attached to `exchange`, with its health.
+    pub fn router_info(&self, exchange: &str) -> Option<AttachmentInfo> {
+        self.routers
+            .read()
+            .get(exchange)
+            .map(|s| s.router_info(exchange))
+    }
+
+    /// Runs the exchange's router over `batch`; `None` when it has none (bindings route). Blocking.
+    pub fn route_exchange(
+        &self,
+        exchange: &str,
+        batch: &Batch,
+        exists: &dyn Fn(&str) -> bool,
+    ) -> Option<Result<ExchangeRouting, PluginError>> {
+        let stage = self.routers.read().get(exchange).cloned()?;
+        Some(match stage.apply(batch, &self.config, exchange, exists) {
+            Ok(StageOut::Routed(plan)) => Ok(ExchangeRouting::Plan(plan)),
+            Ok(_) => Err(stage.output_error("an exchange router returned no routes".into())),
+            Err(e) if e.failure() == Some(Failure::Busy) => Err(e),
+            Err(e) => stage
+                .on_failure(exchange, batch.clone(), e, Ingested::default())
+                .map(ExchangeRouting::Failed),
+        })
     }
 
     /// Removes the stage of `plugin` (a name; a version suffix is ignored).
@@ -284,13 +382,28 @@ impl Pipelines {
             .filter(|(_, s)| s.spec.plugin == name && version.is_none_or(|v| s.spec.version == v))
             .map(|(topic, s)| s.info(topic))
             .collect();
+        let routers = self.routers.read();
+        out.extend(
+            routers
+                .iter()
+                .filter(|(_, s)| {
+                    s.spec.plugin == name && version.is_none_or(|v| s.spec.version == v)
+                })
+                .map(|(exchange, s)| s.router_info(exchange)),
+        );
         out.sort_by(|a, b| a.topic.cmp(&b.topic));
         out
     }
 
     /// Runs `batch` through the topic's stages (blocking: plugins run here). `Err` only when a
     /// stage with the `reject` policy failed.
-    pub fn run(&self, topic: &str, batch: Batch) -> Result<Ingested, PluginError> {
+    /// `exists` tells whether a topic a router names exists.
+    pub fn run(
+        &self,
+        topic: &str,
+        batch: Batch,
+        exists: &dyn Fn(&str) -> bool,
+    ) -> Result<Ingested, PluginError> {
         let Some(pipeline) = self.by_topic.read().get(topic).cloned() else {
             return Ok(Ingested {
                 batch: Some(batch),
@@ -300,7 +413,7 @@ impl Pipelines {
         let mut out = Ingested::default();
         let mut current = batch;
         for stage in &pipeline.stages {
-            match stage.apply(&current, &self.config) {
+            match stage.apply(&current, &self.config, topic, exists) {
                 Ok(StageOut::Same) => continue,
                 Ok(StageOut::Replaced(b)) => {
                     out.transformed = true;
@@ -310,6 +423,13 @@ impl Pipelines {
                     out.transformed = true;
                     return Ok(out);
                 }
+                Ok(StageOut::Routed(plan)) => {
+                    out.transformed = true;
+                    match stage.split_routed(topic, &current, plan, &mut out.routed)? {
+                        Some(b) => current = b,
+                        None => return Ok(out),
+                    }
+                }
                 // Out of capacity is the broker's condition, not the batch's: the producer retries.
                 Err(e) if e.failure() == Some(Failure::Busy) => return Err(e),
                 Err(e) => return stage.on_failure(topic, current, e, out),
@@ -318,6 +438,53 @@ impl Pipelines {
         out.batch = Some(current);
         Ok(out)
     }
+}
+
+fn check_dlq_name(name: &str, policy: ErrorPolicy) -> Result<(), PluginError> {
+    if policy != ErrorPolicy::DeadLetter {
+        return Ok(());
+    }
+    crate::storage::validate_name(&format!("{name}.dlq")).map_err(|e| {
+        PluginError::InvalidRequest(format!(
+            "the dead-letter topic of {name} would be invalid ({e}): use --on-error skip or reject"
+        ))
+    })?;
+    Ok(())
+}
+
+/// Groups a router's answer by topic: (topic, ascending record indexes), topics in first-named
+/// order, a record listed once per topic however often the plugin named it.
+pub fn plan_of(routes: &Routes) -> RoutePlan {
+    let mut plan: RoutePlan = Vec::new();
+    let mut slot_of: HashMap<&str, usize> = HashMap::new();
+    let mut targets = routes.targets.iter();
+    for (record, &n) in routes.counts.iter().enumerate() {
+        for &t in targets.by_ref().take(n as usize) {
+            let Some(topic) = routes.topics.get(t as usize) else {
+                continue;
+            };
+            let i = *slot_of.entry(topic.as_str()).or_insert_with(|| {
+                plan.push((topic.clone(), Vec::new()));
+                plan.len() - 1
+            });
+            let indexes = &mut plan[i].1;
+            if indexes.last() != Some(&record) {
+                indexes.push(record);
+            }
+        }
+    }
+    plan
+}
+
+/// The records `indexes` (ascending) of `batch` as a batch of their own (`None`: no records).
+pub fn select(batch: &Batch, indexes: &[usize]) -> Result<Option<Batch>, quiver_proto::BatchError> {
+    if indexes.len() == batch.record_count() as usize {
+        return Ok(Some(batch.clone()));
+    }
+    let mut want = indexes.iter().peekable();
+    let bytes = batch::rebuild(batch, &[], |i, _| want.next_if(|&&j| j == i).is_some())?;
+    // Built here from a validated batch: its CRC needs no second check.
+    bytes.map(Batch::parse_trusted).transpose()
 }
 
 /// Keeps an attachment's limits within the broker's bounds (also for stored ones, when the bounds
@@ -371,7 +538,13 @@ impl Stage {
         format!("{}@{}", self.spec.plugin, self.spec.version)
     }
 
-    fn apply(&self, batch: &Batch, config: &PluginConfig) -> Result<StageOut, PluginError> {
+    fn apply(
+        &self,
+        batch: &Batch,
+        config: &PluginConfig,
+        topic: &str,
+        exists: &dyn Fn(&str) -> bool,
+    ) -> Result<StageOut, PluginError> {
         self.check_health()?;
         let slot = self.slot.as_ref().map_err(|e| PluginError::Failed {
             plugin: self.label(),
@@ -382,6 +555,8 @@ impl Stage {
         let result = match self.world {
             World::Filter => self.filter(slot, batch),
             World::Transform => self.transform(slot, batch),
+            World::Router => self.route(slot, batch, topic, exists),
+            World::Scheduler => self.schedule(slot, batch),
         };
         self.record(&result, config);
         result
@@ -417,6 +592,59 @@ impl Stage {
             0 => StageOut::Dropped,
             _ => StageOut::Replaced(out),
         })
+    }
+
+    /// Destinations per topic (merged when the plugin names a topic twice); a destination that
+    /// does not exist fails the batch (its error policy applies), before anything is appended.
+    fn route(
+        &self,
+        slot: &Slot,
+        batch: &Batch,
+        own: &str,
+        exists: &dyn Fn(&str) -> bool,
+    ) -> Result<StageOut, PluginError> {
+        let count = batch.record_count() as usize;
+        let routes = slot.call(|i| i.route(batch.bytes(), count))?;
+        let plan = plan_of(&routes);
+        if let Some((missing, _)) = plan.iter().find(|(t, _)| t != own && !exists(t)) {
+            return Err(self.output_error(format!("routed records to unknown topic {missing}")));
+        }
+        Ok(StageOut::Routed(plan))
+    }
+
+    /// Splits a routed batch: records for `own` go on (returned), the others into `routed`.
+    fn split_routed(
+        &self,
+        own: &str,
+        batch: &Batch,
+        plan: RoutePlan,
+        routed: &mut Vec<(String, Batch)>,
+    ) -> Result<Option<Batch>, PluginError> {
+        let mut keep = None;
+        for (topic, indexes) in plan {
+            let part = select(batch, &indexes)
+                .map_err(|e| self.output_error(format!("cannot re-encode routed records: {e}")))?;
+            match (topic == own, part) {
+                (true, p) => keep = p,
+                (false, Some(p)) => routed.push((topic, p)),
+                (false, None) => {}
+            }
+        }
+        Ok(keep)
+    }
+
+    /// Marks the records the plugin delays with their due time (`quiver-deliver-at`).
+    fn schedule(&self, slot: &Slot, batch: &Batch) -> Result<StageOut, PluginError> {
+        let count = batch.record_count() as usize;
+        let delays = slot.call(|i| i.schedule(batch.bytes(), count))?;
+        let marked = crate::delay::records::schedule(batch, &delays, crate::util::now_ms())
+            .map_err(|e| self.output_error(format!("cannot mark delayed records: {e}")))?;
+        match marked {
+            None => Ok(StageOut::Same),
+            Some(bytes) => Batch::parse_trusted(bytes)
+                .map(StageOut::Replaced)
+                .map_err(|e| self.output_error(e.to_string())),
+        }
     }
 
     fn output_error(&self, message: String) -> PluginError {
@@ -502,13 +730,20 @@ impl Stage {
         }
     }
 
+    fn router_info(&self, exchange: &str) -> AttachmentInfo {
+        AttachmentInfo {
+            exchange: true,
+            ..self.info(exchange)
+        }
+    }
+
     fn info(&self, topic: &str) -> AttachmentInfo {
         let health = self.health.lock();
         AttachmentInfo {
             topic: topic.to_owned(),
             plugin: self.spec.plugin.clone(),
             version: self.spec.version.clone(),
-            world: self.world.as_str().to_owned(),
+            world: self.world.name().to_owned(),
             config: self.spec.config.clone(),
             on_error: self.spec.on_error,
             timeout_ms: self.spec.timeout_ms,
@@ -520,6 +755,7 @@ impl Stage {
                 .last_error
                 .clone()
                 .or_else(|| self.slot.as_ref().err().cloned()),
+            exchange: false,
         }
     }
 }

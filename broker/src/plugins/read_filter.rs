@@ -72,7 +72,7 @@ impl ReadFilter {
             return Err(PluginError::InvalidRequest(format!(
                 "plugin {} is a {} plugin; a read filter must be a filter plugin",
                 slot.pre().label,
-                slot.pre().world.as_str()
+                slot.pre().world.name()
             )));
         }
         let session = sessions.open(max, &slot.pre().label)?;

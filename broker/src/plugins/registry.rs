@@ -118,7 +118,7 @@ impl PluginRegistry {
         let info = PluginVersionInfo {
             name: name.to_owned(),
             version: version.clone(),
-            world: world.as_str().to_owned(),
+            world: world.name().to_owned(),
             sha256: sha256.clone(),
             size_bytes: bytes.len() as u64,
             deployed_ms: crate::util::now_ms(),
@@ -363,11 +363,11 @@ fn detect_world(component: &Component, engine: &PluginEngine) -> Result<World, P
         .map(|(name, _)| name)
         .collect();
     let has = |f: &str| funcs.contains(&f);
-    match (has("init"), has("filter"), has("transform")) {
-        (true, true, false) => Ok(World::Filter),
-        (true, false, true) => Ok(World::Transform),
+    let worlds: Vec<World> = World::ALL.into_iter().filter(|w| has(w.as_str())).collect();
+    match worlds[..] {
+        [world] if has("init") => Ok(world),
         _ => Err(PluginError::Invalid(format!(
-            "the component exports {funcs:?}: not a quiver:plugin@0.1.0 world (filter exports init + filter, transform exports init + transform)"
+            "the component exports {funcs:?}: not a quiver:plugin@0.1.0 world (each world exports init and one of filter, transform, route, schedule)"
         ))),
     }
 }

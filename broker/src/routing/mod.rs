@@ -198,6 +198,7 @@ impl Exchanges {
             kind,
             alternate,
             bindings: Vec::new(),
+            router: None,
             created_ms: crate::util::now_ms(),
         };
         self.meta.put_durable(Namespace::Exchanges, name, &def)?;

@@ -428,6 +428,23 @@ impl PartitionLog {
         Ok(out)
     }
 
+    /// Deletes the sealed segments that end at or before `offset` (records below it are no longer
+    /// needed: the delay store's delivered prefix). The active segment is never deleted.
+    pub fn delete_before(&self, offset: u64) -> Result<usize, StorageError> {
+        let mut st = self.state.lock();
+        let mut deleted = 0;
+        while st.segments.len() > 1 && st.segments[0].next_offset <= offset {
+            let seg = st.segments.remove(0);
+            if let Some(file) = seg.open_file() {
+                st.unsynced_sealed.retain(|f| !Arc::ptr_eq(f, file));
+            }
+            seg.delete_files()
+                .map_err(|e| StorageError::io(&seg.path, e))?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
     pub fn stats(&self) -> PartitionStats {
         let st = self.state.lock();
         let (log_start, log_end) = bounds(&st);

@@ -15,6 +15,7 @@ use crate::broker::{Broker, BrokerError, LogOverrides};
 use crate::plugins::pipeline::AttachRequest;
 use crate::plugins::registry::split_ref;
 use crate::storage::Topic;
+use quiver_proto::routing::ExchangeInfo;
 
 pub(super) async fn serve(
     frame: Frame,
@@ -91,7 +92,13 @@ fn handle(
         AdminRequest::CreateExchange { .. }
         | AdminRequest::BindExchange { .. }
         | AdminRequest::ListExchanges
-        | AdminRequest::DeleteExchange { .. } => return exchanges(broker, req),
+        | AdminRequest::DeleteExchange { .. }
+        | AdminRequest::AttachExchangeRouter { .. }
+        | AdminRequest::DetachExchangeRouter { .. } => return exchanges(broker, req),
+        AdminRequest::CancelDelayed { id } => AdminResponse::DelayCancelled {
+            id,
+            topic: broker.delays().cancel(id)?,
+        },
         AdminRequest::InitProducer => AdminResponse::Producer {
             producer_id: broker.init_producer()?,
         },
@@ -208,6 +215,7 @@ fn describe(broker: &Broker, t: &Topic) -> TopicDescription {
         segment_bytes: t.config.log.segment_bytes,
         created_ms: t.config.created_ms,
         pipeline: broker.pipelines().infos(&t.name),
+        pending_delayed: broker.delays().pending_for(&t.name),
     }
 }
 
@@ -230,14 +238,47 @@ fn exchanges(broker: &Broker, req: AdminRequest) -> Result<AdminResponse, Broker
         }
         AdminRequest::BindExchange { exchange, binding } => {
             broker.topics().get(&binding.topic)?;
-            AdminResponse::Exchange(ex.bind(&exchange, binding)?)
+            AdminResponse::Exchange(with_router(broker, ex.bind(&exchange, binding)?))
         }
         AdminRequest::ListExchanges => AdminResponse::Exchanges {
-            exchanges: ex.list(),
+            exchanges: ex
+                .list()
+                .into_iter()
+                .map(|def| with_router(broker, def))
+                .collect(),
         },
         AdminRequest::DeleteExchange { name } => {
             ex.delete(&name)?;
+            broker.pipelines().detach_router(&name)?;
             AdminResponse::ExchangeDeleted { name }
+        }
+        AdminRequest::AttachExchangeRouter {
+            exchange,
+            plugin,
+            config,
+            on_error,
+            timeout_ms,
+            memory_mb,
+        } => {
+            let def = ex.get(&exchange)?.def.clone();
+            let req = AttachRequest {
+                plugin,
+                config,
+                on_error,
+                timeout_ms,
+                memory_mb,
+            };
+            broker.pipelines().attach_router(&exchange, req)?;
+            AdminResponse::Exchange(with_router(broker, def))
+        }
+        AdminRequest::DetachExchangeRouter { exchange } => {
+            let def = ex.get(&exchange)?.def.clone();
+            if !broker.pipelines().detach_router(&exchange)? {
+                return Err(BrokerError::InvalidRequest(format!(
+                    "exchange {exchange} has no router attached"
+                )));
+            }
+            AdminResponse::Exchange(def)
         }
         other => {
             return Err(BrokerError::Internal(format!(
@@ -245,4 +286,10 @@ fn exchanges(broker: &Broker, req: AdminRequest) -> Result<AdminResponse, Broker
             )))
         }
     })
+}
+
+/// An exchange's definition with its router (health included), if one is attached.
+fn with_router(broker: &Broker, mut def: ExchangeInfo) -> ExchangeInfo {
+    def.router = broker.pipelines().router_info(&def.name);
+    def
 }

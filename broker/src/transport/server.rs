@@ -421,6 +421,8 @@ async fn produce_one(frame: Frame, broker: &Arc<Broker>) -> Option<Pending> {
         appended: p.appended,
         transformed: p.transformed,
         duplicate: p.duplicate,
+        delayed: p.delayed,
+        delay_first_id: p.delay_first_id,
     };
     match (durability, appended) {
         (Durability::None, Err(e)) => {

@@ -1,0 +1,191 @@
+//! The delay store, in process (no network). Three measurements, results in BENCHMARKS.md:
+//!
+//! - `delay/hold`: the cost of holding a batch of 100 records, each with its own due time (100
+//!   runs, the worst case), with 10k, 100k and 1M records already pending: scheduling must not get
+//!   dearer as more is pending.
+//! - memory: the process RSS before and after each pending level is filled (printed).
+//! - lateness: records due at 10,000 per second for 5 s, produced while earlier ones come due,
+//!   read back with long-polling fetches; lateness = fetch time − due time (p50/p99/max printed).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion, Throughput};
+use quiver_broker::broker::{FetchParams, LogOverrides, StartAt};
+use quiver_broker::storage::Durability;
+use quiver_broker::util::now_ms;
+use quiver_broker::{Broker, BrokerConfig};
+use quiver_proto::batch::{Batches, DELIVER_AT_HEADER};
+use quiver_proto::{BatchBuilder, RecordData};
+
+/// A batch of `n` 100-byte records due at `due(i)`.
+fn batch(n: usize, due: impl Fn(usize) -> i64) -> Bytes {
+    let value = [b'v'; 100];
+    let mut b = BatchBuilder::with_capacity(n * 180);
+    for i in 0..n {
+        let at = due(i).to_string();
+        b.push(&RecordData {
+            timestamp: now_ms(),
+            key: None,
+            value: &value,
+            headers: &[(DELIVER_AT_HEADER, at.as_bytes())],
+            tags: &[],
+        })
+        .unwrap();
+    }
+    b.finish().unwrap()
+}
+
+fn open() -> (tempfile::TempDir, Arc<Broker>) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = BrokerConfig {
+        data_dir: dir.path().to_owned(),
+        ..Default::default()
+    };
+    let broker = Broker::open(config).unwrap();
+    broker
+        .create_topic("later", Some(1), LogOverrides::default())
+        .unwrap();
+    (dir, broker)
+}
+
+fn rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Holds records until `pending` are pending, each due at its own time a day from now.
+fn fill(broker: &Broker, from: usize, pending: usize) {
+    let far = now_ms() + 86_400_000;
+    let mut done = from;
+    while done < pending {
+        let n = (pending - done).min(1000);
+        let b = batch(n, |i| far + (done + i) as i64);
+        broker
+            .append("later", Some(0), b, Durability::Leader)
+            .unwrap();
+        done += n;
+    }
+}
+
+fn hold_cost(c: &mut Criterion) {
+    let (_dir, broker) = open();
+    let mut g = c.benchmark_group("delay/hold");
+    g.throughput(Throughput::Elements(100));
+    g.sample_size(30);
+    g.measurement_time(Duration::from_secs(5));
+    let base = rss_mb();
+    let mut filled = 0;
+    for pending in [10_000, 100_000, 1_000_000] {
+        fill(&broker, filled, pending);
+        filled = pending;
+        let held = broker.delays().pending_total();
+        eprintln!(
+            "delay: {held} pending, RSS {:.0} MB (+{:.0} MB over the empty store)",
+            rss_mb(),
+            rss_mb() - base
+        );
+        // Due a day and a half out, after everything filled, so it never fires during the run.
+        let far = now_ms() + 129_600_000;
+        let hundred = batch(100, |i| far + i as i64);
+        g.bench_with_input(
+            BenchmarkId::new("100 records, 100 due times", pending),
+            &pending,
+            |b, _| {
+                b.iter(|| {
+                    broker
+                        .append("later", Some(0), hundred.clone(), Durability::Leader)
+                        .unwrap()
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+/// Due times of the records in a fetch result, paired with when they were read.
+fn dues(bytes: Bytes, out: &mut Vec<i64>) -> u64 {
+    let now = now_ms();
+    let mut next = 0;
+    for b in Batches::new(bytes).flatten() {
+        next = b.header().next_offset();
+        for r in b.records() {
+            let due: i64 = r
+                .header(DELIVER_AT_HEADER)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(now);
+            out.push(now - due);
+        }
+    }
+    next
+}
+
+fn lateness() {
+    const RATE: usize = 10_000;
+    const SECONDS: usize = 5;
+    let (_dir, broker) = open();
+    let start = now_ms() + 2000;
+    let producer = {
+        let broker = broker.clone();
+        std::thread::spawn(move || {
+            // Batches of 100 every 10 ms; record i is due at start + i/10 ms.
+            let t0 = Instant::now();
+            for k in 0..RATE * SECONDS / 100 {
+                let b = batch(100, |i| start + ((k * 100 + i) / (RATE / 1000)) as i64);
+                broker
+                    .append("later", Some(0), b, Durability::Leader)
+                    .unwrap();
+                let next = Duration::from_millis(10 * (k as u64 + 1));
+                if let Some(wait) = next.checked_sub(t0.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        })
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut late = Vec::with_capacity(RATE * SECONDS);
+    rt.block_on(async {
+        let mut offset = 0;
+        let deadline = Instant::now() + Duration::from_secs(SECONDS as u64 + 30);
+        while late.len() < RATE * SECONDS && Instant::now() < deadline {
+            let params = FetchParams {
+                start: StartAt::Offset(offset),
+                max_bytes: 1 << 20,
+                min_bytes: 1,
+                max_wait: Duration::from_millis(100),
+                filter: None,
+                plugin: None,
+            };
+            let got = broker.fetch("later", 0, params).await.unwrap();
+            if !got.bytes.is_empty() {
+                offset = dues(got.bytes, &mut late);
+            }
+        }
+    });
+    producer.join().unwrap();
+    late.sort_unstable();
+    let pct = |p: f64| late[((late.len() - 1) as f64 * p) as usize];
+    eprintln!(
+        "delay lateness at {RATE}/s for {SECONDS} s: {} records, p50 {} ms, p99 {} ms, max {} ms",
+        late.len(),
+        pct(0.5),
+        pct(0.99),
+        late.last().copied().unwrap_or(0)
+    );
+}
+
+fn main() {
+    lateness();
+    let mut c = Criterion::default().configure_from_args();
+    hold_cost(&mut c);
+    c.final_summary();
+}

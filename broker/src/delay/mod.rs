@@ -1,0 +1,364 @@
+//! The delay store: records produced with a due time (a `quiver-deliver-at` / `quiver-delay-ms`
+//! header, or a scheduler plugin) are held in an internal log (`<data>/delay/`, the same segment
+//! format as topics, so held records survive kill -9 like any appended record) and indexed in
+//! memory by due time; a delivery thread appends them to their destination partition when due, in
+//! due order.
+//!
+//! Exactly once across crashes: before a delivery round appends anything, it writes an intent
+//! (destinations, their log ends, the runs) to the delay log. On restart every intent but the last
+//! is known complete; the last one is checked against the destination partitions (delivered
+//! records carry their id in `quiver-delay-id`), and runs not found there are pending again.
+
+mod deliver;
+mod index;
+pub mod records;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+
+use parking_lot::{Condvar, Mutex};
+use quiver_proto::batch::{self, Batch, Batches};
+
+use crate::storage::{Durability, LogConfig, PartitionLog, StorageError, TopicStore};
+use index::Index;
+use records::{Control, Entry, RunInfo};
+
+pub use records::ID_HEADER;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DelayError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("invalid batch: {0}")]
+    Batch(#[from] quiver_proto::BatchError),
+    #[error("header {name} must be a non-negative number of milliseconds, got {value:?}")]
+    BadHeader { name: String, value: String },
+    #[error("no delayed record {0} is pending (never held, already delivered or cancelled)")]
+    UnknownId(u64),
+    #[error("the delay log holds a record without a valid {0} header")]
+    Corrupt(&'static str),
+    #[error("cannot encode a delay-log control record: {0}")]
+    Encode(String),
+    #[error("delay store: {0}")]
+    Internal(&'static str),
+}
+
+/// The last intent of the delay log when its round has no `done`, with the ids cancelled in its
+/// runs.
+type Unsettled = (Vec<records::Destination>, Vec<u64>);
+
+/// What holding a batch's delayed records did.
+#[derive(Debug)]
+pub struct Held {
+    /// The records that were not delayed, to append now (`None`: there were none).
+    pub immediate: Option<Batch>,
+    /// How many records were held, and the first id (ids are consecutive, in batch order).
+    pub count: u32,
+    pub first_id: u64,
+}
+
+pub struct DelayStore {
+    log: PartitionLog,
+    shared: Arc<Shared>,
+}
+
+/// What the delivery thread shares with the store without keeping the broker alive.
+#[derive(Debug, Default)]
+struct Shared {
+    index: Mutex<Index>,
+    /// Woken when a new run is due earlier than everything before it, and on shutdown.
+    wake: Condvar,
+    stop: AtomicBool,
+}
+
+impl std::fmt::Debug for DelayStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DelayStore")
+            .field("log", &self.log)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The delay log's settings: small segments, so delivered prefixes are freed soon, and a dense
+/// index, because delivery reads single runs at arbitrary offsets.
+fn log_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 16 << 20,
+        retention_ms: None,
+        retention_bytes: None,
+        index_interval_bytes: 1024,
+        max_batch_bytes: 256 << 20,
+        ..LogConfig::default()
+    }
+}
+
+impl DelayStore {
+    /// Opens the delay log in `dir`, rebuilds the index from it and settles the last delivery
+    /// round against `topics`.
+    pub fn open(dir: &Path, topics: &TopicStore) -> Result<DelayStore, DelayError> {
+        let log = PartitionLog::open(dir, log_config(), crate::storage::partition::system_clock())?;
+        let store = DelayStore {
+            log,
+            shared: Arc::default(),
+        };
+        let unsettled = store.replay()?;
+        deliver::settle(&store, unsettled, topics)?;
+        let ix = store.shared.index.lock();
+        if ix.runs() > 0 {
+            tracing::info!(
+                pending = ix.pending_total(),
+                runs = ix.runs(),
+                "delayed records pending"
+            );
+        }
+        drop(ix);
+        Ok(store)
+    }
+
+    /// Rebuilds the index from the whole delay log; returns the last intent if its round did not
+    /// finish, with the ids cancelled in its runs.
+    fn replay(&self) -> Result<Option<Unsettled>, DelayError> {
+        let mut ix = self.shared.index.lock();
+        let mut last = None;
+        let mut at = self.log.stats().log_start;
+        let end = self.log.stats().log_end;
+        while at < end {
+            let read = self.log.read(at, 1 << 20)?;
+            if read.bytes.is_empty() {
+                break;
+            }
+            for b in Batches::new(read.bytes) {
+                let b = b?;
+                at = b.header().next_offset();
+                match records::entry(&b)? {
+                    Entry::Held(info) => ix.insert(
+                        b.base_offset(),
+                        &info.topic,
+                        info.partition,
+                        info.due,
+                        b.record_count(),
+                    ),
+                    Entry::Control(Control::Cancel(id)) => {
+                        ix.cancel(id);
+                    }
+                    Entry::Control(Control::Intent(dests)) => {
+                        let mut cancelled = Vec::new();
+                        for d in &dests {
+                            for base in &d.runs {
+                                if let Some(t) = ix.remove(*base) {
+                                    cancelled.extend(t.cancelled);
+                                }
+                            }
+                        }
+                        last = Some((dests, cancelled));
+                    }
+                    Entry::Control(Control::Undo { runs, cancelled }) => {
+                        for base in runs {
+                            self.reinsert(&mut ix, base)?;
+                        }
+                        for id in cancelled {
+                            ix.cancel(id);
+                        }
+                        last = None;
+                    }
+                    Entry::Control(Control::Done) => last = None,
+                }
+            }
+        }
+        Ok(last)
+    }
+
+    /// Puts the run at `base` back in the index, reading it from the log.
+    fn reinsert(&self, ix: &mut Index, base: u64) -> Result<(), DelayError> {
+        let run = self.read_run(base)?;
+        if let Entry::Held(info) = records::entry(&run)? {
+            ix.insert(
+                base,
+                &info.topic,
+                info.partition,
+                info.due,
+                run.record_count(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The held run starting at `base`.
+    fn read_run(&self, base: u64) -> Result<Batch, DelayError> {
+        let read = self.log.read(base, 1)?;
+        match Batches::new(read.bytes).next() {
+            Some(b) => {
+                let b = b?;
+                if b.base_offset() != base {
+                    return Err(DelayError::Internal("a held run is not where its id says"));
+                }
+                Ok(b)
+            }
+            None => Err(DelayError::Internal(
+                "a held run is missing from the delay log",
+            )),
+        }
+    }
+
+    /// Holds the records of `batch` that carry a due time (when it has the delayed flag), bound for
+    /// `topic`/`partition`; returns the others for appending now. Records due at the same time in
+    /// a row share one run (one batch of the delay log); all of them get consecutive ids.
+    pub fn hold(
+        &self,
+        topic: &str,
+        partition: u32,
+        batch: Batch,
+        acks: Durability,
+    ) -> Result<Held, DelayError> {
+        if batch.header().flags & batch::FLAG_DELAYED == 0 {
+            return Ok(Held {
+                immediate: Some(batch),
+                count: 0,
+                first_id: 0,
+            });
+        }
+        let now = crate::util::now_ms();
+        let dues = records::due_times(&batch, now)?;
+        let runs = runs_of(&dues);
+        let mut encoded = Vec::with_capacity(runs.len());
+        for (due, indexes) in &runs {
+            let info = RunInfo {
+                topic: topic.to_owned(),
+                partition,
+                due: *due,
+            };
+            encoded.push((records::held_run(&batch, indexes, &info)?, *due));
+        }
+        let (count, first_id, end) = self.append_runs(topic, partition, &encoded)?;
+        if acks == Durability::All && count > 0 {
+            self.log.sync_through(end)?;
+        }
+        let immediate = immediate_part(&batch, &dues)?;
+        Ok(Held {
+            immediate,
+            count,
+            first_id,
+        })
+    }
+
+    /// Appends held runs and indexes them, under the index lock so their ids are consecutive.
+    fn append_runs(
+        &self,
+        topic: &str,
+        partition: u32,
+        runs: &[(Batch, i64)],
+    ) -> Result<(u32, u64, u64), DelayError> {
+        let mut ix = self.shared.index.lock();
+        let before = ix.next_due();
+        let (mut count, mut first, mut end) = (0u32, None, 0);
+        for (run, due) in runs {
+            let info = self.log.append(run, Durability::Leader)?;
+            ix.insert(info.base_offset, topic, partition, *due, run.record_count());
+            first.get_or_insert(info.base_offset);
+            count += run.record_count();
+            end = info.log_end;
+        }
+        if ix.next_due() != before {
+            self.shared.wake.notify_all();
+        }
+        Ok((count, first.unwrap_or(0), end))
+    }
+
+    /// Cancels the pending record `id`; returns its destination topic.
+    pub fn cancel(&self, id: u64) -> Result<String, DelayError> {
+        let mut ix = self.shared.index.lock();
+        let topic = ix.pending_topic(id).ok_or(DelayError::UnknownId(id))?;
+        let rec = records::control(&Control::Cancel(id), crate::util::now_ms())?;
+        let info = self.log.append(&rec, Durability::Leader)?;
+        ix.cancel(id);
+        drop(ix);
+        // A cancel is as durable as the produce that held the record could have asked for.
+        self.log.sync_through(info.log_end)?;
+        Ok(topic.to_string())
+    }
+
+    /// Records held for `topic`.
+    pub fn pending_for(&self, topic: &str) -> u64 {
+        self.shared.index.lock().pending_for(topic)
+    }
+
+    /// Records held for every topic.
+    pub fn pending_total(&self) -> u64 {
+        self.shared.index.lock().pending_total()
+    }
+
+    /// Starts the delivery thread; it stops when the store is dropped or [`DelayStore::stop`].
+    pub fn start(&self, broker: Weak<crate::Broker>) -> std::io::Result<()> {
+        let shared = self.shared.clone();
+        std::thread::Builder::new()
+            .name("quiver-delay".into())
+            .spawn(move || deliver::run(&shared, &broker))
+            .map(drop)
+    }
+
+    /// Stops the delivery thread (shutdown).
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let _guard = self.shared.index.lock();
+        self.shared.wake.notify_all();
+    }
+
+    /// Fsyncs the delay log (clean shutdown).
+    pub fn flush(&self) -> Result<(), DelayError> {
+        Ok(self.log.flush()?)
+    }
+}
+
+impl Drop for DelayStore {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Groups the delayed records into runs: consecutive records with the same due time.
+fn runs_of(dues: &[Option<i64>]) -> Vec<(i64, Vec<usize>)> {
+    let mut runs: Vec<(i64, Vec<usize>)> = Vec::new();
+    let mut last = None;
+    for (i, due) in dues.iter().enumerate() {
+        match (due, runs.last_mut()) {
+            (Some(d), Some((rd, idx))) if *rd == *d && last == Some(i.wrapping_sub(1)) => {
+                idx.push(i)
+            }
+            (Some(d), _) => runs.push((*d, vec![i])),
+            (None, _) => continue,
+        }
+        last = Some(i);
+    }
+    runs
+}
+
+/// The records without a due time, as a batch of their own (the whole batch when none is delayed).
+fn immediate_part(batch: &Batch, dues: &[Option<i64>]) -> Result<Option<Batch>, DelayError> {
+    if dues.iter().all(Option::is_some) {
+        return Ok(None);
+    }
+    if dues.iter().all(Option::is_none) {
+        return Ok(Some(batch.clone()));
+    }
+    let bytes = batch::rebuild(batch, &[], |i, _| dues.get(i) == Some(&None))?;
+    Ok(match bytes {
+        Some(b) => Some(Batch::parse_trusted(b)?),
+        None => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_split_where_the_due_time_changes_or_a_record_is_not_delayed() {
+        let dues = [Some(5), Some(5), None, Some(5), Some(7), Some(7)];
+        assert_eq!(
+            runs_of(&dues),
+            vec![(5, vec![0, 1]), (5, vec![3]), (7, vec![4, 5])]
+        );
+        assert!(runs_of(&[None, None]).is_empty());
+    }
+}
