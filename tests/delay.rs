@@ -1,5 +1,6 @@
 //! Delayed delivery over real QUIC: held records stay invisible until due and then arrive in due
-//! order, `topic describe` counts them, a pending record can be cancelled, a scheduler plugin
+//! order, `topic describe` counts them, a pending record can be cancelled, producers cannot forge
+//! the delay store's own headers, a scheduler plugin
 //! delays records by itself, and a broker killed with SIGKILL while records are pending delivers
 //! every one of them exactly once to a group consumer that commits.
 
@@ -151,8 +152,11 @@ async fn pending_records_survive_a_graceful_restart() {
         .unwrap();
     let producer = Producer::new(client.clone(), ProducerConfig::default());
     for i in 0..20 {
+        // The delay store's own header names are not the producer's to set: ignored.
         let rec = ProducerRecord::new("later", format!("r{i}"))
             .key(format!("k{i}"))
+            .header("quiver-delay-control", "garbage")
+            .header("quiver-delay-topic", "elsewhere")
             .delay(Duration::from_millis(1500));
         producer.send(rec).await.unwrap();
     }
@@ -176,6 +180,10 @@ async fn pending_records_survive_a_graceful_restart() {
     values.sort();
     values.dedup();
     assert_eq!(values.len(), 20);
+    let r = &got[0].record;
+    assert_eq!(r.header("quiver-delay-control"), None);
+    assert!(r.header("quiver-delay-id").is_some());
+    assert_eq!(r.header("quiver-delay-ms"), None, "delivered records are not delayed again");
     broker.stop().await;
 }
 

@@ -83,7 +83,9 @@ impl BrokerError {
 fn delay_code(e: &DelayError) -> ErrorCode {
     match e {
         DelayError::Storage(e) => storage_code(e),
-        DelayError::Batch(_) | DelayError::BadHeader { .. } => ErrorCode::InvalidBatch,
+        DelayError::Batch(_) | DelayError::BadHeader { .. } | DelayError::TooFar { .. } => {
+            ErrorCode::InvalidBatch
+        }
         DelayError::UnknownId(_) => ErrorCode::UnknownDelayed,
         DelayError::Corrupt(_) | DelayError::Encode(_) => ErrorCode::StorageError,
         DelayError::Internal(_) => ErrorCode::Internal,
@@ -501,6 +503,12 @@ impl Broker {
         if batch.header().flags & quiver_proto::batch::FLAG_DELAYED == 0 {
             return Ok(produced(p, log.append(&batch, durability)?, transformed));
         }
+        // Checked now: delivered later, the records must fit the topic's batches.
+        let max = log.config().max_batch_bytes as usize;
+        if batch.bytes().len() > max {
+            let len = batch.bytes().len();
+            return Err(StorageError::BatchTooLarge { len, max }.into());
+        }
         let held = self.delays.hold(topic, p, batch, acks)?;
         let mut out = match held.immediate {
             // The records not held, in their order: the offsets count only them.
@@ -694,9 +702,10 @@ impl Broker {
         }
     }
 
-    /// Fsyncs every partition and the metadata store (graceful shutdown).
+    /// Stops delayed delivery and fsyncs every partition, the delay log and the metadata store
+    /// (graceful shutdown: nothing is delivered after it).
     pub fn flush(&self) -> Result<(), BrokerError> {
-        self.delays.flush()?;
+        self.delays.close()?;
         Ok(self.topics.flush_all()?)
     }
 }

@@ -16,9 +16,11 @@ use super::{DelayError, DelayStore, Shared};
 use crate::storage::{Durability, PartitionLog, StorageError, TopicStore};
 use crate::Broker;
 
-/// Records one round delivers at most (a bound on its latency and memory, not on throughput:
-/// the next round starts at once).
+/// Records one round delivers at most (a bound on its latency, not on throughput: the next round
+/// starts at once).
 const ROUND_RECORDS: u64 = 20_000;
+/// Bytes of held runs one round reads at most (a bound on its memory).
+const ROUND_BYTES: u64 = 16 << 20;
 /// Longest the thread sleeps without looking again (stop, clock jumps).
 const MAX_SLEEP: Duration = Duration::from_millis(500);
 /// Pause after a failed round (a full disk), so it does not spin.
@@ -28,24 +30,30 @@ const CLEANUP_EVERY: Duration = Duration::from_secs(1);
 
 pub(super) fn run(shared: &Shared, broker: &Weak<Broker>) {
     let mut last_cleanup = Instant::now();
-    loop {
-        let taken = match wait_for_due(shared) {
-            Some(t) => t,
-            None => return,
+    // Destination partitions appended to since the last cleanup: fsync'd before the delay-log
+    // segments holding what was delivered to them are deleted.
+    let mut touched: Vec<(Arc<str>, u32, u64)> = Vec::new();
+    while let Some(taken) = wait_for_due(shared) {
+        let failed = {
+            // Held only for the round: a dropped broker is not kept alive by a sleeping thread.
+            let Some(b) = broker.upgrade() else { return };
+            let store = b.delays();
+            let failed = !taken.is_empty()
+                && deliver_round(&b, store, taken, &mut touched)
+                    .inspect_err(
+                        |e| tracing::error!(error = %e, "delayed delivery failed; retrying"),
+                    )
+                    .is_err();
+            if last_cleanup.elapsed() >= CLEANUP_EVERY {
+                last_cleanup = Instant::now();
+                if let Err(e) = cleanup(&b, store, &mut touched) {
+                    tracing::warn!(error = %e, "cannot delete delivered delay-log segments");
+                }
+            }
+            failed
         };
-        let Some(b) = broker.upgrade() else { return };
-        let store = b.delays();
-        if !taken.is_empty() {
-            if let Err(e) = deliver_round(&b, store, taken) {
-                tracing::error!(error = %e, "delayed delivery failed; retrying");
-                std::thread::sleep(RETRY_AFTER);
-            }
-        }
-        if last_cleanup.elapsed() >= CLEANUP_EVERY {
-            last_cleanup = Instant::now();
-            if let Err(e) = cleanup(store) {
-                tracing::warn!(error = %e, "cannot delete delivered delay-log segments");
-            }
+        if failed {
+            std::thread::sleep(RETRY_AFTER);
         }
     }
 }
@@ -60,11 +68,12 @@ fn wait_for_due(shared: &Shared) -> Option<Vec<Taken>> {
         let now = crate::util::now_ms();
         match ix.next_due() {
             Some(due) if due <= now => {
-                let mut records = 0u64;
+                let (mut records, mut bytes) = (0u64, 0u64);
                 return Some(ix.take_due(now, |run| {
                     let first = records == 0;
                     records += run.count as u64;
-                    first || records <= ROUND_RECORDS
+                    bytes += run.bytes as u64;
+                    first || (records <= ROUND_RECORDS && bytes <= ROUND_BYTES)
                 }));
             }
             next => {
@@ -85,31 +94,52 @@ struct Out {
     topic: Arc<str>,
     partition: u32,
     runs: Vec<Taken>,
-    batch: Option<Batch>,
+    /// The delivered records, in batches the destination accepts (a run is never split).
+    batches: Vec<Batch>,
 }
 
-fn deliver_round(b: &Broker, store: &DelayStore, taken: Vec<Taken>) -> Result<(), DelayError> {
-    let now = crate::util::now_ms();
-    let outs = write_intent(b.topics(), store, group(taken), now)?;
+fn deliver_round(
+    b: &Broker,
+    store: &DelayStore,
+    taken: Vec<Taken>,
+    touched: &mut Vec<(Arc<str>, u32, u64)>,
+) -> Result<(), DelayError> {
+    let outs = match write_intent(b.topics(), store, group(taken)) {
+        Ok(outs) => outs,
+        Err((e, outs)) => {
+            // Nothing was appended anywhere: the runs are simply pending again.
+            let mut ix = store.shared.index.lock();
+            for t in outs.into_iter().flat_map(|o| o.runs) {
+                ix.restore(t);
+            }
+            return Err(e);
+        }
+    };
     let mut failed: Vec<Taken> = Vec::new();
     for o in outs {
-        let Some(batch) = &o.batch else { continue };
-        let appended = b
-            .topics()
-            .partition(&o.topic, o.partition)
-            .and_then(|log| log.append(batch, Durability::Leader));
-        if let Err(e) = appended {
-            tracing::warn!(topic = %o.topic, partition = o.partition, error = %e, "cannot deliver delayed records");
-            failed.extend(o.runs);
+        match append_out(b.topics(), &o) {
+            Ok(Some(end)) => touched.push((o.topic.clone(), o.partition, end)),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(topic = %o.topic, partition = o.partition, error = %e, "cannot deliver delayed records");
+                failed.extend(o.runs);
+            }
         }
     }
     if failed.is_empty() {
-        store
-            .log
-            .append(&records::control(&Control::Done, now)?, Durability::Leader)?;
-        return Ok(());
+        return store.append_control(&Control::Done);
     }
-    undo(store, failed, now)
+    undo(store, failed)
+}
+
+/// Appends one destination's batches; its log end after them (`None`: nothing to append).
+fn append_out(topics: &TopicStore, o: &Out) -> Result<Option<u64>, StorageError> {
+    let mut end = None;
+    for batch in &o.batches {
+        let log = topics.partition(&o.topic, o.partition)?;
+        end = Some(log.append(batch, Durability::Leader)?.log_end);
+    }
+    Ok(end)
 }
 
 /// Groups a round's runs by destination partition, keeping due order within each.
@@ -126,33 +156,35 @@ fn group(taken: Vec<Taken>) -> Vec<Out> {
                 topic: t.topic.clone(),
                 partition,
                 runs: vec![t],
-                batch: None,
+                batches: Vec::new(),
             }),
         }
     }
     outs
 }
 
-/// Builds each destination's batch and writes the round's intent; returns the destinations.
+/// Builds each destination's batches and writes the round's intent; on failure the runs come
+/// back with the error, nothing having been appended.
 fn write_intent(
     topics: &TopicStore,
     store: &DelayStore,
     mut outs: Vec<Out>,
-    now: i64,
-) -> Result<Vec<Out>, DelayError> {
+) -> Result<Vec<Out>, (DelayError, Vec<Out>)> {
     let mut dests = Vec::with_capacity(outs.len());
     for o in &mut outs {
-        dests.push(prepare(topics, store, o)?);
+        match prepare(topics, store, o) {
+            Ok(d) => dests.push(d),
+            Err(e) => return Err((e, outs)),
+        }
     }
-    store.log.append(
-        &records::control(&Control::Intent(dests), now)?,
-        Durability::Leader,
-    )?;
-    Ok(outs)
+    match store.append_control(&Control::Intent(dests)) {
+        Ok(()) => Ok(outs),
+        Err(e) => Err((e, outs)),
+    }
 }
 
-/// Builds the batch of one destination and its intent entry. A run whose topic is gone is dropped
-/// (no batch, logged); its intent entry then marks it delivered.
+/// Builds the batches of one destination and its intent entry. A run whose topic is gone is
+/// dropped (no batch, logged); its intent entry, with end `u64::MAX`, marks it so.
 fn prepare(
     topics: &TopicStore,
     store: &DelayStore,
@@ -161,7 +193,7 @@ fn prepare(
     let mut dest = Destination {
         topic: o.topic.to_string(),
         partition: o.partition,
-        end: 0,
+        end: u64::MAX,
         runs: o.runs.iter().map(|t| t.base).collect(),
     };
     let log = match topics.partition(&o.topic, o.partition) {
@@ -173,39 +205,60 @@ fn prepare(
         }
         Err(e) => return Err(e.into()),
     };
+    let max = log.config().max_batch_bytes as usize;
     let mut out = BatchBuilder::new();
     for t in &o.runs {
-        records::deliver_into(&mut out, &store.read_run(t.base)?, &t.cancelled)?;
+        let run = store.read_run(t.base)?;
+        // Runs fit the topic's limit when held; a batch of several is cut before it would not.
+        if !out.is_empty() && out.encoded_len() + run.bytes().len() > max {
+            let full = std::mem::take(&mut out);
+            o.batches.push(Batch::parse_trusted(full.finish()?)?);
+        }
+        records::deliver_into(&mut out, &run, &t.cancelled)?;
     }
     dest.end = log.stats().log_end;
     if !out.is_empty() {
-        o.batch = Some(Batch::parse_trusted(out.finish()?)?);
+        o.batches.push(Batch::parse_trusted(out.finish()?)?);
     }
     Ok(dest)
 }
 
-/// Puts the runs of a failed round back, durably first (an undo record), then in the index.
-fn undo(store: &DelayStore, failed: Vec<Taken>, now: i64) -> Result<(), DelayError> {
+/// Puts the runs of a failed round back, durably first (an undo record), then in the index. If the
+/// undo cannot be written they are put back all the same: on restart the intent without a `done`
+/// is settled against the destinations, which finds them missing.
+fn undo(store: &DelayStore, failed: Vec<Taken>) -> Result<(), DelayError> {
     let control = Control::Undo {
         runs: failed.iter().map(|t| t.base).collect(),
         cancelled: failed.iter().flat_map(|t| t.cancelled.clone()).collect(),
     };
-    store
-        .log
-        .append(&records::control(&control, now)?, Durability::Leader)?;
+    let written = store.append_control(&control);
     let mut ix = store.shared.index.lock();
     for t in failed {
         ix.restore(t);
     }
+    written?;
     Err(DelayError::Internal(
         "some destinations refused delayed records",
     ))
 }
 
-/// Deletes delay-log segments below the lowest pending run.
-fn cleanup(store: &DelayStore) -> Result<(), DelayError> {
+/// Makes what was delivered durable in its destinations, then deletes delay-log segments below
+/// the lowest pending run.
+fn cleanup(
+    b: &Broker,
+    store: &DelayStore,
+    touched: &mut Vec<(Arc<str>, u32, u64)>,
+) -> Result<(), DelayError> {
     let end = store.log.stats().log_end;
     let lowest = store.shared.index.lock().lowest().unwrap_or(end);
+    for (topic, partition, end) in touched.drain(..) {
+        match b.topics().partition(&topic, partition) {
+            Ok(log) => log.sync_through(end)?,
+            // Deleted since: nothing left to make durable.
+            Err(StorageError::UnknownTopic(_) | StorageError::UnknownPartition { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     store.log.delete_before(lowest)?;
     Ok(())
 }
@@ -223,12 +276,18 @@ pub(super) fn settle(
     let mut ix = store.shared.index.lock();
     let mut again = Vec::new();
     for d in dests {
+        // Dropped (its topic was gone), or its topic is gone now: nothing to deliver.
         let Ok(log) = topics.partition(&d.topic, d.partition) else {
             continue;
         };
+        if d.end == u64::MAX {
+            continue;
+        }
         let seen = delivered_ids(log.as_ref(), d.end)?;
         for base in d.runs {
-            let run = store.read_run(base)?;
+            let Some(run) = store.read_run_if_kept(base)? else {
+                continue;
+            };
             let ids = base..base + run.record_count() as u64;
             if !ids.clone().any(|id| seen.contains(&id)) {
                 store.reinsert(&mut ix, base)?;
@@ -253,11 +312,7 @@ pub(super) fn settle(
             cancelled,
         }
     };
-    store.log.append(
-        &records::control(&settled, crate::util::now_ms())?,
-        Durability::Leader,
-    )?;
-    Ok(())
+    store.append_control(&settled)
 }
 
 /// The delay ids of delivered records in `log` from offset `from` on.
@@ -330,14 +385,11 @@ mod tests {
                 hold_three(&store);
                 store.cancel(1).unwrap();
                 let taken = store.shared.index.lock().take_due(i64::MAX, |_| true);
-                let outs = write_intent(&topics, &store, group(taken), 0).unwrap();
+                let outs = write_intent(&topics, &store, group(taken))
+                    .map_err(|(e, _)| e)
+                    .unwrap();
                 if appended {
-                    let batch = outs[0].batch.as_ref().unwrap();
-                    topics
-                        .partition("t", 0)
-                        .unwrap()
-                        .append(batch, Durability::Leader)
-                        .unwrap();
+                    append_out(&topics, &outs[0]).unwrap();
                 }
                 // Dropped here without a `Done`: as if killed.
             }

@@ -12,6 +12,8 @@ pub struct Run {
     pub count: u32,
     topic: u32,
     pub partition: u32,
+    /// Size of the run in the delay log (a round's byte budget).
+    pub bytes: u32,
 }
 
 /// A run taken for delivery, with what is needed to put it back.
@@ -48,7 +50,8 @@ impl Index {
     }
 
     /// Adds a pending run (ignored if that base is already pending).
-    pub fn insert(&mut self, base: u64, topic: &str, partition: u32, due: i64, count: u32) {
+    pub fn insert(&mut self, base: u64, topic: &str, at: (u32, i64), count: u32, bytes: u32) {
+        let (partition, due) = at;
         if self.runs.contains_key(&base) || count == 0 {
             return;
         }
@@ -60,6 +63,7 @@ impl Index {
                 count,
                 topic,
                 partition,
+                bytes,
             },
         );
         self.by_due.insert((due, base));
@@ -132,7 +136,7 @@ impl Index {
             topic,
             cancelled,
         } = t;
-        self.insert(base, &topic, run.partition, run.due, run.count);
+        self.insert(base, &topic, (run.partition, run.due), run.count, run.bytes);
         for id in cancelled {
             self.cancel(id);
         }
@@ -190,9 +194,9 @@ mod tests {
     #[test]
     fn runs_come_out_in_due_order_then_id() {
         let mut ix = Index::default();
-        ix.insert(10, "a", 0, 300, 2);
-        ix.insert(0, "a", 0, 200, 1);
-        ix.insert(5, "b", 1, 200, 3);
+        ix.insert(10, "a", (0, 300), 2, 100);
+        ix.insert(0, "a", (0, 200), 1, 100);
+        ix.insert(5, "b", (1, 200), 3, 100);
         assert_eq!(ix.pending_for("a"), 3);
         assert_eq!(ix.next_due(), Some(200));
         let got: Vec<u64> = ix.take_due(250, |_| true).iter().map(|t| t.base).collect();
@@ -207,7 +211,7 @@ mod tests {
     #[test]
     fn cancel_marks_records_and_drops_fully_cancelled_runs() {
         let mut ix = Index::default();
-        ix.insert(100, "t", 0, 5, 3);
+        ix.insert(100, "t", (0, 5), 3, 100);
         assert!(ix.cancel(101));
         assert!(!ix.cancel(101), "twice");
         assert!(!ix.cancel(103), "past the run");
@@ -229,7 +233,7 @@ mod tests {
     fn the_budget_bounds_a_round() {
         let mut ix = Index::default();
         for i in 0..10 {
-            ix.insert(i, "t", 0, 1, 1);
+            ix.insert(i, "t", (0, 1), 1, 100);
         }
         let mut n = 0;
         assert_eq!(

@@ -34,6 +34,8 @@ pub enum DelayError {
     Batch(#[from] quiver_proto::BatchError),
     #[error("header {name} must be a non-negative number of milliseconds, got {value:?}")]
     BadHeader { name: String, value: String },
+    #[error("header {name} asks for delivery at {due} ms, more than a year away")]
+    TooFar { name: String, due: i64 },
     #[error("no delayed record {0} is pending (never held, already delivered or cancelled)")]
     UnknownId(u64),
     #[error("the delay log holds a record without a valid {0} header")]
@@ -61,6 +63,7 @@ pub struct Held {
 pub struct DelayStore {
     log: PartitionLog,
     shared: Arc<Shared>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// What the delivery thread shares with the store without keeping the broker alive.
@@ -101,6 +104,7 @@ impl DelayStore {
         let store = DelayStore {
             log,
             shared: Arc::default(),
+            thread: Mutex::new(None),
         };
         let unsettled = store.replay()?;
         deliver::settle(&store, unsettled, topics)?;
@@ -135,9 +139,9 @@ impl DelayStore {
                     Entry::Held(info) => ix.insert(
                         b.base_offset(),
                         &info.topic,
-                        info.partition,
-                        info.due,
+                        (info.partition, info.due),
                         b.record_count(),
+                        b.bytes().len() as u32,
                     ),
                     Entry::Control(Control::Cancel(id)) => {
                         ix.cancel(id);
@@ -169,18 +173,39 @@ impl DelayStore {
         Ok(last)
     }
 
-    /// Puts the run at `base` back in the index, reading it from the log.
+    /// Puts the run at `base` back in the index, reading it from the log. A run below the log
+    /// start was delivered and its segment deleted since (an undo or intent naming it is older):
+    /// nothing to put back.
     fn reinsert(&self, ix: &mut Index, base: u64) -> Result<(), DelayError> {
-        let run = self.read_run(base)?;
+        let Some(run) = self.read_run_if_kept(base)? else {
+            return Ok(());
+        };
         if let Entry::Held(info) = records::entry(&run)? {
             ix.insert(
                 base,
                 &info.topic,
-                info.partition,
-                info.due,
+                (info.partition, info.due),
                 run.record_count(),
+                run.bytes().len() as u32,
             );
         }
+        Ok(())
+    }
+
+    /// [`DelayStore::read_run`], or `None` when the run's segment has been deleted.
+    fn read_run_if_kept(&self, base: u64) -> Result<Option<Batch>, DelayError> {
+        if base < self.log.stats().log_start {
+            return Ok(None);
+        }
+        self.read_run(base).map(Some)
+    }
+
+    /// Appends a control record, under the index lock: holds append their runs under it too, so
+    /// the ids of one produce stay consecutive.
+    fn append_control(&self, c: &Control) -> Result<(), DelayError> {
+        let rec = records::control(c, crate::util::now_ms())?;
+        let _ix = self.shared.index.lock();
+        self.log.append(&rec, Durability::Leader)?;
         Ok(())
     }
 
@@ -254,7 +279,14 @@ impl DelayStore {
         let (mut count, mut first, mut end) = (0u32, None, 0);
         for (run, due) in runs {
             let info = self.log.append(run, Durability::Leader)?;
-            ix.insert(info.base_offset, topic, partition, *due, run.record_count());
+            let bytes = run.bytes().len() as u32;
+            ix.insert(
+                info.base_offset,
+                topic,
+                (partition, *due),
+                run.record_count(),
+                bytes,
+            );
             first.get_or_insert(info.base_offset);
             count += run.record_count();
             end = info.log_end;
@@ -291,21 +323,32 @@ impl DelayStore {
     /// Starts the delivery thread; it stops when the store is dropped or [`DelayStore::stop`].
     pub fn start(&self, broker: Weak<crate::Broker>) -> std::io::Result<()> {
         let shared = self.shared.clone();
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("quiver-delay".into())
-            .spawn(move || deliver::run(&shared, &broker))
-            .map(drop)
+            .spawn(move || deliver::run(&shared, &broker))?;
+        *self.thread.lock() = Some(handle);
+        Ok(())
     }
 
-    /// Stops the delivery thread (shutdown).
+    /// Stops the delivery thread and waits for its round to end (unless called from it: the
+    /// broker may be dropped there).
     pub fn stop(&self) {
         self.shared.stop.store(true, Ordering::SeqCst);
-        let _guard = self.shared.index.lock();
-        self.shared.wake.notify_all();
+        {
+            let _guard = self.shared.index.lock();
+            self.shared.wake.notify_all();
+        }
+        let handle = self.thread.lock().take();
+        if let Some(h) = handle {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
     }
 
-    /// Fsyncs the delay log (clean shutdown).
-    pub fn flush(&self) -> Result<(), DelayError> {
+    /// Stops delivery and fsyncs the delay log (clean shutdown: nothing is appended after).
+    pub fn close(&self) -> Result<(), DelayError> {
+        self.stop();
         Ok(self.log.flush()?)
     }
 }

@@ -60,6 +60,10 @@ pub enum Entry {
     Control(Control),
 }
 
+/// Longest delay accepted: a year. Held records pin the delay log until delivered, so a due time
+/// in the far future (by mistake, or `i64::MAX`) is refused rather than kept forever.
+pub const MAX_DELAY_MS: i64 = 366 * 86_400_000;
+
 /// The due time each record asks for (`None`: not delayed). `now` is when the broker received it.
 pub fn due_times(batch: &Batch, now: i64) -> Result<Vec<Option<i64>>, DelayError> {
     batch
@@ -67,11 +71,20 @@ pub fn due_times(batch: &Batch, now: i64) -> Result<Vec<Option<i64>>, DelayError
         .map(|r| {
             let mut due = None;
             for (name, value) in r.headers() {
-                if name == batch::DELIVER_AT_HEADER {
-                    due = Some(parse_ms(name, value)?);
+                let at = if name == batch::DELIVER_AT_HEADER {
+                    parse_ms(name, value)?
                 } else if name == batch::DELAY_MS_HEADER {
-                    due = Some(now.saturating_add(parse_ms(name, value)?));
+                    now.saturating_add(parse_ms(name, value)?)
+                } else {
+                    continue;
+                };
+                if at > now.saturating_add(MAX_DELAY_MS) {
+                    return Err(DelayError::TooFar {
+                        name: name.to_owned(),
+                        due: at,
+                    });
                 }
+                due = Some(at);
             }
             Ok(due)
         })
@@ -90,18 +103,51 @@ fn parse_ms(name: &str, value: &[u8]) -> Result<i64, DelayError> {
 }
 
 /// Encodes records `indexes` of `batch` as one held run bound for `topic`/`partition` at `due`.
+/// Headers with the delay store's own names are dropped from the records first: a producer must
+/// not be able to steer the store (or make its log unreadable) through them.
 pub fn held_run(batch: &Batch, indexes: &[usize], info: &RunInfo) -> Result<Batch, DelayError> {
     let partition = info.partition.to_string();
     let due = info.due.to_string();
-    let extra = [
+    let ours = [
         (TOPIC_HEADER, info.topic.as_bytes()),
         (PARTITION_HEADER, partition.as_bytes()),
         (DUE_HEADER, due.as_bytes()),
     ];
+    let mut out = BatchBuilder::with_capacity(batch.bytes().len() + 64 * indexes.len());
     let mut want = indexes.iter().peekable();
-    let bytes = batch::rebuild(batch, &extra, |i, _| want.next_if(|&&j| j == i).is_some())?
-        .ok_or(DelayError::Internal("a held run without records"))?;
-    Ok(Batch::parse_trusted(bytes)?)
+    for (i, r) in batch.records().enumerate() {
+        if want.next_if(|&&j| j == i).is_none() {
+            continue;
+        }
+        copy_record(&mut out, &r, &ours)?;
+    }
+    Ok(Batch::parse_trusted(out.finish()?)?)
+}
+
+/// Header names the delay store owns: never taken from a producer, never left on a delivered
+/// record except its id and due time.
+fn is_reserved(name: &str) -> bool {
+    name.starts_with("quiver-delay-") || batch::is_delay_header(name)
+}
+
+/// Adds `r` to `out` without reserved headers, plus `extra`.
+fn copy_record(
+    out: &mut BatchBuilder,
+    r: &RecordRef<'_>,
+    extra: &[(&str, &[u8])],
+) -> Result<(), DelayError> {
+    let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(r.headers().count() + extra.len());
+    headers.extend(r.headers().filter(|(n, _)| !is_reserved(n)));
+    headers.extend_from_slice(extra);
+    let tags: Vec<&str> = r.tags().collect();
+    out.push(&RecordData {
+        timestamp: r.timestamp,
+        key: r.key,
+        value: r.value,
+        headers: &headers,
+        tags: &tags,
+    })?;
+    Ok(())
 }
 
 /// Encodes a control record.
@@ -155,8 +201,9 @@ fn run_info(r: &RecordRef<'_>) -> Result<RunInfo, DelayError> {
     })
 }
 
-/// Adds the records of a held run, minus the `cancelled` ids, to `out` as delivered: without
-/// the delay log's own headers, with their id in [`ID_HEADER`]. Returns how many were added.
+/// Adds the records of a held run, minus the `cancelled` ids, to `out` as delivered: without the
+/// delay headers (re-producing a delivered record must not delay it again), with their id in
+/// [`ID_HEADER`] and their due time in [`DUE_HEADER`]. Returns how many were added.
 pub fn deliver_into(
     out: &mut BatchBuilder,
     run: &Batch,
@@ -168,25 +215,11 @@ pub fn deliver_into(
             continue;
         }
         let id = r.offset.to_string();
-        let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(r.headers().count() + 1);
-        let mut tags: Vec<&str> = Vec::with_capacity(r.tags().count());
-        headers.extend(r.headers().filter(|(n, _)| !is_internal(n)));
-        headers.push((ID_HEADER, id.as_bytes()));
-        tags.extend(r.tags());
-        out.push(&RecordData {
-            timestamp: r.timestamp,
-            key: r.key,
-            value: r.value,
-            headers: &headers,
-            tags: &tags,
-        })?;
+        let due = r.header(DUE_HEADER).unwrap_or_default();
+        copy_record(out, &r, &[(ID_HEADER, id.as_bytes()), (DUE_HEADER, due)])?;
         added += 1;
     }
     Ok(added)
-}
-
-fn is_internal(name: &str) -> bool {
-    name == TOPIC_HEADER || name == PARTITION_HEADER || name == DUE_HEADER
 }
 
 /// The delay id a delivered batch starts with, if it is one.
@@ -206,8 +239,9 @@ pub fn schedule(batch: &Batch, delays: &[u64], now: i64) -> Result<Option<Bytes>
     }
     let mut out = BatchBuilder::with_capacity(batch.bytes().len() + 32 * delays.len());
     for (r, &delay) in batch.records().zip(delays) {
+        // A plugin cannot hold a record longer than a producer could.
         let at = now
-            .saturating_add(delay.min(i64::MAX as u64) as i64)
+            .saturating_add(delay.min(MAX_DELAY_MS as u64) as i64)
             .to_string();
         let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(r.headers().count() + 1);
         let mut tags: Vec<&str> = Vec::with_capacity(r.tags().count());
@@ -266,11 +300,28 @@ mod tests {
         ));
         let negative = batch(&[&[(batch::DELIVER_AT_HEADER, b"-5")]]);
         assert!(due_times(&negative, 0).is_err());
+        let never = batch(&[&[(batch::DELIVER_AT_HEADER, b"9223372036854775807")]]);
+        assert!(matches!(
+            due_times(&never, 0),
+            Err(DelayError::TooFar { .. })
+        ));
     }
 
     #[test]
     fn a_held_run_reads_back_and_delivers_without_internal_headers() {
-        let b = batch(&[&[("a", b"1")], &[("b", b"2")], &[("c", b"3")]]);
+        let b = batch(&[
+            &[
+                ("a", b"1"),
+                (CONTROL_HEADER, b"x"),
+                (TOPIC_HEADER, b"elsewhere"),
+            ],
+            &[("b", b"2")],
+            &[
+                ("c", b"3"),
+                (batch::DELAY_MS_HEADER, b"5"),
+                (ID_HEADER, b"7"),
+            ],
+        ]);
         let info = RunInfo {
             topic: "orders".into(),
             partition: 3,
@@ -290,6 +341,17 @@ mod tests {
         assert_eq!(r.value, b"v0");
         assert_eq!(r.header("a"), Some(&b"1"[..]));
         assert_eq!(r.header(TOPIC_HEADER), None);
+        assert_eq!(
+            r.header(CONTROL_HEADER),
+            None,
+            "a producer's copy is dropped"
+        );
+        assert_eq!(r.header(DUE_HEADER), Some(&b"99"[..]));
+        assert_eq!(
+            delivered.header().flags & batch::FLAG_DELAYED,
+            0,
+            "not delayed again"
+        );
         assert!(r.has_tag("t"));
         assert_eq!(delivered_id(&delivered), Some(0));
     }

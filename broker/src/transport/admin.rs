@@ -233,6 +233,9 @@ fn exchanges(broker: &Broker, req: AdminRequest) -> Result<AdminResponse, Broker
                 broker.topics().get(t)?;
             }
             let def = ex.create(&name, kind, alternate)?;
+            // A router left by an exchange of the same name (an attach racing its delete) must not
+            // apply to the new one.
+            broker.pipelines().detach_router(&name)?;
             tracing::info!(exchange = %name, kind = kind.as_str(), "exchange created");
             AdminResponse::Exchange(def)
         }

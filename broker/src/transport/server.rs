@@ -404,7 +404,9 @@ async fn produce_one(frame: Frame, broker: &Arc<Broker>) -> Option<Pending> {
         tokio::task::spawn_blocking(move || b.produce_to_exchange(&exchange, payload, acks))
             .await
             .unwrap_or_else(|e| Err(BrokerError::Internal(e.to_string())))
-    } else if broker.has_pipeline(&req.topic) {
+    } else if broker.has_pipeline(&req.topic) || holds_records(&payload) {
+        // Plugins may run for their whole time limit, and holding delayed records may fsync the
+        // delay log: neither on an async worker.
         let (b, topic, partition) = (broker.clone(), req.topic.clone(), req.partition);
         tokio::task::spawn_blocking(move || b.append(&topic, partition, payload, durability))
             .await
@@ -586,4 +588,10 @@ async fn fetch_one(
         offset: f.offset,
     };
     Ok((resp, f.bytes))
+}
+
+/// Whether a produced batch asks for delayed delivery (its header has the delayed flag).
+fn holds_records(payload: &Bytes) -> bool {
+    quiver_proto::BatchHeader::parse(payload)
+        .is_ok_and(|h| h.flags & quiver_proto::batch::FLAG_DELAYED != 0)
 }
