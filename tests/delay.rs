@@ -183,7 +183,11 @@ async fn pending_records_survive_a_graceful_restart() {
     let r = &got[0].record;
     assert_eq!(r.header("quiver-delay-control"), None);
     assert!(r.header("quiver-delay-id").is_some());
-    assert_eq!(r.header("quiver-delay-ms"), None, "delivered records are not delayed again");
+    assert_eq!(
+        r.header("quiver-delay-ms"),
+        None,
+        "delivered records are not delayed again"
+    );
     broker.stop().await;
 }
 

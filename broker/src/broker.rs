@@ -734,6 +734,11 @@ fn split_by_key(
 ) -> std::collections::BTreeMap<u32, Vec<usize>> {
     let keyless = (round_robin.fetch_add(1, Ordering::Relaxed) as u64 % partitions) as u32;
     let mut out: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
+    if partitions <= 1 {
+        // One partition: no key needs hashing.
+        out.insert(0, indexes.to_vec());
+        return out;
+    }
     let mut want = indexes.iter().peekable();
     for (i, r) in batch.records().enumerate() {
         if want.next_if(|&&j| j == i).is_none() {

@@ -886,6 +886,58 @@ pub fn select_indexed(batch: &Batch, mut keep: impl FnMut(usize, u64) -> bool) -
     assemble(batch, kept, max_ts)
 }
 
+/// The records `indexes` (ascending) of `batch` as a dense batch to append elsewhere: the records'
+/// encodings are copied as they are, only their offset deltas renumbered from 0 (timestamps keep
+/// the batch's base timestamp, the producer fields are dropped). What exchange and router fan-out
+/// use instead of re-encoding every record with [`rebuild`]. `None` when no index is in range.
+pub fn select_dense(batch: &Batch, indexes: &[usize]) -> Option<Bytes> {
+    let bytes = batch.bytes();
+    let h = batch.header();
+    let mut kept: Vec<&[u8]> = Vec::with_capacity(indexes.len());
+    let mut max_ts = i64::MIN;
+    let mut want = indexes.iter().peekable();
+    let mut pos = HEADER_LEN;
+    for i in 0..h.record_count as usize {
+        // Validated at parse time, so these reads cannot fail; stop rather than panic if they do.
+        let (Some(len), Some(ts)) = (u32_at(bytes, pos), u32_at(bytes, pos + 8)) else {
+            break;
+        };
+        let Some(raw) = slice_at(bytes, pos, 4 + len as usize) else {
+            break;
+        };
+        if want.next_if(|&&j| j == i).is_some() {
+            kept.push(raw);
+            max_ts = max_ts.max(h.base_timestamp.wrapping_add(ts as i32 as i64));
+        }
+        pos += raw.len();
+    }
+    if kept.is_empty() {
+        return None;
+    }
+    let body: usize = kept.iter().map(|r| r.len()).sum();
+    let mut out = BytesMut::with_capacity(HEADER_LEN + body);
+    let header = BatchHeader {
+        flags: h.flags & !FLAG_SPARSE,
+        length: (HEADER_LEN + body) as u32,
+        base_offset: 0,
+        crc: 0,
+        max_timestamp: max_ts,
+        record_count: kept.len() as u32,
+        producer_id: 0,
+        base_sequence: 0,
+        ..*h
+    };
+    out.extend_from_slice(&encode_header(&header));
+    for (n, r) in kept.into_iter().enumerate() {
+        let at = out.len();
+        out.extend_from_slice(r);
+        out[at + 4..at + 8].copy_from_slice(&(n as u32).to_le_bytes());
+    }
+    let crc = compute_crc(&out);
+    out[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    Some(out.freeze())
+}
+
 /// A batch of `kept` records (raw encodings from `batch`): `batch` itself when all are kept.
 fn assemble(batch: &Batch, kept: Vec<&[u8]>, max_ts: i64) -> Option<Bytes> {
     if kept.is_empty() {
@@ -1161,6 +1213,24 @@ mod tests {
             let by_record = select(&batch, |r| { i += 1; mask[i - 1] && r.offset >= base + from });
             let by_index = select_indexed(&batch, |i, offset| mask[i] && offset >= base + from);
             prop_assert_eq!(by_record, by_index);
+        }
+
+        #[test]
+        fn select_dense_agrees_with_rebuild(
+            recs in proptest::collection::vec(rec_strategy(), 1..30),
+            mask in proptest::collection::vec(any::<bool>(), 30),
+            base in 0u64..1 << 40,
+        ) {
+            let batch = Batch::parse(encode(&recs, base)).unwrap();
+            let indexes: Vec<usize> = (0..recs.len()).filter(|&i| mask[i]).collect();
+            let dense = select_dense(&batch, &indexes).map(|b| Batch::parse(b).unwrap());
+            let rebuilt = rebuild(&batch, &[], |i, _| mask[i]).unwrap().map(|b| Batch::parse(b).unwrap());
+            prop_assert_eq!(dense.is_none(), rebuilt.is_none());
+            if let (Some(d), Some(r)) = (dense, rebuilt) {
+                prop_assert_eq!(d.header().flags & FLAG_SPARSE, 0);
+                prop_assert_eq!(d.header().max_timestamp, r.header().max_timestamp);
+                prop_assert_eq!(d.to_records().collect::<Vec<_>>(), r.to_records().collect::<Vec<_>>());
+            }
         }
 
         #[test]
