@@ -53,6 +53,12 @@ fn open() -> (tempfile::TempDir, Arc<Broker>) {
     (dir, broker)
 }
 
+/// True under `cargo bench` (criterion gets `--bench`); false when `cargo test` smoke-runs benches
+/// (debug build): then everything runs small.
+fn full_run() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
 fn rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -97,7 +103,12 @@ fn hold_cost(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(5));
     let base = rss_mb();
     let mut filled = 0;
-    for pending in [10_000, 100_000, 1_000_000] {
+    let levels: &[usize] = if full_run() {
+        &[10_000, 100_000, 1_000_000]
+    } else {
+        &[1_000, 5_000]
+    };
+    for &pending in levels {
         fill(&broker, filled, pending);
         filled = pending;
         let held = broker.delays().pending_total();
@@ -159,8 +170,11 @@ fn dues(bytes: Bytes, out: &mut Vec<i64>) -> u64 {
 }
 
 fn lateness() {
-    const RATE: usize = 10_000;
-    const SECONDS: usize = 5;
+    let (rate, seconds) = if full_run() { (10_000, 5) } else { (1_000, 1) };
+    lateness_at(rate, seconds);
+}
+
+fn lateness_at(rate: usize, seconds: usize) {
     let (_dir, broker) = open();
     let start = now_ms() + 2000;
     let producer = {
@@ -168,8 +182,8 @@ fn lateness() {
         std::thread::spawn(move || {
             // Batches of 100 every 10 ms; record i is due at start + i/10 ms.
             let t0 = Instant::now();
-            for k in 0..RATE * SECONDS / 100 {
-                let b = batch(100, |i| start + ((k * 100 + i) / (RATE / 1000)) as i64);
+            for k in 0..rate * seconds / 100 {
+                let b = batch(100, |i| start + ((k * 100 + i) / (rate / 1000)) as i64);
                 broker
                     .append("later", Some(0), b, Durability::Leader)
                     .unwrap();
@@ -184,11 +198,11 @@ fn lateness() {
         .enable_all()
         .build()
         .unwrap();
-    let mut late = Vec::with_capacity(RATE * SECONDS);
+    let mut late = Vec::with_capacity(rate * seconds);
     rt.block_on(async {
         let mut offset = 0;
-        let deadline = Instant::now() + Duration::from_secs(SECONDS as u64 + 30);
-        while late.len() < RATE * SECONDS && Instant::now() < deadline {
+        let deadline = Instant::now() + Duration::from_secs(seconds as u64 + 30);
+        while late.len() < rate * seconds && Instant::now() < deadline {
             let params = FetchParams {
                 start: StartAt::Offset(offset),
                 max_bytes: 1 << 20,
@@ -207,7 +221,7 @@ fn lateness() {
     late.sort_unstable();
     let pct = |p: f64| late[((late.len() - 1) as f64 * p) as usize];
     eprintln!(
-        "delay lateness at {RATE}/s for {SECONDS} s: {} records, p50 {} ms, p99 {} ms, max {} ms",
+        "delay lateness at {rate}/s for {seconds} s: {} records, p50 {} ms, p99 {} ms, max {} ms",
         late.len(),
         pct(0.5),
         pct(0.99),
