@@ -353,5 +353,28 @@ async fn a_router_plugin_fans_one_record_out_to_two_topics() {
         .await
         .unwrap();
     assert_eq!(values(&client, "unrouted").await.len(), 1);
+
+    // Two topics whose routers send everything to each other: the produce fails, it does not loop.
+    topics(&client, &[("ping", 1), ("pong", 1)]).await;
+    for (topic, other) in [("ping", "pong"), ("pong", "ping")] {
+        admin
+            .attach_plugin(Attach {
+                topic: topic.into(),
+                plugin: "json-router".into(),
+                config: json_router(&[("also", other)]),
+                on_error: quiver::ErrorPolicy::Reject,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let err = producer
+        .send_now(ProducerRecord::new("ping", "{}"))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("routing loop"), "{err}");
     broker.stop().await;
 }

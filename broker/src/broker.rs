@@ -2,6 +2,7 @@
 //! ingest pipeline of plugins, if any) and fetch from them with long-poll and filters. The QUIC
 //! server (and the tests) call into this.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -268,8 +269,16 @@ impl Broker {
             Some(Err(e)) => return Err(e.into()),
         };
         let mut out = Routed::default();
+        let forwarded = Cell::new(0);
         for (topic, indexes) in plan {
-            self.append_routed(&topic, &batch, &indexes, acks, 0, &mut out)?;
+            self.append_routed(
+                &topic,
+                &batch,
+                &indexes,
+                acks,
+                Hops::new(&forwarded),
+                &mut out,
+            )?;
         }
         let (appended, delayed) = (out.appended, out.delayed);
         out.sync(self, acks)?;
@@ -282,14 +291,14 @@ impl Broker {
     }
 
     /// Appends records `indexes` of `batch` to `topic`, split over its partitions by key hash,
-    /// through each partition's ingest pipeline (`depth`: how many routers already sent them on).
+    /// through each partition's ingest pipeline (`hops`: how far routers already sent them).
     fn append_routed(
         &self,
         topic: &str,
         batch: &Batch,
         indexes: &[usize],
         acks: Durability,
-        depth: u8,
+        hops: Hops<'_>,
         out: &mut Routed,
     ) -> Result<(), BrokerError> {
         let t = self.topics.get(topic)?;
@@ -300,7 +309,7 @@ impl Broker {
             };
             let log = t.partition(partition)?;
             // Appended without waiting for the fsync: all destinations are synced together.
-            let p = self.append_batch(topic, partition, log, part, acks, true, depth)?;
+            let p = self.append_batch(topic, partition, log, part, acks, true, hops)?;
             out.appended += p.appended;
             out.delayed += p.delayed;
             out.synced.push((topic.to_owned(), p.partition, p.log_end));
@@ -313,9 +322,11 @@ impl Broker {
         Ok(self.meta.generate_id()?)
     }
 
-    /// Deletes a topic and forgets its ingest pipeline, producer sequences and queue state.
+    /// Deletes a topic and forgets its ingest pipeline, producer sequences, queue state and the
+    /// records held for it.
     pub fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
         self.topics.delete_topic(name)?;
+        self.delays.purge_topic(name)?;
         self.pipelines.remove_topic(name)?;
         self.producers.remove_topic(name);
         self.groups.queues.remove_topic(name);
@@ -391,8 +402,10 @@ impl Broker {
         let log = t.partition(p)?;
         let batch = Batch::parse(batch)?;
         let producer = batch.header().producer_id;
+        let forwarded = Cell::new(0);
+        let hops = Hops::new(&forwarded);
         if producer == 0 {
-            return self.append_batch(topic, p, log, batch, acks, run_plugins, 0);
+            return self.append_batch(topic, p, log, batch, acks, run_plugins, hops);
         }
         if partition.is_none() {
             return Err(BrokerError::InvalidRequest(
@@ -404,7 +417,7 @@ impl Broker {
         let mut seq = state.lock();
         match seq.check(base, count) {
             Verdict::Append => {
-                match self.append_batch(topic, p, log, batch, acks, run_plugins, 0) {
+                match self.append_batch(topic, p, log, batch, acks, run_plugins, hops) {
                     Ok(produced) => {
                         seq.appended(base, count, produced);
                         Ok(produced)
@@ -445,7 +458,7 @@ impl Broker {
         batch: Batch,
         acks: Durability,
         run_plugins: bool,
-        depth: u8,
+        hops: Hops<'_>,
     ) -> Result<Produced, BrokerError> {
         if !run_plugins || !self.pipelines.has_pipeline(topic) {
             return self.append_or_hold(topic, p, log, batch, acks, false);
@@ -456,7 +469,7 @@ impl Broker {
             self.dead_letter(topic, dead, acks)?;
         }
         if !ingested.routed.is_empty() {
-            self.forward(topic, ingested.routed, acks, depth)?;
+            self.forward(topic, ingested.routed, acks, hops)?;
         }
         match ingested.batch {
             Some(b) => self.append_or_hold(topic, p, log, b, acks, ingested.transformed),
@@ -470,17 +483,28 @@ impl Broker {
         topic: &str,
         routed: Vec<(String, Batch)>,
         acks: Durability,
-        depth: u8,
+        hops: Hops<'_>,
     ) -> Result<(), BrokerError> {
-        if depth >= MAX_ROUTER_HOPS {
+        if hops.depth >= MAX_ROUTER_HOPS {
             return Err(BrokerError::InvalidRequest(format!(
                 "routing loop: records routed from {topic} passed {MAX_ROUTER_HOPS} router stages"
             )));
         }
+        let total = hops.forwarded.get().saturating_add(routed.len() as u32);
+        if total > MAX_FORWARDED {
+            return Err(BrokerError::InvalidRequest(format!(
+                "router stages sent one produce to more than {MAX_FORWARDED} topics"
+            )));
+        }
+        hops.forwarded.set(total);
+        let next = Hops {
+            depth: hops.depth + 1,
+            ..hops
+        };
         let mut out = Routed::default();
         for (dest, b) in routed {
             let all: Vec<usize> = (0..b.record_count() as usize).collect();
-            self.append_routed(&dest, &b, &all, acks, depth + 1, &mut out)?;
+            self.append_routed(&dest, &b, &all, acks, next, &mut out)?;
         }
         out.sync(self, acks)
     }
@@ -771,6 +795,28 @@ fn nothing_appended(partition: u32, end: u64) -> Produced {
 /// How many router stages records may pass on their way (a router sending records to a topic
 /// whose router sends them back would otherwise loop).
 const MAX_ROUTER_HOPS: u8 = 8;
+
+/// Most batches router stages may send on, over all hops, for one produce (fan-out at every hop
+/// would otherwise grow geometrically).
+const MAX_FORWARDED: u32 = 10_000;
+
+/// How far routed records have travelled within one produce.
+#[derive(Clone, Copy)]
+struct Hops<'a> {
+    /// Router stages passed.
+    depth: u8,
+    /// Batches forwarded so far by every router stage of this produce.
+    forwarded: &'a Cell<u32>,
+}
+
+impl<'a> Hops<'a> {
+    fn new(forwarded: &'a Cell<u32>) -> Hops<'a> {
+        Hops {
+            depth: 0,
+            forwarded,
+        }
+    }
+}
 
 /// What appending routed records did, over all destinations.
 #[derive(Debug, Default)]

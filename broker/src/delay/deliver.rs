@@ -373,6 +373,20 @@ mod tests {
         assert_eq!(held.count, 3);
     }
 
+    #[test]
+    fn a_purge_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (_topics, store) = open(dir.path());
+            hold_three(&store);
+            assert_eq!(store.purge_topic("t").unwrap(), 3);
+            assert_eq!(store.purge_topic("t").unwrap(), 0);
+        }
+        let (_topics, store) = open(dir.path());
+        assert_eq!(store.pending_total(), 0);
+        assert!(store.cancel(0).is_err());
+    }
+
     /// A round cut short after its intent, with the destination append done or not: a restart
     /// delivers what is missing and nothing twice.
     #[test]

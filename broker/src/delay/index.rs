@@ -142,6 +142,24 @@ impl Index {
         }
     }
 
+    /// Removes every run bound for `topic` (deleted); returns how many records were pending.
+    pub fn remove_topic(&mut self, topic: &str) -> u64 {
+        let Some(&id) = self.topic_ids.get(topic) else {
+            return 0;
+        };
+        let bases: Vec<u64> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| r.topic == id)
+            .map(|(&b, _)| b)
+            .collect();
+        let before = self.pending_for(topic);
+        for b in bases {
+            self.remove(b);
+        }
+        before
+    }
+
     /// The earliest due time pending.
     pub fn next_due(&self) -> Option<i64> {
         self.by_due.first().map(|&(due, _)| due)
@@ -227,6 +245,19 @@ mod tests {
         assert!(ix.cancel(102));
         assert_eq!(ix.runs(), 0, "all three cancelled");
         assert_eq!(ix.pending_total(), 0);
+    }
+
+    #[test]
+    fn a_deleted_topic_takes_its_runs_along() {
+        let mut ix = Index::default();
+        ix.insert(0, "gone", (0, 1), 2, 100);
+        ix.insert(2, "kept", (0, 1), 1, 100);
+        ix.insert(3, "gone", (1, 5), 1, 100);
+        ix.cancel(1);
+        assert_eq!(ix.remove_topic("gone"), 2);
+        assert_eq!(ix.runs(), 1);
+        assert_eq!(ix.pending_total(), 1);
+        assert_eq!(ix.remove_topic("never"), 0);
     }
 
     #[test]

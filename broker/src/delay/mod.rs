@@ -146,6 +146,9 @@ impl DelayStore {
                     Entry::Control(Control::Cancel(id)) => {
                         ix.cancel(id);
                     }
+                    Entry::Control(Control::Purge(topic)) => {
+                        ix.remove_topic(&topic);
+                    }
                     Entry::Control(Control::Intent(dests)) => {
                         let mut cancelled = Vec::new();
                         for d in &dests {
@@ -308,6 +311,22 @@ impl DelayStore {
         // A cancel is as durable as the produce that held the record could have asked for.
         self.log.sync_through(info.log_end)?;
         Ok(topic.to_string())
+    }
+
+    /// Drops the records held for a deleted topic (durably: a purge record), so they neither
+    /// linger in the count nor reach a topic created again under the same name.
+    pub fn purge_topic(&self, topic: &str) -> Result<u64, DelayError> {
+        let mut ix = self.shared.index.lock();
+        if ix.pending_for(topic) == 0 {
+            return Ok(0);
+        }
+        let rec = records::control(&Control::Purge(topic.to_owned()), crate::util::now_ms())?;
+        let info = self.log.append(&rec, Durability::Leader)?;
+        let dropped = ix.remove_topic(topic);
+        drop(ix);
+        self.log.sync_through(info.log_end)?;
+        tracing::info!(%topic, records = dropped, "delayed records of a deleted topic dropped");
+        Ok(dropped)
     }
 
     /// Records held for `topic`.

@@ -32,6 +32,8 @@ pub enum Control {
     Done,
     /// The record with this id is not to be delivered.
     Cancel(u64),
+    /// The topic was deleted: its pending runs (all held before this record) are dropped.
+    Purge(String),
 }
 
 /// One destination partition of a delivery round and the held runs it receives.
@@ -158,6 +160,7 @@ pub fn control(c: &Control, now: i64) -> Result<Batch, DelayError> {
         Control::Undo { .. } => b"undo",
         Control::Done => b"done",
         Control::Cancel(_) => b"cancel",
+        Control::Purge(_) => b"purge",
     };
     let mut b = BatchBuilder::with_capacity(value.len() + 128);
     b.push(&RecordData {
