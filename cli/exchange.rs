@@ -2,10 +2,10 @@
 //! topics bound to them, or to those a router plugin attached to them picks (docs/routing.md).
 
 use clap::Subcommand;
-use quiver_client::{AttachRouter, Binding, ErrorPolicy, ExchangeInfo, ExchangeKind, HeaderMatch};
+use quiver_client::{Binding, ExchangeInfo, ExchangeKind, HeaderMatch};
 
 use crate::args::ConnectArgs;
-use crate::plugin::parse_config;
+use crate::plugin::StageArgs;
 
 #[derive(Subcommand, Debug)]
 pub enum ExchangeCommand {
@@ -53,18 +53,8 @@ pub enum ExchangeCommand {
         name: String,
         /// NAME (latest version) or NAME@VERSION.
         plugin: String,
-        /// Plugin configuration, KEY=VALUE (repeatable).
-        #[arg(long = "config", value_name = "K=V")]
-        config: Vec<String>,
-        /// What happens to a batch the plugin fails on.
-        #[arg(long, default_value = "dead-letter", value_parser = ["dead-letter", "skip", "reject"])]
-        on_error: String,
-        /// Time limit per call in ms (default: the broker's plugins.timeout_ms).
-        #[arg(long)]
-        timeout_ms: Option<u32>,
-        /// Memory limit per instance in MiB (default: the broker's plugins.memory_mb).
-        #[arg(long)]
-        memory_mb: Option<u32>,
+        #[command(flatten)]
+        stage: StageArgs,
         #[command(flatten)]
         conn: ConnectArgs,
     },
@@ -134,22 +124,10 @@ pub async fn run(cmd: ExchangeCommand) -> anyhow::Result<()> {
         ExchangeCommand::Attach {
             name,
             plugin,
-            config,
-            on_error,
-            timeout_ms,
-            memory_mb,
+            stage,
             conn,
         } => {
-            let attach = AttachRouter {
-                exchange: name,
-                plugin,
-                config: parse_config(&config)?,
-                on_error: on_error
-                    .parse::<ErrorPolicy>()
-                    .map_err(anyhow::Error::msg)?,
-                timeout_ms,
-                memory_mb,
-            };
+            let attach = stage.for_exchange(name, plugin)?;
             let client = conn.connect().await?;
             let e = client.admin().attach_exchange_router(attach).await?;
             print_exchange(&e);

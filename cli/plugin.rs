@@ -1,8 +1,8 @@
 //! `quiver plugin deploy|list|describe|remove` and the plugin parts of `topic attach|detach`.
 
 use anyhow::{bail, Context};
-use clap::Subcommand;
-use quiver_client::{AttachmentInfo, PluginVersionInfo};
+use clap::{Args, Subcommand};
+use quiver_client::{Attach, AttachRouter, AttachmentInfo, ErrorPolicy, PluginVersionInfo};
 
 use crate::args::ConnectArgs;
 
@@ -142,6 +142,61 @@ pub fn print_stages(stages: &[AttachmentInfo]) {
 }
 
 /// Parses repeated `K=V` flags.
+/// How an attached plugin runs: shared by `topic attach` and `exchange attach`.
+#[derive(Args, Debug)]
+pub struct StageArgs {
+    /// Plugin configuration, KEY=VALUE (repeatable).
+    #[arg(long = "config", value_name = "K=V")]
+    config: Vec<String>,
+    /// What happens to a batch the plugin fails on.
+    #[arg(long, default_value = "dead-letter", value_parser = ["dead-letter", "skip", "reject"])]
+    on_error: String,
+    /// Time limit per call in ms (default: the broker's plugins.timeout_ms).
+    #[arg(long)]
+    timeout_ms: Option<u32>,
+    /// Memory limit per instance in MiB (default: the broker's plugins.memory_mb).
+    #[arg(long)]
+    memory_mb: Option<u32>,
+}
+
+impl StageArgs {
+    /// An attachment of `plugin` to a topic's ingest pipeline.
+    pub fn for_topic(self, topic: String, plugin: String) -> anyhow::Result<Attach> {
+        Ok(Attach {
+            topic,
+            plugin,
+            config: parse_config(&self.config)?,
+            on_error: self.policy()?,
+            timeout_ms: self.timeout_ms,
+            memory_mb: self.memory_mb,
+        })
+    }
+
+    /// An attachment of the router `plugin` to an exchange.
+    pub fn for_exchange(self, exchange: String, plugin: String) -> anyhow::Result<AttachRouter> {
+        let Attach {
+            plugin,
+            config,
+            on_error,
+            timeout_ms,
+            memory_mb,
+            ..
+        } = self.for_topic(String::new(), plugin)?;
+        Ok(AttachRouter {
+            exchange,
+            plugin,
+            config,
+            on_error,
+            timeout_ms,
+            memory_mb,
+        })
+    }
+
+    fn policy(&self) -> anyhow::Result<ErrorPolicy> {
+        self.on_error.parse().map_err(anyhow::Error::msg)
+    }
+}
+
 pub fn parse_config(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     pairs
         .iter()

@@ -1,10 +1,10 @@
 //! `quiver topic create|list|describe|delete|attach|detach`.
 
 use clap::Subcommand;
-use quiver_client::{Attach, ErrorPolicy, NewTopic};
+use quiver_client::NewTopic;
 
 use crate::args::ConnectArgs;
-use crate::plugin::{parse_config, print_stages};
+use crate::plugin::{print_stages, StageArgs};
 
 #[derive(Subcommand, Debug)]
 pub enum TopicCommand {
@@ -46,18 +46,8 @@ pub enum TopicCommand {
         topic: String,
         /// NAME (latest version) or NAME@VERSION.
         plugin: String,
-        /// Plugin configuration, KEY=VALUE (repeatable).
-        #[arg(long = "config", value_name = "K=V")]
-        config: Vec<String>,
-        /// What happens to a batch the plugin fails on.
-        #[arg(long, default_value = "dead-letter", value_parser = ["dead-letter", "skip", "reject"])]
-        on_error: String,
-        /// Time limit per call in ms (default: the broker's plugins.timeout_ms).
-        #[arg(long)]
-        timeout_ms: Option<u32>,
-        /// Memory limit per instance in MiB (default: the broker's plugins.memory_mb).
-        #[arg(long)]
-        memory_mb: Option<u32>,
+        #[command(flatten)]
+        stage: StageArgs,
         #[command(flatten)]
         conn: ConnectArgs,
     },
@@ -130,22 +120,10 @@ pub async fn run(cmd: TopicCommand) -> anyhow::Result<()> {
         TopicCommand::Attach {
             topic,
             plugin,
-            config,
-            on_error,
-            timeout_ms,
-            memory_mb,
+            stage,
             conn,
         } => {
-            let attach = Attach {
-                topic,
-                plugin,
-                config: parse_config(&config)?,
-                on_error: on_error
-                    .parse::<ErrorPolicy>()
-                    .map_err(anyhow::Error::msg)?,
-                timeout_ms,
-                memory_mb,
-            };
+            let attach = stage.for_topic(topic, plugin)?;
             let client = conn.connect().await?;
             let stages = client.admin().attach_plugin(attach).await?;
             print_stages(&stages);

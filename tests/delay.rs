@@ -7,11 +7,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::serve::Serve;
 use common::{plugin_wasm, TestBroker};
 use quiver::{
     Attach, Client, CommitMode, Consumer, ConsumerConfig, GroupConfig, GroupConsumer, NewTopic,
@@ -253,53 +252,11 @@ async fn a_scheduler_plugin_delays_records_by_itself() {
     broker.stop().await;
 }
 
-/// `quiver serve` as a child process, so it can be killed with SIGKILL.
-struct Serve {
-    child: Child,
-    addr: String,
-}
-
-impl Serve {
-    fn start(data: &Path) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_quiver"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("addr=").nth(1) {
-                    let addr = addr.split_whitespace().next().unwrap_or_default();
-                    let _ = tx.send(
-                        addr.trim_end_matches(|c: char| !c.is_ascii_digit())
-                            .to_owned(),
-                    );
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("broker printed its address");
-        Serve { child, addr }
-    }
-
-    async fn client(&self, data: &Path) -> Client {
-        Client::connect(&self.addr, &data.join("tls/ca.pem"))
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A client of a `quiver serve` child whose data is in `<dir>/data`.
+async fn connect(serve: &Serve, dir: &Path) -> Client {
+    Client::connect(&serve.addr, &dir.join("data/tls/ca.pem"))
+        .await
+        .unwrap()
 }
 
 /// Polls once and commits; the records count as processed only when the commit succeeded (a
@@ -330,9 +287,8 @@ fn member_config() -> GroupConfig {
 async fn a_killed_broker_delivers_every_pending_record_exactly_once() {
     const N: usize = 300;
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let serve = Serve::start(&data);
-    let client = serve.client(&data).await;
+    let serve = Serve::start(dir.path());
+    let client = connect(&serve, dir.path()).await;
     client
         .admin()
         .create_topic(NewTopic::new("due", 2))
@@ -367,8 +323,8 @@ async fn a_killed_broker_delivers_every_pending_record_exactly_once() {
         "the kill should land mid-way ({before_kill} of {N} processed)"
     );
 
-    let serve = Serve::start(&data);
-    let client = serve.client(&data).await;
+    let serve = Serve::start(dir.path());
+    let client = connect(&serve, dir.path()).await;
     let mut member = GroupConsumer::join(client.clone(), member_config())
         .await
         .unwrap();

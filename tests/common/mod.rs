@@ -2,6 +2,8 @@
 //! generated dev CA. Restartable on the same data dir.
 #![allow(dead_code)]
 
+pub mod serve;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -235,7 +235,8 @@ pub fn delivered_id(batch: &Batch) -> Option<u64> {
 }
 
 /// Adds a `quiver-deliver-at` header to the records that `delays` (ms, one per record) hold
-/// back: the output of a scheduler plugin. `None` when no record is delayed.
+/// back: the output of a scheduler plugin. `None` when no record is delayed (then the batch goes
+/// on unchanged, producer delays included).
 pub fn schedule(batch: &Batch, delays: &[u64], now: i64) -> Result<Option<Bytes>, DelayError> {
     if delays.iter().all(|&d| d == 0) {
         return Ok(None);
@@ -246,20 +247,13 @@ pub fn schedule(batch: &Batch, delays: &[u64], now: i64) -> Result<Option<Bytes>
         let at = now
             .saturating_add(delay.min(MAX_DELAY_MS as u64) as i64)
             .to_string();
-        let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(r.headers().count() + 1);
-        let mut tags: Vec<&str> = Vec::with_capacity(r.tags().count());
-        headers.extend(r.headers().filter(|(n, _)| !batch::is_delay_header(n)));
-        if delay > 0 {
-            headers.push((batch::DELIVER_AT_HEADER, at.as_bytes()));
-        }
-        tags.extend(r.tags());
-        out.push(&RecordData {
-            timestamp: r.timestamp,
-            key: r.key,
-            value: r.value,
-            headers: &headers,
-            tags: &tags,
-        })?;
+        let due: &[(&str, &[u8])] = if delay > 0 {
+            &[(batch::DELIVER_AT_HEADER, at.as_bytes())]
+        } else {
+            &[]
+        };
+        // The plugin's answer replaces any delay the producer asked for.
+        copy_record(&mut out, &r, due)?;
     }
     Ok(Some(out.finish()?))
 }
