@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput};
-use quiver_broker::broker::{FetchParams, LogOverrides, StartAt};
+use quiver_broker::services::catalog::LogOverrides;
+use quiver_broker::services::fetch::{FetchParams, StartAt};
 use quiver_broker::storage::Durability;
 use quiver_broker::util::now_ms;
-use quiver_broker::{Broker, BrokerConfig};
+use quiver_broker::{Broker, BrokerConfig, Supervisor};
 use quiver_proto::batch::{Batches, DELIVER_AT_HEADER};
 use quiver_proto::{BatchBuilder, RecordData};
 
@@ -40,7 +41,14 @@ fn batch(n: usize, due: impl Fn(usize) -> i64) -> Bytes {
     b.finish().unwrap()
 }
 
-fn open() -> (tempfile::TempDir, Arc<Broker>) {
+/// A broker with its background work (delayed delivery) running on a runtime of its own.
+struct Running {
+    broker: Arc<Broker>,
+    _runtime: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+fn open() -> Running {
     let dir = tempfile::tempdir().unwrap();
     let config = BrokerConfig {
         data_dir: dir.path().to_owned(),
@@ -48,9 +56,23 @@ fn open() -> (tempfile::TempDir, Arc<Broker>) {
     };
     let broker = Broker::open(config).unwrap();
     broker
-        .create_topic("later", Some(1), LogOverrides::default())
+        .catalog()
+        .create("later", Some(1), LogOverrides::default())
         .unwrap();
-    (dir, broker)
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let supervisor = Supervisor::new();
+    runtime
+        .block_on(async { broker.start(&supervisor) })
+        .unwrap();
+    Running {
+        broker,
+        _runtime: runtime,
+        _dir: dir,
+    }
 }
 
 /// True under `cargo bench` (criterion gets `--bench`); false when `cargo test` smoke-runs benches
@@ -76,6 +98,7 @@ fn fill(broker: &Broker, from: usize, pending: usize) {
         let n = (pending - done).min(1000);
         let b = batch(n, |i| far + (done + i) as i64);
         broker
+            .produce()
             .append("later", Some(0), b, Durability::Leader)
             .unwrap();
         done += n;
@@ -96,7 +119,8 @@ fn drain(broker: &Broker, level: u64) {
 }
 
 fn hold_cost(c: &mut Criterion) {
-    let (_dir, broker) = open();
+    let running = open();
+    let broker = &running.broker;
     let mut g = c.benchmark_group("delay/hold");
     g.throughput(Throughput::Elements(100));
     g.sample_size(30);
@@ -109,7 +133,7 @@ fn hold_cost(c: &mut Criterion) {
         &[1_000, 5_000]
     };
     for &pending in levels {
-        fill(&broker, filled, pending);
+        fill(broker, filled, pending);
         filled = pending;
         let held = broker.delays().pending_total();
         assert_eq!(held, pending as u64);
@@ -129,6 +153,7 @@ fn hold_cost(c: &mut Criterion) {
             |b, _| {
                 b.iter(|| {
                     broker
+                        .produce()
                         .append("later", Some(0), hundred.clone(), Durability::Leader)
                         .unwrap()
                 })
@@ -140,12 +165,13 @@ fn hold_cost(c: &mut Criterion) {
             |b, _| {
                 b.iter(|| {
                     broker
+                        .produce()
                         .append("later", Some(0), one_due.clone(), Durability::Leader)
                         .unwrap()
                 })
             },
         );
-        drain(&broker, pending as u64);
+        drain(broker, pending as u64);
     }
     g.finish();
 }
@@ -175,7 +201,8 @@ fn lateness() {
 }
 
 fn lateness_at(rate: usize, seconds: usize) {
-    let (_dir, broker) = open();
+    let running = open();
+    let broker = &running.broker;
     let start = now_ms() + 2000;
     let producer = {
         let broker = broker.clone();
@@ -185,6 +212,7 @@ fn lateness_at(rate: usize, seconds: usize) {
             for k in 0..rate * seconds / 100 {
                 let b = batch(100, |i| start + ((k * 100 + i) / (rate / 1000)) as i64);
                 broker
+                    .produce()
                     .append("later", Some(0), b, Durability::Leader)
                     .unwrap();
                 let next = Duration::from_millis(10 * (k as u64 + 1));
@@ -211,7 +239,7 @@ fn lateness_at(rate: usize, seconds: usize) {
                 filter: None,
                 plugin: None,
             };
-            let got = broker.fetch("later", 0, params).await.unwrap();
+            let got = broker.fetch().fetch("later", 0, params).await.unwrap();
             if !got.bytes.is_empty() {
                 offset = dues(got.bytes, &mut late);
             }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use quiver_broker::broker::LogOverrides;
 use quiver_broker::routing::{Binding, ExchangeKind, HeaderMatch};
+use quiver_broker::services::catalog::LogOverrides;
 use quiver_broker::storage::Durability;
 use quiver_broker::{Broker, BrokerConfig};
 use quiver_proto::{BatchBuilder, RecordData};
@@ -43,7 +43,8 @@ fn routing(c: &mut Criterion) {
     };
     let broker = Broker::open(config).unwrap();
     broker
-        .create_topic("direct", Some(1), LogOverrides::default())
+        .catalog()
+        .create("direct", Some(1), LogOverrides::default())
         .unwrap();
     broker
         .exchanges()
@@ -52,7 +53,8 @@ fn routing(c: &mut Criterion) {
     for i in 0..BINDINGS {
         let topic = format!("r{i}");
         broker
-            .create_topic(&topic, Some(1), LogOverrides::default())
+            .catalog()
+            .create(&topic, Some(1), LogOverrides::default())
             .unwrap();
         let binding = Binding {
             topic,
@@ -72,6 +74,7 @@ fn routing(c: &mut Criterion) {
     g.bench_function("direct to a topic", |b| {
         b.iter(|| {
             broker
+                .produce()
                 .append("direct", Some(0), one_topic.clone(), Durability::Leader)
                 .unwrap()
         })
@@ -79,6 +82,7 @@ fn routing(c: &mut Criterion) {
     g.bench_function("topic exchange, 100 bindings, 1 destination", |b| {
         b.iter(|| {
             broker
+                .produce()
                 .produce_to_exchange("regions", one_topic.clone(), Durability::Leader)
                 .unwrap()
         })
@@ -86,6 +90,7 @@ fn routing(c: &mut Criterion) {
     g.bench_function("topic exchange, 100 bindings, 10 destinations", |b| {
         b.iter(|| {
             broker
+                .produce()
                 .produce_to_exchange("regions", ten_topics.clone(), Durability::Leader)
                 .unwrap()
         })

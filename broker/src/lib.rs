@@ -1,18 +1,25 @@
-//! The Quiver broker as a library: storage engine, metadata store, the WebAssembly plugin host, the
-//! broker core and its QUIC transport. The `quiver` binary and the integration tests drive it from here.
+//! The Quiver broker as a library: the stores (segment-log storage, metadata, the WebAssembly
+//! plugin host, group state, exchanges, the delay store), the services over them, the supervisor
+//! of background work, and the QUIC transport that drives the services. The `quiver` binary and
+//! the integration tests drive it from here. docs/architecture.md maps it.
 
 pub mod broker;
 pub mod config;
 pub mod delay;
+pub mod error;
 pub mod filter;
 pub mod groups;
 pub mod meta;
+pub mod offload;
 pub mod plugins;
-pub mod producers;
 pub mod routing;
+pub mod services;
 pub mod storage;
+pub mod supervisor;
 pub mod transport;
 pub mod util;
 
-pub use broker::{Broker, BrokerError};
+pub use broker::Broker;
 pub use config::BrokerConfig;
+pub use error::BrokerError;
+pub use supervisor::Supervisor;

@@ -14,7 +14,6 @@ use super::index::Taken;
 use super::records::{self, Control, Destination};
 use super::{DelayError, DelayStore, Shared};
 use crate::storage::{Durability, PartitionLog, StorageError, TopicStore};
-use crate::Broker;
 
 /// Records one round delivers at most (a bound on its latency, not on throughput: the next round
 /// starts at once).
@@ -28,7 +27,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// How often delivered segments of the delay log are deleted.
 const CLEANUP_EVERY: Duration = Duration::from_secs(1);
 
-pub(super) fn run(shared: &Shared, broker: &Weak<Broker>) {
+pub(super) fn run(shared: &Shared, store: &Weak<DelayStore>, topics: &Weak<TopicStore>) {
     let mut last_cleanup = Instant::now();
     // Destination partitions appended to since the last cleanup: fsync'd before the delay-log
     // segments holding what was delivered to them are deleted.
@@ -36,17 +35,18 @@ pub(super) fn run(shared: &Shared, broker: &Weak<Broker>) {
     while let Some(taken) = wait_for_due(shared) {
         let failed = {
             // Held only for the round: a dropped broker is not kept alive by a sleeping thread.
-            let Some(b) = broker.upgrade() else { return };
-            let store = b.delays();
+            let (Some(store), Some(topics)) = (store.upgrade(), topics.upgrade()) else {
+                return;
+            };
             let failed = !taken.is_empty()
-                && deliver_round(&b, store, taken, &mut touched)
+                && deliver_round(&topics, &store, taken, &mut touched)
                     .inspect_err(
                         |e| tracing::error!(error = %e, "delayed delivery failed; retrying"),
                     )
                     .is_err();
             if last_cleanup.elapsed() >= CLEANUP_EVERY {
                 last_cleanup = Instant::now();
-                if let Err(e) = cleanup(&b, store, &mut touched) {
+                if let Err(e) = cleanup(&topics, &store, &mut touched) {
                     tracing::warn!(error = %e, "cannot delete delivered delay-log segments");
                 }
             }
@@ -99,12 +99,12 @@ struct Out {
 }
 
 fn deliver_round(
-    b: &Broker,
+    topics: &TopicStore,
     store: &DelayStore,
     taken: Vec<Taken>,
     touched: &mut Vec<(Arc<str>, u32, u64)>,
 ) -> Result<(), DelayError> {
-    let outs = match write_intent(b.topics(), store, group(taken)) {
+    let outs = match write_intent(topics, store, group(taken)) {
         Ok(outs) => outs,
         Err((e, outs)) => {
             // Nothing was appended anywhere: the runs are simply pending again.
@@ -117,7 +117,7 @@ fn deliver_round(
     };
     let mut failed: Vec<Taken> = Vec::new();
     for o in outs {
-        match append_out(b.topics(), &o) {
+        match append_out(topics, &o) {
             Ok(Some(end)) => touched.push((o.topic.clone(), o.partition, end)),
             Ok(None) => {}
             Err(e) => {
@@ -245,14 +245,14 @@ fn undo(store: &DelayStore, failed: Vec<Taken>) -> Result<(), DelayError> {
 /// Makes what was delivered durable in its destinations, then deletes delay-log segments below
 /// the lowest pending run.
 fn cleanup(
-    b: &Broker,
+    topics: &TopicStore,
     store: &DelayStore,
     touched: &mut Vec<(Arc<str>, u32, u64)>,
 ) -> Result<(), DelayError> {
     let end = store.log.stats().log_end;
     let lowest = store.shared.index.lock().lowest().unwrap_or(end);
     for (topic, partition, end) in touched.drain(..) {
-        match b.topics().partition(&topic, partition) {
+        match topics.partition(&topic, partition) {
             Ok(log) => log.sync_through(end)?,
             // Deleted since: nothing left to make durable.
             Err(StorageError::UnknownTopic(_) | StorageError::UnknownPartition { .. }) => {}

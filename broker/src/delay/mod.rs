@@ -46,6 +46,22 @@ pub enum DelayError {
     Internal(&'static str),
 }
 
+impl DelayError {
+    /// The stable error code a client sees for this failure.
+    pub fn code(&self) -> quiver_proto::ErrorCode {
+        use quiver_proto::ErrorCode;
+        match self {
+            DelayError::Storage(e) => e.code(),
+            DelayError::Batch(_) | DelayError::BadHeader { .. } | DelayError::TooFar { .. } => {
+                ErrorCode::InvalidBatch
+            }
+            DelayError::UnknownId(_) => ErrorCode::UnknownDelayed,
+            DelayError::Corrupt(_) | DelayError::Encode(_) => ErrorCode::StorageError,
+            DelayError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
 /// The last intent of the delay log when its round has no `done`, with the ids cancelled in its
 /// runs.
 type Unsettled = (Vec<records::Destination>, Vec<u64>);
@@ -339,12 +355,14 @@ impl DelayStore {
         self.shared.index.lock().pending_total()
     }
 
-    /// Starts the delivery thread; it stops when the store is dropped or [`DelayStore::stop`].
-    pub fn start(&self, broker: Weak<crate::Broker>) -> std::io::Result<()> {
-        let shared = self.shared.clone();
+    /// Starts the delivery thread, appending due records to `topics`. It holds neither the store
+    /// nor the topics between rounds, so dropping the broker ends it; the supervisor stops it
+    /// with [`DelayStore::stop`] at shutdown.
+    pub fn start(self: &Arc<Self>, topics: Weak<TopicStore>) -> std::io::Result<()> {
+        let (shared, store) = (self.shared.clone(), Arc::downgrade(self));
         let handle = std::thread::Builder::new()
             .name("quiver-delay".into())
-            .spawn(move || deliver::run(&shared, &broker))?;
+            .spawn(move || deliver::run(&shared, &store, &topics))?;
         *self.thread.lock() = Some(handle);
         Ok(())
     }

@@ -57,8 +57,8 @@ impl GroupError {
             GroupError::GroupActive { .. } => ErrorCode::GroupActive,
             GroupError::InvalidName { .. } => ErrorCode::InvalidRequest,
             GroupError::Full { .. } => ErrorCode::ServerBusy,
-            GroupError::Storage(e) => crate::broker::storage_code(e),
-            GroupError::Meta(_) => ErrorCode::StorageError,
+            GroupError::Storage(e) => e.code(),
+            GroupError::Meta(e) => e.code(),
             GroupError::Batch(_) | GroupError::Internal(_) => ErrorCode::Internal,
         }
     }

@@ -26,6 +26,13 @@ pub enum MetaError {
     Encode(String),
 }
 
+impl MetaError {
+    /// Every metadata failure is a storage failure to a client.
+    pub fn code(&self) -> quiver_proto::ErrorCode {
+        quiver_proto::ErrorCode::StorageError
+    }
+}
+
 /// The namespaces (sled trees) Quiver keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Namespace {

@@ -121,6 +121,15 @@ pub struct Pipelines {
     admin: Mutex<()>,
 }
 
+impl std::fmt::Debug for Pipelines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipelines")
+            .field("topics", &self.by_topic.read().len())
+            .field("routers", &self.routers.read().len())
+            .finish_non_exhaustive()
+    }
+}
+
 fn pipeline_key(topic: &str) -> String {
     format!("pipeline/{topic}")
 }

@@ -3,7 +3,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use quiver_proto::BatchError;
+use quiver_proto::{BatchError, ErrorCode};
 
 use crate::meta::MetaError;
 
@@ -48,6 +48,25 @@ impl StorageError {
         StorageError::Io {
             path: path.as_ref().to_owned(),
             source,
+        }
+    }
+
+    /// The stable error code a client sees for this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            StorageError::UnknownTopic(_) => ErrorCode::UnknownTopic,
+            StorageError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
+            StorageError::TopicExists(_) => ErrorCode::TopicExists,
+            StorageError::InvalidTopicName { .. } => ErrorCode::InvalidTopicName,
+            StorageError::InvalidConfig(_) => ErrorCode::InvalidConfig,
+            StorageError::TopicUnavailable { .. } => ErrorCode::TopicUnavailable,
+            StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+            StorageError::BatchTooLarge { .. } => ErrorCode::RecordTooLarge,
+            StorageError::InvalidBatch(_) => ErrorCode::InvalidBatch,
+            e if e.is_disk_full() => ErrorCode::DiskFull,
+            StorageError::Io { .. } | StorageError::Failed { .. } | StorageError::Meta(_) => {
+                ErrorCode::StorageError
+            }
         }
     }
 

@@ -1,8 +1,11 @@
-//! The broker's network edge: the QUIC server, its request handlers, and TLS.
+//! The broker's network edge, a thin driver: accept QUIC connections, read a stream's frames,
+//! hand each request to the service for its kind, write the answer. No business rules live here.
+//! TLS set-up (configured or generated dev certificates) is in `tls.rs`.
 
-mod admin;
-mod groups;
+mod fetch;
+mod produce;
 pub mod server;
+mod stream;
 pub mod tls;
 
 pub use server::{Server, ServerError};

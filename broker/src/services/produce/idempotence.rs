@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::broker::Produced as Outcome;
+use super::Produced as Outcome;
 
 /// Batches remembered per producer and partition (a client has at most this many retried at once
 /// without a gap; Kafka keeps five as well).

@@ -1,0 +1,78 @@
+//! The broker's request error: every failure a service reports, each mapped to the stable wire code
+//! its source error type chooses for itself (this file adds no mapping of its own beyond the
+//! request-level variants).
+
+use quiver_proto::ErrorCode;
+
+use crate::delay::DelayError;
+use crate::groups::GroupError;
+use crate::meta::MetaError;
+use crate::plugins::PluginError;
+use crate::routing::RoutingError;
+use crate::storage::StorageError;
+
+/// A request that failed, with the protocol code the client sees.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error("invalid batch: {0}")]
+    InvalidBatch(#[from] quiver_proto::BatchError),
+    #[error(transparent)]
+    Group(#[from] GroupError),
+    #[error(transparent)]
+    Routing(#[from] RoutingError),
+    #[error(transparent)]
+    Delay(#[from] DelayError),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("producer {producer} skipped sequence numbers on {topic}/{partition}: expected {expected}, got {got}")]
+    OutOfOrderSequence {
+        producer: u64,
+        topic: String,
+        partition: u32,
+        expected: u32,
+        got: u32,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+    /// The request's bytes could not be read (framing or header errors), with the code to report.
+    #[error("{1}")]
+    Wire(ErrorCode, String),
+}
+
+impl BrokerError {
+    /// The stable error code sent to clients.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            BrokerError::Storage(e) => e.code(),
+            BrokerError::Meta(e) => e.code(),
+            BrokerError::Plugin(e) => e.code(),
+            BrokerError::InvalidBatch(_) => ErrorCode::InvalidBatch,
+            BrokerError::Group(e) => e.code(),
+            BrokerError::Routing(e) => e.code(),
+            BrokerError::Delay(e) => e.code(),
+            BrokerError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            BrokerError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
+            BrokerError::Internal(_) => ErrorCode::Internal,
+            BrokerError::ShuttingDown => ErrorCode::ShuttingDown,
+            BrokerError::Wire(code, _) => *code,
+        }
+    }
+
+    /// A request carrying more items than the broker takes in one go.
+    pub fn too_many(what: &str, n: usize, max: usize) -> Result<(), BrokerError> {
+        if n > max {
+            return Err(BrokerError::InvalidRequest(format!(
+                "{n} {what} in one request; at most {max}"
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,178 @@
+//! The admin/metadata service: topics (create, delete, list, describe, add partitions), broker
+//! metadata, producer ids and cancelling delayed records, one function per request kind; plugin
+//! and exchange requests are handed to their services. Deleting a topic forgets everything other
+//! services keep for it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use quiver_proto::messages::{
+    AdminRequest, AdminResponse, PartitionDescription, TopicDescription, TopicSummary,
+};
+
+use super::catalog::{Catalog, LogOverrides};
+use super::exchanges::ExchangeService;
+use super::plugins::PluginService;
+use super::produce::ProduceService;
+use crate::delay::DelayStore;
+use crate::error::BrokerError;
+use crate::groups::Groups;
+use crate::meta::MetaStore;
+use crate::plugins::Pipelines;
+use crate::storage::Topic;
+
+/// What the broker says about itself in a metadata answer.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub broker_id: String,
+    pub listen: String,
+}
+
+#[derive(Debug)]
+pub struct AdminService {
+    pub(crate) catalog: Catalog,
+    pub(crate) pipelines: Arc<Pipelines>,
+    pub(crate) delays: Arc<DelayStore>,
+    pub(crate) produce: Arc<ProduceService>,
+    pub(crate) groups: Arc<Groups>,
+    pub(crate) meta: MetaStore,
+    pub(crate) plugins: Arc<PluginService>,
+    pub(crate) exchanges: Arc<ExchangeService>,
+    pub(crate) identity: Identity,
+}
+
+impl AdminService {
+    /// Answers one admin request (blocking: touches the disk, compiles, may run `init`).
+    pub fn handle(&self, req: AdminRequest, payload: Bytes) -> Result<AdminResponse, BrokerError> {
+        use AdminRequest as R;
+        match req {
+            R::DeployPlugin { .. }
+            | R::ListPlugins
+            | R::DescribePlugin { .. }
+            | R::RemovePlugin { .. }
+            | R::AttachPlugin { .. }
+            | R::DetachPlugin { .. } => self.plugins.handle(req, payload),
+            R::CreateExchange { .. }
+            | R::BindExchange { .. }
+            | R::ListExchanges
+            | R::DeleteExchange { .. }
+            | R::AttachExchangeRouter { .. }
+            | R::DetachExchangeRouter { .. } => self.exchanges.handle(req),
+            R::CreateTopic {
+                name,
+                partitions,
+                retention_ms,
+                retention_bytes,
+                segment_bytes,
+            } => {
+                let overrides = LogOverrides {
+                    retention_ms,
+                    retention_bytes,
+                    segment_bytes,
+                };
+                self.create_topic(name, partitions, overrides)
+            }
+            R::DeleteTopic { name } => self.delete_topic(name),
+            R::ListTopics => Ok(AdminResponse::Topics {
+                topics: self.summaries(),
+            }),
+            R::DescribeTopic { name } => {
+                let t = self.catalog.topics().get(&name)?;
+                Ok(AdminResponse::Topic(self.describe(&t)))
+            }
+            R::AddPartitions { name, count } => self.add_partitions(&name, count),
+            R::CancelDelayed { id } => Ok(AdminResponse::DelayCancelled {
+                id,
+                topic: self.delays.cancel(id)?,
+            }),
+            R::InitProducer => Ok(AdminResponse::Producer {
+                producer_id: self.init_producer()?,
+            }),
+            R::Metadata => Ok(AdminResponse::Metadata {
+                broker_id: self.identity.broker_id.clone(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                listen: self.identity.listen.clone(),
+                topics: self.summaries(),
+            }),
+        }
+    }
+
+    fn create_topic(
+        &self,
+        name: String,
+        partitions: u32,
+        overrides: LogOverrides,
+    ) -> Result<AdminResponse, BrokerError> {
+        let partitions = (partitions > 0).then_some(partitions);
+        let t = self.catalog.create(&name, partitions, overrides)?;
+        tracing::info!(topic = %name, partitions = t.partitions().len(), "topic created");
+        Ok(AdminResponse::TopicCreated {
+            name,
+            partitions: t.partitions().len() as u32,
+        })
+    }
+
+    /// Deletes a topic and forgets its ingest pipeline, producer sequences, queue state and the
+    /// records held for it.
+    pub fn delete_topic(&self, name: String) -> Result<AdminResponse, BrokerError> {
+        self.catalog.topics().delete_topic(&name)?;
+        self.delays.purge_topic(&name)?;
+        self.pipelines.remove_topic(&name)?;
+        self.produce.forget_topic(&name);
+        self.groups.queues.remove_topic(&name);
+        tracing::info!(topic = %name, "topic deleted");
+        Ok(AdminResponse::TopicDeleted { name })
+    }
+
+    fn add_partitions(&self, name: &str, count: u32) -> Result<AdminResponse, BrokerError> {
+        let topics = self.catalog.topics();
+        let current = topics.get(name)?.partitions().len() as u32;
+        let t = topics.add_partitions(name, current.saturating_add(count))?;
+        Ok(AdminResponse::Topic(self.describe(&t)))
+    }
+
+    /// A fresh producer id for idempotent produce (unique across restarts).
+    pub fn init_producer(&self) -> Result<u64, BrokerError> {
+        Ok(self.meta.generate_id()?)
+    }
+
+    fn summaries(&self) -> Vec<TopicSummary> {
+        self.catalog
+            .topics()
+            .list()
+            .iter()
+            .map(|t| TopicSummary {
+                name: t.name.clone(),
+                partitions: t.partitions().len() as u32,
+            })
+            .collect()
+    }
+
+    fn describe(&self, t: &Topic) -> TopicDescription {
+        let partitions = t
+            .partitions()
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let s = p.stats();
+                PartitionDescription {
+                    partition: i as u32,
+                    log_start: s.log_start,
+                    log_end: s.log_end,
+                    size_bytes: s.size_bytes,
+                    segments: s.segments as u32,
+                }
+            })
+            .collect();
+        TopicDescription {
+            name: t.name.clone(),
+            partitions,
+            retention_ms: t.config.log.retention_ms,
+            retention_bytes: t.config.log.retention_bytes,
+            segment_bytes: t.config.log.segment_bytes,
+            created_ms: t.config.created_ms,
+            pipeline: self.pipelines.infos(&t.name),
+            pending_delayed: self.delays.pending_for(&t.name),
+        }
+    }
+}

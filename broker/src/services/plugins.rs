@@ -1,0 +1,110 @@
+//! The plugin service: deploy (the component is the request's payload), list, describe (versions,
+//! attachments, recent log lines), remove, and attach/detach stages of a topic's ingest pipeline.
+//! The registry and the pipelines live in `plugins/`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use quiver_proto::messages::{AdminRequest, AdminResponse};
+
+use crate::error::BrokerError;
+use crate::plugins::pipeline::AttachRequest;
+use crate::plugins::registry::split_ref;
+use crate::plugins::{Pipelines, PluginRegistry};
+use crate::storage::TopicStore;
+
+#[derive(Debug)]
+pub struct PluginService {
+    registry: Arc<PluginRegistry>,
+    pipelines: Arc<Pipelines>,
+    topics: Arc<TopicStore>,
+}
+
+impl PluginService {
+    pub fn new(
+        registry: Arc<PluginRegistry>,
+        pipelines: Arc<Pipelines>,
+        topics: Arc<TopicStore>,
+    ) -> PluginService {
+        PluginService {
+            registry,
+            pipelines,
+            topics,
+        }
+    }
+
+    /// Answers one plugin request (blocking: compiles components, runs `init`, writes sled).
+    pub fn handle(&self, req: AdminRequest, payload: Bytes) -> Result<AdminResponse, BrokerError> {
+        match req {
+            AdminRequest::DeployPlugin { name, version } => {
+                self.deploy(&name, version.as_deref(), &payload)
+            }
+            AdminRequest::ListPlugins => Ok(AdminResponse::Plugins {
+                plugins: self.registry.list()?,
+            }),
+            AdminRequest::DescribePlugin { name } => self.describe(&name),
+            AdminRequest::RemovePlugin { name } => {
+                let versions = self.pipelines.remove_plugin(&name)?;
+                Ok(AdminResponse::PluginRemoved { name, versions })
+            }
+            AdminRequest::AttachPlugin {
+                topic,
+                plugin,
+                config,
+                on_error,
+                timeout_ms,
+                memory_mb,
+            } => {
+                let req = AttachRequest {
+                    plugin,
+                    config,
+                    on_error,
+                    timeout_ms,
+                    memory_mb,
+                };
+                self.attach(topic, req)
+            }
+            AdminRequest::DetachPlugin { topic, plugin } => {
+                let stages = self.pipelines.detach(&topic, &plugin)?;
+                Ok(AdminResponse::Pipeline { topic, stages })
+            }
+            other => Err(BrokerError::Internal(format!(
+                "not a plugin request: {other:?}"
+            ))),
+        }
+    }
+
+    fn deploy(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        component: &[u8],
+    ) -> Result<AdminResponse, BrokerError> {
+        let d = self.registry.deploy(name, version, component)?;
+        Ok(AdminResponse::PluginDeployed {
+            plugin: d.info,
+            compile_ms: d.compile_ms,
+            cached: d.cached,
+        })
+    }
+
+    fn describe(&self, name: &str) -> Result<AdminResponse, BrokerError> {
+        let versions = self.registry.versions(name)?;
+        let (plugin, version) = split_ref(name);
+        let logs = versions
+            .iter()
+            .flat_map(|v| self.registry.recent_logs(&v.name, &v.version))
+            .collect();
+        Ok(AdminResponse::Plugin {
+            versions,
+            attachments: self.pipelines.attachments_of(plugin, version),
+            logs,
+        })
+    }
+
+    fn attach(&self, topic: String, req: AttachRequest) -> Result<AdminResponse, BrokerError> {
+        self.topics.get(&topic)?;
+        let stages = self.pipelines.attach(&topic, req)?;
+        Ok(AdminResponse::Pipeline { topic, stages })
+    }
+}

@@ -1,0 +1,388 @@
+//! The produce service: one batch into a topic's partition, through its ingest pipeline of plugins
+//! (if any), with idempotent-producer deduplication, delayed records held by the delay store, and
+//! router stages fanning out to other topics (`fanout.rs`). Appends happen in the caller's order;
+//! `acks=all` waits for the partition's group commit separately, so one stream's batches share
+//! fsyncs.
+
+mod fanout;
+pub mod idempotence;
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use quiver_proto::messages::{Acks, ProduceRequest, ProduceResponse};
+use quiver_proto::Batch;
+
+use super::dead_letter::DeadLetters;
+use crate::delay::DelayStore;
+use crate::error::BrokerError;
+use crate::offload;
+use crate::plugins::Pipelines;
+use crate::routing::Exchanges;
+use crate::storage::{AppendInfo, Durability, PartitionLog, StorageError, TopicStore};
+use fanout::Hops;
+use idempotence::{Producers, Verdict};
+
+/// Where a produced batch went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Produced {
+    pub partition: u32,
+    pub base_offset: u64,
+    pub last_offset: u64,
+    pub log_end: u64,
+    /// Records appended (0 when the ingest pipeline dropped or diverted them all).
+    pub appended: u32,
+    /// The ingest pipeline changed the batch.
+    pub transformed: bool,
+    /// An idempotent producer's resend: nothing was appended now; the offsets are the first
+    /// append's (unknown, with `transformed` set, when it is too old to be remembered).
+    pub duplicate: bool,
+    /// Records held for delayed delivery, with ids `delay_first_id..delay_first_id + delayed`.
+    pub delayed: u32,
+    pub delay_first_id: u64,
+}
+
+impl Produced {
+    fn appended(partition: u32, info: AppendInfo, transformed: bool) -> Produced {
+        Produced {
+            partition,
+            base_offset: info.base_offset,
+            last_offset: info.last_offset,
+            log_end: info.log_end,
+            appended: (info.log_end - info.base_offset) as u32,
+            transformed,
+            duplicate: false,
+            delayed: 0,
+            delay_first_id: 0,
+        }
+    }
+
+    /// A produce that appended nothing (offsets unknown, so marked transformed).
+    fn nothing(partition: u32, end: u64) -> Produced {
+        Produced {
+            partition,
+            base_offset: end,
+            last_offset: end,
+            log_end: end,
+            appended: 0,
+            transformed: true,
+            duplicate: false,
+            delayed: 0,
+            delay_first_id: 0,
+        }
+    }
+
+    fn response(self, request_id: u64) -> ProduceResponse {
+        ProduceResponse {
+            request_id,
+            partition: self.partition,
+            base_offset: self.base_offset,
+            last_offset: self.last_offset,
+            log_end: self.log_end,
+            appended: self.appended,
+            transformed: self.transformed,
+            duplicate: self.duplicate,
+            delayed: self.delayed,
+            delay_first_id: self.delay_first_id,
+        }
+    }
+}
+
+/// What became of one produce request, in the order requests arrived.
+pub enum Accepted {
+    /// `acks=none`: nothing is answered (a failure is only logged).
+    NoReply,
+    Done(Result<ProduceResponse, BrokerError>),
+    /// Appended in order; the answer waits for the fsync that covers it (`acks=all`).
+    Syncing(tokio::task::JoinHandle<Result<ProduceResponse, BrokerError>>),
+}
+
+pub struct ProduceService {
+    topics: Arc<TopicStore>,
+    pipelines: Arc<Pipelines>,
+    delays: Arc<DelayStore>,
+    exchanges: Arc<Exchanges>,
+    producers: Producers,
+    dead_letters: DeadLetters,
+    round_robin: AtomicU32,
+}
+
+impl std::fmt::Debug for ProduceService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProduceService").finish_non_exhaustive()
+    }
+}
+
+pub fn durability(acks: Acks) -> Durability {
+    match acks {
+        Acks::None => Durability::None,
+        Acks::Leader => Durability::Leader,
+        Acks::All => Durability::All,
+    }
+}
+
+impl ProduceService {
+    pub fn new(
+        topics: Arc<TopicStore>,
+        pipelines: Arc<Pipelines>,
+        delays: Arc<DelayStore>,
+        exchanges: Arc<Exchanges>,
+        dead_letters: DeadLetters,
+    ) -> ProduceService {
+        ProduceService {
+            topics,
+            pipelines,
+            delays,
+            exchanges,
+            producers: Producers::default(),
+            dead_letters,
+            round_robin: AtomicU32::new(0),
+        }
+    }
+
+    /// Takes one produce request: appends it now (on the blocking pool when it runs plugins or
+    /// holds delayed records, see [`offload`]) and says how it will be answered.
+    pub async fn accept(self: &Arc<Self>, req: ProduceRequest, payload: Bytes) -> Accepted {
+        let acks = durability(req.acks);
+        let id = req.request_id;
+        let appended = self.append_request(&req, payload, acks).await;
+        match (acks, appended) {
+            (Durability::None, Err(e)) => {
+                tracing::debug!(error = %e, "acks=none produce failed");
+                Accepted::NoReply
+            }
+            (Durability::None, Ok(_)) => Accepted::NoReply,
+            // An exchange produce waited for its fsyncs inside.
+            (Durability::All, Ok(p)) if !req.exchange => {
+                let this = self.clone();
+                Accepted::Syncing(offload::start_blocking(move || {
+                    this.sync(&req.topic, p.partition, p.log_end)
+                        .map(|()| p.response(id))
+                }))
+            }
+            (_, result) => Accepted::Done(result.map(|p| p.response(id))),
+        }
+    }
+
+    async fn append_request(
+        self: &Arc<Self>,
+        req: &ProduceRequest,
+        payload: Bytes,
+        acks: Durability,
+    ) -> Result<Produced, BrokerError> {
+        if req.exchange && req.partition.is_some() {
+            return Err(BrokerError::InvalidRequest(
+                "a produce to an exchange names no partition".into(),
+            ));
+        }
+        let blocks = offload::produce_blocks(
+            req.exchange,
+            self.pipelines.has_pipeline(&req.topic),
+            holds_records(&payload),
+        );
+        if !blocks {
+            return self.append_without_plugins(&req.topic, req.partition, payload, acks);
+        }
+        let (this, topic, partition, exchange) =
+            (self.clone(), req.topic.clone(), req.partition, req.exchange);
+        offload::blocking(move || match exchange {
+            true => this.produce_to_exchange(&topic, payload, acks),
+            false => this.append(&topic, partition, payload, acks),
+        })
+        .await
+    }
+
+    /// Validates one batch, runs it through the topic's ingest pipeline (plugins run here: call
+    /// it off the async workers) and appends the result in the caller's order, without waiting
+    /// for an fsync (see [`ProduceService::sync`] for `acks=all`). `partition: None` spreads
+    /// batches round-robin.
+    pub fn append(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        batch: Bytes,
+        acks: Durability,
+    ) -> Result<Produced, BrokerError> {
+        self.append_with(topic, partition, batch, acks, true)
+    }
+
+    /// [`ProduceService::append`] for a caller on an async worker that found no pipeline on the
+    /// topic a moment before: it never runs plugins, so a pipeline attached in between cannot
+    /// run on the worker (the batch is ordered before that attach).
+    pub fn append_without_plugins(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        batch: Bytes,
+        acks: Durability,
+    ) -> Result<Produced, BrokerError> {
+        self.append_with(topic, partition, batch, acks, false)
+    }
+
+    fn append_with(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        batch: Bytes,
+        acks: Durability,
+        run_plugins: bool,
+    ) -> Result<Produced, BrokerError> {
+        let t = self.topics.get(topic)?;
+        let count = t.partitions().len() as u32;
+        let p = partition
+            .unwrap_or_else(|| self.round_robin.fetch_add(1, Ordering::Relaxed) % count.max(1));
+        let log = t.partition(p)?;
+        let batch = Batch::parse(batch)?;
+        let forwarded = Cell::new(0);
+        let hops = Hops::new(&forwarded);
+        if batch.header().producer_id == 0 {
+            return self.append_batch(topic, p, log, batch, acks, run_plugins, hops);
+        }
+        if partition.is_none() {
+            return Err(BrokerError::InvalidRequest(
+                "a batch with a producer id (idempotent produce) must name its partition".into(),
+            ));
+        }
+        self.append_idempotent(topic, p, log, batch, acks, run_plugins)
+    }
+
+    /// Appends a batch of an idempotent producer unless it is a resend of one already appended.
+    fn append_idempotent(
+        &self,
+        topic: &str,
+        p: u32,
+        log: &PartitionLog,
+        batch: Batch,
+        acks: Durability,
+        run_plugins: bool,
+    ) -> Result<Produced, BrokerError> {
+        let producer = batch.header().producer_id;
+        let (base, count) = (batch.header().base_sequence, batch.record_count());
+        let state = self.producers.state(producer, topic, p);
+        let mut seq = state.lock();
+        match seq.check(base, count) {
+            Verdict::Append => {
+                let forwarded = Cell::new(0);
+                let hops = Hops::new(&forwarded);
+                match self.append_batch(topic, p, log, batch, acks, run_plugins, hops) {
+                    Ok(produced) => {
+                        seq.appended(base, count, produced);
+                        Ok(produced)
+                    }
+                    Err(e) => {
+                        seq.failed(base);
+                        Err(e)
+                    }
+                }
+            }
+            Verdict::Duplicate(Some(first)) => Ok(Produced {
+                duplicate: true,
+                ..first
+            }),
+            Verdict::Duplicate(None) => Ok(Produced {
+                duplicate: true,
+                ..Produced::nothing(p, log.stats().log_end)
+            }),
+            Verdict::OutOfOrder { expected } => Err(BrokerError::OutOfOrderSequence {
+                producer,
+                topic: topic.to_owned(),
+                partition: p,
+                expected,
+                got: base,
+            }),
+        }
+    }
+
+    /// Runs the pipeline (when asked and attached), appends one validated batch and holds its
+    /// delayed records. Records a router stage sends elsewhere are appended (and, for `acks=all`,
+    /// synced) before this returns.
+    #[allow(clippy::too_many_arguments)]
+    fn append_batch(
+        &self,
+        topic: &str,
+        p: u32,
+        log: &PartitionLog,
+        batch: Batch,
+        acks: Durability,
+        run_plugins: bool,
+        hops: Hops<'_>,
+    ) -> Result<Produced, BrokerError> {
+        if !run_plugins || !self.pipelines.has_pipeline(topic) {
+            return self.append_or_hold(topic, p, log, batch, acks, false);
+        }
+        let exists = |t: &str| self.topics.get(t).is_ok();
+        let ingested = self.pipelines.run(topic, batch, &exists)?;
+        for dead in ingested.dead_letters {
+            self.dead_letters.bury(topic, dead, acks)?;
+        }
+        if !ingested.routed.is_empty() {
+            self.forward(topic, ingested.routed, acks, hops)?;
+        }
+        match ingested.batch {
+            Some(b) => self.append_or_hold(topic, p, log, b, acks, ingested.transformed),
+            None => Ok(Produced::nothing(p, log.stats().log_end)),
+        }
+    }
+
+    /// Appends a batch (its records that carry a due time go to the delay store instead).
+    fn append_or_hold(
+        &self,
+        topic: &str,
+        p: u32,
+        log: &PartitionLog,
+        batch: Batch,
+        acks: Durability,
+        transformed: bool,
+    ) -> Result<Produced, BrokerError> {
+        // `acks=all` waits for the fsync separately (group commit).
+        let durability = match acks {
+            Durability::All => Durability::Leader,
+            other => other,
+        };
+        if batch.header().flags & quiver_proto::batch::FLAG_DELAYED == 0 {
+            let info = log.append(&batch, durability)?;
+            return Ok(Produced::appended(p, info, transformed));
+        }
+        // Checked now: delivered later, the records must fit the topic's batches.
+        let max = log.config().max_batch_bytes as usize;
+        if batch.bytes().len() > max {
+            let len = batch.bytes().len();
+            return Err(StorageError::BatchTooLarge { len, max }.into());
+        }
+        let held = self.delays.hold(topic, p, batch, acks)?;
+        let mut out = match held.immediate {
+            // The records not held, in their order: the offsets count only them.
+            Some(b) => Produced::appended(p, log.append(&b, durability)?, transformed),
+            None => Produced {
+                transformed,
+                ..Produced::nothing(p, log.stats().log_end)
+            },
+        };
+        out.delayed = held.count;
+        out.delay_first_id = held.first_id;
+        Ok(out)
+    }
+
+    /// Whether producing to `topic` runs plugins (and so must not run on an async worker).
+    pub fn has_pipeline(&self, topic: &str) -> bool {
+        self.pipelines.has_pipeline(topic)
+    }
+
+    /// Blocks until everything below `end` in the partition is fsync'd (group commit).
+    pub fn sync(&self, topic: &str, partition: u32, end: u64) -> Result<(), BrokerError> {
+        Ok(self.topics.partition(topic, partition)?.sync_through(end)?)
+    }
+
+    /// Forgets the producer sequences of a deleted topic.
+    pub fn forget_topic(&self, topic: &str) {
+        self.producers.remove_topic(topic);
+    }
+}
+
+/// Whether a produced batch asks for delayed delivery (its header has the delayed flag).
+fn holds_records(payload: &Bytes) -> bool {
+    quiver_proto::BatchHeader::parse(payload)
+        .is_ok_and(|h| h.flags & quiver_proto::batch::FLAG_DELAYED != 0)
+}

@@ -1,0 +1,87 @@
+//! The produce pipeline of one stream: requests are handed to the produce service in arrival
+//! order (so a stream's batches are appended in order), while their answers are written by a
+//! second task in the same order, `acks=all` answers waiting for their fsync off to the side so
+//! one stream's requests share group commits.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use quiver_client::wire::{decode_frame, write_frame, write_request_error, WireError};
+use quiver_proto::frame::{Frame, FrameKind};
+use quiver_proto::messages::{ProduceRequest, ProduceResponse};
+use tokio::sync::mpsc;
+
+use super::stream::{wire_code, Requests};
+use crate::broker::Broker;
+use crate::error::BrokerError;
+use crate::services::produce::Accepted;
+
+/// Produce answers a stream may have outstanding before it stops reading new requests.
+const MAX_IN_FLIGHT: usize = 256;
+
+/// A produce answer still to be written, in request order, with its request id.
+struct Pending(Accepted, u64);
+
+pub(super) async fn pipeline(
+    first: Frame,
+    mut reader: Requests,
+    send: quinn::SendStream,
+    broker: Arc<Broker>,
+) -> Result<(), WireError> {
+    let (tx, rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT);
+    let writer = tokio::spawn(write_answers(rx, send));
+    let mut next = Some(first);
+    while let Some(frame) = next.take() {
+        let pending = match decode_frame::<ProduceRequest>(frame, FrameKind::Produce) {
+            Ok((req, payload)) => {
+                let id = req.request_id;
+                Pending(broker.produce().accept(req, payload).await, id)
+            }
+            Err(e) => unreadable(&e),
+        };
+        if tx.send(pending).await.is_err() {
+            break; // the writer stopped: the client went away
+        }
+        match reader.next().await {
+            Ok(f) => next = f,
+            Err(e) => {
+                let _ = tx.send(unreadable(&e)).await;
+                break;
+            }
+        }
+    }
+    drop(tx);
+    writer
+        .await
+        .map_err(|e| WireError::Read(std::io::Error::other(e)))?
+}
+
+/// A request that could not be read, as the answer it gets.
+fn unreadable(e: &WireError) -> Pending {
+    let err = BrokerError::Wire(wire_code(e), e.to_string());
+    Pending(Accepted::Done(Err(err)), 0)
+}
+
+async fn write_answers(
+    mut rx: mpsc::Receiver<Pending>,
+    mut send: quinn::SendStream,
+) -> Result<(), WireError> {
+    while let Some(Pending(accepted, request_id)) = rx.recv().await {
+        let result: Result<ProduceResponse, BrokerError> = match accepted {
+            Accepted::NoReply => continue,
+            Accepted::Done(r) => r,
+            Accepted::Syncing(h) => h
+                .await
+                .unwrap_or_else(|e| Err(BrokerError::Internal(e.to_string()))),
+        };
+        match result {
+            Ok(resp) => write_frame(&mut send, FrameKind::ProduceOk, &resp, Bytes::new()).await?,
+            Err(e) => {
+                let msg = format!("request {request_id}: {e}");
+                write_request_error(&mut send, e.code(), msg, request_id).await?
+            }
+        }
+    }
+    send.finish()?;
+    Ok(())
+}
