@@ -9,7 +9,7 @@ use quiver_client::wire::{decode_frame, write_frame, write_request_error, WireEr
 use quiver_proto::frame::{Frame, FrameKind};
 use quiver_proto::messages::FetchRequest;
 
-use super::stream::{reject, Requests};
+use super::requests::{reject, Requests};
 use crate::broker::Broker;
 use crate::error::BrokerError;
 

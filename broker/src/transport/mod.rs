@@ -4,6 +4,7 @@
 
 mod fetch;
 mod produce;
+mod requests;
 pub mod server;
 mod stream;
 pub mod tls;

@@ -11,7 +11,7 @@ use quiver_proto::frame::{Frame, FrameKind};
 use quiver_proto::messages::{ProduceRequest, ProduceResponse};
 use tokio::sync::mpsc;
 
-use super::stream::{wire_code, Requests};
+use super::requests::{wire_code, Requests};
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::services::produce::Accepted;

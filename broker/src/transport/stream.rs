@@ -5,13 +5,14 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use quiver_client::wire::{decode_frame, write_error, write_frame, FrameReader, WireError};
+use quiver_client::wire::{decode_frame, write_error, write_frame, WireError};
 use quiver_proto::frame::{Frame, FrameKind};
 use quiver_proto::groups::{GroupRequest, GroupResponse, QueueRequest, QueueResponse};
 use quiver_proto::messages::{AdminRequest, AdminResponse};
 use quiver_proto::ErrorCode;
 use tokio_util::sync::CancellationToken;
 
+use super::requests::{finish, reject, Requests};
 use super::{fetch, produce};
 use crate::broker::Broker;
 use crate::error::BrokerError;
@@ -24,12 +25,7 @@ pub(super) async fn serve(
     broker: Arc<Broker>,
     shutdown: CancellationToken,
 ) -> Result<(), WireError> {
-    let config = broker.config();
-    let mut reader = Requests {
-        reader: FrameReader::new(recv, config.max_frame_bytes)
-            .with_admin_limit((config.plugins.max_component_mb as usize) << 20),
-        shutdown,
-    };
+    let mut reader = Requests::new(recv, broker.config(), shutdown);
     let first = match reader.next().await {
         Ok(Some(f)) => f,
         Ok(None) => return Ok(()),
@@ -60,43 +56,6 @@ pub(super) async fn serve(
             one_shot(&mut send, FrameKind::AdminOk, answer).await
         }
     }
-}
-
-/// The request frames of one stream; ends (like a finished stream) once shutdown starts, so idle
-/// streams do not hold up a graceful shutdown while in-flight requests still complete.
-pub(super) struct Requests {
-    reader: FrameReader<quinn::RecvStream>,
-    pub(super) shutdown: CancellationToken,
-}
-
-impl Requests {
-    pub(super) async fn next(&mut self) -> Result<Option<Frame>, WireError> {
-        tokio::select! {
-            _ = self.shutdown.cancelled() => Ok(None),
-            f = self.reader.next() => f,
-        }
-    }
-}
-
-/// Answers unreadable input with an error frame and closes the stream.
-pub(super) async fn reject(mut send: quinn::SendStream, e: &WireError) -> Result<(), WireError> {
-    tracing::info!(error = %e, "rejecting a malformed stream");
-    write_error(&mut send, wire_code(e), e.to_string()).await?;
-    finish(send)
-}
-
-/// The code a stream that could not be read is answered with.
-pub(super) fn wire_code(e: &WireError) -> ErrorCode {
-    match e {
-        WireError::Frame(f) => f.code(),
-        WireError::Remote { code, .. } => *code,
-        _ => ErrorCode::MalformedFrame,
-    }
-}
-
-fn finish(mut send: quinn::SendStream) -> Result<(), WireError> {
-    send.finish()?;
-    Ok(())
 }
 
 /// A request header that does not decode is the caller's mistake.

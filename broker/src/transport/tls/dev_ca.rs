@@ -1,0 +1,283 @@
+//! The development CA kept in `<data-dir>/tls/`: generated once and reused across restarts, the
+//! server certificate it signs (reissued when missing, expiring or signed by another CA), and
+//! client certificates for mTLS. Strict DER throughout, so every TLS stack accepts the chain.
+
+use super::files::*;
+use super::*;
+
+/// Makes sure `<data_dir>/tls/` holds a dev CA and a server certificate signed by it, reusing
+/// what is there. A broken CA is an error rather than silently replaced, because clients have
+/// already been told to trust it; a missing, broken or expiring server certificate is reissued.
+pub fn ensure_dev_certs(data_dir: &Path) -> Result<DevCerts, TlsError> {
+    let dir = data_dir.join("tls");
+    create_dir(&dir)?;
+    let (ca, ca_generated) = load_or_create_ca(&dir)?;
+    let certs = DevCerts {
+        ca_pem_path: dir.join(CA_CERT_FILE),
+        cert_path: dir.join(SERVER_CERT_FILE),
+        key_path: dir.join(SERVER_KEY_FILE),
+        generated: true,
+    };
+    if !ca_generated && server_cert_reusable(&certs, &ca) {
+        return Ok(DevCerts {
+            generated: false,
+            ..certs
+        });
+    }
+    issue_server_cert(&ca, &certs)?;
+    Ok(certs)
+}
+
+/// Signs a client certificate (CN = `name`, ClientAuth) with the dev CA in `ca_dir` (the folder
+/// holding `ca.pem` and `ca.key`, i.e. `<data-dir>/tls`). Writes `<out_dir>/<name>.pem` and
+/// `<out_dir>/<name>.key` and returns those paths.
+pub fn generate_client_cert(
+    ca_dir: &Path,
+    name: &str,
+    out_dir: &Path,
+) -> Result<(PathBuf, PathBuf), TlsError> {
+    check_name(name)?;
+    let ca = DevCa::load(ca_dir)?;
+    let key = new_key("client key")?;
+    let cert = client_params(name)
+        .signed_by(&key, &ca.issuer, &ca.key)
+        .map_err(generate_err("client certificate"))?;
+    ca.self_check_client(cert.der())?;
+    create_dir(out_dir)?;
+    let cert_path = out_dir.join(format!("{name}.pem"));
+    let key_path = out_dir.join(format!("{name}.key"));
+    write_file(&key_path, key.serialize_pem().as_bytes(), true)?;
+    write_file(&cert_path, cert.pem().as_bytes(), false)?;
+    Ok((cert_path, key_path))
+}
+
+/// The name becomes a file name, so it must not be able to escape `out_dir`.
+fn check_name(name: &str) -> Result<(), TlsError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if name.is_empty() || name.starts_with('.') || !name.chars().all(allowed) {
+        return Err(TlsError::InvalidName(name.to_owned()));
+    }
+    Ok(())
+}
+
+/// A loaded or fresh CA: rcgen needs a `Certificate` describing the issuer to sign with it.
+struct DevCa {
+    issuer: Certificate,
+    key: KeyPair,
+    der: CertificateDer<'static>,
+    pem_path: PathBuf,
+}
+
+impl DevCa {
+    fn generate(dir: &Path) -> Result<Self, TlsError> {
+        let key = new_key("CA key")?;
+        let issuer = ca_params()
+            .self_signed(&key)
+            .map_err(generate_err("CA certificate"))?;
+        let der = issuer.der().clone();
+        let pem_path = dir.join(CA_CERT_FILE);
+        Ok(DevCa {
+            issuer,
+            key,
+            der,
+            pem_path,
+        })
+    }
+
+    fn load(dir: &Path) -> Result<Self, TlsError> {
+        let pem_path = dir.join(CA_CERT_FILE);
+        let key_path = dir.join(CA_KEY_FILE);
+        let der = first_cert(&pem_path, "CA certificate")?;
+        let key_pem = read_string(&key_path, "CA key")?;
+        let key = KeyPair::from_pem(&key_pem).map_err(parse_err("CA key", &key_path))?;
+        // Rebuilding the issuer from the file (not from our constants) keeps its exact subject
+        // and key identifier, which webpki compares byte for byte when building the chain.
+        let issuer = CertificateParams::from_ca_cert_der(&der)
+            .and_then(|params| params.self_signed(&key))
+            .map_err(parse_err("CA certificate", &pem_path))?;
+        Ok(DevCa {
+            issuer,
+            key,
+            der,
+            pem_path,
+        })
+    }
+
+    fn save(&self, dir: &Path) -> Result<(), TlsError> {
+        write_file(
+            &dir.join(CA_KEY_FILE),
+            self.key.serialize_pem().as_bytes(),
+            true,
+        )?;
+        write_file(&self.pem_path, self.issuer.pem().as_bytes(), false)
+    }
+
+    fn roots(&self) -> Result<Arc<RootCertStore>, TlsError> {
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(self.der.clone())
+            .map_err(|source| self.self_check_err(source))?;
+        Ok(Arc::new(roots))
+    }
+
+    /// Verifies a server certificate the way a client would, at `now` (later than the real now
+    /// when checking that a reused certificate is not about to expire).
+    fn check_server(&self, leaf: &CertificateDer<'_>, now: UnixTime) -> Result<(), TlsError> {
+        let verifier = WebPkiServerVerifier::builder_with_provider(self.roots()?, provider())
+            .build()
+            .map_err(|e| self.self_check_err(rustls::Error::General(e.to_string())))?;
+        // An IP name needs no parsing; the SAN list always carries 127.0.0.1 next to localhost.
+        let name = ServerName::IpAddress(IpAddr::from(Ipv4Addr::LOCALHOST).into());
+        verifier
+            .verify_server_cert(leaf, &[], &name, &[], now)
+            .map(drop)
+            .map_err(|source| self.self_check_err(source))
+    }
+
+    /// Catches a `ca.key` that does not belong to `ca.pem` before handing out a useless cert.
+    fn self_check_client(&self, leaf: &CertificateDer<'_>) -> Result<(), TlsError> {
+        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots()?, provider())
+            .build()
+            .map_err(|e| self.self_check_err(rustls::Error::General(e.to_string())))?;
+        verifier
+            .verify_client_cert(leaf, &[], UnixTime::now())
+            .map(drop)
+            .map_err(|source| self.self_check_err(source))
+    }
+
+    fn self_check_err(&self, source: rustls::Error) -> TlsError {
+        TlsError::SelfCheck {
+            ca: self.pem_path.clone(),
+            source,
+        }
+    }
+}
+
+fn load_or_create_ca(dir: &Path) -> Result<(DevCa, bool), TlsError> {
+    if dir.join(CA_CERT_FILE).exists() && dir.join(CA_KEY_FILE).exists() {
+        return Ok((DevCa::load(dir)?, false));
+    }
+    let ca = DevCa::generate(dir)?;
+    ca.save(dir)?;
+    tracing::info!(ca = %ca.pem_path.display(), "generated a development CA");
+    Ok((ca, true))
+}
+
+/// True when the server pair on disk matches, chains to `ca` and outlives the renewal margin.
+/// Any failure only means "reissue", so it is logged rather than returned.
+fn server_cert_reusable(certs: &DevCerts, ca: &DevCa) -> bool {
+    if !certs.cert_path.exists() || !certs.key_path.exists() {
+        return false;
+    }
+    let check = || -> Result<(), TlsError> {
+        let chain = read_certs(&certs.cert_path, "certificate")?;
+        let key = read_key(&certs.key_path)?;
+        let leaf = first_cert(&certs.cert_path, "certificate")?;
+        CertifiedKey::from_der(chain, key, &provider()).map_err(|source| TlsError::Identity {
+            cert: certs.cert_path.clone(),
+            key: certs.key_path.clone(),
+            source,
+        })?;
+        let later = SystemTime::now() + RENEW_MARGIN;
+        ca.check_server(&leaf, UnixTime::since_unix_epoch(unix_secs(later)))
+    };
+    match check() {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "reissuing the development server certificate");
+            false
+        }
+    }
+}
+
+fn unix_secs(t: SystemTime) -> Duration {
+    // A clock before 1970 only makes the check stricter; it cannot make it pass wrongly.
+    t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default()
+}
+
+fn issue_server_cert(ca: &DevCa, certs: &DevCerts) -> Result<(), TlsError> {
+    let key = new_key("server key")?;
+    let cert = server_params()?
+        .signed_by(&key, &ca.issuer, &ca.key)
+        .map_err(generate_err("server certificate"))?;
+    ca.check_server(cert.der(), UnixTime::now())?;
+    write_file(&certs.key_path, key.serialize_pem().as_bytes(), true)?;
+    write_file(&certs.cert_path, cert.pem().as_bytes(), false)?;
+    tracing::info!(cert = %certs.cert_path.display(), "issued a development server certificate");
+    Ok(())
+}
+
+fn new_key(what: &'static str) -> Result<KeyPair, TlsError> {
+    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(generate_err(what))
+}
+
+fn ca_params() -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = common_name(CA_COMMON_NAME);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    set_validity(&mut params, CA_VALIDITY_DAYS);
+    params
+}
+
+fn server_params() -> Result<CertificateParams, TlsError> {
+    let sans: Vec<String> = SERVER_SANS.iter().map(|s| s.to_string()).collect();
+    let mut params = CertificateParams::new(sans).map_err(generate_err("server names"))?;
+    params.distinguished_name = common_name(SERVER_COMMON_NAME);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf_defaults(&mut params);
+    Ok(params)
+}
+
+fn client_params(name: &str) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = common_name(name);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    leaf_defaults(&mut params);
+    params
+}
+
+/// What every leaf needs for strict stacks: an explicit "not a CA", a signature key usage and
+/// an authority key identifier so OpenSSL-style chain building finds the issuer directly.
+fn leaf_defaults(params: &mut CertificateParams) {
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    set_validity(params, LEAF_VALIDITY_DAYS);
+}
+
+fn common_name(name: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, name);
+    dn
+}
+
+fn set_validity(params: &mut CertificateParams, days: i64) {
+    let now = time::OffsetDateTime::now_utc();
+    // Backdated a day so a peer whose clock is slightly behind still accepts a fresh cert.
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(days);
+}
+
+fn generate_err(what: &'static str) -> impl FnOnce(rcgen::Error) -> TlsError {
+    move |source| TlsError::Generate { what, source }
+}
+
+fn parse_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(rcgen::Error) -> TlsError + 'a {
+    move |source| TlsError::Parse {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files
+// ---------------------------------------------------------------------------------------------
