@@ -57,23 +57,3 @@ impl From<crate::Routes> for router_world::Routes {
         }
     }
 }
-
-use crate::log::Level;
-use filter_world::quiver::plugin::host;
-
-/// Sends one log line to the broker through the `host.log` import.
-pub(crate) fn log(level: Level, message: &str) {
-    let level = match level {
-        Level::Trace => host::Level::Trace,
-        Level::Debug => host::Level::Debug,
-        Level::Info => host::Level::Info,
-        Level::Warn => host::Level::Warn,
-        Level::Error => host::Level::Error,
-    };
-    host::log(level, message);
-}
-
-/// The broker's wall clock (`host.now-ms`): WASI clocks are not granted to plugins.
-pub(crate) fn now_ms() -> i64 {
-    host::now_ms()
-}

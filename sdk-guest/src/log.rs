@@ -17,9 +17,23 @@ pub enum Level {
 /// Sends `message` to the broker's log at `level`.
 pub fn log(level: Level, message: &str) {
     #[cfg(target_arch = "wasm32")]
-    crate::bindings::log(level, message);
+    host_log(level, message);
     #[cfg(not(target_arch = "wasm32"))]
     native::capture(level, message);
+}
+
+/// Sends one log line to the broker through the `host.log` import.
+#[cfg(target_arch = "wasm32")]
+fn host_log(level: Level, message: &str) {
+    use crate::bindings::filter_world::quiver::plugin::host;
+    let level = match level {
+        Level::Trace => host::Level::Trace,
+        Level::Debug => host::Level::Debug,
+        Level::Info => host::Level::Info,
+        Level::Warn => host::Level::Warn,
+        Level::Error => host::Level::Error,
+    };
+    host::log(level, message);
 }
 
 pub fn trace(message: &str) {
@@ -45,7 +59,7 @@ pub fn error(message: &str) {
 /// Milliseconds since the Unix epoch, from the broker's clock (plugins get no WASI clocks).
 pub fn now_ms() -> i64 {
     #[cfg(target_arch = "wasm32")]
-    return crate::bindings::now_ms();
+    return crate::bindings::filter_world::quiver::plugin::host::now_ms();
     #[cfg(not(target_arch = "wasm32"))]
     return native::now_ms();
 }
