@@ -23,6 +23,9 @@ const READ_CHUNK: usize = 1 << 20;
 
 type Key = (String, String, u32);
 
+/// A record leased by a poll: (offset, delivery count).
+type Lease = (u64, u32);
+
 /// A poll's parameters.
 #[derive(Debug, Clone)]
 pub struct PollParams {
@@ -115,7 +118,7 @@ impl Queues {
     }
 
     /// One pass over the topic's partitions (starting at a rotating one, so consumers spread):
-    /// expire leases, then lease up to `max_records` records.
+    /// expire leases, then lease up to `max_records` records within the poll's byte budget.
     pub fn poll_once(
         &self,
         p: &PollParams,
@@ -126,7 +129,6 @@ impl Queues {
         let n = logs.len().max(1);
         let first = self.rotation.fetch_add(1, Ordering::Relaxed) % n;
         let now = Instant::now();
-        let deadline = now + p.visibility;
         let mut out = Polled::default();
         let mut remaining = p.max_records;
         let mut budget = p.max_bytes.max(1);
@@ -134,20 +136,7 @@ impl Queues {
             let partition = ((first + k) % n) as u32;
             let log = &logs[partition as usize];
             let sp = self.part(&p.group, &p.topic, partition, log)?;
-            let (leased, event) = {
-                let mut sp = sp.lock();
-                sp.max_deliveries = p.max_deliveries.max(1);
-                let stats = log.stats();
-                let before = sp.start();
-                sp.skip_to(stats.log_start);
-                let dead = sp.expire(now);
-                self.bury(&p.group, &p.topic, partition, log, &mut sp, dead, sink);
-                let leased = sp.lease(&p.consumer, now, deadline, remaining, stats.log_end);
-                if sp.start() != before {
-                    self.save_start(&(p.group.clone(), p.topic.clone(), partition), sp.start())?;
-                }
-                (leased, sp.next_event())
-            };
+            let (leased, event) = self.lease_from(p, partition, log, &sp, now, remaining, sink)?;
             out.next_event = match (out.next_event, event) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -155,35 +144,44 @@ impl Queues {
             if leased.is_empty() {
                 continue;
             }
-            let offsets: Vec<u64> = leased.iter().map(|(o, _)| *o).collect();
-            let (bytes, included) = read_records(log, &offsets, budget)?;
-            budget = budget.saturating_sub(bytes.len());
-            if included < leased.len() {
-                let mut sp = sp.lock();
-                for (o, _) in &leased[included..] {
-                    sp.give_back(&p.consumer, *o, *o, now, false);
-                }
-            }
-            remaining -= included;
-            let records: Vec<LeasedRecord> = leased[..included]
-                .iter()
-                .map(|&(offset, delivery_count)| LeasedRecord {
-                    offset,
-                    delivery_count,
-                })
-                .collect();
-            if !records.is_empty() {
-                out.parts.push(LeasedBatch {
-                    partition,
-                    bytes,
-                    records,
-                });
+            let batch = collect(p, partition, log, &sp, &leased, now, &mut budget)?;
+            remaining -= batch.records.len();
+            if !batch.records.is_empty() {
+                out.parts.push(batch);
             }
             if budget == 0 {
                 break;
             }
         }
         Ok(out)
+    }
+
+    /// Expires the partition's leases (burying records out of deliveries) and leases up to
+    /// `remaining` records to the poller; returns them with the partition's next event.
+    #[allow(clippy::too_many_arguments)]
+    fn lease_from(
+        &self,
+        p: &PollParams,
+        partition: u32,
+        log: &PartitionLog,
+        sp: &Mutex<SharePartition>,
+        now: Instant,
+        remaining: usize,
+        sink: DeadLetterSink<'_>,
+    ) -> Result<(Vec<Lease>, Option<Instant>), GroupError> {
+        let mut sp = sp.lock();
+        sp.max_deliveries = p.max_deliveries.max(1);
+        let stats = log.stats();
+        let before = sp.start();
+        sp.skip_to(stats.log_start);
+        let dead = sp.expire(now);
+        self.bury(&p.group, &p.topic, partition, log, &mut sp, dead, sink);
+        let deadline = now + p.visibility;
+        let leased = sp.lease(&p.consumer, now, deadline, remaining, stats.log_end);
+        if sp.start() != before {
+            self.save_start(&(p.group.clone(), p.topic.clone(), partition), sp.start())?;
+        }
+        Ok((leased, sp.next_event()))
     }
 
     /// Resolves when records are given back for delivery now (see `given_back`).
@@ -401,4 +399,38 @@ fn read_records(
         }
     }
     Ok((out.freeze(), i))
+}
+
+/// Reads the leased records' batches within the byte budget; records past it are given back
+/// (uncounted) for a later poll.
+fn collect(
+    p: &PollParams,
+    partition: u32,
+    log: &PartitionLog,
+    sp: &Mutex<SharePartition>,
+    leased: &[Lease],
+    now: Instant,
+    budget: &mut usize,
+) -> Result<LeasedBatch, GroupError> {
+    let offsets: Vec<u64> = leased.iter().map(|(o, _)| *o).collect();
+    let (bytes, included) = read_records(log, &offsets, *budget)?;
+    *budget = budget.saturating_sub(bytes.len());
+    if included < leased.len() {
+        let mut sp = sp.lock();
+        for (o, _) in &leased[included..] {
+            sp.give_back(&p.consumer, *o, *o, now, false);
+        }
+    }
+    let records = leased[..included]
+        .iter()
+        .map(|&(offset, delivery_count)| LeasedRecord {
+            offset,
+            delivery_count,
+        })
+        .collect();
+    Ok(LeasedBatch {
+        partition,
+        bytes,
+        records,
+    })
 }
