@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::codes::ErrorCode;
 use crate::frame::{Frame, FrameError, FrameKind};
+use crate::routing::{Binding, ExchangeInfo, ExchangeKind};
+// Declared in `plugins` (which `routing` uses too); re-exported so `messages::…` paths keep working.
+pub use crate::plugins::{AttachmentInfo, ErrorPolicy, PluginRef, PluginVersionInfo};
 
 /// The protocol version this build speaks (sent in `Hello`, echoed in `HelloOk`).
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -234,15 +237,6 @@ pub struct FetchRequest {
     pub plugin: Option<PluginRef>,
 }
 
-/// A plugin named by a request, with its `key=value` configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct PluginRef {
-    /// `NAME` (the latest version) or `NAME@VERSION`.
-    pub name: String,
-    #[serde(default)]
-    pub config: Vec<(String, String)>,
-}
-
 /// Header of a `FetchOk` frame; the payload is zero or more whole record batches.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchResponse {
@@ -327,7 +321,7 @@ pub enum AdminRequest {
     InitProducer,
     CreateExchange {
         name: String,
-        kind: crate::routing::ExchangeKind,
+        kind: ExchangeKind,
         /// An existing topic for records that match no binding.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         alternate: Option<String>,
@@ -335,7 +329,7 @@ pub enum AdminRequest {
     /// Binds `binding.topic` (an existing topic) to the exchange.
     BindExchange {
         exchange: String,
-        binding: crate::routing::Binding,
+        binding: Binding,
     },
     ListExchanges,
     DeleteExchange {
@@ -362,78 +356,6 @@ pub enum AdminRequest {
     CancelDelayed {
         id: u64,
     },
-}
-
-/// What an ingest stage does with a batch its plugin failed on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ErrorPolicy {
-    /// The batch's records go to `<topic>.dlq` with the error in the `quiver-error` header.
-    #[default]
-    DeadLetter,
-    /// The batch's records are dropped (logged and counted).
-    Skip,
-    /// The produce fails with the plugin's message.
-    Reject,
-}
-
-impl ErrorPolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorPolicy::DeadLetter => "dead-letter",
-            ErrorPolicy::Skip => "skip",
-            ErrorPolicy::Reject => "reject",
-        }
-    }
-}
-
-impl std::str::FromStr for ErrorPolicy {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "dead-letter" => Ok(ErrorPolicy::DeadLetter),
-            "skip" => Ok(ErrorPolicy::Skip),
-            "reject" => Ok(ErrorPolicy::Reject),
-            other => Err(format!(
-                "unknown error policy {other:?}: expected dead-letter, skip or reject"
-            )),
-        }
-    }
-}
-
-/// One deployed version of a plugin.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PluginVersionInfo {
-    pub name: String,
-    pub version: String,
-    /// `filter` or `transform`.
-    pub world: String,
-    /// SHA-256 of the component bytes, hex.
-    pub sha256: String,
-    pub size_bytes: u64,
-    pub deployed_ms: i64,
-}
-
-/// A stage of a topic's ingest pipeline, with its health.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AttachmentInfo {
-    pub topic: String,
-    pub plugin: String,
-    pub version: String,
-    pub world: String,
-    pub config: Vec<(String, String)>,
-    pub on_error: ErrorPolicy,
-    pub timeout_ms: u32,
-    pub memory_mb: u32,
-    pub healthy: bool,
-    pub calls: u64,
-    pub failures: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-    /// `topic` names an exchange this router is attached to.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub exchange: bool,
 }
 
 /// Header of an `AdminOk` frame.
@@ -486,9 +408,9 @@ pub enum AdminResponse {
     Producer {
         producer_id: u64,
     },
-    Exchange(crate::routing::ExchangeInfo),
+    Exchange(ExchangeInfo),
     Exchanges {
-        exchanges: Vec<crate::routing::ExchangeInfo>,
+        exchanges: Vec<ExchangeInfo>,
     },
     ExchangeDeleted {
         name: String,
