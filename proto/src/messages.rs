@@ -13,7 +13,9 @@ use crate::codes::ErrorCode;
 use crate::frame::{Frame, FrameError, FrameKind};
 use crate::routing::{Binding, ExchangeInfo, ExchangeKind};
 // Declared in `plugins` (which `routing` uses too); re-exported so `messages::…` paths keep working.
-pub use crate::plugins::{AttachmentInfo, ErrorPolicy, PluginRef, PluginVersionInfo};
+pub use crate::plugins::{
+    AttachOptions, AttachmentInfo, ErrorPolicy, PluginRef, PluginVersionInfo,
+};
 
 /// The protocol version this build speaks (sent in `Hello`, echoed in `HelloOk`).
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -301,15 +303,9 @@ pub enum AdminRequest {
     /// plugin name in place.
     AttachPlugin {
         topic: String,
-        plugin: String,
-        #[serde(default)]
-        config: Vec<(String, String)>,
-        #[serde(default)]
-        on_error: ErrorPolicy,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        timeout_ms: Option<u32>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        memory_mb: Option<u32>,
+        /// Flattened: its fields sit beside `topic` in the map, as they did before it was a type.
+        #[serde(flatten)]
+        options: AttachOptions,
     },
     DetachPlugin {
         topic: String,
@@ -339,15 +335,9 @@ pub enum AdminRequest {
     /// bindings, then decides each record's destination topics.
     AttachExchangeRouter {
         exchange: String,
-        plugin: String,
-        #[serde(default)]
-        config: Vec<(String, String)>,
-        #[serde(default)]
-        on_error: ErrorPolicy,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        timeout_ms: Option<u32>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        memory_mb: Option<u32>,
+        /// Flattened like `AttachPlugin`'s.
+        #[serde(flatten)]
+        options: AttachOptions,
     },
     DetachExchangeRouter {
         exchange: String,
@@ -596,23 +586,25 @@ mod tests {
         ]
     }
 
-    fn plugin_requests() -> impl Strategy<Value = AdminRequest> {
-        let attach = (
-            (name(), name(), config(), policy()),
+    fn attach_options() -> impl Strategy<Value = AttachOptions> {
+        (
+            (name(), config(), policy()),
             (of(any::<u32>()), of(any::<u32>())),
         )
-            .prop_map(
-                |((topic, plugin, config, on_error), (timeout_ms, memory_mb))| {
-                    AdminRequest::AttachPlugin {
-                        topic,
-                        plugin,
-                        config,
-                        on_error,
-                        timeout_ms,
-                        memory_mb,
-                    }
-                },
-            );
+            .prop_map(|((plugin, config, on_error), (timeout_ms, memory_mb))| {
+                AttachOptions {
+                    plugin,
+                    config,
+                    on_error,
+                    timeout_ms,
+                    memory_mb,
+                }
+            })
+    }
+
+    fn plugin_requests() -> impl Strategy<Value = AdminRequest> {
+        let attach = (name(), attach_options())
+            .prop_map(|(topic, options)| AdminRequest::AttachPlugin { topic, options });
         prop_oneof![
             (name(), of(name()))
                 .prop_map(|(name, version)| AdminRequest::DeployPlugin { name, version }),
@@ -622,7 +614,67 @@ mod tests {
             attach,
             (name(), name())
                 .prop_map(|(topic, plugin)| AdminRequest::DetachPlugin { topic, plugin }),
+            (name(), attach_options()).prop_map(|(exchange, options)| {
+                AdminRequest::AttachExchangeRouter { exchange, options }
+            }),
         ]
+    }
+
+    /// The two attach requests exactly as they were declared before [`AttachOptions`] existed:
+    /// the wire format the flattened declarations must keep, byte for byte.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "op", rename_all = "kebab-case")]
+    enum OldAttach {
+        AttachPlugin {
+            topic: String,
+            plugin: String,
+            #[serde(default)]
+            config: Vec<(String, String)>,
+            #[serde(default)]
+            on_error: ErrorPolicy,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            timeout_ms: Option<u32>,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            memory_mb: Option<u32>,
+        },
+        AttachExchangeRouter {
+            exchange: String,
+            plugin: String,
+            #[serde(default)]
+            config: Vec<(String, String)>,
+            #[serde(default)]
+            on_error: ErrorPolicy,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            timeout_ms: Option<u32>,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            memory_mb: Option<u32>,
+        },
+    }
+
+    /// The old-shape twin of an attach request.
+    fn old_attach(req: &AdminRequest) -> OldAttach {
+        match req.clone() {
+            AdminRequest::AttachPlugin { topic, options: o } => OldAttach::AttachPlugin {
+                topic,
+                plugin: o.plugin,
+                config: o.config,
+                on_error: o.on_error,
+                timeout_ms: o.timeout_ms,
+                memory_mb: o.memory_mb,
+            },
+            AdminRequest::AttachExchangeRouter {
+                exchange,
+                options: o,
+            } => OldAttach::AttachExchangeRouter {
+                exchange,
+                plugin: o.plugin,
+                config: o.config,
+                on_error: o.on_error,
+                timeout_ms: o.timeout_ms,
+                memory_mb: o.memory_mb,
+            },
+            other => panic!("not an attach request: {other:?}"),
+        }
     }
 
     fn version_info() -> impl Strategy<Value = PluginVersionInfo> {
@@ -795,6 +847,22 @@ mod tests {
         }
 
         #[test]
+        fn attach_requests_encode_as_before(target in name(), options in attach_options(), router in any::<bool>()) {
+            let req = if router {
+                AdminRequest::AttachExchangeRouter { exchange: target, options }
+            } else {
+                AdminRequest::AttachPlugin { topic: target, options }
+            };
+            let old = old_attach(&req);
+            let new_bytes = encode_header(&req).map_err(fail)?;
+            let old_bytes = encode_header(&old).map_err(fail)?;
+            prop_assert_eq!(&new_bytes[..], &old_bytes[..]);
+            // Either side reads what the other wrote.
+            prop_assert_eq!(decode_header::<AdminRequest>(&old_bytes).map_err(fail)?, req);
+            prop_assert_eq!(decode_header::<OldAttach>(&new_bytes).map_err(fail)?, old);
+        }
+
+        #[test]
         fn error_round_trip(code in any::<u16>(), message in "\\PC{0,40}", request_id in of(any::<u64>())) {
             round_trip(&ErrorBody { code, message, request_id }, &[])?;
         }
@@ -860,6 +928,69 @@ mod tests {
         assert_eq!(
             encode_header(&AdminRequest::ListTopics).unwrap()[..],
             list[..]
+        );
+    }
+
+    #[test]
+    fn attach_plugin_matches_the_documented_bytes() {
+        // docs/protocol.md's `attach-plugin` row: the options sit beside `topic` in one map, an
+        // absent limit is left out.
+        let req = AdminRequest::AttachPlugin {
+            topic: "t".into(),
+            options: AttachOptions::new("mask@2")
+                .config("fields", "card")
+                .on_error(ErrorPolicy::Skip)
+                .timeout_ms(250),
+        };
+        let want: Vec<u8> = [
+            &[0x86, 0xa2][..],
+            b"op",
+            &[0xad],
+            b"attach-plugin",
+            &[0xa5],
+            b"topic",
+            &[0xa1, b't', 0xa6],
+            b"plugin",
+            &[0xa6],
+            b"mask@2",
+            &[0xa6],
+            b"config",
+            &[0x91, 0x92, 0xa6],
+            b"fields",
+            &[0xa4],
+            b"card",
+            &[0xa8],
+            b"on_error",
+            &[0xa4],
+            b"skip",
+            &[0xaa],
+            b"timeout_ms",
+            &[0xcc, 250],
+        ]
+        .concat();
+        assert_eq!(encode_header(&req).unwrap()[..], want[..]);
+    }
+
+    #[test]
+    fn attach_options_default_when_an_old_peer_leaves_them_out() {
+        #[derive(Serialize)]
+        struct Minimal<'a> {
+            op: &'a str,
+            exchange: &'a str,
+            plugin: &'a str,
+        }
+        let bytes = encode_header(&Minimal {
+            op: "attach-exchange-router",
+            exchange: "e",
+            plugin: "r",
+        })
+        .unwrap();
+        assert_eq!(
+            decode_header::<AdminRequest>(&bytes).unwrap(),
+            AdminRequest::AttachExchangeRouter {
+                exchange: "e".into(),
+                options: AttachOptions::new("r"),
+            }
         );
     }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use quiver_proto::batch::{self, FLAG_SPARSE};
-use quiver_proto::messages::{AttachmentInfo, ErrorPolicy};
+use quiver_proto::plugins::{AttachOptions, AttachmentInfo, ErrorPolicy};
 use quiver_proto::Batch;
 use serde::{Deserialize, Serialize};
 
@@ -40,16 +40,6 @@ pub struct StageSpec {
     pub on_error: ErrorPolicy,
     pub timeout_ms: u32,
     pub memory_mb: u32,
-}
-
-/// An attach request.
-#[derive(Debug, Clone)]
-pub struct AttachRequest {
-    pub plugin: String,
-    pub config: Vec<(String, String)>,
-    pub on_error: ErrorPolicy,
-    pub timeout_ms: Option<u32>,
-    pub memory_mb: Option<u32>,
 }
 
 /// The outcome of running a batch through a topic's pipeline.
@@ -199,12 +189,12 @@ impl Pipelines {
     pub fn attach(
         &self,
         topic: &str,
-        req: AttachRequest,
+        options: AttachOptions,
     ) -> Result<Vec<AttachmentInfo>, PluginError> {
-        check_dlq_name(topic, req.on_error)?;
+        check_dlq_name(topic, options.on_error)?;
         // Held throughout, so a concurrent remove cannot delete the version being attached.
         let _admin = self.admin.lock();
-        let stage = self.new_stage(req)?;
+        let stage = self.new_stage(options)?;
         let name = stage.spec.plugin.clone();
         let version = stage.spec.version.clone();
         let mut stages = self.stages(topic);
@@ -217,19 +207,19 @@ impl Pipelines {
         Ok(self.infos(topic))
     }
 
-    /// A stage for `req`, its instance created and initialised (so a refused configuration fails
-    /// here, before anything changes).
-    fn new_stage(&self, req: AttachRequest) -> Result<Arc<Stage>, PluginError> {
-        let info = self.registry.resolve(&req.plugin)?;
+    /// A stage for `options`, its instance created and initialised (so a refused configuration
+    /// fails here, before anything changes).
+    fn new_stage(&self, options: AttachOptions) -> Result<Arc<Stage>, PluginError> {
+        let info = self.registry.resolve(&options.plugin)?;
         let pre = self.registry.pre(&info.name, &info.version)?;
         let world = pre.world;
         let spec = StageSpec {
             plugin: info.name.clone(),
             version: info.version.clone(),
-            config: req.config,
-            on_error: req.on_error,
-            timeout_ms: req.timeout_ms.unwrap_or(self.config.timeout_ms),
-            memory_mb: req.memory_mb.unwrap_or(self.config.memory_mb),
+            config: options.config,
+            on_error: options.on_error,
+            timeout_ms: options.timeout_ms.unwrap_or(self.config.timeout_ms),
+            memory_mb: options.memory_mb.unwrap_or(self.config.memory_mb),
         };
         let spec = clamp_limits(spec, &self.config);
         let slot = Slot::new(
@@ -246,11 +236,11 @@ impl Pipelines {
     pub fn attach_router(
         &self,
         exchange: &str,
-        req: AttachRequest,
+        options: AttachOptions,
     ) -> Result<AttachmentInfo, PluginError> {
-        check_dlq_name(exchange, req.on_error)?;
+        check_dlq_name(exchange, options.on_error)?;
         let _admin = self.admin.lock();
-        let stage = self.new_stage(req)?;
+        let stage = self.new_stage(options)?;
         if stage.world != World::Router {
             return Err(PluginError::InvalidRequest(format!(
                 "{} is a {} plugin; an exchange takes a router plugin",

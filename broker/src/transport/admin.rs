@@ -12,7 +12,6 @@ use quiver_proto::messages::{
 };
 
 use crate::broker::{Broker, BrokerError, LogOverrides};
-use crate::plugins::pipeline::AttachRequest;
 use crate::plugins::registry::split_ref;
 use crate::storage::Topic;
 use quiver_proto::routing::ExchangeInfo;
@@ -160,23 +159,9 @@ fn plugins(
             let versions = pipelines.remove_plugin(&name)?;
             AdminResponse::PluginRemoved { name, versions }
         }
-        AdminRequest::AttachPlugin {
-            topic,
-            plugin,
-            config,
-            on_error,
-            timeout_ms,
-            memory_mb,
-        } => {
+        AdminRequest::AttachPlugin { topic, options } => {
             broker.topics().get(&topic)?;
-            let req = AttachRequest {
-                plugin,
-                config,
-                on_error,
-                timeout_ms,
-                memory_mb,
-            };
-            let stages = pipelines.attach(&topic, req)?;
+            let stages = pipelines.attach(&topic, options)?;
             AdminResponse::Pipeline { topic, stages }
         }
         AdminRequest::DetachPlugin { topic, plugin } => {
@@ -255,23 +240,9 @@ fn exchanges(broker: &Broker, req: AdminRequest) -> Result<AdminResponse, Broker
             broker.pipelines().detach_router(&name)?;
             AdminResponse::ExchangeDeleted { name }
         }
-        AdminRequest::AttachExchangeRouter {
-            exchange,
-            plugin,
-            config,
-            on_error,
-            timeout_ms,
-            memory_mb,
-        } => {
+        AdminRequest::AttachExchangeRouter { exchange, options } => {
             let def = ex.get(&exchange)?.def.clone();
-            let req = AttachRequest {
-                plugin,
-                config,
-                on_error,
-                timeout_ms,
-                memory_mb,
-            };
-            broker.pipelines().attach_router(&exchange, req)?;
+            broker.pipelines().attach_router(&exchange, options)?;
             AdminResponse::Exchange(with_router(broker, def))
         }
         AdminRequest::DetachExchangeRouter { exchange } => {
