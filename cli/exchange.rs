@@ -51,8 +51,7 @@ pub enum ExchangeCommand {
     /// plugin, not the bindings, then picks each record's topics.
     Attach {
         name: String,
-        /// NAME (latest version) or NAME@VERSION.
-        plugin: String,
+        // The PLUGIN argument (after NAME) and the stage flags.
         #[command(flatten)]
         stage: StageArgs,
         #[command(flatten)]
@@ -121,15 +120,13 @@ pub async fn run(cmd: ExchangeCommand) -> anyhow::Result<()> {
             client.admin().delete_exchange(&name).await?;
             client.close().await;
         }
-        ExchangeCommand::Attach {
-            name,
-            plugin,
-            stage,
-            conn,
-        } => {
-            let attach = stage.for_exchange(name, plugin)?;
+        ExchangeCommand::Attach { name, stage, conn } => {
+            let options = stage.try_into()?;
             let client = conn.connect().await?;
-            let e = client.admin().attach_exchange_router(attach).await?;
+            let e = client
+                .admin()
+                .attach_exchange_router(&name, options)
+                .await?;
             print_exchange(&e);
             client.close().await;
         }

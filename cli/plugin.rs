@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use quiver_client::{Attach, AttachRouter, AttachmentInfo, ErrorPolicy, PluginVersionInfo};
+use quiver_client::{AttachOptions, AttachmentInfo, PluginVersionInfo};
 
 use crate::args::ConnectArgs;
 
@@ -141,10 +141,12 @@ pub fn print_stages(stages: &[AttachmentInfo]) {
     }
 }
 
-/// Parses repeated `K=V` flags.
-/// How an attached plugin runs: shared by `topic attach` and `exchange attach`.
+/// The plugin to attach and how it runs: shared by `topic attach` and `exchange attach`, and turned
+/// into the one [`AttachOptions`] both requests carry.
 #[derive(Args, Debug)]
 pub struct StageArgs {
+    /// NAME (latest version) or NAME@VERSION.
+    plugin: String,
     /// Plugin configuration, KEY=VALUE (repeatable).
     #[arg(long = "config", value_name = "K=V")]
     config: Vec<String>,
@@ -159,44 +161,21 @@ pub struct StageArgs {
     memory_mb: Option<u32>,
 }
 
-impl StageArgs {
-    /// An attachment of `plugin` to a topic's ingest pipeline.
-    pub fn for_topic(self, topic: String, plugin: String) -> anyhow::Result<Attach> {
-        Ok(Attach {
-            topic,
-            plugin,
-            config: parse_config(&self.config)?,
-            on_error: self.policy()?,
-            timeout_ms: self.timeout_ms,
-            memory_mb: self.memory_mb,
-        })
-    }
+impl TryFrom<StageArgs> for AttachOptions {
+    type Error = anyhow::Error;
 
-    /// An attachment of the router `plugin` to an exchange.
-    pub fn for_exchange(self, exchange: String, plugin: String) -> anyhow::Result<AttachRouter> {
-        let Attach {
-            plugin,
-            config,
-            on_error,
-            timeout_ms,
-            memory_mb,
-            ..
-        } = self.for_topic(String::new(), plugin)?;
-        Ok(AttachRouter {
-            exchange,
-            plugin,
-            config,
-            on_error,
-            timeout_ms,
-            memory_mb,
+    fn try_from(args: StageArgs) -> anyhow::Result<AttachOptions> {
+        Ok(AttachOptions {
+            plugin: args.plugin,
+            config: parse_config(&args.config)?,
+            on_error: args.on_error.parse().map_err(anyhow::Error::msg)?,
+            timeout_ms: args.timeout_ms,
+            memory_mb: args.memory_mb,
         })
-    }
-
-    fn policy(&self) -> anyhow::Result<ErrorPolicy> {
-        self.on_error.parse().map_err(anyhow::Error::msg)
     }
 }
 
+/// Parses repeated `K=V` flags.
 pub fn parse_config(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     pairs
         .iter()

@@ -44,8 +44,7 @@ pub enum TopicCommand {
     /// place (hot swap, e.g. to a new version).
     Attach {
         topic: String,
-        /// NAME (latest version) or NAME@VERSION.
-        plugin: String,
+        // The PLUGIN argument (after TOPIC) and the stage flags.
         #[command(flatten)]
         stage: StageArgs,
         #[command(flatten)]
@@ -117,15 +116,10 @@ pub async fn run(cmd: TopicCommand) -> anyhow::Result<()> {
             }
             client.close().await;
         }
-        TopicCommand::Attach {
-            topic,
-            plugin,
-            stage,
-            conn,
-        } => {
-            let attach = stage.for_topic(topic, plugin)?;
+        TopicCommand::Attach { topic, stage, conn } => {
+            let options = stage.try_into()?;
             let client = conn.connect().await?;
-            let stages = client.admin().attach_plugin(attach).await?;
+            let stages = client.admin().attach_plugin(&topic, options).await?;
             print_stages(&stages);
             client.close().await;
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use quiver::{
-    Attach, Client, Consumer, ConsumerConfig, NewTopic, PluginRef, Producer, ProducerConfig,
+    AttachOptions, Client, Consumer, ConsumerConfig, NewTopic, PluginRef, Producer, ProducerConfig,
     ProducerRecord, SeekTo,
 };
 
@@ -43,12 +43,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let stages = client
         .admin()
-        .attach_plugin(Attach {
-            topic: topic.clone(),
-            plugin: "json-mask".into(),
-            config: vec![("fields".into(), "card".into())],
-            ..Default::default()
-        })
+        .attach_plugin(
+            &topic,
+            AttachOptions::new("json-mask").config("fields", "card"),
+        )
         .await?;
     println!("{topic} pipeline: {} stage(s)", stages.len());
     let producer = Producer::new(client.clone(), ProducerConfig::default());

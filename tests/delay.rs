@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use common::serve::Serve;
 use common::{plugin_wasm, TestBroker};
 use quiver::{
-    Attach, Client, CommitMode, Consumer, ConsumerConfig, GroupConfig, GroupConsumer, NewTopic,
-    Producer, ProducerConfig, ProducerRecord, SeekTo,
+    AttachOptions, Client, CommitMode, Consumer, ConsumerConfig, GroupConfig, GroupConsumer,
+    NewTopic, Producer, ProducerConfig, ProducerRecord, SeekTo,
 };
 
 /// Everything in `topic` right now, as (value, delay id header) in log order per partition.
@@ -204,19 +204,11 @@ async fn a_scheduler_plugin_delays_records_by_itself() {
         .deploy_plugin("payment-check", None, plugin_wasm("payment-check"))
         .await
         .unwrap();
-    let attach = Attach {
-        topic: "payment-checks".into(),
-        plugin: "payment-check".into(),
-        config: vec![
-            ("delay-ms".into(), "1000".into()),
-            ("only-field".into(), "status".into()),
-            ("only-value".into(), "pending".into()),
-        ],
-        on_error: Default::default(),
-        timeout_ms: None,
-        memory_mb: None,
-    };
-    let stages = admin.attach_plugin(attach).await.unwrap();
+    let attach = AttachOptions::new("payment-check")
+        .config("delay-ms", "1000")
+        .config("only-field", "status")
+        .config("only-value", "pending");
+    let stages = admin.attach_plugin("payment-checks", attach).await.unwrap();
     assert_eq!(stages[0].world, "scheduler");
 
     let producer = Producer::new(client.clone(), ProducerConfig::default());

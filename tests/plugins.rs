@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{consume_n, plugin_wasm, TestBroker};
 use quiver::{
-    Acks, Attach, Client, ConsumedRecord, Consumer, ConsumerConfig, ErrorPolicy, NewTopic,
+    Acks, AttachOptions, Client, ConsumedRecord, Consumer, ConsumerConfig, ErrorPolicy, NewTopic,
     PluginRef, Producer, ProducerConfig, ProducerRecord, SeekTo,
 };
 use quiver_proto::ErrorCode;
@@ -102,16 +102,10 @@ async fn deploy(client: &Client, name: &str, file: &str, version: Option<&str>) 
         .unwrap();
 }
 
-fn attach(topic: &str, plugin: &str, config: &[(&str, &str)]) -> Attach {
-    Attach {
-        topic: topic.into(),
-        plugin: plugin.into(),
-        config: config
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        ..Default::default()
-    }
+fn stage(plugin: &str, config: &[(&str, &str)]) -> AttachOptions {
+    config
+        .iter()
+        .fold(AttachOptions::new(plugin), |o, (k, v)| o.config(*k, *v))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,7 +166,7 @@ async fn the_registry_validates_versions_and_survives_a_restart() {
 
     admin.create_topic(NewTopic::new("t", 1)).await.unwrap();
     let refused = admin
-        .attach_plugin(attach("t", "tags@1", &[]))
+        .attach_plugin("t", stage("tags@1", &[]))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Some(ErrorCode::PluginInitFailed));
@@ -183,7 +177,7 @@ async fn the_registry_validates_versions_and_survives_a_restart() {
         "{refused}"
     );
     admin
-        .attach_plugin(attach("t", "tags@1", &[("tags", "keep")]))
+        .attach_plugin("t", stage("tags@1", &[("tags", "keep")]))
         .await
         .unwrap();
     let in_use = admin.remove_plugin("tags").await.unwrap_err();
@@ -252,11 +246,11 @@ async fn an_ingest_pipeline_filters_then_masks_and_hot_swaps() {
     deploy(&client, "mask", "json-mask", Some("1")).await;
     admin.create_topic(NewTopic::new("pay", 2)).await.unwrap();
     admin
-        .attach_plugin(attach("pay", "tags", &[("tags", "eu")]))
+        .attach_plugin("pay", stage("tags", &[("tags", "eu")]))
         .await
         .unwrap();
     let stages = admin
-        .attach_plugin(attach("pay", "mask@1", &[("fields", "card")]))
+        .attach_plugin("pay", stage("mask@1", &[("fields", "card")]))
         .await
         .unwrap();
     assert_eq!(stages.len(), 2);
@@ -280,7 +274,7 @@ async fn an_ingest_pipeline_filters_then_masks_and_hot_swaps() {
     // Hot swap: version 2 of `mask`, attached with another config, replaces stage 1 in place.
     deploy(&client, "mask", "json-mask", Some("2")).await;
     let stages = admin
-        .attach_plugin(attach("pay", "mask@2", &[("fields", "ssn")]))
+        .attach_plugin("pay", stage("mask@2", &[("fields", "ssn")]))
         .await
         .unwrap();
     let names: Vec<_> = stages
@@ -398,13 +392,13 @@ async fn hostile_topic(client: &Client, topic: &str, mode: &str, policy: ErrorPo
         .create_topic(NewTopic::new(topic, 1))
         .await
         .unwrap();
-    let mut a = attach(topic, "hostile", &[("mode", mode), ("huge-mib", "12")]);
+    let mut a = stage("hostile", &[("mode", mode), ("huge-mib", "12")]);
     a.on_error = policy;
     // Short for the endless loop; generous for the rest, which do real work (12 MiB of output)
     // on a debug-built, busy test machine.
     a.timeout_ms = Some(if mode == "loop" { 100 } else { 3_000 });
     a.memory_mb = Some(64);
-    client.admin().attach_plugin(a).await.unwrap();
+    client.admin().attach_plugin(topic, a).await.unwrap();
 }
 
 /// The healthy topic still takes and serves records.
@@ -498,7 +492,7 @@ async fn error_policies_dead_letter_skip_or_reject() {
         .unwrap();
     let refused = client
         .admin()
-        .attach_plugin(attach("rj", "hostile", &[("mode", "init-fail")]))
+        .attach_plugin("rj", stage("hostile", &[("mode", "init-fail")]))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Some(ErrorCode::PluginInitFailed));
@@ -578,9 +572,9 @@ async fn an_unhealthy_stage_is_tried_again_after_its_cooldown_and_can_be_swapped
     assert!(err.contains("time limit exceeded"), "{err}");
 
     // Swapping in a working configuration replaces the stage, health and all.
-    let mut fixed = attach("h", "hostile", &[("mode", "pass")]);
+    let mut fixed = stage("hostile", &[("mode", "pass")]);
     fixed.on_error = ErrorPolicy::Reject;
-    let stages = client.admin().attach_plugin(fixed).await.unwrap();
+    let stages = client.admin().attach_plugin("h", fixed).await.unwrap();
     assert!(stages[0].healthy && stages[0].failures == 0);
     produce_one(&client, "h", "fine").await.unwrap();
     assert_eq!(values(&consume_n(&client, "h", 1).await), ["fine"]);

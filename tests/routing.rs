@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{consume_n, TestBroker};
 use quiver::{
-    Attach, AttachRouter, Binding, Client, Consumer, ConsumerConfig, ExchangeKind, HeaderMatch,
-    NewTopic, Producer, ProducerConfig, ProducerRecord, SeekTo,
+    AttachOptions, Binding, Client, Consumer, ConsumerConfig, ExchangeKind, HeaderMatch, NewTopic,
+    Producer, ProducerConfig, ProducerRecord, SeekTo,
 };
 
 fn bind(topic: &str, key: &str) -> Binding {
@@ -251,12 +251,13 @@ async fn a_router_plugin_fans_one_record_out_to_two_topics() {
     let config = json_router(&[("field", "region"), ("prefix", "orders.")]);
     // On the ingest pipeline of `orders`: records leave it for the topics the plugin names.
     let stages = admin
-        .attach_plugin(Attach {
-            topic: "orders".into(),
-            plugin: "json-router".into(),
-            config: config.clone(),
-            ..Default::default()
-        })
+        .attach_plugin(
+            "orders",
+            AttachOptions {
+                config: config.clone(),
+                ..AttachOptions::new("json-router")
+            },
+        )
         .await
         .unwrap();
     assert_eq!(stages[0].world, "router");
@@ -312,12 +313,13 @@ async fn a_router_plugin_fans_one_record_out_to_two_topics() {
         .await
         .unwrap();
     let ex = admin
-        .attach_exchange_router(AttachRouter {
-            exchange: "regions".into(),
-            plugin: "json-router".into(),
-            config,
-            ..Default::default()
-        })
+        .attach_exchange_router(
+            "regions",
+            AttachOptions {
+                config,
+                ..AttachOptions::new("json-router")
+            },
+        )
         .await
         .unwrap();
     assert_eq!(ex.router.as_ref().unwrap().plugin, "json-router");
@@ -358,13 +360,13 @@ async fn a_router_plugin_fans_one_record_out_to_two_topics() {
     topics(&client, &[("ping", 1), ("pong", 1)]).await;
     for (topic, other) in [("ping", "pong"), ("pong", "ping")] {
         admin
-            .attach_plugin(Attach {
-                topic: topic.into(),
-                plugin: "json-router".into(),
-                config: json_router(&[("also", other)]),
-                on_error: quiver::ErrorPolicy::Reject,
-                ..Default::default()
-            })
+            .attach_plugin(
+                topic,
+                AttachOptions {
+                    config: json_router(&[("also", other)]),
+                    ..AttachOptions::new("json-router").on_error(quiver::ErrorPolicy::Reject)
+                },
+            )
             .await
             .unwrap();
     }

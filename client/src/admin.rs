@@ -9,10 +9,8 @@ use quiver_proto::groups::{
     CommittedOffset, GroupDescription, GroupRequest, GroupResponse, GroupSummary, PartitionOffset,
     ResetTo, TopicPartition,
 };
-use quiver_proto::messages::{
-    AdminRequest, AdminResponse, AttachmentInfo, ErrorPolicy, PluginVersionInfo, TopicDescription,
-    TopicSummary,
-};
+use quiver_proto::messages::{AdminRequest, AdminResponse, TopicDescription, TopicSummary};
+use quiver_proto::plugins::{AttachOptions, AttachmentInfo, PluginVersionInfo};
 use quiver_proto::routing::{Binding, ExchangeInfo, ExchangeKind};
 
 use crate::client::Client;
@@ -66,7 +64,7 @@ impl Admin {
             segment_bytes: topic.segment_bytes,
         };
         match self.call(req).await? {
-            AdminResponse::TopicCreated { partitions, .. } => Ok(partitions),
+            AdminResponse::TopicCreated(t) => Ok(t.partitions),
             other => Err(unexpected(other)),
         }
     }
@@ -119,33 +117,6 @@ impl Admin {
             other => Err(unexpected(other)),
         }
     }
-}
-
-/// A plugin attachment to create (or swap in place, for the same plugin name).
-#[derive(Debug, Clone, Default)]
-pub struct Attach {
-    pub topic: String,
-    /// `NAME` (latest version) or `NAME@VERSION`.
-    pub plugin: String,
-    pub config: Vec<(String, String)>,
-    pub on_error: ErrorPolicy,
-    /// `None`: the broker's default.
-    pub timeout_ms: Option<u32>,
-    pub memory_mb: Option<u32>,
-}
-
-/// A router plugin to attach to an exchange (replacing any router it had): the plugin, not the
-/// bindings, then decides the destination topics of each record.
-#[derive(Debug, Clone, Default)]
-pub struct AttachRouter {
-    pub exchange: String,
-    /// `NAME` (latest version) or `NAME@VERSION`.
-    pub plugin: String,
-    pub config: Vec<(String, String)>,
-    pub on_error: ErrorPolicy,
-    /// `None`: the broker's default.
-    pub timeout_ms: Option<u32>,
-    pub memory_mb: Option<u32>,
 }
 
 /// The reply to a deploy.
@@ -232,15 +203,16 @@ impl Admin {
         }
     }
 
-    /// Attaches a plugin to a topic's ingest pipeline; returns the pipeline.
-    pub async fn attach_plugin(&self, a: Attach) -> Result<Vec<AttachmentInfo>, ClientError> {
+    /// Attaches a plugin to a topic's ingest pipeline, or swaps in place the stage of the same
+    /// plugin name (e.g. to a new version); returns the pipeline.
+    pub async fn attach_plugin(
+        &self,
+        topic: &str,
+        options: AttachOptions,
+    ) -> Result<Vec<AttachmentInfo>, ClientError> {
         let req = AdminRequest::AttachPlugin {
-            topic: a.topic,
-            plugin: a.plugin,
-            config: a.config,
-            on_error: a.on_error,
-            timeout_ms: a.timeout_ms,
-            memory_mb: a.memory_mb,
+            topic: topic.to_owned(),
+            options,
         };
         self.pipeline(req).await
     }
@@ -328,19 +300,17 @@ impl Admin {
         }
     }
 
-    /// Attaches a router plugin (world `router`) to an exchange, replacing any router it had;
-    /// returns the exchange (its `router` set).
+    /// Attaches a router plugin (world `router`) to an exchange, replacing any router it had: the
+    /// plugin, not the bindings, then decides the destination topics of each record. Returns the
+    /// exchange (its `router` set).
     pub async fn attach_exchange_router(
         &self,
-        a: AttachRouter,
+        exchange: &str,
+        options: AttachOptions,
     ) -> Result<ExchangeInfo, ClientError> {
         let req = AdminRequest::AttachExchangeRouter {
-            exchange: a.exchange,
-            plugin: a.plugin,
-            config: a.config,
-            on_error: a.on_error,
-            timeout_ms: a.timeout_ms,
-            memory_mb: a.memory_mb,
+            exchange: exchange.to_owned(),
+            options,
         };
         match self.call(req).await? {
             AdminResponse::Exchange(e) => Ok(e),

@@ -16,7 +16,8 @@ pub mod rpc;
 pub mod tls;
 pub mod wire;
 
-pub use admin::{Admin, Attach, AttachRouter, Deployed, NewTopic};
+pub use admin::{Admin, Deployed, NewTopic};
+// What `Admin::attach_plugin` and `Admin::attach_exchange_router` take: the wire type itself.
 pub use client::{Client, ClientOptions};
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, SeekTo};
 pub use error::ClientError;
@@ -34,6 +35,7 @@ pub use quiver_proto::messages::{
     Acks, AttachmentInfo, ErrorPolicy, PartitionDescription, PluginRef, PluginVersionInfo,
     TopicDescription, TopicSummary,
 };
+pub use quiver_proto::plugins::AttachOptions;
 pub use quiver_proto::routing::{Binding, ExchangeInfo, ExchangeKind, HeaderMatch};
 pub use quiver_proto::{Batch, BatchBuilder, ErrorCode, Record, RecordData, RecordRef};
 pub use rpc::{

@@ -8,6 +8,7 @@ pub mod codes;
 pub mod frame;
 pub mod groups;
 pub mod messages;
+pub mod plugins;
 pub mod routing;
 
 pub use batch::{

@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::codes::ErrorCode;
 use crate::frame::{Frame, FrameError, FrameKind};
+use crate::routing::{Binding, ExchangeInfo, ExchangeKind};
+// Declared in `plugins` (which `routing` uses too); re-exported so `messages::…` paths keep working.
+pub use crate::plugins::{
+    AttachOptions, AttachmentInfo, ErrorPolicy, PluginRef, PluginVersionInfo,
+};
 
 /// The protocol version this build speaks (sent in `Hello`, echoed in `HelloOk`).
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -234,15 +239,6 @@ pub struct FetchRequest {
     pub plugin: Option<PluginRef>,
 }
 
-/// A plugin named by a request, with its `key=value` configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct PluginRef {
-    /// `NAME` (the latest version) or `NAME@VERSION`.
-    pub name: String,
-    #[serde(default)]
-    pub config: Vec<(String, String)>,
-}
-
 /// Header of a `FetchOk` frame; the payload is zero or more whole record batches.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchResponse {
@@ -307,15 +303,9 @@ pub enum AdminRequest {
     /// plugin name in place.
     AttachPlugin {
         topic: String,
-        plugin: String,
-        #[serde(default)]
-        config: Vec<(String, String)>,
-        #[serde(default)]
-        on_error: ErrorPolicy,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        timeout_ms: Option<u32>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        memory_mb: Option<u32>,
+        /// Flattened: its fields sit beside `topic` in the map, as they did before it was a type.
+        #[serde(flatten)]
+        options: AttachOptions,
     },
     DetachPlugin {
         topic: String,
@@ -327,7 +317,7 @@ pub enum AdminRequest {
     InitProducer,
     CreateExchange {
         name: String,
-        kind: crate::routing::ExchangeKind,
+        kind: ExchangeKind,
         /// An existing topic for records that match no binding.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         alternate: Option<String>,
@@ -335,7 +325,7 @@ pub enum AdminRequest {
     /// Binds `binding.topic` (an existing topic) to the exchange.
     BindExchange {
         exchange: String,
-        binding: crate::routing::Binding,
+        binding: Binding,
     },
     ListExchanges,
     DeleteExchange {
@@ -345,15 +335,9 @@ pub enum AdminRequest {
     /// bindings, then decides each record's destination topics.
     AttachExchangeRouter {
         exchange: String,
-        plugin: String,
-        #[serde(default)]
-        config: Vec<(String, String)>,
-        #[serde(default)]
-        on_error: ErrorPolicy,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        timeout_ms: Option<u32>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        memory_mb: Option<u32>,
+        /// Flattened like `AttachPlugin`'s.
+        #[serde(flatten)]
+        options: AttachOptions,
     },
     DetachExchangeRouter {
         exchange: String,
@@ -364,86 +348,12 @@ pub enum AdminRequest {
     },
 }
 
-/// What an ingest stage does with a batch its plugin failed on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ErrorPolicy {
-    /// The batch's records go to `<topic>.dlq` with the error in the `quiver-error` header.
-    #[default]
-    DeadLetter,
-    /// The batch's records are dropped (logged and counted).
-    Skip,
-    /// The produce fails with the plugin's message.
-    Reject,
-}
-
-impl ErrorPolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorPolicy::DeadLetter => "dead-letter",
-            ErrorPolicy::Skip => "skip",
-            ErrorPolicy::Reject => "reject",
-        }
-    }
-}
-
-impl std::str::FromStr for ErrorPolicy {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "dead-letter" => Ok(ErrorPolicy::DeadLetter),
-            "skip" => Ok(ErrorPolicy::Skip),
-            "reject" => Ok(ErrorPolicy::Reject),
-            other => Err(format!(
-                "unknown error policy {other:?}: expected dead-letter, skip or reject"
-            )),
-        }
-    }
-}
-
-/// One deployed version of a plugin.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PluginVersionInfo {
-    pub name: String,
-    pub version: String,
-    /// `filter` or `transform`.
-    pub world: String,
-    /// SHA-256 of the component bytes, hex.
-    pub sha256: String,
-    pub size_bytes: u64,
-    pub deployed_ms: i64,
-}
-
-/// A stage of a topic's ingest pipeline, with its health.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AttachmentInfo {
-    pub topic: String,
-    pub plugin: String,
-    pub version: String,
-    pub world: String,
-    pub config: Vec<(String, String)>,
-    pub on_error: ErrorPolicy,
-    pub timeout_ms: u32,
-    pub memory_mb: u32,
-    pub healthy: bool,
-    pub calls: u64,
-    pub failures: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-    /// `topic` names an exchange this router is attached to.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub exchange: bool,
-}
-
 /// Header of an `AdminOk` frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum AdminResponse {
-    TopicCreated {
-        name: String,
-        partitions: u32,
-    },
+    /// The topic as created (the same description a topic list carries).
+    TopicCreated(TopicSummary),
     TopicDeleted {
         name: String,
     },
@@ -486,9 +396,9 @@ pub enum AdminResponse {
     Producer {
         producer_id: u64,
     },
-    Exchange(crate::routing::ExchangeInfo),
+    Exchange(ExchangeInfo),
     Exchanges {
-        exchanges: Vec<crate::routing::ExchangeInfo>,
+        exchanges: Vec<ExchangeInfo>,
     },
     ExchangeDeleted {
         name: String,
@@ -674,23 +584,25 @@ mod tests {
         ]
     }
 
-    fn plugin_requests() -> impl Strategy<Value = AdminRequest> {
-        let attach = (
-            (name(), name(), config(), policy()),
+    fn attach_options() -> impl Strategy<Value = AttachOptions> {
+        (
+            (name(), config(), policy()),
             (of(any::<u32>()), of(any::<u32>())),
         )
-            .prop_map(
-                |((topic, plugin, config, on_error), (timeout_ms, memory_mb))| {
-                    AdminRequest::AttachPlugin {
-                        topic,
-                        plugin,
-                        config,
-                        on_error,
-                        timeout_ms,
-                        memory_mb,
-                    }
-                },
-            );
+            .prop_map(|((plugin, config, on_error), (timeout_ms, memory_mb))| {
+                AttachOptions {
+                    plugin,
+                    config,
+                    on_error,
+                    timeout_ms,
+                    memory_mb,
+                }
+            })
+    }
+
+    fn plugin_requests() -> impl Strategy<Value = AdminRequest> {
+        let attach = (name(), attach_options())
+            .prop_map(|(topic, options)| AdminRequest::AttachPlugin { topic, options });
         prop_oneof![
             (name(), of(name()))
                 .prop_map(|(name, version)| AdminRequest::DeployPlugin { name, version }),
@@ -700,7 +612,67 @@ mod tests {
             attach,
             (name(), name())
                 .prop_map(|(topic, plugin)| AdminRequest::DetachPlugin { topic, plugin }),
+            (name(), attach_options()).prop_map(|(exchange, options)| {
+                AdminRequest::AttachExchangeRouter { exchange, options }
+            }),
         ]
+    }
+
+    /// The two attach requests exactly as they were declared before [`AttachOptions`] existed:
+    /// the wire format the flattened declarations must keep, byte for byte.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "op", rename_all = "kebab-case")]
+    enum OldAttach {
+        AttachPlugin {
+            topic: String,
+            plugin: String,
+            #[serde(default)]
+            config: Vec<(String, String)>,
+            #[serde(default)]
+            on_error: ErrorPolicy,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            timeout_ms: Option<u32>,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            memory_mb: Option<u32>,
+        },
+        AttachExchangeRouter {
+            exchange: String,
+            plugin: String,
+            #[serde(default)]
+            config: Vec<(String, String)>,
+            #[serde(default)]
+            on_error: ErrorPolicy,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            timeout_ms: Option<u32>,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            memory_mb: Option<u32>,
+        },
+    }
+
+    /// The old-shape twin of an attach request.
+    fn old_attach(req: &AdminRequest) -> OldAttach {
+        match req.clone() {
+            AdminRequest::AttachPlugin { topic, options: o } => OldAttach::AttachPlugin {
+                topic,
+                plugin: o.plugin,
+                config: o.config,
+                on_error: o.on_error,
+                timeout_ms: o.timeout_ms,
+                memory_mb: o.memory_mb,
+            },
+            AdminRequest::AttachExchangeRouter {
+                exchange,
+                options: o,
+            } => OldAttach::AttachExchangeRouter {
+                exchange,
+                plugin: o.plugin,
+                config: o.config,
+                on_error: o.on_error,
+                timeout_ms: o.timeout_ms,
+                memory_mb: o.memory_mb,
+            },
+            other => panic!("not an attach request: {other:?}"),
+        }
     }
 
     fn version_info() -> impl Strategy<Value = PluginVersionInfo> {
@@ -806,8 +778,9 @@ mod tests {
     fn admin_response() -> impl Strategy<Value = AdminResponse> {
         let topics = || proptest::collection::vec(summary(), 0..4);
         prop_oneof![
-            (name(), any::<u32>())
-                .prop_map(|(name, partitions)| AdminResponse::TopicCreated { name, partitions }),
+            (name(), any::<u32>()).prop_map(|(name, partitions)| AdminResponse::TopicCreated(
+                TopicSummary { name, partitions }
+            )),
             name().prop_map(|name| AdminResponse::TopicDeleted { name }),
             topics().prop_map(|topics| AdminResponse::Topics { topics }),
             topic_description().prop_map(AdminResponse::Topic),
@@ -873,6 +846,22 @@ mod tests {
         }
 
         #[test]
+        fn attach_requests_encode_as_before(target in name(), options in attach_options(), router in any::<bool>()) {
+            let req = if router {
+                AdminRequest::AttachExchangeRouter { exchange: target, options }
+            } else {
+                AdminRequest::AttachPlugin { topic: target, options }
+            };
+            let old = old_attach(&req);
+            let new_bytes = encode_header(&req).map_err(fail)?;
+            let old_bytes = encode_header(&old).map_err(fail)?;
+            prop_assert_eq!(&new_bytes[..], &old_bytes[..]);
+            // Either side reads what the other wrote.
+            prop_assert_eq!(decode_header::<AdminRequest>(&old_bytes).map_err(fail)?, req);
+            prop_assert_eq!(decode_header::<OldAttach>(&new_bytes).map_err(fail)?, old);
+        }
+
+        #[test]
         fn error_round_trip(code in any::<u16>(), message in "\\PC{0,40}", request_id in of(any::<u64>())) {
             round_trip(&ErrorBody { code, message, request_id }, &[])?;
         }
@@ -885,6 +874,27 @@ mod tests {
             let _ = decode_header::<AdminResponse>(&data);
             let _ = decode_header::<ErrorBody>(&data);
         }
+    }
+
+    #[test]
+    fn topic_created_encodes_as_before() {
+        /// The answer's shape before it carried a `TopicSummary`.
+        #[derive(Serialize)]
+        #[serde(tag = "type", rename_all = "kebab-case")]
+        enum Old {
+            TopicCreated { name: String, partitions: u32 },
+        }
+        let now = AdminResponse::TopicCreated(TopicSummary {
+            name: "orders".into(),
+            partitions: 3,
+        });
+        let old = Old::TopicCreated {
+            name: "orders".into(),
+            partitions: 3,
+        };
+        let bytes = encode_header(&now).unwrap();
+        assert_eq!(bytes, encode_header(&old).unwrap());
+        assert_eq!(decode_header::<AdminResponse>(&bytes).unwrap(), now);
     }
 
     #[test]
@@ -938,6 +948,69 @@ mod tests {
         assert_eq!(
             encode_header(&AdminRequest::ListTopics).unwrap()[..],
             list[..]
+        );
+    }
+
+    #[test]
+    fn attach_plugin_matches_the_documented_bytes() {
+        // docs/protocol.md's `attach-plugin` row: the options sit beside `topic` in one map, an
+        // absent limit is left out.
+        let req = AdminRequest::AttachPlugin {
+            topic: "t".into(),
+            options: AttachOptions::new("mask@2")
+                .config("fields", "card")
+                .on_error(ErrorPolicy::Skip)
+                .timeout_ms(250),
+        };
+        let want: Vec<u8> = [
+            &[0x86, 0xa2][..],
+            b"op",
+            &[0xad],
+            b"attach-plugin",
+            &[0xa5],
+            b"topic",
+            &[0xa1, b't', 0xa6],
+            b"plugin",
+            &[0xa6],
+            b"mask@2",
+            &[0xa6],
+            b"config",
+            &[0x91, 0x92, 0xa6],
+            b"fields",
+            &[0xa4],
+            b"card",
+            &[0xa8],
+            b"on_error",
+            &[0xa4],
+            b"skip",
+            &[0xaa],
+            b"timeout_ms",
+            &[0xcc, 250],
+        ]
+        .concat();
+        assert_eq!(encode_header(&req).unwrap()[..], want[..]);
+    }
+
+    #[test]
+    fn attach_options_default_when_an_old_peer_leaves_them_out() {
+        #[derive(Serialize)]
+        struct Minimal<'a> {
+            op: &'a str,
+            exchange: &'a str,
+            plugin: &'a str,
+        }
+        let bytes = encode_header(&Minimal {
+            op: "attach-exchange-router",
+            exchange: "e",
+            plugin: "r",
+        })
+        .unwrap();
+        assert_eq!(
+            decode_header::<AdminRequest>(&bytes).unwrap(),
+            AdminRequest::AttachExchangeRouter {
+                exchange: "e".into(),
+                options: AttachOptions::new("r"),
+            }
         );
     }
 

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::plugins::AttachmentInfo;
+
 /// The four exchange kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -82,7 +84,7 @@ pub struct ExchangeInfo {
     pub created_ms: i64,
     /// The router plugin deciding destinations instead of the bindings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub router: Option<crate::messages::AttachmentInfo>,
+    pub router: Option<AttachmentInfo>,
 }
 
 /// The partition of a keyed record among `partitions`: FNV-1a of the key, the same in the client's

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use quiver_proto::batch::{self, FLAG_SPARSE};
-use quiver_proto::messages::{AttachmentInfo, ErrorPolicy};
+use quiver_proto::plugins::{AttachOptions, AttachmentInfo, ErrorPolicy};
 use quiver_proto::Batch;
 use serde::{Deserialize, Serialize};
 
@@ -31,25 +31,35 @@ pub const ERROR_HEADER: &str = "quiver-error";
 /// Header naming the plugin (`name@version`) that failed on a dead-lettered record.
 pub const PLUGIN_HEADER: &str = "quiver-plugin";
 
-/// A stage as stored in the metadata store.
+/// A stage as stored in the metadata store: the options it was attached with, resolved. Its
+/// `plugin` is the bare name, `version` the version that name resolved to, and both limits are set
+/// (the broker's defaults filled in and clamped at attach, so a later change of the defaults does
+/// not move a stored stage).
+///
+/// Stored as a named map with the options flattened in: the same keys as before the options were
+/// a type (only their order differs), so stages stored by older builds still load.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageSpec {
-    pub plugin: String,
+    #[serde(flatten)]
+    pub options: AttachOptions,
     pub version: String,
-    pub config: Vec<(String, String)>,
-    pub on_error: ErrorPolicy,
-    pub timeout_ms: u32,
-    pub memory_mb: u32,
 }
 
-/// An attach request.
-#[derive(Debug, Clone)]
-pub struct AttachRequest {
-    pub plugin: String,
-    pub config: Vec<(String, String)>,
-    pub on_error: ErrorPolicy,
-    pub timeout_ms: Option<u32>,
-    pub memory_mb: Option<u32>,
+impl StageSpec {
+    fn plugin(&self) -> &str {
+        &self.options.plugin
+    }
+
+    /// The per-call time limit. Set on every spec a stage is built from (see [`clamp_limits`]);
+    /// the fallback only keeps this total.
+    fn timeout_ms(&self) -> u32 {
+        self.options.timeout_ms.unwrap_or(1)
+    }
+
+    /// The per-instance memory limit in MiB, set like the time limit.
+    fn memory_mb(&self) -> u32 {
+        self.options.memory_mb.unwrap_or(1)
+    }
 }
 
 /// The outcome of running a batch through a topic's pipeline.
@@ -208,16 +218,16 @@ impl Pipelines {
     pub fn attach(
         &self,
         topic: &str,
-        req: AttachRequest,
+        options: AttachOptions,
     ) -> Result<Vec<AttachmentInfo>, PluginError> {
-        check_dlq_name(topic, req.on_error)?;
+        check_dlq_name(topic, options.on_error)?;
         // Held throughout, so a concurrent remove cannot delete the version being attached.
         let _admin = self.admin.lock();
-        let stage = self.new_stage(req)?;
-        let name = stage.spec.plugin.clone();
+        let stage = self.new_stage(options)?;
+        let name = stage.spec.plugin().to_owned();
         let version = stage.spec.version.clone();
         let mut stages = self.stages(topic);
-        match stages.iter().position(|s| s.spec.plugin == name) {
+        match stages.iter().position(|s| s.spec.plugin() == name) {
             Some(i) => stages[i] = stage,
             None => stages.push(stage),
         }
@@ -226,25 +236,24 @@ impl Pipelines {
         Ok(self.infos(topic))
     }
 
-    /// A stage for `req`, its instance created and initialised (so a refused configuration fails
-    /// here, before anything changes).
-    fn new_stage(&self, req: AttachRequest) -> Result<Arc<Stage>, PluginError> {
-        let info = self.registry.resolve(&req.plugin)?;
+    /// A stage for `options`, its instance created and initialised (so a refused configuration
+    /// fails here, before anything changes).
+    fn new_stage(&self, options: AttachOptions) -> Result<Arc<Stage>, PluginError> {
+        let info = self.registry.resolve(&options.plugin)?;
         let pre = self.registry.pre(&info.name, &info.version)?;
         let world = pre.world;
         let spec = StageSpec {
-            plugin: info.name.clone(),
+            options: AttachOptions {
+                plugin: info.name.clone(),
+                ..options
+            },
             version: info.version.clone(),
-            config: req.config,
-            on_error: req.on_error,
-            timeout_ms: req.timeout_ms.unwrap_or(self.config.timeout_ms),
-            memory_mb: req.memory_mb.unwrap_or(self.config.memory_mb),
         };
         let spec = clamp_limits(spec, &self.config);
         let slot = Slot::new(
             pre,
             limits(&spec, self.max_output_bytes),
-            spec.config.clone(),
+            spec.options.config.clone(),
         );
         slot.warm()?;
         Ok(Arc::new(Stage::new(spec, world, Ok(slot))))
@@ -255,11 +264,11 @@ impl Pipelines {
     pub fn attach_router(
         &self,
         exchange: &str,
-        req: AttachRequest,
+        options: AttachOptions,
     ) -> Result<AttachmentInfo, PluginError> {
-        check_dlq_name(exchange, req.on_error)?;
+        check_dlq_name(exchange, options.on_error)?;
         let _admin = self.admin.lock();
-        let stage = self.new_stage(req)?;
+        let stage = self.new_stage(options)?;
         if stage.world != World::Router {
             return Err(PluginError::InvalidRequest(format!(
                 "{} is a {} plugin; an exchange takes a router plugin",
@@ -320,7 +329,7 @@ impl Pipelines {
         let _admin = self.admin.lock();
         let mut stages = self.stages(topic);
         let before = stages.len();
-        stages.retain(|s| s.spec.plugin != name);
+        stages.retain(|s| s.spec.plugin() != name);
         if stages.len() == before {
             return Err(PluginError::Unknown(format!(
                 "{name} (not attached to {topic})"
@@ -388,7 +397,7 @@ impl Pipelines {
         let mut out: Vec<AttachmentInfo> = by_topic
             .iter()
             .flat_map(|(topic, p)| p.stages.iter().map(move |s| (topic, s)))
-            .filter(|(_, s)| s.spec.plugin == name && version.is_none_or(|v| s.spec.version == v))
+            .filter(|(_, s)| s.spec.plugin() == name && version.is_none_or(|v| s.spec.version == v))
             .map(|(topic, s)| s.info(topic))
             .collect();
         let routers = self.routers.read();
@@ -396,7 +405,7 @@ impl Pipelines {
             routers
                 .iter()
                 .filter(|(_, s)| {
-                    s.spec.plugin == name && version.is_none_or(|v| s.spec.version == v)
+                    s.spec.plugin() == name && version.is_none_or(|v| s.spec.version == v)
                 })
                 .map(|(exchange, s)| s.router_info(exchange)),
         );
@@ -496,18 +505,22 @@ pub fn select(batch: &Batch, indexes: &[usize]) -> Result<Option<Batch>, quiver_
         .transpose()
 }
 
-/// Keeps an attachment's limits within the broker's bounds (also for stored ones, when the bounds
-/// were lowered since).
+/// Fills in the broker's default limits where an attach left them out, and keeps the limits
+/// within the broker's bounds (also for stored stages, when the bounds were lowered since). Every
+/// spec a stage is built from passes here, so a stage's limits are always set.
 fn clamp_limits(mut spec: StageSpec, config: &PluginConfig) -> StageSpec {
-    spec.timeout_ms = spec.timeout_ms.clamp(1, config.max_timeout_ms.max(1));
-    spec.memory_mb = spec.memory_mb.clamp(1, config.max_memory_mb.max(1));
+    let o = &mut spec.options;
+    let timeout_ms = o.timeout_ms.unwrap_or(config.timeout_ms);
+    o.timeout_ms = Some(timeout_ms.clamp(1, config.max_timeout_ms.max(1)));
+    let memory_mb = o.memory_mb.unwrap_or(config.memory_mb);
+    o.memory_mb = Some(memory_mb.clamp(1, config.max_memory_mb.max(1)));
     spec
 }
 
 fn limits(spec: &StageSpec, max_output_bytes: usize) -> Limits {
     Limits {
-        timeout: Duration::from_millis(spec.timeout_ms as u64),
-        memory_bytes: (spec.memory_mb as usize) << 20,
+        timeout: Duration::from_millis(spec.timeout_ms() as u64),
+        memory_bytes: (spec.memory_mb() as usize) << 20,
         max_output_bytes,
     }
 }
@@ -520,12 +533,15 @@ fn load_stage(
     max_output_bytes: usize,
 ) -> Stage {
     let spec = clamp_limits(spec, config);
-    let loaded = registry.pre(&spec.plugin, &spec.version);
+    let loaded = registry.pre(spec.plugin(), &spec.version);
     let world = loaded.as_ref().map_or(World::Filter, |p| p.world);
     let slot = loaded
-        .map(|pre| Slot::new(pre, limits(&spec, max_output_bytes), spec.config.clone()))
+        .map(|pre| {
+            let config = spec.options.config.clone();
+            Slot::new(pre, limits(&spec, max_output_bytes), config)
+        })
         .map_err(|e| {
-            tracing::error!(%topic, plugin = %spec.plugin, error = %e, "cannot load an attached plugin; its stage fails every batch");
+            tracing::error!(%topic, plugin = %spec.plugin(), error = %e, "cannot load an attached plugin; its stage fails every batch");
             e.to_string()
         });
     Stage::new(spec, world, slot)
@@ -544,7 +560,7 @@ impl Stage {
     }
 
     fn label(&self) -> String {
-        format!("{}@{}", self.spec.plugin, self.spec.version)
+        format!("{}@{}", self.spec.plugin(), self.spec.version)
     }
 
     fn apply(
@@ -713,7 +729,7 @@ impl Stage {
         mut out: Ingested,
     ) -> Result<Ingested, PluginError> {
         out.transformed = true;
-        match self.spec.on_error {
+        match self.spec.options.on_error {
             ErrorPolicy::Reject => Err(e),
             ErrorPolicy::Skip => {
                 tracing::warn!(%topic, records = batch.record_count(), error = %e, "plugin failed; batch skipped");
@@ -750,13 +766,13 @@ impl Stage {
         let health = self.health.lock();
         AttachmentInfo {
             topic: topic.to_owned(),
-            plugin: self.spec.plugin.clone(),
+            plugin: self.spec.plugin().to_owned(),
             version: self.spec.version.clone(),
             world: self.world.name().to_owned(),
-            config: self.spec.config.clone(),
-            on_error: self.spec.on_error,
-            timeout_ms: self.spec.timeout_ms,
-            memory_mb: self.spec.memory_mb,
+            config: self.spec.options.config.clone(),
+            on_error: self.spec.options.on_error,
+            timeout_ms: self.spec.timeout_ms(),
+            memory_mb: self.spec.memory_mb(),
             healthy: health.unhealthy_until.is_none() && self.slot.is_ok(),
             calls: self.calls.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
@@ -766,5 +782,123 @@ impl Stage {
                 .or_else(|| self.slot.as_ref().err().cloned()),
             exchange: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::engine::{EngineLimits, PluginEngine};
+
+    /// A stage exactly as builds before [`AttachOptions`] stored it: resolved limits as plain
+    /// numbers, `plugin` first.
+    #[derive(Serialize)]
+    struct OldStageSpec {
+        plugin: String,
+        version: String,
+        config: Vec<(String, String)>,
+        on_error: ErrorPolicy,
+        timeout_ms: u32,
+        memory_mb: u32,
+    }
+
+    fn old(plugin: &str, timeout_ms: u32) -> OldStageSpec {
+        OldStageSpec {
+            plugin: plugin.into(),
+            version: "3".into(),
+            config: vec![("fields".into(), "card".into())],
+            on_error: ErrorPolicy::Reject,
+            timeout_ms,
+            memory_mb: 64,
+        }
+    }
+
+    #[test]
+    fn stages_stored_in_the_old_shape_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = MetaStore::open(&dir.path().join("meta")).unwrap();
+        meta.put(
+            Namespace::Plugins,
+            &pipeline_key("t"),
+            &[old("mask", 250), old("tags", 60_000)],
+        )
+        .unwrap();
+        meta.put(Namespace::Plugins, &router_key("e"), &old("route", 250))
+            .unwrap();
+
+        // The record decodes as the new type, field for field.
+        let stored: Vec<(String, StageSpec)> =
+            meta.scan(Namespace::Plugins, "exchange-router/").unwrap();
+        let want = StageSpec {
+            options: AttachOptions::new("route")
+                .config("fields", "card")
+                .on_error(ErrorPolicy::Reject)
+                .timeout_ms(250)
+                .memory_mb(64),
+            version: "3".into(),
+        };
+        assert_eq!(stored, vec![(router_key("e"), want)]);
+
+        // And loads as the stages they were: the plugins are not deployed here, so the stages are
+        // unhealthy, but their options and limits (clamped as ever) are the stored ones.
+        let engine = PluginEngine::new(&dir.path().join("compiled"), EngineLimits::default());
+        let registry = Arc::new(PluginRegistry::new(meta.clone(), Arc::new(engine.unwrap())));
+        let config = PluginConfig::default();
+        let pipelines = Pipelines::open(meta, registry, config, 1 << 20).unwrap();
+        let stages = pipelines.infos("t");
+        let summary: Vec<_> = stages
+            .iter()
+            .map(|s| {
+                (
+                    s.plugin.as_str(),
+                    s.version.as_str(),
+                    s.timeout_ms,
+                    s.memory_mb,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("mask", "3", 250, 64),
+                ("tags", "3", config.max_timeout_ms, 64)
+            ]
+        );
+        assert!(stages.iter().all(|s| !s.healthy && !s.exchange));
+        assert_eq!(stages[0].config, [("fields".into(), "card".into())]);
+        assert_eq!(stages[0].on_error, ErrorPolicy::Reject);
+        let router = pipelines.router_info("e").unwrap();
+        assert!(router.exchange && router.plugin == "route" && router.timeout_ms == 250);
+    }
+
+    #[test]
+    fn stages_are_stored_under_the_old_keys() {
+        // A build from before `AttachOptions` (a downgrade) reads what this one stores.
+        #[derive(Debug, PartialEq, Deserialize)]
+        struct Old {
+            plugin: String,
+            version: String,
+            config: Vec<(String, String)>,
+            on_error: ErrorPolicy,
+            timeout_ms: u32,
+            memory_mb: u32,
+        }
+        let spec = StageSpec {
+            options: AttachOptions::new("mask").timeout_ms(250).memory_mb(64),
+            version: "3".into(),
+        };
+        let bytes = rmp_serde::to_vec_named(&spec).unwrap();
+        let old: Old = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(
+            old,
+            Old {
+                plugin: "mask".into(),
+                version: "3".into(),
+                config: Vec::new(),
+                on_error: ErrorPolicy::DeadLetter,
+                timeout_ms: 250,
+                memory_mb: 64,
+            }
+        );
     }
 }

@@ -106,10 +106,10 @@ impl AdminService {
         let partitions = (partitions > 0).then_some(partitions);
         let t = self.catalog.create(&name, partitions, overrides)?;
         tracing::info!(topic = %name, partitions = t.partitions().len(), "topic created");
-        Ok(AdminResponse::TopicCreated {
+        Ok(AdminResponse::TopicCreated(TopicSummary {
             name,
             partitions: t.partitions().len() as u32,
-        })
+        }))
     }
 
     /// Deletes a topic and forgets its ingest pipeline, producer sequences, queue state and the

@@ -6,10 +6,10 @@
 use std::sync::Arc;
 
 use quiver_proto::messages::{AdminRequest, AdminResponse};
+use quiver_proto::plugins::AttachOptions;
 use quiver_proto::routing::ExchangeInfo;
 
 use crate::error::BrokerError;
-use crate::plugins::pipeline::AttachRequest;
 use crate::plugins::Pipelines;
 use crate::routing::Exchanges;
 use crate::storage::TopicStore;
@@ -68,22 +68,8 @@ impl ExchangeService {
                 self.pipelines.detach_router(&name)?;
                 Ok(AdminResponse::ExchangeDeleted { name })
             }
-            AdminRequest::AttachExchangeRouter {
-                exchange,
-                plugin,
-                config,
-                on_error,
-                timeout_ms,
-                memory_mb,
-            } => {
-                let req = AttachRequest {
-                    plugin,
-                    config,
-                    on_error,
-                    timeout_ms,
-                    memory_mb,
-                };
-                self.attach_router(&exchange, req)
+            AdminRequest::AttachExchangeRouter { exchange, options } => {
+                self.attach_router(&exchange, options)
             }
             AdminRequest::DetachExchangeRouter { exchange } => self.detach_router(&exchange),
             other => Err(BrokerError::Internal(format!(
@@ -95,10 +81,10 @@ impl ExchangeService {
     fn attach_router(
         &self,
         exchange: &str,
-        req: AttachRequest,
+        options: AttachOptions,
     ) -> Result<AdminResponse, BrokerError> {
         let def = self.exchanges.get(exchange)?.def.clone();
-        self.pipelines.attach_router(exchange, req)?;
+        self.pipelines.attach_router(exchange, options)?;
         Ok(AdminResponse::Exchange(self.with_router(def)))
     }
 

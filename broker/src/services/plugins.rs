@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use quiver_proto::messages::{AdminRequest, AdminResponse};
+use quiver_proto::plugins::AttachOptions;
 
 use crate::error::BrokerError;
-use crate::plugins::pipeline::AttachRequest;
 use crate::plugins::registry::split_ref;
 use crate::plugins::{Pipelines, PluginRegistry};
 use crate::storage::TopicStore;
@@ -47,23 +47,7 @@ impl PluginService {
                 let versions = self.pipelines.remove_plugin(&name)?;
                 Ok(AdminResponse::PluginRemoved { name, versions })
             }
-            AdminRequest::AttachPlugin {
-                topic,
-                plugin,
-                config,
-                on_error,
-                timeout_ms,
-                memory_mb,
-            } => {
-                let req = AttachRequest {
-                    plugin,
-                    config,
-                    on_error,
-                    timeout_ms,
-                    memory_mb,
-                };
-                self.attach(topic, req)
-            }
+            AdminRequest::AttachPlugin { topic, options } => self.attach(topic, options),
             AdminRequest::DetachPlugin { topic, plugin } => {
                 let stages = self.pipelines.detach(&topic, &plugin)?;
                 Ok(AdminResponse::Pipeline { topic, stages })
@@ -102,9 +86,9 @@ impl PluginService {
         })
     }
 
-    fn attach(&self, topic: String, req: AttachRequest) -> Result<AdminResponse, BrokerError> {
+    fn attach(&self, topic: String, options: AttachOptions) -> Result<AdminResponse, BrokerError> {
         self.topics.get(&topic)?;
-        let stages = self.pipelines.attach(&topic, req)?;
+        let stages = self.pipelines.attach(&topic, options)?;
         Ok(AdminResponse::Pipeline { topic, stages })
     }
 }
