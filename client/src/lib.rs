@@ -14,7 +14,6 @@ pub mod producer;
 pub mod queue;
 pub mod rpc;
 pub mod tls;
-pub mod wire;
 
 pub use admin::{Admin, Attach, AttachRouter, Deployed, NewTopic};
 pub use client::{Client, ClientOptions};
@@ -36,6 +35,8 @@ pub use quiver_proto::messages::{
 };
 pub use quiver_proto::routing::{Binding, ExchangeInfo, ExchangeKind, HeaderMatch};
 pub use quiver_proto::{Batch, BatchBuilder, ErrorCode, Record, RecordData, RecordRef};
+/// The frame I/O the client speaks (its errors appear in [`ClientError::Wire`]).
+pub use quiver_wire as wire;
 pub use rpc::{
     reply_to, serve, Requester, RequesterConfig, Responder, CORRELATION_ID_HEADER, REPLY_TO_HEADER,
 };

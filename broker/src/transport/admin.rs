@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use quiver_client::wire::{decode_frame, write_error, write_frame, WireError};
 use quiver_proto::frame::{Frame, FrameKind};
 use quiver_proto::messages::{
     AdminRequest, AdminResponse, PartitionDescription, TopicDescription, TopicSummary,
 };
+use quiver_wire::{decode_frame, write_error, write_frame, WireError};
 
 use crate::broker::{Broker, BrokerError, LogOverrides};
 use crate::plugins::pipeline::AttachRequest;

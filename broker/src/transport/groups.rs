@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use quiver_client::wire::{decode_frame, write_error, write_frame, WireError};
 use quiver_proto::frame::{Frame, FrameKind};
 use quiver_proto::groups::{
     CommittedOffset, GroupRequest, GroupResponse, LeasedPart, QueueRequest, QueueResponse,
 };
 use quiver_proto::ErrorCode;
+use quiver_wire::{decode_frame, write_error, write_frame, WireError};
 
 use crate::broker::{Broker, BrokerError};
 use crate::groups::{validate_group, Heartbeat, PollParams, Settle};

@@ -9,15 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use quiver_client::wire::{
-    decode_frame, write_error, write_frame, write_request_error, FrameReader, WireError,
-};
 use quiver_proto::frame::{Frame, FrameKind};
 use quiver_proto::messages::{
     Acks, FetchRequest, FetchResponse, Hello, HelloOk, OffsetSpec, PluginRef, ProduceRequest,
     ProduceResponse, PROTOCOL_VERSION,
 };
 use quiver_proto::ErrorCode;
+use quiver_wire::{
+    decode_frame, write_error, write_frame, write_request_error, FrameReader, WireError,
+};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
