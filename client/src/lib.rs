@@ -1,8 +1,9 @@
-//! The Quiver client library: connect to a broker over QUIC (TLS 1.3, verified against a CA), manage
-//! topics and groups with [`Admin`], send records with a batching, idempotent [`Producer`], read them
-//! with a [`Consumer`] (partitions you pick), a [`GroupConsumer`] (partitions shared by a consumer
-//! group, committed offsets) or a [`QueueConsumer`] (per-record leases and acks), and make
-//! request/reply calls over topics with [`Requester`] and [`Responder`].
+//! `quiver`, the Quiver client library and the package applications add (it does not build the
+//! broker): connect to a broker over QUIC (TLS 1.3, verified against a CA), manage topics and groups
+//! with [`Admin`], send records with a batching, idempotent [`Producer`], read them with a
+//! [`Consumer`] (partitions you pick), a [`GroupConsumer`] (partitions shared by a consumer group,
+//! committed offsets) or a [`QueueConsumer`] (per-record leases and acks), and make request/reply
+//! calls over topics with [`Requester`] and [`Responder`].
 
 pub mod admin;
 pub mod client;
@@ -24,6 +25,8 @@ pub use producer::{
     Delivery, Partitioner, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };
 pub use queue::{QueueConfig, QueueConsumer, QueuedRecord, Settled};
+/// The sans-IO protocol: batch format, frames, messages, error codes.
+pub use quiver_proto as proto;
 pub use quiver_proto::batch::{DELAY_MS_HEADER, DELIVER_AT_HEADER};
 pub use quiver_proto::groups::{
     CommittedOffset, GroupDescription, GroupSummary, MemberDescription, OffsetRange, PartitionLag,

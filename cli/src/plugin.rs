@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use quiver_client::{Attach, AttachRouter, AttachmentInfo, ErrorPolicy, PluginVersionInfo};
+use quiver::{Attach, AttachRouter, AttachmentInfo, ErrorPolicy, PluginVersionInfo};
 
 use crate::args::ConnectArgs;
 
