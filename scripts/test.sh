@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 # Toolchain pieces (no-ops when present). wasm32-wasip2 builds the plugins in plugins/.
 rustup component add clippy rustfmt >/dev/null 2>&1 || true
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
+
+# The crate split first, in seconds: the client package `quiver` must not build the broker, wasmtime,
+# cranelift or sled, and the broker must not depend on the client (scripts/check-deps.sh).
+bash scripts/check-deps.sh
+
 # openssl verifies the generated dev certificates like a non-rustls TLS stack would.
 if ! command -v openssl >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq openssl

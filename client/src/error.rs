@@ -71,9 +71,3 @@ impl ClientError {
         }
     }
 }
-
-impl From<quinn::ConnectionError> for WireError {
-    fn from(e: quinn::ConnectionError) -> Self {
-        WireError::Read(std::io::Error::other(e))
-    }
-}

@@ -13,9 +13,9 @@
 //! - **At most once**: commit, then process. A crash between the two loses those records.
 //!
 //! ```no_run
-//! # async fn example(client: quiver_client::Client) -> Result<(), quiver_client::ClientError> {
+//! # async fn example(client: quiver::Client) -> Result<(), quiver::ClientError> {
 //! use std::time::Duration;
-//! use quiver_client::{CommitMode, GroupConfig, GroupConsumer};
+//! use quiver::{CommitMode, GroupConfig, GroupConsumer};
 //!
 //! let config = GroupConfig {
 //!     commit: CommitMode::Manual,

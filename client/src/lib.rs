@@ -1,8 +1,9 @@
-//! The Quiver client library: connect to a broker over QUIC (TLS 1.3, verified against a CA), manage
-//! topics and groups with [`Admin`], send records with a batching, idempotent [`Producer`], read them
-//! with a [`Consumer`] (partitions you pick), a [`GroupConsumer`] (partitions shared by a consumer
-//! group, committed offsets) or a [`QueueConsumer`] (per-record leases and acks), and make
-//! request/reply calls over topics with [`Requester`] and [`Responder`].
+//! `quiver`, the Quiver client library and the package applications add (it does not build the
+//! broker): connect to a broker over QUIC (TLS 1.3, verified against a CA), manage topics and groups
+//! with [`Admin`], send records with a batching, idempotent [`Producer`], read them with a
+//! [`Consumer`] (partitions you pick), a [`GroupConsumer`] (partitions shared by a consumer group,
+//! committed offsets) or a [`QueueConsumer`] (per-record leases and acks), and make request/reply
+//! calls over topics with [`Requester`] and [`Responder`].
 
 pub mod admin;
 pub mod client;
@@ -14,7 +15,6 @@ pub mod producer;
 pub mod queue;
 pub mod rpc;
 pub mod tls;
-pub mod wire;
 
 pub use admin::{Admin, Deployed, NewTopic};
 // What `Admin::attach_plugin` and `Admin::attach_exchange_router` take: the wire type itself.
@@ -26,6 +26,8 @@ pub use producer::{
     Delivery, Partitioner, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };
 pub use queue::{QueueConfig, QueueConsumer, QueuedRecord, Settled};
+/// The sans-IO protocol: batch format, frames, messages, error codes.
+pub use quiver_proto as proto;
 pub use quiver_proto::batch::{DELAY_MS_HEADER, DELIVER_AT_HEADER};
 pub use quiver_proto::groups::{
     CommittedOffset, GroupDescription, GroupSummary, MemberDescription, OffsetRange, PartitionLag,
@@ -38,6 +40,8 @@ pub use quiver_proto::messages::{
 pub use quiver_proto::plugins::AttachOptions;
 pub use quiver_proto::routing::{Binding, ExchangeInfo, ExchangeKind, HeaderMatch};
 pub use quiver_proto::{Batch, BatchBuilder, ErrorCode, Record, RecordData, RecordRef};
+/// The frame I/O the client speaks (its errors appear in [`ClientError::Wire`]).
+pub use quiver_wire as wire;
 pub use rpc::{
     reply_to, serve, Requester, RequesterConfig, Responder, CORRELATION_ID_HEADER, REPLY_TO_HEADER,
 };

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
-use quiver_client::{
+use quiver::{
     Acks, Client, Consumer, ConsumerConfig, Delivery, NewTopic, PluginRef, Producer,
     ProducerConfig, ProducerRecord, SeekTo,
 };

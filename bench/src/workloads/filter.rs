@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use quiver_client::PluginRef;
+use quiver::PluginRef;
 
 use super::consume::prefill;
 use super::Measured;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use parking_lot::Mutex;
-use quiver_client::{ConsumedRecord, Consumer, ConsumerConfig, GroupConfig, GroupConsumer, SeekTo};
+use quiver::{ConsumedRecord, Consumer, ConsumerConfig, GroupConfig, GroupConsumer, SeekTo};
 use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -157,7 +157,7 @@ async fn wait_done(board: &Board, members: &mut JoinSet<Result<()>>) -> Result<(
 /// One member: join (default group settings: auto-commit every second, 500 ms heartbeats), poll
 /// until the group is done, then leave (commit and close; not timed). A failed close does not fail
 /// the run (the records were all read); it is noted beside the row.
-async fn member(index: usize, client: quiver_client::Client, board: Arc<Board>) -> Result<()> {
+async fn member(index: usize, client: quiver::Client, board: Arc<Board>) -> Result<()> {
     let config = GroupConfig::new(GROUP, [TOPIC]);
     let mut group = GroupConsumer::join(client, config).await?;
     while !board.is_done() {

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use quiver_client::{QueueConfig, QueueConsumer};
+use quiver::{QueueConfig, QueueConsumer};
 use serde::Serialize;
 use tokio::task::JoinSet;
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 use parking_lot::Mutex;
-use quiver_client::{Client, GroupConfig, GroupConsumer};
+use quiver::{Client, GroupConfig, GroupConsumer};
 use serde::Serialize;
 use tokio::sync::oneshot::{self, error::TryRecvError};
 use tokio::sync::Notify;

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use quiver_client::wire::{decode_frame, write_frame, write_request_error, WireError};
 use quiver_proto::frame::{Frame, FrameKind};
 use quiver_proto::messages::FetchRequest;
+use quiver_wire::{decode_frame, write_frame, write_request_error, WireError};
 
 use super::requests::{reject, Requests};
 use crate::broker::Broker;

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use quiver_client::wire::{decode_frame, write_frame, write_request_error, WireError};
 use quiver_proto::frame::{Frame, FrameKind};
 use quiver_proto::messages::{ProduceRequest, ProduceResponse};
+use quiver_wire::{decode_frame, write_frame, write_request_error, WireError};
 use tokio::sync::mpsc;
 
 use super::requests::{wire_code, Requests};

@@ -1,9 +1,9 @@
 //! Reading a stream's requests: the frames of one stream, ending early when shutdown starts, and
 //! the error answer for input that cannot be read. Shared by every stream handler.
 
-use quiver_client::wire::{write_error, FrameReader, WireError};
 use quiver_proto::frame::Frame;
 use quiver_proto::ErrorCode;
+use quiver_wire::{write_error, FrameReader, WireError};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::BrokerConfig;

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use quiver_client::wire::{write_error, write_frame, FrameReader, WireError};
 use quiver_proto::frame::FrameKind;
 use quiver_proto::messages::{Hello, HelloOk, PROTOCOL_VERSION};
 use quiver_proto::ErrorCode;
+use quiver_wire::{write_error, write_frame, FrameReader, WireError};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use quiver_client::wire::{decode_frame, write_error, write_frame, WireError};
 use quiver_proto::frame::{Frame, FrameKind};
 use quiver_proto::groups::{GroupRequest, GroupResponse, QueueRequest, QueueResponse};
 use quiver_proto::messages::{AdminRequest, AdminResponse};
 use quiver_proto::ErrorCode;
+use quiver_wire::{decode_frame, write_error, write_frame, WireError};
 use tokio_util::sync::CancellationToken;
 
 use super::requests::{finish, reject, Requests};

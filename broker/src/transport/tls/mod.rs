@@ -481,7 +481,7 @@ mod tests {
     }
 
     fn client(ca: &Path) -> quinn::ClientConfig {
-        quiver_client::tls::client_config(ca, None).unwrap()
+        quiver::tls::client_config(ca, None).unwrap()
     }
 
     #[tokio::test]
@@ -529,8 +529,7 @@ mod tests {
         );
 
         let (cert, key) = generate_client_cert(&dir.path().join("tls"), "bob", dir.path()).unwrap();
-        let config =
-            quiver_client::tls::client_config(&certs.ca_pem_path, Some((&cert, &key))).unwrap();
+        let config = quiver::tls::client_config(&certs.ca_pem_path, Some((&cert, &key))).unwrap();
         let got = echo(config, addr, "localhost").await;
         assert_eq!(got.as_deref(), Ok(PAYLOAD));
     }
@@ -547,8 +546,7 @@ mod tests {
 
         let tls = other_dir.path().join("tls");
         let (cert, key) = generate_client_cert(&tls, "mallory", other_dir.path()).unwrap();
-        let config =
-            quiver_client::tls::client_config(&certs.ca_pem_path, Some((&cert, &key))).unwrap();
+        let config = quiver::tls::client_config(&certs.ca_pem_path, Some((&cert, &key))).unwrap();
         assert!(echo(config, addr, "localhost").await.is_err());
     }
 }

@@ -1,6 +1,6 @@
-//! Async frame I/O over QUIC streams, shared by the client and the broker's server: a buffered frame
-//! reader that checks each frame's length before buffering it, and a writer that sends a frame's
-//! header and its batch payload without copying the payload.
+//! quiver-wire: async frame I/O over QUIC streams, shared by the client (`quiver`) and the broker's
+//! server: a buffered frame reader that checks each frame's length before buffering it, a writer that
+//! sends a frame's header and its batch payload without copying the payload, and [`WireError`].
 
 use bytes::{Bytes, BytesMut};
 use quiver_proto::frame::{Frame, FrameError, FrameKind};
@@ -36,6 +36,13 @@ impl WireError {
             WireError::Remote { code, .. } => Some(*code),
             _ => None,
         }
+    }
+}
+
+/// A lost connection, met while opening or using a stream, reads as a failed read.
+impl From<quinn::ConnectionError> for WireError {
+    fn from(e: quinn::ConnectionError) -> Self {
+        WireError::Read(std::io::Error::other(e))
     }
 }
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use quiver_client::Client;
+use quiver::Client;
 
 pub const DEFAULT_CA: &str = "./quiver-data/tls/ca.pem";
 

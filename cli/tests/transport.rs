@@ -201,7 +201,7 @@ async fn error_reply(conn: &quinn::Connection, bytes: &[u8]) -> ErrorBody {
     let (mut send, recv) = conn.open_bi().await.unwrap();
     send.write_all(bytes).await.unwrap();
     let _ = send.finish();
-    let mut reader = quiver_client::wire::FrameReader::new(recv, 1 << 20);
+    let mut reader = quiver::wire::FrameReader::new(recv, 1 << 20);
     let frame = reader.next().await.unwrap().expect("an error frame");
     assert_eq!(frame.kind, FrameKind::Error);
     quiver_proto::messages::decode_header(&frame.header).unwrap()
@@ -252,7 +252,7 @@ async fn garbage_on_a_stream_is_refused_and_others_keep_working() {
     let (mut send, recv) = conn.open_bi().await.unwrap();
     send.write_all(&two).await.unwrap();
     let _ = send.finish();
-    let mut reader = quiver_client::wire::FrameReader::new(recv, 1 << 20);
+    let mut reader = quiver::wire::FrameReader::new(recv, 1 << 20);
     let mut codes = Vec::new();
     while let Some(f) = reader.next().await.unwrap() {
         let body: ErrorBody = quiver_proto::messages::decode_header(&f.header).unwrap();

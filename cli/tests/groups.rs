@@ -611,14 +611,14 @@ async fn send_raw(conn: &quinn::Connection, batch: Bytes, wait: bool) -> Option<
         acks: Acks::All,
         exchange: false,
     };
-    quiver_client::wire::write_frame(&mut send, FrameKind::Produce, &req, batch)
+    quiver::wire::write_frame(&mut send, FrameKind::Produce, &req, batch)
         .await
         .unwrap();
     send.finish().unwrap();
     if !wait {
         return None;
     }
-    let mut reader = quiver_client::wire::FrameReader::new(recv, 1 << 20);
+    let mut reader = quiver::wire::FrameReader::new(recv, 1 << 20);
     let (resp, _): (ProduceResponse, Bytes) = reader.expect(FrameKind::ProduceOk).await.unwrap();
     Some(resp)
 }
@@ -670,10 +670,10 @@ async fn a_resent_idempotent_batch_is_acknowledged_but_not_appended_twice() {
         acks: Acks::Leader,
         exchange: false,
     };
-    quiver_client::wire::write_frame(&mut send, FrameKind::Produce, &req, batch(7, &["x"]))
+    quiver::wire::write_frame(&mut send, FrameKind::Produce, &req, batch(7, &["x"]))
         .await
         .unwrap();
-    let mut reader = quiver_client::wire::FrameReader::new(recv, 1 << 20);
+    let mut reader = quiver::wire::FrameReader::new(recv, 1 << 20);
     let err = reader
         .expect::<ProduceResponse>(FrameKind::ProduceOk)
         .await

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use quiver_client::{AttachOptions, AttachmentInfo, PluginVersionInfo};
+use quiver::{AttachOptions, AttachmentInfo, PluginVersionInfo};
 
 use crate::args::ConnectArgs;
 

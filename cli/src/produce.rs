@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Args;
-use quiver_client::{Acks, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+use quiver::{Acks, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::args::ConnectArgs;

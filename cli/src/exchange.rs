@@ -2,7 +2,7 @@
 //! topics bound to them, or to those a router plugin attached to them picks (docs/routing.md).
 
 use clap::Subcommand;
-use quiver_client::{Binding, ExchangeInfo, ExchangeKind, HeaderMatch};
+use quiver::{Binding, ExchangeInfo, ExchangeKind, HeaderMatch};
 
 use crate::args::ConnectArgs;
 use crate::plugin::StageArgs;

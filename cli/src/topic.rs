@@ -1,7 +1,7 @@
 //! `quiver topic create|list|describe|delete|attach|detach`.
 
 use clap::Subcommand;
-use quiver_client::NewTopic;
+use quiver::NewTopic;
 
 use crate::args::ConnectArgs;
 use crate::plugin::{print_stages, StageArgs};

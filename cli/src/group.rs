@@ -3,7 +3,7 @@
 
 use anyhow::bail;
 use clap::Subcommand;
-use quiver_client::{GroupDescription, ResetTo};
+use quiver::{GroupDescription, ResetTo};
 
 use crate::args::ConnectArgs;
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use quiver_client::{
+use quiver::{
     Client, CommitMode, ConsumedRecord, Consumer, ConsumerConfig, GroupConfig, GroupConsumer,
     PluginRef, QueueConfig, QueueConsumer, QueuedRecord, Record, SeekTo,
 };

@@ -119,7 +119,9 @@ fn serve_topic_produce_consume_from_the_command_line() {
 /// A component from `target/plugins/` (scripts/build-plugins.sh builds them; the test command runs
 /// it first).
 fn plugin_path(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("target/plugins/{name}.wasm"));
+    // At the repository root, above cli/.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let path = root.join(format!("target/plugins/{name}.wasm"));
     assert!(
         path.exists(),
         "{} is missing: run scripts/build-plugins.sh",

@@ -94,7 +94,8 @@ pub async fn consume_n(client: &Client, topic: &str, n: usize) -> Vec<ConsumedRe
 /// which this runs once per test binary when a component is missing).
 pub fn plugin_wasm(name: &str) -> bytes::Bytes {
     static BUILD: std::sync::Once = std::sync::Once::new();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The repository root (this is cli/).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let path = root.join("target/plugins").join(format!("{name}.wasm"));
     if !path.exists() {
         BUILD.call_once(|| {
@@ -112,7 +113,7 @@ pub fn plugin_wasm(name: &str) -> bytes::Bytes {
 
 /// A raw connection that has done the Hello handshake, for sending hand-made bytes.
 pub async fn raw_connection(broker: &TestBroker) -> quinn::Connection {
-    let config = quiver_client::tls::client_config(&broker.ca, None).unwrap();
+    let config = quiver::tls::client_config(&broker.ca, None).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(config);
     let conn = endpoint
@@ -126,11 +127,11 @@ pub async fn raw_connection(broker: &TestBroker) -> quinn::Connection {
         client_id: "raw".into(),
         token: None,
     };
-    quiver_client::wire::write_frame(&mut send, FrameKind::Hello, &hello, Bytes::new())
+    quiver::wire::write_frame(&mut send, FrameKind::Hello, &hello, Bytes::new())
         .await
         .unwrap();
     send.finish().unwrap();
-    let mut reader = quiver_client::wire::FrameReader::new(recv, 1 << 20);
+    let mut reader = quiver::wire::FrameReader::new(recv, 1 << 20);
     reader.next().await.unwrap().unwrap();
     conn
 }
