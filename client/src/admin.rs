@@ -43,6 +43,13 @@ pub struct Admin {
     client: Client,
 }
 
+impl Client {
+    /// Topic, plugin, exchange and group administration over this connection.
+    pub fn admin(&self) -> Admin {
+        Admin::new(self.clone())
+    }
+}
+
 impl Admin {
     pub(crate) fn new(client: Client) -> Self {
         Admin { client }

@@ -182,10 +182,6 @@ impl Client {
         Ok(reader.expect(reply).await?)
     }
 
-    pub fn admin(&self) -> crate::admin::Admin {
-        crate::admin::Admin::new(self.clone())
-    }
-
     /// Closes the connection and waits briefly for the close to reach the broker.
     pub async fn close(&self) {
         self.inner.conn.close(0u32.into(), b"client closed");
