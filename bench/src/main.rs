@@ -8,6 +8,7 @@ mod cli;
 mod disk;
 mod drivers;
 mod machine;
+mod numbers;
 mod plan;
 mod progress;
 mod report;

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::machine::Machine;
+use crate::numbers::{ratio, thousands};
 use crate::report_groups;
 use crate::runner::RunResult;
 use crate::workloads::filter::{Read, WASM_TARGET};
@@ -232,43 +233,4 @@ fn wasm_line(rows: &[RunResult]) -> Option<String> {
 
 fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
-}
-
-pub fn ratio(a: f64, b: f64) -> String {
-    if b > 0.0 {
-        format!("{:.2}×", a / b)
-    } else {
-        "—".to_owned()
-    }
-}
-
-/// 1234567.8 → "1,234,568".
-pub fn thousands(v: f64) -> String {
-    let digits = format!("{:.0}", v.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats_thousands() {
-        assert_eq!(thousands(0.0), "0");
-        assert_eq!(thousands(999.4), "999");
-        assert_eq!(thousands(1_234_567.8), "1,234,568");
-    }
-
-    #[test]
-    fn ratio_of_zero_is_a_dash() {
-        assert_eq!(ratio(1.0, 0.0), "—");
-        assert_eq!(ratio(3.0, 2.0), "1.50×");
-    }
 }

@@ -117,7 +117,7 @@ fn settle(k: usize, n: usize) -> Duration {
 
 fn row(exit: Exit, ms: Vec<f64>, target: Duration) -> Measured {
     Measured {
-        secs: crate::summary::median(&ms) / 1000.0,
+        secs: crate::numbers::median(&ms) / 1000.0,
         variant: Some(exit.label()),
         target_ms: Some(target.as_secs_f64() * 1000.0),
         samples_ms: Some(ms),
