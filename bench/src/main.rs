@@ -4,6 +4,7 @@
 //! consumer groups, rebalances, queue mode) measure Quiver against the targets. See
 //! BENCHMARKS.md.
 
+mod cells;
 mod cli;
 mod disk;
 mod drivers;

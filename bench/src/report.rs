@@ -10,6 +10,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::cells::{not_ok, rss};
 use crate::machine::Machine;
 use crate::numbers::{ratio, thousands};
 use crate::report_groups;
@@ -143,23 +144,6 @@ fn row(r: &RunResult, quiver: Option<&RunResult>, latency: bool) -> String {
             )
         }
     }
-}
-
-/// A skipped or failed run: the system, the status and why.
-pub fn not_ok(r: &RunResult) -> String {
-    let note = r.note.as_deref().unwrap_or("");
-    format!(
-        "{:<8} {}: {}",
-        r.system,
-        r.status,
-        note.replace('\n', " | ")
-    )
-}
-
-pub fn rss(r: &RunResult) -> String {
-    r.peak_rss_kib.map_or("—".to_owned(), |k| {
-        format!("{:.0} MiB", k as f64 / 1024.0)
-    })
 }
 
 /// A `filter` case: a row per (system, way of reading) with records scanned and kept per second and

@@ -5,8 +5,8 @@
 
 use std::fmt::Write as _;
 
+use crate::cells::{not_ok, rss};
 use crate::numbers::{median, ratio, thousands};
-use crate::report::{not_ok, rss};
 use crate::runner::RunResult;
 use crate::workloads::group::{GROUP_ROW, GROUP_TARGET, SINGLE, STABLE_ROW};
 use crate::workloads::queue::QUEUE_TARGET;
