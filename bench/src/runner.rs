@@ -17,7 +17,8 @@ use crate::drivers::quiver::QuiverDriver;
 use crate::drivers::redis::RedisDriver;
 use crate::drivers::{Driver, DriverConfig};
 use crate::plan::{Case, Plan};
-use crate::workloads::{self, Latency, Measured};
+use crate::workloads;
+use crate::workloads::measured::{Latency, Measured};
 
 /// A server must be up within this long.
 const START_TIMEOUT: Duration = Duration::from_secs(60);

@@ -152,7 +152,7 @@ fn latency_table(reports: &[Report]) {
             println!("| {title} | {system} | {} | | | | | | | |", not_run(&runs));
             continue;
         }
-        let pick = |f: fn(&crate::workloads::Latency) -> u64| -> String {
+        let pick = |f: fn(&crate::workloads::measured::Latency) -> u64| -> String {
             let v: Vec<f64> = lat.iter().map(|l| f(l) as f64 / 1000.0).collect();
             spread(&v, 2)
         };

@@ -16,7 +16,7 @@ use hdrhistogram::Histogram;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
-use super::{Latency, Measured};
+use super::measured::{Latency, Measured};
 use crate::drivers::{ConsumerHandle, Driver, ProducerHandle, StartAt};
 use crate::plan::Plan;
 

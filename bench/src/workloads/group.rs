@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use super::consume::prefill;
-use super::Measured;
+use super::measured::Measured;
 use crate::drivers::quiver::QuiverDriver;
 use crate::drivers::TOPIC;
 

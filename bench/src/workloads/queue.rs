@@ -17,7 +17,7 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 
 use super::consume::prefill;
-use super::Measured;
+use super::measured::Measured;
 use crate::drivers::quiver::QuiverDriver;
 use crate::drivers::TOPIC;
 

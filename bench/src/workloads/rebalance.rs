@@ -21,7 +21,7 @@ use tokio::sync::oneshot::{self, error::TryRecvError};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use super::Measured;
+use super::measured::Measured;
 use crate::drivers::quiver::QuiverDriver;
 use crate::drivers::TOPIC;
 
