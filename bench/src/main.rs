@@ -8,6 +8,7 @@ mod cells;
 mod cli;
 mod disk;
 mod drivers;
+mod durability;
 mod machine;
 mod numbers;
 mod plan;
@@ -18,6 +19,7 @@ mod runner;
 mod serve;
 mod server;
 mod summary;
+mod system;
 mod workloads;
 
 use std::collections::BTreeMap;
@@ -32,6 +34,7 @@ use crate::drivers::quiver::QuiverDriver;
 use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::report::Report;
+use crate::system::System;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -153,7 +156,7 @@ fn describe_systems(plan: &Plan, report: &mut Report) {
         for &class in &classes {
             settings.insert(class.name().to_owned(), runner::describe(system, class));
         }
-        if system == cli::System::Quiver {
+        if system == System::Quiver {
             let producer = QuiverDriver::describe_producer(plan.idempotent);
             settings.insert("producer".to_owned(), producer);
         }

@@ -8,9 +8,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::cli::{
-    Common, ConsumeArgs, Durability, E2eArgs, FilterArgs, GroupArgs, ProduceArgs, QueueArgs,
-    RebalanceArgs, System,
+    Common, ConsumeArgs, E2eArgs, FilterArgs, GroupArgs, ProduceArgs, QueueArgs, RebalanceArgs,
 };
+use crate::durability::Durability;
+use crate::system::System;
 use crate::workloads::{group, queue, rebalance};
 
 /// One workload with its parameters; run once per system.

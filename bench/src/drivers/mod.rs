@@ -21,7 +21,7 @@ use anyhow::Result;
 use bytes::Bytes;
 
 use self::quiver::QuiverDriver;
-use crate::cli::Durability;
+use crate::durability::Durability;
 use crate::plan::Case;
 
 /// The topic / stream / subject every workload uses (each run has a fresh server).

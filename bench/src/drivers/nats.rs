@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 
 use super::{ConsumerHandle, Driver, DriverConfig, ProducerHandle, Sink, StartAt, TOPIC};
-use crate::cli::Durability;
+use crate::durability::Durability;
 use crate::plan::Case;
 use crate::server::{self, ServerProcess};
 

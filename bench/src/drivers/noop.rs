@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use super::{ConsumerHandle, Driver, DriverConfig, ProducerHandle, Sink, StartAt};
-use crate::cli::Durability;
+use crate::durability::Durability;
 use crate::plan::Case;
 
 #[derive(Default)]

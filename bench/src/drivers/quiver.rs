@@ -24,7 +24,7 @@ use quiver_proto::{BatchBuilder, RecordData};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::{ConsumerHandle, Driver, DriverConfig, ProducerHandle, Sink, StartAt, TOPIC};
-use crate::cli::Durability;
+use crate::durability::Durability;
 use crate::serve::READY;
 use crate::server::{self, ServerProcess, READY_TIMEOUT};
 

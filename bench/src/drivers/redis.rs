@@ -16,7 +16,7 @@ use redis::{AsyncConnectionConfig, Value};
 use tokio::task::JoinHandle;
 
 use super::{ConsumerHandle, Driver, DriverConfig, ProducerHandle, Sink, StartAt, TOPIC};
-use crate::cli::Durability;
+use crate::durability::Durability;
 use crate::plan::Case;
 use crate::server::{self, ServerProcess};
 
