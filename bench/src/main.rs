@@ -4,6 +4,7 @@
 //! consumer groups, rebalances, queue mode) measure Quiver against the targets. See
 //! BENCHMARKS.md.
 
+mod case;
 mod cells;
 mod cli;
 mod disk;
@@ -18,6 +19,7 @@ mod report_groups;
 mod runner;
 mod serve;
 mod server;
+mod shapes;
 mod summary;
 mod system;
 mod workloads;

@@ -5,145 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Serialize;
-
+use crate::case::Case;
 use crate::cli::{
     Common, ConsumeArgs, E2eArgs, FilterArgs, GroupArgs, ProduceArgs, QueueArgs, RebalanceArgs,
 };
 use crate::durability::Durability;
+use crate::shapes::{GroupShape, QueueShape, RebalanceShape};
 use crate::system::System;
-use crate::workloads::{group, queue, rebalance};
-
-/// One workload with its parameters; run once per system.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "workload", rename_all = "lowercase")]
-pub enum Case {
-    Produce {
-        producers: usize,
-        size: usize,
-        batch: usize,
-        durability: &'static str,
-    },
-    Consume {
-        records: u64,
-        size: usize,
-        batch: usize,
-    },
-    E2e {
-        rate: u64,
-        size: usize,
-        durability: &'static str,
-    },
-    Filter {
-        records: u64,
-        size: usize,
-        batch: usize,
-        /// The tag-filter component.
-        wasm: PathBuf,
-    },
-    Group(group::Shape),
-    Rebalance(rebalance::Shape),
-    Queue(queue::Shape),
-}
-
-impl Case {
-    pub fn workload(&self) -> &'static str {
-        match self {
-            Case::Produce { .. } => "produce",
-            Case::Consume { .. } => "consume",
-            Case::E2e { .. } => "e2e",
-            Case::Filter { .. } => "filter",
-            Case::Group(_) => "group",
-            Case::Rebalance(_) => "rebalance",
-            Case::Queue(_) => "queue",
-        }
-    }
-
-    /// Workloads of Quiver features the peers have no comparable setup for here.
-    pub fn quiver_only(&self) -> bool {
-        !matches!(
-            self,
-            Case::Produce { .. } | Case::Consume { .. } | Case::E2e { .. }
-        )
-    }
-
-    pub fn durability(&self) -> Durability {
-        let name = match self {
-            Case::Produce { durability, .. } | Case::E2e { durability, .. } => durability,
-            _ => return Durability::NoneFsync,
-        };
-        if *name == Durability::FsyncPerBatch.name() {
-            Durability::FsyncPerBatch
-        } else {
-            Durability::NoneFsync
-        }
-    }
-
-    pub fn size(&self) -> usize {
-        match self {
-            Case::Produce { size, .. }
-            | Case::Consume { size, .. }
-            | Case::E2e { size, .. }
-            | Case::Filter { size, .. } => *size,
-            Case::Group(g) => g.size,
-            Case::Queue(q) => q.size,
-            Case::Rebalance(_) => REBALANCE_SIZE,
-        }
-    }
-
-    pub fn batch(&self) -> usize {
-        match self {
-            Case::Produce { batch, .. }
-            | Case::Consume { batch, .. }
-            | Case::Filter { batch, .. } => *batch,
-            Case::Group(g) => g.batch,
-            Case::Queue(q) => q.batch,
-            Case::Rebalance(_) => 1,
-            // Latency runs send what is due each millisecond; the batch is only a ceiling.
-            Case::E2e { .. } => crate::workloads::e2e::MAX_BATCH as usize,
-        }
-    }
-
-    /// A one-line title, also the key that `summarize` groups runs by.
-    pub fn title(&self) -> String {
-        match self {
-            Case::Produce {
-                producers,
-                size,
-                batch,
-                durability,
-            } => format!("produce {size} B, {producers} producer(s), batch {batch}, {durability}"),
-            Case::Consume {
-                records,
-                size,
-                batch,
-            } => format!("consume {records} × {size} B from the start, batch {batch}"),
-            Case::E2e {
-                rate,
-                size,
-                durability,
-            } => format!("e2e {rate} rec/s offered, {size} B, {durability}"),
-            Case::Filter {
-                records,
-                size,
-                batch,
-                wasm,
-            } => {
-                let plugin = wasm.file_stem().unwrap_or_default().to_string_lossy();
-                format!(
-                    "filter {records} × {size} B (half tagged a) from the start, batch {batch}: \
-                     native tag:a vs wasm {plugin} tags=a"
-                )
-            }
-            Case::Group(g) => g.title(),
-            Case::Rebalance(r) => r.title(),
-            Case::Queue(q) => q.title(),
-        }
-    }
-}
-
-/// Rebalance runs carry no records; their size only sizes the producer's batch.
-const REBALANCE_SIZE: usize = 100;
 
 /// Everything a run needs besides the system.
 #[derive(Debug, Clone)]
@@ -230,7 +98,7 @@ impl Plan {
     pub fn group(common: &Common, a: &GroupArgs) -> Plan {
         let mut plan = Plan::base(common);
         let default = if common.smoke { 20_000 } else { 2_000_000 };
-        plan.cases.push(Case::Group(group::Shape {
+        plan.cases.push(Case::Group(GroupShape {
             records: a.records.unwrap_or(default).max(1),
             size: a.size.max(1),
             batch: a.batch.max(1),
@@ -243,7 +111,7 @@ impl Plan {
     pub fn rebalance(common: &Common, a: &RebalanceArgs) -> Plan {
         let mut plan = Plan::base(common);
         let (session, trials) = if common.smoke { (1000, 1) } else { (3000, 3) };
-        plan.cases.push(Case::Rebalance(rebalance::Shape {
+        plan.cases.push(Case::Rebalance(RebalanceShape {
             partitions: a.partitions.max(1),
             // One member goes and at least one stays.
             members: a.members.max(2),
@@ -257,7 +125,7 @@ impl Plan {
         let mut plan = Plan::base(common);
         let default = if common.smoke { 20_000 } else { 1_000_000 };
         for &partitions in &a.partitions {
-            plan.cases.push(Case::Queue(queue::Shape {
+            plan.cases.push(Case::Queue(QueueShape {
                 records: a.records.unwrap_or(default).max(1),
                 size: a.size.max(1),
                 batch: a.batch.max(1),

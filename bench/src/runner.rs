@@ -10,13 +10,14 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::case::Case;
 use crate::drivers::nats::NatsDriver;
 use crate::drivers::noop::NoopDriver;
 use crate::drivers::quiver::QuiverDriver;
 use crate::drivers::redis::RedisDriver;
 use crate::drivers::{Driver, DriverConfig};
 use crate::durability::Durability;
-use crate::plan::{Case, Plan};
+use crate::plan::Plan;
 use crate::system::System;
 use crate::workloads;
 use crate::workloads::measured::{Latency, Measured};

@@ -21,8 +21,8 @@ use anyhow::Result;
 use bytes::Bytes;
 
 use self::quiver::QuiverDriver;
+use crate::case::Case;
 use crate::durability::Durability;
-use crate::plan::Case;
 
 /// The topic / stream / subject every workload uses (each run has a fresh server).
 pub const TOPIC: &str = "bench";

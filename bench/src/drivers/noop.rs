@@ -13,8 +13,8 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use super::{ConsumerHandle, Driver, DriverConfig, ProducerHandle, Sink, StartAt};
+use crate::case::Case;
 use crate::durability::Durability;
-use crate::plan::Case;
 
 #[derive(Default)]
 struct Shared {

@@ -19,8 +19,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 use self::measured::Measured;
+use crate::case::Case;
 use crate::drivers::Driver;
-use crate::plan::{Case, Plan};
+use crate::plan::Plan;
 
 /// Runs `case` against a started driver; `live` counts records as they go, for the progress bar.
 pub async fn run<D: Driver>(
