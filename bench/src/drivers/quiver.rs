@@ -249,10 +249,6 @@ impl Driver for QuiverDriver {
         self.filtered_consumer(from, None, None).await
     }
 
-    fn quiver(&self) -> Option<&QuiverDriver> {
-        Some(self)
-    }
-
     fn peak_rss_kib(&self) -> Option<u64> {
         self.server.peak_rss_kib()
     }

@@ -13,6 +13,7 @@ pub mod queue;
 pub mod rebalance;
 pub mod values;
 
+use std::any::Any;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use anyhow::{Context, Result};
 
 use self::measured::Measured;
 use crate::case::Case;
+use crate::drivers::quiver::QuiverDriver;
 use crate::drivers::Driver;
 use crate::plan::Plan;
 
@@ -59,6 +61,10 @@ pub async fn run<D: Driver>(
     one.map(|m| vec![m])
 }
 
-fn quiver<D: Driver>(driver: &D) -> Result<&crate::drivers::quiver::QuiverDriver> {
-    driver.quiver().context("this workload runs on Quiver only")
+/// This driver as Quiver's, for the workloads only Quiver runs ([`Case::quiver_only`]).
+fn quiver<D: Driver>(driver: &D) -> Result<&QuiverDriver> {
+    let driver: &dyn Any = driver;
+    driver
+        .downcast_ref::<QuiverDriver>()
+        .context("this workload runs on Quiver only")
 }
