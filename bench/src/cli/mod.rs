@@ -1,6 +1,9 @@
 //! The command line of `quiver-bench`: one subcommand per workload, plus `all`, `summarize` and the
 //! hidden `internal-serve` (the Quiver broker process the harness starts for itself). Options that
-//! every workload shares are global, so they may stand before or after the subcommand.
+//! every workload shares are global, so they may stand before or after the subcommand. `plan.rs`
+//! turns them into the plan of a run.
+
+pub mod plan;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
