@@ -3,11 +3,32 @@
 //! line and the raw-disk limit, and optionally writes JSON; Quiver-only workloads (read filters,
 //! consumer groups, rebalances, queue mode) measure Quiver against the issue's targets. See
 //! BENCHMARKS.md.
+//!
+//! Modules, top to bottom; arrows point down, no module imports one that imports it back:
+//!
+//! ```text
+//! main.rs          parse, plan, run every case on every system, print, write JSON
+//! cli/             the command line (mod.rs) and the plan it asks for (plan.rs, with `all`)
+//! summary.rs       `summarize`: several JSON files → Markdown
+//! report.rs        header, tables, JSON; report_groups.rs (group, rebalance, queue tables);
+//!                  cells.rs (a not-ok row, peak RSS)
+//! runner.rs        one case on one system → RunResult rows
+//! workloads/       mod.rs hands a case to its workload; produce, consume, e2e, filter, group,
+//!                  rebalance, queue; measured.rs (Measured, Latency), values.rs
+//! drivers/         mod.rs: the Driver trait; quiver, nats, redis, noop; with server.rs (starting
+//!                  and stopping server processes) and serve.rs (`internal-serve`, Quiver's process)
+//! data, helpers    plan.rs (Plan), case.rs (Case), shapes.rs, system.rs, durability.rs;
+//!                  numbers.rs, machine.rs, disk.rs, progress.rs
+//! ```
 
+mod case;
+mod cells;
 mod cli;
 mod disk;
 mod drivers;
+mod durability;
 mod machine;
+mod numbers;
 mod plan;
 mod progress;
 mod report;
@@ -15,7 +36,9 @@ mod report_groups;
 mod runner;
 mod serve;
 mod server;
+mod shapes;
 mod summary;
+mod system;
 mod workloads;
 
 use std::collections::BTreeMap;
@@ -30,6 +53,7 @@ use crate::drivers::quiver::QuiverDriver;
 use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::report::Report;
+use crate::system::System;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -151,7 +175,7 @@ fn describe_systems(plan: &Plan, report: &mut Report) {
         for &class in &classes {
             settings.insert(class.name().to_owned(), runner::describe(system, class));
         }
-        if system == cli::System::Quiver {
+        if system == System::Quiver {
             let producer = QuiverDriver::describe_producer(plan.idempotent);
             settings.insert("producer".to_owned(), producer);
         }

@@ -10,7 +10,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::cells::{not_ok, rss};
 use crate::machine::Machine;
+use crate::numbers::{ratio, thousands};
 use crate::report_groups;
 use crate::runner::RunResult;
 use crate::workloads::filter::{Read, WASM_TARGET};
@@ -144,23 +146,6 @@ fn row(r: &RunResult, quiver: Option<&RunResult>, latency: bool) -> String {
     }
 }
 
-/// A skipped or failed run: the system, the status and why.
-pub fn not_ok(r: &RunResult) -> String {
-    let note = r.note.as_deref().unwrap_or("");
-    format!(
-        "{:<8} {}: {}",
-        r.system,
-        r.status,
-        note.replace('\n', " | ")
-    )
-}
-
-pub fn rss(r: &RunResult) -> String {
-    r.peak_rss_kib.map_or("—".to_owned(), |k| {
-        format!("{:.0} MiB", k as f64 / 1024.0)
-    })
-}
-
 /// A `filter` case: a row per (system, way of reading) with records scanned and kept per second and
 /// the ratio to the native filter on the same system, then WASM ÷ native against the target.
 fn filter_table(title: &str, rows: &[RunResult]) -> String {
@@ -232,43 +217,4 @@ fn wasm_line(rows: &[RunResult]) -> Option<String> {
 
 fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
-}
-
-pub fn ratio(a: f64, b: f64) -> String {
-    if b > 0.0 {
-        format!("{:.2}×", a / b)
-    } else {
-        "—".to_owned()
-    }
-}
-
-/// 1234567.8 → "1,234,568".
-pub fn thousands(v: f64) -> String {
-    let digits = format!("{:.0}", v.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats_thousands() {
-        assert_eq!(thousands(0.0), "0");
-        assert_eq!(thousands(999.4), "999");
-        assert_eq!(thousands(1_234_567.8), "1,234,568");
-    }
-
-    #[test]
-    fn ratio_of_zero_is_a_dash() {
-        assert_eq!(ratio(1.0, 0.0), "—");
-        assert_eq!(ratio(3.0, 2.0), "1.50×");
-    }
 }

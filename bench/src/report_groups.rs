@@ -5,9 +5,9 @@
 
 use std::fmt::Write as _;
 
-use crate::report::{not_ok, ratio, rss, thousands};
+use crate::cells::{not_ok, rss};
+use crate::numbers::{median, ratio, thousands};
 use crate::runner::RunResult;
-use crate::summary::median;
 use crate::workloads::group::{GROUP_ROW, GROUP_TARGET, SINGLE, STABLE_ROW};
 use crate::workloads::queue::QUEUE_TARGET;
 

@@ -10,14 +10,17 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{Durability, System};
+use crate::case::Case;
 use crate::drivers::nats::NatsDriver;
 use crate::drivers::noop::NoopDriver;
 use crate::drivers::quiver::QuiverDriver;
 use crate::drivers::redis::RedisDriver;
 use crate::drivers::{Driver, DriverConfig};
-use crate::plan::{Case, Plan};
-use crate::workloads::{self, Latency, Measured};
+use crate::durability::Durability;
+use crate::plan::Plan;
+use crate::system::System;
+use crate::workloads;
+use crate::workloads::measured::{Latency, Measured};
 
 /// A server must be up within this long.
 const START_TIMEOUT: Duration = Duration::from_secs(60);

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use crate::report::{native_of, thousands, Report};
+use crate::numbers::{median, thousands};
+use crate::report::{native_of, Report};
 use crate::runner::RunResult;
 use crate::workloads::filter::WASM_TARGET;
 use crate::workloads::group::{GROUP_TARGET, SINGLE};
@@ -151,7 +152,7 @@ fn latency_table(reports: &[Report]) {
             println!("| {title} | {system} | {} | | | | | | | |", not_run(&runs));
             continue;
         }
-        let pick = |f: fn(&crate::workloads::Latency) -> u64| -> String {
+        let pick = |f: fn(&crate::workloads::measured::Latency) -> u64| -> String {
             let v: Vec<f64> = lat.iter().map(|l| f(l) as f64 / 1000.0).collect();
             spread(&v, 2)
         };
@@ -263,16 +264,6 @@ fn rss(ok: &[&RunResult]) -> String {
         "—".to_owned()
     } else {
         spread(&v, 0)
-    }
-}
-
-pub fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
     }
 }
 
@@ -409,13 +400,6 @@ fn within(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn medians() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert!(median(&[]).is_nan());
-    }
 
     #[test]
     fn spreads() {

@@ -2,7 +2,7 @@
 //! ceiling), so the workloads run the very same loops against each. A driver owns its server process
 //! (started on a free loopback port in a temp dir) and stops it in `stop`. Server-side read filters
 //! exist in Quiver alone, and so do the consumer groups and queue mode measured here: the
-//! Quiver-only workloads reach them through [`Driver::quiver`].
+//! Quiver-only workloads take the Quiver driver itself ([`quiver::QuiverDriver`]).
 //!
 //! Contract: `ProducerHandle::send` hands over one batch and may return before it is acknowledged,
 //! but never lets more than `window` batches wait for their acknowledgement; `flush` returns once
@@ -20,9 +20,8 @@ use std::time::Duration;
 use anyhow::Result;
 use bytes::Bytes;
 
-use self::quiver::QuiverDriver;
-use crate::cli::Durability;
-use crate::plan::Case;
+use crate::case::Case;
+use crate::durability::Durability;
 
 /// The topic / stream / subject every workload uses (each run has a fresh server).
 pub const TOPIC: &str = "bench";
@@ -62,11 +61,6 @@ pub trait Driver: Sized + Send + Sync + 'static {
     /// Why this system cannot run `case` comparably (no such durability setting, no server-side
     /// filter), if it cannot; the run is then reported as skipped.
     fn unsupported(_case: &Case) -> Option<&'static str> {
-        None
-    }
-
-    /// This driver as Quiver's, for the workloads only Quiver runs ([`Case::quiver_only`]).
-    fn quiver(&self) -> Option<&QuiverDriver> {
         None
     }
 

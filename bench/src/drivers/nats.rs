@@ -20,8 +20,8 @@ use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 
 use super::{ConsumerHandle, Driver, DriverConfig, ProducerHandle, Sink, StartAt, TOPIC};
-use crate::cli::Durability;
-use crate::plan::Case;
+use crate::case::Case;
+use crate::durability::Durability;
 use crate::server::{self, ServerProcess};
 
 pub struct NatsDriver {

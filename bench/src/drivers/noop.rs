@@ -13,8 +13,8 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use super::{ConsumerHandle, Driver, DriverConfig, ProducerHandle, Sink, StartAt};
-use crate::cli::Durability;
-use crate::plan::Case;
+use crate::case::Case;
+use crate::durability::Durability;
 
 #[derive(Default)]
 struct Shared {

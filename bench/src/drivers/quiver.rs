@@ -24,7 +24,7 @@ use quiver_proto::{BatchBuilder, RecordData};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::{ConsumerHandle, Driver, DriverConfig, ProducerHandle, Sink, StartAt, TOPIC};
-use crate::cli::Durability;
+use crate::durability::Durability;
 use crate::serve::READY;
 use crate::server::{self, ServerProcess, READY_TIMEOUT};
 
@@ -247,10 +247,6 @@ impl Driver for QuiverDriver {
 
     async fn consumer(&self, from: StartAt) -> Result<QuiverConsumer> {
         self.filtered_consumer(from, None, None).await
-    }
-
-    fn quiver(&self) -> Option<&QuiverDriver> {
-        Some(self)
     }
 
     fn peak_rss_kib(&self) -> Option<u64> {

@@ -16,8 +16,8 @@ use redis::{AsyncConnectionConfig, Value};
 use tokio::task::JoinHandle;
 
 use super::{ConsumerHandle, Driver, DriverConfig, ProducerHandle, Sink, StartAt, TOPIC};
-use crate::cli::Durability;
-use crate::plan::Case;
+use crate::case::Case;
+use crate::durability::Durability;
 use crate::server::{self, ServerProcess};
 
 pub struct RedisDriver {

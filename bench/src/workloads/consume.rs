@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use super::{values, Measured};
+use super::measured::Measured;
+use super::values::values;
 use crate::drivers::{ConsumerHandle, Driver, ProducerHandle, StartAt};
 
 /// The longest a read-back may take before the run fails.

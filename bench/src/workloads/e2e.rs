@@ -16,14 +16,13 @@ use hdrhistogram::Histogram;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
-use super::{Latency, Measured};
+use super::measured::{Latency, Measured};
+use crate::case::E2E_MAX_BATCH;
 use crate::drivers::{ConsumerHandle, Driver, ProducerHandle, StartAt};
 use crate::plan::Plan;
 
 /// How long records may keep arriving after the last one was due.
 const DRAIN: Duration = Duration::from_secs(10);
-/// The most records one send carries (the drivers' batch setting in latency runs).
-pub const MAX_BATCH: u64 = 1000;
 /// Time for the consumer's first read to be in place before records flow.
 const SETTLE: Duration = Duration::from_millis(300);
 
@@ -81,9 +80,9 @@ async fn send_at_rate<P: ProducerHandle>(
     while sent < total {
         tick.tick().await;
         let due = ((origin.elapsed().as_nanos() * rate as u128 / 1_000_000_000) as u64).min(total);
-        // A producer that fell behind catches up in batches of at most MAX_BATCH.
+        // A producer that fell behind catches up in batches of at most E2E_MAX_BATCH.
         while due > sent {
-            let end = due.min(sent + MAX_BATCH);
+            let end = due.min(sent + E2E_MAX_BATCH);
             let now = origin.elapsed().as_nanos() as u64;
             for i in sent..end {
                 delay.saturating_record((now.saturating_sub(due_ns(i, rate)) / 1000).max(1));

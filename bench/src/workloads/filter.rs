@@ -18,7 +18,7 @@ use bytes::Bytes;
 use quiver::PluginRef;
 
 use super::consume::prefill;
-use super::Measured;
+use super::measured::Measured;
 use crate::drivers::quiver::QuiverDriver;
 use crate::drivers::{ConsumerHandle, Driver, StartAt};
 

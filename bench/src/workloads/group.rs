@@ -18,14 +18,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use parking_lot::Mutex;
 use quiver::{ConsumedRecord, Consumer, ConsumerConfig, GroupConfig, GroupConsumer, SeekTo};
-use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use super::consume::prefill;
-use super::Measured;
+use super::measured::Measured;
 use crate::drivers::quiver::QuiverDriver;
 use crate::drivers::TOPIC;
+use crate::shapes::GroupShape;
 
 /// The longest one read may take before the run fails.
 const READ_TIMEOUT: Duration = Duration::from_secs(120);
@@ -41,27 +41,11 @@ pub const SINGLE: &str = "1 consumer";
 pub const GROUP_ROW: &str = "group";
 pub const STABLE_ROW: &str = "group, once balanced";
 
-/// The parameters of a `group` case.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Shape {
-    pub records: u64,
-    pub size: usize,
-    pub batch: usize,
-    pub partitions: u32,
-    pub members: usize,
-}
-
-impl Shape {
-    /// The case's title (also the key `summarize` groups runs by).
-    pub fn title(&self) -> String {
-        format!(
-            "group {} × {} B over {} partitions from the start: 1 consumer vs a group of {}",
-            self.records, self.size, self.partitions, self.members
-        )
-    }
-}
-
-pub async fn run(driver: &QuiverDriver, s: Shape, live: Arc<AtomicU64>) -> Result<Vec<Measured>> {
+pub async fn run(
+    driver: &QuiverDriver,
+    s: GroupShape,
+    live: Arc<AtomicU64>,
+) -> Result<Vec<Measured>> {
     driver.create_topic_with(s.partitions).await?;
     let producer = driver.partitioned_producer(s.partitions).await?;
     prefill(producer, s.records, s.size, s.batch).await?;
@@ -117,7 +101,7 @@ fn measured(
 async fn read_group(
     driver: &QuiverDriver,
     ends: &[u64],
-    s: Shape,
+    s: GroupShape,
     live: &Arc<AtomicU64>,
 ) -> Result<Vec<Measured>> {
     let board = Arc::new(Board::new(ends.to_vec(), s.members, live.clone()));

@@ -10,7 +10,8 @@ use anyhow::Result;
 use bytes::Bytes;
 use tokio::task::JoinSet;
 
-use super::{values, Measured};
+use super::measured::Measured;
+use super::values::values;
 use crate::drivers::{Driver, ProducerHandle};
 use crate::plan::Plan;
 

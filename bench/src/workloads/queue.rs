@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use quiver::{QueueConfig, QueueConsumer};
-use serde::Serialize;
 use tokio::task::JoinSet;
 
 use super::consume::prefill;
-use super::Measured;
+use super::measured::Measured;
 use crate::drivers::quiver::QuiverDriver;
 use crate::drivers::TOPIC;
+use crate::shapes::QueueShape;
 
 /// The longest the consumers may take before the run fails.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -29,27 +29,7 @@ const GROUP: &str = "bench-queue";
 /// The target in acknowledged records per second (recorded, not asserted).
 pub const QUEUE_TARGET: f64 = 100_000.0;
 
-/// The parameters of a `queue` case.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Shape {
-    pub records: u64,
-    pub size: usize,
-    pub batch: usize,
-    pub partitions: u32,
-    pub consumers: usize,
-}
-
-impl Shape {
-    /// The case's title (also the key `summarize` groups runs by).
-    pub fn title(&self) -> String {
-        format!(
-            "queue {} × {} B, {} partition(s), {} consumers, poll + ack {}",
-            self.records, self.size, self.partitions, self.consumers, self.batch
-        )
-    }
-}
-
-pub async fn run(driver: &QuiverDriver, s: Shape, live: Arc<AtomicU64>) -> Result<Measured> {
+pub async fn run(driver: &QuiverDriver, s: QueueShape, live: Arc<AtomicU64>) -> Result<Measured> {
     driver.create_topic_with(s.partitions).await?;
     let producer = driver.partitioned_producer(s.partitions).await?;
     prefill(producer, s.records, s.size, s.batch).await?;
@@ -175,7 +155,7 @@ impl Tally {
         }
     }
 
-    fn result(&self, start: Instant, s: Shape, spent: &Spent) -> Result<Measured> {
+    fn result(&self, start: Instant, s: QueueShape, spent: &Spent) -> Result<Measured> {
         let (acked, stale) = (self.acked(), self.stale.load(Ordering::Relaxed));
         if acked != s.records || stale != 0 {
             bail!(

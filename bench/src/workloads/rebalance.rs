@@ -16,14 +16,14 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use parking_lot::Mutex;
 use quiver::{Client, GroupConfig, GroupConsumer};
-use serde::Serialize;
 use tokio::sync::oneshot::{self, error::TryRecvError};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use super::Measured;
+use super::measured::Measured;
 use crate::drivers::quiver::QuiverDriver;
 use crate::drivers::TOPIC;
+use crate::shapes::RebalanceShape;
 
 /// How often members poll (and so report what they own).
 const POLL_WAIT: Duration = Duration::from_millis(10);
@@ -45,30 +45,6 @@ const GROUP: &str = "bench-rebalance";
 pub const KILLED: &str = "killed";
 pub const LEFT: &str = "left";
 
-/// The parameters of a `rebalance` case.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Shape {
-    pub partitions: u32,
-    pub members: usize,
-    pub session_ms: u64,
-    pub trials: usize,
-}
-
-impl Shape {
-    /// The case's title (also the key `summarize` groups runs by).
-    pub fn title(&self) -> String {
-        format!(
-            "rebalance {} members, {} partitions, session {} ms: one killed / one leaving, {} \
-             trial(s) each",
-            self.members, self.partitions, self.session_ms, self.trials
-        )
-    }
-
-    fn session(&self) -> Duration {
-        Duration::from_millis(self.session_ms)
-    }
-}
-
 /// How a member goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Exit {
@@ -87,7 +63,11 @@ impl Exit {
     }
 }
 
-pub async fn run(driver: &QuiverDriver, s: Shape, live: Arc<AtomicU64>) -> Result<Vec<Measured>> {
+pub async fn run(
+    driver: &QuiverDriver,
+    s: RebalanceShape,
+    live: Arc<AtomicU64>,
+) -> Result<Vec<Measured>> {
     driver.create_topic_with(s.partitions).await?;
     let mut group = Group::new(driver, s).await?;
     let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
@@ -117,7 +97,7 @@ fn settle(k: usize, n: usize) -> Duration {
 
 fn row(exit: Exit, ms: Vec<f64>, target: Duration) -> Measured {
     Measured {
-        secs: crate::summary::median(&ms) / 1000.0,
+        secs: crate::numbers::median(&ms) / 1000.0,
         variant: Some(exit.label()),
         target_ms: Some(target.as_secs_f64() * 1000.0),
         samples_ms: Some(ms),
@@ -127,14 +107,14 @@ fn row(exit: Exit, ms: Vec<f64>, target: Duration) -> Measured {
 
 /// The members, each in its own task, and what they report.
 struct Group {
-    shape: Shape,
+    shape: RebalanceShape,
     board: Arc<Board>,
     /// Per member: the channel that tells it to go, and its task (aborted if the run is dropped).
     slots: Vec<(oneshot::Sender<Exit>, JoinSet<Result<()>>)>,
 }
 
 impl Group {
-    async fn new(driver: &QuiverDriver, shape: Shape) -> Result<Group> {
+    async fn new(driver: &QuiverDriver, shape: RebalanceShape) -> Result<Group> {
         let mut group = Group {
             shape,
             board: Arc::new(Board::new(shape.members)),

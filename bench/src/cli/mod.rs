@@ -1,11 +1,17 @@
 //! The command line of `quiver-bench`: one subcommand per workload, plus `all`, `summarize` and the
 //! hidden `internal-serve` (the Quiver broker process the harness starts for itself). Options that
-//! every workload shares are global, so they may stand before or after the subcommand.
+//! every workload shares are global, so they may stand before or after the subcommand. `plan.rs`
+//! turns them into the plan of a run.
+
+pub mod plan;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::durability::Durability;
+use crate::system::System;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -203,39 +209,4 @@ pub struct E2eArgs {
     /// Durability class.
     #[arg(long, default_value = "none-fsync")]
     pub durability: Durability,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum System {
-    Quiver,
-    Nats,
-    Redis,
-    Noop,
-}
-
-impl System {
-    pub fn name(self) -> &'static str {
-        match self {
-            System::Quiver => "quiver",
-            System::Nats => "nats",
-            System::Redis => "redis",
-            System::Noop => "noop",
-        }
-    }
-}
-
-/// What an acknowledgement promises: in the page cache only, or on disk (fsync before the reply).
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Durability {
-    NoneFsync,
-    FsyncPerBatch,
-}
-
-impl Durability {
-    pub fn name(self) -> &'static str {
-        match self {
-            Durability::NoneFsync => "none-fsync",
-            Durability::FsyncPerBatch => "fsync-per-batch",
-        }
-    }
 }
