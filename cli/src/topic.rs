@@ -1,7 +1,7 @@
 //! `quiver topic create|list|describe|delete|attach|detach`.
 
 use clap::Subcommand;
-use quiver::NewTopic;
+use quiver::{NewTopic, TopicDescription};
 
 use crate::args::ConnectArgs;
 use crate::plugin::{print_stages, StageArgs};
@@ -90,30 +90,7 @@ pub async fn run(cmd: TopicCommand) -> anyhow::Result<()> {
         }
         TopicCommand::Describe { name, conn } => {
             let client = conn.connect().await?;
-            let t = client.admin().describe_topic(&name).await?;
-            let opt = |v: Option<u64>| v.map_or("none".to_string(), |v| v.to_string());
-            println!(
-                "topic {}  partitions {}  retention_ms {}  retention_bytes {}  segment_bytes {}",
-                t.name,
-                t.partitions.len(),
-                opt(t.retention_ms),
-                opt(t.retention_bytes),
-                t.segment_bytes
-            );
-            println!("partition\tstart\tend\tsize_bytes\tsegments");
-            for p in &t.partitions {
-                println!(
-                    "{}\t{}\t{}\t{}\t{}",
-                    p.partition, p.log_start, p.log_end, p.size_bytes, p.segments
-                );
-            }
-            if t.pending_delayed > 0 {
-                println!("pending delayed: {}", t.pending_delayed);
-            }
-            if !t.pipeline.is_empty() {
-                println!("ingest pipeline:");
-                print_stages(&t.pipeline);
-            }
+            print_description(&client.admin().describe_topic(&name).await?);
             client.close().await;
         }
         TopicCommand::Attach { topic, stage, conn } => {
@@ -145,4 +122,31 @@ pub async fn run(cmd: TopicCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A topic's settings, its partitions' offsets and sizes, records held and the ingest pipeline.
+fn print_description(t: &TopicDescription) {
+    let opt = |v: Option<u64>| v.map_or("none".to_string(), |v| v.to_string());
+    println!(
+        "topic {}  partitions {}  retention_ms {}  retention_bytes {}  segment_bytes {}",
+        t.name,
+        t.partitions.len(),
+        opt(t.retention_ms),
+        opt(t.retention_bytes),
+        t.segment_bytes
+    );
+    println!("partition\tstart\tend\tsize_bytes\tsegments");
+    for p in &t.partitions {
+        println!(
+            "{}\t{}\t{}\t{}\t{}",
+            p.partition, p.log_start, p.log_end, p.size_bytes, p.segments
+        );
+    }
+    if t.pending_delayed > 0 {
+        println!("pending delayed: {}", t.pending_delayed);
+    }
+    if !t.pipeline.is_empty() {
+        println!("ingest pipeline:");
+        print_stages(&t.pipeline);
+    }
 }

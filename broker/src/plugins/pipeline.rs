@@ -792,7 +792,7 @@ mod tests {
 
     /// A stage exactly as builds before [`AttachOptions`] stored it: resolved limits as plain
     /// numbers, `plugin` first.
-    #[derive(Serialize)]
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
     struct OldStageSpec {
         plugin: String,
         version: String,
@@ -874,24 +874,15 @@ mod tests {
     #[test]
     fn stages_are_stored_under_the_old_keys() {
         // A build from before `AttachOptions` (a downgrade) reads what this one stores.
-        #[derive(Debug, PartialEq, Deserialize)]
-        struct Old {
-            plugin: String,
-            version: String,
-            config: Vec<(String, String)>,
-            on_error: ErrorPolicy,
-            timeout_ms: u32,
-            memory_mb: u32,
-        }
         let spec = StageSpec {
             options: AttachOptions::new("mask").timeout_ms(250).memory_mb(64),
             version: "3".into(),
         };
         let bytes = rmp_serde::to_vec_named(&spec).unwrap();
-        let old: Old = rmp_serde::from_slice(&bytes).unwrap();
+        let old: OldStageSpec = rmp_serde::from_slice(&bytes).unwrap();
         assert_eq!(
             old,
-            Old {
+            OldStageSpec {
                 plugin: "mask".into(),
                 version: "3".into(),
                 config: Vec::new(),
