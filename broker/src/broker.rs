@@ -47,6 +47,7 @@ impl Stores {
         let limits = EngineLimits {
             max_memory_bytes: (config.plugins.max_memory_mb as usize) << 20,
             max_instances: config.plugins.max_instances,
+            max_total_memory_bytes: config.plugins.total_memory_bytes(),
         };
         let engine = PluginEngine::new(&config.data_dir.join("plugins").join("compiled"), limits)?;
         let registry = Arc::new(PluginRegistry::new(meta.clone(), Arc::new(engine)));

@@ -76,6 +76,9 @@ pub struct PluginConfig {
     pub max_memory_mb: u32,
     /// Plugin instances alive at once (ingest stages plus read-filter sessions).
     pub max_instances: u32,
+    /// Linear memory of all plugin instances together, in MiB; unset: a quarter of the machine's
+    /// memory, at least 256 MiB and at most 16 GiB (see [`PluginConfig::total_memory_bytes`]).
+    pub max_total_memory_mb: Option<u32>,
     /// Largest component a deploy may carry (its admin frame may exceed `max_frame_bytes`).
     pub max_component_mb: u32,
     /// Consecutive traps or timeouts after which an attachment is marked unhealthy.
@@ -92,11 +95,33 @@ impl Default for PluginConfig {
             memory_mb: 128,
             max_memory_mb: 512,
             max_instances: 256,
+            max_total_memory_mb: None,
             max_component_mb: 64,
             unhealthy_after: 3,
             cooldown_ms: 5_000,
         }
     }
+}
+
+impl PluginConfig {
+    /// The broker-wide plugin memory budget in bytes: the configured one, or a quarter of the
+    /// machine's memory clamped to 256 MiB..16 GiB (1 GiB when the machine's memory is unknown).
+    /// Instances reserve what they grow by from it; a grow past it is refused as `ServerBusy`.
+    pub fn total_memory_bytes(&self) -> usize {
+        if let Some(mb) = self.max_total_memory_mb {
+            return (mb as usize) << 20;
+        }
+        let quarter = machine_memory_bytes().map_or(1 << 30, |total| total / 4);
+        quarter.clamp(256 << 20, 16 << 30) as usize
+    }
+}
+
+/// Total memory of the machine, from /proc/meminfo (Linux); `None` elsewhere.
+fn machine_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 impl Default for BrokerConfig {
@@ -139,8 +164,8 @@ impl BrokerConfig {
         })
     }
 
-    /// Applies `QUIVER_DATA_DIR`, `QUIVER_LISTEN`, `QUIVER_MAX_CONNECTIONS`, `QUIVER_TLS_CERT` and
-    /// `QUIVER_TLS_KEY` when set.
+    /// Applies `QUIVER_DATA_DIR`, `QUIVER_LISTEN`, `QUIVER_MAX_CONNECTIONS`,
+    /// `QUIVER_PLUGINS_MAX_TOTAL_MEMORY_MB`, `QUIVER_TLS_CERT` and `QUIVER_TLS_KEY` when set.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = get("QUIVER_DATA_DIR") {
             self.data_dir = PathBuf::from(v);
@@ -150,6 +175,10 @@ impl BrokerConfig {
         }
         if let Some(v) = get("QUIVER_MAX_CONNECTIONS") {
             self.max_connections = parse_env("QUIVER_MAX_CONNECTIONS", &v)?;
+        }
+        if let Some(v) = get("QUIVER_PLUGINS_MAX_TOTAL_MEMORY_MB") {
+            self.plugins.max_total_memory_mb =
+                Some(parse_env("QUIVER_PLUGINS_MAX_TOTAL_MEMORY_MB", &v)?);
         }
         match (get("QUIVER_TLS_CERT"), get("QUIVER_TLS_KEY")) {
             (Some(cert), Some(key)) => {
@@ -211,6 +240,13 @@ impl BrokerConfig {
                 "plugins.timeout_ms must not exceed plugins.max_timeout_ms (at most 600000)".into(),
             ));
         }
+        if p.max_total_memory_mb
+            .is_some_and(|mb| mb == 0 || mb > 1 << 20)
+        {
+            return Err(ConfigError::Invalid(
+                "plugins.max_total_memory_mb must be from 1 to 1048576 (1 TiB)".into(),
+            ));
+        }
         if p.max_instances > 10_000 || p.cooldown_ms > 86_400_000 || p.max_component_mb > 1024 {
             return Err(ConfigError::Invalid(
                 "plugins.max_instances must be at most 10000, plugins.cooldown_ms at most a day and plugins.max_component_mb at most 1024"
@@ -253,6 +289,11 @@ mod tests {
         c.apply_env(|n| (n == "QUIVER_LISTEN").then(|| "127.0.0.1:9001".to_string()))
             .unwrap();
         assert_eq!(c.listen.port(), 9001);
+        let auto = c.plugins.total_memory_bytes();
+        assert!((256 << 20..=16 << 30).contains(&auto), "{auto}");
+        c.apply_env(|n| (n == "QUIVER_PLUGINS_MAX_TOTAL_MEMORY_MB").then(|| "64".to_string()))
+            .unwrap();
+        assert_eq!(c.plugins.total_memory_bytes(), 64 << 20);
         c.validate().unwrap();
         let err = c
             .apply_env(|n| (n == "QUIVER_MAX_CONNECTIONS").then(|| "many".to_string()))

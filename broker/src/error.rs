@@ -6,6 +6,7 @@ use quiver_proto::ErrorCode;
 
 use crate::delay::DelayError;
 use crate::groups::GroupError;
+use crate::headers::ReservedHeader;
 use crate::meta::MetaError;
 use crate::plugins::PluginError;
 use crate::routing::RoutingError;
@@ -22,6 +23,8 @@ pub enum BrokerError {
     Plugin(#[from] PluginError),
     #[error("invalid batch: {0}")]
     InvalidBatch(#[from] quiver_proto::BatchError),
+    #[error("invalid batch: {0}")]
+    ReservedHeader(#[from] ReservedHeader),
     #[error(transparent)]
     Group(#[from] GroupError),
     #[error(transparent)]
@@ -54,7 +57,9 @@ impl BrokerError {
             BrokerError::Storage(e) => e.code(),
             BrokerError::Meta(e) => e.code(),
             BrokerError::Plugin(e) => e.code(),
-            BrokerError::InvalidBatch(_) => ErrorCode::InvalidBatch,
+            BrokerError::InvalidBatch(_) | BrokerError::ReservedHeader(_) => {
+                ErrorCode::InvalidBatch
+            }
             BrokerError::Group(e) => e.code(),
             BrokerError::Routing(e) => e.code(),
             BrokerError::Delay(e) => e.code(),

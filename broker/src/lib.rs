@@ -9,6 +9,7 @@ pub mod delay;
 pub mod error;
 pub mod filter;
 pub mod groups;
+pub mod headers;
 pub mod meta;
 pub mod offload;
 pub mod plugins;

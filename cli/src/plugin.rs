@@ -77,19 +77,23 @@ pub async fn run(cmd: PluginCommand) -> anyhow::Result<()> {
         }
         PluginCommand::Describe { name, conn } => {
             let client = conn.connect().await?;
-            let (versions, attachments, logs) =
-                client.admin().describe_plugin_with_logs(&name).await?;
+            let d = client.admin().plugin_description(&name).await?;
             println!("name\tversion\tworld\tsize_bytes\tsha256");
-            versions.iter().for_each(print_version);
-            if attachments.is_empty() {
+            d.versions.iter().for_each(print_version);
+            if d.attachments.is_empty() {
                 println!("not attached to any topic");
             } else {
-                print_stages(&attachments);
+                print_stages(&d.attachments);
             }
-            if !logs.is_empty() {
+            if !d.logs.is_empty() {
                 println!("recent log lines:");
-                logs.iter().for_each(|l| println!("\t{l}"));
+                d.logs.iter().for_each(|l| println!("\t{l}"));
             }
+            println!(
+                "memory of all plugins: {} of {} (plugins.max_total_memory_mb)",
+                mib(d.memory.in_use_bytes),
+                mib(d.memory.budget_bytes)
+            );
             client.close().await;
         }
         PluginCommand::Remove { name, conn } => {
@@ -102,6 +106,11 @@ pub async fn run(cmd: PluginCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Bytes as MiB with one decimal, e.g. `1.4 MiB`.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+}
+
 fn print_version(p: &PluginVersionInfo) {
     println!(
         "{}\t{}\t{}\t{}\t{}",
@@ -112,7 +121,7 @@ fn print_version(p: &PluginVersionInfo) {
 /// Prints pipeline stages with their health, one per line. A router attached to an exchange shows
 /// as topic `exchange:NAME`, stage `router`.
 pub fn print_stages(stages: &[AttachmentInfo]) {
-    println!("topic\tstage\tplugin\tworld\ton_error\ttimeout_ms\tmemory_mb\thealth\tcalls\tfailures\tconfig");
+    println!("topic\tstage\tplugin\tworld\ton_error\ttimeout_ms\tmemory_mb\tmemory_in_use\thealth\tcalls\tfailures\tconfig");
     for (i, s) in stages.iter().enumerate() {
         let config: Vec<String> = s.config.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let (topic, stage) = if s.exchange {
@@ -121,7 +130,7 @@ pub fn print_stages(stages: &[AttachmentInfo]) {
             (s.topic.clone(), i.to_string())
         };
         println!(
-            "{}\t{}\t{}@{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{}@{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             topic,
             stage,
             s.plugin,
@@ -130,6 +139,7 @@ pub fn print_stages(stages: &[AttachmentInfo]) {
             s.on_error.as_str(),
             s.timeout_ms,
             s.memory_mb,
+            mib(s.memory_in_use_bytes),
             if s.healthy { "healthy" } else { "UNHEALTHY" },
             s.calls,
             s.failures,

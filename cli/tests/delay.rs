@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use common::serve::Serve;
 use common::{plugin_wasm, TestBroker};
 use quiver::{
-    AttachOptions, Client, CommitMode, Consumer, ConsumerConfig, GroupConfig, GroupConsumer,
-    NewTopic, Producer, ProducerConfig, ProducerRecord, SeekTo,
+    AttachOptions, Client, CommitMode, Consumer, ConsumerConfig, ErrorCode, GroupConfig,
+    GroupConsumer, NewTopic, Producer, ProducerConfig, ProducerRecord, SeekTo,
 };
 
 /// Everything in `topic` right now, as (value, delay id header) in log order per partition.
@@ -150,12 +150,32 @@ async fn pending_records_survive_a_graceful_restart() {
         .await
         .unwrap();
     let producer = Producer::new(client.clone(), ProducerConfig::default());
+    // The delay store's own header names are not the producer's to set: refused, nothing held.
+    for (name, value) in [
+        ("quiver-delay-control", "garbage"),
+        ("quiver-delay-topic", "elsewhere"),
+    ] {
+        let forged = ProducerRecord::new("later", "forged")
+            .header(name, value)
+            .delay(Duration::from_millis(1500));
+        let err = producer
+            .send(forged)
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::InvalidBatch), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("header {name} is reserved")),
+            "{err}"
+        );
+    }
+    assert_eq!(pending(&client, "later").await, 0);
     for i in 0..20 {
-        // The delay store's own header names are not the producer's to set: ignored.
         let rec = ProducerRecord::new("later", format!("r{i}"))
             .key(format!("k{i}"))
-            .header("quiver-delay-control", "garbage")
-            .header("quiver-delay-topic", "elsewhere")
             .delay(Duration::from_millis(1500));
         producer.send(rec).await.unwrap();
     }

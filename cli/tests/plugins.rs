@@ -8,59 +8,13 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::plugins::{deploy, produce, produce_one, stage};
 use common::{consume_n, plugin_wasm, TestBroker};
 use quiver::{
     Acks, AttachOptions, Client, ConsumedRecord, Consumer, ConsumerConfig, ErrorPolicy, NewTopic,
     PluginRef, Producer, ProducerConfig, ProducerRecord, SeekTo,
 };
 use quiver_proto::ErrorCode;
-
-/// Sends records and waits for each delivery; returns the per-record outcomes.
-async fn produce(
-    client: &Client,
-    records: Vec<ProducerRecord>,
-) -> Vec<Result<quiver::RecordMetadata, ErrorCode>> {
-    let producer = Producer::new(
-        client.clone(),
-        ProducerConfig {
-            acks: Acks::Leader,
-            retries: 0,
-            ..Default::default()
-        },
-    );
-    let mut deliveries = Vec::new();
-    for r in records {
-        deliveries.push(producer.send(r).await.unwrap());
-    }
-    let _ = producer.flush().await;
-    let mut out = Vec::new();
-    for d in deliveries {
-        out.push(
-            d.wait()
-                .await
-                .map_err(|e| e.code().unwrap_or(ErrorCode::Unknown)),
-        );
-    }
-    out
-}
-
-/// One batch of one record, for tests that need the produce error text.
-async fn produce_one(client: &Client, topic: &str, value: &str) -> Result<(), String> {
-    let producer = Producer::new(
-        client.clone(),
-        ProducerConfig {
-            acks: Acks::Leader,
-            retries: 0,
-            ..Default::default()
-        },
-    );
-    let d = producer
-        .send(ProducerRecord::new(topic, value.to_owned()))
-        .await
-        .unwrap();
-    let _ = producer.flush().await;
-    d.wait().await.map(drop).map_err(|e| e.to_string())
-}
 
 fn tagged(topic: &str, i: usize, tags: &[&str]) -> ProducerRecord {
     tags.iter().fold(
@@ -92,20 +46,6 @@ async fn read_all(client: &Client, topic: &str, config: ConsumerConfig) -> Vec<C
         }
         out.extend(got);
     }
-}
-
-async fn deploy(client: &Client, name: &str, file: &str, version: Option<&str>) {
-    client
-        .admin()
-        .deploy_plugin(name, version, plugin_wasm(file))
-        .await
-        .unwrap();
-}
-
-fn stage(plugin: &str, config: &[(&str, &str)]) -> AttachOptions {
-    config
-        .iter()
-        .fold(AttachOptions::new(plugin), |o, (k, v)| o.config(*k, *v))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use quiver_proto::groups::{
     ResetTo, TopicPartition,
 };
 use quiver_proto::messages::{AdminRequest, AdminResponse, TopicDescription, TopicSummary};
-use quiver_proto::plugins::{AttachOptions, AttachmentInfo, PluginVersionInfo};
+use quiver_proto::plugins::{AttachOptions, AttachmentInfo, PluginDescription, PluginVersionInfo};
 use quiver_proto::routing::{Binding, ExchangeInfo, ExchangeKind};
 
 use crate::client::Client;
@@ -176,16 +176,14 @@ impl Admin {
         &self,
         name: &str,
     ) -> Result<(Vec<PluginVersionInfo>, Vec<AttachmentInfo>), ClientError> {
-        self.describe_plugin_with_logs(name)
+        self.plugin_description(name)
             .await
-            .map(|(v, a, _)| (v, a))
+            .map(|d| (d.versions, d.attachments))
     }
 
-    /// Like [`Admin::describe_plugin`], plus the plugin's recent log lines.
-    pub async fn describe_plugin_with_logs(
-        &self,
-        name: &str,
-    ) -> Result<(Vec<PluginVersionInfo>, Vec<AttachmentInfo>, Vec<String>), ClientError> {
+    /// Everything about a plugin: [`Admin::describe_plugin`], plus its recent log lines and the
+    /// memory of all plugins against the broker's budget.
+    pub async fn plugin_description(&self, name: &str) -> Result<PluginDescription, ClientError> {
         let req = AdminRequest::DescribePlugin {
             name: name.to_owned(),
         };
@@ -194,7 +192,13 @@ impl Admin {
                 versions,
                 attachments,
                 logs,
-            } => Ok((versions, attachments, logs)),
+                memory,
+            } => Ok(PluginDescription {
+                versions,
+                attachments,
+                logs,
+                memory,
+            }),
             other => Err(unexpected(other)),
         }
     }

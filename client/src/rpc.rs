@@ -30,9 +30,9 @@ use crate::producer::{Producer, ProducerConfig, ProducerRecord};
 use crate::queue::{QueueConfig, QueueConsumer, QueuedRecord};
 
 /// The header naming the topic a reply goes to.
-pub const REPLY_TO_HEADER: &str = "quiver-reply-to";
+pub const REPLY_TO_HEADER: &str = quiver_proto::headers::REPLY_TO;
 /// The header pairing a reply with its request.
-pub const CORRELATION_ID_HEADER: &str = "quiver-correlation-id";
+pub const CORRELATION_ID_HEADER: &str = quiver_proto::headers::CORRELATION_ID;
 
 /// How a requester sends requests and reads replies.
 #[derive(Debug, Clone, Default)]

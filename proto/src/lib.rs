@@ -7,6 +7,7 @@ mod bytes_le;
 pub mod codes;
 pub mod frame;
 pub mod groups;
+pub mod headers;
 pub mod messages;
 pub mod plugins;
 pub mod routing;

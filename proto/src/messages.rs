@@ -14,7 +14,8 @@ use crate::frame::{Frame, FrameError, FrameKind};
 use crate::routing::{Binding, ExchangeInfo, ExchangeKind};
 // Declared in `plugins` (which `routing` uses too); re-exported so `messages::…` paths keep working.
 pub use crate::plugins::{
-    AttachOptions, AttachmentInfo, ErrorPolicy, PluginRef, PluginVersionInfo,
+    AttachOptions, AttachmentInfo, ErrorPolicy, PluginDescription, PluginMemory, PluginRef,
+    PluginVersionInfo,
 };
 
 /// The protocol version this build speaks (sent in `Hello`, echoed in `HelloOk`).
@@ -383,6 +384,9 @@ pub enum AdminResponse {
         /// The last log lines of the plugin's instances since the broker started, oldest first.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         logs: Vec<String>,
+        /// All plugins' memory against the broker-wide budget (absent from older brokers).
+        #[serde(default)]
+        memory: PluginMemory,
     },
     PluginRemoved {
         name: String,
@@ -711,6 +715,7 @@ mod tests {
                         failures,
                         last_error,
                         exchange: healthy,
+                        memory_in_use_bytes: calls / 3,
                     }
                 },
             )
@@ -730,13 +735,23 @@ mod tests {
                 }
             ),
             infos().prop_map(|plugins| AdminResponse::Plugins { plugins }),
-            (infos(), stages(), proptest::collection::vec(name(), 0..2)).prop_map(
-                |(versions, attachments, logs)| AdminResponse::Plugin {
-                    versions,
-                    attachments,
-                    logs
-                }
-            ),
+            (
+                infos(),
+                stages(),
+                proptest::collection::vec(name(), 0..2),
+                any::<(u64, u64)>()
+            )
+                .prop_map(|(versions, attachments, logs, (used, budget))| {
+                    AdminResponse::Plugin {
+                        versions,
+                        attachments,
+                        logs,
+                        memory: PluginMemory {
+                            in_use_bytes: used,
+                            budget_bytes: budget,
+                        },
+                    }
+                }),
             (name(), proptest::collection::vec(name(), 0..3))
                 .prop_map(|(name, versions)| AdminResponse::PluginRemoved { name, versions }),
             (name(), stages())

@@ -146,4 +146,28 @@ pub struct AttachmentInfo {
     /// `topic` names an exchange this router is attached to.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub exchange: bool,
+    /// Linear memory the stage's live instance holds now (0 when it has none: before its first
+    /// batch after a start, or after a trap).
+    #[serde(default)]
+    pub memory_in_use_bytes: u64,
+}
+
+/// What every plugin instance of the broker holds together, against the broker-wide budget
+/// (`plugins.max_total_memory_mb`): attachments and read-filter sessions alike.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginMemory {
+    pub in_use_bytes: u64,
+    pub budget_bytes: u64,
+}
+
+/// Everything `plugin describe` shows about a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginDescription {
+    pub versions: Vec<PluginVersionInfo>,
+    /// Where it is attached, with each stage's health and memory.
+    pub attachments: Vec<AttachmentInfo>,
+    /// The last log lines of its instances since the broker started, oldest first.
+    pub logs: Vec<String>,
+    /// The memory of all plugins together, against the broker's budget.
+    pub memory: PluginMemory,
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::sandbox::{self, HostState};
+use super::sandbox::{self, HostState, MemoryBudget};
 use super::{sha256_hex, PluginError};
 
 /// How often the epoch advances: the granularity of call time limits.
@@ -24,6 +24,8 @@ pub struct EngineLimits {
     pub max_memory_bytes: usize,
     /// Plugin instances alive at once (attachments plus read-filter sessions).
     pub max_instances: u32,
+    /// Linear memory of all instances together (the broker-wide budget).
+    pub max_total_memory_bytes: usize,
 }
 
 impl Default for EngineLimits {
@@ -31,6 +33,7 @@ impl Default for EngineLimits {
         EngineLimits {
             max_memory_bytes: 512 << 20,
             max_instances: 256,
+            max_total_memory_bytes: 1 << 30,
         }
     }
 }
@@ -51,6 +54,7 @@ pub struct PluginEngine {
     compat: String,
     stop_ticker: Arc<AtomicBool>,
     pub limits: EngineLimits,
+    budget: Arc<MemoryBudget>,
 }
 
 impl std::fmt::Debug for PluginEngine {
@@ -78,6 +82,7 @@ impl PluginEngine {
             compat: format!("{:016x}", h.finish()),
             stop_ticker,
             limits,
+            budget: MemoryBudget::new(limits.max_total_memory_bytes),
         })
     }
 
@@ -87,6 +92,11 @@ impl PluginEngine {
 
     pub fn linker(&self) -> &Linker<HostState> {
         &self.linker
+    }
+
+    /// The broker-wide plugin memory budget (what all instances hold, and its limit).
+    pub fn budget(&self) -> &Arc<MemoryBudget> {
+        &self.budget
     }
 
     fn cache_path(&self, sha256: &str) -> PathBuf {

@@ -10,7 +10,8 @@ use wasmtime::component::{ComponentNamedList, ComponentType, Func, InstancePre, 
 use wasmtime::{Engine, Store, Trap};
 
 use super::engine::EPOCH_TICK;
-use super::sandbox::{truncate_utf8, ConfigEntry, HostState, RecentLogs};
+use super::sandbox::{ConfigEntry, HostState, MemoryBudget, RecentLogs};
+use crate::util::truncate_utf8;
 
 /// Longest message a plugin may put in an error (it travels in error frames, dead-letter headers
 /// on every record of a batch, health reports and logs).
@@ -84,6 +85,8 @@ pub struct PluginPre {
     pub(super) engine: Engine,
     pub(super) pre: InstancePre<HostState>,
     pub(super) logs: Arc<Mutex<RecentLogs>>,
+    /// The broker-wide memory budget every instance reserves from.
+    pub(super) budget: Arc<MemoryBudget>,
 }
 
 pub struct PluginInstance {
@@ -116,12 +119,20 @@ impl PluginInstance {
     /// Instantiates in a fresh sandbox. Fails when the component does not export the functions of
     /// its world with the right types.
     pub fn new(pre: &PluginPre, limits: Limits) -> Result<PluginInstance, PluginError> {
-        let state = HostState::new(pre.label.clone(), limits.memory_bytes, pre.logs.clone());
+        let state = HostState::new(
+            pre.label.clone(),
+            limits.memory_bytes,
+            pre.budget.clone(),
+            pre.logs.clone(),
+        );
         let mut store = Store::new(&pre.engine, state);
         store.limiter(|s| s.limiter());
         store.epoch_deadline_trap();
         store.set_epoch_deadline(deadline_ticks(limits.timeout));
         let instance = pre.pre.instantiate(&mut store).map_err(|e| {
+            if let Some(over) = over_budget(store.data()) {
+                return failure(&pre.label, Failure::OverBudget, over);
+            }
             let kind = match e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
                 Some(_) => Failure::Busy,
                 None => Failure::Trap,
@@ -186,6 +197,11 @@ impl PluginInstance {
 
     pub fn world(&self) -> World {
         self.world
+    }
+
+    /// Bytes of linear memory this instance holds.
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().memory_bytes()
     }
 
     /// Runs `init`; the plugin's error message is returned to the operator as is.
@@ -300,7 +316,9 @@ impl PluginInstance {
     /// stderr output (a Rust panic message lands there).
     fn classify(&mut self, e: wasmtime::Error) -> PluginError {
         let stderr = self.store.data().stderr.take();
-        let (kind, mut message) = if let Some((want, limit)) = self.store.data().memory_exceeded() {
+        let (kind, mut message) = if let Some(over) = over_budget(self.store.data()) {
+            (Failure::OverBudget, over)
+        } else if let Some((want, limit)) = self.store.data().memory_exceeded() {
             let msg = format!(
                 "memory limit exceeded: asked for {} MiB, the limit is {} MiB",
                 want >> 20,
@@ -363,6 +381,17 @@ fn check_routes(r: &Routes, records: usize) -> Result<(), String> {
         return Err(format!("routed to an invalid topic name {shown:?}"));
     }
     Ok(())
+}
+
+/// The message of a grow the broker-wide budget refused during the last call, if one was.
+fn over_budget(state: &HostState) -> Option<String> {
+    state.over_budget().map(|(limit, used)| {
+        format!(
+            "busy: the broker's plugin memory budget is in use ({} of {} MiB, plugins.max_total_memory_mb); retry later",
+            used >> 20,
+            limit >> 20
+        )
+    })
 }
 
 fn failure(label: &str, kind: Failure, message: String) -> PluginError {

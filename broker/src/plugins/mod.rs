@@ -44,24 +44,45 @@ pub enum Failure {
     Timeout,
     /// It grew its memory past its limit.
     Memory,
-    /// It broke the output contract (wrong verdict count, oversized or invalid batch).
+    /// It broke the output contract (wrong verdict count, oversized or invalid batch, reserved or
+    /// invalid headers).
     Output,
+    /// A replacement instance (after a trap, a timeout or a memory-limit hit) refused its `init`:
+    /// the stage cannot process batches until the plugin accepts its configuration again.
+    Reinit,
     /// The attachment is unhealthy and was not called.
     Unhealthy,
     /// The broker is out of plugin capacity (instances, or the instance is busy for longer than a
     /// call may take): not the plugin's fault, and retriable.
     Busy,
+    /// Growing the instance's memory would take all plugins past the broker-wide memory budget:
+    /// the instance is discarded (its grow trapped), the batch is retriable.
+    OverBudget,
 }
 
 impl Failure {
     /// After these the instance is unusable (a trapped component cannot be entered again).
     pub fn poisons_instance(self) -> bool {
-        matches!(self, Failure::Trap | Failure::Timeout | Failure::Memory)
+        matches!(
+            self,
+            Failure::Trap | Failure::Timeout | Failure::Memory | Failure::OverBudget
+        )
     }
 
-    /// These count towards marking an attachment unhealthy.
+    /// These count towards marking an attachment unhealthy: everything the plugin did wrong. An
+    /// error the plugin returned for a batch is its verdict on the data, and the broker's own
+    /// conditions (capacity, budget) are not the plugin's fault.
     pub fn counts_against_health(self) -> bool {
-        self.poisons_instance()
+        matches!(
+            self,
+            Failure::Trap | Failure::Timeout | Failure::Memory | Failure::Output | Failure::Reinit
+        )
+    }
+
+    /// The broker's condition rather than the batch's: the producer should retry, and no error
+    /// policy applies.
+    pub fn is_retriable(self) -> bool {
+        matches!(self, Failure::Busy | Failure::OverBudget)
     }
 }
 
@@ -130,10 +151,7 @@ impl PluginError {
             PluginError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             PluginError::InUse { .. } => ErrorCode::PluginInUse,
             PluginError::Init { .. } => ErrorCode::PluginInitFailed,
-            PluginError::Failed {
-                kind: Failure::Busy,
-                ..
-            } => ErrorCode::ServerBusy,
+            PluginError::Failed { kind, .. } if kind.is_retriable() => ErrorCode::ServerBusy,
             PluginError::Failed { .. } => ErrorCode::PluginFailed,
         }
     }

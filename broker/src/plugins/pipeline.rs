@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
-use quiver_proto::batch::{self, FLAG_SPARSE};
+use quiver_proto::batch::{self, FLAG_DELAYED, FLAG_SPARSE};
 use quiver_proto::plugins::{AttachOptions, AttachmentInfo, ErrorPolicy};
 use quiver_proto::Batch;
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,9 @@ use crate::meta::{MetaStore, Namespace};
 pub const ERROR_HEADER: &str = "quiver-error";
 /// Header naming the plugin (`name@version`) that failed on a dead-lettered record.
 pub const PLUGIN_HEADER: &str = "quiver-plugin";
+/// Longest error text put on every dead-lettered record (the full text is in the broker's log
+/// and the stage's `last_error`): a batch of small records must not grow many times over.
+pub const MAX_ERROR_HEADER: usize = 512;
 
 /// A stage as stored in the metadata store: the options it was attached with, resolved. Its
 /// `plugin` is the bare name, `version` the version that name resolved to, and both limits are set
@@ -98,6 +101,8 @@ struct Health {
 struct Stage {
     spec: StageSpec,
     world: World,
+    /// The log's batch limit: what a dead-letter copy's every record must fit.
+    max_batch_bytes: usize,
     /// The loaded plugin, or why it could not be loaded at start (every batch then fails).
     slot: Result<Slot, String>,
     health: Mutex<Health>,
@@ -221,9 +226,11 @@ impl Pipelines {
         options: AttachOptions,
     ) -> Result<Vec<AttachmentInfo>, PluginError> {
         check_dlq_name(topic, options.on_error)?;
-        // Held throughout, so a concurrent remove cannot delete the version being attached.
-        let _admin = self.admin.lock();
+        // Warmed up before the lock: a slow `init` (up to its time limit) must not hold up every
+        // other attach, detach and topic delete of the broker.
         let stage = self.new_stage(options)?;
+        let _admin = self.admin.lock();
+        self.check_still_deployed(&stage)?;
         let name = stage.spec.plugin().to_owned();
         let version = stage.spec.version.clone();
         let mut stages = self.stages(topic);
@@ -234,6 +241,22 @@ impl Pipelines {
         self.store(topic, stages)?;
         tracing::info!(%topic, plugin = %name, %version, "plugin attached");
         Ok(self.infos(topic))
+    }
+
+    /// Under the admin lock: the version a stage was built from (outside the lock) was not
+    /// removed meanwhile (`remove_plugin` takes the same lock, so it cannot remove it later while
+    /// the stage is not yet published).
+    fn check_still_deployed(&self, stage: &Stage) -> Result<(), PluginError> {
+        match self
+            .registry
+            .version(stage.spec.plugin(), &stage.spec.version)?
+        {
+            Some(_) => Ok(()),
+            None => Err(PluginError::Unknown(format!(
+                "{} (removed while it was being attached)",
+                stage.label()
+            ))),
+        }
     }
 
     /// A stage for `options`, its instance created and initialised (so a refused configuration
@@ -256,7 +279,12 @@ impl Pipelines {
             spec.options.config.clone(),
         );
         slot.warm()?;
-        Ok(Arc::new(Stage::new(spec, world, Ok(slot))))
+        Ok(Arc::new(Stage::new(
+            spec,
+            world,
+            Ok(slot),
+            self.max_output_bytes,
+        )))
     }
 
     /// Attaches (or swaps) the router plugin of an exchange: from now on it, not the bindings,
@@ -267,8 +295,9 @@ impl Pipelines {
         options: AttachOptions,
     ) -> Result<AttachmentInfo, PluginError> {
         check_dlq_name(exchange, options.on_error)?;
-        let _admin = self.admin.lock();
         let stage = self.new_stage(options)?;
+        let _admin = self.admin.lock();
+        self.check_still_deployed(&stage)?;
         if stage.world != World::Router {
             return Err(PluginError::InvalidRequest(format!(
                 "{} is a {} plugin; an exchange takes a router plugin",
@@ -316,7 +345,7 @@ impl Pipelines {
         Some(match stage.apply(batch, &self.config, exchange, exists) {
             Ok(StageOut::Routed(plan)) => Ok(ExchangeRouting::Plan(plan)),
             Ok(_) => Err(stage.output_error("an exchange router returned no routes".into())),
-            Err(e) if e.failure() == Some(Failure::Busy) => Err(e),
+            Err(e) if e.failure().is_some_and(Failure::is_retriable) => Err(e),
             Err(e) => stage
                 .on_failure(exchange, batch.clone(), e, Ingested::default())
                 .map(ExchangeRouting::Failed),
@@ -449,7 +478,7 @@ impl Pipelines {
                     }
                 }
                 // Out of capacity is the broker's condition, not the batch's: the producer retries.
-                Err(e) if e.failure() == Some(Failure::Busy) => return Err(e),
+                Err(e) if e.failure().is_some_and(Failure::is_retriable) => return Err(e),
                 Err(e) => return stage.on_failure(topic, current, e, out),
             }
         }
@@ -544,14 +573,20 @@ fn load_stage(
             tracing::error!(%topic, plugin = %spec.plugin(), error = %e, "cannot load an attached plugin; its stage fails every batch");
             e.to_string()
         });
-    Stage::new(spec, world, slot)
+    Stage::new(spec, world, slot, max_output_bytes)
 }
 
 impl Stage {
-    fn new(spec: StageSpec, world: World, slot: Result<Slot, String>) -> Stage {
+    fn new(
+        spec: StageSpec,
+        world: World,
+        slot: Result<Slot, String>,
+        max_batch_bytes: usize,
+    ) -> Stage {
         Stage {
             spec,
             world,
+            max_batch_bytes,
             slot,
             health: Mutex::default(),
             calls: AtomicU64::new(0),
@@ -613,6 +648,7 @@ impl Stage {
         if out.header().flags & FLAG_SPARSE != 0 {
             return Err(self.output_error("returned a sparse batch".into()));
         }
+        self.check_output(&out)?;
         Ok(match out.record_count() {
             0 => StageOut::Dropped,
             _ => StageOut::Replaced(out),
@@ -664,12 +700,24 @@ impl Stage {
         let delays = slot.call(|i| i.schedule(batch.bytes(), count))?;
         let marked = crate::delay::records::schedule(batch, &delays, crate::util::now_ms())
             .map_err(|e| self.output_error(format!("cannot mark delayed records: {e}")))?;
-        match marked {
-            None => Ok(StageOut::Same),
-            Some(bytes) => Batch::parse_trusted(bytes)
-                .map(StageOut::Replaced)
-                .map_err(|e| self.output_error(e.to_string())),
+        let Some(bytes) = marked else {
+            return Ok(StageOut::Same);
+        };
+        let out = Batch::parse_trusted(bytes).map_err(|e| self.output_error(e.to_string()))?;
+        self.check_output(&out)?;
+        Ok(StageOut::Replaced(out))
+    }
+
+    /// Records a stage wrote must pass what a producer's would: no header only the broker may
+    /// write, and due times the delay store takes. Anything wrong is this stage's failure (its
+    /// error policy applies, and it counts against its health), never the producer's.
+    fn check_output(&self, out: &Batch) -> Result<(), PluginError> {
+        crate::headers::check(out).map_err(|e| self.output_error(format!("wrote {e}")))?;
+        if out.header().flags & FLAG_DELAYED != 0 {
+            crate::delay::records::due_times(out, crate::util::now_ms())
+                .map_err(|e| self.output_error(format!("wrote an invalid delay: {e}")))?;
         }
+        Ok(())
     }
 
     fn output_error(&self, message: String) -> PluginError {
@@ -737,21 +785,38 @@ impl Stage {
             }
             ErrorPolicy::DeadLetter => {
                 let message = e.to_string();
-                let label = self.label();
-                let headers = [
-                    (ERROR_HEADER, message.as_bytes()),
-                    (PLUGIN_HEADER, label.as_bytes()),
-                ];
-                match batch::rebuild(&batch, &headers, |_, _| true) {
-                    Ok(Some(dead)) => out.dead_letters.push(dead),
-                    Ok(None) => {}
-                    // The error header cannot be added (record at the format's limits): keep the
-                    // records as they are rather than lose them.
-                    Err(_) => out.dead_letters.push(batch.into_bytes()),
-                }
+                out.dead_letters.push(self.dead_letter(batch, &message));
                 tracing::warn!(%topic, error = %message, "plugin failed; batch dead-lettered");
                 Ok(out)
             }
+        }
+    }
+
+    /// The dead-letter copy of `batch`: every record with the error (its first
+    /// [`MAX_ERROR_HEADER`] bytes) and the plugin's name as headers. The copy may be larger than
+    /// the log's batch limit (burying splits it), but each record must still fit a batch on its
+    /// own: if one would not, the records are dead-lettered as they are, without the headers,
+    /// rather than lost.
+    fn dead_letter(&self, batch: Batch, message: &str) -> Bytes {
+        let mut error = message.to_owned();
+        crate::util::truncate_utf8(&mut error, MAX_ERROR_HEADER);
+        let label = self.label();
+        let headers = [
+            (ERROR_HEADER, error.as_bytes()),
+            (PLUGIN_HEADER, label.as_bytes()),
+        ];
+        let added = headers
+            .iter()
+            .map(|(n, v)| 6 + n.len() + v.len())
+            .sum::<usize>();
+        let largest = batch.records().map(|r| r.raw().len()).max().unwrap_or(0);
+        if batch::HEADER_LEN + largest + added > self.max_batch_bytes {
+            return batch.into_bytes();
+        }
+        match batch::rebuild(&batch, &headers, |_, _| true) {
+            Ok(Some(dead)) => dead,
+            // Not re-encodable with the headers (a record at the format's limits): as it is.
+            Ok(None) | Err(_) => batch.into_bytes(),
         }
     }
 
@@ -781,6 +846,7 @@ impl Stage {
                 .clone()
                 .or_else(|| self.slot.as_ref().err().cloned()),
             exchange: false,
+            memory_in_use_bytes: self.slot.as_ref().map_or(0, |s| s.memory_bytes() as u64),
         }
     }
 }

@@ -166,6 +166,7 @@ impl PluginRegistry {
             engine: self.engine.engine().clone(),
             pre,
             logs: Arc::new(Mutex::new(RecentLogs::default())),
+            budget: self.engine.budget().clone(),
         });
         let probe = Limits {
             timeout: std::time::Duration::from_secs(1),
@@ -173,10 +174,13 @@ impl PluginRegistry {
             max_output_bytes: 0,
         };
         // A component that cannot even be instantiated is an invalid plugin, not a failed call.
+        // (Out of capacity or budget is the broker's condition: retriable, as it is.)
         PluginInstance::new(&pre, probe).map_err(|e| match e {
             PluginError::Failed {
-                plugin, message, ..
-            } => PluginError::Invalid(format!("{plugin}: {message}")),
+                plugin,
+                message,
+                kind,
+            } if !kind.is_retriable() => PluginError::Invalid(format!("{plugin}: {message}")),
             other => other,
         })?;
         Ok(pre)
@@ -206,7 +210,11 @@ impl PluginRegistry {
         Ok(pre)
     }
 
-    fn version(&self, name: &str, version: &str) -> Result<Option<PluginVersionInfo>, PluginError> {
+    pub fn version(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<PluginVersionInfo>, PluginError> {
         Ok(self
             .meta
             .get(Namespace::Plugins, &version_key(name, version))?)

@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -16,6 +17,8 @@ use wasmtime::{Engine, ResourceLimiter, StoreContextMut};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::util::truncate_utf8;
 
 /// The WIT interface name of the host imports.
 const HOST_INTERFACE: &str = "quiver:plugin/host@0.1.0";
@@ -31,6 +34,10 @@ const MAX_LOG_LINES_PER_CALL: u32 = 64;
 const MAX_LOG_LINE: usize = 1024;
 /// Bytes of stderr kept (the tail): a Rust guest's panic message lands there before it traps.
 const STDERR_TAIL: usize = 2048;
+/// Most bytes one `wasi:random` call may ask for (secure or insecure). Host calls run outside
+/// wasm, where epoch interruption cannot stop them: each must be short for a call's time limit to
+/// hold (64 MiB of random bytes took a third of a second). Seeding needs a few dozen bytes.
+pub const MAX_RANDOM_BYTES: u64 = 64 << 10;
 
 /// `host.level` of the WIT.
 #[derive(ComponentType, Lift, Lower, Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,12 +77,18 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub fn new(label: Arc<str>, memory_limit: usize, logs: Arc<Mutex<RecentLogs>>) -> HostState {
+    pub fn new(
+        label: Arc<str>,
+        memory_limit: usize,
+        budget: Arc<MemoryBudget>,
+        logs: Arc<Mutex<RecentLogs>>,
+    ) -> HostState {
         let stderr = TailPipe::default();
         let wasi = WasiCtx::builder()
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            .max_random_size(MAX_RANDOM_BYTES)
             .stderr(stderr.clone())
             .build();
         let mut table = ResourceTable::new();
@@ -87,6 +100,9 @@ impl HostState {
                 limit: memory_limit,
                 total: 0,
                 exceeded: None,
+                budget,
+                over_budget: false,
+                last_grow: None,
             },
             label,
             log_budget: MAX_LOG_LINES_PER_CALL,
@@ -99,11 +115,23 @@ impl HostState {
     pub fn begin_call(&mut self) {
         self.log_budget = MAX_LOG_LINES_PER_CALL;
         self.limiter.exceeded = None;
+        self.limiter.over_budget = false;
     }
 
     /// The memory the guest asked for past its limit during the last call, if it did.
     pub fn memory_exceeded(&self) -> Option<(usize, usize)> {
         self.limiter.exceeded.map(|want| (want, self.limiter.limit))
+    }
+
+    /// A grow during the last call was refused by the broker-wide budget: (budget, in use).
+    pub fn over_budget(&self) -> Option<(usize, usize)> {
+        let b = &self.limiter.budget;
+        self.limiter.over_budget.then(|| (b.limit, b.used()))
+    }
+
+    /// Bytes of linear memory the instance holds.
+    pub fn memory_bytes(&self) -> usize {
+        self.limiter.total
     }
 
     pub fn limiter(&mut self) -> &mut MemoryLimiter {
@@ -141,14 +169,61 @@ impl WasiView for HostState {
     }
 }
 
+/// The broker-wide budget of plugin linear memory (`plugins.max_total_memory_mb`): every
+/// instance reserves here what it grows by and gives it back when it is dropped, so the sum over
+/// all instances (attachments and read-filter sessions) never passes the budget, however many
+/// instances the pool allows.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl MemoryBudget {
+    pub fn new(limit: usize) -> Arc<MemoryBudget> {
+        Arc::new(MemoryBudget {
+            limit,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// Takes `bytes` from the budget, or nothing if they do not fit.
+    fn reserve(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|&total| total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Bytes reserved by live instances.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+}
+
 /// Caps the linear memory of an instance: the sum over all its memories (a component may have
 /// several), and the size of its tables. A grow past the limit traps at once, with the amount
-/// recorded, so the error names the limit rather than surfacing as an allocator abort.
+/// recorded, so the error names the limit rather than surfacing as an allocator abort. Every grow
+/// (the initial memory at instantiation too) is also reserved from the broker-wide budget.
 pub struct MemoryLimiter {
     limit: usize,
     /// Bytes of linear memory across the instance's memories.
     total: usize,
     exceeded: Option<usize>,
+    budget: Arc<MemoryBudget>,
+    /// A grow of the current call was refused by the budget.
+    over_budget: bool,
+    /// (bytes reserved, total before) of the last permitted grow, undone if the grow then fails.
+    last_grow: Option<(usize, usize)>,
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -166,8 +241,25 @@ impl ResourceLimiter for MemoryLimiter {
                 self.limit
             )));
         }
+        let more = desired.saturating_sub(current);
+        if !self.budget.reserve(more) {
+            self.over_budget = true;
+            return Err(wasmtime::Error::msg(format!(
+                "the broker's plugin memory budget of {} bytes is in use",
+                self.budget.limit
+            )));
+        }
+        self.last_grow = Some((more, self.total));
         self.total = total;
         Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        if let Some((reserved, before)) = self.last_grow.take() {
+            self.budget.release(reserved);
+            self.total = before;
+        }
+        Ok(())
     }
 
     fn table_growing(
@@ -177,6 +269,12 @@ impl ResourceLimiter for MemoryLimiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+impl Drop for MemoryLimiter {
+    fn drop(&mut self) {
+        self.budget.release(self.total);
     }
 }
 
@@ -329,16 +427,5 @@ impl tokio::io::AsyncWrite for TailPipe {
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
-    }
-}
-
-/// Cuts `s` to at most `max` bytes on a character boundary.
-pub(crate) fn truncate_utf8(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
     }
 }

@@ -1,6 +1,7 @@
 //! A configured plugin instance that is created on first use, reused across calls, and replaced
 //! after a trap, a timeout or a memory-limit hit (a component that trapped cannot be entered again).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -13,6 +14,8 @@ pub struct Slot {
     limits: Limits,
     config: Vec<(String, String)>,
     instance: Mutex<Option<PluginInstance>>,
+    /// The live instance's memory after its last call, readable while a call runs.
+    last_memory: AtomicUsize,
 }
 
 impl Slot {
@@ -22,6 +25,7 @@ impl Slot {
             limits,
             config,
             instance: Mutex::new(None),
+            last_memory: AtomicUsize::new(0),
         }
     }
 
@@ -29,9 +33,23 @@ impl Slot {
         &self.pre
     }
 
-    /// Instantiates and runs `init` now, so a bad configuration is refused up front.
+    /// Instantiates and runs `init` now, so a bad configuration is refused up front (as the
+    /// operator's error, [`PluginError::Init`]).
     pub fn warm(&self) -> Result<(), PluginError> {
-        self.call(|_| Ok(()))
+        let mut guard = self.instance.lock();
+        if guard.is_none() {
+            let instance = self.fresh()?;
+            self.last_memory
+                .store(instance.memory_bytes(), Ordering::Relaxed);
+            *guard = Some(instance);
+        }
+        Ok(())
+    }
+
+    /// Bytes of linear memory the slot's live instance held after its last call (0 when it has
+    /// none). Read without waiting for a call in progress.
+    pub fn memory_bytes(&self) -> usize {
+        self.last_memory.load(Ordering::Relaxed)
     }
 
     /// Runs `f` on the instance (creating it if needed); calls are serialised per slot. A caller
@@ -50,15 +68,31 @@ impl Slot {
         };
         let instance = match guard.as_mut() {
             Some(i) => i,
-            None => guard.insert(self.fresh()?),
+            None => guard.insert(self.fresh().map_err(|e| self.reinit_failed(e))?),
         };
         let result = f(instance);
+        self.last_memory
+            .store(instance.memory_bytes(), Ordering::Relaxed);
         if let Err(e) = &result {
             if e.failure().is_some_and(|f| f.poisons_instance()) {
                 *guard = None;
+                self.last_memory.store(0, Ordering::Relaxed);
             }
         }
         result
+    }
+
+    /// A replacement instance whose `init` refuses is the plugin's failure on this batch (counted
+    /// against the stage's health), not an operator's configuration error as at attach.
+    fn reinit_failed(&self, e: PluginError) -> PluginError {
+        match e {
+            PluginError::Init { plugin, message } => PluginError::Failed {
+                plugin,
+                kind: Failure::Reinit,
+                message: format!("a replacement instance refused its init: {message}"),
+            },
+            other => other,
+        }
     }
 
     fn fresh(&self) -> Result<PluginInstance, PluginError> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use quiver_proto::messages::{AdminRequest, AdminResponse};
-use quiver_proto::plugins::AttachOptions;
+use quiver_proto::plugins::{AttachOptions, PluginMemory};
 
 use crate::error::BrokerError;
 use crate::plugins::registry::split_ref;
@@ -79,10 +79,15 @@ impl PluginService {
             .iter()
             .flat_map(|v| self.registry.recent_logs(&v.name, &v.version))
             .collect();
+        let budget = self.registry.engine().budget();
         Ok(AdminResponse::Plugin {
             versions,
             attachments: self.pipelines.attachments_of(plugin, version),
             logs,
+            memory: PluginMemory {
+                in_use_bytes: budget.used() as u64,
+                budget_bytes: budget.limit() as u64,
+            },
         })
     }
 

@@ -2,6 +2,7 @@
 //! generated dev CA. Restartable on the same data dir.
 #![allow(dead_code)]
 
+pub mod plugins;
 pub mod serve;
 
 use std::net::SocketAddr;

@@ -1,15 +1,17 @@
 //! Fan-out of the produce service: a batch routed through an exchange (its router plugin, or else
 //! its bindings), and records a router stage of an ingest pipeline sends on to other topics. Each
 //! destination's records are split by key hash over its partitions (a key keeps its order) and go
-//! through that topic's own pipeline; hop and fan-out limits stop routing loops.
+//! through that topic's own pipeline. All of it is planned (`plan.rs`) before anything is
+//! appended; hop, batch-count and byte limits stop routing loops and geometric fan-out, and a
+//! produce over a limit is refused whole.
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
 use quiver_proto::Batch;
 
+use super::plan::Plan;
 use super::{ProduceService, Produced};
 use crate::error::BrokerError;
 use crate::plugins::pipeline::ExchangeRouting;
@@ -23,43 +25,9 @@ const MAX_ROUTER_HOPS: u8 = 8;
 /// would otherwise grow geometrically).
 const MAX_FORWARDED: u32 = 10_000;
 
-/// How far routed records have travelled within one produce.
-#[derive(Clone, Copy)]
-pub(super) struct Hops<'a> {
-    /// Router stages passed.
-    depth: u8,
-    /// Batches forwarded so far by every router stage of this produce.
-    forwarded: &'a Cell<u32>,
-}
-
-impl<'a> Hops<'a> {
-    pub(super) fn new(forwarded: &'a Cell<u32>) -> Hops<'a> {
-        Hops {
-            depth: 0,
-            forwarded,
-        }
-    }
-}
-
-/// What appending routed records did, over all destinations.
-#[derive(Debug, Default)]
-struct Routed {
-    appended: u32,
-    delayed: u32,
-    /// (topic, partition, log end) of every append, for `acks=all`.
-    synced: Vec<(String, u32, u64)>,
-}
-
-impl Routed {
-    fn sync(self, service: &ProduceService, acks: Durability) -> Result<(), BrokerError> {
-        if acks == Durability::All {
-            for (topic, partition, end) in self.synced {
-                service.sync(&topic, partition, end)?;
-            }
-        }
-        Ok(())
-    }
-}
+/// Most record bytes one produce's routing may copy (records selected for a destination are
+/// copied; a whole batch sent on is shared). A plan is held in memory until it is carried out.
+const MAX_COPIED_BYTES: usize = 256 << 20;
 
 impl ProduceService {
     /// Routes one batch through an exchange and appends each destination's records; answers once
@@ -71,27 +39,30 @@ impl ProduceService {
         acks: Durability,
     ) -> Result<Produced, BrokerError> {
         let batch = Batch::parse(batch)?;
+        crate::headers::check(&batch)?;
         let ex = self.exchanges.get(exchange)?;
         let exists = |t: &str| self.topics.get(t).is_ok();
-        let plan = match self.pipelines.route_exchange(exchange, &batch, &exists) {
-            None => ex.route(&batch)?.into_iter().collect(),
-            Some(Ok(ExchangeRouting::Plan(plan))) => plan,
-            Some(Ok(ExchangeRouting::Failed(settled))) => {
-                for dead in settled.dead_letters {
-                    self.dead_letters.bury(exchange, dead, acks)?;
+        let mut plan = Plan::default();
+        match self.pipelines.route_exchange(exchange, &batch, &exists) {
+            None => {
+                for (topic, indexes) in ex.route(&batch)? {
+                    self.plan_routed(&topic, &batch, &indexes, 0, &mut plan)?;
                 }
-                return Ok(Produced::nothing(0, 0));
+            }
+            Some(Ok(ExchangeRouting::Plan(routes))) => {
+                for (topic, indexes) in routes {
+                    self.plan_routed(&topic, &batch, &indexes, 0, &mut plan)?;
+                }
+            }
+            Some(Ok(ExchangeRouting::Failed(settled))) => {
+                let dead = settled.dead_letters.into_iter();
+                plan.dead.extend(dead.map(|d| (exchange.to_owned(), d)));
             }
             Some(Err(e)) => return Err(e.into()),
-        };
-        let mut out = Routed::default();
-        let forwarded = Cell::new(0);
-        for (topic, indexes) in plan {
-            let hops = Hops::new(&forwarded);
-            self.append_routed(&topic, &batch, &indexes, acks, hops, &mut out)?;
         }
-        let (appended, delayed) = (out.appended, out.delayed);
-        out.sync(self, acks)?;
+        let done = self.execute(plan, acks, None)?;
+        let appended = done.iter().map(|p| p.appended).sum();
+        let delayed = done.iter().map(|p| p.delayed).sum();
         Ok(Produced {
             appended,
             delayed,
@@ -100,16 +71,15 @@ impl ProduceService {
         })
     }
 
-    /// Appends records `indexes` of `batch` to `topic`, split over its partitions by key hash,
-    /// through each partition's ingest pipeline (`hops`: how far routers already sent them).
-    fn append_routed(
+    /// Plans records `indexes` of `batch` into `topic`, split over its partitions by key hash,
+    /// each part through its partition's ingest pipeline (`depth`: router stages passed).
+    fn plan_routed(
         &self,
         topic: &str,
         batch: &Batch,
         indexes: &[usize],
-        acks: Durability,
-        hops: Hops<'_>,
-        out: &mut Routed,
+        depth: u8,
+        plan: &mut Plan,
     ) -> Result<(), BrokerError> {
         let t = self.topics.get(topic)?;
         let n = t.partitions().len().max(1) as u64;
@@ -117,46 +87,45 @@ impl ProduceService {
             let Some(part) = crate::plugins::pipeline::select(batch, &idx)? else {
                 continue;
             };
-            let log = t.partition(partition)?;
-            // Appended without waiting for the fsync: all destinations are synced together.
-            let p = self.append_batch(topic, partition, log, part, acks, true, hops)?;
-            out.appended += p.appended;
-            out.delayed += p.delayed;
-            out.synced.push((topic.to_owned(), p.partition, p.log_end));
+            if idx.len() < batch.record_count() as usize {
+                plan.copied_bytes = plan.copied_bytes.saturating_add(part.bytes().len());
+                if plan.copied_bytes > MAX_COPIED_BYTES {
+                    return Err(BrokerError::InvalidRequest(format!(
+                        "routing one produce would copy more than {} MiB of records",
+                        MAX_COPIED_BYTES >> 20
+                    )));
+                }
+            }
+            self.plan_batch(topic, partition, part, true, depth, plan)?;
         }
         Ok(())
     }
 
-    /// Appends what a router stage of `topic` sent to other topics.
-    pub(super) fn forward(
+    /// Plans what a router stage of `topic` sent to other topics, within the hop and fan-out
+    /// limits.
+    pub(super) fn plan_forward(
         &self,
         topic: &str,
         routed: Vec<(String, Batch)>,
-        acks: Durability,
-        hops: Hops<'_>,
+        depth: u8,
+        plan: &mut Plan,
     ) -> Result<(), BrokerError> {
-        if hops.depth >= MAX_ROUTER_HOPS {
+        if depth >= MAX_ROUTER_HOPS {
             return Err(BrokerError::InvalidRequest(format!(
                 "routing loop: records routed from {topic} passed {MAX_ROUTER_HOPS} router stages"
             )));
         }
-        let total = hops.forwarded.get().saturating_add(routed.len() as u32);
-        if total > MAX_FORWARDED {
+        plan.forwarded = plan.forwarded.saturating_add(routed.len() as u32);
+        if plan.forwarded > MAX_FORWARDED {
             return Err(BrokerError::InvalidRequest(format!(
-                "router stages sent one produce to more than {MAX_FORWARDED} topics"
+                "router stages sent one produce to more than {MAX_FORWARDED} topics; nothing was appended"
             )));
         }
-        hops.forwarded.set(total);
-        let next = Hops {
-            depth: hops.depth + 1,
-            ..hops
-        };
-        let mut out = Routed::default();
         for (dest, b) in routed {
             let all: Vec<usize> = (0..b.record_count() as usize).collect();
-            self.append_routed(&dest, &b, &all, acks, next, &mut out)?;
+            self.plan_routed(&dest, &b, &all, depth + 1, plan)?;
         }
-        out.sync(self, acks)
+        Ok(())
     }
 }
 

@@ -6,8 +6,8 @@
 
 mod fanout;
 pub mod idempotence;
+mod plan;
 
-use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -22,7 +22,6 @@ use crate::offload;
 use crate::plugins::Pipelines;
 use crate::routing::Exchanges;
 use crate::storage::{AppendInfo, Durability, PartitionLog, StorageError, TopicStore};
-use fanout::Hops;
 use idempotence::{Producers, Verdict};
 
 /// Where a produced batch went.
@@ -235,10 +234,9 @@ impl ProduceService {
             .unwrap_or_else(|| self.round_robin.fetch_add(1, Ordering::Relaxed) % count.max(1));
         let log = t.partition(p)?;
         let batch = Batch::parse(batch)?;
-        let forwarded = Cell::new(0);
-        let hops = Hops::new(&forwarded);
+        crate::headers::check(&batch)?;
         if batch.header().producer_id == 0 {
-            return self.append_batch(topic, p, log, batch, acks, run_plugins, hops);
+            return self.append_batch(topic, p, log, batch, acks, run_plugins);
         }
         if partition.is_none() {
             return Err(BrokerError::InvalidRequest(
@@ -263,20 +261,16 @@ impl ProduceService {
         let state = self.producers.state(producer, topic, p);
         let mut seq = state.lock();
         match seq.check(base, count) {
-            Verdict::Append => {
-                let forwarded = Cell::new(0);
-                let hops = Hops::new(&forwarded);
-                match self.append_batch(topic, p, log, batch, acks, run_plugins, hops) {
-                    Ok(produced) => {
-                        seq.appended(base, count, produced);
-                        Ok(produced)
-                    }
-                    Err(e) => {
-                        seq.failed(base);
-                        Err(e)
-                    }
+            Verdict::Append => match self.append_batch(topic, p, log, batch, acks, run_plugins) {
+                Ok(produced) => {
+                    seq.appended(base, count, produced);
+                    Ok(produced)
                 }
-            }
+                Err(e) => {
+                    seq.failed(base);
+                    Err(e)
+                }
+            },
             Verdict::Duplicate(Some(first)) => Ok(Produced {
                 duplicate: true,
                 ..first
@@ -296,9 +290,9 @@ impl ProduceService {
     }
 
     /// Runs the pipeline (when asked and attached), appends one validated batch and holds its
-    /// delayed records. Records a router stage sends elsewhere are appended (and, for `acks=all`,
-    /// synced) before this returns.
-    #[allow(clippy::too_many_arguments)]
+    /// delayed records. With a pipeline, the whole produce is planned first (`plan.rs`): records
+    /// a router stage sends elsewhere are appended (and, for `acks=all`, synced) before this
+    /// returns, and a produce refused anywhere appends nothing.
     fn append_batch(
         &self,
         topic: &str,
@@ -307,21 +301,15 @@ impl ProduceService {
         batch: Batch,
         acks: Durability,
         run_plugins: bool,
-        hops: Hops<'_>,
     ) -> Result<Produced, BrokerError> {
         if !run_plugins || !self.pipelines.has_pipeline(topic) {
             return self.append_or_hold(topic, p, log, batch, acks, false);
         }
-        let exists = |t: &str| self.topics.get(t).is_ok();
-        let ingested = self.pipelines.run(topic, batch, &exists)?;
-        for dead in ingested.dead_letters {
-            self.dead_letters.bury(topic, dead, acks)?;
-        }
-        if !ingested.routed.is_empty() {
-            self.forward(topic, ingested.routed, acks, hops)?;
-        }
-        match ingested.batch {
-            Some(b) => self.append_or_hold(topic, p, log, b, acks, ingested.transformed),
+        let mut plan = plan::Plan::default();
+        let own = self.plan_batch(topic, p, batch, true, 0, &mut plan)?;
+        let done = self.execute(plan, acks, own)?;
+        match own.and_then(|i| done.get(i)) {
+            Some(produced) => Ok(*produced),
             None => Ok(Produced::nothing(p, log.stats().log_end)),
         }
     }

@@ -1,0 +1,48 @@
+//! Reserved record headers: every header name starting with `quiver-` belongs to the broker. A
+//! client (or a transform plugin) may set only the few that ask the broker for something; the
+//! broker writes the others itself (dead letters, delayed deliveries) and refuses them from anyone
+//! else, so a consumer can trust them. docs/protocol.md lists them.
+
+pub use crate::batch::{DELAY_MS_HEADER as DELAY_MS, DELIVER_AT_HEADER as DELIVER_AT};
+
+/// The prefix of every reserved header name.
+pub const PREFIX: &str = "quiver-";
+
+/// Names the topic a reply goes to (request/reply).
+pub const REPLY_TO: &str = "quiver-reply-to";
+/// Pairs a reply with its request (request/reply).
+pub const CORRELATION_ID: &str = "quiver-correlation-id";
+
+/// The reserved headers a producer or a transform may set: delayed delivery (`DELIVER_AT`, ms
+/// since the Unix epoch, or `DELAY_MS` from now) and request/reply.
+pub const CLIENT_SETTABLE: [&str; 4] = [DELIVER_AT, DELAY_MS, REPLY_TO, CORRELATION_ID];
+
+/// Whether a client may send a record with a header of this name.
+pub fn client_may_set(name: &str) -> bool {
+    !name.starts_with(PREFIX) || CLIENT_SETTABLE.contains(&name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_request_headers_of_the_reserved_prefix_are_open_to_clients() {
+        for name in CLIENT_SETTABLE {
+            assert!(client_may_set(name), "{name}");
+        }
+        for name in ["trace-id", "Quiver-Error", "quiver", "x-quiver-error"] {
+            assert!(client_may_set(name), "{name}");
+        }
+        for name in [
+            "quiver-error",
+            "quiver-plugin",
+            "quiver-delay-id",
+            "quiver-delay-topic",
+            "quiver-group",
+            "quiver-",
+        ] {
+            assert!(!client_may_set(name), "{name}");
+        }
+    }
+}
