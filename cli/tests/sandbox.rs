@@ -210,24 +210,30 @@ async fn a_slow_init_does_not_hold_up_other_attaches_detaches_or_deletes() {
     broker.stop().await;
 }
 
-/// Defect 4: a produce refused for fanning out too far appends nothing, however often it is
-/// retried.
+/// Defect 4: a produce refused for fanning out too far, or for looping, appends nothing, however
+/// often it is retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_router_chain_over_the_fan_out_limit_appends_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let broker = TestBroker::start(dir.path()).await;
     let client = broker.client().await;
     deploy(&client, "fan", "fan-router", None).await;
-    // 63 topics, each routing every record to all 63: 62 batches on the first hop, 3,844 on the
-    // second, 238,328 on the third.
-    let topics: Vec<String> = (0..63).map(|i| format!("f{i}")).collect();
-    for t in &topics {
-        create(&client, t).await;
-        let fan = stage("fan", &[("prefix", "f"), ("count", "63")]);
-        client.admin().attach_plugin(t, fan).await.unwrap();
+    // a → b0..b62, each b → c0..c62, each c → d0..d62: 63 + 3,969 + 250,047 batches sent on.
+    let mut all = vec!["a".to_owned()];
+    create(&client, "a").await;
+    fan(&client, "a", "b", 63).await;
+    for (layer, next) in [("b", Some("c")), ("c", Some("d")), ("d", None)] {
+        for i in 0..63 {
+            let t = format!("{layer}{i}");
+            create(&client, &t).await;
+            if let Some(next) = next {
+                fan(&client, &t, next, 63).await;
+            }
+            all.push(t);
+        }
     }
     let records: Vec<ProducerRecord> = (0..100)
-        .map(|i| ProducerRecord::new("f0", format!("r{i}")))
+        .map(|i| ProducerRecord::new("a", format!("r{i}")))
         .collect();
     for _ in 0..2 {
         let out = produce(&client, records.clone()).await;
@@ -237,25 +243,39 @@ async fn a_router_chain_over_the_fan_out_limit_appends_nothing() {
             "{out:?}"
         );
     }
-    let err = produce_one(&client, "f0", "x").await.unwrap_err();
+    let err = produce_one(&client, "a", "x").await.unwrap_err();
     assert!(err.contains("more than 10000"), "{err}");
-    for t in &topics {
+    for t in &all {
         assert_eq!(log_end(&client, t).await, 0, "{t}");
     }
 
-    // Fan-out within the limits still works, every destination or none.
-    create(&client, "src").await;
-    for t in ["g0", "g1", "g2"] {
+    // Two routers sending records back and forth: refused after 8 hops, nothing appended.
+    for t in ["r0", "r1"] {
         create(&client, t).await;
+        fan(&client, t, "r", 2).await;
     }
-    let fan = stage("fan", &[("prefix", "g"), ("count", "3")]);
-    client.admin().attach_plugin("src", fan).await.unwrap();
+    let err = produce_one(&client, "r0", "x").await.unwrap_err();
+    assert!(err.contains("routing loop"), "{err}");
+    for t in ["r0", "r1"] {
+        assert_eq!(log_end(&client, t).await, 0, "{t}");
+    }
+
+    // Fan-out within the limits works: every destination gets the record.
+    create(&client, "src").await;
+    fan(&client, "src", "d", 3).await;
     produce_one(&client, "src", "spread").await.unwrap();
-    for t in ["g0", "g1", "g2"] {
+    for t in ["d0", "d1", "d2"] {
         assert_eq!(log_end(&client, t).await, 1, "{t}");
     }
     client.close().await;
     broker.stop().await;
+}
+
+/// Attaches the fan-router to `topic`, sending every record to `{prefix}0..{prefix}{count-1}`.
+async fn fan(client: &Client, topic: &str, prefix: &str, count: usize) {
+    let count = count.to_string();
+    let fan = stage("fan", &[("prefix", prefix), ("count", count.as_str())]);
+    client.admin().attach_plugin(topic, fan).await.unwrap();
 }
 
 /// Defect 5: a single host call cannot outlast the time limit by much: random bytes are capped.
@@ -271,7 +291,9 @@ async fn a_huge_random_request_is_refused_at_once() {
         &[("mode", "random"), ("random-bytes", "67108864")],
     );
     a.on_error = ErrorPolicy::Reject;
-    a.timeout_ms = Some(1);
+    // Short (a busy machine must still get through `init` in time): the 64 MiB the call asked
+    // for took over 200 ms, ten times this, before the cap.
+    a.timeout_ms = Some(20);
     client.admin().attach_plugin("rand", a).await.unwrap();
     let err = produce_one(&client, "rand", "x").await.unwrap_err();
     assert!(err.contains("exceeds limit 65536"), "{err}");
