@@ -33,7 +33,6 @@ pub fn check(batch: &Batch) -> Result<(), ReservedHeader> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use quiver_proto::{BatchBuilder, RecordData};
 
     fn batch(headers: &[(&str, &[u8])]) -> Batch {
@@ -48,7 +47,7 @@ mod tests {
             })
             .unwrap();
         }
-        Batch::parse(Bytes::from(b.finish().unwrap())).unwrap()
+        Batch::parse(b.finish().unwrap()).unwrap()
     }
 
     #[test]

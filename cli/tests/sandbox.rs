@@ -87,7 +87,11 @@ async fn a_large_batch_is_dead_lettered_whole_however_large_its_error_headers_ma
     }
     let error = dead[0].record.header("quiver-error").unwrap();
     assert!(error.len() <= 512, "a {}-byte error header", error.len());
-    assert!(String::from_utf8_lossy(error).contains("trapped"));
+    let error = String::from_utf8_lossy(error);
+    assert!(
+        error.contains("trapped") && error.contains("panicked on purpose"),
+        "{error}"
+    );
     assert_eq!(log_end(&client, "big").await, 0);
     client.close().await;
     broker.stop().await;

@@ -316,7 +316,7 @@ impl PluginInstance {
     /// stderr output (a Rust panic message lands there).
     fn classify(&mut self, e: wasmtime::Error) -> PluginError {
         let stderr = self.store.data().stderr.take();
-        let (kind, mut message) = if let Some(over) = over_budget(self.store.data()) {
+        let (kind, message) = if let Some(over) = over_budget(self.store.data()) {
             (Failure::OverBudget, over)
         } else if let Some((want, limit)) = self.store.data().memory_exceeded() {
             let msg = format!(
@@ -332,12 +332,16 @@ impl PluginInstance {
             );
             (Failure::Timeout, msg)
         } else {
-            (Failure::Trap, format!("trapped: {e:#}"))
+            (Failure::Trap, "trapped".to_owned())
         };
-        if !stderr.is_empty() {
-            message.push_str(" (stderr: ");
-            message.push_str(&stderr);
-            message.push(')');
+        // The guest's own words (a panic message) before wasmtime's error chain, whose wasm
+        // backtrace can run to kilobytes: a shortened message (a dead-letter header) keeps them.
+        let mut message = match stderr.is_empty() {
+            true => message,
+            false => format!("{message} (stderr: {stderr})"),
+        };
+        if kind == Failure::Trap {
+            message.push_str(&format!(": {e:#}"));
         }
         failure(&self.label, kind, message)
     }
