@@ -130,7 +130,7 @@ impl ErrorCode {
             ErrorCode::StorageError => "storage error",
             ErrorCode::DiskFull => "disk full",
             ErrorCode::Timeout => "request timed out",
-            ErrorCode::ServerBusy => "server busy (connection limit reached)",
+            ErrorCode::ServerBusy => "server busy, retry later",
             ErrorCode::ShuttingDown => "server shutting down",
             ErrorCode::NotAuthorized => "not authorized",
             ErrorCode::UnknownPlugin => "unknown plugin",

@@ -173,6 +173,10 @@ fn server_cert_reusable(certs: &DevCerts, ca: &DevCa) -> bool {
         let chain = read_certs(&certs.cert_path, "certificate")?;
         let key = read_key(&certs.key_path)?;
         let leaf = first_cert(&certs.cert_path, "certificate")?;
+        if encodes_default_ca_flag(&leaf) {
+            let path = certs.cert_path.clone();
+            return Err(TlsError::NotDer { path });
+        }
         CertifiedKey::from_der(chain, key, &provider()).map_err(|source| TlsError::Identity {
             cert: certs.cert_path.clone(),
             key: certs.key_path.clone(),
@@ -188,6 +192,19 @@ fn server_cert_reusable(certs: &DevCerts, ca: &DevCa) -> bool {
             false
         }
     }
+}
+
+/// The OID of the BasicConstraints extension (2.5.29.19).
+const BASIC_CONSTRAINTS_OID: &[u64] = &[2, 5, 29, 19];
+
+/// Whether `cert` carries the critical BasicConstraints `cA: FALSE` that older builds wrote
+/// (extension OID, critical TRUE, then the value `SEQUENCE { BOOLEAN FALSE }`): not DER.
+fn encodes_default_ca_flag(cert: &[u8]) -> bool {
+    const EXPLICIT_FALSE: [u8; 15] = [
+        0x06, 0x03, 0x55, 0x1d, 0x13, 0x01, 0x01, 0xff, 0x04, 0x05, 0x30, 0x03, 0x01, 0x01, 0x00,
+    ];
+    cert.windows(EXPLICIT_FALSE.len())
+        .any(|w| w == EXPLICIT_FALSE)
 }
 
 fn unix_secs(t: SystemTime) -> Duration {
@@ -243,8 +260,15 @@ fn client_params(name: &str) -> CertificateParams {
 
 /// What every leaf needs for strict stacks: an explicit "not a CA", a signature key usage and
 /// an authority key identifier so OpenSSL-style chain building finds the issuer directly.
+///
+/// "Not a CA" is a critical BasicConstraints extension holding an empty SEQUENCE: `cA` is
+/// DEFAULT FALSE, and DER forbids encoding a default, so rcgen's `IsCa::ExplicitNoCa` (which
+/// writes `cA: FALSE`) is refused by strict parsers (Python's `cryptography`, hence aioquic).
 fn leaf_defaults(params: &mut CertificateParams) {
-    params.is_ca = IsCa::ExplicitNoCa;
+    params.is_ca = IsCa::NoCa;
+    let mut not_a_ca = CustomExtension::from_oid_content(BASIC_CONSTRAINTS_OID, vec![0x30, 0x00]);
+    not_a_ca.set_criticality(true);
+    params.custom_extensions.push(not_a_ca);
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
@@ -281,3 +305,46 @@ fn parse_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(rcgen::Error
 // ---------------------------------------------------------------------------------------------
 // Files
 // ---------------------------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaf_der(path: &Path) -> Vec<u8> {
+        first_cert(path, "certificate").unwrap().to_vec()
+    }
+
+    #[test]
+    fn leaves_say_not_a_ca_in_strict_der() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = ensure_dev_certs(dir.path()).unwrap();
+        let (client, _) = generate_client_cert(&dir.path().join("tls"), "bob", dir.path()).unwrap();
+        for leaf in [leaf_der(&certs.cert_path), leaf_der(&client)] {
+            assert!(!encodes_default_ca_flag(&leaf));
+            // The critical BasicConstraints with an empty SEQUENCE: "not a CA", encoded as DER.
+            let empty = [
+                0x06, 0x03, 0x55, 0x1d, 0x13, 0x01, 0x01, 0xff, 0x04, 0x02, 0x30, 0x00,
+            ];
+            assert!(leaf.windows(empty.len()).any(|w| w == empty));
+        }
+    }
+
+    #[test]
+    fn a_server_cert_of_an_older_build_is_reissued() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = ensure_dev_certs(dir.path()).unwrap();
+        // What builds before the fix wrote: `cA: FALSE` encoded explicitly.
+        let ca = DevCa::load(&dir.path().join("tls")).unwrap();
+        let key = KeyPair::from_pem(&fs::read_to_string(&certs.key_path).unwrap()).unwrap();
+        let mut params = server_params().unwrap();
+        params.custom_extensions.clear();
+        params.is_ca = IsCa::ExplicitNoCa;
+        let old = params.signed_by(&key, &ca.issuer, &ca.key).unwrap();
+        assert!(encodes_default_ca_flag(old.der()));
+        fs::write(&certs.cert_path, old.pem()).unwrap();
+
+        let again = ensure_dev_certs(dir.path()).unwrap();
+        assert!(again.generated);
+        assert!(!encodes_default_ca_flag(&leaf_der(&again.cert_path)));
+    }
+}

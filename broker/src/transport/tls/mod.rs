@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use quinn::crypto::rustls::{NoInitialCipherSuite, QuicServerConfig};
 use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType,
+    BasicConstraints, Certificate, CertificateParams, CustomExtension, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
 };
 use rustls::client::danger::ServerCertVerifier;
@@ -107,6 +107,8 @@ pub enum TlsError {
         path: PathBuf,
         source: VerifierBuilderError,
     },
+    #[error("{path}: issued by an older build, with a BasicConstraints encoding (cA: FALSE) strict parsers refuse")]
+    NotDer { path: PathBuf },
     #[error("invalid client certificate name {0:?}: use letters, digits, '-', '_' or '.', not starting with '.'")]
     InvalidName(String),
     #[error("invalid TLS configuration: {0}")]
