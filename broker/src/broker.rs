@@ -79,6 +79,8 @@ pub struct Broker {
     queues: Arc<QueueService>,
     groups: GroupService,
     admin: AdminService,
+    pipelines: Arc<Pipelines>,
+    registry: Arc<PluginRegistry>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -143,6 +145,8 @@ impl Broker {
                 config.max_frame_bytes,
             )),
             groups: GroupService::new(s.groups, s.topics.clone()),
+            pipelines: s.pipelines,
+            registry: s.registry,
             topics: s.topics,
             delays: s.delays,
             exchanges: s.exchanges,
@@ -230,6 +234,16 @@ impl Broker {
 
     pub fn exchanges(&self) -> &Exchanges {
         &self.exchanges
+    }
+
+    /// Ingest pipelines and exchange routers, with their health (for metrics).
+    pub fn pipelines(&self) -> &Pipelines {
+        &self.pipelines
+    }
+
+    /// Deployed plugins and the engine (its broker-wide memory budget).
+    pub fn plugin_registry(&self) -> &PluginRegistry {
+        &self.registry
     }
 
     /// Stops delayed delivery and fsyncs every partition, the delay log and the metadata store

@@ -43,6 +43,9 @@ pub struct TlsFiles {
 pub struct BrokerConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// The HTTP listener of `quiver serve` (`/metrics`, `/healthz`, `/readyz`): an address, or
+    /// `none` to turn it off (see [`BrokerConfig::http_addr`]).
+    pub http: String,
     pub tls: Option<TlsFiles>,
     /// Connections beyond this are refused with a "server busy" close.
     pub max_connections: usize,
@@ -129,6 +132,7 @@ impl Default for BrokerConfig {
         BrokerConfig {
             data_dir: PathBuf::from("./quiver-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 7447)),
+            http: "127.0.0.1:7448".into(),
             tls: None,
             max_connections: 1024,
             max_streams_per_connection: 1024,
@@ -164,7 +168,19 @@ impl BrokerConfig {
         })
     }
 
-    /// Applies `QUIVER_DATA_DIR`, `QUIVER_LISTEN`, `QUIVER_MAX_CONNECTIONS`,
+    /// The HTTP listener's address; `None` when it is turned off (`http = "none"`).
+    pub fn http_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        match self.http.trim() {
+            "none" => Ok(None),
+            addr => addr.parse().map(Some).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "http = {addr:?}: {e} (an address such as 127.0.0.1:7448, or none)"
+                ))
+            }),
+        }
+    }
+
+    /// Applies `QUIVER_DATA_DIR`, `QUIVER_LISTEN`, `QUIVER_HTTP`, `QUIVER_MAX_CONNECTIONS`,
     /// `QUIVER_PLUGINS_MAX_TOTAL_MEMORY_MB`, `QUIVER_TLS_CERT` and `QUIVER_TLS_KEY` when set.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = get("QUIVER_DATA_DIR") {
@@ -172,6 +188,9 @@ impl BrokerConfig {
         }
         if let Some(v) = get("QUIVER_LISTEN") {
             self.listen = parse_env("QUIVER_LISTEN", &v)?;
+        }
+        if let Some(v) = get("QUIVER_HTTP") {
+            self.http = v;
         }
         if let Some(v) = get("QUIVER_MAX_CONNECTIONS") {
             self.max_connections = parse_env("QUIVER_MAX_CONNECTIONS", &v)?;
@@ -200,6 +219,7 @@ impl BrokerConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.http_addr()?;
         self.log
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;

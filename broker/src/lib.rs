@@ -10,6 +10,7 @@ pub mod error;
 pub mod filter;
 pub mod groups;
 pub mod headers;
+pub mod http;
 pub mod meta;
 pub mod offload;
 pub mod plugins;

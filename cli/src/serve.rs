@@ -7,9 +7,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use quiver_broker::config::TlsFiles;
+use quiver_broker::http::HttpServer;
 use quiver_broker::transport::tls::{self, TlsPaths, TransportOptions};
 use quiver_broker::transport::Server;
 use quiver_broker::{Broker, BrokerConfig};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -19,6 +21,9 @@ pub struct ServeArgs {
     /// Address to listen on (UDP) [default: 127.0.0.1:7447].
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// HTTP listener for /metrics, /healthz and /readyz (TCP), or `none` [default: 127.0.0.1:7448].
+    #[arg(long)]
+    http: Option<String>,
     /// TOML config file; flags override it, it overrides the defaults.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -42,20 +47,44 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ..TransportOptions::default()
     };
     let server_config = tls::server_config(&paths, &opts).context("TLS setup")?;
-    let listen = config.listen;
+    let (listen, http) = (config.listen, config.http_addr()?);
     let broker = tokio::task::spawn_blocking(move || Broker::open(config))
         .await?
         .context("opening storage")?;
-    let server = Server::bind(broker, listen, server_config)?;
+    let server = Server::bind(broker.clone(), listen, server_config)?;
     tracing::info!(addr = %server.local_addr()?, "quiver listening (QUIC, ALPN quiver/1)");
     let token = server.shutdown_token();
+    let http = match http {
+        Some(addr) => Some(start_http(addr, broker, token.clone()).await?),
+        None => None,
+    };
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("signal received: shutting down gracefully");
         token.cancel();
     });
     server.run().await?;
+    // Answered (not ready) while the broker drained; stopped once it has.
+    if let Some((stop, task)) = http {
+        stop.cancel();
+        task.await??;
+    }
     Ok(())
+}
+
+type HttpTask = tokio::task::JoinHandle<std::io::Result<()>>;
+
+/// Starts the HTTP listener; its token stops it.
+async fn start_http(
+    addr: SocketAddr,
+    broker: std::sync::Arc<Broker>,
+    shutting_down: CancellationToken,
+) -> anyhow::Result<(CancellationToken, HttpTask)> {
+    let http = HttpServer::bind(addr, broker, shutting_down).await?;
+    tracing::info!(http = %http.local_addr()?, "HTTP listening: /metrics, /healthz, /readyz");
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(http.run(stop.clone()));
+    Ok((stop, task))
 }
 
 fn build_config(args: ServeArgs) -> anyhow::Result<BrokerConfig> {
@@ -65,6 +94,9 @@ fn build_config(args: ServeArgs) -> anyhow::Result<BrokerConfig> {
     }
     if let Some(l) = args.listen {
         config.listen = l;
+    }
+    if let Some(h) = args.http {
+        config.http = h;
     }
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         config.tls = Some(TlsFiles {

@@ -1,57 +1,17 @@
 //! An outside QUIC stack against a real broker: aioquic (Python, from PyPI; TLS through
 //! `cryptography`, a strict DER parser) must parse the generated dev certificates and complete a
 //! handshake with ALPN `quiver/1` trusting only the dev CA, and must be refused by a broker whose
-//! certificate another CA signed. The client is `tests/outside/aioquic_handshake.py`; its
-//! virtualenv is made in `target/outside-venv` on first use (python3 with venv and pip needed:
-//! scripts/test.sh installs them).
+//! certificate another CA signed. The client is `tests/outside/aioquic_handshake.py`, run in the
+//! virtualenv of [`common::outside`].
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use common::outside::{python, root};
 use common::TestBroker;
 use quiver_broker::transport::tls::{ensure_dev_certs, generate_client_cert};
-
-/// The repository root (this is cli/).
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
-}
-
-/// The venv's python, with the pinned aioquic installed (once per machine).
-fn python() -> PathBuf {
-    static SETUP: std::sync::Once = std::sync::Once::new();
-    let venv = root().join("target/outside-venv");
-    let python = venv.join("bin/python");
-    SETUP.call_once(|| {
-        let requirements = root().join("cli/tests/outside/requirements.txt");
-        let ready = python.exists()
-            && Command::new(&python)
-                .args(["-c", "import aioquic, cryptography"])
-                .status()
-                .is_ok_and(|s| s.success());
-        if ready {
-            return;
-        }
-        let made = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .expect("python3 is needed for the outside QUIC client (scripts/test.sh installs it)");
-        assert!(made.success(), "python3 -m venv {} failed", venv.display());
-        let installed = Command::new(&python)
-            .args(["-m", "pip", "install", "-q", "-r"])
-            .arg(&requirements)
-            .status()
-            .unwrap();
-        assert!(
-            installed.success(),
-            "pip install -r {} failed",
-            requirements.display()
-        );
-    });
-    python
-}
 
 /// Runs the aioquic client; returns (success, stdout + stderr).
 fn aioquic(port: u16, ca: &Path, parse: &[&Path]) -> (bool, String) {

@@ -420,6 +420,20 @@ impl Pipelines {
         self.stages(topic).iter().map(|s| s.info(topic)).collect()
     }
 
+    /// Every stage of every topic and every exchange router, with its health and memory.
+    pub fn all_attachments(&self) -> Vec<AttachmentInfo> {
+        let mut out: Vec<AttachmentInfo> = {
+            let by_topic = self.by_topic.read();
+            by_topic
+                .iter()
+                .flat_map(|(topic, p)| p.stages.iter().map(move |s| s.info(topic)))
+                .collect()
+        };
+        let routers = self.routers.read();
+        out.extend(routers.iter().map(|(exchange, s)| s.router_info(exchange)));
+        out
+    }
+
     /// Every stage that runs `name` (`version`: only that version).
     pub fn attachments_of(&self, name: &str, version: Option<&str>) -> Vec<AttachmentInfo> {
         let by_topic = self.by_topic.read();

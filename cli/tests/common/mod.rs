@@ -2,6 +2,7 @@
 //! generated dev CA. Restartable on the same data dir.
 #![allow(dead_code)]
 
+pub mod outside;
 pub mod plugins;
 pub mod serve;
 
@@ -135,4 +136,23 @@ pub async fn raw_connection(broker: &TestBroker) -> quinn::Connection {
     let mut reader = quiver::wire::FrameReader::new(recv, 1 << 20);
     reader.next().await.unwrap().unwrap();
     conn
+}
+
+/// Runs `cmd` with `stdin` written to it and its output captured.
+pub fn run_with_stdin(mut cmd: std::process::Command, stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
 }

@@ -1,7 +1,7 @@
 //! `quiver serve` as a child process on 127.0.0.1 port 0, for tests of the binary itself: the
 //! command line, and crashes (dropping a `Serve` kills it with SIGKILL).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -9,13 +9,22 @@ use std::time::{Duration, Instant};
 pub struct Serve {
     child: Child,
     pub addr: String,
+    /// The HTTP listener (`/metrics`, `/healthz`, `/readyz`), on a free port too.
+    pub http: String,
 }
 
 impl Serve {
     /// Starts `quiver serve` on a free port with its data in `<dir>/data`.
     pub fn start(dir: &Path) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_quiver"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(dir.join("data"))
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -27,40 +36,38 @@ impl Serve {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let line = strip_ansi(&line);
-                if let Some(addr) = line.split("addr=").nth(1) {
-                    let _ = tx.send(
-                        addr.split_whitespace()
-                            .next()
-                            .unwrap_or_default()
-                            .to_owned(),
-                    );
+                for field in ["addr=", "http="] {
+                    if let Some(value) = line.split(field).nth(1) {
+                        let value = value.split_whitespace().next().unwrap_or_default();
+                        let _ = tx.send((field, value.to_owned()));
+                    }
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("broker printed its address");
-        Serve { child, addr }
+        let (mut addr, mut http) = (None, None);
+        while addr.is_none() || http.is_none() {
+            let (field, value) = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("broker printed its addresses");
+            match field {
+                "addr=" => addr = Some(value),
+                _ => http = Some(value),
+            }
+        }
+        Serve {
+            child,
+            addr: addr.unwrap_or_default(),
+            http: http.unwrap_or_default(),
+        }
     }
 
     /// Runs a `quiver` client command against this broker (CA of `<dir>/data`).
     pub fn cli(&self, dir: &Path, args: &[&str], stdin: &str) -> Output {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_quiver"))
-            .args(args)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_quiver"));
+        cmd.args(args)
             .env("QUIVER_SERVER", &self.addr)
-            .env("QUIVER_CA", dir.join("data/tls/ca.pem"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+            .env("QUIVER_CA", dir.join("data/tls/ca.pem"));
+        super::run_with_stdin(cmd, stdin)
     }
 
     /// SIGTERM, then waits for the exit (graceful shutdown).

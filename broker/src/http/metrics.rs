@@ -1,0 +1,255 @@
+//! The Prometheus metrics of `/metrics`, in the OpenMetrics text format of `prometheus-client`.
+//! They are read from the broker at each scrape (a registered collector), so the produce and fetch
+//! paths carry no instrumentation for them. Series are bounded: one per partition, one per plugin
+//! stage, a few per process; no label carries a client id, a key or any other unbounded value.
+
+use std::fmt;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::TypedMetric;
+use prometheus_client::registry::Registry;
+
+use crate::Broker;
+
+/// The `Content-Type` of a scrape.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Every metric name starts with this (`quiver_…`).
+const PREFIX: &str = "quiver";
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The broker's metrics registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+}
+
+impl Metrics {
+    pub fn new(broker: Arc<Broker>) -> Metrics {
+        let mut registry = Registry::with_prefix(PREFIX);
+        registry.register_collector(Box::new(BrokerCollector { broker }));
+        Metrics { registry }
+    }
+
+    /// One scrape, as text. Reads partition stats and plugin stages: call it off the async
+    /// workers.
+    pub fn encode(&self) -> Result<String, fmt::Error> {
+        let mut text = String::new();
+        encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+#[derive(Debug)]
+struct BrokerCollector {
+    broker: Arc<Broker>,
+}
+
+impl Collector for BrokerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        self.partitions(&mut encoder)?;
+        self.plugins(&mut encoder)?;
+        self.delays(&mut encoder)?;
+        process(&mut encoder)
+    }
+}
+
+impl BrokerCollector {
+    /// Offsets and sizes per partition (one series each per partition).
+    fn partitions(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        let mut stats = Vec::new();
+        for topic in self.broker.topics().list() {
+            for (p, log) in topic.partitions().iter().enumerate() {
+                let labels = vec![("topic", topic.name.clone()), ("partition", p.to_string())];
+                stats.push((labels, log.stats()));
+            }
+        }
+        let of = |f: fn(&crate::storage::PartitionStats) -> u64| {
+            stats.iter().map(move |(l, s)| (l.clone(), f(s) as i64))
+        };
+        gauges(
+            encoder,
+            "partition_log_start_offset",
+            "First offset still in the partition's log",
+            of(|s| s.log_start),
+        )?;
+        gauges(
+            encoder,
+            "partition_log_end_offset",
+            "Offset the next appended record gets (records appended since creation)",
+            of(|s| s.log_end),
+        )?;
+        gauges(
+            encoder,
+            "partition_size_bytes",
+            "Bytes of the partition's segments on disk",
+            of(|s| s.size_bytes),
+        )?;
+        gauges(
+            encoder,
+            "partition_segments",
+            "Segment files of the partition",
+            of(|s| s.segments as u64),
+        )
+    }
+
+    /// Calls, failures, health and memory per plugin stage (topic stages and exchange routers),
+    /// and all plugins' memory against the broker-wide budget.
+    fn plugins(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        let stages: Vec<(Labels, _)> = self
+            .broker
+            .pipelines()
+            .all_attachments()
+            .into_iter()
+            .map(|a| {
+                let attachment = match a.exchange {
+                    true => format!("exchange:{}", a.topic),
+                    false => a.topic.clone(),
+                };
+                let labels = vec![
+                    ("attachment", attachment),
+                    ("plugin", a.plugin.clone()),
+                    ("version", a.version.clone()),
+                ];
+                (labels, a)
+            })
+            .collect();
+        let calls = stages.iter().map(|(l, a)| (l.clone(), a.calls));
+        counters(
+            encoder,
+            "plugin_calls",
+            "Batches passed to the plugin stage",
+            calls,
+        )?;
+        let failures = stages.iter().map(|(l, a)| (l.clone(), a.failures));
+        counters(
+            encoder,
+            "plugin_failures",
+            "Batches the plugin stage failed on (any kind)",
+            failures,
+        )?;
+        let healthy = stages.iter().map(|(l, a)| (l.clone(), a.healthy as i64));
+        gauges(
+            encoder,
+            "plugin_healthy",
+            "1 while the stage is healthy, 0 while it cools down or cannot load",
+            healthy,
+        )?;
+        let memory = stages
+            .iter()
+            .map(|(l, a)| (l.clone(), a.memory_in_use_bytes as i64));
+        gauges(
+            encoder,
+            "plugin_memory_bytes",
+            "Linear memory the stage's live instance holds",
+            memory,
+        )?;
+        let budget = self.broker.plugin_registry().engine().budget();
+        let total = [(Labels::new(), budget.used() as i64)];
+        gauges(
+            encoder,
+            "plugin_memory_in_use_bytes",
+            "Linear memory of all plugin instances (stages and read filters) together",
+            total,
+        )?;
+        let limit = [(Labels::new(), budget.limit() as i64)];
+        gauges(
+            encoder,
+            "plugin_memory_budget_bytes",
+            "The broker-wide plugin memory budget (plugins.max_total_memory_mb)",
+            limit,
+        )
+    }
+
+    /// Delayed records held, per destination topic.
+    fn delays(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        let delays = self.broker.delays();
+        let pending = self.broker.topics().list().into_iter().map(|t| {
+            let n = delays.pending_for(&t.name);
+            (vec![("topic", t.name.clone())], n as i64)
+        });
+        gauges(
+            encoder,
+            "delayed_pending",
+            "Delayed records held for the topic, not yet delivered",
+            pending,
+        )
+    }
+}
+
+/// The broker process: resident memory and open file descriptors (Linux `/proc`; absent elsewhere).
+fn process(encoder: &mut DescriptorEncoder) -> fmt::Result {
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<i64>().ok()
+        });
+    if let Some(kib) = rss {
+        gauges(
+            encoder,
+            "process_resident_memory_bytes",
+            "Resident memory of the broker process",
+            [(Labels::new(), kib * 1024)],
+        )?;
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        let open = [(Labels::new(), fds.count() as i64)];
+        gauges(
+            encoder,
+            "process_open_fds",
+            "Open file descriptors of the broker process",
+            open,
+        )?;
+    }
+    Ok(())
+}
+
+/// One gauge family, built for this scrape.
+fn gauges(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: impl IntoIterator<Item = (Labels, i64)>,
+) -> fmt::Result {
+    family(encoder, name, help, values, |g: &Gauge, v| {
+        g.set(v);
+    })
+}
+
+/// One counter family (values kept by the broker, reported as they are), built for this scrape.
+fn counters(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: impl IntoIterator<Item = (Labels, u64)>,
+) -> fmt::Result {
+    family(encoder, name, help, values, |c: &Counter, v| {
+        c.inc_by(v);
+    })
+}
+
+/// A family of metrics `M`, one per label set, each given its value by `set`, then encoded.
+fn family<M, V>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: impl IntoIterator<Item = (Labels, V)>,
+    set: impl Fn(&M, V),
+) -> fmt::Result
+where
+    M: EncodeMetric + TypedMetric + Default,
+{
+    let family = Family::<Labels, M>::default();
+    for (labels, v) in values {
+        set(&family.get_or_create(&labels), v);
+    }
+    family.encode(encoder.encode_descriptor(name, help, None, family.metric_type())?)
+}

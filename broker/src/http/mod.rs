@@ -1,0 +1,100 @@
+//! The broker's HTTP listener (axum): `/metrics` (Prometheus, OpenMetrics text, see
+//! [`metrics`]), `/healthz` (the process is up) and `/readyz` (storage is open and the QUIC
+//! listener accepts; 503 once a shutdown has begun), for scrapers and orchestrator probes. A thin
+//! driver like the QUIC transport: what it reports is read from the broker on each request.
+
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+
+use crate::Broker;
+
+/// Why the HTTP listener could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for HTTP on {addr}: {source}")]
+pub struct HttpError {
+    addr: SocketAddr,
+    source: std::io::Error,
+}
+
+#[derive(Clone)]
+struct Shared {
+    metrics: Arc<metrics::Metrics>,
+    /// The QUIC server's shutdown token: once cancelled the broker is no longer ready.
+    shutting_down: CancellationToken,
+}
+
+/// A bound HTTP listener, serving once [`HttpServer::run`] is called.
+pub struct HttpServer {
+    listener: tokio::net::TcpListener,
+    shared: Shared,
+}
+
+impl HttpServer {
+    /// Binds `addr` (port 0 picks a free port). `shutting_down` is the QUIC server's shutdown
+    /// token: readiness turns false when it is cancelled, while the listener keeps answering.
+    pub async fn bind(
+        addr: SocketAddr,
+        broker: Arc<Broker>,
+        shutting_down: CancellationToken,
+    ) -> Result<HttpServer, HttpError> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| HttpError { addr, source })?;
+        let metrics = Arc::new(metrics::Metrics::new(broker));
+        Ok(HttpServer {
+            listener,
+            shared: Shared {
+                metrics,
+                shutting_down,
+            },
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `stop` is cancelled (after the broker has shut down, so `/readyz` can say
+    /// so while it drains).
+    pub async fn run(self, stop: CancellationToken) -> std::io::Result<()> {
+        let app = Router::new()
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(scrape))
+            .with_state(self.shared);
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(s): State<Shared>) -> (StatusCode, &'static str) {
+    match s.shutting_down.is_cancelled() {
+        true => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+        false => (StatusCode::OK, "ready\n"),
+    }
+}
+
+/// Encodes the metrics on the blocking pool: a scrape reads every partition's stats and every
+/// plugin stage, which may wait on their locks.
+async fn scrape(State(s): State<Shared>) -> Response {
+    let metrics = s.metrics.clone();
+    match tokio::task::spawn_blocking(move || metrics.encode()).await {
+        Ok(Ok(text)) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
