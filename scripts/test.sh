@@ -28,7 +28,8 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
 fi
 
 # python3 with its venv module builds the Python plugins in plugins/python/ (componentize-py, pip
-# installed into plugins/python/.venv) and runs their tests. Without root or sudo they are skipped,
+# installed into plugins/python/.venv) and runs their tests; the integration tests' outside clients
+# (aioquic, the reference Prometheus parser: cli/tests/outside/) get a venv in target/outside-venv. Without root or sudo they are skipped,
 # with a warning from build-plugins.sh.
 # (Debian's python3 imports `venv` without python3-venv but cannot create one, hence dpkg.)
 if ! command -v python3 >/dev/null 2>&1 ||
