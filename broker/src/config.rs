@@ -84,7 +84,8 @@ pub struct PluginConfig {
     pub max_total_memory_mb: Option<u32>,
     /// Largest component a deploy may carry (its admin frame may exceed `max_frame_bytes`).
     pub max_component_mb: u32,
-    /// Consecutive traps or timeouts after which an attachment is marked unhealthy.
+    /// Consecutive failures of the plugin's own (traps, timeouts, memory hits, bad output, refused
+    /// re-inits) after which an attachment is marked unhealthy.
     pub unhealthy_after: u32,
     /// How long an unhealthy attachment is not called before it is tried again.
     pub cooldown_ms: u64,
