@@ -1,6 +1,7 @@
 //! The broker's HTTP listener over real TCP: `/healthz`, `/readyz` (not ready once a shutdown
 //! has begun), and `/metrics` scraped from a real `quiver serve` after known activity, parsed by
-//! the reference Prometheus client's OpenMetrics parser and checked for values, not only names.
+//! the reference Prometheus client's OpenMetrics parser and checked for values, not only names:
+//! partitions, a plugin stage, a consumer group's committed offset and lag, the process.
 
 mod common;
 
@@ -88,13 +89,19 @@ fn metrics_report_partitions_plugins_and_the_process_after_real_activity() {
     );
     ok(&["produce", "tagged", "--tag", "keep"], "kept\n");
     ok(&["produce", "tagged", "--tag", "drop"], "dropped\n");
+    // A group reads all three and commits them; two more arrive after it left.
+    let group = [
+        "consume", "obs", "--group", "g1", "--commit", "manual", "--count", "3",
+    ];
+    ok(&group, "");
+    ok(&["produce", "obs", "--partition", "1"], "d\ne\n");
 
     let (status, text) = get(&serve.http, "/metrics");
     assert_eq!(status, 200, "{text}");
     let s = parse(&text);
     let end = "quiver_partition_log_end_offset";
     assert_eq!(value(&s, end, &[("topic", "obs"), ("partition", "0")]), 0.0);
-    assert_eq!(value(&s, end, &[("topic", "obs"), ("partition", "1")]), 3.0);
+    assert_eq!(value(&s, end, &[("topic", "obs"), ("partition", "1")]), 5.0);
     assert_eq!(
         value(&s, end, &[("topic", "tagged"), ("partition", "0")]),
         1.0

@@ -56,6 +56,7 @@ impl Collector for BrokerCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         self.partitions(&mut encoder)?;
         self.plugins(&mut encoder)?;
+        self.groups(&mut encoder)?;
         self.delays(&mut encoder)?;
         process(&mut encoder)
     }
@@ -168,6 +169,75 @@ impl BrokerCollector {
         )
     }
 
+    /// Consumer groups: members, and per partition read the lag and committed offset; queue-mode
+    /// groups: records leased, waiting and dead-lettered per partition. One series per group and
+    /// partition it reads (groups are named by operators' applications, partitions are bounded).
+    fn groups(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        let state = self.broker.groups().state();
+        let summaries = state.list().unwrap_or_default();
+        let described: Vec<_> = summaries
+            .iter()
+            .filter_map(|g| state.describe(&g.name, self.broker.topics()).ok())
+            .collect();
+        let members = summaries
+            .iter()
+            .map(|g| (vec![("group", g.name.clone())], g.members as i64));
+        gauges(
+            encoder,
+            "group_members",
+            "Live members of the consumer group",
+            members,
+        )?;
+        let lags: Vec<(Labels, &quiver_proto::groups::PartitionLag)> = described
+            .iter()
+            .flat_map(|d| {
+                d.partitions
+                    .iter()
+                    .map(move |p| (group_labels(&d.name, &p.topic, p.partition), p))
+            })
+            .collect();
+        let lag = lags.iter().map(|(l, p)| (l.clone(), p.lag as i64));
+        gauges(encoder, "group_lag", "Records after the group's committed offset (from the log start when nothing is committed)", lag)?;
+        let committed = lags
+            .iter()
+            .filter_map(|(l, p)| Some((l.clone(), p.committed? as i64)));
+        gauges(
+            encoder,
+            "group_committed_offset",
+            "The group's committed offset",
+            committed,
+        )?;
+        let queues: Vec<(Labels, &quiver_proto::groups::QueuePartitionState)> = described
+            .iter()
+            .flat_map(|d| {
+                d.queues
+                    .iter()
+                    .map(move |q| (group_labels(&d.name, &q.topic, q.partition), q))
+            })
+            .collect();
+        let leased = queues.iter().map(|(l, q)| (l.clone(), q.leased as i64));
+        gauges(
+            encoder,
+            "queue_leased",
+            "Queue-mode records leased to a consumer now",
+            leased,
+        )?;
+        let available = queues.iter().map(|(l, q)| (l.clone(), q.available as i64));
+        gauges(
+            encoder,
+            "queue_available",
+            "Queue-mode records waiting for (re)delivery",
+            available,
+        )?;
+        let dead = queues.iter().map(|(l, q)| (l.clone(), q.dead_lettered));
+        counters(
+            encoder,
+            "queue_dead_lettered",
+            "Queue-mode records sent to <topic>.dlq since the broker started",
+            dead,
+        )
+    }
+
     /// Delayed records held, per destination topic.
     fn delays(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
         let delays = self.broker.delays();
@@ -182,6 +252,14 @@ impl BrokerCollector {
             pending,
         )
     }
+}
+
+fn group_labels(group: &str, topic: &str, partition: u32) -> Labels {
+    vec![
+        ("group", group.to_owned()),
+        ("topic", topic.to_owned()),
+        ("partition", partition.to_string()),
+    ]
 }
 
 /// The broker process: resident memory and open file descriptors (Linux `/proc`; absent elsewhere).
