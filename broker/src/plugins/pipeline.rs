@@ -3,8 +3,8 @@
 //! A router stage sends records to other topics (records it routes to the pipeline's own topic go
 //! on through the later stages); a scheduler stage marks records with a due time, and the broker
 //! holds those after the pipeline. Each stage has an error policy (dead-letter, skip, reject) and a
-//! health record: repeated traps or timeouts mark it unhealthy, and it is not called again until a
-//! cool-down has passed. Attaching the same plugin name again swaps that stage in place, live.
+//! health record: repeated failures of its own (traps, timeouts, bad output, refused re-inits) mark
+//! it unhealthy, and it is not called again until a cool-down has passed. Attaching the same plugin name again swaps that stage in place, live.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
