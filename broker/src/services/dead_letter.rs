@@ -4,7 +4,7 @@
 //! batch limit: it is split into as many batches as it takes, so burying never fails for size.
 
 use bytes::Bytes;
-use quiver_proto::batch::{self, HEADER_LEN};
+use quiver_proto::batch::HEADER_LEN;
 use quiver_proto::Batch;
 
 use super::catalog::Catalog;
@@ -74,11 +74,10 @@ fn split_to_fit(batch: &Batch, max: usize) -> Result<Vec<Batch>, BrokerError> {
     Ok(parts)
 }
 
+/// Records `indexes` of `batch` as a batch of their own (the shared selection of router fan-out).
 fn select(batch: &Batch, indexes: &[usize]) -> Result<Batch, BrokerError> {
-    let bytes = batch::select_dense(batch, indexes)
-        .ok_or_else(|| BrokerError::Internal("a dead-letter split selected no record".into()))?;
-    // Copied from a validated batch: its CRC needs no second check.
-    Ok(Batch::parse_trusted(bytes)?)
+    crate::plugins::pipeline::select(batch, indexes)?
+        .ok_or_else(|| BrokerError::Internal("a dead-letter split selected no record".into()))
 }
 
 #[cfg(test)]

@@ -6,19 +6,24 @@ use quiver_proto::ErrorCode;
 
 use super::plugin_wasm;
 
-/// Sends records and waits for each delivery; returns the per-record outcomes.
-pub async fn produce(
-    client: &Client,
-    records: Vec<ProducerRecord>,
-) -> Vec<Result<quiver::RecordMetadata, ErrorCode>> {
-    let producer = Producer::new(
+/// A producer that reports every failure as it is (acks=leader, no retries).
+fn no_retries(client: &Client) -> Producer {
+    Producer::new(
         client.clone(),
         ProducerConfig {
             acks: Acks::Leader,
             retries: 0,
             ..Default::default()
         },
-    );
+    )
+}
+
+/// Sends records and waits for each delivery; returns the per-record outcomes.
+pub async fn produce(
+    client: &Client,
+    records: Vec<ProducerRecord>,
+) -> Vec<Result<quiver::RecordMetadata, ErrorCode>> {
+    let producer = no_retries(client);
     let mut deliveries = Vec::new();
     for r in records {
         deliveries.push(producer.send(r).await.unwrap());
@@ -37,14 +42,7 @@ pub async fn produce(
 
 /// One batch of one record, for tests that need the produce error text.
 pub async fn produce_one(client: &Client, topic: &str, value: &str) -> Result<(), String> {
-    let producer = Producer::new(
-        client.clone(),
-        ProducerConfig {
-            acks: Acks::Leader,
-            retries: 0,
-            ..Default::default()
-        },
-    );
+    let producer = no_retries(client);
     let d = producer
         .send(ProducerRecord::new(topic, value.to_owned()))
         .await
