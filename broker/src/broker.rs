@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::Auth;
 use crate::config::BrokerConfig;
 use crate::delay::DelayStore;
 use crate::error::BrokerError;
@@ -37,6 +38,7 @@ struct Stores {
     exchanges: Arc<Exchanges>,
     groups: Arc<Groups>,
     delays: Arc<DelayStore>,
+    auth: Arc<Auth>,
 }
 
 impl Stores {
@@ -56,7 +58,12 @@ impl Stores {
             Pipelines::open(meta.clone(), registry.clone(), config.plugins, max_output)?;
         let topics = Arc::new(TopicStore::open(&config.data_dir, meta.clone())?);
         let delays = DelayStore::open(&config.data_dir.join("delay"), &topics)?;
+        let auth = Auth::open(meta.clone(), config.auth)?;
+        if let Some(path) = auth.bootstrap(&config.data_dir)? {
+            tracing::info!(path = %path.display(), "authentication on: created user `admin` (a superuser); its token is in this file");
+        }
         Ok(Stores {
+            auth: Arc::new(auth),
             registry,
             pipelines: Arc::new(pipelines),
             exchanges: Arc::new(Exchanges::open(meta.clone())?),
@@ -81,6 +88,7 @@ pub struct Broker {
     admin: AdminService,
     pipelines: Arc<Pipelines>,
     registry: Arc<PluginRegistry>,
+    auth: Arc<Auth>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -131,6 +139,7 @@ impl Broker {
                 broker_id: format!("quiver@{}", config.listen),
                 listen: config.listen.to_string(),
             },
+            auth: s.auth.clone(),
         };
         Ok(Arc::new(Broker {
             fetch: Arc::new(FetchService::new(
@@ -147,6 +156,7 @@ impl Broker {
             groups: GroupService::new(s.groups, s.topics.clone()),
             pipelines: s.pipelines,
             registry: s.registry,
+            auth: s.auth,
             topics: s.topics,
             delays: s.delays,
             exchanges: s.exchanges,
@@ -217,6 +227,11 @@ impl Broker {
 
     pub fn admin(&self) -> &AdminService {
         &self.admin
+    }
+
+    /// Who connections are and what they may do.
+    pub fn auth(&self) -> &Arc<Auth> {
+        &self.auth
     }
 
     /// Creating topics with the broker's defaults.

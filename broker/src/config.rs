@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::auth::AuthConfig;
 use crate::storage::LogConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +64,7 @@ pub struct BrokerConfig {
     pub log: LogConfig,
     /// Limits and defaults of the WebAssembly plugin host.
     pub plugins: PluginConfig,
+    pub auth: AuthConfig,
 }
 
 /// The plugin host's engine-wide limits and the defaults of each attachment.
@@ -143,6 +145,7 @@ impl Default for BrokerConfig {
             default_partitions: 1,
             log: LogConfig::default(),
             plugins: PluginConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -182,7 +185,8 @@ impl BrokerConfig {
     }
 
     /// Applies `QUIVER_DATA_DIR`, `QUIVER_LISTEN`, `QUIVER_HTTP`, `QUIVER_MAX_CONNECTIONS`,
-    /// `QUIVER_PLUGINS_MAX_TOTAL_MEMORY_MB`, `QUIVER_TLS_CERT` and `QUIVER_TLS_KEY` when set.
+    /// `QUIVER_PLUGINS_MAX_TOTAL_MEMORY_MB`, `QUIVER_AUTH`, `QUIVER_ALLOW_ANONYMOUS`, `QUIVER_TLS_CERT`
+    /// and `QUIVER_TLS_KEY` when set.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = get("QUIVER_DATA_DIR") {
             self.data_dir = PathBuf::from(v);
@@ -195,6 +199,12 @@ impl BrokerConfig {
         }
         if let Some(v) = get("QUIVER_MAX_CONNECTIONS") {
             self.max_connections = parse_env("QUIVER_MAX_CONNECTIONS", &v)?;
+        }
+        if let Some(v) = get("QUIVER_AUTH") {
+            self.auth.enabled = parse_flag("QUIVER_AUTH", &v)?;
+        }
+        if let Some(v) = get("QUIVER_ALLOW_ANONYMOUS") {
+            self.auth.allow_anonymous = parse_flag("QUIVER_ALLOW_ANONYMOUS", &v)?;
         }
         if let Some(v) = get("QUIVER_PLUGINS_MAX_TOTAL_MEMORY_MB") {
             self.plugins.max_total_memory_mb =
@@ -221,6 +231,12 @@ impl BrokerConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.http_addr()?;
+        if !self.listen.ip().is_loopback() && !self.auth.enabled && !self.auth.allow_anonymous {
+            return Err(ConfigError::Invalid(format!(
+                "listening on {} (not a loopback address) needs authentication: pass --auth (QUIVER_AUTH=1), or --allow-anonymous to let anyone in",
+                self.listen
+            )));
+        }
         self.log
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -275,6 +291,19 @@ impl BrokerConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`.
+fn parse_flag(name: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(ConfigError::Env {
+            name,
+            value: value.to_owned(),
+            reason: "expected 1/true/yes/on or 0/false/no/off".into(),
+        }),
     }
 }
 

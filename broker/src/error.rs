@@ -4,6 +4,7 @@
 
 use quiver_proto::ErrorCode;
 
+use crate::auth::AuthError;
 use crate::delay::DelayError;
 use crate::groups::GroupError;
 use crate::headers::ReservedHeader;
@@ -31,6 +32,8 @@ pub enum BrokerError {
     Routing(#[from] RoutingError),
     #[error(transparent)]
     Delay(#[from] DelayError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error("{0}")]
     InvalidRequest(String),
     #[error("producer {producer} skipped sequence numbers on {topic}/{partition}: expected {expected}, got {got}")]
@@ -63,6 +66,7 @@ impl BrokerError {
             BrokerError::Group(e) => e.code(),
             BrokerError::Routing(e) => e.code(),
             BrokerError::Delay(e) => e.code(),
+            BrokerError::Auth(e) => e.code(),
             BrokerError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             BrokerError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
             BrokerError::Internal(_) => ErrorCode::Internal,

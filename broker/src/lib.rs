@@ -3,6 +3,7 @@
 //! of background work, and the QUIC transport that drives the services. The `quiver` binary and
 //! the integration tests drive it from here. docs/architecture.md maps it.
 
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod delay;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use quiver::Client;
+use quiver::{Client, ClientOptions};
 
 pub const DEFAULT_CA: &str = "./quiver-data/tls/ca.pem";
 
@@ -22,6 +22,15 @@ pub struct ConnectArgs {
     /// started in this directory.
     #[arg(long, env = "QUIVER_CA", global = true)]
     pub ca: Option<PathBuf>,
+    /// Token to authenticate with (a broker started with --auth; `quiver user create` prints one).
+    #[arg(long, env = "QUIVER_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Client certificate (PEM) for mTLS; its name is the principal (`quiver cert client NAME`).
+    #[arg(long, env = "QUIVER_CERT", global = true, requires = "cert_key")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert. (`--key` is taken: `produce --key` is the record key.)
+    #[arg(long, env = "QUIVER_KEY", global = true, requires = "cert")]
+    pub cert_key: Option<PathBuf>,
 }
 
 impl ConnectArgs {
@@ -31,7 +40,11 @@ impl ConnectArgs {
             None if std::path::Path::new(DEFAULT_CA).exists() => PathBuf::from(DEFAULT_CA),
             None => bail!("no CA certificate: pass --ca FILE or set QUIVER_CA (a broker started with `quiver serve` writes its dev CA to <data-dir>/tls/ca.pem)"),
         };
-        Client::connect(&self.server, &ca)
+        let mut options = ClientOptions::new(&self.server, ca);
+        // An empty QUIVER_TOKEN is no token (a script that exports it unset).
+        options.token = self.token.clone().filter(|t| !t.trim().is_empty());
+        options.client_cert = self.cert.clone().zip(self.cert_key.clone());
+        Client::connect_with(options)
             .await
             .with_context(|| format!("connecting to {}", self.server))
     }

@@ -1,8 +1,11 @@
 //! The `quiver` command line: `serve` runs the broker; `topic`, `produce`, `consume`, `plugin`,
-//! `group`, `exchange` and `delay` are clients.
+//! `group`, `exchange`, `delay`, `user`, `acl` and `whoami` are clients; `cert` signs client
+//! certificates offline.
 //! The command names and flags are a contract used by scripts outside the project: add, never change.
 
+mod acl;
 mod args;
+mod cert;
 mod consume;
 mod delay;
 mod exchange;
@@ -11,6 +14,7 @@ mod plugin;
 mod produce;
 mod serve;
 mod topic;
+mod user;
 
 use clap::{Parser, Subcommand};
 
@@ -48,6 +52,17 @@ enum Command {
     /// Manage records held for delayed delivery (`produce --delay-ms|--deliver-at`).
     #[command(subcommand)]
     Delay(delay::DelayCommand),
+    /// Create, list and delete token users (a broker started with --auth).
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// Add, list and remove ACL rules (a broker started with --auth).
+    #[command(subcommand)]
+    Acl(acl::AclCommand),
+    /// Show the principal the broker sees for these credentials.
+    Whoami(args::ConnectArgs),
+    /// Sign client certificates with the dev CA (mTLS).
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -73,6 +88,10 @@ fn main() -> std::process::ExitCode {
             Command::Group(c) => group::run(c).await,
             Command::Exchange(c) => exchange::run(c).await,
             Command::Delay(c) => delay::run(c).await,
+            Command::User(c) => user::run(c).await,
+            Command::Acl(c) => acl::run(c).await,
+            Command::Whoami(a) => user::whoami(a).await,
+            Command::Cert(c) => cert::run(c),
         }
     });
     match result {

@@ -33,9 +33,22 @@ pub struct ServeArgs {
     /// Private key (PEM) of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Require client certificates signed by this CA (mTLS).
+    /// Require client certificates signed by this CA (mTLS). With --auth a certificate is one way
+    /// to authenticate (a token the other), so it becomes optional.
     #[arg(long)]
     client_ca: Option<PathBuf>,
+    /// Authenticate every connection (a token or a client certificate) and enforce ACLs. The
+    /// first start creates the user `admin` and writes its token to <data-dir>/admin.token.
+    #[arg(long)]
+    auth: bool,
+    /// Let a listener on a non-loopback address run without authentication (anyone who can
+    /// reach it may do anything). Logged as a warning at every start.
+    #[arg(long, conflicts_with = "auth")]
+    allow_anonymous: bool,
+    /// Where a client certificate's principal name comes from: `cn` (subject common name) or
+    /// `san` (its first DNS name, e-mail or URI).
+    #[arg(long)]
+    principal_from: Option<quiver_broker::auth::PrincipalFrom>,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -98,6 +111,11 @@ fn build_config(args: ServeArgs) -> anyhow::Result<BrokerConfig> {
     if let Some(h) = args.http {
         config.http = h;
     }
+    config.auth.enabled |= args.auth;
+    config.auth.allow_anonymous |= args.allow_anonymous;
+    if let Some(p) = args.principal_from {
+        config.auth.principal_from = p;
+    }
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         config.tls = Some(TlsFiles {
             cert,
@@ -108,6 +126,9 @@ fn build_config(args: ServeArgs) -> anyhow::Result<BrokerConfig> {
         tls.client_ca = Some(ca);
     }
     config.validate()?;
+    if !config.listen.ip().is_loopback() && !config.auth.enabled {
+        tracing::warn!(listen = %config.listen, "authentication is off on a non-loopback address (--allow-anonymous): anyone who reaches it may do anything");
+    }
     Ok(config)
 }
 
@@ -117,13 +138,21 @@ fn tls_paths(config: &BrokerConfig) -> anyhow::Result<TlsPaths> {
             cert: t.cert.clone(),
             key: t.key.clone(),
             ca: t.client_ca.clone(),
+            client_cert_optional: config.auth.enabled,
         });
     }
     let dev =
         tls::ensure_dev_certs(&config.data_dir).context("preparing the dev TLS certificate")?;
     let verb = if dev.generated { "generated" } else { "using" };
     tracing::info!(ca = %dev.ca_pem_path.display(), "{verb} dev CA: clients verify the broker with --ca {}", dev.ca_pem_path.display());
-    Ok(dev.tls_paths())
+    // With authentication on, clients may also prove who they are with a certificate the dev
+    // CA signed (`quiver cert client NAME`).
+    let ca = config.auth.enabled.then(|| dev.ca_pem_path.clone());
+    Ok(TlsPaths {
+        ca,
+        client_cert_optional: true,
+        ..dev.tls_paths()
+    })
 }
 
 async fn wait_for_signal() {

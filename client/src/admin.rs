@@ -1,9 +1,11 @@
 //! Administration: create, delete, list, describe and grow topics; deploy, list, describe and
 //! remove plugins; attach plugins to topics and detach them; list, describe and reset consumer
 //! groups and read or store their committed offsets; hand out idempotent producer ids; manage
-//! exchanges and their router plugins; cancel records held for delayed delivery.
+//! exchanges and their router plugins; cancel records held for delayed delivery; manage users and
+//! ACLs.
 
 use bytes::Bytes;
+use quiver_proto::auth::{AclRule, AclSpec, UserInfo};
 use quiver_proto::frame::FrameKind;
 use quiver_proto::groups::{
     CommittedOffset, GroupDescription, GroupRequest, GroupResponse, GroupSummary, PartitionOffset,
@@ -352,6 +354,67 @@ impl Admin {
     pub async fn cancel_delayed(&self, id: u64) -> Result<String, ClientError> {
         match self.call(AdminRequest::CancelDelayed { id }).await? {
             AdminResponse::DelayCancelled { topic, .. } => Ok(topic),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// Users and ACLs (a broker started with `--auth`; each call needs `admin` on the cluster), and
+/// who this connection is.
+impl Admin {
+    /// Creates a token user; returns its token, which the broker never shows again.
+    pub async fn create_user(&self, name: &str) -> Result<String, ClientError> {
+        let name = name.to_owned();
+        match self.call(AdminRequest::CreateUser { name }).await? {
+            AdminResponse::UserCreated { token, .. } => Ok(token),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Deletes a token user; its open connections are closed. Returns how many were.
+    pub async fn delete_user(&self, name: &str) -> Result<u64, ClientError> {
+        let name = name.to_owned();
+        match self.call(AdminRequest::DeleteUser { name }).await? {
+            AdminResponse::UserDeleted {
+                closed_connections, ..
+            } => Ok(closed_connections),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<UserInfo>, ClientError> {
+        match self.call(AdminRequest::ListUsers).await? {
+            AdminResponse::Users { users } => Ok(users),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Adds an ACL rule; returns it with its id.
+    pub async fn add_acl(&self, rule: AclSpec) -> Result<AclRule, ClientError> {
+        match self.call(AdminRequest::AddAcl { rule }).await? {
+            AdminResponse::AclAdded(rule) => Ok(rule),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn list_acls(&self) -> Result<Vec<AclRule>, ClientError> {
+        match self.call(AdminRequest::ListAcls).await? {
+            AdminResponse::Acls { rules } => Ok(rules),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn remove_acl(&self, id: u64) -> Result<(), ClientError> {
+        match self.call(AdminRequest::RemoveAcl { id }).await? {
+            AdminResponse::AclRemoved { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The principal this connection acts as, and whether the broker checks ACLs.
+    pub async fn whoami(&self) -> Result<(String, bool), ClientError> {
+        match self.call(AdminRequest::WhoAmI).await? {
+            AdminResponse::Identity { principal, auth } => Ok((principal, auth)),
             other => Err(unexpected(other)),
         }
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use quiver_proto::frame::{FrameKind, DEFAULT_MAX_FRAME};
 use quiver_proto::messages::{Hello, HelloOk, PROTOCOL_VERSION};
+use quiver_proto::ErrorCode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -98,9 +99,9 @@ impl Client {
             .map_err(|e| connect_err(describe_connect_error(&e)))?;
         // A broker that refuses us (busy, wrong version) closes the connection with a reason, which
         // says more than the stream error the handshake sees.
-        let server = hello(&conn, &opts).await.map_err(|e| {
-            connect_err(conn.close_reason().map_or(e.to_string(), |r| r.to_string()))
-        })?;
+        let server = hello(&conn, &opts)
+            .await
+            .map_err(|e| refused(&opts.server, &conn, e))?;
         let inner = Inner {
             endpoint,
             conn,
@@ -182,6 +183,11 @@ impl Client {
         Ok(reader.expect(reply).await?)
     }
 
+    /// Resolves when the connection ends (closed by either side, or lost), with why.
+    pub async fn closed(&self) -> ClientError {
+        ClientError::Connection(self.inner.conn.closed().await)
+    }
+
     /// Closes the connection and waits briefly for the close to reach the broker.
     pub async fn close(&self) {
         self.inner.conn.close(0u32.into(), b"client closed");
@@ -230,6 +236,30 @@ async fn resolve(server: &str) -> Result<(String, SocketAddr), ClientError> {
 }
 
 /// Turns TLS failures into a message that says what to check.
+/// Why the broker refused the handshake: its error frame, or (when the close overtook the frame)
+/// the code and reason it closed the connection with.
+fn refused(addr: &str, conn: &quinn::Connection, e: ClientError) -> ClientError {
+    let refusal = |code, message| ClientError::Refused {
+        addr: addr.to_owned(),
+        code,
+        message,
+    };
+    if let Some(code) = e.code() {
+        return refusal(code, e.to_string());
+    }
+    match conn.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(close)) => {
+            let code = u16::try_from(close.error_code.into_inner()).unwrap_or(0);
+            let message = String::from_utf8_lossy(&close.reason).into_owned();
+            refusal(ErrorCode::from(code), message)
+        }
+        reason => ClientError::Connect {
+            addr: addr.to_owned(),
+            reason: reason.map_or(e.to_string(), |r| r.to_string()),
+        },
+    }
+}
+
 fn describe_connect_error(e: &quinn::ConnectionError) -> String {
     let text = e.to_string();
     if text.contains("UnknownIssuer") || text.to_lowercase().contains("certificate") {

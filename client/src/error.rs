@@ -14,6 +14,14 @@ pub enum ClientError {
     Address { addr: String, reason: String },
     #[error("cannot connect to {addr}: {reason}")]
     Connect { addr: String, reason: String },
+    /// The broker answered the handshake with an error (authentication failed, version
+    /// mismatch, busy).
+    #[error("{addr} refused the connection: {message}")]
+    Refused {
+        addr: String,
+        code: ErrorCode,
+        message: String,
+    },
     #[error("connection lost: {0}")]
     Connection(#[from] quinn::ConnectionError),
     #[error(transparent)]
@@ -55,6 +63,7 @@ impl ClientError {
         match self {
             ClientError::Wire(w) => w.remote_code(),
             ClientError::Delivery(e) => e.code(),
+            ClientError::Refused { code, .. } => Some(*code),
             _ => None,
         }
     }
@@ -62,7 +71,8 @@ impl ClientError {
     /// Whether retrying the same request may succeed.
     pub fn is_retriable(&self) -> bool {
         match self {
-            ClientError::Wire(WireError::Remote { code, .. }) => code.is_retriable(),
+            ClientError::Wire(WireError::Remote { code, .. })
+            | ClientError::Refused { code, .. } => code.is_retriable(),
             ClientError::Connection(_) | ClientError::Timeout(_) | ClientError::NoReply { .. } => {
                 true
             }

@@ -2,6 +2,7 @@
 //! plugins, and the framing, typed messages and error codes of the wire protocol. Nothing here does
 //! I/O, so the same code serves the broker, the client and guest plugins.
 
+pub mod auth;
 pub mod batch;
 mod bytes_le;
 pub mod codes;

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{AclRule, AclSpec, UserInfo};
 use crate::codes::ErrorCode;
 use crate::frame::{Frame, FrameError, FrameKind};
 use crate::routing::{Binding, ExchangeInfo, ExchangeKind};
@@ -347,6 +348,24 @@ pub enum AdminRequest {
     CancelDelayed {
         id: u64,
     },
+    /// Creates a token user; the answer carries its token, the only time it is shown.
+    CreateUser {
+        name: String,
+    },
+    /// Deletes a token user: its token stops working and its open connections are closed.
+    DeleteUser {
+        name: String,
+    },
+    ListUsers,
+    AddAcl {
+        rule: AclSpec,
+    },
+    ListAcls,
+    RemoveAcl {
+        id: u64,
+    },
+    /// The principal this connection acts as, and whether the broker checks ACLs.
+    WhoAmI,
 }
 
 /// Header of an `AdminOk` frame.
@@ -411,6 +430,31 @@ pub enum AdminResponse {
         id: u64,
         /// The topic the record would have gone to.
         topic: String,
+    },
+    UserCreated {
+        name: String,
+        /// The secret to pass as `--token`: shown once, stored only as a hash.
+        token: String,
+    },
+    UserDeleted {
+        name: String,
+        /// Connections of the user that were closed.
+        closed_connections: u64,
+    },
+    Users {
+        users: Vec<UserInfo>,
+    },
+    AclAdded(AclRule),
+    Acls {
+        rules: Vec<AclRule>,
+    },
+    AclRemoved {
+        id: u64,
+    },
+    Identity {
+        principal: String,
+        /// Authentication and ACL checks are on.
+        auth: bool,
     },
 }
 

@@ -316,6 +316,15 @@ impl DelayStore {
         Ok((count, first.unwrap_or(0), end))
     }
 
+    /// The destination topic of the pending record `id` (for the ACL check of a cancel).
+    pub fn pending_topic(&self, id: u64) -> Option<String> {
+        self.shared
+            .index
+            .lock()
+            .pending_topic(id)
+            .map(|t| t.to_string())
+    }
+
     /// Cancels the pending record `id`; returns its destination topic.
     pub fn cancel(&self, id: u64) -> Result<String, DelayError> {
         let mut ix = self.shared.index.lock();

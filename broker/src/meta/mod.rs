@@ -43,6 +43,10 @@ pub enum Namespace {
     Plugins,
     /// Exchanges and their bindings.
     Exchanges,
+    /// Token users (name, token id, token hash).
+    Users,
+    /// ACL rules, by id.
+    Acls,
 }
 
 impl Namespace {
@@ -53,6 +57,8 @@ impl Namespace {
             Namespace::QueueOffsets => "queue-offsets",
             Namespace::Exchanges => "exchanges",
             Namespace::Plugins => "plugins",
+            Namespace::Users => "users",
+            Namespace::Acls => "acls",
         }
     }
 }

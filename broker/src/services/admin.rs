@@ -14,6 +14,7 @@ use super::catalog::{Catalog, LogOverrides};
 use super::exchanges::ExchangeService;
 use super::plugins::PluginService;
 use super::produce::ProduceService;
+use crate::auth::{Auth, Principal};
 use crate::delay::DelayStore;
 use crate::error::BrokerError;
 use crate::groups::Groups;
@@ -39,13 +40,30 @@ pub struct AdminService {
     pub(crate) plugins: Arc<PluginService>,
     pub(crate) exchanges: Arc<ExchangeService>,
     pub(crate) identity: Identity,
+    pub(crate) auth: Arc<Auth>,
 }
 
 impl AdminService {
     /// Answers one admin request (blocking: touches the disk, compiles, may run `init`).
-    pub fn handle(&self, req: AdminRequest, payload: Bytes) -> Result<AdminResponse, BrokerError> {
+    /// `principal` matters only to the user, ACL and identity requests (it was checked before).
+    pub fn handle(
+        &self,
+        principal: &Principal,
+        req: AdminRequest,
+        payload: Bytes,
+    ) -> Result<AdminResponse, BrokerError> {
         use AdminRequest as R;
         match req {
+            R::CreateUser { .. }
+            | R::DeleteUser { .. }
+            | R::ListUsers
+            | R::AddAcl { .. }
+            | R::ListAcls
+            | R::RemoveAcl { .. }
+            | R::WhoAmI => match self.auth.handle(principal, &req) {
+                Some(answer) => Ok(answer?),
+                None => Err(BrokerError::Internal("auth request not answered".into())),
+            },
             R::DeployPlugin { .. }
             | R::ListPlugins
             | R::DescribePlugin { .. }

@@ -9,7 +9,8 @@ use quiver_proto::frame::{Frame, FrameKind};
 use quiver_proto::messages::FetchRequest;
 use quiver_wire::{decode_frame, write_frame, write_request_error, WireError};
 
-use super::requests::{reject, Requests};
+use super::requests::{authorize, reject, Requests};
+use crate::auth::{Principal, Request};
 use crate::broker::Broker;
 use crate::error::BrokerError;
 
@@ -18,6 +19,7 @@ pub(super) async fn session(
     mut reader: Requests,
     mut send: quinn::SendStream,
     broker: Arc<Broker>,
+    principal: Arc<Principal>,
 ) -> Result<(), WireError> {
     let mut session = broker.fetch().session();
     let mut next = Some(first);
@@ -26,9 +28,12 @@ pub(super) async fn session(
             Ok(x) => x,
             Err(e) => return reject(send, &e).await,
         };
-        let fetched = tokio::select! {
-            r = session.fetch(&req) => r,
-            _ = reader.shutdown.cancelled() => Err(BrokerError::ShuttingDown),
+        let fetched = match authorize(&broker, &principal, Request::Fetch(&req)) {
+            Ok(()) => tokio::select! {
+                r = session.fetch(&req) => r,
+                _ = reader.shutdown.cancelled() => Err(BrokerError::ShuttingDown),
+            },
+            Err(e) => Err(e),
         };
         match fetched {
             Ok((resp, bytes)) => write_frame(&mut send, FrameKind::FetchOk, &resp, bytes).await?,

@@ -11,7 +11,8 @@ use quiver_proto::messages::{ProduceRequest, ProduceResponse};
 use quiver_wire::{decode_frame, write_frame, write_request_error, WireError};
 use tokio::sync::mpsc;
 
-use super::requests::{wire_code, Requests};
+use super::requests::{authorize, wire_code, Requests};
+use crate::auth::{Principal, Request};
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::services::produce::Accepted;
@@ -27,6 +28,7 @@ pub(super) async fn pipeline(
     mut reader: Requests,
     send: quinn::SendStream,
     broker: Arc<Broker>,
+    principal: Arc<Principal>,
 ) -> Result<(), WireError> {
     let (tx, rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT);
     let writer = tokio::spawn(write_answers(rx, send));
@@ -35,7 +37,10 @@ pub(super) async fn pipeline(
         let pending = match decode_frame::<ProduceRequest>(frame, FrameKind::Produce) {
             Ok((req, payload)) => {
                 let id = req.request_id;
-                Pending(broker.produce().accept(req, payload).await, id)
+                match authorize(&broker, &principal, Request::Produce(&req)) {
+                    Ok(()) => Pending(broker.produce().accept(req, payload).await, id),
+                    Err(e) => Pending(Accepted::Done(Err(e)), id),
+                }
             }
             Err(e) => unreadable(&e),
         };

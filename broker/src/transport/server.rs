@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::stream;
+use crate::auth::Principal;
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::offload;
@@ -36,6 +37,8 @@ pub enum ServerError {
 }
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest wait failed authentication imposes (auth/backoff.rs), twice: before and after.
+const MAX_AUTH_WAIT: Duration = Duration::from_secs(20);
 
 pub struct Server {
     endpoint: quinn::Endpoint,
@@ -133,19 +136,32 @@ fn close_code(code: ErrorCode) -> quinn::VarInt {
 
 async fn serve_connection(conn: quinn::Connection, broker: Arc<Broker>, supervisor: Supervisor) {
     let remote = conn.remote_address();
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&conn, &broker)).await {
-        Ok(Ok(client)) => tracing::debug!(%remote, %client, "client connected"),
-        Ok(Err(e)) => {
-            tracing::info!(%remote, error = %e, "handshake refused");
-            let code = e.remote_code().unwrap_or(ErrorCode::InvalidRequest);
-            return conn.close(close_code(code), e.to_string().as_bytes());
-        }
-        Err(_) => return conn.close(close_code(ErrorCode::Timeout), b"no Hello within 10 s"),
-    }
+    // The back-off of failed authentication can outlast the Hello timeout; it is bounded itself.
+    let principal =
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT + MAX_AUTH_WAIT, handshake(&conn, &broker))
+            .await
+        {
+            Ok(Ok((client, principal))) => {
+                tracing::debug!(%remote, %client, %principal, "client connected");
+                Arc::new(principal)
+            }
+            Ok(Err(e)) => {
+                tracing::info!(%remote, error = %e, "handshake refused");
+                let code = e.remote_code().unwrap_or(ErrorCode::InvalidRequest);
+                return conn.close(close_code(code), e.to_string().as_bytes());
+            }
+            Err(_) => return conn.close(close_code(ErrorCode::Timeout), b"no Hello within 10 s"),
+        };
+    let mut connected = broker.auth().connected(&principal);
     let token = supervisor.token();
     loop {
         let (send, recv) = tokio::select! {
             _ = token.cancelled() => break,
+            _ = connected.revoked() => {
+                tracing::info!(target: "quiver::audit", %remote, %principal, "credentials revoked: connection closed");
+                conn.close(close_code(ErrorCode::NotAuthorized), b"credentials revoked");
+                break;
+            }
             s = conn.accept_bi() => match s {
                 Ok(s) => s,
                 Err(e) => {
@@ -154,17 +170,21 @@ async fn serve_connection(conn: quinn::Connection, broker: Arc<Broker>, supervis
                 }
             },
         };
-        let (broker, token) = (broker.clone(), token.clone());
+        let (broker, token, principal) = (broker.clone(), token.clone(), principal.clone());
         supervisor.spawn(async move {
-            if let Err(e) = stream::serve(send, recv, broker, token).await {
+            if let Err(e) = stream::serve(send, recv, broker, principal, token).await {
                 tracing::debug!(%remote, error = %e, "stream ended with an error");
             }
         });
     }
 }
 
-/// Reads the client's Hello on the first stream and answers HelloOk, or an error for a version mismatch.
-async fn handshake(conn: &quinn::Connection, broker: &Broker) -> Result<String, WireError> {
+/// Reads the client's Hello on the first stream, authenticates it and answers HelloOk, or an
+/// error for a version mismatch or failed authentication.
+async fn handshake(
+    conn: &quinn::Connection,
+    broker: &Broker,
+) -> Result<(String, Principal), WireError> {
     let (mut send, recv) = conn
         .accept_bi()
         .await
@@ -183,6 +203,26 @@ async fn handshake(conn: &quinn::Connection, broker: &Broker) -> Result<String, 
             message,
         });
     }
+    let certificate = peer_certificate(conn);
+    let authenticated = broker
+        .auth()
+        .authenticate(
+            conn.remote_address().ip(),
+            hello.token.as_deref(),
+            certificate.as_deref(),
+        )
+        .await;
+    let principal = match authenticated {
+        Ok(p) => p,
+        Err(e) => {
+            write_error(&mut send, e.code(), e.to_string()).await?;
+            let _ = send.finish();
+            return Err(WireError::Remote {
+                code: e.code(),
+                message: e.to_string(),
+            });
+        }
+    };
     let ok = HelloOk {
         protocol_version: PROTOCOL_VERSION,
         server_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -191,5 +231,14 @@ async fn handshake(conn: &quinn::Connection, broker: &Broker) -> Result<String, 
     };
     write_frame(&mut send, FrameKind::HelloOk, &ok, Bytes::new()).await?;
     send.finish()?;
-    Ok(hello.client_id)
+    Ok((hello.client_id, principal))
+}
+
+/// The verified client certificate (its leaf, DER), when the client sent one.
+fn peer_certificate(conn: &quinn::Connection) -> Option<Vec<u8>> {
+    let identity = conn.peer_identity()?;
+    let chain = identity
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    chain.first().map(|c| c.to_vec())
 }

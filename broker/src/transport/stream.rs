@@ -12,8 +12,9 @@ use quiver_proto::ErrorCode;
 use quiver_wire::{decode_frame, write_error, write_frame, WireError};
 use tokio_util::sync::CancellationToken;
 
-use super::requests::{finish, reject, Requests};
+use super::requests::{authorize, finish, reject, Requests};
 use super::{fetch, produce};
+use crate::auth::{Principal, Request};
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::offload;
@@ -23,6 +24,7 @@ pub(super) async fn serve(
     mut send: quinn::SendStream,
     recv: quinn::RecvStream,
     broker: Arc<Broker>,
+    principal: Arc<Principal>,
     shutdown: CancellationToken,
 ) -> Result<(), WireError> {
     let mut reader = Requests::new(recv, broker.config(), shutdown);
@@ -32,18 +34,20 @@ pub(super) async fn serve(
         Err(e) => return reject(send, &e).await,
     };
     match first.kind {
-        FrameKind::Produce => produce::pipeline(first, reader, send, broker).await,
-        FrameKind::Fetch => fetch::session(first, reader, send, broker).await,
+        FrameKind::Produce => produce::pipeline(first, reader, send, broker, principal).await,
+        FrameKind::Fetch => fetch::session(first, reader, send, broker, principal).await,
         FrameKind::Admin => {
-            one_shot(&mut send, FrameKind::AdminOk, admin(first, &broker).await).await
+            let answer = admin(first, &broker, principal).await;
+            one_shot(&mut send, FrameKind::AdminOk, answer).await
         }
         FrameKind::Group => {
-            one_shot(&mut send, FrameKind::GroupOk, group(first, &broker).await).await
+            let answer = group(first, &broker, &principal).await;
+            one_shot(&mut send, FrameKind::GroupOk, answer).await
         }
         FrameKind::Queue => {
             // A parked long-poll is not in-flight work: shutdown ends it (the client retries).
             tokio::select! {
-                r = queue(first, &mut send, &broker) => r?,
+                r = queue(first, &mut send, &broker, &principal) => r?,
                 _ = reader.shutdown.cancelled() => {
                     write_error(&mut send, ErrorCode::ShuttingDown, "server shutting down".into()).await?
                 }
@@ -77,19 +81,59 @@ async fn one_shot<T: serde::Serialize>(
     Ok(())
 }
 
-async fn admin(frame: Frame, broker: &Arc<Broker>) -> Result<AdminResponse, BrokerError> {
+/// An admin request: checked, answered, its list answers filtered to what the principal may
+/// see, and logged once to `quiver::audit` (a denial is logged by the check itself).
+async fn admin(
+    frame: Frame,
+    broker: &Arc<Broker>,
+    principal: Arc<Principal>,
+) -> Result<AdminResponse, BrokerError> {
     let (req, payload): (AdminRequest, Bytes) =
         decode_frame(frame, FrameKind::Admin).map_err(invalid)?;
     tracing::debug!(?req, "admin request");
+    authorize(broker, &principal, Request::Admin(&req))?;
+    let operation = operation_name(&req);
     let b = broker.clone();
-    offload::blocking(move || b.admin().handle(req, payload)).await
+    let p = principal.clone();
+    let mut answer = offload::blocking(move || b.admin().handle(&p, req, payload)).await;
+    if let Ok(a) = &mut answer {
+        broker.auth().filter_admin(&principal, a);
+    }
+    let result = match &answer {
+        Ok(_) => "ok".to_string(),
+        Err(e) => format!("{}: {e}", e.code()),
+    };
+    // Reads (lists, describes, producer ids) are at debug: a client asks for them all the time.
+    let read_only = ["List", "Describe", "Metadata", "WhoAmI", "InitProducer"]
+        .iter()
+        .any(|p| operation.starts_with(p));
+    if read_only {
+        tracing::debug!(target: "quiver::audit", principal = %principal, operation, result, "admin request");
+    } else {
+        tracing::info!(target: "quiver::audit", principal = %principal, operation, result, "admin request");
+    }
+    answer
 }
 
-async fn group(frame: Frame, broker: &Arc<Broker>) -> Result<GroupResponse, BrokerError> {
+/// The request's kind as the protocol spells it (`CreateTopic`), for the audit log.
+fn operation_name(req: &AdminRequest) -> String {
+    let debug = format!("{req:?}");
+    let end = debug.find([' ', '{', '(']).unwrap_or(debug.len());
+    debug[..end].to_owned()
+}
+
+async fn group(
+    frame: Frame,
+    broker: &Arc<Broker>,
+    principal: &Principal,
+) -> Result<GroupResponse, BrokerError> {
     let (req, _): (GroupRequest, Bytes) = decode_frame(frame, FrameKind::Group).map_err(invalid)?;
     tracing::trace!(?req, "group request");
+    authorize(broker, principal, Request::Group(&req))?;
     let b = broker.clone();
-    offload::blocking(move || b.groups().handle(req)).await
+    let mut answer = offload::blocking(move || b.groups().handle(req)).await?;
+    broker.auth().filter_groups(principal, &mut answer);
+    Ok(answer)
 }
 
 /// A queue request; leases whose answer could not be written are given back at once.
@@ -97,11 +141,15 @@ async fn queue(
     frame: Frame,
     send: &mut quinn::SendStream,
     broker: &Arc<Broker>,
+    principal: &Principal,
 ) -> Result<(), WireError> {
     let req: QueueRequest = match decode_frame(frame, FrameKind::Queue) {
         Ok((req, _)) => req,
         Err(e) => return write_error(send, ErrorCode::InvalidRequest, e.to_string()).await,
     };
+    if let Err(e) = authorize(broker, principal, Request::Queue(&req)) {
+        return write_error(send, e.code(), e.to_string()).await;
+    }
     let lessee = lessee(&req);
     let queues = broker.queues();
     match queues.handle(req).await {

@@ -42,8 +42,14 @@ impl TestBroker {
         };
         tweak(&mut config);
         let dev = tls::ensure_dev_certs(data_dir).unwrap();
-        let server_config =
-            tls::server_config(&dev.tls_paths(), &TransportOptions::default()).unwrap();
+        // As `quiver serve` does: with authentication on, a dev-CA client certificate is one
+        // way to prove who one is.
+        let paths = tls::TlsPaths {
+            ca: config.auth.enabled.then(|| dev.ca_pem_path.clone()),
+            client_cert_optional: true,
+            ..dev.tls_paths()
+        };
+        let server_config = tls::server_config(&paths, &TransportOptions::default()).unwrap();
         let listen = config.listen;
         let broker = Broker::open(config).unwrap();
         let server = Server::bind(broker, listen, server_config).unwrap();
@@ -63,6 +69,21 @@ impl TestBroker {
         Client::connect(&self.addr.to_string(), &self.ca)
             .await
             .unwrap()
+    }
+
+    /// A client that authenticates with `token`.
+    pub async fn client_with_token(&self, token: &str) -> Result<Client, quiver::ClientError> {
+        let mut options = quiver::ClientOptions::new(self.addr.to_string(), &self.ca);
+        options.token = Some(token.to_owned());
+        Client::connect_with(options).await
+    }
+
+    /// The token of the `admin` user a first start with authentication wrote.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned()
     }
 
     /// Graceful shutdown: drains, flushes, and waits for the server task.
@@ -115,6 +136,11 @@ pub fn plugin_wasm(name: &str) -> bytes::Bytes {
 
 /// A raw connection that has done the Hello handshake, for sending hand-made bytes.
 pub async fn raw_connection(broker: &TestBroker) -> quinn::Connection {
+    raw_connection_with(broker, None).await
+}
+
+/// A raw connection whose Hello carries `token`.
+pub async fn raw_connection_with(broker: &TestBroker, token: Option<&str>) -> quinn::Connection {
     let config = quiver::tls::client_config(&broker.ca, None).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(config);
@@ -127,7 +153,7 @@ pub async fn raw_connection(broker: &TestBroker) -> quinn::Connection {
     let hello = Hello {
         protocol_version: PROTOCOL_VERSION,
         client_id: "raw".into(),
-        token: None,
+        token: token.map(str::to_owned),
     };
     quiver::wire::write_frame(&mut send, FrameKind::Hello, &hello, Bytes::new())
         .await

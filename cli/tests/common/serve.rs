@@ -16,6 +16,11 @@ pub struct Serve {
 impl Serve {
     /// Starts `quiver serve` on a free port with its data in `<dir>/data`.
     pub fn start(dir: &Path) -> Serve {
+        Self::start_with(dir, &[])
+    }
+
+    /// Like `start`, with more `serve` flags.
+    pub fn start_with(dir: &Path, flags: &[&str]) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_quiver"))
             .args([
                 "serve",
@@ -26,6 +31,7 @@ impl Serve {
                 "--data-dir",
             ])
             .arg(dir.join("data"))
+            .args(flags)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stderr(Stdio::piped())

@@ -126,6 +126,9 @@ pub struct TlsPaths {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub ca: Option<PathBuf>,
+    /// With `ca` set: a client may also connect without a certificate (and authenticate with a
+    /// token instead). Without it, a certificate is required.
+    pub client_cert_optional: bool,
 }
 
 /// The development certificates in `<data-dir>/tls/`; `generated` says whether this call wrote
@@ -145,6 +148,7 @@ impl DevCerts {
             cert: self.cert_path.clone(),
             key: self.key_path.clone(),
             ca: None,
+            client_cert_optional: false,
         }
     }
 }
@@ -209,7 +213,9 @@ fn rustls_server_config(paths: &TlsPaths) -> Result<rustls::ServerConfig, TlsErr
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?;
     let builder = match &paths.ca {
-        Some(ca) => builder.with_client_cert_verifier(client_verifier(ca)?),
+        Some(ca) => {
+            builder.with_client_cert_verifier(client_verifier(ca, paths.client_cert_optional)?)
+        }
         None => builder.with_no_client_auth(),
     };
     builder
@@ -221,7 +227,7 @@ fn rustls_server_config(paths: &TlsPaths) -> Result<rustls::ServerConfig, TlsErr
         })
 }
 
-fn client_verifier(ca: &Path) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+fn client_verifier(ca: &Path, optional: bool) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in read_certs(ca, "client CA certificate")? {
         roots.add(cert).map_err(|source| TlsError::ClientCa {
@@ -229,12 +235,16 @@ fn client_verifier(ca: &Path) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
             source,
         })?;
     }
-    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-        .build()
-        .map_err(|source| TlsError::ClientVerifier {
-            path: ca.to_owned(),
-            source,
-        })
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+    let builder = if optional {
+        builder.allow_unauthenticated()
+    } else {
+        builder
+    };
+    builder.build().map_err(|source| TlsError::ClientVerifier {
+        path: ca.to_owned(),
+        source,
+    })
 }
 
 fn transport_config(opts: &TransportOptions) -> Result<quinn::TransportConfig, TlsError> {
@@ -388,6 +398,7 @@ mod tests {
             cert: missing.clone(),
             key: missing.clone(),
             ca: None,
+            client_cert_optional: false,
         };
         let err = server_config(&paths, &TransportOptions::default()).unwrap_err();
         let text = err.to_string();
