@@ -83,9 +83,14 @@ fn main() -> ExitCode {
                 // Dropping the run kills its server and removes its temp dir.
                 s = interrupted() => Err(anyhow::anyhow!("interrupted by {s}; run abandoned")),
             },
-            (None, Command::InternalServe { data_dir, listen }) => {
-                serve::run(data_dir, *listen).await.map(|()| true)
-            }
+            (
+                None,
+                Command::InternalServe {
+                    data_dir,
+                    listen,
+                    auth,
+                },
+            ) => serve::run(data_dir, *listen, *auth).await.map(|()| true),
             (None, _) => Ok(true),
         }
     });
@@ -178,6 +183,12 @@ fn describe_systems(plan: &Plan, report: &mut Report) {
         if system == System::Quiver {
             let producer = QuiverDriver::describe_producer(plan.idempotent);
             settings.insert("producer".to_owned(), producer);
+            let auth = if plan.auth {
+                "on: token user, ACL checks on every request (100 other rules)"
+            } else {
+                "off"
+            };
+            settings.insert("auth".to_owned(), auth.to_owned());
         }
     }
 }

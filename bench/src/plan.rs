@@ -25,4 +25,6 @@ pub struct Plan {
     pub unavailable: Vec<(&'static str, &'static str)>,
     /// Quiver producers are idempotent.
     pub idempotent: bool,
+    /// Quiver runs with authentication and ACL checks on.
+    pub auth: bool,
 }

@@ -164,6 +164,7 @@ async fn run_on<D: Driver>(
         low_latency: matches!(case, Case::E2e { .. }),
         work_dir: plan.work_dir.clone(),
         idempotent: plan.idempotent,
+        auth: plan.auth,
     };
     let driver = match tokio::time::timeout(START_TIMEOUT, D::start(cfg)).await {
         Ok(Ok(d)) => d,

@@ -15,13 +15,15 @@ use quiver_broker::{Broker, BrokerConfig};
 /// The line prefix the harness waits for.
 pub const READY: &str = "READY";
 
-pub async fn run(data_dir: &Path, listen: SocketAddr) -> Result<()> {
+pub async fn run(data_dir: &Path, listen: SocketAddr, auth: bool) -> Result<()> {
     tls::install_crypto_provider();
-    let config = BrokerConfig {
+    let mut config = BrokerConfig {
         data_dir: data_dir.to_owned(),
         listen,
         ..BrokerConfig::default()
     };
+    // With auth, the admin token is in <data-dir>/admin.token for the harness to read.
+    config.auth.enabled = auth;
     config.validate()?;
     let dev = tls::ensure_dev_certs(data_dir).context("dev TLS certificate")?;
     let options = TransportOptions {

@@ -55,6 +55,11 @@ pub struct Common {
     /// broker drops a resent batch); `--idempotent false` turns it off. The peers ignore it.
     #[arg(long, global = true, default_value_t = true, action = ArgAction::Set)]
     pub idempotent: bool,
+    /// Quiver only: the broker authenticates every connection (a token user with topic and group
+    /// ACLs, among 100 rules of other principals) and checks every request, to measure what the
+    /// checks cost against a run without.
+    #[arg(long, global = true)]
+    pub auth: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -92,6 +97,8 @@ pub enum Command {
         data_dir: PathBuf,
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+        #[arg(long)]
+        auth: bool,
     },
 }
 

@@ -32,6 +32,7 @@ impl Plan {
             slack: Duration::from_secs(if common.smoke { 30 } else { 180 }),
             unavailable: Vec::new(),
             idempotent: common.idempotent,
+            auth: common.auth,
         }
     }
 

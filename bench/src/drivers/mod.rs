@@ -52,6 +52,8 @@ pub struct DriverConfig {
     pub work_dir: PathBuf,
     /// Quiver producers are idempotent (the peers have no such setting and ignore it).
     pub idempotent: bool,
+    /// Quiver authenticates and checks ACLs (the peers ignore it).
+    pub auth: bool,
 }
 
 pub trait Driver: Sized + Send + Sync + 'static {

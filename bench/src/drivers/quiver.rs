@@ -16,8 +16,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use quiver::{
-    Acks, Client, Consumer, ConsumerConfig, Delivery, NewTopic, PluginRef, Producer,
-    ProducerConfig, ProducerRecord, SeekTo,
+    Acks, AclSpec, Client, ClientOptions, Consumer, ConsumerConfig, Delivery, NewTopic, Operation,
+    PluginRef, Producer, ProducerConfig, ProducerRecord, ResourceKind, SeekTo,
 };
 use quiver_proto::batch::HEADER_LEN;
 use quiver_proto::{BatchBuilder, RecordData};
@@ -34,6 +34,8 @@ pub struct QuiverDriver {
     ca: PathBuf,
     admin: Client,
     cfg: DriverConfig,
+    /// With `--auth`: the token of the user producers and consumers connect as.
+    token: Option<String>,
 }
 
 impl QuiverDriver {
@@ -73,11 +75,9 @@ impl QuiverDriver {
         }
     }
 
-    /// A new connection to the broker.
+    /// A new connection to the broker (as the bench user with `--auth`).
     pub async fn connect(&self) -> Result<Client> {
-        Client::connect(&self.addr, &self.ca)
-            .await
-            .context("connecting to the quiver broker")
+        connect_as(&self.addr, &self.ca, self.token.clone()).await
     }
 
     /// Creates [`TOPIC`] with `partitions` partitions.
@@ -110,7 +110,7 @@ impl QuiverDriver {
 
     /// A producer whose record number n carries the tag `tags[n % tags.len()]` (none if empty).
     pub async fn tagged_producer(&self, tags: &'static [&'static str]) -> Result<QuiverProducer> {
-        let client = Client::connect(&self.addr, &self.ca).await?;
+        let client = self.connect().await?;
         Ok(QuiverProducer {
             producer: Producer::new(client, self.producer_config(tags)),
             pending: VecDeque::new(),
@@ -130,7 +130,7 @@ impl QuiverDriver {
         filter: Option<String>,
         plugin: Option<PluginRef>,
     ) -> Result<QuiverConsumer> {
-        let client = Client::connect(&self.addr, &self.ca).await?;
+        let client = self.connect().await?;
         let config = ConsumerConfig {
             max_wait: Duration::from_millis(500),
             filter,
@@ -169,6 +169,55 @@ fn acks(durability: Durability) -> Acks {
     }
 }
 
+async fn connect_as(addr: &str, ca: &std::path::Path, token: Option<String>) -> Result<Client> {
+    let mut options = ClientOptions::new(addr, ca);
+    options.token = token;
+    Client::connect_with(options)
+        .await
+        .context("connecting to the quiver broker")
+}
+
+/// Creates the user the workloads run as: allowed what they do on [`TOPIC`] and every group, with
+/// 100 rules of other principals beside (a broker with some tenants, not an empty ACL table).
+async fn bench_user(admin: &Client) -> Result<String> {
+    let a = admin.admin();
+    let token = a.create_user("bench").await?;
+    let rule = |principal: String, resource, pattern: String, operations| AclSpec {
+        principal,
+        resource,
+        pattern,
+        operations,
+        deny: false,
+    };
+    for i in 0..100 {
+        let ops = vec![Operation::Produce, Operation::Consume];
+        a.add_acl(rule(
+            format!("tenant{i}"),
+            ResourceKind::Topic,
+            format!("tenant{i}.*"),
+            ops,
+        ))
+        .await?;
+    }
+    let topic_ops = vec![Operation::Produce, Operation::Consume];
+    a.add_acl(rule(
+        "bench".into(),
+        ResourceKind::Topic,
+        TOPIC.into(),
+        topic_ops,
+    ))
+    .await?;
+    let group_ops = vec![Operation::Consume, Operation::Commit];
+    a.add_acl(rule(
+        "bench".into(),
+        ResourceKind::Group,
+        "*".into(),
+        group_ops,
+    ))
+    .await?;
+    Ok(token)
+}
+
 /// Starts `<this binary> internal-serve` and reads its `READY <addr> <ca>` line.
 async fn spawn_broker(cfg: &DriverConfig) -> Result<(ServerProcess, String, PathBuf)> {
     let dir = server::run_dir(&cfg.work_dir, "quiver")?;
@@ -178,6 +227,7 @@ async fn spawn_broker(cfg: &DriverConfig) -> Result<(ServerProcess, String, Path
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .args(["--listen", "127.0.0.1:0"])
+        .args(cfg.auth.then_some("--auth"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped());
     let mut proc = ServerProcess::spawn("quiver", cmd, dir)?;
@@ -225,15 +275,28 @@ impl Driver for QuiverDriver {
     async fn start(cfg: DriverConfig) -> Result<Self> {
         quiver_broker::transport::tls::install_crypto_provider();
         let (server, addr, ca) = spawn_broker(&cfg).await?;
-        let admin = Client::connect(&addr, &ca)
-            .await
-            .context("connecting to the quiver broker")?;
+        let admin_token = match cfg.auth {
+            // The dev CA is <data-dir>/tls/ca.pem; the admin token sits in <data-dir>.
+            true => {
+                let data_dir = ca.parent().and_then(|t| t.parent()).unwrap_or(&ca);
+                let file = data_dir.join("admin.token");
+                let text = std::fs::read_to_string(&file).with_context(|| format!("{file:?}"))?;
+                Some(text.trim().to_owned())
+            }
+            false => None,
+        };
+        let admin = connect_as(&addr, &ca, admin_token).await?;
+        let token = match cfg.auth {
+            true => Some(bench_user(&admin).await?),
+            false => None,
+        };
         Ok(QuiverDriver {
             server,
             addr,
             ca,
             admin,
             cfg,
+            token,
         })
     }
 
