@@ -704,3 +704,79 @@ fn the_command_line_manages_users_and_acls_and_guards_public_listeners() {
     let _ = open.wait();
     assert!(warned, "--allow-anonymous is logged as a warning at start");
 }
+
+/// No confused deputy: a produce through an exchange writes only where the producer may produce,
+/// whoever set up the bindings; a refused produce appends nothing anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_writes_only_where_the_producer_may() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = auth_broker(dir.path()).await;
+    let admin = broker
+        .client_with_token(&broker.admin_token())
+        .await
+        .unwrap();
+    let a = admin.admin();
+    for t in ["open", "closed"] {
+        a.create_topic(quiver::NewTopic::new(t, 1)).await.unwrap();
+    }
+    a.create_exchange("fan", ExchangeKind::Fanout, None)
+        .await
+        .unwrap();
+    for t in ["open", "closed"] {
+        let binding = Binding {
+            topic: t.into(),
+            key: String::new(),
+            headers: vec![],
+            header_match: Default::default(),
+        };
+        a.bind_exchange("fan", binding).await.unwrap();
+    }
+    let bob = broker
+        .client_with_token(&a.create_user("bob").await.unwrap())
+        .await
+        .unwrap();
+    a.add_acl(rule(
+        "bob",
+        ResourceKind::Exchange,
+        "fan",
+        &[Operation::Produce],
+    ))
+    .await
+    .unwrap();
+    a.add_acl(rule(
+        "bob",
+        ResourceKind::Topic,
+        "open",
+        &[Operation::Produce],
+    ))
+    .await
+    .unwrap();
+    let producer = Producer::new(bob.clone(), ProducerConfig::default());
+    let send = || async {
+        let d = producer
+            .send_now(ProducerRecord::to_exchange("fan", "v"))
+            .await
+            .map_err(std::sync::Arc::new)?;
+        d.wait().await.map(|_| ())
+    };
+    let err = send().await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotAuthorized), "{err}");
+    assert!(
+        err.to_string().contains("produce topic \"closed\""),
+        "{err}"
+    );
+    for t in ["open", "closed"] {
+        let desc = a.describe_topic(t).await.unwrap();
+        assert_eq!(desc.partitions[0].log_end, 0, "{t}: nothing appended");
+    }
+    a.add_acl(rule(
+        "bob",
+        ResourceKind::Topic,
+        "closed",
+        &[Operation::Produce],
+    ))
+    .await
+    .unwrap();
+    send().await.expect("allowed on every destination");
+    broker.stop().await;
+}

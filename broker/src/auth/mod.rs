@@ -210,21 +210,29 @@ impl Auth {
         let Access::All(needs) = table::access(request, delayed_topic) else {
             return Ok(());
         };
-        for n in needs {
-            if !self
-                .acls
-                .allows(principal.name(), n.resource, &n.name, n.op)
-            {
-                tracing::warn!(target: "quiver::audit", principal = %principal, operation = %n.op,
-                    resource = %n.resource, name = %n.name, result = "denied", "not authorized");
-                return Err(AuthError::NotAuthorized {
-                    op: n.op,
-                    resource: n.resource,
-                    name: n.name.into_owned(),
-                });
-            }
+        needs
+            .iter()
+            .try_for_each(|n| self.check(principal, n.resource, &n.name, n.op))
+    }
+
+    /// Checks one permission; a denial is logged once to `quiver::audit`.
+    pub fn check(
+        &self,
+        principal: &Principal,
+        resource: ResourceKind,
+        name: &str,
+        op: Operation,
+    ) -> Result<(), AuthError> {
+        if self.allows(principal, resource, name, op) {
+            return Ok(());
         }
-        Ok(())
+        tracing::warn!(target: "quiver::audit", principal = %principal, operation = %op,
+            resource = %resource, name, result = "denied", "not authorized");
+        Err(AuthError::NotAuthorized {
+            op,
+            resource,
+            name: name.to_owned(),
+        })
     }
 
     /// Whether `principal` may do `op` on a resource (always, with authentication off).

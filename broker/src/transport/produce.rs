@@ -15,7 +15,7 @@ use super::requests::{authorize, wire_code, Requests};
 use crate::auth::{Principal, Request};
 use crate::broker::Broker;
 use crate::error::BrokerError;
-use crate::services::produce::Accepted;
+use crate::services::produce::{Accepted, Writer};
 
 /// Produce answers a stream may have outstanding before it stops reading new requests.
 const MAX_IN_FLIGHT: usize = 256;
@@ -38,7 +38,16 @@ pub(super) async fn pipeline(
             Ok((req, payload)) => {
                 let id = req.request_id;
                 match authorize(&broker, &principal, Request::Produce(&req)) {
-                    Ok(()) => Pending(broker.produce().accept(req, payload).await, id),
+                    Ok(()) => {
+                        let writer = Writer {
+                            auth: broker.auth().clone(),
+                            principal: principal.clone(),
+                        };
+                        Pending(
+                            broker.produce().accept(req, payload, Some(writer)).await,
+                            id,
+                        )
+                    }
                     Err(e) => Pending(Accepted::Done(Err(e)), id),
                 }
             }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use quiver_proto::Batch;
 
 use super::plan::Plan;
-use super::{ProduceService, Produced};
+use super::{ProduceService, Produced, Writer};
 use crate::error::BrokerError;
 use crate::plugins::pipeline::ExchangeRouting;
 use crate::storage::Durability;
@@ -38,6 +38,18 @@ impl ProduceService {
         batch: Bytes,
         acks: Durability,
     ) -> Result<Produced, BrokerError> {
+        self.produce_to_exchange_as(exchange, batch, acks, None)
+    }
+
+    /// [`ProduceService::produce_to_exchange`] for `writer`'s records: every destination must
+    /// allow them `produce`.
+    pub(super) fn produce_to_exchange_as(
+        &self,
+        exchange: &str,
+        batch: Bytes,
+        acks: Durability,
+        writer: Option<&Writer>,
+    ) -> Result<Produced, BrokerError> {
         let batch = Batch::parse(batch)?;
         crate::headers::check(&batch)?;
         let ex = self.exchanges.get(exchange)?;
@@ -60,6 +72,7 @@ impl ProduceService {
             }
             Some(Err(e)) => return Err(e.into()),
         }
+        Writer::check(writer, &plan)?;
         let done = self.execute(plan, acks, None)?;
         let appended = done.iter().map(|p| p.appended).sum();
         let delayed = done.iter().map(|p| p.delayed).sum();

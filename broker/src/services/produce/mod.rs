@@ -12,10 +12,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use quiver_proto::auth::{Operation, ResourceKind};
 use quiver_proto::messages::{Acks, ProduceRequest, ProduceResponse};
 use quiver_proto::Batch;
 
 use super::dead_letter::DeadLetters;
+use crate::auth::{Auth, Principal};
 use crate::delay::DelayStore;
 use crate::error::BrokerError;
 use crate::offload;
@@ -114,6 +116,32 @@ impl std::fmt::Debug for ProduceService {
     }
 }
 
+/// Whose records a produce writes: every topic its plan appends to must allow them `produce`, so
+/// a router, a binding or an alternate topic writes only where the producer may (no confused
+/// deputy). Dead letters are the broker's own writes, checked when their policy was set up.
+/// Without a writer (the broker's own callers: benches, tests) nothing is checked.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    pub auth: Arc<Auth>,
+    pub principal: Arc<Principal>,
+}
+
+impl Writer {
+    fn check(writer: Option<&Writer>, plan: &plan::Plan) -> Result<(), BrokerError> {
+        let Some(w) = writer.filter(|w| w.auth.enabled()) else {
+            return Ok(());
+        };
+        let mut topics: Vec<&str> = plan.appends.iter().map(|a| a.topic.as_str()).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        for topic in topics {
+            w.auth
+                .check(&w.principal, ResourceKind::Topic, topic, Operation::Produce)?;
+        }
+        Ok(())
+    }
+}
+
 pub fn durability(acks: Acks) -> Durability {
     match acks {
         Acks::None => Durability::None,
@@ -143,10 +171,15 @@ impl ProduceService {
 
     /// Takes one produce request: appends it now (on the blocking pool when it runs plugins or
     /// holds delayed records, see [`offload`]) and says how it will be answered.
-    pub async fn accept(self: &Arc<Self>, req: ProduceRequest, payload: Bytes) -> Accepted {
+    pub async fn accept(
+        self: &Arc<Self>,
+        req: ProduceRequest,
+        payload: Bytes,
+        writer: Option<Writer>,
+    ) -> Accepted {
         let acks = durability(req.acks);
         let id = req.request_id;
-        let appended = self.append_request(&req, payload, acks).await;
+        let appended = self.append_request(&req, payload, acks, writer).await;
         match (acks, appended) {
             (Durability::None, Err(e)) => {
                 tracing::debug!(error = %e, "acks=none produce failed");
@@ -170,6 +203,7 @@ impl ProduceService {
         req: &ProduceRequest,
         payload: Bytes,
         acks: Durability,
+        writer: Option<Writer>,
     ) -> Result<Produced, BrokerError> {
         if req.exchange && req.partition.is_some() {
             return Err(BrokerError::InvalidRequest(
@@ -187,8 +221,8 @@ impl ProduceService {
         let (this, topic, partition, exchange) =
             (self.clone(), req.topic.clone(), req.partition, req.exchange);
         offload::blocking(move || match exchange {
-            true => this.produce_to_exchange(&topic, payload, acks),
-            false => this.append(&topic, partition, payload, acks),
+            true => this.produce_to_exchange_as(&topic, payload, acks, writer.as_ref()),
+            false => this.append_with(&topic, partition, payload, acks, true, writer.as_ref()),
         })
         .await
     }
@@ -204,7 +238,7 @@ impl ProduceService {
         batch: Bytes,
         acks: Durability,
     ) -> Result<Produced, BrokerError> {
-        self.append_with(topic, partition, batch, acks, true)
+        self.append_with(topic, partition, batch, acks, true, None)
     }
 
     /// [`ProduceService::append`] for a caller on an async worker that found no pipeline on the
@@ -217,7 +251,7 @@ impl ProduceService {
         batch: Bytes,
         acks: Durability,
     ) -> Result<Produced, BrokerError> {
-        self.append_with(topic, partition, batch, acks, false)
+        self.append_with(topic, partition, batch, acks, false, None)
     }
 
     fn append_with(
@@ -227,6 +261,7 @@ impl ProduceService {
         batch: Bytes,
         acks: Durability,
         run_plugins: bool,
+        writer: Option<&Writer>,
     ) -> Result<Produced, BrokerError> {
         let t = self.topics.get(topic)?;
         let count = t.partitions().len() as u32;
@@ -236,14 +271,14 @@ impl ProduceService {
         let batch = Batch::parse(batch)?;
         crate::headers::check(&batch)?;
         if batch.header().producer_id == 0 {
-            return self.append_batch(topic, p, log, batch, acks, run_plugins);
+            return self.append_batch(topic, p, log, batch, (acks, run_plugins), writer);
         }
         if partition.is_none() {
             return Err(BrokerError::InvalidRequest(
                 "a batch with a producer id (idempotent produce) must name its partition".into(),
             ));
         }
-        self.append_idempotent(topic, p, log, batch, acks, run_plugins)
+        self.append_idempotent(topic, p, log, batch, (acks, run_plugins), writer)
     }
 
     /// Appends a batch of an idempotent producer unless it is a resend of one already appended.
@@ -253,15 +288,15 @@ impl ProduceService {
         p: u32,
         log: &PartitionLog,
         batch: Batch,
-        acks: Durability,
-        run_plugins: bool,
+        how: (Durability, bool),
+        writer: Option<&Writer>,
     ) -> Result<Produced, BrokerError> {
         let producer = batch.header().producer_id;
         let (base, count) = (batch.header().base_sequence, batch.record_count());
         let state = self.producers.state(producer, topic, p);
         let mut seq = state.lock();
         match seq.check(base, count) {
-            Verdict::Append => match self.append_batch(topic, p, log, batch, acks, run_plugins) {
+            Verdict::Append => match self.append_batch(topic, p, log, batch, how, writer) {
                 Ok(produced) => {
                     seq.appended(base, count, produced);
                     Ok(produced)
@@ -299,14 +334,15 @@ impl ProduceService {
         p: u32,
         log: &PartitionLog,
         batch: Batch,
-        acks: Durability,
-        run_plugins: bool,
+        (acks, run_plugins): (Durability, bool),
+        writer: Option<&Writer>,
     ) -> Result<Produced, BrokerError> {
         if !run_plugins || !self.pipelines.has_pipeline(topic) {
             return self.append_or_hold(topic, p, log, batch, acks, false);
         }
         let mut plan = plan::Plan::default();
         let own = self.plan_batch(topic, p, batch, true, 0, &mut plan)?;
+        Writer::check(writer, &plan)?;
         let done = self.execute(plan, acks, own)?;
         match own.and_then(|i| done.get(i)) {
             Some(produced) => Ok(*produced),
