@@ -58,7 +58,7 @@ impl Stores {
             Pipelines::open(meta.clone(), registry.clone(), config.plugins, max_output)?;
         let topics = Arc::new(TopicStore::open(&config.data_dir, meta.clone())?);
         let delays = DelayStore::open(&config.data_dir.join("delay"), &topics)?;
-        let auth = Auth::open(meta.clone(), config.auth)?;
+        let auth = Auth::open(meta.clone(), config.auth, config.quotas.clone())?;
         if let Some(path) = auth.bootstrap(&config.data_dir)? {
             tracing::info!(path = %path.display(), "authentication on: created user `admin` (a superuser); its token is in this file");
         }

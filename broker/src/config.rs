@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::auth::AuthConfig;
+pub use crate::auth::{AuthConfig, QuotaConfig};
 use crate::storage::LogConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +65,7 @@ pub struct BrokerConfig {
     /// Limits and defaults of the WebAssembly plugin host.
     pub plugins: PluginConfig,
     pub auth: AuthConfig,
+    pub quotas: QuotaConfig,
 }
 
 /// The plugin host's engine-wide limits and the defaults of each attachment.
@@ -146,6 +147,7 @@ impl Default for BrokerConfig {
             log: LogConfig::default(),
             plugins: PluginConfig::default(),
             auth: AuthConfig::default(),
+            quotas: QuotaConfig::default(),
         }
     }
 }

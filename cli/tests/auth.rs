@@ -780,3 +780,123 @@ async fn routing_writes_only_where_the_producer_may() {
     send().await.expect("allowed on every destination");
     broker.stop().await;
 }
+
+/// Quotas throttle, they do not fail: a producer over its byte rate gets its answers late (and
+/// told so in them), while another principal's producer runs at full speed beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_producer_does_not_slow_another_principal() {
+    use quiver_broker::auth::Quota;
+    let dir = tempfile::tempdir().unwrap();
+    let slow_rate = 200_000u64;
+    let broker = TestBroker::start_with(dir.path(), |c| {
+        c.auth.enabled = true;
+        c.quotas.principals.insert(
+            "slow".into(),
+            Quota {
+                produce_bytes_per_sec: Some(slow_rate),
+                ..Quota::default()
+            },
+        );
+        c.quotas.principals.insert(
+            "limited".into(),
+            Quota {
+                connections: Some(1),
+                ..Quota::default()
+            },
+        );
+    })
+    .await;
+    let admin = broker
+        .client_with_token(&broker.admin_token())
+        .await
+        .unwrap();
+    let a = admin.admin();
+    a.create_topic(quiver::NewTopic::new("load", 1))
+        .await
+        .unwrap();
+    let mut tokens = Vec::new();
+    for name in ["slow", "fast"] {
+        tokens.push(a.create_user(name).await.unwrap());
+        a.add_acl(rule(
+            name,
+            ResourceKind::Topic,
+            "load",
+            &[Operation::Produce],
+        ))
+        .await
+        .unwrap();
+    }
+    // 600 KB each in 10 KB records: `slow` has one second of burst (200 KB), then 2 s of debt.
+    let run = |token: String| {
+        let broker_addr = broker.addr.to_string();
+        let ca = broker.ca.clone();
+        async move {
+            let mut options = quiver::ClientOptions::new(broker_addr, &ca);
+            options.token = Some(token);
+            let client = Client::connect_with(options).await.unwrap();
+            let producer = Producer::new(client, ProducerConfig::default());
+            let started = Instant::now();
+            let mut pending = Vec::new();
+            for _ in 0..60 {
+                let rec = ProducerRecord::new("load", vec![7u8; 10_000]);
+                pending.push(producer.send(rec).await.unwrap());
+            }
+            for d in pending {
+                d.wait().await.unwrap();
+            }
+            started.elapsed()
+        }
+    };
+    let (slow, fast) = tokio::join!(run(tokens[0].clone()), run(tokens[1].clone()));
+    assert!(
+        slow >= Duration::from_millis(1500),
+        "slow was throttled: {slow:?}"
+    );
+    assert!(
+        fast * 2 < slow,
+        "fast ran beside it unslowed: fast {fast:?}, slow {slow:?}"
+    );
+    let desc = a.describe_topic("load").await.unwrap();
+    assert_eq!(desc.partitions[0].log_end, 120, "throttled, not dropped");
+
+    // The answer says it was held back.
+    let conn = connection(&broker, &tokens[0]).await;
+    let mut builder = quiver_proto::BatchBuilder::new();
+    let value = vec![1u8; 300_000];
+    let record = quiver_proto::RecordData {
+        timestamp: 0,
+        key: None,
+        value: &value,
+        headers: &[],
+        tags: &[],
+    };
+    builder.push(&record).unwrap();
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    let req = ProduceRequest {
+        request_id: 9,
+        topic: "load".into(),
+        partition: Some(0),
+        acks: Acks::Leader,
+        exchange: false,
+    };
+    let batch = builder.finish().unwrap();
+    quiver::wire::write_frame(&mut send, FrameKind::Produce, &req, batch)
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    let mut reader = quiver::wire::FrameReader::new(recv, 1 << 20);
+    let frame = reader.next().await.unwrap().unwrap();
+    let ok: quiver_proto::ProduceResponse = frame.decode().unwrap();
+    assert!(ok.throttle_ms > 0, "{ok:?}");
+
+    // The connection quota: `limited` may hold one connection open, not two.
+    let limited = a.create_user("limited").await.unwrap();
+    let _first = broker.client_with_token(&limited).await.unwrap();
+    let second = broker.client_with_token(&limited).await.unwrap_err();
+    assert_eq!(second.code(), Some(ErrorCode::ServerBusy), "{second}");
+    assert!(
+        second.to_string().contains("quota of 1 connections"),
+        "{second}"
+    );
+    broker.stop().await;
+}

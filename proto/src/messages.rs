@@ -196,6 +196,9 @@ pub struct ProduceResponse {
     pub delayed: u32,
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub delay_first_id: u64,
+    /// Milliseconds this answer was held back because the principal is over its produce quota.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub throttle_ms: u32,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -256,6 +259,9 @@ pub struct FetchResponse {
     /// timestamps become offsets). Records below it in the first batch are to be skipped.
     #[serde(default)]
     pub offset: u64,
+    /// Milliseconds this answer was held back because the principal is over its fetch quota.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub throttle_ms: u32,
 }
 
 /// Header of an `Admin` frame: one operation per stream.
@@ -877,7 +883,7 @@ mod tests {
 
         #[test]
         fn produce_ok_round_trip(request_id in any::<u64>(), partition in any::<u32>(), base in any::<u64>(), last in any::<u64>(), end in any::<u64>()) {
-            let msg = ProduceResponse { request_id, partition, base_offset: base, last_offset: last, log_end: end, appended: 3, transformed: true, duplicate: false, delayed: partition % 3, delay_first_id: end };
+            let msg = ProduceResponse { request_id, partition, base_offset: base, last_offset: last, log_end: end, appended: 3, transformed: true, duplicate: false, delayed: partition % 3, delay_first_id: end, throttle_ms: 0 };
             round_trip(&msg, &[])?;
         }
 
@@ -895,7 +901,7 @@ mod tests {
         #[test]
         fn fetch_ok_round_trip(ids in any::<(u64, u32, u64, u64, u64, u32)>(), payload in payload()) {
             let (request_id, partition, log_start, log_end, next_offset, records) = ids;
-            round_trip(&FetchResponse { request_id, partition, log_start, log_end, next_offset, records, offset: log_start }, &payload)?;
+            round_trip(&FetchResponse { request_id, partition, log_start, log_end, next_offset, records, offset: log_start, throttle_ms: records }, &payload)?;
         }
 
         #[test]

@@ -7,6 +7,7 @@
 mod acl;
 mod backoff;
 pub mod principal;
+pub mod quota;
 pub mod table;
 mod users;
 
@@ -23,6 +24,7 @@ use quiver_proto::ErrorCode;
 use tokio::sync::broadcast;
 
 pub use principal::{Principal, PrincipalFrom, Proof, ANONYMOUS};
+pub use quota::{Direction, Quota, QuotaConfig, Quotas};
 pub use table::{Access, Need, Request};
 
 use crate::meta::{MetaError, MetaStore};
@@ -64,6 +66,8 @@ pub enum AuthError {
     InvalidRule(String),
     #[error("no ACL rule with id {0}")]
     UnknownAcl(u64),
+    #[error("{principal} already has its quota of {limit} connections open")]
+    ConnectionQuota { principal: String, limit: u32 },
     #[error("the system's random number generator failed")]
     Random,
     #[error("cannot write {}: {source}", path.display())]
@@ -84,6 +88,7 @@ impl AuthError {
             | AuthError::InvalidName(_)
             | AuthError::InvalidRule(_)
             | AuthError::UnknownAcl(_) => ErrorCode::InvalidRequest,
+            AuthError::ConnectionQuota { .. } => ErrorCode::ServerBusy,
             AuthError::Random => ErrorCode::Internal,
             AuthError::TokenFile { .. } => ErrorCode::StorageError,
             AuthError::Meta(e) => e.code(),
@@ -96,6 +101,7 @@ pub struct Auth {
     users: users::Users,
     acls: acl::Acls,
     backoff: backoff::Backoff,
+    quotas: Quotas,
     /// Principals whose credentials were revoked: their connections close.
     revoked: broadcast::Sender<Arc<str>>,
     /// Open connections per principal.
@@ -111,9 +117,14 @@ impl std::fmt::Debug for Auth {
 }
 
 impl Auth {
-    pub fn open(meta: MetaStore, config: AuthConfig) -> Result<Auth, AuthError> {
+    pub fn open(
+        meta: MetaStore,
+        config: AuthConfig,
+        quotas: QuotaConfig,
+    ) -> Result<Auth, AuthError> {
         Ok(Auth {
             config,
+            quotas: Quotas::new(quotas),
             users: users::Users::open(meta.clone())?,
             acls: acl::Acls::open(meta)?,
             backoff: backoff::Backoff::default(),
@@ -329,17 +340,33 @@ impl Auth {
         })
     }
 
+    /// Byte-rate and connection quotas.
+    pub fn quotas(&self) -> &Quotas {
+        &self.quotas
+    }
+
     /// Counts an open connection of `principal` until the guard drops, and tells it when the
-    /// principal's credentials are revoked.
-    pub fn connected(self: &Arc<Self>, principal: &Principal) -> Connected {
+    /// principal's credentials are revoked; refused when the principal is at its connection quota.
+    pub fn connected(self: &Arc<Self>, principal: &Principal) -> Result<Connected, AuthError> {
         let name: Arc<str> = principal.name().into();
-        *self.open.lock().entry(name.clone()).or_insert(0) += 1;
-        Connected {
+        let mut open = self.open.lock();
+        let count = open.entry(name.clone()).or_insert(0);
+        if let Some(limit) = self.quotas.connections(&name) {
+            if *count >= u64::from(limit) {
+                return Err(AuthError::ConnectionQuota {
+                    principal: name.to_string(),
+                    limit,
+                });
+            }
+        }
+        *count += 1;
+        drop(open);
+        Ok(Connected {
             auth: self.clone(),
             revoked: self.revoked.subscribe(),
             name,
             token_user: principal.proof() == Proof::Token,
-        }
+        })
     }
 }
 

@@ -160,6 +160,7 @@ impl FetchSession {
             next_offset: f.next_offset,
             records: f.records,
             offset: f.offset,
+            throttle_ms: 0,
         };
         Ok((resp, f.bytes))
     }

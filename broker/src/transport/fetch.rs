@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use quiver_proto::frame::{Frame, FrameKind};
-use quiver_proto::messages::FetchRequest;
+use quiver_proto::messages::{FetchRequest, FetchResponse};
 use quiver_wire::{decode_frame, write_frame, write_request_error, WireError};
 
 use super::requests::{authorize, reject, Requests};
-use crate::auth::{Principal, Request};
+use crate::auth::{Direction, Principal, Request};
 use crate::broker::Broker;
 use crate::error::BrokerError;
 
@@ -35,6 +35,10 @@ pub(super) async fn session(
             },
             Err(e) => Err(e),
         };
+        let fetched = match fetched {
+            Ok(answer) => throttle(answer, &broker, &principal, &reader).await,
+            Err(e) => Err(e),
+        };
         match fetched {
             Ok((resp, bytes)) => write_frame(&mut send, FrameKind::FetchOk, &resp, bytes).await?,
             Err(e) => {
@@ -49,4 +53,23 @@ pub(super) async fn session(
     }
     send.finish()?;
     Ok(())
+}
+
+/// Holds an answer back while the principal is over its fetch quota, and says so in it.
+async fn throttle(
+    (mut resp, bytes): (FetchResponse, Bytes),
+    broker: &Broker,
+    principal: &Principal,
+    reader: &Requests,
+) -> Result<(FetchResponse, Bytes), BrokerError> {
+    let quotas = broker.auth().quotas();
+    let wait = quotas.charge(principal.name(), Direction::Fetch, bytes.len() as u64);
+    if !wait.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = reader.shutdown.cancelled() => return Err(BrokerError::ShuttingDown),
+        }
+        resp.throttle_ms = wait.as_millis().try_into().unwrap_or(u32::MAX);
+    }
+    Ok((resp, bytes))
 }

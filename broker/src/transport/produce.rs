@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use quiver_proto::frame::{Frame, FrameKind};
 use quiver_proto::messages::{ProduceRequest, ProduceResponse};
@@ -12,7 +14,7 @@ use quiver_wire::{decode_frame, write_frame, write_request_error, WireError};
 use tokio::sync::mpsc;
 
 use super::requests::{authorize, wire_code, Requests};
-use crate::auth::{Principal, Request};
+use crate::auth::{Direction, Principal, Request};
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::services::produce::{Accepted, Writer};
@@ -20,8 +22,9 @@ use crate::services::produce::{Accepted, Writer};
 /// Produce answers a stream may have outstanding before it stops reading new requests.
 const MAX_IN_FLIGHT: usize = 256;
 
-/// A produce answer still to be written, in request order, with its request id.
-struct Pending(Accepted, u64);
+/// A produce answer still to be written, in request order, with its request id and how long
+/// the principal's produce quota holds it back.
+struct Pending(Accepted, u64, Duration);
 
 pub(super) async fn pipeline(
     first: Frame,
@@ -35,22 +38,7 @@ pub(super) async fn pipeline(
     let mut next = Some(first);
     while let Some(frame) = next.take() {
         let pending = match decode_frame::<ProduceRequest>(frame, FrameKind::Produce) {
-            Ok((req, payload)) => {
-                let id = req.request_id;
-                match authorize(&broker, &principal, Request::Produce(&req)) {
-                    Ok(()) => {
-                        let writer = Writer {
-                            auth: broker.auth().clone(),
-                            principal: principal.clone(),
-                        };
-                        Pending(
-                            broker.produce().accept(req, payload, Some(writer)).await,
-                            id,
-                        )
-                    }
-                    Err(e) => Pending(Accepted::Done(Err(e)), id),
-                }
-            }
+            Ok((req, payload)) => accept(&broker, &principal, req, payload).await,
             Err(e) => unreadable(&e),
         };
         if tx.send(pending).await.is_err() {
@@ -70,17 +58,39 @@ pub(super) async fn pipeline(
         .map_err(|e| WireError::Read(std::io::Error::other(e)))?
 }
 
+/// Checks one request and hands it to the produce service, charging its bytes to the
+/// principal's produce quota.
+async fn accept(
+    broker: &Arc<Broker>,
+    principal: &Arc<Principal>,
+    req: ProduceRequest,
+    payload: Bytes,
+) -> Pending {
+    let id = req.request_id;
+    if let Err(e) = authorize(broker, principal, Request::Produce(&req)) {
+        return Pending(Accepted::Done(Err(e)), id, Duration::ZERO);
+    }
+    let quotas = broker.auth().quotas();
+    let wait = quotas.charge(principal.name(), Direction::Produce, payload.len() as u64);
+    let writer = Writer {
+        auth: broker.auth().clone(),
+        principal: principal.clone(),
+    };
+    let accepted = broker.produce().accept(req, payload, Some(writer)).await;
+    Pending(accepted, id, wait)
+}
+
 /// A request that could not be read, as the answer it gets.
 fn unreadable(e: &WireError) -> Pending {
     let err = BrokerError::Wire(wire_code(e), e.to_string());
-    Pending(Accepted::Done(Err(err)), 0)
+    Pending(Accepted::Done(Err(err)), 0, Duration::ZERO)
 }
 
 async fn write_answers(
     mut rx: mpsc::Receiver<Pending>,
     mut send: quinn::SendStream,
 ) -> Result<(), WireError> {
-    while let Some(Pending(accepted, request_id)) = rx.recv().await {
+    while let Some(Pending(accepted, request_id, throttle)) = rx.recv().await {
         let result: Result<ProduceResponse, BrokerError> = match accepted {
             Accepted::NoReply => continue,
             Accepted::Done(r) => r,
@@ -88,8 +98,14 @@ async fn write_answers(
                 .await
                 .unwrap_or_else(|e| Err(BrokerError::Internal(e.to_string()))),
         };
+        if !throttle.is_zero() {
+            tokio::time::sleep(throttle).await;
+        }
         match result {
-            Ok(resp) => write_frame(&mut send, FrameKind::ProduceOk, &resp, Bytes::new()).await?,
+            Ok(mut resp) => {
+                resp.throttle_ms = throttle.as_millis().try_into().unwrap_or(u32::MAX);
+                write_frame(&mut send, FrameKind::ProduceOk, &resp, Bytes::new()).await?
+            }
             Err(e) => {
                 let msg = format!("request {request_id}: {e}");
                 write_request_error(&mut send, e.code(), msg, request_id).await?

@@ -152,7 +152,13 @@ async fn serve_connection(conn: quinn::Connection, broker: Arc<Broker>, supervis
             }
             Err(_) => return conn.close(close_code(ErrorCode::Timeout), b"no Hello within 10 s"),
         };
-    let mut connected = broker.auth().connected(&principal);
+    let mut connected = match broker.auth().connected(&principal) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(%remote, %principal, error = %e, "connection refused");
+            return conn.close(close_code(e.code()), e.to_string().as_bytes());
+        }
+    };
     let token = supervisor.token();
     loop {
         let (send, recv) = tokio::select! {

@@ -87,6 +87,7 @@ impl Produced {
             duplicate: self.duplicate,
             delayed: self.delayed,
             delay_first_id: self.delay_first_id,
+            throttle_ms: 0,
         }
     }
 }
