@@ -1,5 +1,5 @@
 //! The `quiver` command line: `serve` runs the broker; `topic`, `produce`, `consume`, `plugin`,
-//! `group`, `exchange`, `delay`, `user`, `acl` and `whoami` are clients; `cert` signs client
+//! `group`, `exchange`, `delay`, `user`, `acl`, `quota` and `whoami` are clients; `cert` signs client
 //! certificates offline.
 //! The command names and flags are a contract used by scripts outside the project: add, never change.
 
@@ -12,6 +12,7 @@ mod exchange;
 mod group;
 mod plugin;
 mod produce;
+mod quota;
 mod serve;
 mod topic;
 mod user;
@@ -58,6 +59,9 @@ enum Command {
     /// Add, list and remove ACL rules (a broker started with --auth).
     #[command(subcommand)]
     Acl(acl::AclCommand),
+    /// Set, list and remove byte-rate and connection quotas per principal.
+    #[command(subcommand)]
+    Quota(quota::QuotaCommand),
     /// Show the principal the broker sees for these credentials.
     Whoami(args::ConnectArgs),
     /// Sign client certificates with the dev CA (mTLS).
@@ -91,6 +95,7 @@ fn main() -> std::process::ExitCode {
             Command::User(c) => user::run(c).await,
             Command::Acl(c) => acl::run(c).await,
             Command::Whoami(a) => user::whoami(a).await,
+            Command::Quota(c) => quota::run(c).await,
             Command::Cert(c) => cert::run(c),
         }
     });

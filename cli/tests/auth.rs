@@ -80,6 +80,9 @@ impl Sample {
                 A::ListAcls => "list-acls",
                 A::RemoveAcl { .. } => "remove-acl",
                 A::WhoAmI => "whoami",
+                A::SetQuota { .. } => "set-quota",
+                A::ListQuotas => "list-quotas",
+                A::RemoveQuota { .. } => "remove-quota",
             },
             Sample::Group(g) => match g {
                 G::Heartbeat { .. } => "group-heartbeat",
@@ -229,6 +232,14 @@ fn samples(delayed: u64) -> Vec<Sample> {
         Sample::Admin(A::ListAcls),
         Sample::Admin(A::RemoveAcl { id: 999_999 }),
         Sample::Admin(A::WhoAmI),
+        Sample::Admin(A::SetQuota {
+            principal: "u3".into(),
+            quota: Default::default(),
+        }),
+        Sample::Admin(A::ListQuotas),
+        Sample::Admin(A::RemoveQuota {
+            principal: "u3".into(),
+        }),
         Sample::Group(G::Heartbeat {
             group: g.clone(),
             member_id: None,
@@ -351,7 +362,7 @@ async fn every_request_kind_is_checked_and_needs_exactly_its_table_entry() {
     let kinds: BTreeSet<&str> = samples.iter().map(Sample::kind).collect();
     assert_eq!(
         kinds.len(),
-        41,
+        44,
         "one sample of every request kind: {kinds:?}"
     );
     let delayed_topic = |id| (id == held).then(|| "t1".to_string());
@@ -652,6 +663,29 @@ fn the_command_line_manages_users_and_acls_and_guards_public_listeners() {
     let (_, out, _) = run(&admin, &["user", "list"], "");
     assert!(
         out.contains("alice") && out.contains("admin") && !out.contains("qvt_"),
+        "{out}"
+    );
+    let (ok, out, err) = run(
+        &admin,
+        &[
+            "quota",
+            "set",
+            "--principal",
+            "alice",
+            "--produce-bytes-per-sec",
+            "1000",
+        ],
+        "",
+    );
+    assert!(
+        ok && out.contains("alice\tproduce 1000 B/s\tfetch unlimited B/s"),
+        "{out}{err}"
+    );
+    let (_, out, _) = run(&alice, &["quota", "list"], "");
+    assert!(out.is_empty(), "quotas are for cluster admins: {out}");
+    let (ok, out, _) = run(&admin, &["quota", "remove", "--principal", "alice"], "");
+    assert!(
+        ok && !out.contains("alice") && out.contains("*\tproduce unlimited"),
         "{out}"
     );
     assert!(run(&admin, &["user", "delete", "alice"], "").0);

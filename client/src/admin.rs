@@ -5,7 +5,7 @@
 //! ACLs.
 
 use bytes::Bytes;
-use quiver_proto::auth::{AclRule, AclSpec, UserInfo};
+use quiver_proto::auth::{AclRule, AclSpec, PrincipalQuota, Quota, UserInfo};
 use quiver_proto::frame::FrameKind;
 use quiver_proto::groups::{
     CommittedOffset, GroupDescription, GroupRequest, GroupResponse, GroupSummary, PartitionOffset,
@@ -407,6 +407,35 @@ impl Admin {
     pub async fn remove_acl(&self, id: u64) -> Result<(), ClientError> {
         match self.call(AdminRequest::RemoveAcl { id }).await? {
             AdminResponse::AclRemoved { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sets (replaces) `principal`'s quota (`*`: the default); returns every quota in force.
+    pub async fn set_quota(
+        &self,
+        principal: &str,
+        quota: Quota,
+    ) -> Result<Vec<PrincipalQuota>, ClientError> {
+        let principal = principal.to_owned();
+        self.quotas(AdminRequest::SetQuota { principal, quota })
+            .await
+    }
+
+    /// Every quota in force (`*` is the default).
+    pub async fn list_quotas(&self) -> Result<Vec<PrincipalQuota>, ClientError> {
+        self.quotas(AdminRequest::ListQuotas).await
+    }
+
+    /// Removes a quota set at runtime; the config file's (or the default) applies again.
+    pub async fn remove_quota(&self, principal: &str) -> Result<Vec<PrincipalQuota>, ClientError> {
+        let principal = principal.to_owned();
+        self.quotas(AdminRequest::RemoveQuota { principal }).await
+    }
+
+    async fn quotas(&self, req: AdminRequest) -> Result<Vec<PrincipalQuota>, ClientError> {
+        match self.call(req).await? {
+            AdminResponse::Quotas { quotas } => Ok(quotas),
             other => Err(unexpected(other)),
         }
     }

@@ -16,8 +16,8 @@ use serde::Serialize;
 use crate::error::ClientError;
 use crate::wire::{write_frame, FrameReader};
 
-/// How to reach and trust a broker.
-#[derive(Debug, Clone)]
+/// How to reach and trust a broker. Its `Debug` never shows the token.
+#[derive(Clone)]
 pub struct ClientOptions {
     /// `host:port`; the host is also the name the certificate must carry.
     pub server: String,
@@ -27,6 +27,18 @@ pub struct ClientOptions {
     pub client_cert: Option<(PathBuf, PathBuf)>,
     pub client_id: String,
     pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("server", &self.server)
+            .field("ca", &self.ca)
+            .field("client_cert", &self.client_cert)
+            .field("client_id", &self.client_id)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl ClientOptions {

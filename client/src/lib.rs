@@ -28,7 +28,9 @@ pub use producer::{
 pub use queue::{QueueConfig, QueueConsumer, QueuedRecord, Settled};
 /// The sans-IO protocol: batch format, frames, messages, error codes.
 pub use quiver_proto as proto;
-pub use quiver_proto::auth::{AclRule, AclSpec, Operation, ResourceKind, UserInfo};
+pub use quiver_proto::auth::{
+    AclRule, AclSpec, Operation, PrincipalQuota, Quota, ResourceKind, UserInfo,
+};
 pub use quiver_proto::batch::{DELAY_MS_HEADER, DELIVER_AT_HEADER};
 pub use quiver_proto::groups::{
     CommittedOffset, GroupDescription, GroupSummary, MemberDescription, OffsetRange, PartitionLag,

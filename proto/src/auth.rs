@@ -173,6 +173,26 @@ impl fmt::Display for AclSpec {
     }
 }
 
+/// Limits of one principal; `None` is unlimited. Over a byte rate the broker holds answers back
+/// (throttles), it does not refuse them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Quota {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub produce_bytes_per_sec: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fetch_bytes_per_sec: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u32>,
+}
+
+/// A quota set at runtime for a principal (`*`: the default for every principal without one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrincipalQuota {
+    pub principal: String,
+    pub quota: Quota,
+}
+
 /// A token user, as `user list` shows it (never the token or its hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserInfo {

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{AclRule, AclSpec, UserInfo};
+use crate::auth::{AclRule, AclSpec, PrincipalQuota, Quota, UserInfo};
 use crate::codes::ErrorCode;
 use crate::frame::{Frame, FrameError, FrameKind};
 use crate::routing::{Binding, ExchangeInfo, ExchangeKind};
@@ -372,6 +372,17 @@ pub enum AdminRequest {
     },
     /// The principal this connection acts as, and whether the broker checks ACLs.
     WhoAmI,
+    /// Sets (replaces) the quota of `principal` (`*`: the default), over the config file's.
+    SetQuota {
+        principal: String,
+        quota: Quota,
+    },
+    /// Every quota in force: the config file's and those set at runtime (these win).
+    ListQuotas,
+    /// Removes a quota set at runtime; the config file's (or the default) applies again.
+    RemoveQuota {
+        principal: String,
+    },
 }
 
 /// Header of an `AdminOk` frame.
@@ -461,6 +472,9 @@ pub enum AdminResponse {
         principal: String,
         /// Authentication and ACL checks are on.
         auth: bool,
+    },
+    Quotas {
+        quotas: Vec<PrincipalQuota>,
     },
 }
 

@@ -64,6 +64,8 @@ pub enum AuthError {
     InvalidName(String),
     #[error("invalid ACL rule: {0}")]
     InvalidRule(String),
+    #[error("no quota was set for {0:?} at runtime")]
+    NoQuota(String),
     #[error("no ACL rule with id {0}")]
     UnknownAcl(u64),
     #[error("{principal} already has its quota of {limit} connections open")]
@@ -87,7 +89,8 @@ impl AuthError {
             | AuthError::UnknownUser(_)
             | AuthError::InvalidName(_)
             | AuthError::InvalidRule(_)
-            | AuthError::UnknownAcl(_) => ErrorCode::InvalidRequest,
+            | AuthError::UnknownAcl(_)
+            | AuthError::NoQuota(_) => ErrorCode::InvalidRequest,
             AuthError::ConnectionQuota { .. } => ErrorCode::ServerBusy,
             AuthError::Random => ErrorCode::Internal,
             AuthError::TokenFile { .. } => ErrorCode::StorageError,
@@ -124,7 +127,7 @@ impl Auth {
     ) -> Result<Auth, AuthError> {
         Ok(Auth {
             config,
-            quotas: Quotas::new(quotas),
+            quotas: Quotas::open(meta.clone(), quotas)?,
             users: users::Users::open(meta.clone())?,
             acls: acl::Acls::open(meta)?,
             backoff: backoff::Backoff::default(),
@@ -322,6 +325,23 @@ impl Auth {
                 .acls
                 .remove(*id)
                 .map(|()| AdminResponse::AclRemoved { id: *id }),
+            A::SetQuota { principal, quota } => {
+                self.quotas
+                    .set(principal, *quota)
+                    .map(|()| AdminResponse::Quotas {
+                        quotas: self.quotas.list(),
+                    })
+            }
+            A::ListQuotas => Ok(AdminResponse::Quotas {
+                quotas: self.quotas.list(),
+            }),
+            A::RemoveQuota { principal } => {
+                self.quotas
+                    .remove(principal)
+                    .map(|()| AdminResponse::Quotas {
+                        quotas: self.quotas.list(),
+                    })
+            }
             A::WhoAmI => Ok(AdminResponse::Identity {
                 principal: principal.name().to_owned(),
                 auth: self.enabled(),

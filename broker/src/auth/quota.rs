@@ -3,25 +3,25 @@
 //! as the principal's debt takes to pay off at its rate, and says so in the answer
 //! (`throttle_ms`). A client that waits for its answers (every Quiver client keeps a bounded
 //! window) is slowed to the quota; other principals are not, each has its own buckets.
+//!
+//! Quotas come from the config file (`[quotas]`) and from `quota set` at runtime (stored in sled,
+//! winning over the file's). A principal's own quota replaces the default, it does not add to it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
+use quiver_proto::auth::PrincipalQuota;
+pub use quiver_proto::auth::Quota;
 use serde::{Deserialize, Serialize};
+
+use super::users::check_name;
+use super::AuthError;
+use crate::meta::{MetaStore, Namespace};
 
 /// The longest a single answer is held back (a larger debt is paid over later answers).
 const MAX_THROTTLE: Duration = Duration::from_secs(30);
-
-/// Limits of one principal; `None` is unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Quota {
-    pub produce_bytes_per_sec: Option<u64>,
-    pub fetch_bytes_per_sec: Option<u64>,
-    pub connections: Option<u32>,
-}
 
 /// `[quotas]` in the config file: a default for every principal, and per-principal overrides
 /// (a principal listed here gets its own quota in place of the default, not on top of it).
@@ -32,14 +32,8 @@ pub struct QuotaConfig {
     pub principals: BTreeMap<String, Quota>,
 }
 
-impl QuotaConfig {
-    pub fn of(&self, principal: &str) -> Quota {
-        self.principals
-            .get(principal)
-            .copied()
-            .unwrap_or(self.default)
-    }
-}
+/// The principal name that stands for every principal without a quota of its own.
+pub const DEFAULT_PRINCIPAL: &str = "*";
 
 /// Which byte rate a charge counts against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,23 +64,72 @@ impl Bucket {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Quotas {
+    meta: MetaStore,
     config: QuotaConfig,
+    /// Set at runtime, by principal (`*` for the default).
+    set: RwLock<BTreeMap<String, Quota>>,
     buckets: Mutex<HashMap<(Arc<str>, Direction), Bucket>>,
 }
 
 impl Quotas {
-    pub fn new(config: QuotaConfig) -> Quotas {
-        Quotas {
+    pub fn open(meta: MetaStore, config: QuotaConfig) -> Result<Quotas, AuthError> {
+        let set = meta
+            .scan::<Quota>(Namespace::Quotas, "")?
+            .into_iter()
+            .collect();
+        Ok(Quotas {
+            meta,
             config,
+            set: RwLock::new(set),
             buckets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The quota in force for `principal`: its own (runtime, then file), else the default
+    /// (runtime, then file).
+    pub fn of(&self, principal: &str) -> Quota {
+        let set = self.set.read();
+        set.get(principal)
+            .or_else(|| self.config.principals.get(principal))
+            .or_else(|| set.get(DEFAULT_PRINCIPAL))
+            .copied()
+            .unwrap_or(self.config.default)
+    }
+
+    /// Sets `principal`'s quota at runtime (durably); applies to its next request.
+    pub fn set(&self, principal: &str, quota: Quota) -> Result<(), AuthError> {
+        if principal != DEFAULT_PRINCIPAL {
+            check_name(principal)?;
         }
+        self.meta
+            .put_durable(Namespace::Quotas, principal, &quota)?;
+        self.set.write().insert(principal.to_owned(), quota);
+        Ok(())
+    }
+
+    pub fn remove(&self, principal: &str) -> Result<(), AuthError> {
+        if self.set.write().remove(principal).is_none() {
+            return Err(AuthError::NoQuota(principal.to_owned()));
+        }
+        self.meta.remove_durable(Namespace::Quotas, principal)?;
+        Ok(())
+    }
+
+    /// Every quota in force: the file's, overlaid with the runtime ones (`*` is the default).
+    pub fn list(&self) -> Vec<PrincipalQuota> {
+        let mut all: BTreeMap<String, Quota> = self.config.principals.clone();
+        all.insert(DEFAULT_PRINCIPAL.to_owned(), self.config.default);
+        all.extend(self.set.read().iter().map(|(k, v)| (k.clone(), *v)));
+        all.into_iter()
+            .map(|(principal, quota)| PrincipalQuota { principal, quota })
+            .collect()
     }
 
     /// Counts `bytes` of `principal` in `direction`; returns how long to hold the answer back.
     pub fn charge(&self, principal: &str, direction: Direction, bytes: u64) -> Duration {
-        let quota = self.config.of(principal);
+        let quota = self.of(principal);
         let rate = match direction {
             Direction::Produce => quota.produce_bytes_per_sec,
             Direction::Fetch => quota.fetch_bytes_per_sec,
@@ -102,12 +145,14 @@ impl Quotas {
                 tokens: rate as f64,
                 last: Instant::now(),
             });
+        // A quota changed at runtime applies from now on.
+        bucket.rate = rate as f64;
         bucket.charge(bytes)
     }
 
     /// How many connections `principal` may hold open.
     pub fn connections(&self, principal: &str) -> Option<u32> {
-        self.config.of(principal).connections
+        self.of(principal).connections
     }
 }
 
@@ -125,7 +170,8 @@ mod tests {
                 ..Quota::default()
             },
         );
-        let q = Quotas::new(config);
+        let dir = tempfile::tempdir().unwrap();
+        let q = Quotas::open(MetaStore::open(dir.path()).unwrap(), config).unwrap();
         assert_eq!(
             q.charge("slow", Direction::Produce, 1000),
             Duration::ZERO,
@@ -147,5 +193,19 @@ mod tests {
             "default: none"
         );
         assert_eq!(q.charge("slow", Direction::Produce, 1 << 40), MAX_THROTTLE);
+        let limited = Quota {
+            connections: Some(3),
+            ..Quota::default()
+        };
+        q.set("*", limited).unwrap();
+        assert_eq!(q.of("other"), limited, "a runtime default");
+        assert_eq!(
+            q.of("slow").connections,
+            None,
+            "its own quota replaces the default"
+        );
+        q.remove("*").unwrap();
+        assert_eq!(q.of("other"), Quota::default());
+        assert!(matches!(q.remove("*"), Err(AuthError::NoQuota(_))));
     }
 }

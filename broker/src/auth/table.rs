@@ -142,7 +142,10 @@ fn admin<'a>(req: &'a AdminRequest, delayed_topic: &dyn Fn(u64) -> Option<String
         | A::ListUsers
         | A::AddAcl { .. }
         | A::ListAcls
-        | A::RemoveAcl { .. } => one(Res::Cluster, "*", Op::Admin),
+        | A::RemoveAcl { .. }
+        | A::SetQuota { .. }
+        | A::ListQuotas
+        | A::RemoveQuota { .. } => one(Res::Cluster, "*", Op::Admin),
         A::WhoAmI => Access::Authenticated,
     }
 }

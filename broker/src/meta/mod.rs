@@ -47,6 +47,8 @@ pub enum Namespace {
     Users,
     /// ACL rules, by id.
     Acls,
+    /// Quotas set at runtime, by principal.
+    Quotas,
 }
 
 impl Namespace {
@@ -59,6 +61,7 @@ impl Namespace {
             Namespace::Plugins => "plugins",
             Namespace::Users => "users",
             Namespace::Acls => "acls",
+            Namespace::Quotas => "quotas",
         }
     }
 }

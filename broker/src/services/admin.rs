@@ -60,6 +60,9 @@ impl AdminService {
             | R::AddAcl { .. }
             | R::ListAcls
             | R::RemoveAcl { .. }
+            | R::SetQuota { .. }
+            | R::ListQuotas
+            | R::RemoveQuota { .. }
             | R::WhoAmI => match self.auth.handle(principal, &req) {
                 Some(answer) => Ok(answer?),
                 None => Err(BrokerError::Internal("auth request not answered".into())),
