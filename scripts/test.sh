@@ -55,6 +55,11 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --all-targets --no-fail-fast
 
+# The cargo-fuzz targets (fuzz/, docs/security.md "Fuzzing"): each runs a few seconds from its
+# committed corpus, so the targets keep building and known crashes stay fixed. Installs the nightly
+# toolchain and cargo-fuzz when missing; a cold build of the targets takes ~10-14 min here.
+bash scripts/fuzz-smoke.sh
+
 # Guest side of the plugins: the SDK and the example plugins are unit-tested natively, and the
 # JavaScript plugins with node, the Python ones with python3's unittest. (sdk-guest/ and plugins/
 # are separate cargo workspaces.)

@@ -9,6 +9,8 @@ pub mod config;
 pub mod delay;
 pub mod error;
 pub mod filter;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod groups;
 pub mod headers;
 pub mod http;

@@ -242,6 +242,8 @@ pub struct BatchBuilder {
     producer_id: u64,
     base_sequence: u32,
     flags: u8,
+    /// `base_ts` was set by [`BatchBuilder::base_timestamp`], not by the first record.
+    fixed_base: bool,
 }
 
 impl Default for BatchBuilder {
@@ -267,7 +269,18 @@ impl BatchBuilder {
             producer_id: 0,
             base_sequence: 0,
             flags: 0,
+            fixed_base: false,
         }
+    }
+
+    /// Encodes timestamps relative to `ts` rather than to the first record's. For re-encoding
+    /// records of a batch whose base timestamp is `ts`: each of them is within the format's span
+    /// (±24 days) of it, but two of them may be up to twice that apart, so a subset starting at
+    /// another record would not always fit.
+    pub fn base_timestamp(mut self, ts: i64) -> Self {
+        self.base_ts = ts;
+        self.fixed_base = true;
+        self
     }
 
     /// Marks the batch as coming from an idempotent producer.
@@ -308,7 +321,7 @@ impl BatchBuilder {
     /// Appends one record; its offset delta is its position in the batch.
     pub fn push(&mut self, rec: &RecordData<'_>) -> Result<(), BatchError> {
         check_record_limits(rec)?;
-        if self.count == 0 {
+        if self.count == 0 && !self.fixed_base {
             self.base_ts = rec.timestamp;
         }
         let delta = rec
@@ -971,7 +984,9 @@ pub fn rebuild(
     extra_headers: &[(&str, &[u8])],
     mut keep: impl FnMut(usize, &RecordRef<'_>) -> bool,
 ) -> Result<Option<Bytes>, BatchError> {
-    let mut builder = BatchBuilder::with_capacity(batch.bytes().len() + 64);
+    // The source's base timestamp: every record of a valid batch fits relative to it.
+    let mut builder = BatchBuilder::with_capacity(batch.bytes().len() + 64)
+        .base_timestamp(batch.header().base_timestamp);
     let mut headers: Vec<(&str, &[u8])> = Vec::new();
     let mut tags: Vec<&str> = Vec::new();
     for (i, r) in batch.records().enumerate() {
@@ -1298,6 +1313,34 @@ mod tests {
             BatchBuilder::new().finish(),
             Err(BatchError::Empty)
         ));
+    }
+
+    /// Regression (fuzz target `batch`): records of a valid batch are each within the span of the
+    /// batch's base timestamp, but two of them may be nearly twice the span apart; re-encoding a
+    /// subset used to take the first kept record as the base and failed with `TimestampSpan`
+    /// (a plugin filter dropping the first record then counted as the plugin's failure). These
+    /// are the timestamps the fuzzer found.
+    #[test]
+    fn rebuild_keeps_the_base_timestamp_so_any_subset_fits() {
+        let base = -1_711_276_033i64;
+        let mut b = BatchBuilder::new();
+        for ts in [base, -3_422_552_066, 0] {
+            b.push(&RecordData {
+                timestamp: ts,
+                value: b"v",
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        let batch = Batch::parse(b.finish().unwrap()).unwrap();
+        let rebuilt = rebuild(&batch, &[("x", b"1")], |i, _| i > 0)
+            .unwrap()
+            .unwrap();
+        let rebuilt = Batch::parse(rebuilt).unwrap();
+        let ts: Vec<i64> = rebuilt.records().map(|r| r.timestamp).collect();
+        assert_eq!(ts, [-3_422_552_066, 0]);
+        assert_eq!(rebuilt.header().base_timestamp, base);
+        assert_eq!(rebuilt.header().max_timestamp, 0);
     }
 
     #[test]

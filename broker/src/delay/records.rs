@@ -115,7 +115,8 @@ pub fn held_run(batch: &Batch, indexes: &[usize], info: &RunInfo) -> Result<Batc
         (PARTITION_HEADER, partition.as_bytes()),
         (DUE_HEADER, due.as_bytes()),
     ];
-    let mut out = BatchBuilder::with_capacity(batch.bytes().len() + 64 * indexes.len());
+    let mut out = BatchBuilder::with_capacity(batch.bytes().len() + 64 * indexes.len())
+        .base_timestamp(batch.header().base_timestamp);
     let mut want = indexes.iter().peekable();
     for (i, r) in batch.records().enumerate() {
         if want.next_if(|&&j| j == i).is_none() {
@@ -241,7 +242,8 @@ pub fn schedule(batch: &Batch, delays: &[u64], now: i64) -> Result<Option<Bytes>
     if delays.iter().all(|&d| d == 0) {
         return Ok(None);
     }
-    let mut out = BatchBuilder::with_capacity(batch.bytes().len() + 32 * delays.len());
+    let mut out = BatchBuilder::with_capacity(batch.bytes().len() + 32 * delays.len())
+        .base_timestamp(batch.header().base_timestamp);
     for (r, &delay) in batch.records().zip(delays) {
         // A plugin cannot hold a record longer than a producer could.
         let at = now
@@ -374,5 +376,32 @@ mod tests {
         let out = Batch::parse(schedule(&b, &[0, 250], 1000).unwrap().unwrap()).unwrap();
         let dues = due_times(&out, 1000).unwrap();
         assert_eq!(dues, vec![None, Some(1250)]);
+    }
+
+    /// Regression (fuzz targets `batch` and `plugin_output`): a valid batch whose records are
+    /// each within ±24 days of its base timestamp but further apart from each other is re-encoded
+    /// with that base, not its first record's (which failed with a timestamp-span error).
+    #[test]
+    fn records_far_apart_in_time_are_scheduled_and_held() {
+        let mut b = BatchBuilder::new().base_timestamp(0);
+        for timestamp in [i32::MAX as i64, i32::MIN as i64] {
+            b.push(&RecordData {
+                timestamp,
+                value: b"v",
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        let b = Batch::parse(b.finish().unwrap()).unwrap();
+        let out = Batch::parse(schedule(&b, &[0, 250], 1000).unwrap().unwrap()).unwrap();
+        let ts: Vec<i64> = out.records().map(|r| r.timestamp).collect();
+        assert_eq!(ts, [i32::MAX as i64, i32::MIN as i64]);
+        let info = RunInfo {
+            topic: "t".into(),
+            partition: 0,
+            due: 5,
+        };
+        let held = held_run(&b, &[0, 1], &info).unwrap();
+        assert_eq!(held.record_count(), 2);
     }
 }

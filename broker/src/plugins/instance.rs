@@ -350,7 +350,7 @@ impl PluginInstance {
 /// Most destinations one record may have.
 pub const MAX_ROUTES: u32 = 64;
 
-fn check_routes(r: &Routes, records: usize) -> Result<(), String> {
+pub(crate) fn check_routes(r: &Routes, records: usize) -> Result<(), String> {
     if r.counts.len() != records {
         return Err(format!(
             "returned {} route counts for a batch of {records} records",

@@ -110,7 +110,8 @@ struct Stage {
     failures: AtomicU64,
 }
 
-enum StageOut {
+/// What a stage did with a batch.
+pub(crate) enum StageOut {
     Same,
     Replaced(Batch),
     Dropped,
@@ -537,6 +538,68 @@ pub fn plan_of(routes: &Routes) -> RoutePlan {
     plan
 }
 
+// What the broker makes of a plugin's answer, once the instance has checked its shape (one verdict
+// or delay per record, routes naming returned topics, output within its size limit). Free
+// functions rather than `Stage` methods so that they can be fuzzed without a wasm instance
+// (crate::fuzzing); an `Err` is the stage's output failure, with this text.
+
+/// What a filter's verdicts (one per record) leave of `batch`.
+pub(crate) fn filtered(batch: &Batch, verdicts: &[bool]) -> Result<StageOut, String> {
+    if verdicts.iter().all(|&v| v) {
+        return Ok(StageOut::Same);
+    }
+    let kept = batch::rebuild(batch, &[], |i, _| verdicts.get(i) == Some(&true))
+        .map_err(|e| format!("cannot re-encode the kept records: {e}"))?;
+    match kept {
+        None => Ok(StageOut::Dropped),
+        Some(bytes) => Batch::parse(bytes)
+            .map(StageOut::Replaced)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// A transform's output (an encoded batch, empty: drop them all), checked like produced records.
+pub(crate) fn transformed(out: Vec<u8>, now: i64) -> Result<StageOut, String> {
+    if out.is_empty() {
+        return Ok(StageOut::Dropped);
+    }
+    let out =
+        Batch::parse(Bytes::from(out)).map_err(|e| format!("returned an invalid batch: {e}"))?;
+    if out.header().flags & FLAG_SPARSE != 0 {
+        return Err("returned a sparse batch".into());
+    }
+    check_output(&out, now)?;
+    Ok(match out.record_count() {
+        0 => StageOut::Dropped,
+        _ => StageOut::Replaced(out),
+    })
+}
+
+/// `batch` with the records a scheduler delays (`delays`: ms, one per record) marked with their
+/// due time.
+pub(crate) fn scheduled(batch: &Batch, delays: &[u64], now: i64) -> Result<StageOut, String> {
+    let marked = crate::delay::records::schedule(batch, delays, now)
+        .map_err(|e| format!("cannot mark delayed records: {e}"))?;
+    let Some(bytes) = marked else {
+        return Ok(StageOut::Same);
+    };
+    let out = Batch::parse_trusted(bytes).map_err(|e| e.to_string())?;
+    check_output(&out, now)?;
+    Ok(StageOut::Replaced(out))
+}
+
+/// Records a stage wrote must pass what a producer's would: no header only the broker may write,
+/// and due times the delay store takes. Anything wrong is this stage's failure (its error policy
+/// applies, and it counts against its health), never the producer's.
+pub(crate) fn check_output(out: &Batch, now: i64) -> Result<(), String> {
+    crate::headers::check(out).map_err(|e| format!("wrote {e}"))?;
+    if out.header().flags & FLAG_DELAYED != 0 {
+        crate::delay::records::due_times(out, now)
+            .map_err(|e| format!("wrote an invalid delay: {e}"))?;
+    }
+    Ok(())
+}
+
 /// The records `indexes` (ascending) of `batch` as a batch of their own (`None`: no records).
 pub fn select(batch: &Batch, indexes: &[usize]) -> Result<Option<Batch>, quiver_proto::BatchError> {
     if indexes.len() == batch.record_count() as usize {
@@ -639,34 +702,12 @@ impl Stage {
     fn filter(&self, slot: &Slot, batch: &Batch) -> Result<StageOut, PluginError> {
         let count = batch.record_count() as usize;
         let verdicts = slot.call(|i| i.filter(batch.bytes(), count))?;
-        if verdicts.iter().all(|&v| v) {
-            return Ok(StageOut::Same);
-        }
-        let kept = batch::rebuild(batch, &[], |i, _| verdicts.get(i) == Some(&true))
-            .map_err(|e| self.output_error(format!("cannot re-encode the kept records: {e}")))?;
-        match kept {
-            None => Ok(StageOut::Dropped),
-            Some(bytes) => Batch::parse(bytes)
-                .map(StageOut::Replaced)
-                .map_err(|e| self.output_error(e.to_string())),
-        }
+        filtered(batch, &verdicts).map_err(|e| self.output_error(e))
     }
 
     fn transform(&self, slot: &Slot, batch: &Batch) -> Result<StageOut, PluginError> {
         let out = slot.call(|i| i.transform(batch.bytes()))?;
-        if out.is_empty() {
-            return Ok(StageOut::Dropped);
-        }
-        let out = Batch::parse(Bytes::from(out))
-            .map_err(|e| self.output_error(format!("returned an invalid batch: {e}")))?;
-        if out.header().flags & FLAG_SPARSE != 0 {
-            return Err(self.output_error("returned a sparse batch".into()));
-        }
-        self.check_output(&out)?;
-        Ok(match out.record_count() {
-            0 => StageOut::Dropped,
-            _ => StageOut::Replaced(out),
-        })
+        transformed(out, crate::util::now_ms()).map_err(|e| self.output_error(e))
     }
 
     /// Destinations per topic (merged when the plugin names a topic twice); a destination that
@@ -712,26 +753,7 @@ impl Stage {
     fn schedule(&self, slot: &Slot, batch: &Batch) -> Result<StageOut, PluginError> {
         let count = batch.record_count() as usize;
         let delays = slot.call(|i| i.schedule(batch.bytes(), count))?;
-        let marked = crate::delay::records::schedule(batch, &delays, crate::util::now_ms())
-            .map_err(|e| self.output_error(format!("cannot mark delayed records: {e}")))?;
-        let Some(bytes) = marked else {
-            return Ok(StageOut::Same);
-        };
-        let out = Batch::parse_trusted(bytes).map_err(|e| self.output_error(e.to_string()))?;
-        self.check_output(&out)?;
-        Ok(StageOut::Replaced(out))
-    }
-
-    /// Records a stage wrote must pass what a producer's would: no header only the broker may
-    /// write, and due times the delay store takes. Anything wrong is this stage's failure (its
-    /// error policy applies, and it counts against its health), never the producer's.
-    fn check_output(&self, out: &Batch) -> Result<(), PluginError> {
-        crate::headers::check(out).map_err(|e| self.output_error(format!("wrote {e}")))?;
-        if out.header().flags & FLAG_DELAYED != 0 {
-            crate::delay::records::due_times(out, crate::util::now_ms())
-                .map_err(|e| self.output_error(format!("wrote an invalid delay: {e}")))?;
-        }
-        Ok(())
+        scheduled(batch, &delays, crate::util::now_ms()).map_err(|e| self.output_error(e))
     }
 
     fn output_error(&self, message: String) -> PluginError {

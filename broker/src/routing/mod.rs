@@ -61,11 +61,11 @@ pub struct Exchange {
 #[derive(Debug, Default)]
 pub struct Scratch {
     hits: Vec<usize>,
-    words: Vec<(usize, usize)>,
+    words: index::TrieScratch,
 }
 
 impl Exchange {
-    fn new(def: ExchangeDef) -> Exchange {
+    pub(crate) fn new(def: ExchangeDef) -> Exchange {
         let mut direct: HashMap<String, Vec<usize>> = HashMap::new();
         let mut trie = index::TopicTrie::default();
         for (i, b) in def.bindings.iter().enumerate() {
@@ -233,7 +233,7 @@ impl Exchanges {
 }
 
 /// A binding must say what it matches on for the kinds that need it.
-fn check_binding(kind: ExchangeKind, b: &Binding) -> Result<(), RoutingError> {
+pub(crate) fn check_binding(kind: ExchangeKind, b: &Binding) -> Result<(), RoutingError> {
     let bad = |m: &str| Err(RoutingError::InvalidBinding(m.to_owned()));
     match kind {
         ExchangeKind::Headers if !b.key.is_empty() => {

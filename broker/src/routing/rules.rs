@@ -154,7 +154,7 @@ mod tests {
             let mut trie = super::super::index::TopicTrie::default();
             trie.insert(pattern, 0);
             let mut hits = Vec::new();
-            trie.matches(key, &mut Vec::new(), &mut hits);
+            trie.matches(key, &mut Default::default(), &mut hits);
             assert_eq!(
                 !hits.is_empty(),
                 *want,
