@@ -144,7 +144,7 @@ impl Auth {
     /// With authentication on and no user yet: creates `admin` as a superuser and writes its
     /// token to `<data_dir>/admin.token` (mode 0600). Returns the file's path when it wrote it.
     pub fn bootstrap(&self, data_dir: &Path) -> Result<Option<PathBuf>, AuthError> {
-        if !self.enabled() || self.users.exists(ADMIN_USER) || !self.users.list().is_empty() {
+        if !self.enabled() || !self.users.list().is_empty() {
             return Ok(None);
         }
         let token = self.users.create(ADMIN_USER)?;
