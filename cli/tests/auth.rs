@@ -934,3 +934,135 @@ async fn a_throttled_producer_does_not_slow_another_principal() {
     );
     broker.stop().await;
 }
+
+/// Queue polls count against the fetch quota: a throttled reader's polls are held back before
+/// they lease (so no lease time is spent waiting), told so in the answer, and lose nothing; a
+/// reader without a quota drains the same records beside it at full speed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_polls_count_against_the_fetch_quota() {
+    use quiver::{QueueConfig, QueueConsumer};
+    use quiver_broker::auth::Quota;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start_with(dir.path(), |c| {
+        c.auth.enabled = true;
+        c.quotas.principals.insert(
+            "slow".into(),
+            Quota {
+                fetch_bytes_per_sec: Some(50_000),
+                ..Quota::default()
+            },
+        );
+    })
+    .await;
+    let admin = broker
+        .client_with_token(&broker.admin_token())
+        .await
+        .unwrap();
+    let a = admin.admin();
+    a.create_topic(quiver::NewTopic::new("jobs", 1))
+        .await
+        .unwrap();
+    let producer = Producer::new(admin.clone(), ProducerConfig::default());
+    for _ in 0..40 {
+        let d = producer
+            .send(ProducerRecord::new("jobs", vec![3u8; 5_000]))
+            .await
+            .unwrap();
+        d.wait().await.unwrap();
+    }
+    let mut tokens = Vec::new();
+    for name in ["slow", "fast"] {
+        tokens.push(a.create_user(name).await.unwrap());
+        let needs = [
+            (ResourceKind::Topic, "jobs", vec![Operation::Consume]),
+            (
+                ResourceKind::Group,
+                name,
+                vec![Operation::Consume, Operation::Commit],
+            ),
+        ];
+        for (kind, pattern, ops) in needs {
+            a.add_acl(rule(name, kind, pattern, &ops)).await.unwrap();
+        }
+    }
+    // 200 KB each in polls of 10 records (50 KB): `slow` has one second of burst; each later
+    // poll first pays the second of debt the one before it ran up (the last one's debt is left
+    // for a poll that never comes): at least 2 s in all.
+    let drain = |name: &'static str, token: String| {
+        let broker = &broker;
+        async move {
+            let client = broker.client_with_token(&token).await.unwrap();
+            let config = QueueConfig {
+                max_records: 10,
+                max_wait: Duration::from_millis(100),
+                ..QueueConfig::default()
+            };
+            let queue = QueueConsumer::new(client, name, "jobs", config);
+            let started = Instant::now();
+            let mut got = 0;
+            while got < 40 {
+                let leased = queue.poll().await.unwrap();
+                let held = leased.iter().map(|r| r.lease_deadline_ms).min();
+                if let Some(deadline) = held {
+                    assert!(
+                        deadline > quiver_broker::util::now_ms(),
+                        "a lease is not spent waiting out the quota"
+                    );
+                }
+                queue.ack(&leased).await.unwrap();
+                got += leased.len();
+            }
+            (got, started.elapsed())
+        }
+    };
+    let ((slow_n, slow), (fast_n, fast)) = tokio::join!(
+        drain("slow", tokens[0].clone()),
+        drain("fast", tokens[1].clone())
+    );
+    assert_eq!((slow_n, fast_n), (40, 40), "throttled, not dropped");
+    assert!(
+        slow >= Duration::from_millis(1900),
+        "slow was throttled: {slow:?}"
+    );
+    assert!(
+        fast * 2 < slow,
+        "fast ran beside it: fast {fast:?}, slow {slow:?}"
+    );
+
+    // The answer says how long the next poll will wait.
+    let conn = connection(&broker, &tokens[0]).await;
+    let poll = QueueRequest::Poll {
+        group: "slow".into(),
+        topic: "jobs".into(),
+        consumer_id: "raw".into(),
+        max_records: 10,
+        max_wait_ms: 0,
+        visibility_timeout_ms: 30_000,
+        max_deliveries: 5,
+    };
+    // Everything is acked: produce more so the raw poll leases something.
+    for _ in 0..20 {
+        let d = producer
+            .send(ProducerRecord::new("jobs", vec![3u8; 5_000]))
+            .await
+            .unwrap();
+        d.wait().await.unwrap();
+    }
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    quiver::wire::write_frame(&mut send, FrameKind::Queue, &poll, Bytes::new())
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    let mut reader = quiver::wire::FrameReader::new(recv, 1 << 20);
+    let frame = reader.next().await.unwrap().unwrap();
+    match frame.decode().unwrap() {
+        quiver_proto::groups::QueueResponse::Leased {
+            parts, throttle_ms, ..
+        } => {
+            assert!(!parts.is_empty());
+            assert!(throttle_ms > 0, "over quota: {throttle_ms}");
+        }
+        other => panic!("{other:?}"),
+    }
+    broker.stop().await;
+}

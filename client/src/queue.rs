@@ -121,9 +121,11 @@ impl QueueConsumer {
         };
         let (resp, payload) = self.call(&req).await?;
         match resp {
+            // A throttled principal's next poll is held back by the broker itself.
             QueueResponse::Leased {
                 parts,
                 lease_deadline_ms,
+                ..
             } => decode_leased(&self.topic, &parts, payload, lease_deadline_ms),
             other => Err(unexpected(other)),
         }

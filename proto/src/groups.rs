@@ -315,6 +315,10 @@ pub enum QueueResponse {
         parts: Vec<LeasedPart>,
         /// When the leases end, in ms since the epoch.
         lease_deadline_ms: i64,
+        /// Over its fetch quota, the principal's next poll is held back this long (Kafka's
+        /// `throttle_time_ms`); the leases are answered at once so their time is not spent.
+        #[serde(default)]
+        throttle_ms: u32,
     },
     /// How many records of an ack, nack or release took effect; `stale` were not leased to this
     /// consumer any more (their lease ran out and they were handed out again, or already settled).

@@ -62,6 +62,16 @@ impl Bucket {
         }
         Duration::from_secs_f64(-self.tokens / self.rate).min(MAX_THROTTLE)
     }
+
+    /// How long until the bucket is out of debt, without charging it.
+    fn debt(&self) -> Duration {
+        let refill = self.last.elapsed().as_secs_f64() * self.rate;
+        let tokens = self.tokens + refill;
+        if tokens >= 0.0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64(-tokens / self.rate).min(MAX_THROTTLE)
+    }
 }
 
 #[derive(Debug)]
@@ -127,14 +137,19 @@ impl Quotas {
             .collect()
     }
 
-    /// Counts `bytes` of `principal` in `direction`; returns how long to hold the answer back.
-    pub fn charge(&self, principal: &str, direction: Direction, bytes: u64) -> Duration {
+    /// `principal`'s byte rate in `direction`, if it has one.
+    fn rate(&self, principal: &str, direction: Direction) -> Option<u64> {
         let quota = self.of(principal);
         let rate = match direction {
             Direction::Produce => quota.produce_bytes_per_sec,
             Direction::Fetch => quota.fetch_bytes_per_sec,
         };
-        let Some(rate) = rate.filter(|r| *r > 0) else {
+        rate.filter(|r| *r > 0)
+    }
+
+    /// Counts `bytes` of `principal` in `direction`; returns how long to hold the answer back.
+    pub fn charge(&self, principal: &str, direction: Direction, bytes: u64) -> Duration {
+        let Some(rate) = self.rate(principal, direction) else {
             return Duration::ZERO;
         };
         let mut buckets = self.buckets.lock();
@@ -148,6 +163,20 @@ impl Quotas {
         // A quota changed at runtime applies from now on.
         bucket.rate = rate as f64;
         bucket.charge(bytes)
+    }
+
+    /// How long `principal` is still in debt in `direction` (what earlier answers charged and
+    /// the rate has not yet paid off); charges nothing. A queue poll waits this long before it
+    /// leases anything, so a lease's time is never spent waiting out a quota.
+    pub fn debt(&self, principal: &str, direction: Direction) -> Duration {
+        if self.rate(principal, direction).is_none() {
+            return Duration::ZERO; // the quota was removed: its debt with it
+        }
+        let key: (Arc<str>, Direction) = (principal.into(), direction);
+        self.buckets
+            .lock()
+            .get(&key)
+            .map_or(Duration::ZERO, Bucket::debt)
     }
 
     /// How many connections `principal` may hold open.
@@ -182,6 +211,16 @@ mod tests {
             wait > Duration::from_millis(400) && wait <= Duration::from_millis(500),
             "{wait:?}"
         );
+        let debt = q.debt("slow", Direction::Produce);
+        assert!(
+            debt <= wait && debt > Duration::from_millis(300),
+            "{debt:?}"
+        );
+        assert!(
+            q.debt("slow", Direction::Produce) <= debt,
+            "asking charges nothing"
+        );
+        assert_eq!(q.debt("other", Direction::Produce), Duration::ZERO);
         assert_eq!(
             q.charge("slow", Direction::Fetch, 1 << 30),
             Duration::ZERO,

@@ -234,6 +234,7 @@ fn leased(polled: Polled, visibility: Duration) -> (QueueResponse, Bytes) {
     let resp = QueueResponse::Leased {
         parts,
         lease_deadline_ms: crate::util::now_ms() + visibility.as_millis() as i64,
+        throttle_ms: 0,
     };
     (resp, payload.freeze())
 }

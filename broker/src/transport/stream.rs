@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::requests::{authorize, finish, reject, Requests};
 use super::{fetch, produce};
-use crate::auth::{Principal, Request};
+use crate::auth::{Direction, Principal, Request};
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::offload;
@@ -136,6 +136,18 @@ async fn group(
     Ok(answer)
 }
 
+/// Counts leased bytes against the principal's fetch quota; the answer goes out at once and
+/// says how long the next poll will be held back.
+fn charge_leases(broker: &Broker, principal: &Principal, resp: &mut QueueResponse, bytes: usize) {
+    if let QueueResponse::Leased { throttle_ms, .. } = resp {
+        let wait = broker
+            .auth()
+            .quotas()
+            .charge(principal.name(), Direction::Fetch, bytes as u64);
+        *throttle_ms = wait.as_millis().try_into().unwrap_or(u32::MAX);
+    }
+}
+
 /// A queue request; leases whose answer could not be written are given back at once.
 async fn queue(
     frame: Frame,
@@ -151,9 +163,18 @@ async fn queue(
         return write_error(send, e.code(), e.to_string()).await;
     }
     let lessee = lessee(&req);
+    if lessee.is_some() {
+        // Over its fetch quota, a principal's poll waits before it leases anything.
+        let debt = broker
+            .auth()
+            .quotas()
+            .debt(principal.name(), Direction::Fetch);
+        tokio::time::sleep(debt).await;
+    }
     let queues = broker.queues();
     match queues.handle(req).await {
-        Ok((resp, payload)) => {
+        Ok((mut resp, payload)) => {
+            charge_leases(broker, principal, &mut resp, payload.len());
             let written = write_frame(send, FrameKind::QueueOk, &resp, payload).await;
             if let (Err(_), Some(lessee), QueueResponse::Leased { parts, .. }) =
                 (&written, lessee, &resp)
