@@ -1,8 +1,12 @@
 //! The broker's HTTP listener (axum): `/metrics` (Prometheus, OpenMetrics text, see
-//! [`metrics`]), `/healthz` (the process is up) and `/readyz` (storage is open and the QUIC
-//! listener accepts; 503 once a shutdown has begun), for scrapers and orchestrator probes. A thin
-//! driver like the QUIC transport: what it reports is read from the broker on each request.
+//! [`metrics`]), `/healthz` (the process is up), `/readyz` (storage is open and the QUIC
+//! listener accepts; 503 once a shutdown has begun), for scrapers and orchestrator probes, and the
+//! web console at `/` with its JSON API under `/api/` (see [`console`]). A thin driver like the
+//! QUIC transport: what it reports is read from the broker on each request. With authentication
+//! on, every path but the console's sign-in page and static assets needs a token with `describe`
+//! on the cluster ([`console::access`]).
 
+pub mod console;
 pub mod metrics;
 
 use std::net::SocketAddr;
@@ -25,8 +29,10 @@ pub struct HttpError {
     source: std::io::Error,
 }
 
+/// What every handler of the listener reads.
 #[derive(Clone)]
-struct Shared {
+pub struct Shared {
+    pub(crate) broker: Arc<Broker>,
     metrics: Arc<metrics::Metrics>,
     /// The QUIC server's shutdown token: once cancelled the broker is no longer ready.
     shutting_down: CancellationToken,
@@ -49,10 +55,11 @@ impl HttpServer {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| HttpError { addr, source })?;
-        let metrics = Arc::new(metrics::Metrics::new(broker));
+        let metrics = Arc::new(metrics::Metrics::new(broker.clone()));
         Ok(HttpServer {
             listener,
             shared: Shared {
+                broker,
                 metrics,
                 shutting_down,
             },
@@ -64,16 +71,19 @@ impl HttpServer {
     }
 
     /// Serves until `stop` is cancelled (after the broker has shut down, so `/readyz` can say
-    /// so while it drains).
+    /// so while it drains). Peer addresses are kept for the sign-in back-off.
     pub async fn run(self, stop: CancellationToken) -> std::io::Result<()> {
-        let app = Router::new()
+        let probes = Router::new()
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
-            .route("/metrics", get(scrape))
-            .with_state(self.shared);
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
+            .route("/metrics", get(scrape));
+        let app = console::routes(probes, self.shared.clone()).with_state(self.shared);
+        axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
     }
 }
 
