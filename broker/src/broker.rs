@@ -25,6 +25,7 @@ use crate::services::produce::ProduceService;
 use crate::services::queues::QueueService;
 use crate::storage::{StorageError, TopicStore};
 use crate::supervisor::Supervisor;
+use crate::telemetry::Telemetry;
 
 /// How often group sessions are checked for expiry (bounds how late a dead member is noticed).
 const SESSION_CHECK: Duration = Duration::from_millis(100);
@@ -89,6 +90,7 @@ pub struct Broker {
     pipelines: Arc<Pipelines>,
     registry: Arc<PluginRegistry>,
     auth: Arc<Auth>,
+    telemetry: Telemetry,
 }
 
 impl std::fmt::Debug for Broker {
@@ -164,6 +166,7 @@ impl Broker {
             produce,
             admin,
             config,
+            telemetry: Telemetry::default(),
         }))
     }
 
@@ -195,6 +198,13 @@ impl Broker {
         supervisor.on_shutdown(move || {
             if let Some(d) = delays.upgrade() {
                 d.stop();
+            }
+        });
+        // A `plugin logs --follow` parked in a long-poll must not hold up the drain.
+        let registry = Arc::downgrade(&self.registry);
+        supervisor.on_shutdown(move || {
+            if let Some(r) = registry.upgrade() {
+                r.logs().stop_waiting();
             }
         });
         Ok(())
@@ -232,6 +242,11 @@ impl Broker {
     /// Who connections are and what they may do.
     pub fn auth(&self) -> &Arc<Auth> {
         &self.auth
+    }
+
+    /// Request latencies and open connections and streams, for `/metrics`.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
     }
 
     /// Creating topics with the broker's defaults.

@@ -21,6 +21,7 @@ pub mod routing;
 pub mod services;
 pub mod storage;
 pub mod supervisor;
+pub mod telemetry;
 pub mod transport;
 pub mod util;
 

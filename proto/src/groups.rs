@@ -168,6 +168,10 @@ pub struct QueuePartitionState {
     pub available: u64,
     /// Records sent to `<topic>.dlq` since the broker started.
     pub dead_lettered: u64,
+    /// Records leased again after an earlier delivery (nacked or lease expired), since the
+    /// broker started.
+    #[serde(default)]
+    pub redelivered: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

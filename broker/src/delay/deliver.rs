@@ -118,7 +118,10 @@ fn deliver_round(
     let mut failed: Vec<Taken> = Vec::new();
     for o in outs {
         match append_out(topics, &o) {
-            Ok(Some(end)) => touched.push((o.topic.clone(), o.partition, end)),
+            Ok(Some(end)) => {
+                observe_lateness(store, &o.runs);
+                touched.push((o.topic.clone(), o.partition, end))
+            }
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(topic = %o.topic, partition = o.partition, error = %e, "cannot deliver delayed records");
@@ -130,6 +133,16 @@ fn deliver_round(
         return store.append_control(&Control::Done);
     }
     undo(store, failed)
+}
+
+/// How late each run reached its topic (early is not possible: a run is taken once due).
+fn observe_lateness(store: &DelayStore, runs: &[Taken]) {
+    let now = crate::util::now_ms();
+    for t in runs {
+        store
+            .lateness()
+            .observe((now - t.run.due).max(0) as f64 / 1000.0);
+    }
 }
 
 /// Appends one destination's batches; its log end after them (`None`: nothing to append).

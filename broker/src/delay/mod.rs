@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::{Condvar, Mutex};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use quiver_proto::batch::{self, Batch, Batches};
 
 use crate::storage::{Durability, LogConfig, PartitionLog, StorageError, TopicStore};
@@ -80,6 +81,13 @@ pub struct DelayStore {
     log: PartitionLog,
     shared: Arc<Shared>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// How late delayed records reach their topic (one observation per run, see `lateness`).
+    lateness: Histogram,
+}
+
+/// Buckets of the lateness histogram, in seconds: 1 ms to ~65 s.
+fn lateness_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.001, 2.0, 17)
 }
 
 /// What the delivery thread shares with the store without keeping the broker alive.
@@ -121,6 +129,7 @@ impl DelayStore {
             log,
             shared: Arc::default(),
             thread: Mutex::new(None),
+            lateness: Histogram::new(lateness_buckets()),
         };
         let unsettled = store.replay()?;
         deliver::settle(&store, unsettled, topics)?;
@@ -352,6 +361,12 @@ impl DelayStore {
         self.log.sync_through(info.log_end)?;
         tracing::info!(%topic, records = dropped, "delayed records of a deleted topic dropped");
         Ok(dropped)
+    }
+
+    /// Seconds between a run's due time and its append to the destination, one observation per
+    /// run (records held together with one due time; a run is delivered whole).
+    pub fn lateness(&self) -> &Histogram {
+        &self.lateness
     }
 
     /// Records held for `topic`.

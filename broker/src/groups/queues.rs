@@ -286,6 +286,7 @@ impl Queues {
                     leased: sp.leased(),
                     available: sp.waiting(),
                     dead_lettered: sp.dead_lettered,
+                    redelivered: sp.redelivered,
                 }
             })
             .collect();

@@ -57,6 +57,8 @@ pub struct SharePartition {
     leases: BTreeSet<(Instant, u64)>,
     pub max_deliveries: u32,
     pub dead_lettered: u64,
+    /// Leases of a record delivered before (after a nack or an expired lease), since start.
+    pub redelivered: u64,
 }
 
 impl SharePartition {
@@ -69,6 +71,7 @@ impl SharePartition {
             leases: BTreeSet::new(),
             max_deliveries: 5,
             dead_lettered: 0,
+            redelivered: 0,
         }
     }
 
@@ -185,6 +188,9 @@ impl SharePartition {
             return 0;
         };
         e.deliveries += 1;
+        if e.deliveries > 1 {
+            self.redelivered += 1;
+        }
         e.state = State::Leased {
             consumer: consumer.clone(),
             deadline,
@@ -332,7 +338,9 @@ mod tests {
         assert_eq!(s.settled, 1);
         assert!(s.dead.is_empty());
         // Record 0 comes back with its count; record 1 is still leased to a.
+        assert_eq!(sp.redelivered, 0);
         assert_eq!(sp.lease(&c("b"), now, later, 5, 2), vec![(0, 2)]);
+        assert_eq!(sp.redelivered, 1, "the second lease of offset 0");
         let s = sp.give_back("b", 0, 0, now, true);
         assert_eq!(s.dead.len(), 1);
         assert_eq!(s.dead[0].deliveries, 2);

@@ -12,7 +12,7 @@ pub mod topics;
 pub use config::LogConfig;
 pub use error::StorageError;
 pub use partition::{
-    AppendInfo, Clock, PartitionLog, PartitionStats, ReadResult, RetentionOutcome,
+    AppendInfo, Clock, PartitionLog, PartitionStats, ReadResult, RetentionOutcome, Traffic,
 };
 pub use topics::{validate_name, Topic, TopicConfig, TopicStore};
 

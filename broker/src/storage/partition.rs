@@ -8,10 +8,13 @@
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use prometheus_client::metrics::histogram::Histogram;
 use quiver_proto::batch::{self, encode_header, Batch};
 
 use super::config::LogConfig;
@@ -51,6 +54,44 @@ pub struct PartitionStats {
     pub log_end: u64,
     pub size_bytes: u64,
     pub segments: usize,
+    /// Traffic since the broker started (not persisted: Prometheus counters may reset).
+    pub traffic: Traffic,
+}
+
+/// Records and bytes into and out of a partition since the broker started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Traffic {
+    /// Appended (by producers, routing, dead-lettering, delayed delivery).
+    pub records_in: u64,
+    pub bytes_in: u64,
+    /// Handed to readers (fetches and queue leases), after read filters.
+    pub records_out: u64,
+    pub bytes_out: u64,
+}
+
+/// [`Traffic`]'s live counters: bumped once per batch or answer, never per record.
+#[derive(Debug, Default)]
+struct TrafficCounters {
+    records_in: AtomicU64,
+    bytes_in: AtomicU64,
+    records_out: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+impl TrafficCounters {
+    fn snapshot(&self) -> Traffic {
+        Traffic {
+            records_in: self.records_in.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            records_out: self.records_out.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Buckets of the fsync duration histogram, in seconds: 50 µs to ~3 s.
+pub fn fsync_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(0.000_05, 3.0, 11)
 }
 
 /// What a retention pass removed.
@@ -76,6 +117,9 @@ pub struct PartitionLog {
     sync: GroupCommit,
     /// The log end after every append, for long-polling readers.
     end_tx: tokio::sync::watch::Sender<u64>,
+    traffic: TrafficCounters,
+    /// Every fsync's duration; the topic store shares one histogram across its partitions.
+    fsync_seconds: Histogram,
 }
 
 impl PartitionLog {
@@ -130,11 +174,27 @@ impl PartitionLog {
             }),
             sync: GroupCommit::default(),
             end_tx: tokio::sync::watch::Sender::new(0),
+            traffic: TrafficCounters::default(),
+            fsync_seconds: Histogram::new(fsync_buckets()),
         };
         let end = log.stats().log_end;
         log.sync.mark_synced(end);
         log.end_tx.send_replace(end);
         Ok(log)
+    }
+
+    /// Reports fsyncs into `histogram` (shared by a store's partitions) instead of its own.
+    pub fn with_fsync_histogram(mut self, histogram: Histogram) -> PartitionLog {
+        self.fsync_seconds = histogram;
+        self
+    }
+
+    /// Counts records and bytes handed to a reader (a fetch answer or a queue lease).
+    pub fn count_out(&self, records: u64, bytes: u64) {
+        self.traffic
+            .records_out
+            .fetch_add(records, Ordering::Relaxed);
+        self.traffic.bytes_out.fetch_add(bytes, Ordering::Relaxed);
     }
 
     pub fn dir(&self) -> &Path {
@@ -205,6 +265,10 @@ impl PartitionLog {
         if active.rolled_after_ms.is_none() {
             active.rolled_after_ms = Some(now);
         }
+        let t = &self.traffic;
+        t.records_in
+            .fetch_add(h.record_count as u64, Ordering::Relaxed);
+        t.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
         Ok(AppendInfo {
             base_offset: h.base_offset,
             last_offset: h.last_offset(),
@@ -291,9 +355,11 @@ impl PartitionLog {
             files.push(file);
             (files, end, path)
         };
+        let started = Instant::now();
         for f in &files {
             f.sync_data().map_err(|e| StorageError::io(&path, e))?;
         }
+        self.fsync_seconds.observe(started.elapsed().as_secs_f64());
         Ok(end)
     }
 
@@ -453,6 +519,7 @@ impl PartitionLog {
             log_end,
             size_bytes: st.segments.iter().map(|s| s.size).sum(),
             segments: st.segments.len(),
+            traffic: self.traffic.snapshot(),
         }
     }
 

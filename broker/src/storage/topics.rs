@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+use prometheus_client::metrics::histogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::config::LogConfig;
 use super::error::StorageError;
-use super::partition::{system_clock, Clock, PartitionLog, RetentionOutcome};
+use super::partition::{fsync_buckets, system_clock, Clock, PartitionLog, RetentionOutcome};
 use crate::meta::{MetaStore, Namespace};
 
 pub const MAX_PARTITIONS: u32 = 10_000;
@@ -66,6 +67,8 @@ pub struct TopicStore {
     root: PathBuf,
     meta: MetaStore,
     clock: Clock,
+    /// Every fsync of every partition (one histogram: bounded series however many partitions).
+    fsync_seconds: Histogram,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Topics the metadata store knows but that could not be opened, with the reason.
     unavailable: RwLock<BTreeMap<String, String>>,
@@ -97,6 +100,7 @@ impl TopicStore {
             root,
             meta,
             clock,
+            fsync_seconds: Histogram::new(fsync_buckets()),
             topics: RwLock::default(),
             unavailable: RwLock::default(),
         };
@@ -116,6 +120,25 @@ impl TopicStore {
 
     pub fn meta(&self) -> &MetaStore {
         &self.meta
+    }
+
+    /// Counts records and bytes a reader received from a partition (after its answer was
+    /// written: a long poll whose client went away delivered nothing). Unknown partitions (a
+    /// topic deleted meanwhile) are ignored.
+    pub fn count_out(&self, topic: &str, partition: u32, records: u64, bytes: u64) {
+        if let Ok(log) = self.partition(topic, partition) {
+            log.count_out(records, bytes);
+        }
+    }
+
+    /// The duration of every fsync of every partition since the broker started.
+    pub fn fsync_histogram(&self) -> &Histogram {
+        &self.fsync_seconds
+    }
+
+    fn open_partition(&self, dir: &Path, log: LogConfig) -> Result<PartitionLog, StorageError> {
+        let log = PartitionLog::open(dir, log, self.clock.clone())?;
+        Ok(log.with_fsync_histogram(self.fsync_seconds.clone()))
     }
 
     fn topic_dir(&self, name: &str) -> PathBuf {
@@ -138,11 +161,7 @@ impl TopicStore {
                 );
                 return Err(StorageError::io(&dir, source));
             }
-            partitions.push(Arc::new(PartitionLog::open(
-                &dir,
-                config.log,
-                self.clock.clone(),
-            )?));
+            partitions.push(Arc::new(self.open_partition(&dir, config.log)?));
         }
         Ok(Topic {
             name: name.to_owned(),
@@ -229,11 +248,7 @@ impl TopicStore {
         let mut partitions = old.partitions.clone();
         for p in old.config.partitions..count {
             let dir = self.topic_dir(name).join(p.to_string());
-            partitions.push(Arc::new(PartitionLog::open(
-                &dir,
-                config.log,
-                self.clock.clone(),
-            )?));
+            partitions.push(Arc::new(self.open_partition(&dir, config.log)?));
         }
         config.partitions = count;
         self.meta.put_durable(Namespace::Topics, name, &config)?;

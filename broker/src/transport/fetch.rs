@@ -28,6 +28,7 @@ pub(super) async fn session(
             Ok(x) => x,
             Err(e) => return reject(send, &e).await,
         };
+        let started = std::time::Instant::now();
         let fetched = match authorize(&broker, &principal, Request::Fetch(&req)) {
             Ok(()) => tokio::select! {
                 r = session.fetch(&req) => r,
@@ -35,12 +36,22 @@ pub(super) async fn session(
             },
             Err(e) => Err(e),
         };
+        if let Ok((resp, _)) = &fetched {
+            broker
+                .telemetry()
+                .observe_fetch(resp.records, started.elapsed());
+        }
         let fetched = match fetched {
             Ok(answer) => throttle(answer, &broker, &principal, &reader).await,
             Err(e) => Err(e),
         };
         match fetched {
-            Ok((resp, bytes)) => write_frame(&mut send, FrameKind::FetchOk, &resp, bytes).await?,
+            Ok((resp, bytes)) => {
+                let size = bytes.len() as u64;
+                write_frame(&mut send, FrameKind::FetchOk, &resp, bytes).await?;
+                let topics = broker.topics();
+                topics.count_out(&req.topic, req.partition, resp.records as u64, size);
+            }
             Err(e) => {
                 let msg = format!("request {}: {e}", req.request_id);
                 write_request_error(&mut send, e.code(), msg, req.request_id).await?

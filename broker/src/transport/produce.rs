@@ -4,12 +4,11 @@
 //! one stream's requests share group commits.
 
 use std::sync::Arc;
-
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quiver_proto::frame::{Frame, FrameKind};
-use quiver_proto::messages::{ProduceRequest, ProduceResponse};
+use quiver_proto::messages::{Acks, ProduceRequest, ProduceResponse};
 use quiver_wire::{decode_frame, write_frame, write_request_error, WireError};
 use tokio::sync::mpsc;
 
@@ -24,7 +23,11 @@ const MAX_IN_FLIGHT: usize = 256;
 
 /// A produce answer still to be written, in request order, with its request id and how long
 /// the principal's produce quota holds it back.
-struct Pending(Accepted, u64, Duration);
+struct Pending(Accepted, u64, Duration, Timing);
+
+/// When a request arrived and its acks level (none for a request that could not be read): its
+/// latency is observed when its result is ready, before any quota wait.
+struct Timing(Instant, Option<Acks>);
 
 pub(super) async fn pipeline(
     first: Frame,
@@ -34,7 +37,7 @@ pub(super) async fn pipeline(
     principal: Arc<Principal>,
 ) -> Result<(), WireError> {
     let (tx, rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT);
-    let writer = tokio::spawn(write_answers(rx, send));
+    let writer = tokio::spawn(write_answers(rx, send, broker.clone()));
     let mut next = Some(first);
     while let Some(frame) = next.take() {
         let pending = match decode_frame::<ProduceRequest>(frame, FrameKind::Produce) {
@@ -67,8 +70,9 @@ async fn accept(
     payload: Bytes,
 ) -> Pending {
     let id = req.request_id;
+    let timing = Timing(Instant::now(), Some(req.acks));
     if let Err(e) = authorize(broker, principal, Request::Produce(&req)) {
-        return Pending(Accepted::Done(Err(e)), id, Duration::ZERO);
+        return Pending(Accepted::Done(Err(e)), id, Duration::ZERO, timing);
     }
     let quotas = broker.auth().quotas();
     let wait = quotas.charge(principal.name(), Direction::Produce, payload.len() as u64);
@@ -77,27 +81,33 @@ async fn accept(
         principal: principal.clone(),
     };
     let accepted = broker.produce().accept(req, payload, Some(writer)).await;
-    Pending(accepted, id, wait)
+    Pending(accepted, id, wait, timing)
 }
 
 /// A request that could not be read, as the answer it gets.
 fn unreadable(e: &WireError) -> Pending {
     let err = BrokerError::Wire(wire_code(e), e.to_string());
-    Pending(Accepted::Done(Err(err)), 0, Duration::ZERO)
+    let timing = Timing(Instant::now(), None);
+    Pending(Accepted::Done(Err(err)), 0, Duration::ZERO, timing)
 }
 
 async fn write_answers(
     mut rx: mpsc::Receiver<Pending>,
     mut send: quinn::SendStream,
+    broker: Arc<Broker>,
 ) -> Result<(), WireError> {
-    while let Some(Pending(accepted, request_id, throttle)) = rx.recv().await {
+    while let Some(Pending(accepted, request_id, throttle, timing)) = rx.recv().await {
         let result: Result<ProduceResponse, BrokerError> = match accepted {
-            Accepted::NoReply => continue,
+            Accepted::NoReply => {
+                timing.observe(&broker);
+                continue;
+            }
             Accepted::Done(r) => r,
             Accepted::Syncing(h) => h
                 .await
                 .unwrap_or_else(|e| Err(BrokerError::Internal(e.to_string()))),
         };
+        timing.observe(&broker);
         if !throttle.is_zero() {
             tokio::time::sleep(throttle).await;
         }
@@ -114,4 +124,12 @@ async fn write_answers(
     }
     send.finish()?;
     Ok(())
+}
+
+impl Timing {
+    fn observe(&self, broker: &Broker) {
+        if let Some(acks) = self.1 {
+            broker.telemetry().observe_produce(acks, self.0.elapsed());
+        }
+    }
 }

@@ -159,6 +159,7 @@ async fn serve_connection(conn: quinn::Connection, broker: Arc<Broker>, supervis
             return conn.close(close_code(e.code()), e.to_string().as_bytes());
         }
     };
+    let _open = broker.telemetry().connection();
     let token = supervisor.token();
     loop {
         let (send, recv) = tokio::select! {
@@ -178,6 +179,7 @@ async fn serve_connection(conn: quinn::Connection, broker: Arc<Broker>, supervis
         };
         let (broker, token, principal) = (broker.clone(), token.clone(), principal.clone());
         supervisor.spawn(async move {
+            let _open = broker.telemetry().stream();
             if let Err(e) = stream::serve(send, recv, broker, principal, token).await {
                 tracing::debug!(%remote, error = %e, "stream ended with an error");
             }

@@ -148,6 +148,24 @@ fn charge_leases(broker: &Broker, principal: &Principal, resp: &mut QueueRespons
     }
 }
 
+fn queue_topic(req: &QueueRequest) -> &str {
+    match req {
+        QueueRequest::Poll { topic, .. }
+        | QueueRequest::Ack { topic, .. }
+        | QueueRequest::Nack { topic, .. }
+        | QueueRequest::Release { topic, .. } => topic,
+    }
+}
+
+/// Counts leased records and bytes as handed out of their partitions.
+fn count_leased(broker: &Broker, topic: &str, parts: &[quiver_proto::groups::LeasedPart]) {
+    for p in parts {
+        let records = p.records.len() as u64;
+        let topics = broker.topics();
+        topics.count_out(topic, p.partition, records, p.bytes as u64);
+    }
+}
+
 /// A queue request; leases whose answer could not be written are given back at once.
 async fn queue(
     frame: Frame,
@@ -163,6 +181,7 @@ async fn queue(
         return write_error(send, e.code(), e.to_string()).await;
     }
     let lessee = lessee(&req);
+    let topic = queue_topic(&req).to_owned();
     if lessee.is_some() {
         // Over its fetch quota, a principal's poll waits before it leases anything.
         let debt = broker
@@ -176,10 +195,12 @@ async fn queue(
         Ok((mut resp, payload)) => {
             charge_leases(broker, principal, &mut resp, payload.len());
             let written = write_frame(send, FrameKind::QueueOk, &resp, payload).await;
-            if let (Err(_), Some(lessee), QueueResponse::Leased { parts, .. }) =
-                (&written, lessee, &resp)
-            {
-                queues.give_back(lessee, parts).await;
+            if let QueueResponse::Leased { parts, .. } = &resp {
+                match (&written, lessee) {
+                    (Err(_), Some(lessee)) => queues.give_back(lessee, parts).await,
+                    (Err(_), None) => {}
+                    (Ok(()), _) => count_leased(broker, &topic, parts),
+                }
             }
             written
         }
