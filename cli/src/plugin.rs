@@ -1,10 +1,13 @@
-//! `quiver plugin deploy|list|describe|remove` and the plugin parts of `topic attach|detach`.
+//! `quiver plugin deploy|list|describe|logs|remove` and the plugin parts of `topic attach|detach`.
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use quiver::{AttachOptions, AttachmentInfo, PluginVersionInfo};
 
 use crate::args::ConnectArgs;
+
+#[path = "plugin_logs.rs"]
+mod logs;
 
 #[derive(Subcommand, Debug)]
 pub enum PluginCommand {
@@ -29,6 +32,20 @@ pub enum PluginCommand {
     Describe {
         /// NAME or NAME@VERSION.
         name: String,
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+    /// Print the lines a plugin logged (the broker keeps the last 512 per plugin since it
+    /// started); with --follow, keep printing new ones as they are logged until Ctrl-C.
+    Logs {
+        /// NAME or NAME@VERSION.
+        name: String,
+        /// Only the lines of this version (default: every version).
+        #[arg(long)]
+        version: Option<String>,
+        /// Keep waiting for new lines (a long-poll) and print them as they come.
+        #[arg(long, short = 'f')]
+        follow: bool,
         #[command(flatten)]
         conn: ConnectArgs,
     },
@@ -95,6 +112,27 @@ pub async fn run(cmd: PluginCommand) -> anyhow::Result<()> {
                 mib(d.memory.budget_bytes)
             );
             client.close().await;
+        }
+        PluginCommand::Logs {
+            name,
+            version,
+            follow,
+            conn,
+        } => {
+            let client = conn.connect().await?;
+            let admin = client.admin();
+            let result = if follow {
+                tokio::select! {
+                    r = logs::follow(&admin, &name, version.as_deref()) => r,
+                    _ = tokio::signal::ctrl_c() => Ok(()),
+                }
+            } else {
+                logs::print_buffered(&admin, &name, version.as_deref())
+                    .await
+                    .map(drop)
+            };
+            client.close().await;
+            result?;
         }
         PluginCommand::Remove { name, conn } => {
             let client = conn.connect().await?;

@@ -62,6 +62,7 @@ impl Sample {
                 A::DeployPlugin { .. } => "deploy-plugin",
                 A::ListPlugins => "list-plugins",
                 A::DescribePlugin { .. } => "describe-plugin",
+                A::ListPluginLogs { .. } => "list-plugin-logs",
                 A::RemovePlugin { .. } => "remove-plugin",
                 A::AttachPlugin { .. } => "attach-plugin",
                 A::DetachPlugin { .. } => "detach-plugin",
@@ -188,6 +189,12 @@ fn samples(delayed: u64) -> Vec<Sample> {
         Sample::Admin(A::ListPlugins),
         Sample::Admin(A::DescribePlugin {
             name: "p1@1".into(),
+        }),
+        Sample::Admin(A::ListPluginLogs {
+            name: "p1".into(),
+            version: Some("1".into()),
+            after: None,
+            max_wait_ms: 0,
         }),
         Sample::Admin(A::RemovePlugin { name: "p1".into() }),
         Sample::Admin(A::AttachPlugin {
@@ -362,7 +369,7 @@ async fn every_request_kind_is_checked_and_needs_exactly_its_table_entry() {
     let kinds: BTreeSet<&str> = samples.iter().map(Sample::kind).collect();
     assert_eq!(
         kinds.len(),
-        44,
+        45,
         "one sample of every request kind: {kinds:?}"
     );
     let delayed_topic = |id| (id == held).then(|| "t1".to_string());

@@ -1,5 +1,5 @@
 //! Administration: create, delete, list, describe and grow topics; deploy, list, describe and
-//! remove plugins; attach plugins to topics and detach them; list, describe and reset consumer
+//! remove plugins and read their log lines; attach plugins to topics and detach them; list, describe and reset consumer
 //! groups and read or store their committed offsets; hand out idempotent producer ids; manage
 //! exchanges and their router plugins; cancel records held for delayed delivery; manage users and
 //! ACLs.
@@ -12,7 +12,9 @@ use quiver_proto::groups::{
     ResetTo, TopicPartition,
 };
 use quiver_proto::messages::{AdminRequest, AdminResponse, TopicDescription, TopicSummary};
-use quiver_proto::plugins::{AttachOptions, AttachmentInfo, PluginDescription, PluginVersionInfo};
+use quiver_proto::plugins::{
+    AttachOptions, AttachmentInfo, PluginDescription, PluginLogLine, PluginVersionInfo,
+};
 use quiver_proto::routing::{Binding, ExchangeInfo, ExchangeKind};
 
 use crate::client::Client;
@@ -38,6 +40,17 @@ impl NewTopic {
             ..Default::default()
         }
     }
+}
+
+/// One answer of [`Admin::plugin_logs`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginLogs {
+    /// Oldest first, each with its sequence number (per plugin, without gaps).
+    pub lines: Vec<PluginLogLine>,
+    /// The cursor for the next call's `after`.
+    pub next: u64,
+    /// Lines after the cursor that the broker's bounded buffer dropped before this read.
+    pub dropped: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -200,6 +213,38 @@ impl Admin {
                 attachments,
                 logs,
                 memory,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The log lines plugin `name` wrote (of one `version`, or all) after the cursor `after`
+    /// (every line the broker still holds when `None`). With none yet, the broker holds the request
+    /// up to `max_wait` (at most 30 s) and answers as soon as one is logged: call again with
+    /// [`PluginLogs::next`] to follow the log.
+    pub async fn plugin_logs(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        after: Option<u64>,
+        max_wait: std::time::Duration,
+    ) -> Result<PluginLogs, ClientError> {
+        let req = AdminRequest::ListPluginLogs {
+            name: name.to_owned(),
+            version: version.map(str::to_owned),
+            after,
+            max_wait_ms: max_wait.as_millis().min(u32::MAX as u128) as u32,
+        };
+        match self.call(req).await? {
+            AdminResponse::PluginLogs {
+                lines,
+                next,
+                dropped,
+                ..
+            } => Ok(PluginLogs {
+                lines,
+                next,
+                dropped,
             }),
             other => Err(unexpected(other)),
         }

@@ -16,7 +16,7 @@ pub mod queue;
 pub mod rpc;
 pub mod tls;
 
-pub use admin::{Admin, Deployed, NewTopic};
+pub use admin::{Admin, Deployed, NewTopic, PluginLogs};
 // What `Admin::attach_plugin` and `Admin::attach_exchange_router` take: the wire type itself.
 pub use client::{Client, ClientOptions};
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, SeekTo};
@@ -40,7 +40,7 @@ pub use quiver_proto::messages::{
     Acks, AttachmentInfo, ErrorPolicy, PartitionDescription, PluginRef, PluginVersionInfo,
     TopicDescription, TopicSummary,
 };
-pub use quiver_proto::plugins::AttachOptions;
+pub use quiver_proto::plugins::{AttachOptions, PluginLogLine};
 pub use quiver_proto::routing::{Binding, ExchangeInfo, ExchangeKind, HeaderMatch};
 pub use quiver_proto::{Batch, BatchBuilder, ErrorCode, Record, RecordData, RecordRef};
 /// The frame I/O the client speaks (its errors appear in [`ClientError::Wire`]).

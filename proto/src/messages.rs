@@ -15,8 +15,8 @@ use crate::frame::{Frame, FrameError, FrameKind};
 use crate::routing::{Binding, ExchangeInfo, ExchangeKind};
 // Declared in `plugins` (which `routing` uses too); re-exported so `messages::…` paths keep working.
 pub use crate::plugins::{
-    AttachOptions, AttachmentInfo, ErrorPolicy, PluginDescription, PluginMemory, PluginRef,
-    PluginVersionInfo,
+    AttachOptions, AttachmentInfo, ErrorPolicy, PluginDescription, PluginLogLine, PluginMemory,
+    PluginRef, PluginVersionInfo,
 };
 
 /// The protocol version this build speaks (sent in `Hello`, echoed in `HelloOk`).
@@ -303,6 +303,18 @@ pub enum AdminRequest {
     DescribePlugin {
         name: String,
     },
+    /// The log lines of plugin `name` after the cursor `after` (every line still buffered when
+    /// `None`), of one `version` or all. A long-poll: with nothing to answer, the broker holds the
+    /// request up to `max_wait_ms` (at most 30 s) and answers as soon as a line is logged.
+    ListPluginLogs {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
+        #[serde(default)]
+        max_wait_ms: u32,
+    },
     /// `name` is `NAME` (every version) or `NAME@VERSION`; refused while attached.
     RemovePlugin {
         name: String,
@@ -427,6 +439,17 @@ pub enum AdminResponse {
     PluginRemoved {
         name: String,
         versions: Vec<String>,
+    },
+    /// The answer to `ListPluginLogs`: lines oldest first.
+    PluginLogs {
+        name: String,
+        lines: Vec<PluginLogLine>,
+        /// The cursor to pass as `after` next time (the last line looked at, also when the
+        /// version filter left it out; 0 before the first line).
+        next: u64,
+        /// Lines after the request's `after` that the bounded buffer no longer holds.
+        #[serde(default, skip_serializing_if = "is_zero_u64")]
+        dropped: u64,
     },
     /// The topic's pipeline after an attach or detach.
     Pipeline {
@@ -677,6 +700,14 @@ mod tests {
             Just(AdminRequest::ListPlugins),
             name().prop_map(|name| AdminRequest::DescribePlugin { name }),
             name().prop_map(|name| AdminRequest::RemovePlugin { name }),
+            (name(), of(name()), of(any::<u64>()), any::<u32>()).prop_map(
+                |(name, version, after, max_wait_ms)| AdminRequest::ListPluginLogs {
+                    name,
+                    version,
+                    after,
+                    max_wait_ms,
+                }
+            ),
             attach,
             (name(), name())
                 .prop_map(|(topic, plugin)| AdminRequest::DetachPlugin { topic, plugin }),
@@ -785,6 +816,19 @@ mod tests {
             )
     }
 
+    fn log_line() -> impl Strategy<Value = PluginLogLine> {
+        (any::<(u64, i64)>(), name(), name(), of(name()), name()).prop_map(
+            |((seq, timestamp_ms), version, level, source, text)| PluginLogLine {
+                seq,
+                timestamp_ms,
+                version,
+                level,
+                source,
+                text,
+            },
+        )
+    }
+
     fn plugin_responses() -> impl Strategy<Value = AdminResponse> {
         let infos = || proptest::collection::vec(version_info(), 0..3);
         let stages = || proptest::collection::vec(attachment(), 0..3);
@@ -818,6 +862,17 @@ mod tests {
                 }),
             (name(), proptest::collection::vec(name(), 0..3))
                 .prop_map(|(name, versions)| AdminResponse::PluginRemoved { name, versions }),
+            (
+                name(),
+                proptest::collection::vec(log_line(), 0..3),
+                any::<(u64, u64)>()
+            )
+                .prop_map(|(name, lines, (next, dropped))| AdminResponse::PluginLogs {
+                    name,
+                    lines,
+                    next,
+                    dropped,
+                }),
             (name(), stages())
                 .prop_map(|(topic, stages)| AdminResponse::Pipeline { topic, stages }),
         ]

@@ -171,3 +171,22 @@ pub struct PluginDescription {
     /// The memory of all plugins together, against the broker's budget.
     pub memory: PluginMemory,
 }
+
+/// One line a plugin logged through `host.log`, as `ListPluginLogs` answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginLogLine {
+    /// Numbered per plugin name from 1 since the broker started, without gaps: a reader that sees
+    /// a jump knows how many lines the broker's bounded buffer dropped in between.
+    pub seq: u64,
+    /// When the plugin logged it, ms since the epoch.
+    pub timestamp_ms: i64,
+    /// The version of the plugin that logged it.
+    pub version: String,
+    /// `trace`, `debug`, `info`, `warn` or `error`.
+    pub level: String,
+    /// Where the instance runs: a topic's name (an ingest stage), `exchange:NAME` (a router) or
+    /// `read-filter` (a consumer's read filter); absent for the deploy-time probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    pub text: String,
+}

@@ -91,6 +91,7 @@ fn admin<'a>(req: &'a AdminRequest, delayed_topic: &dyn Fn(u64) -> Option<String
         A::DeployPlugin { name, .. } => one(Res::Plugin, name, Op::Deploy),
         A::ListPlugins => Access::Filtered(Res::Plugin),
         A::DescribePlugin { name } => one(Res::Plugin, plugin_name(name), Op::Describe),
+        A::ListPluginLogs { name, .. } => one(Res::Plugin, plugin_name(name), Op::Describe),
         A::RemovePlugin { name } => one(Res::Plugin, plugin_name(name), Op::Delete),
         A::AttachPlugin { topic, options } => {
             let mut needs = vec![

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use wasmtime::component::{ComponentNamedList, ComponentType, Func, InstancePre, Lift};
 use wasmtime::{Engine, Store, Trap};
 
 use super::engine::EPOCH_TICK;
-use super::sandbox::{ConfigEntry, HostState, MemoryBudget, RecentLogs};
+use super::logs::LogSink;
+use super::sandbox::{ConfigEntry, HostState, MemoryBudget};
 use crate::util::truncate_utf8;
 
 /// Longest message a plugin may put in an error (it travels in error frames, dead-letter headers
@@ -84,7 +84,8 @@ pub struct PluginPre {
     pub world: World,
     pub(super) engine: Engine,
     pub(super) pre: InstancePre<HostState>,
-    pub(super) logs: Arc<Mutex<RecentLogs>>,
+    /// Where its instances log (no source: [`PluginInstance::with_logs`] adds one).
+    pub(super) logs: LogSink,
     /// The broker-wide memory budget every instance reserves from.
     pub(super) budget: Arc<MemoryBudget>,
 }
@@ -119,11 +120,20 @@ impl PluginInstance {
     /// Instantiates in a fresh sandbox. Fails when the component does not export the functions of
     /// its world with the right types.
     pub fn new(pre: &PluginPre, limits: Limits) -> Result<PluginInstance, PluginError> {
+        PluginInstance::with_logs(pre, limits, pre.logs.clone())
+    }
+
+    /// [`PluginInstance::new`], logging to `logs` (tagged with where the instance runs).
+    pub fn with_logs(
+        pre: &PluginPre,
+        limits: Limits,
+        logs: LogSink,
+    ) -> Result<PluginInstance, PluginError> {
         let state = HostState::new(
             pre.label.clone(),
             limits.memory_bytes,
             pre.budget.clone(),
-            pre.logs.clone(),
+            logs,
         );
         let mut store = Store::new(&pre.engine, state);
         store.limiter(|s| s.limiter());

@@ -1,10 +1,11 @@
 //! The WebAssembly plugin host: one wasmtime engine ([`engine`]), the sandbox every instance runs in
 //! ([`sandbox`]), live instances ([`instance`]), the registry of deployed components
-//! ([`registry`]), topic ingest pipelines with error policies and health ([`pipeline`]) and
-//! consumer read filters ([`read_filter`]). See docs/plugins.md.
+//! ([`registry`]) and the lines they log ([`logs`]), topic ingest pipelines with error policies
+//! and health ([`pipeline`]) and consumer read filters ([`read_filter`]). See docs/plugins.md.
 
 pub mod engine;
 pub mod instance;
+pub mod logs;
 pub mod pipeline;
 pub mod read_filter;
 pub mod registry;

@@ -183,7 +183,8 @@ impl Pipelines {
         let mut routers = HashMap::new();
         for (key, spec) in meta.scan::<StageSpec>(Namespace::Plugins, "exchange-router/")? {
             let exchange = key.trim_start_matches("exchange-router/").to_owned();
-            let stage = load_stage(&registry, &config, spec, &exchange, max_output_bytes);
+            let source = format!("exchange:{exchange}");
+            let stage = load_stage(&registry, &config, spec, &source, max_output_bytes);
             routers.insert(exchange, Arc::new(stage));
         }
         Ok(Pipelines {
@@ -212,7 +213,8 @@ impl Pipelines {
             max_output_bytes: 0,
         };
         let max = (self.config.max_instances / 2).max(1);
-        ReadFilter::new(Slot::new(pre, limits, config), &self.read_filters, max)
+        let slot = Slot::new(pre, limits, config, "read-filter");
+        ReadFilter::new(slot, &self.read_filters, max)
     }
 
     pub fn has_pipeline(&self, topic: &str) -> bool {
@@ -229,7 +231,7 @@ impl Pipelines {
         check_dlq_name(topic, options.on_error)?;
         // Warmed up before the lock: a slow `init` (up to its time limit) must not hold up every
         // other attach, detach and topic delete of the broker.
-        let stage = self.new_stage(options)?;
+        let stage = self.new_stage(options, topic)?;
         let _admin = self.admin.lock();
         self.check_still_deployed(&stage)?;
         let name = stage.spec.plugin().to_owned();
@@ -262,7 +264,8 @@ impl Pipelines {
 
     /// A stage for `options`, its instance created and initialised (so a refused configuration
     /// fails here, before anything changes).
-    fn new_stage(&self, options: AttachOptions) -> Result<Arc<Stage>, PluginError> {
+    /// `source` names the attachment in the plugin's log lines.
+    fn new_stage(&self, options: AttachOptions, source: &str) -> Result<Arc<Stage>, PluginError> {
         let info = self.registry.resolve(&options.plugin)?;
         let pre = self.registry.pre(&info.name, &info.version)?;
         let world = pre.world;
@@ -278,6 +281,7 @@ impl Pipelines {
             pre,
             limits(&spec, self.max_output_bytes),
             spec.options.config.clone(),
+            source,
         );
         slot.warm()?;
         Ok(Arc::new(Stage::new(
@@ -296,7 +300,7 @@ impl Pipelines {
         options: AttachOptions,
     ) -> Result<AttachmentInfo, PluginError> {
         check_dlq_name(exchange, options.on_error)?;
-        let stage = self.new_stage(options)?;
+        let stage = self.new_stage(options, &format!("exchange:{exchange}"))?;
         let _admin = self.admin.lock();
         self.check_still_deployed(&stage)?;
         if stage.world != World::Router {
@@ -644,7 +648,7 @@ fn load_stage(
     let slot = loaded
         .map(|pre| {
             let config = spec.options.config.clone();
-            Slot::new(pre, limits(&spec, max_output_bytes), config)
+            Slot::new(pre, limits(&spec, max_output_bytes), config, topic)
         })
         .map_err(|e| {
             tracing::error!(%topic, plugin = %spec.plugin(), error = %e, "cannot load an attached plugin; its stage fails every batch");

@@ -14,7 +14,7 @@ use wasmtime::component::Component;
 
 use super::engine::{Compiled, PluginEngine};
 use super::instance::{Limits, PluginInstance, PluginPre, World};
-use super::sandbox::RecentLogs;
+use super::logs::LogHub;
 use super::{sha256_hex, PluginError};
 use crate::meta::{MetaStore, Namespace};
 
@@ -23,6 +23,8 @@ use crate::meta::{MetaStore, Namespace};
 const COMPONENT_PREAMBLE: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
 const WASM_MAGIC: [u8; 4] = [0x00, 0x61, 0x73, 0x6d];
 const MAX_NAME: usize = 64;
+/// Log lines `plugin describe` shows per version.
+const RECENT_LINES: usize = 20;
 
 /// The stored bytes of one component (keyed by content hash, shared by versions).
 #[derive(Serialize, Deserialize)]
@@ -46,6 +48,8 @@ pub struct PluginRegistry {
     loaded: Mutex<HashMap<(String, String), Arc<PluginPre>>>,
     /// Serialises deploy and remove so version numbering and hash reference counts stay exact.
     admin: Mutex<()>,
+    /// The log lines of every plugin, by name.
+    logs: LogHub,
 }
 
 impl std::fmt::Debug for PluginRegistry {
@@ -69,11 +73,17 @@ impl PluginRegistry {
             engine,
             loaded: Mutex::default(),
             admin: Mutex::new(()),
+            logs: LogHub::default(),
         }
     }
 
     pub fn engine(&self) -> &Arc<PluginEngine> {
         &self.engine
+    }
+
+    /// The log lines plugins wrote since the broker started.
+    pub fn logs(&self) -> &LogHub {
+        &self.logs
     }
 
     /// Validates and stores a component. Deploying the same bytes again under the same version (or
@@ -165,7 +175,7 @@ impl PluginRegistry {
             world,
             engine: self.engine.engine().clone(),
             pre,
-            logs: Arc::new(Mutex::new(RecentLogs::default())),
+            logs: self.logs.sink(&info.name, &info.version),
             budget: self.engine.budget().clone(),
         });
         let probe = Limits {
@@ -283,6 +293,7 @@ impl PluginRegistry {
                 .remove(&(v.name.clone(), v.version.clone()));
         }
         self.collect_garbage(&found)?;
+        self.forget_logs_of_gone(&found)?;
         tracing::info!(plugin = %reference, versions = found.len(), "plugin removed");
         Ok(found.into_iter().map(|v| v.version).collect())
     }
@@ -300,6 +311,17 @@ impl PluginRegistry {
         Ok(())
     }
 
+    /// Drops the log lines of plugins that have no version left.
+    fn forget_logs_of_gone(&self, removed: &[PluginVersionInfo]) -> Result<(), PluginError> {
+        let remaining = self.list()?;
+        for v in removed {
+            if !remaining.iter().any(|r| r.name == v.name) {
+                self.logs.forget(&v.name);
+            }
+        }
+        Ok(())
+    }
+
     /// One more than the highest numeric version of `name` (1 for a new plugin).
     fn next_version(&self, name: &str) -> Result<String, PluginError> {
         let highest = self
@@ -312,16 +334,9 @@ impl PluginRegistry {
         Ok((highest + 1).to_string())
     }
 
-    /// The recent log lines of a version that has been loaded since start.
+    /// The recent log lines of a version since the broker started, for `plugin describe`.
     pub fn recent_logs(&self, name: &str, version: &str) -> Vec<String> {
-        let loaded = self.loaded.lock();
-        let Some(pre) = loaded.get(&(name.to_owned(), version.to_owned())) else {
-            return Vec::new();
-        };
-        let logs = pre.logs.lock();
-        logs.lines()
-            .map(|(level, line)| format!("{name}@{version} {level:?}: {line}"))
-            .collect()
+        self.logs.ring(name).recent(name, version, RECENT_LINES)
     }
 }
 

@@ -18,6 +18,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::logs::LogSink;
 use crate::util::truncate_utf8;
 
 /// The WIT interface name of the host imports.
@@ -72,7 +73,7 @@ pub struct HostState {
     /// `name@version`, the target of its log lines.
     pub(crate) label: Arc<str>,
     log_budget: u32,
-    pub(crate) logs: Arc<Mutex<RecentLogs>>,
+    pub(crate) logs: LogSink,
     pub(crate) stderr: TailPipe,
 }
 
@@ -81,7 +82,7 @@ impl HostState {
         label: Arc<str>,
         memory_limit: usize,
         budget: Arc<MemoryBudget>,
-        logs: Arc<Mutex<RecentLogs>>,
+        logs: LogSink,
     ) -> HostState {
         let stderr = TailPipe::default();
         let wasi = WasiCtx::builder()
@@ -156,7 +157,7 @@ impl HostState {
             Level::Warn => tracing::warn!(target: "quiver::plugin", plugin, "{message}"),
             Level::Error => tracing::error!(target: "quiver::plugin", plugin, "{message}"),
         }
-        self.logs.lock().push(level, message);
+        self.logs.push(level, message);
     }
 }
 
@@ -275,27 +276,6 @@ impl ResourceLimiter for MemoryLimiter {
 impl Drop for MemoryLimiter {
     fn drop(&mut self) {
         self.budget.release(self.total);
-    }
-}
-
-/// The last few log lines of a plugin, shown by `plugin describe`.
-#[derive(Debug, Default)]
-pub struct RecentLogs {
-    lines: VecDeque<(Level, String)>,
-}
-
-impl RecentLogs {
-    const KEEP: usize = 20;
-
-    fn push(&mut self, level: Level, line: String) {
-        if self.lines.len() == Self::KEEP {
-            self.lines.pop_front();
-        }
-        self.lines.push_back((level, line));
-    }
-
-    pub fn lines(&self) -> impl Iterator<Item = &(Level, String)> {
-        self.lines.iter()
     }
 }
 

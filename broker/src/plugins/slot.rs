@@ -7,20 +7,31 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::instance::{Limits, PluginInstance, PluginPre};
+use super::logs::LogSink;
 use super::{Failure, PluginError};
 
 pub struct Slot {
     pre: Arc<PluginPre>,
     limits: Limits,
     config: Vec<(String, String)>,
+    /// The plugin's log, tagged with where this slot runs.
+    logs: LogSink,
     instance: Mutex<Option<PluginInstance>>,
     /// The live instance's memory after its last call, readable while a call runs.
     last_memory: AtomicUsize,
 }
 
 impl Slot {
-    pub fn new(pre: Arc<PluginPre>, limits: Limits, config: Vec<(String, String)>) -> Slot {
+    /// `source` says where the instance runs, in its log lines: a topic, `exchange:NAME` or
+    /// `read-filter`.
+    pub fn new(
+        pre: Arc<PluginPre>,
+        limits: Limits,
+        config: Vec<(String, String)>,
+        source: &str,
+    ) -> Slot {
         Slot {
+            logs: pre.logs.for_source(source),
             pre,
             limits,
             config,
@@ -96,7 +107,7 @@ impl Slot {
     }
 
     fn fresh(&self) -> Result<PluginInstance, PluginError> {
-        let mut instance = PluginInstance::new(&self.pre, self.limits)?;
+        let mut instance = PluginInstance::with_logs(&self.pre, self.limits, self.logs.clone())?;
         instance.init(&self.config)?;
         Ok(instance)
     }

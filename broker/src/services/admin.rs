@@ -70,6 +70,7 @@ impl AdminService {
             R::DeployPlugin { .. }
             | R::ListPlugins
             | R::DescribePlugin { .. }
+            | R::ListPluginLogs { .. }
             | R::RemovePlugin { .. }
             | R::AttachPlugin { .. }
             | R::DetachPlugin { .. } => self.plugins.handle(req, payload),

@@ -1,8 +1,10 @@
 //! The plugin service: deploy (the component is the request's payload), list, describe (versions,
-//! attachments, recent log lines), remove, and attach/detach stages of a topic's ingest pipeline.
+//! attachments, recent log lines), read log lines (a long-poll), remove, and attach/detach stages
+//! of a topic's ingest pipeline.
 //! The registry and the pipelines live in `plugins/`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use quiver_proto::messages::{AdminRequest, AdminResponse};
@@ -43,6 +45,12 @@ impl PluginService {
                 plugins: self.registry.list()?,
             }),
             AdminRequest::DescribePlugin { name } => self.describe(&name),
+            AdminRequest::ListPluginLogs {
+                name,
+                version,
+                after,
+                max_wait_ms,
+            } => self.logs(&name, version.as_deref(), after, max_wait_ms),
             AdminRequest::RemovePlugin { name } => {
                 let versions = self.pipelines.remove_plugin(&name)?;
                 Ok(AdminResponse::PluginRemoved { name, versions })
@@ -88,6 +96,35 @@ impl PluginService {
                 in_use_bytes: budget.used() as u64,
                 budget_bytes: budget.limit() as u64,
             },
+        })
+    }
+
+    /// Log lines of a deployed plugin after a cursor; waits up to `max_wait_ms` for one when
+    /// there are none (this runs on the blocking pool, as every admin request does).
+    fn logs(
+        &self,
+        reference: &str,
+        version: Option<&str>,
+        after: Option<u64>,
+        max_wait_ms: u32,
+    ) -> Result<AdminResponse, BrokerError> {
+        // `NAME@VERSION` is accepted too, like the other plugin requests.
+        let (name, embedded) = split_ref(reference);
+        let version = version.or(embedded);
+        match version {
+            Some(v) => self.registry.versions(&format!("{name}@{v}"))?,
+            None => self.registry.versions(name)?,
+        };
+        let wait = Duration::from_millis(max_wait_ms as u64);
+        let page = self
+            .registry
+            .logs()
+            .read_blocking(name, version, after, wait);
+        Ok(AdminResponse::PluginLogs {
+            name: name.to_owned(),
+            lines: page.lines,
+            next: page.next,
+            dropped: page.dropped,
         })
     }
 
