@@ -89,8 +89,11 @@ fn main() -> ExitCode {
                     data_dir,
                     listen,
                     auth,
+                    metrics,
                 },
-            ) => serve::run(data_dir, *listen, *auth).await.map(|()| true),
+            ) => serve::run(data_dir, *listen, *auth, *metrics)
+                .await
+                .map(|()| true),
             (None, _) => Ok(true),
         }
     });
@@ -189,6 +192,11 @@ fn describe_systems(plan: &Plan, report: &mut Report) {
                 "off"
             };
             settings.insert("auth".to_owned(), auth.to_owned());
+            let metrics = match plan.metrics {
+                true => "on: HTTP listener, /metrics scraped every second",
+                false => "off: no HTTP listener",
+            };
+            settings.insert("metrics".to_owned(), metrics.to_owned());
         }
     }
 }

@@ -27,4 +27,6 @@ pub struct Plan {
     pub idempotent: bool,
     /// Quiver runs with authentication and ACL checks on.
     pub auth: bool,
+    /// Quiver serves `/metrics`, scraped every second.
+    pub metrics: bool,
 }

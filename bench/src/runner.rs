@@ -165,6 +165,7 @@ async fn run_on<D: Driver>(
         work_dir: plan.work_dir.clone(),
         idempotent: plan.idempotent,
         auth: plan.auth,
+        metrics: plan.metrics,
     };
     let driver = match tokio::time::timeout(START_TIMEOUT, D::start(cfg)).await {
         Ok(Ok(d)) => d,

@@ -8,14 +8,16 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use quiver_broker::http::HttpServer;
 use quiver_broker::transport::tls::{self, TransportOptions};
 use quiver_broker::transport::Server;
 use quiver_broker::{Broker, BrokerConfig};
+use tokio_util::sync::CancellationToken;
 
 /// The line prefix the harness waits for.
 pub const READY: &str = "READY";
 
-pub async fn run(data_dir: &Path, listen: SocketAddr, auth: bool) -> Result<()> {
+pub async fn run(data_dir: &Path, listen: SocketAddr, auth: bool, metrics: bool) -> Result<()> {
     tls::install_crypto_provider();
     let mut config = BrokerConfig {
         data_dir: data_dir.to_owned(),
@@ -34,6 +36,9 @@ pub async fn run(data_dir: &Path, listen: SocketAddr, auth: bool) -> Result<()> 
     let broker = tokio::task::spawn_blocking(move || Broker::open(config))
         .await?
         .context("opening storage")?;
+    if metrics {
+        serve_metrics(broker.clone()).await?;
+    }
     let server = Server::bind(broker, listen, server_config)?;
     let addr = server.local_addr()?;
     let mut out = std::io::stdout().lock();
@@ -42,4 +47,34 @@ pub async fn run(data_dir: &Path, listen: SocketAddr, auth: bool) -> Result<()> 
     drop(out);
     server.run().await?;
     Ok(())
+}
+
+/// The broker's HTTP listener on a free loopback port, and a scraper that reads `/metrics` every
+/// second in this process (its small client-side cost is counted against Quiver, not for it).
+async fn serve_metrics(broker: std::sync::Arc<Broker>) -> Result<()> {
+    let stop = CancellationToken::new();
+    let loopback: SocketAddr = "127.0.0.1:0".parse()?;
+    let http = HttpServer::bind(loopback, broker, stop.clone()).await?;
+    let addr = http.local_addr()?;
+    tokio::spawn(http.run(stop));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            if let Err(e) = scrape(addr).await {
+                eprintln!("scrape failed: {e}");
+            }
+        }
+    });
+    Ok(())
+}
+
+/// One `GET /metrics`, read to the end.
+async fn scrape(addr: SocketAddr) -> std::io::Result<usize> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let request = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    s.write_all(request.as_bytes()).await?;
+    let mut body = Vec::new();
+    s.read_to_end(&mut body).await
 }

@@ -60,6 +60,11 @@ pub struct Common {
     /// checks cost against a run without.
     #[arg(long, global = true)]
     pub auth: bool,
+    /// Quiver only: the broker serves its HTTP listener and `/metrics` is scraped once a second
+    /// for the whole run (Prometheus scrapes every 15 s by default), to measure what the metrics
+    /// cost against a run without.
+    #[arg(long, global = true)]
+    pub metrics: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -99,6 +104,8 @@ pub enum Command {
         listen: SocketAddr,
         #[arg(long)]
         auth: bool,
+        #[arg(long)]
+        metrics: bool,
     },
 }
 

@@ -33,6 +33,7 @@ impl Plan {
             unavailable: Vec::new(),
             idempotent: common.idempotent,
             auth: common.auth,
+            metrics: common.metrics,
         }
     }
 

@@ -54,6 +54,8 @@ pub struct DriverConfig {
     pub idempotent: bool,
     /// Quiver authenticates and checks ACLs (the peers ignore it).
     pub auth: bool,
+    /// Quiver serves `/metrics`, scraped every second (the peers ignore it).
+    pub metrics: bool,
 }
 
 pub trait Driver: Sized + Send + Sync + 'static {

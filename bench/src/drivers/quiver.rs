@@ -228,6 +228,7 @@ async fn spawn_broker(cfg: &DriverConfig) -> Result<(ServerProcess, String, Path
         .arg(dir.path().join("data"))
         .args(["--listen", "127.0.0.1:0"])
         .args(cfg.auth.then_some("--auth"))
+        .args(cfg.metrics.then_some("--metrics"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped());
     let mut proc = ServerProcess::spawn("quiver", cmd, dir)?;
