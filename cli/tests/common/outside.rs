@@ -1,5 +1,5 @@
 //! Outside clients for the tests: Python programs in `cli/tests/outside/` (aioquic, the reference
-//! Prometheus parser), run in a virtualenv made in `target/outside-venv` on first use from the
+//! Prometheus parser, playwright), run in a virtualenv made in `target/outside-venv` on first use from the
 //! pinned `cli/tests/outside/requirements.txt` (python3 with venv and pip needed: scripts/test.sh
 //! installs them).
 
@@ -20,7 +20,10 @@ pub fn python() -> PathBuf {
         let requirements = root().join("cli/tests/outside/requirements.txt");
         let ready = python.exists()
             && Command::new(&python)
-                .args(["-c", "import aioquic, cryptography, prometheus_client"])
+                .args([
+                    "-c",
+                    "import aioquic, cryptography, prometheus_client, playwright",
+                ])
                 .stderr(std::process::Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success());
