@@ -46,6 +46,16 @@ if ! command -v nats-server >/dev/null 2>&1 || ! command -v redis-server >/dev/n
   apt-get update -qq && apt-get install -y -qq nats-server redis-server
 fi
 
+# Debian's chromium for the web console's browser test (cli/tests/console.rs, driven by playwright
+# from the outside venv; no browser download). Without root or sudo that test skips, saying why.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [[ "$(id -u)" -eq 0 ]]; then
+    apt-get update -qq && apt-get install -y -qq chromium
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo apt-get update -qq && sudo apt-get install -y -qq chromium
+  fi
+fi
+
 # The plugin components first: the broker's integration tests and benchmarks load them from
 # target/plugins/. Rust plugins build for wasm32-wasip2, JavaScript ones with componentize-js,
 # Python ones with componentize-py.
