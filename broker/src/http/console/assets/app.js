@@ -229,7 +229,7 @@ function groupsPage() {
         el("td", {}, m.assigned.map((a) => `${a.topic}/${a.partition}`).join(", ")))), "No live members."),
     table(["Topic", "Partition", "Owner", "Committed", "Log end", "Lag"], g.partitions.map((p) =>
       el("tr", { "data-group-partition": `${g.name}/${p.topic}/${p.partition}` },
-        el("td", {}, p.topic), num(p.partition), el("td", {}, p.owner ?? ""), num(p.committed ?? "–"), num(p.log_end), num(p.lag)))),
+        el("td", {}, p.topic), num(p.partition), el("td", {}, p.owner ?? ""), num(p.committed ?? "–"), num(p.log_end), num(p.lag))),
       "Nothing committed yet."),
   ]);
   return [el("h2", {}, "Consumer groups"),
