@@ -95,10 +95,29 @@ fn metrics_report_partitions_plugins_and_the_process_after_real_activity() {
     ];
     ok(&group, "");
     ok(&["produce", "obs", "--partition", "1"], "d\ne\n");
+    // Durable and delayed: an fsync, and a run delivered after its due time.
+    ok(&["topic", "create", "later", "--partitions", "1"], "");
+    ok(&["produce", "later", "--acks", "all"], "now\n");
+    ok(&["produce", "later", "--delay-ms", "100"], "soon\n");
+    let delivered = std::time::Instant::now();
+    while get(&serve.http, "/metrics")
+        .1
+        .contains("quiver_delayed_pending{topic=\"later\"} 1")
+    {
+        assert!(
+            delivered.elapsed().as_secs() < 30,
+            "the delayed record never came"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    // A queue consumer takes both records of `later` (the metrics' queue families).
+    ok(&["consume", "later", "--queue", "q1", "--count", "2"], "");
 
     let (status, text) = get(&serve.http, "/metrics");
     assert_eq!(status, 200, "{text}");
     let s = parse(&text);
+    dashboard_names_are_exported(&s);
     let end = "quiver_partition_log_end_offset";
     assert_eq!(value(&s, end, &[("topic", "obs"), ("partition", "0")]), 0.0);
     assert_eq!(value(&s, end, &[("topic", "obs"), ("partition", "1")]), 5.0);
@@ -128,9 +147,116 @@ fn metrics_report_partitions_plugins_and_the_process_after_real_activity() {
         value(&s, "quiver_delayed_pending", &[("topic", "obs")]),
         0.0
     );
+    // Traffic: in counts appends (the filtered record never was), out what readers got.
+    let obs1 = [("topic", "obs"), ("partition", "1")];
+    assert_eq!(value(&s, "quiver_partition_records_in_total", &obs1), 5.0);
+    assert_eq!(value(&s, "quiver_partition_records_out_total", &obs1), 3.0);
+    let tagged0 = [("topic", "tagged"), ("partition", "0")];
+    assert_eq!(
+        value(&s, "quiver_partition_records_in_total", &tagged0),
+        1.0
+    );
+    let bytes_in = value(&s, "quiver_partition_bytes_in_total", &obs1);
+    let bytes_out = value(&s, "quiver_partition_bytes_out_total", &obs1);
+    assert!(
+        bytes_in > 0.0 && bytes_out > 0.0 && bytes_out <= bytes_in,
+        "{bytes_in} {bytes_out}"
+    );
+    let later0 = [("topic", "later"), ("partition", "0")];
+    assert_eq!(value(&s, "quiver_partition_records_in_total", &later0), 2.0);
+    assert_eq!(
+        value(&s, "quiver_partition_records_out_total", &later0),
+        2.0
+    );
+    let q1 = [("group", "q1"), ("topic", "later"), ("partition", "0")];
+    assert_eq!(value(&s, "quiver_queue_leased", &q1), 0.0, "acked");
+    assert_eq!(value(&s, "quiver_queue_redelivered_total", &q1), 0.0);
+    // Request latencies by acks: every CLI produce above is one request.
+    let produced = |acks| {
+        value(
+            &s,
+            "quiver_produce_request_duration_seconds_count",
+            &[("acks", acks)],
+        )
+    };
+    assert_eq!(produced("all"), 1.0);
+    assert_eq!(produced("leader"), 5.0);
+    assert_eq!(produced("none"), 0.0);
+    let fetches = value(
+        &s,
+        "quiver_fetch_request_duration_seconds_count",
+        &[("result", "data")],
+    );
+    assert!(fetches >= 1.0, "{fetches}");
+    assert!(value(&s, "quiver_fsync_duration_seconds_count", &[]) >= 1.0);
+    let late = value(&s, "quiver_delayed_delivery_lateness_seconds_count", &[]);
+    assert_eq!(late, 1.0, "one delayed run delivered");
+    assert_eq!(
+        value(&s, "quiver_plugin_call_duration_seconds_count", &stage),
+        2.0
+    );
+    assert_eq!(value(&s, "quiver_plugin_timeouts_total", &stage), 0.0);
+    // The CLI commands above each connected (one per process; a dozen of them).
+    let accepted = value(&s, "quiver_connections_accepted_total", &[]);
+    assert!((12.0..=13.0).contains(&accepted), "{accepted}");
     assert!(value(&s, "quiver_process_resident_memory_bytes", &[]) > 1e6);
     assert!(value(&s, "quiver_process_open_fds", &[]) > 0.0);
     assert_eq!(get(&serve.http, "/nope").0, 404);
+}
+
+/// Every metric the Grafana dashboard (docs/grafana/quiver.json) queries is in the scrape.
+fn dashboard_names_are_exported(samples: &Samples) {
+    let path = root().join("docs/grafana/quiver.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    collect_exprs(&dashboard, &mut exprs);
+    assert!(exprs.len() >= 20, "{} queries", exprs.len());
+    let exported: std::collections::BTreeSet<&str> =
+        samples.keys().map(|(name, _)| name.as_str()).collect();
+    let mut used = std::collections::BTreeSet::new();
+    for expr in &exprs {
+        used.extend(metric_names(expr));
+    }
+    let missing: Vec<&String> = used
+        .iter()
+        .filter(|n| !exported.contains(n.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics the broker does not export: {missing:?}"
+    );
+    assert!(used.len() >= 25, "{used:?}");
+}
+
+fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("expr", serde_json::Value::String(e)) => out.push(e.clone()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_exprs(v, out)),
+        _ => {}
+    }
+}
+
+/// The `quiver_…` identifiers in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("quiver_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

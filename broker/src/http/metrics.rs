@@ -1,7 +1,10 @@
 //! The Prometheus metrics of `/metrics`, in the OpenMetrics text format of `prometheus-client`.
-//! They are read from the broker at each scrape (a registered collector), so the produce and fetch
-//! paths carry no instrumentation for them. Series are bounded: one per partition, one per plugin
-//! stage, a few per process; no label carries a client id, a key or any other unbounded value.
+//! They are read from the broker at each scrape (a registered collector): gauges from the state
+//! itself, counters and histograms from their owners (a partition's traffic counters, a plugin
+//! stage's call timings, the store's fsync histogram, the transport's request latencies), which
+//! bump them once per batch or request. Series are bounded: per partition, per plugin stage, per
+//! group and partition it reads, a few per process; no label carries a client id, a key or any
+//! other unbounded value.
 
 use std::fmt;
 use std::sync::Arc;
@@ -12,9 +15,11 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::TypedMetric;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::{Registry, Unit};
 
+use crate::telemetry::ACKS;
 use crate::Broker;
 
 /// The `Content-Type` of a scrape.
@@ -24,6 +29,9 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 const PREFIX: &str = "quiver";
 
 type Labels = Vec<(&'static str, String)>;
+
+/// One of a partition's traffic counters.
+type TrafficField = fn(&crate::storage::Traffic) -> u64;
 
 /// The broker's metrics registry.
 #[derive(Debug)]
@@ -58,6 +66,7 @@ impl Collector for BrokerCollector {
         self.plugins(&mut encoder)?;
         self.groups(&mut encoder)?;
         self.delays(&mut encoder)?;
+        self.requests(&mut encoder)?;
         process(&mut encoder)
     }
 }
@@ -98,7 +107,34 @@ impl BrokerCollector {
             "partition_segments",
             "Segment files of the partition",
             of(|s| s.segments as u64),
-        )
+        )?;
+        let traffic = |f: TrafficField| stats.iter().map(move |(l, s)| (l.clone(), f(&s.traffic)));
+        let counted: [(&str, &str, TrafficField); 4] = [
+            (
+                "partition_records_in",
+                "Records appended to the partition",
+                |t| t.records_in,
+            ),
+            (
+                "partition_bytes_in",
+                "Bytes of batches appended to the partition",
+                |t| t.bytes_in,
+            ),
+            (
+                "partition_records_out",
+                "Records handed to readers (fetches and queue leases)",
+                |t| t.records_out,
+            ),
+            (
+                "partition_bytes_out",
+                "Bytes of batches handed to readers",
+                |t| t.bytes_out,
+            ),
+        ];
+        for (name, help, f) in counted {
+            counters(encoder, name, help, traffic(f))?;
+        }
+        Ok(())
     }
 
     /// Calls, failures, health and memory per plugin stage (topic stages and exchange routers),
@@ -109,18 +145,7 @@ impl BrokerCollector {
             .pipelines()
             .all_attachments()
             .into_iter()
-            .map(|a| {
-                let attachment = match a.exchange {
-                    true => format!("exchange:{}", a.topic),
-                    false => a.topic.clone(),
-                };
-                let labels = vec![
-                    ("attachment", attachment),
-                    ("plugin", a.plugin.clone()),
-                    ("version", a.version.clone()),
-                ];
-                (labels, a)
-            })
+            .map(|a| (stage_labels(&a), a))
             .collect();
         let calls = stages.iter().map(|(l, a)| (l.clone(), a.calls));
         counters(
@@ -151,6 +176,27 @@ impl BrokerCollector {
             "plugin_memory_bytes",
             "Linear memory the stage's live instance holds",
             memory,
+        )?;
+        let timings: Vec<(Labels, _)> = self
+            .broker
+            .pipelines()
+            .all_timings()
+            .into_iter()
+            .map(|t| (stage_labels(&t.info), t))
+            .collect();
+        let timeouts = timings.iter().map(|(l, t)| (l.clone(), t.timeouts));
+        counters(
+            encoder,
+            "plugin_timeouts",
+            "Batches the plugin stage ran out of time on",
+            timeouts,
+        )?;
+        let durations = timings.iter().map(|(l, t)| (l.clone(), &t.call_seconds));
+        histograms(
+            encoder,
+            "plugin_call_duration",
+            "Duration of one call of the plugin stage (one batch)",
+            durations,
         )?;
         let budget = self.broker.plugin_registry().engine().budget();
         let total = [(Labels::new(), budget.used() as i64)];
@@ -235,6 +281,13 @@ impl BrokerCollector {
             "queue_dead_lettered",
             "Queue-mode records sent to <topic>.dlq since the broker started",
             dead,
+        )?;
+        let again = queues.iter().map(|(l, q)| (l.clone(), q.redelivered));
+        counters(
+            encoder,
+            "queue_redelivered",
+            "Queue-mode records leased again after an earlier delivery (nack, expired lease)",
+            again,
         )
     }
 
@@ -250,8 +303,85 @@ impl BrokerCollector {
             "delayed_pending",
             "Delayed records held for the topic, not yet delivered",
             pending,
+        )?;
+        histograms(
+            encoder,
+            "delayed_delivery_lateness",
+            "How long after its due time a run of delayed records reached its topic",
+            [(Labels::new(), delays.lateness())],
         )
     }
+
+    /// Produce and fetch latency, fsyncs, open connections and streams.
+    fn requests(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        let t = self.broker.telemetry();
+        let produce = ACKS
+            .iter()
+            .map(|(acks, name)| (vec![("acks", name.to_string())], t.produce_latency(*acks)));
+        histograms(
+            encoder,
+            "produce_request_duration",
+            "Produce requests from arrival to answer (before any quota wait), by acks level",
+            produce,
+        )?;
+        let (data, empty) = t.fetch_latency();
+        let fetch = [
+            (vec![("result", "data".to_owned())], data),
+            (vec![("result", "empty".to_owned())], empty),
+        ];
+        histograms(
+            encoder,
+            "fetch_request_duration",
+            "Fetch requests from arrival to answer (empty: a long poll that found nothing)",
+            fetch,
+        )?;
+        histograms(
+            encoder,
+            "fsync_duration",
+            "Duration of each fsync of partition data (group commits; its count is the fsyncs)",
+            [(Labels::new(), self.broker.topics().fsync_histogram())],
+        )?;
+        let (connections, streams, accepted) = t.open();
+        let open = [(Labels::new(), connections)];
+        gauges(encoder, "connections_open", "Open client connections", open)?;
+        let open = [(Labels::new(), streams)];
+        gauges(encoder, "streams_open", "Open request streams", open)?;
+        let accepted = [(Labels::new(), accepted)];
+        counters(
+            encoder,
+            "connections_accepted",
+            "Client connections that completed the handshake since the broker started",
+            accepted,
+        )
+    }
+}
+
+fn stage_labels(a: &quiver_proto::plugins::AttachmentInfo) -> Labels {
+    let attachment = match a.exchange {
+        true => format!("exchange:{}", a.topic),
+        false => a.topic.clone(),
+    };
+    vec![
+        ("attachment", attachment),
+        ("plugin", a.plugin.clone()),
+        ("version", a.version.clone()),
+    ]
+}
+
+/// One histogram family in seconds (the name gets `_seconds`), each series a histogram its owner
+/// keeps.
+fn histograms<'h>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: impl IntoIterator<Item = (Labels, &'h Histogram)>,
+) -> fmt::Result {
+    let unit = Unit::Seconds;
+    let mut family = encoder.encode_descriptor(name, help, Some(&unit), MetricType::Histogram)?;
+    for (labels, h) in values {
+        h.encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 fn group_labels(group: &str, topic: &str, partition: u32) -> Labels {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use quiver_proto::batch::{self, FLAG_DELAYED, FLAG_SPARSE};
 use quiver_proto::plugins::{AttachOptions, AttachmentInfo, ErrorPolicy};
 use quiver_proto::Batch;
@@ -108,6 +109,22 @@ struct Stage {
     health: Mutex<Health>,
     calls: AtomicU64,
     failures: AtomicU64,
+    timeouts: AtomicU64,
+    /// Each call's duration, from the plugin's entry to its checked output.
+    call_seconds: Histogram,
+}
+
+/// A stage's call measurements, for `/metrics`: series per stage, gone when it is detached.
+#[derive(Debug, Clone)]
+pub struct StageTimings {
+    pub info: AttachmentInfo,
+    pub timeouts: u64,
+    pub call_seconds: Histogram,
+}
+
+/// Buckets of the plugin call duration histogram, in seconds: 10 µs to ~5 s.
+fn call_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.000_01, 2.5, 15)
 }
 
 /// What a stage did with a batch.
@@ -439,6 +456,24 @@ impl Pipelines {
         out
     }
 
+    /// Every stage of every topic and exchange with its call measurements (for `/metrics`).
+    pub fn all_timings(&self) -> Vec<StageTimings> {
+        let mut out: Vec<StageTimings> = {
+            let by_topic = self.by_topic.read();
+            by_topic
+                .iter()
+                .flat_map(|(topic, p)| p.stages.iter().map(move |s| s.timings(s.info(topic))))
+                .collect()
+        };
+        let routers = self.routers.read();
+        out.extend(
+            routers
+                .iter()
+                .map(|(exchange, s)| s.timings(s.router_info(exchange))),
+        );
+        out
+    }
+
     /// Every stage that runs `name` (`version`: only that version).
     pub fn attachments_of(&self, name: &str, version: Option<&str>) -> Vec<AttachmentInfo> {
         let by_topic = self.by_topic.read();
@@ -671,6 +706,8 @@ impl Stage {
             slot,
             health: Mutex::default(),
             calls: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            call_seconds: Histogram::new(call_buckets()),
             failures: AtomicU64::new(0),
         }
     }
@@ -693,12 +730,14 @@ impl Stage {
             message: format!("not loaded: {e}"),
         })?;
         self.calls.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let result = match self.world {
             World::Filter => self.filter(slot, batch),
             World::Transform => self.transform(slot, batch),
             World::Router => self.route(slot, batch, topic, exists),
             World::Scheduler => self.schedule(slot, batch),
         };
+        self.call_seconds.observe(started.elapsed().as_secs_f64());
         self.record(&result, config);
         result
     }
@@ -797,6 +836,9 @@ impl Stage {
             Err(e) => e,
         };
         self.failures.fetch_add(1, Ordering::Relaxed);
+        if e.failure() == Some(Failure::Timeout) {
+            self.timeouts.fetch_add(1, Ordering::Relaxed);
+        }
         health.last_error = Some(e.to_string());
         if e.failure().is_some_and(Failure::counts_against_health) {
             health.consecutive += 1;
@@ -857,6 +899,14 @@ impl Stage {
             Ok(Some(dead)) => dead,
             // Not re-encodable with the headers (a record at the format's limits): as it is.
             Ok(None) | Err(_) => batch.into_bytes(),
+        }
+    }
+
+    fn timings(&self, info: AttachmentInfo) -> StageTimings {
+        StageTimings {
+            info,
+            timeouts: self.timeouts.load(Ordering::Relaxed),
+            call_seconds: self.call_seconds.clone(),
         }
     }
 
