@@ -47,6 +47,8 @@ pub struct BrokerConfig {
     /// The HTTP listener of `quiver serve` (`/metrics`, `/healthz`, `/readyz`): an address, or
     /// `none` to turn it off (see [`BrokerConfig::http_addr`]).
     pub http: String,
+    /// How `quiver serve` writes its log to stderr: `text` for people, `json` for log shippers.
+    pub log_format: LogFormat,
     pub tls: Option<TlsFiles>,
     /// Connections beyond this are refused with a "server busy" close.
     pub max_connections: usize,
@@ -66,6 +68,31 @@ pub struct BrokerConfig {
     pub plugins: PluginConfig,
     pub auth: AuthConfig,
     pub quotas: QuotaConfig,
+}
+
+/// The format of the broker's own log (stderr).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `fields.message`, ...).
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "unknown log format {other:?}: expected text or json"
+            )),
+        }
+    }
 }
 
 /// The plugin host's engine-wide limits and the defaults of each attachment.
@@ -137,6 +164,7 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from("./quiver-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 7447)),
             http: "127.0.0.1:7448".into(),
+            log_format: LogFormat::Text,
             tls: None,
             max_connections: 1024,
             max_streams_per_connection: 1024,
@@ -186,9 +214,9 @@ impl BrokerConfig {
         }
     }
 
-    /// Applies `QUIVER_DATA_DIR`, `QUIVER_LISTEN`, `QUIVER_HTTP`, `QUIVER_MAX_CONNECTIONS`,
-    /// `QUIVER_PLUGINS_MAX_TOTAL_MEMORY_MB`, `QUIVER_AUTH`, `QUIVER_ALLOW_ANONYMOUS`, `QUIVER_TLS_CERT`
-    /// and `QUIVER_TLS_KEY` when set.
+    /// Applies `QUIVER_DATA_DIR`, `QUIVER_LISTEN`, `QUIVER_HTTP`, `QUIVER_LOG_FORMAT`,
+    /// `QUIVER_MAX_CONNECTIONS`, `QUIVER_PLUGINS_MAX_TOTAL_MEMORY_MB`, `QUIVER_AUTH`,
+    /// `QUIVER_ALLOW_ANONYMOUS`, `QUIVER_TLS_CERT` and `QUIVER_TLS_KEY` when set.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = get("QUIVER_DATA_DIR") {
             self.data_dir = PathBuf::from(v);
@@ -198,6 +226,9 @@ impl BrokerConfig {
         }
         if let Some(v) = get("QUIVER_HTTP") {
             self.http = v;
+        }
+        if let Some(v) = get("QUIVER_LOG_FORMAT") {
+            self.log_format = parse_env("QUIVER_LOG_FORMAT", &v)?;
         }
         if let Some(v) = get("QUIVER_MAX_CONNECTIONS") {
             self.max_connections = parse_env("QUIVER_MAX_CONNECTIONS", &v)?;
@@ -341,6 +372,12 @@ mod tests {
         c.apply_env(|n| (n == "QUIVER_LISTEN").then(|| "127.0.0.1:9001".to_string()))
             .unwrap();
         assert_eq!(c.listen.port(), 9001);
+        assert_eq!(c.log_format, LogFormat::Text);
+        c.apply_env(|n| (n == "QUIVER_LOG_FORMAT").then(|| "json".to_string()))
+            .unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        let file: BrokerConfig = toml::from_str("log_format = \"json\"").unwrap();
+        assert_eq!(file.log_format, LogFormat::Json);
         let auto = c.plugins.total_memory_bytes();
         assert!((256 << 20..=16 << 30).contains(&auto), "{auto}");
         c.apply_env(|n| (n == "QUIVER_PLUGINS_MAX_TOTAL_MEMORY_MB").then(|| "64".to_string()))

@@ -18,6 +18,7 @@ mod topic;
 mod user;
 
 use clap::{Parser, Subcommand};
+use quiver_broker::config::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -71,7 +72,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing(matches!(cli.command, Command::Serve(_)));
+    // `serve` starts its log once its configuration (which picks the format) is read.
+    if !matches!(cli.command, Command::Serve(_)) {
+        init_tracing(false, LogFormat::Text);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -108,15 +112,20 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Logs go to stderr so that `consume` output on stdout stays clean; `RUST_LOG` overrides.
-fn init_tracing(server: bool) {
+/// Logs go to stderr so that `consume` output on stdout stays clean; `RUST_LOG` overrides the
+/// level. JSON: one object per line (`timestamp`, `level`, `target`, `fields`), every target
+/// alike (the audit log `quiver::audit` included), never coloured.
+pub fn init_tracing(server: bool, format: LogFormat) {
     let default = if server { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use quiver_broker::config::TlsFiles;
+use quiver_broker::config::{LogFormat, TlsFiles};
 use quiver_broker::http::HttpServer;
 use quiver_broker::transport::tls::{self, TlsPaths, TransportOptions};
 use quiver_broker::transport::Server;
@@ -24,6 +24,10 @@ pub struct ServeArgs {
     /// HTTP listener for /metrics, /healthz and /readyz (TCP), or `none` [default: 127.0.0.1:7448].
     #[arg(long)]
     http: Option<String>,
+    /// Log format on stderr: `text`, or `json` (one object per line, for log shippers)
+    /// [default: text].
+    #[arg(long, value_name = "text|json")]
+    log_format: Option<LogFormat>,
     /// TOML config file; flags override it, it overrides the defaults.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -53,6 +57,10 @@ pub struct ServeArgs {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = build_config(args)?;
+    crate::init_tracing(true, config.log_format);
+    if !config.listen.ip().is_loopback() && !config.auth.enabled {
+        tracing::warn!(listen = %config.listen, "authentication is off on a non-loopback address (--allow-anonymous): anyone who reaches it may do anything");
+    }
     tls::install_crypto_provider();
     let paths = tls_paths(&config)?;
     let opts = TransportOptions {
@@ -111,6 +119,9 @@ fn build_config(args: ServeArgs) -> anyhow::Result<BrokerConfig> {
     if let Some(h) = args.http {
         config.http = h;
     }
+    if let Some(f) = args.log_format {
+        config.log_format = f;
+    }
     config.auth.enabled |= args.auth;
     config.auth.allow_anonymous |= args.allow_anonymous;
     if let Some(p) = args.principal_from {
@@ -126,9 +137,6 @@ fn build_config(args: ServeArgs) -> anyhow::Result<BrokerConfig> {
         tls.client_ca = Some(ca);
     }
     config.validate()?;
-    if !config.listen.ip().is_loopback() && !config.auth.enabled {
-        tracing::warn!(listen = %config.listen, "authentication is off on a non-loopback address (--allow-anonymous): anyone who reaches it may do anything");
-    }
     Ok(config)
 }
 
