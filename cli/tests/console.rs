@@ -49,13 +49,18 @@ fn chromium() -> bool {
 /// Where screenshots go: always target/console-screenshots/, docs/console/ on request.
 fn screenshot_dirs() -> Vec<PathBuf> {
     let mut dirs = vec![root().join("target/console-screenshots")];
-    if std::env::var("QUIVER_CONSOLE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+    if for_docs() {
         dirs.push(root().join("docs/console"));
     }
     for d in &dirs {
         std::fs::create_dir_all(d).unwrap();
     }
     dirs
+}
+
+/// Screenshots for docs/console/ were asked for.
+fn for_docs() -> bool {
+    std::env::var("QUIVER_CONSOLE_SCREENSHOTS").is_ok_and(|v| v == "1")
 }
 
 /// Runs the browser script in `mode` and fails with its output if it fails.
@@ -187,6 +192,10 @@ fn the_console_shows_the_broker_live_in_a_real_browser() {
         ca.to_str().unwrap(),
     ];
     args.extend(extra);
+    if for_docs() {
+        // Charts with some history in the pictures: the page keeps polling a while longer.
+        args.extend(["--linger", "10"]);
+    }
     browser("open", &url, &args);
 }
 

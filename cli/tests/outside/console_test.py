@@ -3,8 +3,9 @@ downloaded one) driven by playwright. Two modes:
 
   open  URL --quiver BIN --server ADDR --ca CA --shots DIR...
         authentication off: the console shows the topic and group the test made, then, while
-        records are produced (and later consumed) with the quiver command line, the topic's in-rate
-        and the group's lag change on the page without a reload; a screenshot of every tab.
+        records are produced and consumed with the quiver command line, the topic's in- and
+        out-rates and the group's lag change on the page without a reload; a screenshot of every
+        tab.
   auth  URL --admin TOKEN --viewer TOKEN --stranger TOKEN --shots DIR...
         authentication on: no token gets 401 everywhere (the page links to /login); a token
         without describe on the cluster is refused like a wrong one; a describe-only viewer sees
@@ -127,20 +128,26 @@ def open_mode(args):
         producer = Producer(args, args.topic)
         producer.start()
         try:
-            lag = wait_number(page, group_row + " .lag", "data-lag", lambda v: v > lag_before, "the group's lag grows")
-            print(f"lag while producing: {lag}")
+            lag_high = wait_number(page, group_row + " .lag", "data-lag", lambda v: v > lag_before, "the group's lag grows")
+            print(f"lag while producing: {lag_high}")
             show_tab(page, "topics")
             rate = wait_number(page, topic_row + " .rate-in", "data-rate-in", lambda v: v > 0, "the topic's in-rate rises")
             print(f"in-rate while producing: {rate}/s")
+            # The group reads while records keep coming: the out-rate rises too.
+            consumer = threading.Thread(target=quiver, args=(args, ["consume", args.topic, "--group", args.group, "--timeout-ms", "2000"]))
+            consumer.start()
+            rate = wait_number(page, topic_row + " .rate-out", "data-rate-out", lambda v: v > 0, "the topic's out-rate rises")
+            print(f"out-rate while consuming: {rate}/s")
+            # For the screenshots in docs/: charts with more than a few seconds drawn.
+            time.sleep(args.linger)
             shoot(page, "topics", args.shots)
         finally:
             producer.stop.set()
             producer.join()
+        consumer.join()
 
-        # Reading with the group brings its lag down; the page shows it without a reload.
+        # The group read everything: its lag falls, and the page shows it without a reload.
         show_tab(page, "groups")
-        lag_high = number(page, group_row + " .lag", "data-lag")
-        quiver(args, ["consume", args.topic, "--group", args.group, "--timeout-ms", "1500"])
         lag = wait_number(page, group_row + " .lag", "data-lag", lambda v: v < lag_high, "the group's lag falls")
         print(f"lag after consuming: {lag} (was {lag_high})")
         shoot(page, "groups", args.shots)
@@ -269,6 +276,7 @@ def main():
     parser.add_argument("--admin")
     parser.add_argument("--viewer")
     parser.add_argument("--stranger")
+    parser.add_argument("--linger", type=float, default=0)
     args = parser.parse_args()
     started = time.time()
     (open_mode if args.mode == "open" else auth_mode)(args)

@@ -29,6 +29,7 @@ use super::page::{capped, Page, MAX_LIMIT, MAX_LOG_LINES, MAX_ROWS};
 use crate::auth::Principal;
 use crate::error::BrokerError;
 use crate::http::Shared;
+use crate::storage::Topic;
 use crate::{offload, Broker};
 
 /// A page of some list, with how many there are in all.
@@ -97,6 +98,11 @@ struct TopicView {
     /// Sum of the partitions' log end offsets: records appended since creation.
     log_end_total: u64,
     size_bytes_total: u64,
+    /// Records and bytes handed to readers (fetches, queue leases) since the broker started: the
+    /// browser's out-rate. Records in are `log_end_total`'s growth.
+    records_out_total: u64,
+    bytes_in_total: u64,
+    bytes_out_total: u64,
     pending_delayed: u64,
     retention_ms: Option<u64>,
     retention_bytes: Option<u64>,
@@ -111,6 +117,10 @@ impl From<TopicDescription> for TopicView {
             partition_count: d.partitions.len(),
             log_end_total: d.partitions.iter().map(|p| p.log_end).sum(),
             size_bytes_total: d.partitions.iter().map(|p| p.size_bytes).sum(),
+            // Filled in by `with_traffic` (a describe answer does not carry it).
+            records_out_total: 0,
+            bytes_in_total: 0,
+            bytes_out_total: 0,
             name: d.name,
             pending_delayed: d.pending_delayed,
             retention_ms: d.retention_ms,
@@ -119,6 +129,19 @@ impl From<TopicDescription> for TopicView {
             pipeline: capped(d.pipeline),
             partitions: capped(d.partitions),
         }
+    }
+}
+
+impl TopicView {
+    /// Adds the partitions' traffic counters, summed.
+    fn with_traffic(mut self, topic: Option<Arc<Topic>>) -> TopicView {
+        let logs = topic.iter().flat_map(|t| t.partitions().iter());
+        for traffic in logs.map(|log| log.stats().traffic) {
+            self.records_out_total += traffic.records_out;
+            self.bytes_in_total += traffic.bytes_in;
+            self.bytes_out_total += traffic.bytes_out;
+        }
+        self
     }
 }
 
@@ -140,12 +163,13 @@ fn topic_page(b: &Broker, p: &Principal, page: Page) -> Result<Listing<TopicView
         .of(topics)
         .into_iter()
         // A topic deleted since the list is left out, not an error.
-        .filter_map(
-            |t| match calls::admin(b, p, AdminRequest::DescribeTopic { name: t.name }) {
-                Ok(AdminResponse::Topic(d)) => Some(TopicView::from(d)),
+        .filter_map(|t| {
+            let topic = b.topics().get(&t.name).ok();
+            match calls::admin(b, p, AdminRequest::DescribeTopic { name: t.name }) {
+                Ok(AdminResponse::Topic(d)) => Some(TopicView::from(d).with_traffic(topic)),
                 _ => None,
-            },
-        )
+            }
+        })
         .collect();
     Ok(Listing {
         total,

@@ -117,7 +117,7 @@ function record(now) {
     if (prev) {
       const dt = (now - prev.t) / 1000;
       push(state.inRate, t.name, Math.max(0, (t.log_end_total - prev.in) / dt));
-      if (out !== undefined && prev.out !== undefined) push(state.outRate, t.name, Math.max(0, (out - prev.out) / dt));
+      push(state.outRate, t.name, Math.max(0, (out - prev.out) / dt));
     }
     state.last.set(t.name, { t: now, in: t.log_end_total, out });
     push(state.delayed, t.name, t.pending_delayed);
@@ -198,9 +198,8 @@ function topicsPage() {
       num(fmtBytes(t.size_bytes_total)),
       el("td", {}, sparkline(state.inRate.get(t.name), "in"), " ",
         el("span", { class: "rate-in", "data-rate-in": latest(state.inRate, t.name) ?? "" }, fmtRate(latest(state.inRate, t.name)))),
-      el("td", {}, t.records_out_total === undefined ? el("span", { class: "sub" }, "n/a") : [
-        sparkline(state.outRate.get(t.name), "out"), " ",
-        el("span", { class: "rate-out", "data-rate-out": latest(state.outRate, t.name) ?? "" }, fmtRate(latest(state.outRate, t.name)))]),
+      el("td", {}, sparkline(state.outRate.get(t.name), "out"), " ",
+        el("span", { class: "rate-out", "data-rate-out": latest(state.outRate, t.name) ?? "" }, fmtRate(latest(state.outRate, t.name)))),
       num(t.pending_delayed),
       admin ? el("td", {}, el("button", { class: "danger delete-topic", "data-delete": t.name, onclick: () => deleteTopic(t.name) }, "Delete")) : null));
   const headers = ["Topic", "Partitions", "Records", "Size", "In (records/s)", "Out (records/s)", "Delayed"];
