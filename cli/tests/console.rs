@@ -3,10 +3,12 @@
 //! against a real `quiver serve`. With authentication off the page shows what the command line
 //! made and follows produce and consume live; with it on the listener is closed to strangers,
 //! read-only for a describe-only viewer, writable for an admin. Screenshots of every page go to
-//! `target/console-screenshots/`, and to `docs/console/` with `QUIVER_CONSOLE_SCREENSHOTS=1`.
+//! `target/console-screenshots/`, and to `docs/console/` with `QUIVER_CONSOLE_SCREENSHOTS=1`. The
+//! JSON API's bounds are checked over plain HTTP, without a browser.
 
 mod common;
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -247,5 +249,83 @@ fn with_authentication_the_console_needs_a_token_and_only_admins_write() {
             "--stranger",
             stranger.trim(),
         ],
+    );
+}
+
+/// One HTTP/1.1 request; returns (status, body).
+fn http(addr: &str, method: &str, path: &str, headers: &str, body: &[u8]) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    // A refused body may be answered before it is all read: a failed write is fine.
+    let _ = s.write_all(body);
+    let mut response = Vec::new();
+    let _ = s.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+#[test]
+fn the_api_is_paged_capped_and_read_only_without_authentication() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let serve = Serve::start(d);
+    ok(
+        &serve,
+        d,
+        &["topic", "create", "wide", "--partitions", "300"],
+        "",
+    );
+    for t in ["a", "b", "c"] {
+        ok(&serve, d, &["topic", "create", t], "");
+    }
+    let (status, body) = http(&serve.http, "GET", "/api/topics?limit=2", "", b"");
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["total"], 4);
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    let (_, body) = http(
+        &serve.http,
+        "GET",
+        "/api/topics?offset=3&limit=100000",
+        "",
+        b"",
+    );
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["limit"], 500, "the limit is capped");
+    let wide = &page["items"][0];
+    assert_eq!(wide["name"], "wide");
+    assert_eq!(wide["partition_count"], 300);
+    assert_eq!(wide["partitions"].as_array().unwrap().len(), 256);
+    assert_eq!(
+        http(&serve.http, "GET", "/api/topics?offset=x", "", b"").0,
+        400
+    );
+
+    // Authentication off: read-only, whatever the request says.
+    let action = "X-Quiver-Console: 1\r\n";
+    let create = br#"{"name":"new","partitions":1}"#;
+    let (status, body) = http(&serve.http, "POST", "/api/topics", action, create);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("read-only"), "{body}");
+    assert_eq!(
+        http(&serve.http, "DELETE", "/api/topics/a", action, b"").0,
+        403
+    );
+    let big = vec![b'x'; 64 * 1024];
+    assert_eq!(
+        http(&serve.http, "POST", "/api/topics", action, &big).0,
+        413
+    );
+    let (status, session) = http(&serve.http, "GET", "/api/session", "", b"");
+    assert_eq!(status, 200);
+    assert!(
+        session.contains(r#""auth":false"#) && session.contains(r#""admin":false"#),
+        "{session}"
     );
 }
