@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
+use indicatif::ProgressBar;
 use quiver::{
     Client, CommitMode, ConsumedRecord, Consumer, ConsumerConfig, GroupConfig, GroupConsumer,
     PluginRef, QueueConfig, QueueConsumer, QueuedRecord, Record, SeekTo,
@@ -233,6 +234,20 @@ impl Source {
 }
 
 async fn print_records(source: &mut Source, args: &ConsumeArgs) -> anyhow::Result<()> {
+    let progress = match args.count {
+        Some(n) => crate::progress::consume(n),
+        None => ProgressBar::hidden(),
+    };
+    let result = print_until_done(source, args, &progress).await;
+    progress.finish_and_clear();
+    result
+}
+
+async fn print_until_done(
+    source: &mut Source,
+    args: &ConsumeArgs,
+    progress: &ProgressBar,
+) -> anyhow::Result<()> {
     let mut out = tokio::io::stdout();
     let mut printed = 0u64;
     let mut last_arrival = Instant::now();
@@ -257,14 +272,28 @@ async fn print_records(source: &mut Source, args: &ConsumeArgs) -> anyhow::Resul
         }
         let room = args.count.map_or(items.len(), |c| (c - printed) as usize);
         let n = items.len().min(room);
-        for item in &items[..n] {
-            out.write_all(format_record(item, &args.format).as_bytes())
-                .await?;
+        let text: String = items[..n]
+            .iter()
+            .map(|item| format_record(item, &args.format))
+            .collect();
+        if progress.is_hidden() {
+            out.write_all(text.as_bytes()).await?;
+            out.flush().await?;
+        } else {
+            // The bar is on the terminal too: lift it while the records go out.
+            progress.suspend(|| write_stdout(&text))?;
+            progress.inc(n as u64);
         }
-        out.flush().await?;
         printed += n as u64;
         source.printed(&items[..n], &items[n..]).await?;
     }
+}
+
+fn write_stdout(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
 }
 
 fn format_record(item: &Item, format: &str) -> String {

@@ -12,6 +12,7 @@ mod exchange;
 mod group;
 mod plugin;
 mod produce;
+mod progress;
 mod quota;
 mod serve;
 mod topic;

@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 
 use quiver::{Admin, PluginLogLine, PluginLogs};
 
+use crate::produce::format_ms;
+
 /// How long one poll of `--follow` may be held by the broker (it caps this at 30 s).
 const FOLLOW_WAIT: Duration = Duration::from_secs(25);
 /// An empty answer sooner than this means the broker could not hold the poll (too many readers
@@ -73,48 +75,9 @@ fn format_line(name: &str, l: &PluginLogLine) -> String {
         .unwrap_or_default();
     format!(
         "{} {name}@{} {:<5} {source}{}",
-        utc(l.timestamp_ms),
+        format_ms(l.timestamp_ms),
         l.version,
         l.level.to_uppercase(),
         l.text
     )
-}
-
-/// Milliseconds since the epoch as an RFC 3339 UTC time (no date crate needed for one format).
-fn utc(ms: i64) -> String {
-    let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-    let (y, m, d) = civil_from_days(days);
-    let s = ms_of_day / 1000;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60,
-        ms_of_day % 1000
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's `civil_from_days`.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_print_as_rfc3339_utc() {
-        assert_eq!(utc(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(utc(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(utc(1_798_804_800_000), "2027-01-01T12:00:00.000Z");
-    }
 }

@@ -80,7 +80,13 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     };
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut deliveries = Vec::new();
+    let input_bytes = crate::progress::stdin_file_len();
+    let progress = crate::progress::produce(input_bytes);
     while let Some(line) = lines.next_line().await.context("reading standard input")? {
+        match input_bytes {
+            Some(_) => progress.inc(line.len() as u64 + 1),
+            None => progress.inc(1),
+        }
         let mut rec = ProducerRecord::new(target.clone(), Bytes::from(line));
         rec.exchange = exchange;
         rec.partition = args.partition;
@@ -103,6 +109,7 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("producing to {target}"))?,
         );
     }
+    progress.set_message("waiting for acknowledgements");
     let flushed = producer.flush().await;
     let total = deliveries.len();
     let mut failed = 0usize;
@@ -117,6 +124,7 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
             }
         }
     }
+    progress.finish_and_clear();
     if let Some(due) = due(&args, started_ms) {
         report_held(&acked, &due);
     }
@@ -197,7 +205,7 @@ fn now_ms() -> i64 {
 }
 
 /// Ms since the epoch as UTC RFC 3339 with milliseconds (`2025-01-31T12:00:00.000Z`).
-fn format_ms(ms: i64) -> String {
+pub fn format_ms(ms: i64) -> String {
     let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days + 719_468;
