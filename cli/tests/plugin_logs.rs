@@ -115,6 +115,14 @@ fn follow_prints_lines_as_the_plugin_logs_them_and_the_buffer_stays_readable() {
     assert!(lines[2].contains("offset 2 is not JSON"), "{buffered}");
     let one_version = ok(&serve.cli(d, &["plugin", "logs", "json-mask", "--version", "1"], ""));
     assert_eq!(one_version, buffered);
+    // `plugin describe` shows the same ring's last lines.
+    let described = ok(&serve.cli(d, &["plugin", "describe", "json-mask"], ""));
+    assert!(described.contains("recent log lines:"), "{described}");
+    assert!(
+        described.contains("json-mask@1 Debug: json-mask: value at offset 2"),
+        "{described}"
+    );
+
     for unknown in ["nope", "json-mask@7"] {
         let out = serve.cli(d, &["plugin", "logs", unknown], "");
         assert!(!out.status.success(), "{unknown}");
