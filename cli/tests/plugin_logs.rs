@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -34,32 +34,29 @@ fn wait_for(rx: &mpsc::Receiver<String>, seen: &mut Vec<String>, wanted: &[&str]
     }
 }
 
-#[test]
-fn follow_prints_lines_as_the_plugin_logs_them_and_the_buffer_stays_readable() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// A broker with json-mask deployed and attached to `payments`.
+fn broker_with_json_mask(d: &Path) -> Serve {
     let serve = Serve::start(d);
     common::plugin_wasm("json-mask");
     let wasm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/json-mask.wasm");
-    ok(&serve.cli(
-        d,
-        &["plugin", "deploy", "json-mask", wasm.to_str().unwrap()],
-        "",
-    ));
+    let deploy = ["plugin", "deploy", "json-mask", wasm.to_str().unwrap()];
+    ok(&serve.cli(d, &deploy, ""));
     ok(&serve.cli(d, &["topic", "create", "payments"], ""));
-    ok(&serve.cli(
-        d,
-        &[
-            "topic",
-            "attach",
-            "payments",
-            "json-mask",
-            "--config",
-            "fields=card",
-        ],
-        "",
-    ));
+    let attach = [
+        "topic",
+        "attach",
+        "payments",
+        "json-mask",
+        "--config",
+        "fields=card",
+    ];
+    ok(&serve.cli(d, &attach, ""));
+    serve
+}
 
+/// `quiver plugin logs json-mask --follow` as a child process; its stdout lines arrive on the
+/// receiver.
+fn follow(serve: &Serve, d: &Path) -> (Child, mpsc::Receiver<String>) {
     let mut follower = Command::new(env!("CARGO_BIN_EXE_quiver"))
         .args(["plugin", "logs", "json-mask", "--follow"])
         .env("QUIVER_SERVER", &serve.addr)
@@ -75,6 +72,15 @@ fn follow_prints_lines_as_the_plugin_logs_them_and_the_buffer_stays_readable() {
             let _ = tx.send(line);
         }
     });
+    (follower, rx)
+}
+
+#[test]
+fn follow_prints_lines_as_the_plugin_logs_them_and_the_buffer_stays_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let serve = broker_with_json_mask(d);
+    let (mut follower, rx) = follow(&serve, d);
     let mut seen = Vec::new();
     // What was logged before the follower started comes first (the attach's init).
     wait_for(&rx, &mut seen, &["masking fields"]);
@@ -128,4 +134,35 @@ fn follow_prints_lines_as_the_plugin_logs_them_and_the_buffer_stays_readable() {
         assert!(!out.status.success(), "{unknown}");
         assert!(String::from_utf8_lossy(&out.stderr).contains(unknown));
     }
+}
+
+#[test]
+fn a_follower_that_falls_behind_is_told_how_many_lines_it_missed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let serve = broker_with_json_mask(d);
+    let (mut follower, rx) = follow(&serve, d);
+    let mut seen = Vec::new();
+    wait_for(&rx, &mut seen, &["masking fields"]);
+    // Stopped, it cannot ask again: its pending poll is answered by the first new lines, then
+    // the broker's ring (512 lines) turns over while it sleeps.
+    unsafe { libc::kill(follower.id() as i32, libc::SIGSTOP) };
+    let batch: String = (0..70).map(|i| format!("not json {i}\n")).collect();
+    // 64 lines per plugin call (one batch per produce here): 12 batches log 768 lines.
+    for _ in 0..12 {
+        ok(&serve.cli(d, &["produce", "payments"], &batch));
+    }
+    unsafe { libc::kill(follower.id() as i32, libc::SIGCONT) };
+    wait_for(&rx, &mut seen, &["lines dropped"]);
+    let marker = seen.iter().find(|l| l.contains("lines dropped")).unwrap();
+    let dropped: u64 = marker
+        .trim_start_matches("… ")
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{marker}"));
+    // Some of the (at least) 768 lines, never more than were logged.
+    assert!((1..=12 * 70).contains(&dropped), "{marker}");
+    follower.kill().unwrap();
+    follower.wait().unwrap();
 }
