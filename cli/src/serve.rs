@@ -102,7 +102,7 @@ async fn start_http(
     shutting_down: CancellationToken,
 ) -> anyhow::Result<(CancellationToken, HttpTask)> {
     let http = HttpServer::bind(addr, broker, shutting_down).await?;
-    tracing::info!(http = %http.local_addr()?, "HTTP listening: /metrics, /healthz, /readyz");
+    tracing::info!(http = %http.local_addr()?, "HTTP listening: console /, /metrics, /healthz, /readyz");
     let stop = CancellationToken::new();
     let task = tokio::spawn(http.run(stop.clone()));
     Ok((stop, task))
