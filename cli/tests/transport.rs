@@ -324,6 +324,42 @@ async fn connections_beyond_the_limit_are_refused_as_busy() {
     broker.stop().await;
 }
 
+/// Linger 0 sends each record's batch with the record, with no timer: a delivery completes
+/// without `flush`, and records sent one after another each get their own batch (offsets in
+/// send order). Linger of an hour holds a record until `flush`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linger_zero_sends_at_once_and_a_long_linger_waits_for_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = broker.client().await;
+    client
+        .admin()
+        .create_topic(NewTopic::new("now", 1))
+        .await
+        .unwrap();
+    let config = |linger| ProducerConfig {
+        linger,
+        ..Default::default()
+    };
+    let eager = Producer::new(client.clone(), config(Duration::ZERO));
+    for i in 0..3u64 {
+        let d = eager.send(ProducerRecord::new("now", "x")).await.unwrap();
+        let sent = tokio::time::timeout(Duration::from_secs(30), d.wait()).await;
+        assert_eq!(
+            sent.expect("delivered without a flush").unwrap().offset,
+            Some(i)
+        );
+    }
+    let lazy = Producer::new(client.clone(), config(Duration::from_secs(3600)));
+    let held = lazy.send(ProducerRecord::new("now", "y")).await.unwrap();
+    let mut waiting = Box::pin(held.wait());
+    let early = tokio::time::timeout(Duration::from_millis(300), &mut waiting).await;
+    assert!(early.is_err(), "held for its linger");
+    lazy.flush().await.unwrap();
+    assert_eq!(waiting.await.unwrap().offset, Some(3));
+    broker.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_none_and_all_both_deliver() {
     let dir = tempfile::tempdir().unwrap();

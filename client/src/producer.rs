@@ -328,7 +328,9 @@ impl Producer {
             tx,
         });
         tokio::spawn(sender(shared.clone(), rx));
-        tokio::spawn(linger(Arc::downgrade(&shared)));
+        if !shared.config.linger.is_zero() {
+            tokio::spawn(linger(Arc::downgrade(&shared)));
+        }
         Producer { shared }
     }
 
@@ -345,6 +347,9 @@ impl Producer {
     }
 
     async fn send_inner(&self, rec: ProducerRecord, now: bool) -> Result<Delivery, ClientError> {
+        // Linger 0 means "do not wait": the batch goes out with this record, not on the next
+        // tick of a timer (which cannot tick faster than the runtime's 1-ms timer wheel).
+        let now = now || self.shared.config.linger.is_zero();
         self.ensure_producer_id().await?;
         let partition = if rec.exchange {
             if rec.partition.is_some() {
