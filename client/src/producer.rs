@@ -47,7 +47,9 @@ pub enum Partitioner {
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
     pub acks: Acks,
-    /// How long a non-full batch waits for more records.
+    /// How long a non-full batch waits for more records. Zero sends each record's batch with the
+    /// record (no timer): lowest latency, one batch per `send` (no batching while the window is
+    /// full, unlike Kafka's `linger.ms=0`, which keeps filling a batch while the sender is busy).
     pub linger: Duration,
     /// A batch is sent once it reaches this many bytes.
     pub batch_bytes: usize,
