@@ -1,0 +1,28 @@
+"""Quiver client for Python: asyncio API over QUIC (aioquic), TLS 1.3, ALPN `quiver/1`.
+
+    async with await quiver.Client.connect("127.0.0.1:7447", ca="quiver-data/tls/ca.pem") as c:
+        await c.admin.create_topic("orders", 3)
+        producer = quiver.Producer(c)
+        meta = await (await producer.send("orders", b"hello", key=b"k"))
+"""
+
+from .admin import Admin, PartitionDescription, TopicDescription, TopicSummary
+from .batch import Record, partition_for_key
+from .client import Client
+from .errors import (
+    BatchError,
+    BrokerError,
+    ConnectError,
+    ConnectionClosed,
+    ErrorCode,
+    NoReply,
+    ProtocolError,
+    QuiverError,
+)
+
+__all__ = [
+    "Admin", "BatchError", "BrokerError", "Client", "ConnectError", "ConnectionClosed", "ErrorCode",
+    "NoReply", "PartitionDescription", "ProtocolError", "QuiverError", "Record", "TopicDescription",
+    "TopicSummary", "partition_for_key",
+]
+__version__ = "0.1.0"
