@@ -9,6 +9,8 @@
 from .admin import Admin, PartitionDescription, TopicDescription, TopicSummary
 from .batch import Record, partition_for_key
 from .client import Client
+from .consumer import EARLIEST, LATEST, ConsumedRecord, Consumer, Offset, Timestamp
+from .producer import Delivery, Producer, RecordMetadata
 from .errors import (
     BatchError,
     BrokerError,
@@ -21,7 +23,8 @@ from .errors import (
 )
 
 __all__ = [
-    "Admin", "BatchError", "BrokerError", "Client", "ConnectError", "ConnectionClosed", "ErrorCode",
+    "Admin", "BatchError", "ConsumedRecord", "Consumer", "Delivery", "EARLIEST", "LATEST", "Offset",
+    "Producer", "RecordMetadata", "Timestamp", "BrokerError", "Client", "ConnectError", "ConnectionClosed", "ErrorCode",
     "NoReply", "PartitionDescription", "ProtocolError", "QuiverError", "Record", "TopicDescription",
     "TopicSummary", "partition_for_key",
 ]

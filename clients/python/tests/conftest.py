@@ -30,9 +30,10 @@ class Broker:
     proc: subprocess.Popen[str]
     log: list[str] = field(default_factory=list)
 
-    def cli(self, *args: str) -> str:
+    def cli(self, *args: str, stdin: str = "") -> str:
+        """Runs a `quiver` client command (the Rust client) against this broker."""
         out = subprocess.run(
-            [str(BIN), *args], capture_output=True, text=True, timeout=60,
+            [str(BIN), *args], capture_output=True, text=True, timeout=60, input=stdin,
             env={**os.environ, "QUIVER_SERVER": self.addr, "QUIVER_CA": self.ca},
         )
         assert out.returncode == 0, f"quiver {' '.join(args)} failed: {out.stderr}"
