@@ -167,12 +167,28 @@ def check_tabs(page, args):
     if args.exchange:
         show_tab(page, "exchanges")
         page.wait_for_selector(f'tr[data-exchange="{args.exchange}"]', timeout=WAIT_MS)
+    if args.hostile:
+        check_hostile(page, args.hostile)
     if args.queue:
         show_tab(page, "queues")
         page.wait_for_selector(f'tr[data-queue^="{args.queue}/"]', timeout=WAIT_MS)
     if args.plugin:
         show_tab(page, "plugins")
         page.wait_for_selector(f'div[data-plugin="{args.plugin}"]', timeout=WAIT_MS)
+
+
+def check_hostile(page, markup):
+    """Binding keys and header values holding markup: shown as text, nothing run or inserted."""
+    show_tab(page, "exchanges")
+    for exchange in ["hostile", "hostile-headers"]:
+        row = f'tr[data-exchange="{exchange}"]'
+        page.wait_for_selector(row, timeout=WAIT_MS)
+        text = page.text_content(row)
+        assert markup in text, f"{exchange}: the markup is not shown as text: {text!r}"
+    inserted = page.evaluate("document.querySelectorAll('#view img, #view script').length")
+    assert inserted == 0, f"{inserted} elements inserted from broker data"
+    ran = page.evaluate("window.__xss")
+    assert ran is None, f"script from broker data ran: window.__xss = {ran}"
 
 
 def sign_in(page, url, token):
@@ -276,6 +292,7 @@ def main():
     parser.add_argument("--admin")
     parser.add_argument("--viewer")
     parser.add_argument("--stranger")
+    parser.add_argument("--hostile", help="markup the test put in binding keys and header values")
     parser.add_argument("--linger", type=float, default=0)
     args = parser.parse_args()
     started = time.time()

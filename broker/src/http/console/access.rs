@@ -13,6 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use quiver_proto::auth::{Operation, ResourceKind};
 
+use super::origin;
 use crate::auth::{Auth, Principal};
 use crate::http::Shared;
 
@@ -23,6 +24,11 @@ pub const COOKIE: &str = "quiver_session";
 /// The one answer to a missing or refused token: it does not say which it was.
 const UNAUTHORIZED: &str = "401 unauthorized: this listener needs a token with describe on the \
                             cluster (Authorization: Bearer TOKEN, or sign in at /login)\n";
+
+/// The answer to a console request made under a name other sites could rebind to this listener.
+const NOT_LOCAL: &str = "403 forbidden: with authentication off the console answers only at an IP \
+                         address or localhost (http://127.0.0.1:PORT/); turn authentication on to \
+                         serve it under a name\n";
 
 /// Who made a request, as the guard found out.
 #[derive(Debug, Clone)]
@@ -60,6 +66,11 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 /// Checks a token the way the QUIC handshake does, then `describe` on the cluster. `None` for a
 /// refusal of either kind (both logged to `quiver::audit` by the checks themselves).
 pub async fn sign_in(auth: &Auth, remote: SocketAddr, token: &str) -> Option<Viewer> {
+    // With authentication off `authenticate` and `allows` pass everyone: a token proves nothing,
+    // and an `authenticated` admin viewer made of one would unlock the write actions.
+    if !auth.enabled() {
+        return None;
+    }
     let principal = auth
         .authenticate(remote.ip(), Some(token), None)
         .await
@@ -83,6 +94,9 @@ pub async fn guard(
     next: Next,
 ) -> Response {
     let auth = s.broker.auth().clone();
+    if !auth.enabled() && rebound(&request) {
+        return (StatusCode::FORBIDDEN, NOT_LOCAL).into_response();
+    }
     let viewer = match auth.enabled() {
         false => Some(Viewer {
             principal: Principal::anonymous(),
@@ -102,6 +116,18 @@ pub async fn guard(
         }
         None => unauthorized(wants_html(request.headers())),
     }
+}
+
+/// With authentication off, whether `request` may come from a page whose DNS name was rebound to
+/// this listener: the console (`/`, `/api/…`), or anything a browser sent, addressed by a name that
+/// is neither an IP address nor `localhost`. Scrapers and probes without browser headers keep
+/// working under any name.
+fn rebound(request: &Request) -> bool {
+    let path = request.uri().path();
+    let console = path == "/" || path.starts_with("/api/");
+    let browser = request.headers().contains_key("sec-fetch-site")
+        || request.headers().contains_key(header::ORIGIN);
+    (console || browser) && !origin::local_host(request.uri(), request.headers())
 }
 
 /// A browser asking for a page gets a link to the sign-in page; anything else plain text.

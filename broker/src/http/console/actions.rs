@@ -15,6 +15,7 @@ use serde::Deserialize;
 use super::access::Viewer;
 use super::calls;
 use super::error::ConsoleError;
+use super::origin;
 use crate::error::BrokerError;
 use crate::http::Shared;
 use crate::offload;
@@ -69,10 +70,14 @@ pub async fn delete_topic(
     answer.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// The checks before the ACLs: authentication on, the anti-forgery header present.
+/// The checks before the ACLs: authentication on, sent by a page of this listener (a third line
+/// against forgery, behind SameSite and the header), the anti-forgery header present.
 fn allowed(v: &Viewer, headers: &HeaderMap) -> Result<(), ConsoleError> {
     if !v.authenticated {
         return Err(ConsoleError::ReadOnly);
+    }
+    if !origin::same_origin(headers) {
+        return Err(ConsoleError::CrossSite);
     }
     match headers.get(ACTION_HEADER).map(|h| h.as_bytes()) {
         Some(b"1") => Ok(()),

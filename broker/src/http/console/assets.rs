@@ -14,7 +14,8 @@ pub const LOGIN_FAILED_HTML: &str = include_str!("assets/login-failed.html");
 pub const UNAUTHORIZED_HTML: &str = include_str!("assets/unauthorized.html");
 
 /// Only this origin's scripts, styles and requests; no inline script, no framing.
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+pub const CSP: &str =
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 /// An HTML page with the console's Content-Security-Policy.

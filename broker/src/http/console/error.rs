@@ -20,13 +20,16 @@ pub enum ConsoleError {
     /// Cross-site forms cannot set a custom header: requiring one stops request forgery.
     #[error("a console action needs the header X-Quiver-Console: 1")]
     MissingHeader,
+    /// The browser says another site's page sent it.
+    #[error("refused: the request came from another site")]
+    CrossSite,
 }
 
 impl ConsoleError {
     fn status(&self) -> StatusCode {
         match self {
             ConsoleError::BadRequest(_) | ConsoleError::MissingHeader => StatusCode::BAD_REQUEST,
-            ConsoleError::ReadOnly => StatusCode::FORBIDDEN,
+            ConsoleError::ReadOnly | ConsoleError::CrossSite => StatusCode::FORBIDDEN,
             ConsoleError::Broker(e) => status_of(e.code()),
         }
     }

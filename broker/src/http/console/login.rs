@@ -7,23 +7,34 @@ use std::net::SocketAddr;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::access::{self, COOKIE};
 use super::assets;
+use super::origin;
 use crate::http::Shared;
 
 pub async fn page() -> Response {
     assets::html(StatusCode::OK, assets::LOGIN_HTML)
 }
 
-/// `POST /login` with the form field `token`.
+/// `POST /login` with the form field `token`. Only from this listener's own sign-in page: another
+/// site's form could otherwise sign the browser in as the attacker (login CSRF), whose view and
+/// whose name on any action the victim would then get.
 pub async fn sign_in(
     State(s): State<Shared>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if !origin::same_origin(&headers) {
+        return cross_site();
+    }
+    if !s.broker.auth().enabled() {
+        // Nothing to sign in to: the console is open and read-only, no cookie is set.
+        return see_other("/");
+    }
     let token = form_token(&body);
     let viewer = match token.as_deref().filter(|t| cookie_safe(t)) {
         Some(t) => access::sign_in(s.broker.auth(), remote, t).await,
@@ -51,8 +62,12 @@ fn signed_in(token: &str) -> Response {
     }
 }
 
-/// `POST /logout`: clears the cookie and shows the sign-in page again.
-pub async fn sign_out() -> Response {
+/// `POST /logout`: clears the cookie and shows the sign-in page again; from this listener's pages
+/// only, so another site cannot sign the viewer out behind their back.
+pub async fn sign_out(headers: HeaderMap) -> Response {
+    if !origin::same_origin(&headers) {
+        return cross_site();
+    }
     let clear = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
     let clear = HeaderValue::from_str(&clear).unwrap_or(HeaderValue::from_static(""));
     (
@@ -63,6 +78,18 @@ pub async fn sign_out() -> Response {
         ],
     )
         .into_response()
+}
+
+/// A redirect to `to`, followed with a GET.
+fn see_other(to: &'static str) -> Response {
+    let location = [(header::LOCATION, HeaderValue::from_static(to))];
+    (StatusCode::SEE_OTHER, location).into_response()
+}
+
+/// The answer to a sign-in or sign-out another site's page sent.
+fn cross_site() -> Response {
+    let text = "403 forbidden: sign in and out from this broker's own page (/login)\n";
+    (StatusCode::FORBIDDEN, text).into_response()
 }
 
 /// The `token` field of an `application/x-www-form-urlencoded` body.

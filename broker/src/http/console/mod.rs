@@ -2,7 +2,8 @@
 //! a JSON API under `/api/` every second, the sign-in page for authentication on, and the routes
 //! tying them to the listener. One idea per module: [`access`] (who is looking, the guard of the
 //! whole listener), [`login`] (the session cookie), [`api`] (bounded reads), [`actions`] (topic
-//! create and delete), [`assets`] (the embedded files), [`error`] (how failures answer).
+//! create and delete), [`origin`] (cross-site and DNS-rebinding checks), [`assets`] (the embedded
+//! files), [`error`] (how failures answer).
 
 pub mod access;
 mod actions;
@@ -11,6 +12,7 @@ mod assets;
 mod calls;
 mod error;
 mod login;
+mod origin;
 mod page;
 
 use axum::extract::DefaultBodyLimit;
@@ -45,9 +47,14 @@ pub fn routes(probes: Router<Shared>, shared: Shared) -> Router<Shared> {
 }
 
 /// Headers on every answer: nothing is sniffed, framed by another site or cached (answers carry
-/// live state and, signed in, a principal's view).
+/// live state and, signed in, a principal's view). The Content-Security-Policy goes on every answer
+/// too, not only the pages: the 401 page, a JSON or text body opened in a tab, an error page of
+/// the framework — none may run script or load anything but this origin's files.
 async fn hardened(mut response: axum::response::Response) -> axum::response::Response {
     let headers = response.headers_mut();
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(assets::CSP));
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
