@@ -10,6 +10,7 @@ from .admin import Admin, PartitionDescription, TopicDescription, TopicSummary
 from .batch import Record, partition_for_key
 from .client import Client
 from .consumer import EARLIEST, LATEST, ConsumedRecord, Consumer, Offset, Timestamp
+from .group import GroupConsumer
 from .producer import Delivery, Producer, RecordMetadata
 from .errors import (
     BatchError,
@@ -23,7 +24,7 @@ from .errors import (
 )
 
 __all__ = [
-    "Admin", "BatchError", "ConsumedRecord", "Consumer", "Delivery", "EARLIEST", "LATEST", "Offset",
+    "Admin", "BatchError", "ConsumedRecord", "Consumer", "Delivery", "EARLIEST", "GroupConsumer", "LATEST", "Offset",
     "Producer", "RecordMetadata", "Timestamp", "BrokerError", "Client", "ConnectError", "ConnectionClosed", "ErrorCode",
     "NoReply", "PartitionDescription", "ProtocolError", "QuiverError", "Record", "TopicDescription",
     "TopicSummary", "partition_for_key",
