@@ -11,6 +11,8 @@ from .batch import Record, partition_for_key
 from .client import Client
 from .consumer import EARLIEST, LATEST, ConsumedRecord, Consumer, Offset, Timestamp
 from .group import GroupConsumer
+from .queue import QueueConsumer, QueuedRecord, Settled
+from .rpc import Requester, Responder, reply_to
 from .producer import Delivery, Producer, RecordMetadata
 from .errors import (
     BatchError,
@@ -25,7 +27,8 @@ from .errors import (
 
 __all__ = [
     "Admin", "BatchError", "ConsumedRecord", "Consumer", "Delivery", "EARLIEST", "GroupConsumer", "LATEST", "Offset",
-    "Producer", "RecordMetadata", "Timestamp", "BrokerError", "Client", "ConnectError", "ConnectionClosed", "ErrorCode",
+    "Producer", "QueueConsumer", "QueuedRecord", "RecordMetadata", "Requester", "Responder", "Settled",
+    "reply_to", "Timestamp", "BrokerError", "Client", "ConnectError", "ConnectionClosed", "ErrorCode",
     "NoReply", "PartitionDescription", "ProtocolError", "QuiverError", "Record", "TopicDescription",
     "TopicSummary", "partition_for_key",
 ]
