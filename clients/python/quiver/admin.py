@@ -87,6 +87,13 @@ class Admin:
     async def metadata(self) -> dict[str, Any]:
         return await self._expect("metadata", "metadata")
 
+    async def deploy_plugin(self, name: str, component: bytes, version: str | None = None) -> dict[str, Any]:
+        """Deploys a WebAssembly component (the frame payload); returns the `plugin-deployed`
+        answer (`plugin`, `compile_ms`, `cached`)."""
+        header = {"op": "deploy-plugin", "name": name, "version": version}
+        f = await self._client.call(fr.Kind.ADMIN, header, fr.Kind.ADMIN_OK, payload=component)
+        return f.header
+
     async def init_producer(self) -> int:
         return int((await self._expect("producer", "init-producer"))["producer_id"])
 

@@ -266,3 +266,34 @@ def test_unknown_topic_fails_the_send_with_its_code(broker: Broker) -> None:
             await producer.close()  # the failure was reported by its delivery
 
     run(main())
+
+
+def test_read_filter_plugin(broker: Broker) -> None:
+    from conftest import ROOT
+
+    wasm = ROOT / "target" / "plugins" / "tag-filter.wasm"
+    if not wasm.exists():
+        pytest.skip(f"{wasm} not built (scripts/build-plugins.sh; cli/tests/python_client.rs builds it)")
+
+    async def main() -> None:
+        async with await connect(broker) as c:
+            name = unique("tagf")
+            deployed = await c.admin.deploy_plugin(name, wasm.read_bytes())
+            assert deployed["type"] == "plugin-deployed"
+            topic = unique("plug")
+            await c.admin.create_topic(topic, 1)
+            producer = quiver.Producer(c)
+            for i in range(10):
+                await producer.send(topic, f"{i}".encode(), tags=["keep"] if i % 3 == 0 else ["drop"])
+            await producer.close()
+            got = await consume_n(c, topic, 4, plugin=name, plugin_config={"tags": "keep"})
+            assert [int(r.value) for r in got] == [0, 3, 6, 9]
+            # A refused configuration is the plugin's init error, with its code.
+            bad = quiver.Consumer(c, topic, plugin=name)
+            bad.assign(0)
+            with pytest.raises(quiver.BrokerError) as e:
+                await bad.poll(5)
+            assert e.value.code == quiver.ErrorCode.PLUGIN_INIT_FAILED, e.value
+            await bad.close()
+
+    run(main())
