@@ -4,6 +4,7 @@
 
 pub mod outside;
 pub mod plugins;
+pub mod python_client;
 pub mod serve;
 
 use std::net::SocketAddr;

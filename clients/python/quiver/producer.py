@@ -140,6 +140,7 @@ class Producer:
         self._retry: list[_Ready] = []
         self._in_flight: deque[_Ready] = deque()
         self._stream: Stream | None = None
+        self._reader: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._closing = False
         self._sender = asyncio.ensure_future(self._send_loop())
@@ -247,6 +248,8 @@ class Producer:
                 except QuiverError:
                     pass
                 self._stream.close()
+            if self._reader is not None:
+                self._reader.cancel()
 
     async def __aenter__(self) -> "Producer":
         return self
@@ -330,7 +333,7 @@ class Producer:
                 self._stream = self._client.open_stream()
             except QuiverError as e:
                 return self._fail_or_retry(r, e)
-            asyncio.ensure_future(self._read_loop(self._stream))
+            self._reader = asyncio.ensure_future(self._read_loop(self._stream))
         header = {
             "request_id": self._client.next_request_id(),
             "topic": r.topic,
