@@ -12,8 +12,7 @@ use parking_lot::Mutex;
 use quiver_proto::plugins::PluginLogLine;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-
-use super::sandbox::Level;
+use wasmtime::component::{ComponentType, Lift, Lower};
 
 /// Lines kept per plugin name: at most ~1 KiB each (the sandbox truncates), so ~0.5 MiB a plugin.
 pub const KEEP: usize = 512;
@@ -47,6 +46,23 @@ impl Line {
             text: self.text.clone(),
         }
     }
+}
+
+/// `host.level` of the WIT: a plugin log line's level.
+#[derive(ComponentType, Lift, Lower, Debug, Clone, Copy, PartialEq, Eq)]
+#[component(enum)]
+#[repr(u8)]
+pub enum Level {
+    #[component(name = "trace")]
+    Trace,
+    #[component(name = "debug")]
+    Debug,
+    #[component(name = "info")]
+    Info,
+    #[component(name = "warn")]
+    Warn,
+    #[component(name = "error")]
+    Error,
 }
 
 pub fn level_name(level: Level) -> &'static str {

@@ -18,7 +18,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::logs::LogSink;
+use super::logs::{Level, LogSink};
 use crate::util::truncate_utf8;
 
 /// The WIT interface name of the host imports.
@@ -39,23 +39,6 @@ const STDERR_TAIL: usize = 2048;
 /// wasm, where epoch interruption cannot stop them: each must be short for a call's time limit to
 /// hold (64 MiB of random bytes took a third of a second). Seeding needs a few dozen bytes.
 pub const MAX_RANDOM_BYTES: u64 = 64 << 10;
-
-/// `host.level` of the WIT.
-#[derive(ComponentType, Lift, Lower, Debug, Clone, Copy, PartialEq, Eq)]
-#[component(enum)]
-#[repr(u8)]
-pub enum Level {
-    #[component(name = "trace")]
-    Trace,
-    #[component(name = "debug")]
-    Debug,
-    #[component(name = "info")]
-    Info,
-    #[component(name = "warn")]
-    Warn,
-    #[component(name = "error")]
-    Error,
-}
 
 /// `types.config-entry` of the WIT.
 #[derive(ComponentType, Lift, Lower, Debug, Clone, PartialEq, Eq)]
