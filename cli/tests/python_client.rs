@@ -29,9 +29,15 @@ fn python_client_pytest_suite_passes_against_a_real_broker() {
         .env_remove("QUIVER_TOKEN")
         .output()
         .expect("running pytest");
-    let report = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the Python client's tests failed:\n{report}");
+    let report =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the Python client's tests failed:\n{report}"
+    );
     assert!(report.contains(" passed"), "{report}");
-    assert!(!report.contains(" skipped"), "a Python client test was skipped:\n{report}");
+    assert!(
+        !report.contains(" skipped"),
+        "a Python client test was skipped:\n{report}"
+    );
 }
