@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from . import frame as fr
 from .errors import ProtocolError
 
-if TYPE_CHECKING:
-    from .client import Client
+
+class Caller(Protocol):
+    """What admin calls need of a connection (a `Client`): one request, one reply frame. A
+    protocol rather than an import keeps the arrow one way: client.py builds `Admin`."""
+
+    async def call(
+        self, kind: fr.Kind, header: dict[str, Any], reply: fr.Kind, payload: bytes = b""
+    ) -> fr.Frame: ...
 
 
 @dataclass
@@ -40,7 +46,7 @@ class TopicDescription:
 
 
 class Admin:
-    def __init__(self, client: "Client") -> None:
+    def __init__(self, client: Caller) -> None:
         self._client = client
 
     async def call(self, op: str, **fields: Any) -> dict[str, Any]:
