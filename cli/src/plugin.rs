@@ -1,4 +1,5 @@
-//! `quiver plugin deploy|list|describe|logs|remove` and the plugin parts of `topic attach|detach`.
+//! `quiver plugin deploy|list|describe|logs|remove|test` and the plugin parts of
+//! `topic attach|detach`.
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
@@ -6,6 +7,8 @@ use quiver::{AttachOptions, AttachmentInfo, PluginVersionInfo};
 
 use crate::args::ConnectArgs;
 
+#[path = "plugin_test.rs"]
+mod local_test;
 #[path = "plugin_logs.rs"]
 mod logs;
 
@@ -55,6 +58,9 @@ pub enum PluginCommand {
         #[command(flatten)]
         conn: ConnectArgs,
     },
+    /// Run a component over sample records on this machine (no broker), in the broker's sandbox
+    /// and limits, and print what the broker would do with each batch. Fails when the plugin does.
+    Test(local_test::TestArgs),
 }
 
 pub async fn run(cmd: PluginCommand) -> anyhow::Result<()> {
@@ -133,6 +139,10 @@ pub async fn run(cmd: PluginCommand) -> anyhow::Result<()> {
             };
             client.close().await;
             result?;
+        }
+        // Plugins run on a blocking thread, as in the broker: WASI output blocks on the runtime.
+        PluginCommand::Test(args) => {
+            tokio::task::spawn_blocking(move || local_test::run(args)).await??
         }
         PluginCommand::Remove { name, conn } => {
             let client = conn.connect().await?;
