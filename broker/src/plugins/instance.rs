@@ -176,7 +176,7 @@ impl PluginInstance {
     fn check_types(&mut self) -> Result<(), PluginError> {
         let wrong = |e: wasmtime::Error| {
             PluginError::Invalid(format!(
-                "{}: exports do not match the `{}` world: {e:#}",
+                "{}: exports do not match the `{}` world of quiver:plugin@0.1.0 (built against another version of the WIT? regenerate the bindings from this broker's wit/quiver-plugin.wit): {e:#}",
                 self.label,
                 self.world.name()
             ))
@@ -351,7 +351,11 @@ impl PluginInstance {
             false => format!("{message} (stderr: {stderr})"),
         };
         if kind == Failure::Trap {
-            message.push_str(&format!(": {e:#}"));
+            // A trap is a bug in the plugin: say so, and where to reproduce it, before the
+            // (long) wasm backtrace.
+            message.push_str(&format!(
+                " (a panic or invalid instruction in the plugin; reproduce it with `quiver plugin test`): {e:#}"
+            ));
         }
         failure(&self.label, kind, message)
     }

@@ -124,6 +124,7 @@ impl PluginRegistry {
             });
         }
         let compiled = self.engine.compile(&sha256, bytes)?;
+        check_wit_version(&compiled.component, &self.engine)?;
         let world = detect_world(&compiled.component, &self.engine)?;
         let info = PluginVersionInfo {
             name: name.to_owned(),
@@ -371,13 +372,14 @@ fn check_preamble(bytes: &[u8]) -> Result<(), PluginError> {
     }
     if bytes.get(..8) != Some(&COMPONENT_PREAMBLE[..]) {
         return Err(PluginError::Invalid(
-            "a core WebAssembly module, not a component: build for wasm32-wasip2 or wrap it with `wasm-tools component new`".into(),
+            "this is a core WebAssembly module, not a component: build a component (Rust: `cargo build --target wasm32-wasip2`; JavaScript: componentize-js; Python: componentize-py), or wrap the module with `wasm-tools component new`".into(),
         ));
     }
     Ok(())
 }
 
-/// Which plugin world a component implements, from its exported functions.
+/// Which plugin world a component implements, from its exported functions; what is missing or
+/// too much is named with the fix.
 fn detect_world(component: &Component, engine: &PluginEngine) -> Result<World, PluginError> {
     let ty = component.component_type();
     let funcs: Vec<&str> = ty
@@ -387,10 +389,44 @@ fn detect_world(component: &Component, engine: &PluginEngine) -> Result<World, P
         .collect();
     let has = |f: &str| funcs.contains(&f);
     let worlds: Vec<World> = World::ALL.into_iter().filter(|w| has(w.as_str())).collect();
-    match worlds[..] {
-        [world] if has("init") => Ok(world),
-        _ => Err(PluginError::Invalid(format!(
-            "the component exports {funcs:?}: not a quiver:plugin@0.1.0 world (each world exports init and one of filter, transform, route, schedule)"
+    let message = match worlds[..] {
+        [world] if has("init") => return Ok(world),
+        [world] => format!(
+            "the component exports `{}` but not `init`: every {WIT_PACKAGE} world also exports `init: func(config: list<config-entry>) -> result<_, string>`; add it (the SDK's `{}_plugin!(init = …, {} = …)` does)",
+            world.as_str(),
+            world.name(),
+            world.as_str()
+        ),
+        [] if has("init") => format!(
+            "the component exports `init` but none of `filter`, `transform`, `route`, `schedule`: export the batch function of the world you target ({WORLDS})"
+        ),
+        [] => format!(
+            "the component exports {funcs:?}, not a {WIT_PACKAGE} world: build it against one of the worlds {WORLDS} of wit/quiver-plugin.wit"
+        ),
+        _ => format!(
+            "the component exports {}: a plugin implements one world; build one component per world",
+            worlds.iter().map(|w| format!("`{}`", w.as_str())).collect::<Vec<_>>().join(" and ")
+        ),
+    };
+    Err(PluginError::Invalid(message))
+}
+
+/// The WIT package (and version) this broker implements.
+const WIT_PACKAGE: &str = "quiver:plugin@0.1.0";
+const WORLDS: &str = "filter, transform, router, scheduler";
+
+/// Refuses a component built against another version of the quiver:plugin WIT: it would fail to
+/// link (another host interface) or on its first call (other types), with a message about neither.
+fn check_wit_version(component: &Component, engine: &PluginEngine) -> Result<(), PluginError> {
+    let ty = component.component_type();
+    let other = ty
+        .imports(engine.engine())
+        .map(|(name, _)| name)
+        .find(|name| name.starts_with("quiver:plugin/") && !name.ends_with("@0.1.0"));
+    match other {
+        Some(name) => Err(PluginError::Invalid(format!(
+            "the component was built against another version of the plugin WIT (it imports `{name}`); this broker implements {WIT_PACKAGE}: regenerate its bindings from this broker's wit/quiver-plugin.wit and rebuild"
         ))),
+        None => Ok(()),
     }
 }
