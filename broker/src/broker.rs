@@ -244,6 +244,20 @@ impl Broker {
         &self.auth
     }
 
+    /// Checks one request of `principal` against the ACLs (nothing, with authentication off):
+    /// what every driver (QUIC streams, the HTTP console) calls for every request it reads; the
+    /// table in auth/table.rs says what each needs.
+    pub fn authorize(
+        &self,
+        principal: &crate::auth::Principal,
+        request: crate::auth::Request<'_>,
+    ) -> Result<(), BrokerError> {
+        let delays = &self.delays;
+        Ok(self
+            .auth
+            .authorize(principal, request, &|id| delays.pending_topic(id))?)
+    }
+
     /// Request latencies and open connections and streams, for `/metrics`.
     pub fn telemetry(&self) -> &Telemetry {
         &self.telemetry

@@ -9,7 +9,7 @@ use quiver_proto::frame::{Frame, FrameKind};
 use quiver_proto::messages::{FetchRequest, FetchResponse};
 use quiver_wire::{decode_frame, write_frame, write_request_error, WireError};
 
-use super::requests::{authorize, reject, Requests};
+use super::requests::{reject, Requests};
 use crate::auth::{Direction, Principal, Request};
 use crate::broker::Broker;
 use crate::error::BrokerError;
@@ -29,7 +29,7 @@ pub(super) async fn session(
             Err(e) => return reject(send, &e).await,
         };
         let started = std::time::Instant::now();
-        let fetched = match authorize(&broker, &principal, Request::Fetch(&req)) {
+        let fetched = match broker.authorize(&principal, Request::Fetch(&req)) {
             Ok(()) => tokio::select! {
                 r = session.fetch(&req) => r,
                 _ = reader.shutdown.cancelled() => Err(BrokerError::ShuttingDown),

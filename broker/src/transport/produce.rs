@@ -12,7 +12,7 @@ use quiver_proto::messages::{Acks, ProduceRequest, ProduceResponse};
 use quiver_wire::{decode_frame, write_frame, write_request_error, WireError};
 use tokio::sync::mpsc;
 
-use super::requests::{authorize, wire_code, Requests};
+use super::requests::{wire_code, Requests};
 use crate::auth::{Direction, Principal, Request};
 use crate::broker::Broker;
 use crate::error::BrokerError;
@@ -71,7 +71,7 @@ async fn accept(
 ) -> Pending {
     let id = req.request_id;
     let timing = Timing(Instant::now(), Some(req.acks));
-    if let Err(e) = authorize(broker, principal, Request::Produce(&req)) {
+    if let Err(e) = broker.authorize(principal, Request::Produce(&req)) {
         return Pending(Accepted::Done(Err(e)), id, Duration::ZERO, timing);
     }
     let quotas = broker.auth().quotas();

@@ -6,10 +6,7 @@ use quiver_proto::ErrorCode;
 use quiver_wire::{write_error, FrameReader, WireError};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Principal, Request};
-use crate::broker::Broker;
 use crate::config::BrokerConfig;
-use crate::error::BrokerError;
 
 /// The request frames of one stream; ends (like a finished stream) once shutdown starts, so idle
 /// streams do not hold up a graceful shutdown while in-flight requests still complete.
@@ -60,17 +57,4 @@ pub(super) fn wire_code(e: &WireError) -> ErrorCode {
 pub(super) fn finish(mut send: quinn::SendStream) -> Result<(), WireError> {
     send.finish()?;
     Ok(())
-}
-
-/// Checks one request against the ACLs (every stream handler calls this for every request it
-/// reads; the table in auth/table.rs says what each needs).
-pub(super) fn authorize(
-    broker: &Broker,
-    principal: &Principal,
-    request: Request<'_>,
-) -> Result<(), BrokerError> {
-    let delays = broker.delays();
-    Ok(broker
-        .auth()
-        .authorize(principal, request, &|id| delays.pending_topic(id))?)
 }

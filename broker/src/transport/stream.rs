@@ -12,7 +12,7 @@ use quiver_proto::ErrorCode;
 use quiver_wire::{decode_frame, write_error, write_frame, WireError};
 use tokio_util::sync::CancellationToken;
 
-use super::requests::{authorize, finish, reject, Requests};
+use super::requests::{finish, reject, Requests};
 use super::{fetch, produce};
 use crate::auth::{Direction, Principal, Request};
 use crate::broker::Broker;
@@ -91,7 +91,7 @@ async fn admin(
     let (req, payload): (AdminRequest, Bytes) =
         decode_frame(frame, FrameKind::Admin).map_err(invalid)?;
     tracing::debug!(?req, "admin request");
-    authorize(broker, &principal, Request::Admin(&req))?;
+    broker.authorize(&principal, Request::Admin(&req))?;
     let operation = operation_name(&req);
     let b = broker.clone();
     let p = principal.clone();
@@ -129,7 +129,7 @@ async fn group(
 ) -> Result<GroupResponse, BrokerError> {
     let (req, _): (GroupRequest, Bytes) = decode_frame(frame, FrameKind::Group).map_err(invalid)?;
     tracing::trace!(?req, "group request");
-    authorize(broker, principal, Request::Group(&req))?;
+    broker.authorize(principal, Request::Group(&req))?;
     let b = broker.clone();
     let mut answer = offload::blocking(move || b.groups().handle(req)).await?;
     broker.auth().filter_groups(principal, &mut answer);
@@ -177,7 +177,7 @@ async fn queue(
         Ok((req, _)) => req,
         Err(e) => return write_error(send, ErrorCode::InvalidRequest, e.to_string()).await,
     };
-    if let Err(e) = authorize(broker, principal, Request::Queue(&req)) {
+    if let Err(e) = broker.authorize(principal, Request::Queue(&req)) {
         return write_error(send, e.code(), e.to_string()).await;
     }
     let lessee = lessee(&req);

@@ -11,25 +11,13 @@ use crate::auth::{Principal, Request};
 use crate::error::BrokerError;
 use crate::Broker;
 
-/// Checks `request` for `principal` against the ACLs (nothing, with authentication off).
-pub fn authorize(
-    broker: &Broker,
-    principal: &Principal,
-    request: Request<'_>,
-) -> Result<(), BrokerError> {
-    let delays = broker.delays();
-    Ok(broker
-        .auth()
-        .authorize(principal, request, &|id| delays.pending_topic(id))?)
-}
-
 /// One admin request, as the QUIC admin stream answers it.
 pub fn admin(
     broker: &Broker,
     principal: &Principal,
     req: AdminRequest,
 ) -> Result<AdminResponse, BrokerError> {
-    authorize(broker, principal, Request::Admin(&req))?;
+    broker.authorize(principal, Request::Admin(&req))?;
     let mut answer = broker.admin().handle(principal, req, Bytes::new())?;
     broker.auth().filter_admin(principal, &mut answer);
     Ok(answer)
@@ -41,7 +29,7 @@ pub fn group(
     principal: &Principal,
     req: GroupRequest,
 ) -> Result<GroupResponse, BrokerError> {
-    authorize(broker, principal, Request::Group(&req))?;
+    broker.authorize(principal, Request::Group(&req))?;
     let mut answer = broker.groups().handle(req)?;
     broker.auth().filter_groups(principal, &mut answer);
     Ok(answer)
