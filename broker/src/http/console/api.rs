@@ -41,6 +41,18 @@ struct Listing<T> {
     items: Vec<T>,
 }
 
+impl<T> Listing<T> {
+    /// `items` as the page `page` of a list of `total`.
+    fn new(total: usize, page: Page, items: Vec<T>) -> Listing<T> {
+        Listing {
+            total,
+            offset: page.offset,
+            limit: page.limit,
+            items,
+        }
+    }
+}
+
 /// `Ok(value)` as a JSON answer.
 fn json<T: Serialize>(value: &T) -> Result<Response, ConsoleError> {
     let body = serde_json::to_vec(value).map_err(|e| BrokerError::Internal(e.to_string()))?;
@@ -171,12 +183,7 @@ fn topic_page(b: &Broker, p: &Principal, page: Page) -> Result<Listing<TopicView
             }
         })
         .collect();
-    Ok(Listing {
-        total,
-        offset: page.offset,
-        limit: page.limit,
-        items,
-    })
+    Ok(Listing::new(total, page, items))
 }
 
 /// A group: members, lag and queue state, rows capped, totals over all of them.
@@ -233,12 +240,7 @@ fn group_page(b: &Broker, p: &Principal, page: Page) -> Result<Listing<GroupView
             },
         )
         .collect();
-    Ok(Listing {
-        total,
-        offset: page.offset,
-        limit: page.limit,
-        items,
-    })
+    Ok(Listing::new(total, page, items))
 }
 
 /// A plugin: its versions, where it is attached (with health), its latest log lines.
@@ -273,12 +275,7 @@ fn plugin_page(b: &Broker, p: &Principal, page: Page) -> Result<Listing<PluginVi
         .into_iter()
         .filter_map(|name| plugin_view(b, p, name))
         .collect();
-    Ok(Listing {
-        total,
-        offset: page.offset,
-        limit: page.limit,
-        items,
-    })
+    Ok(Listing::new(total, page, items))
 }
 
 fn plugin_view(b: &Broker, p: &Principal, name: String) -> Option<PluginView> {
@@ -329,10 +326,5 @@ fn exchange_page(
             e
         })
         .collect();
-    Ok(Listing {
-        total,
-        offset: page.offset,
-        limit: page.limit,
-        items,
-    })
+    Ok(Listing::new(total, page, items))
 }
