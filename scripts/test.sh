@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each phase prints its start time since the script began, so a slow CI run shows where time went.
+phase() { echo "== test.sh +$((SECONDS / 60))m$((SECONDS % 60))s: $*" >&2; }
+
 # Toolchain pieces (no-ops when present). wasm32-wasip2 builds the plugins in plugins/.
 rustup component add clippy rustfmt >/dev/null 2>&1 || true
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
@@ -59,20 +62,25 @@ fi
 # The plugin components first: the broker's integration tests and benchmarks load them from
 # target/plugins/. Rust plugins build for wasm32-wasip2, JavaScript ones with componentize-js,
 # Python ones with componentize-py.
+phase "plugins"
 bash scripts/build-plugins.sh
 
+phase "fmt and clippy"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+phase "workspace tests"
 cargo test --workspace --all-targets --no-fail-fast
 
 # The cargo-fuzz targets (fuzz/, docs/security.md "Fuzzing"): each runs a few seconds from its
 # committed corpus, so the targets keep building and known crashes stay fixed. Installs the nightly
 # toolchain and cargo-fuzz when missing; a cold build of the targets takes ~10-14 min here.
+phase "fuzz smoke"
 bash scripts/fuzz-smoke.sh
 
 # Guest side of the plugins: the SDK and the example plugins are unit-tested natively, and the
 # JavaScript plugins with node, the Python ones with python3's unittest. (sdk-guest/ and plugins/
 # are separate cargo workspaces.)
+phase "guest SDK and plugin unit tests"
 (cd sdk-guest && cargo fmt -- --check && cargo clippy --all-targets -- -D warnings && cargo test)
 (cd plugins && cargo fmt -- --check && cargo clippy --all-targets -- -D warnings && cargo test)
 if command -v node >/dev/null 2>&1; then
@@ -89,5 +97,7 @@ fi
 # Smoke run of the benchmark harness so it does not rot: tiny sizes, seconds; numbers not asserted.
 # Built first, outside the time bound: built alone, its dependencies may get other features than in
 # the workspace build above, and compiling them is not what the bound is for.
+phase "bench smoke"
 cargo build -q -p quiver-bench
 timeout 300 target/debug/quiver-bench all --smoke
+phase "done"
