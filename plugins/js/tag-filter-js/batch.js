@@ -16,6 +16,8 @@
 
 export const HEADER_LEN = 56;
 export const FLAG_SPARSE = 1;
+// Set when a record carries a delay header (docs/batch-format.md); nothing to do for a reader.
+export const FLAG_DELAYED = 2;
 const MAGIC = [0x51, 0x56, 0x52, 0x42]; // "QVRB"
 const VERSION = 1;
 const NO_KEY = 0xffffffff;
@@ -73,7 +75,7 @@ export function decodeBatch(input) {
   if (length !== len) {
     return rejected(`batch header says ${length} bytes but ${len} were passed`);
   }
-  if ((flags & ~FLAG_SPARSE) !== 0) {
+  if ((flags & ~(FLAG_SPARSE | FLAG_DELAYED)) !== 0) {
     return rejected(`batch header field flags has invalid value ${flags}`);
   }
   const header = {

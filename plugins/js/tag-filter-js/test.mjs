@@ -175,6 +175,9 @@ test('decodeBatch reads a batch inside a larger buffer and a sparse batch', () =
   assert.match(decodeBatch(unordered).error, /malformed record 2: offset deltas/);
   const notDense = encodeBatch(SAMPLE, { offsets: [0, 2, 3] });
   assert.match(decodeBatch(notDense).error, /malformed record 1: offset deltas/);
+  // A batch with a delay header carries FLAG_DELAYED (2): a read filter sees such batches.
+  const delayed = encodeBatch(SAMPLE, { flags: 2 });
+  assert.equal(decodeBatch(delayed).records.length, 3);
 });
 
 test('malformed input is an error string, never an exception', () => {

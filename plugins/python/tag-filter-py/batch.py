@@ -25,6 +25,8 @@ from collections import namedtuple
 
 HEADER_LEN = 56
 FLAG_SPARSE = 1
+# Set when a record carries a delay header (docs/batch-format.md); nothing to do for a reader.
+FLAG_DELAYED = 2
 MAGIC = b"QVRB"
 VERSION = 1
 NO_KEY = 0xFFFFFFFF
@@ -91,7 +93,7 @@ def decode_batch(data):
         return _rejected("batch truncated: need %d bytes, have %d" % (HEADER_LEN, n))
     if length != n:
         return _rejected("batch header says %d bytes but %d were passed" % (length, n))
-    if flags & ~FLAG_SPARSE:
+    if flags & ~(FLAG_SPARSE | FLAG_DELAYED):
         return _rejected("batch header field flags has invalid value %d" % flags)
     (_, _, _, _, _, base_offset, crc, base_ts, max_ts, count, producer_id, base_seq) = (
         _HEADER.unpack_from(data, 0)

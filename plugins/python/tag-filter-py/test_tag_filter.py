@@ -222,6 +222,9 @@ class DecoderTest(unittest.TestCase):
         self.assertRegex(decode_batch(unordered), "malformed record 2: offset deltas")
         not_dense = encode_batch(SAMPLE, offsets=[0, 2, 3])
         self.assertRegex(decode_batch(not_dense), "malformed record 1: offset deltas")
+        # A batch with a delay header carries FLAG_DELAYED (2): a read filter sees such batches.
+        delayed = encode_batch(SAMPLE, flags=2)
+        self.assertEqual(len(decode_batch(delayed).records), 3)
 
     def test_malformed_input_is_an_error_string(self):
         good = encode_batch(SAMPLE)
