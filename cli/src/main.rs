@@ -5,6 +5,7 @@
 
 mod acl;
 mod args;
+mod cache;
 mod cert;
 mod consume;
 mod delay;

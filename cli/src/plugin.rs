@@ -1,4 +1,4 @@
-//! `quiver plugin deploy|list|describe|logs|remove|test` and the plugin parts of
+//! `quiver plugin new|build|test|deploy|list|describe|logs|remove` and the plugin parts of
 //! `topic attach|detach`.
 
 use anyhow::{bail, Context};
@@ -7,14 +7,26 @@ use quiver::{AttachOptions, AttachmentInfo, PluginVersionInfo};
 
 use crate::args::ConnectArgs;
 
+#[path = "plugin_build.rs"]
+mod build;
 #[path = "plugin_test.rs"]
 mod local_test;
 #[path = "plugin_logs.rs"]
 mod logs;
+#[path = "plugin_new.rs"]
+mod new;
+#[path = "plugin_project.rs"]
+mod project;
 
 #[derive(Subcommand, Debug)]
 pub enum PluginCommand {
-    /// Deploy a WebAssembly component (world `filter`, `transform` or `router` of
+    /// Create a plugin project (sources, a unit test, a sample input, the WIT, a README) in
+    /// JavaScript, Python or Rust, for one world; build it with `quiver plugin build`.
+    New(new::NewArgs),
+    /// Build a project made by `plugin new` into DIR/NAME.wasm with its language's toolchain
+    /// (cargo, componentize-js, componentize-py; installs the JS and Python tools when missing).
+    Build(build::BuildArgs),
+    /// Deploy a WebAssembly component (world `filter`, `transform`, `router` or `scheduler` of
     /// quiver:plugin@0.1.0).
     Deploy {
         name: String,
@@ -141,6 +153,10 @@ pub async fn run(cmd: PluginCommand) -> anyhow::Result<()> {
             result?;
         }
         // Plugins run on a blocking thread, as in the broker: WASI output blocks on the runtime.
+        PluginCommand::New(args) => new::run(args)?,
+        PluginCommand::Build(args) => {
+            tokio::task::spawn_blocking(move || build::run(args)).await??
+        }
         PluginCommand::Test(args) => {
             tokio::task::spawn_blocking(move || local_test::run(args)).await??
         }

@@ -185,18 +185,11 @@ impl Local {
 
 /// Where compiled code is kept between runs: compiling a large component (a JavaScript one) takes
 /// seconds, and a test is run again and again while a plugin is written. The user's own cache
-/// directory (`QUIVER_CACHE_DIR`, else `$XDG_CACHE_HOME/quiver`, else `~/.cache/quiver`): the
+/// directory (`crate::cache`): the
 /// engine loads what it finds there only when its checksum matches, under a name carrying the
 /// engine's compatibility hash. `None` (a fresh temporary directory) when there is no home.
 fn compile_cache() -> Option<PathBuf> {
-    let base = match std::env::var_os("QUIVER_CACHE_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?
-            .join("quiver"),
-    };
-    Some(base.join("plugin-test"))
+    Some(crate::cache::dir()?.join("plugin-test"))
 }
 
 /// The file name as a plugin name (what `plugin deploy` would be given), e.g. `tag-filter`.
