@@ -360,6 +360,76 @@ async fn linger_zero_sends_at_once_and_a_long_linger_waits_for_flush() {
     broker.stop().await;
 }
 
+/// Linger 0 under a burst: records beyond a short pipeline wait in open batches (sealed by later
+/// sends or the 1-ms tick, never by a flush here), and every one arrives once, in send order, from
+/// two tasks sending at once on one idempotent producer (the seal order is the send order).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linger_zero_bursts_batch_and_keep_order_without_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = broker.client().await;
+    client
+        .admin()
+        .create_topic(NewTopic::new("burst", 1))
+        .await
+        .unwrap();
+    let config = ProducerConfig {
+        linger: Duration::ZERO,
+        max_in_flight: 4,
+        ..Default::default()
+    };
+    let producer = Producer::new(client.clone(), config);
+    let mut tasks = Vec::new();
+    for task in 0..2u32 {
+        let producer = producer.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut deliveries = Vec::new();
+            for i in 0..5_000u32 {
+                let value = format!("{task}-{i}");
+                deliveries.push(
+                    producer
+                        .send(ProducerRecord::new("burst", value))
+                        .await
+                        .unwrap(),
+                );
+            }
+            let mut offsets = Vec::new();
+            for d in deliveries {
+                let sent = tokio::time::timeout(Duration::from_secs(60), d.wait()).await;
+                offsets.push(
+                    sent.expect("delivered without a flush")
+                        .unwrap()
+                        .offset
+                        .unwrap(),
+                );
+            }
+            offsets
+        }));
+    }
+    for task in tasks {
+        let offsets = task.await.unwrap();
+        assert!(
+            offsets.windows(2).all(|w| w[0] < w[1]),
+            "one task's records in order"
+        );
+    }
+    let records = consume_n(&client, "burst", 10_000).await;
+    let mut next = [0u32; 2];
+    for r in &records {
+        let value = String::from_utf8(r.record.value.to_vec()).unwrap();
+        let (task, i) = value.split_once('-').unwrap();
+        let task: usize = task.parse().unwrap();
+        assert_eq!(
+            i.parse::<u32>().unwrap(),
+            next[task],
+            "each task's records once, in order"
+        );
+        next[task] += 1;
+    }
+    assert_eq!(next, [5_000, 5_000]);
+    broker.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_none_and_all_both_deliver() {
     let dir = tempfile::tempdir().unwrap();

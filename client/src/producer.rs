@@ -28,7 +28,7 @@ use quiver_proto::batch::{is_delay_header, DELAY_MS_HEADER, DELIVER_AT_HEADER};
 use quiver_proto::frame::FrameKind;
 use quiver_proto::messages::{Acks, ProduceRequest, ProduceResponse};
 use quiver_proto::{BatchBuilder, RecordData};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, Notify, Semaphore};
 
 use crate::client::Client;
 use crate::error::ClientError;
@@ -317,7 +317,13 @@ struct Shared {
     partitions: Mutex<HashMap<String, u32>>,
     /// Held while asking the broker for a producer id, so that concurrent sends ask once.
     init: tokio::sync::Mutex<()>,
-    tx: mpsc::Sender<Ready>,
+    /// Sealed batches on their way to the sender. Written only under the `state` lock, in the
+    /// order they were sealed, so batches of a partition reach the broker in sequence order.
+    tx: mpsc::UnboundedSender<Ready>,
+    /// Room for batches between seal and send (`max_in_flight` permits): whoever enqueued a batch
+    /// takes one after the lock is released, the sender gives it back when it takes the batch, so
+    /// producers wait while the sender is that far behind.
+    room: Semaphore,
     /// Batches the sender holds (in flight or waiting to be retried), as it last published.
     held: AtomicUsize,
 }
@@ -325,8 +331,31 @@ struct Shared {
 impl Shared {
     /// Whether a linger-0 record should seal its batch now: the pipeline is short.
     fn pipeline_is_short(&self) -> bool {
-        let queued = self.tx.max_capacity() - self.tx.capacity();
-        queued + self.held.load(Ordering::Relaxed) < LINGER_ZERO_OUTSTANDING
+        let room = self.config.max_in_flight.max(1);
+        let queued = room.saturating_sub(self.room.available_permits());
+        queued + self.held.load(Ordering::Relaxed) < LINGER_ZERO_OUTSTANDING.min(room)
+    }
+
+    /// Hands sealed batches to the sender; call with the `state` lock held (hence not async).
+    fn enqueue(&self, sealed: Vec<Ready>) -> Result<usize, ClientError> {
+        let n = sealed.len();
+        for r in sealed {
+            self.tx.send(r).map_err(|_| ClientError::Closed)?;
+        }
+        Ok(n)
+    }
+
+    /// Waits for room for `n` batches just enqueued (after the lock is released).
+    async fn wait_for_room(&self, n: usize) -> Result<(), ClientError> {
+        if n > 0 {
+            let n = u32::try_from(n).unwrap_or(u32::MAX);
+            self.room
+                .acquire_many(n)
+                .await
+                .map_err(|_| ClientError::Closed)?
+                .forget();
+        }
+        Ok(())
     }
 }
 
@@ -338,7 +367,8 @@ pub struct Producer {
 
 impl Producer {
     pub fn new(client: Client, config: ProducerConfig) -> Producer {
-        let (tx, rx) = mpsc::channel(config.max_in_flight.max(1));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let room = Semaphore::new(config.max_in_flight.max(1));
         let shared = Arc::new(Shared {
             client,
             config,
@@ -346,6 +376,7 @@ impl Producer {
             partitions: Mutex::default(),
             init: tokio::sync::Mutex::new(()),
             tx,
+            room,
             held: AtomicUsize::new(0),
         });
         tokio::spawn(sender(shared.clone(), rx));
@@ -396,22 +427,16 @@ impl Producer {
             headers: &headers,
             tags: &tags,
         };
-        let (delivery, sealed) = {
+        let (delivery, enqueued) = {
             let mut st = self.shared.state.lock();
             let cfg = &self.shared.config;
             let (delivery, mut sealed) = append(&mut st, cfg, &rec.topic, partition, &data)?;
             if now {
                 sealed.extend(seal(&mut st, &batch_key(&rec.topic, partition, &data))?);
             }
-            (delivery, sealed)
+            (delivery, self.shared.enqueue(sealed)?)
         };
-        for r in sealed {
-            self.shared
-                .tx
-                .send(r)
-                .await
-                .map_err(|_| ClientError::Closed)?;
-        }
+        self.shared.wait_for_room(enqueued).await?;
         Ok(delivery)
     }
 
@@ -464,30 +489,49 @@ impl Producer {
     }
 
     /// Sends every open batch and waits until everything sent so far is acknowledged. Returns the
-    /// first delivery error, if any.
+    /// first delivery error, if any, after waiting for every batch (none is left unsent).
     pub async fn flush(&self) -> Result<(), Arc<ClientError>> {
-        let (sealed, waiting) = {
+        let (enqueued, waiting, seal_error) = {
             let mut st = self.shared.state.lock();
-            let keys: Vec<_> = st.open.keys().cloned().collect();
-            let mut sealed = Vec::new();
-            for k in keys {
-                sealed.extend(seal(&mut st, &k).map_err(Arc::new)?);
-            }
+            let (sealed, seal_error) = seal_all(&mut st, |_| true);
+            let enqueued = self.shared.enqueue(sealed).map_err(Arc::new)?;
             st.unacked.retain(|s| s.result.get().is_none());
-            (sealed, st.unacked.clone())
+            (enqueued, st.unacked.clone(), seal_error)
         };
-        for r in sealed {
-            let slot = r.slot.clone();
-            if self.shared.tx.send(r).await.is_err() {
-                return Err(Arc::new(ClientError::Closed));
-            }
-            slot.wait().await.clone()?;
-        }
+        self.shared
+            .wait_for_room(enqueued)
+            .await
+            .map_err(Arc::new)?;
+        let mut first = seal_error.map_or(Ok(()), |e| Err(Arc::new(e)));
         for s in waiting {
-            s.wait().await.clone()?;
+            if let Err(e) = s.wait().await {
+                first = first.and(Err(e.clone()));
+            }
         }
-        Ok(())
+        first
     }
+}
+
+/// Seals the open batches `due` picks, in no particular order across partitions (each partition
+/// has one open batch per key, so per-partition order is kept); returns them and the first error.
+fn seal_all(st: &mut State, due: impl Fn(&Open) -> bool) -> (Vec<Ready>, Option<ClientError>) {
+    let keys: Vec<BatchKey> = st
+        .open
+        .iter()
+        .filter(|(_, o)| due(o))
+        .map(|(k, _)| k.clone())
+        .collect();
+    let mut sealed = Vec::new();
+    let mut error = None;
+    for k in keys {
+        match seal(st, &k) {
+            Ok(r) => sealed.extend(r),
+            Err(e) => {
+                error.get_or_insert(e);
+            }
+        }
+    }
+    (sealed, error)
 }
 
 impl State {
@@ -580,27 +624,25 @@ fn seal(st: &mut State, key: &BatchKey) -> Result<Option<Ready>, ClientError> {
     }))
 }
 
-/// Seals batches that waited longer than `linger`; ends when the producer is dropped.
+/// Seals batches that waited longer than `linger` (with linger 0: what records left open while
+/// the pipeline was long); ends when the last `Producer` handle is dropped, after a final seal.
 async fn linger(shared: std::sync::Weak<Shared>) {
     loop {
         let Some(s) = shared.upgrade() else { return };
+        // The sender task holds one reference and this loop another: no other means every
+        // `Producer` is gone, and nothing can be added to an open batch any more.
+        let last = Arc::strong_count(&s) <= 2;
         let period = (s.config.linger / 2).max(Duration::from_millis(1));
-        let due: Vec<Ready> = {
+        let enqueued = {
             let mut st = s.state.lock();
-            let keys: Vec<_> = st
-                .open
-                .iter()
-                .filter(|(_, o)| o.started.elapsed() >= s.config.linger)
-                .map(|(k, _)| k.clone())
-                .collect();
-            keys.iter()
-                .filter_map(|k| seal(&mut st, k).ok().flatten())
-                .collect()
-        };
-        for r in due {
-            if s.tx.send(r).await.is_err() {
-                return;
+            let (due, _) = seal_all(&mut st, |o| last || o.started.elapsed() >= s.config.linger);
+            match s.enqueue(due) {
+                Ok(n) => n,
+                Err(_) => return,
             }
+        };
+        if s.wait_for_room(enqueued).await.is_err() || last {
+            return;
         }
         drop(s);
         tokio::time::sleep(period).await;
@@ -614,7 +656,7 @@ type RetryQueue = VecDeque<(Instant, Ready)>;
 
 /// Owns the produce stream: writes batches, reads the in-order replies, retries retriable failures.
 /// While retries are pending no new batch is sent, so batches reach the broker in seal order.
-async fn sender(shared: Arc<Shared>, mut rx: mpsc::Receiver<Ready>) {
+async fn sender(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Ready>) {
     let mut retry = RetryQueue::new();
     let mut stream: Stream = None;
     let mut in_flight: VecDeque<Ready> = VecDeque::new();
@@ -630,7 +672,10 @@ async fn sender(shared: Arc<Shared>, mut rx: mpsc::Receiver<Ready>) {
         let can_send = in_flight.len() < shared.config.max_in_flight;
         tokio::select! {
             r = rx.recv(), if can_send && retry.is_empty() && !closing => match r {
-                Some(r) => send_one(&shared, &mut stream, &mut in_flight, &mut retry, r).await,
+                Some(r) => {
+                    shared.room.add_permits(1);
+                    send_one(&shared, &mut stream, &mut in_flight, &mut retry, r).await
+                }
                 None => closing = true,
             },
             _ = sleep_until(next_retry), if next_retry.is_some() && can_send => {
