@@ -129,7 +129,8 @@ fn componentize_py() -> anyhow::Result<PathBuf> {
         .join("tools")
         .join(format!("componentize-py-{version}"));
     let tool = venv.join("bin/componentize-py");
-    if tool.is_file() {
+    // Trusted only if it runs: a Python upgrade leaves the venv's script without its interpreter.
+    if tool.is_file() && has(&tool.to_string_lossy()) {
         return Ok(tool);
     }
     if !has("python3") {

@@ -1,7 +1,8 @@
 //! The five-minute plugin paths of docs/plugins.md, run literally: each `sh` block under a
 //! `five-minute path: LANG KIND` marker runs with bash, as written, in an empty directory with the
-//! `quiver` under test first on the PATH and a real `quiver serve` named by QUIVER_SERVER and
-//! QUIVER_CA (what the doc's reader has by default), and its output must end with the `text` block
+//! `quiver` under test first on the PATH and a real `quiver serve` with its data in ./quiver-data
+//! (named by QUIVER_SERVER only, its port being free rather than the default; the client commands
+//! find its CA as the doc's reader's do), and its output must end with the `text` block
 //! that follows it. new -> build -> test -> deploy -> attach -> produce -> consume, for Python,
 //! JavaScript and Rust, filter and transform; then each project's own unit test as its README says.
 //!
@@ -74,7 +75,9 @@ fn follow(lang: &str, unit_test: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path().join("work");
     std::fs::create_dir(&work).unwrap();
-    let broker = Serve::start(tmp.path());
+    // The broker's data in ./quiver-data of the working directory, as after the README's first
+    // command there: the client commands find its CA by default. Only the port differs.
+    let broker = Serve::start_in(&work.join("quiver-data"), &[]);
     let bin = Path::new(env!("CARGO_BIN_EXE_quiver")).parent().unwrap();
     let path = format!(
         "{}:{}",
@@ -88,7 +91,7 @@ fn follow(lang: &str, unit_test: &[&str]) {
             .current_dir(&work)
             .env("PATH", &path)
             .env("QUIVER_SERVER", &broker.addr)
-            .env("QUIVER_CA", tmp.path().join("data/tls/ca.pem"))
+            .env_remove("QUIVER_CA")
             .env("CARGO_TARGET_DIR", repo().join("target/plugin-paths"))
             .output()
             .unwrap();
@@ -135,10 +138,10 @@ fn follow(lang: &str, unit_test: &[&str]) {
 
 #[test]
 fn python_paths_from_new_to_consume() {
-    let venv = tempfile::tempdir().unwrap();
+    // Debian's python3 runs `-m venv` without python3-venv but cannot make a venv with pip:
+    // ensurepip is what is missing then.
     let can_venv = Command::new("python3")
-        .args(["-m", "venv", "--without-pip"])
-        .arg(venv.path().join("probe"))
+        .args(["-c", "import ensurepip, venv"])
         .status()
         .is_ok_and(|s| s.success());
     if !can_venv {

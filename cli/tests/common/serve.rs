@@ -21,6 +21,11 @@ impl Serve {
 
     /// Like `start`, with more `serve` flags.
     pub fn start_with(dir: &Path, flags: &[&str]) -> Serve {
+        Self::start_in(&dir.join("data"), flags)
+    }
+
+    /// Like `start_with`, with the data directory itself named.
+    pub fn start_in(data_dir: &Path, flags: &[&str]) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_quiver"))
             .args([
                 "serve",
@@ -30,7 +35,7 @@ impl Serve {
                 "127.0.0.1:0",
                 "--data-dir",
             ])
-            .arg(dir.join("data"))
+            .arg(data_dir)
             .args(flags)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
