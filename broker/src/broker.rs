@@ -12,6 +12,7 @@ use crate::delay::DelayStore;
 use crate::error::BrokerError;
 use crate::groups::Groups;
 use crate::meta::MetaStore;
+use crate::mirrors::MirrorStore;
 use crate::plugins::{EngineLimits, Pipelines, PluginEngine, PluginRegistry};
 use crate::routing::Exchanges;
 use crate::services::admin::{AdminService, Identity};
@@ -20,6 +21,7 @@ use crate::services::dead_letter::DeadLetters;
 use crate::services::exchanges::ExchangeService;
 use crate::services::fetch::FetchService;
 use crate::services::groups::GroupService;
+use crate::services::mirrors::MirrorService;
 use crate::services::plugins::PluginService;
 use crate::services::produce::ProduceService;
 use crate::services::queues::QueueService;
@@ -40,6 +42,7 @@ struct Stores {
     groups: Arc<Groups>,
     delays: Arc<DelayStore>,
     auth: Arc<Auth>,
+    mirrors: Arc<MirrorStore>,
 }
 
 impl Stores {
@@ -63,7 +66,9 @@ impl Stores {
         if let Some(path) = auth.bootstrap(&config.data_dir)? {
             tracing::info!(path = %path.display(), "authentication on: created user `admin` (a superuser); its token is in this file");
         }
+        let mirrors = MirrorStore::open(meta.clone(), &config.data_dir, &config.mirrors)?;
         Ok(Stores {
+            mirrors: Arc::new(mirrors),
             auth: Arc::new(auth),
             registry,
             pipelines: Arc::new(pipelines),
@@ -90,6 +95,7 @@ pub struct Broker {
     pipelines: Arc<Pipelines>,
     registry: Arc<PluginRegistry>,
     auth: Arc<Auth>,
+    mirrors: Arc<MirrorStore>,
     telemetry: Telemetry,
 }
 
@@ -137,6 +143,8 @@ impl Broker {
                 s.pipelines.clone(),
                 s.topics.clone(),
             )),
+            mirrors: s.mirrors.clone(),
+            mirror_service: Arc::new(MirrorService::new(s.mirrors.clone(), s.topics.clone())),
             identity: Identity {
                 broker_id: format!("quiver@{}", config.listen),
                 listen: config.listen.to_string(),
@@ -159,6 +167,7 @@ impl Broker {
             pipelines: s.pipelines,
             registry: s.registry,
             auth: s.auth,
+            mirrors: s.mirrors,
             topics: s.topics,
             delays: s.delays,
             exchanges: s.exchanges,
@@ -256,6 +265,12 @@ impl Broker {
         Ok(self
             .auth
             .authorize(principal, request, &|id| delays.pending_topic(id))?)
+    }
+
+    /// Edge mirrors: definitions, positions and live status (the forwarding runs in
+    /// `quiver-mirror`).
+    pub fn mirrors(&self) -> &Arc<MirrorStore> {
+        &self.mirrors
     }
 
     /// Request latencies and open connections and streams, for `/metrics`.

@@ -68,6 +68,9 @@ pub struct BrokerConfig {
     pub plugins: PluginConfig,
     pub auth: AuthConfig,
     pub quotas: QuotaConfig,
+    /// Mirrors forwarding this broker's topics to a core broker (`[[mirror]]` tables).
+    #[serde(rename = "mirror", skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<crate::mirrors::MirrorConfig>,
 }
 
 /// The format of the broker's own log (stderr).
@@ -176,6 +179,7 @@ impl Default for BrokerConfig {
             plugins: PluginConfig::default(),
             auth: AuthConfig::default(),
             quotas: QuotaConfig::default(),
+            mirrors: Vec::new(),
         }
     }
 }

@@ -34,6 +34,8 @@ pub enum BrokerError {
     Delay(#[from] DelayError),
     #[error(transparent)]
     Auth(#[from] AuthError),
+    #[error(transparent)]
+    Mirror(#[from] crate::mirrors::MirrorError),
     #[error("{0}")]
     InvalidRequest(String),
     #[error("producer {producer} skipped sequence numbers on {topic}/{partition}: expected {expected}, got {got}")]
@@ -67,6 +69,7 @@ impl BrokerError {
             BrokerError::Routing(e) => e.code(),
             BrokerError::Delay(e) => e.code(),
             BrokerError::Auth(e) => e.code(),
+            BrokerError::Mirror(e) => e.code(),
             BrokerError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             BrokerError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
             BrokerError::Internal(_) => ErrorCode::Internal,

@@ -15,6 +15,7 @@ pub mod groups;
 pub mod headers;
 pub mod http;
 pub mod meta;
+pub mod mirrors;
 pub mod offload;
 pub mod plugins;
 pub mod routing;

@@ -1,5 +1,5 @@
 //! The `quiver` command line: `serve` runs the broker; `topic`, `produce`, `consume`, `plugin`,
-//! `group`, `exchange`, `delay`, `user`, `acl`, `quota` and `whoami` are clients; `cert` signs client
+//! `group`, `exchange`, `delay`, `user`, `acl`, `quota`, `mirror` and `whoami` are clients; `cert` signs client
 //! certificates offline.
 //! The command names and flags are a contract used by scripts outside the project: add, never change.
 
@@ -11,6 +11,7 @@ mod consume;
 mod delay;
 mod exchange;
 mod group;
+mod mirror;
 mod plugin;
 mod produce;
 mod progress;
@@ -65,6 +66,9 @@ enum Command {
     /// Set, list and remove byte-rate and connection quotas per principal.
     #[command(subcommand)]
     Quota(quota::QuotaCommand),
+    /// Forward this (edge) broker's topics to a core broker: add, list, describe, remove.
+    #[command(subcommand)]
+    Mirror(mirror::MirrorCommand),
     /// Show the principal the broker sees for these credentials.
     Whoami(args::ConnectArgs),
     /// Sign client certificates with the dev CA (mTLS).
@@ -102,6 +106,7 @@ fn main() -> std::process::ExitCode {
             Command::Acl(c) => acl::run(c).await,
             Command::Whoami(a) => user::whoami(a).await,
             Command::Quota(c) => quota::run(c).await,
+            Command::Mirror(c) => mirror::run(c).await,
             Command::Cert(c) => cert::run(c),
         }
     });

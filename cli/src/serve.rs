@@ -74,6 +74,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("opening storage")?;
     let server = Server::bind(broker.clone(), listen, server_config)?;
     tracing::info!(addr = %server.local_addr()?, "quiver listening (QUIC, ALPN quiver/1)");
+    // Mirrors forward this broker's topics to core brokers; they stop before the broker flushes.
+    quiver_mirror::start(broker.clone(), server.supervisor());
     let token = server.shutdown_token();
     let http = match http {
         Some(addr) => Some(start_http(addr, broker, token.clone()).await?),

@@ -84,6 +84,10 @@ impl Sample {
                 A::SetQuota { .. } => "set-quota",
                 A::ListQuotas => "list-quotas",
                 A::RemoveQuota { .. } => "remove-quota",
+                A::AddMirror { .. } => "add-mirror",
+                A::ListMirrors => "list-mirrors",
+                A::DescribeMirror { .. } => "describe-mirror",
+                A::RemoveMirror { .. } => "remove-mirror",
             },
             Sample::Group(g) => match g {
                 G::Heartbeat { .. } => "group-heartbeat",
@@ -247,6 +251,23 @@ fn samples(delayed: u64) -> Vec<Sample> {
         Sample::Admin(A::RemoveQuota {
             principal: "u3".into(),
         }),
+        Sample::Admin(A::AddMirror {
+            spec: quiver::MirrorSpec {
+                name: "m1".into(),
+                to: "127.0.0.1:9".into(),
+                topics: "t*".into(),
+                prefix: None,
+                from: Default::default(),
+                source_id: None,
+                ca_pem: "not a certificate".into(),
+                token: None,
+                cert_pem: None,
+                key_pem: None,
+            },
+        }),
+        Sample::Admin(A::ListMirrors),
+        Sample::Admin(A::DescribeMirror { name: "m1".into() }),
+        Sample::Admin(A::RemoveMirror { name: "m1".into() }),
         Sample::Group(G::Heartbeat {
             group: g.clone(),
             member_id: None,
@@ -369,7 +390,7 @@ async fn every_request_kind_is_checked_and_needs_exactly_its_table_entry() {
     let kinds: BTreeSet<&str> = samples.iter().map(Sample::kind).collect();
     assert_eq!(
         kinds.len(),
-        45,
+        49,
         "one sample of every request kind: {kinds:?}"
     );
     let delayed_topic = |id| (id == held).then(|| "t1".to_string());

@@ -12,6 +12,7 @@ use quiver_proto::groups::{
     ResetTo, TopicPartition,
 };
 use quiver_proto::messages::{AdminRequest, AdminResponse, TopicDescription, TopicSummary};
+use quiver_proto::mirror::{MirrorInfo, MirrorSpec};
 use quiver_proto::plugins::{
     AttachOptions, AttachmentInfo, PluginDescription, PluginLogLine, PluginVersionInfo,
 };
@@ -489,6 +490,43 @@ impl Admin {
     pub async fn whoami(&self) -> Result<(String, bool), ClientError> {
         match self.call(AdminRequest::WhoAmI).await? {
             AdminResponse::Identity { principal, auth } => Ok((principal, auth)),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// Edge mirrors: forward this broker's topics to a core broker (docs/mirroring.md).
+impl Admin {
+    /// Adds (or replaces) a mirror; answers its description.
+    pub async fn add_mirror(&self, spec: MirrorSpec) -> Result<MirrorInfo, ClientError> {
+        self.mirror(AdminRequest::AddMirror { spec }).await
+    }
+
+    pub async fn list_mirrors(&self) -> Result<Vec<MirrorInfo>, ClientError> {
+        match self.call(AdminRequest::ListMirrors).await? {
+            AdminResponse::Mirrors { mirrors } => Ok(mirrors),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A mirror's state, lag and counters, per forwarded partition.
+    pub async fn describe_mirror(&self, name: &str) -> Result<MirrorInfo, ClientError> {
+        let name = name.to_owned();
+        self.mirror(AdminRequest::DescribeMirror { name }).await
+    }
+
+    /// Stops a mirror and forgets its positions.
+    pub async fn remove_mirror(&self, name: &str) -> Result<(), ClientError> {
+        let name = name.to_owned();
+        match self.call(AdminRequest::RemoveMirror { name }).await? {
+            AdminResponse::MirrorRemoved { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn mirror(&self, req: AdminRequest) -> Result<MirrorInfo, ClientError> {
+        match self.call(req).await? {
+            AdminResponse::Mirror(info) => Ok(info),
             other => Err(unexpected(other)),
         }
     }

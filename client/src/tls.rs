@@ -147,13 +147,19 @@ fn build(
 }
 
 fn transport_config() -> quinn::TransportConfig {
+    transport_config_with(Duration::from_millis(IDLE_TIMEOUT.into()))
+}
+
+/// The client transport with another idle timeout (keep-alives at a third of it, at most 5 s).
+pub(crate) fn transport_config_with(idle: Duration) -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
+    let idle_ms = u32::try_from(idle.as_millis()).unwrap_or(u32::MAX).max(300);
     transport
         .stream_receive_window(STREAM_RECEIVE_WINDOW.into())
         .receive_window(RECEIVE_WINDOW.into())
         .send_window(SEND_WINDOW)
-        .keep_alive_interval(Some(KEEP_ALIVE))
-        .max_idle_timeout(Some(quinn::VarInt::from_u32(IDLE_TIMEOUT).into()));
+        .keep_alive_interval(Some(KEEP_ALIVE.min(idle / 3)))
+        .max_idle_timeout(Some(quinn::VarInt::from_u32(idle_ms).into()));
     transport
 }
 

@@ -58,12 +58,14 @@ pub enum ErrorCode {
     NotPartitionOwner = 71,
     /// The operation needs a group without live members on the topic.
     GroupActive = 72,
+    /// No mirror of that name is defined on this broker.
+    UnknownMirror = 80,
     Internal = 99,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order (for tables, docs and exhaustive tests).
-    pub const ALL: [ErrorCode; 34] = [
+    pub const ALL: [ErrorCode; 35] = [
         ErrorCode::Unknown,
         ErrorCode::MalformedFrame,
         ErrorCode::FrameTooLarge,
@@ -97,6 +99,7 @@ impl ErrorCode {
         ErrorCode::UnknownMember,
         ErrorCode::NotPartitionOwner,
         ErrorCode::GroupActive,
+        ErrorCode::UnknownMirror,
         ErrorCode::Internal,
     ];
 
@@ -141,6 +144,7 @@ impl ErrorCode {
             ErrorCode::UnknownMember => "unknown group member",
             ErrorCode::NotPartitionOwner => "member does not own the partition",
             ErrorCode::GroupActive => "group has live members",
+            ErrorCode::UnknownMirror => "unknown mirror",
             ErrorCode::Internal => "internal server error",
         }
     }

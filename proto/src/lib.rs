@@ -10,6 +10,7 @@ pub mod frame;
 pub mod groups;
 pub mod headers;
 pub mod messages;
+pub mod mirror;
 pub mod plugins;
 pub mod routing;
 

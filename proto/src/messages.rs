@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::{AclRule, AclSpec, PrincipalQuota, Quota, UserInfo};
 use crate::codes::ErrorCode;
 use crate::frame::{Frame, FrameError, FrameKind};
+use crate::mirror::{MirrorInfo, MirrorSpec};
 use crate::routing::{Binding, ExchangeInfo, ExchangeKind};
 // Declared in `plugins` (which `routing` uses too); re-exported so `messages::…` paths keep working.
 pub use crate::plugins::{
@@ -395,6 +396,18 @@ pub enum AdminRequest {
     RemoveQuota {
         principal: String,
     },
+    /// Adds (or replaces) a mirror forwarding this broker's topics to a core broker.
+    AddMirror {
+        spec: MirrorSpec,
+    },
+    ListMirrors,
+    DescribeMirror {
+        name: String,
+    },
+    /// Stops a mirror and forgets its positions (a mirror added again starts afresh).
+    RemoveMirror {
+        name: String,
+    },
 }
 
 /// Header of an `AdminOk` frame.
@@ -498,6 +511,14 @@ pub enum AdminResponse {
     },
     Quotas {
         quotas: Vec<PrincipalQuota>,
+    },
+    /// The answer to `AddMirror` and `DescribeMirror`.
+    Mirror(MirrorInfo),
+    Mirrors {
+        mirrors: Vec<MirrorInfo>,
+    },
+    MirrorRemoved {
+        name: String,
     },
 }
 

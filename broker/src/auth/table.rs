@@ -146,7 +146,12 @@ fn admin<'a>(req: &'a AdminRequest, delayed_topic: &dyn Fn(u64) -> Option<String
         | A::RemoveAcl { .. }
         | A::SetQuota { .. }
         | A::ListQuotas
-        | A::RemoveQuota { .. } => one(Res::Cluster, "*", Op::Admin),
+        | A::RemoveQuota { .. }
+        // Mirrors carry credentials for another broker and read every topic they forward.
+        | A::AddMirror { .. }
+        | A::ListMirrors
+        | A::DescribeMirror { .. }
+        | A::RemoveMirror { .. } => one(Res::Cluster, "*", Op::Admin),
         A::WhoAmI => Access::Authenticated,
     }
 }

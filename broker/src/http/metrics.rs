@@ -66,6 +66,7 @@ impl Collector for BrokerCollector {
         self.plugins(&mut encoder)?;
         self.groups(&mut encoder)?;
         self.delays(&mut encoder)?;
+        self.mirrors(&mut encoder)?;
         self.requests(&mut encoder)?;
         process(&mut encoder)
     }
@@ -310,6 +311,86 @@ impl BrokerCollector {
             "How long after its due time a run of delayed records reached its topic",
             [(Labels::new(), delays.lateness())],
         )
+    }
+
+    /// Edge mirrors: link state per mirror; lag, throughput and retention losses per forwarded
+    /// partition.
+    fn mirrors(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        let mirrors = self
+            .broker
+            .admin()
+            .mirror_service
+            .describe_all()
+            .unwrap_or_default();
+        let connected = mirrors.iter().map(|m| {
+            let up = matches!(m.state, quiver_proto::mirror::MirrorState::Connected { .. });
+            (vec![("mirror", m.name.clone())], i64::from(up))
+        });
+        gauges(
+            encoder,
+            "mirror_connected",
+            "1 while the mirror has a session with its core broker",
+            connected,
+        )?;
+        let sessions = mirrors
+            .iter()
+            .map(|m| (vec![("mirror", m.name.clone())], m.sessions));
+        counters(
+            encoder,
+            "mirror_sessions",
+            "Sessions the mirror started with its core (reconnects + 1)",
+            sessions,
+        )?;
+        let parts: Vec<_> = mirrors
+            .iter()
+            .flat_map(|m| m.partitions.iter().map(move |p| (m, p)))
+            .map(|(m, p)| {
+                let labels = vec![
+                    ("mirror", m.name.clone()),
+                    ("topic", p.topic.clone()),
+                    ("partition", p.partition.to_string()),
+                ];
+                (labels, p)
+            })
+            .collect();
+        type Field = fn(&quiver_proto::mirror::MirrorPartition) -> u64;
+        let of = |f: Field| parts.iter().map(move |(l, p)| (l.clone(), f(p)));
+        let lag: [(&str, &str, Field); 2] = [
+            (
+                "mirror_lag_records",
+                "Records on the edge not yet acknowledged by the core",
+                |p| p.lag_records,
+            ),
+            (
+                "mirror_lag_milliseconds",
+                "Age of the oldest record not yet acknowledged by the core",
+                |p| p.lag_ms,
+            ),
+        ];
+        for (name, help, f) in lag {
+            gauges(encoder, name, help, of(f).map(|(l, v)| (l, v as i64)))?;
+        }
+        let counted: [(&str, &str, Field); 3] = [
+            (
+                "mirror_forwarded_records",
+                "Records the core acknowledged, since the broker started",
+                |p| p.forwarded_records,
+            ),
+            (
+                "mirror_forwarded_bytes",
+                "Value bytes of the records the core acknowledged, since the broker started",
+                |p| p.forwarded_bytes,
+            ),
+            (
+                "mirror_dropped_records",
+                "Records retention removed on the edge before they were forwarded",
+                |p| p.dropped_by_retention,
+            ),
+        ];
+        for (name, help, f) in counted {
+            counters(encoder, name, help, of(f))?;
+        }
+        Ok(())
     }
 
     /// Produce and fetch latency, fsyncs, open connections and streams.

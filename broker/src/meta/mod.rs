@@ -49,6 +49,12 @@ pub enum Namespace {
     Acls,
     /// Quotas set at runtime, by principal.
     Quotas,
+    /// Edge mirror definitions, by name.
+    Mirrors,
+    /// Each mirror's committed position per edge partition (`MIRROR/TOPIC/PARTITION`).
+    MirrorPositions,
+    /// Facts about this broker itself (its generated mirror source id).
+    Node,
 }
 
 impl Namespace {
@@ -62,6 +68,9 @@ impl Namespace {
             Namespace::Users => "users",
             Namespace::Acls => "acls",
             Namespace::Quotas => "quotas",
+            Namespace::Mirrors => "mirrors",
+            Namespace::MirrorPositions => "mirror-positions",
+            Namespace::Node => "node",
         }
     }
 }
@@ -121,6 +130,12 @@ impl MetaStore {
             Some(v) => decode(ns, key, &v).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// Removes a value; the removal reaches disk with sled's background flush.
+    pub fn remove(&self, ns: Namespace, key: &str) -> Result<(), MetaError> {
+        self.tree(ns)?.remove(key.as_bytes())?;
+        Ok(())
     }
 
     /// Removes a value and flushes the removal.

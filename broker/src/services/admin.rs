@@ -39,6 +39,8 @@ pub struct AdminService {
     pub(crate) meta: MetaStore,
     pub(crate) plugins: Arc<PluginService>,
     pub(crate) exchanges: Arc<ExchangeService>,
+    pub(crate) mirrors: Arc<crate::mirrors::MirrorStore>,
+    pub(crate) mirror_service: Arc<super::mirrors::MirrorService>,
     pub(crate) identity: Identity,
     pub(crate) auth: Arc<Auth>,
 }
@@ -74,6 +76,10 @@ impl AdminService {
             | R::RemovePlugin { .. }
             | R::AttachPlugin { .. }
             | R::DetachPlugin { .. } => self.plugins.handle(req, payload),
+            R::AddMirror { .. }
+            | R::ListMirrors
+            | R::DescribeMirror { .. }
+            | R::RemoveMirror { .. } => self.mirror_service.handle(req),
             R::CreateExchange { .. }
             | R::BindExchange { .. }
             | R::ListExchanges
@@ -142,6 +148,7 @@ impl AdminService {
         self.pipelines.remove_topic(&name)?;
         self.produce.forget_topic(&name);
         self.groups.queues.remove_topic(&name);
+        self.mirrors.forget_topic(&name)?;
         tracing::info!(topic = %name, "topic deleted");
         Ok(AdminResponse::TopicDeleted { name })
     }

@@ -13,6 +13,7 @@ pub mod dead_letter;
 pub mod exchanges;
 pub mod fetch;
 pub mod groups;
+pub mod mirrors;
 pub mod plugins;
 pub mod produce;
 pub mod queues;

@@ -77,6 +77,12 @@ impl Server {
         self.supervisor.token()
     }
 
+    /// The supervisor of the connections and background work: work spawned on it is cancelled and
+    /// waited for before the broker flushes at shutdown (the mirrors' forwarding tasks).
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
+    }
+
     /// Starts the broker's background work, serves until the shutdown token is cancelled, then
     /// drains and flushes.
     pub async fn run(self) -> Result<(), ServerError> {

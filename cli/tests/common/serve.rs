@@ -26,11 +26,16 @@ impl Serve {
 
     /// Like `start_with`, with the data directory itself named.
     pub fn start_in(data_dir: &Path, flags: &[&str]) -> Serve {
+        Self::start_at(data_dir, "127.0.0.1:0", flags)
+    }
+
+    /// Like `start_in`, listening on `listen` (a broker restarted where its clients expect it).
+    pub fn start_at(data_dir: &Path, listen: &str, flags: &[&str]) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_quiver"))
             .args([
                 "serve",
                 "--listen",
-                "127.0.0.1:0",
+                listen,
                 "--http",
                 "127.0.0.1:0",
                 "--data-dir",

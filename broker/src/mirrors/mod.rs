@@ -1,0 +1,406 @@
+//! Edge mirroring's state on the edge broker: the mirror definitions (sled, with their secrets in
+//! files under `<data>/mirrors/NAME/` only the broker's user may read), each forwarded partition's
+//! committed position, and the live status the forwarding tasks report. The forwarding itself runs
+//! in the `quiver-mirror` crate (it is a client of the core, and the broker never links the client);
+//! it follows the definitions through [`MirrorStore::subscribe`].
+
+mod config;
+mod status;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use quiver_proto::mirror::{MirrorSpec, MirrorStart};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+pub use config::MirrorConfig;
+pub use status::{LivePartition, MirrorStatus};
+
+use crate::meta::{MetaError, MetaStore, Namespace};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    #[error("no mirror named {0:?} on this broker")]
+    Unknown(String),
+    #[error("invalid mirror: {0}")]
+    Invalid(String),
+    #[error("mirror {0:?} is defined in the config file: remove it there")]
+    FromConfig(String),
+    #[error("cannot write the mirror's credentials to {}: {source}", path.display())]
+    Secrets {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+}
+
+impl MirrorError {
+    pub fn code(&self) -> quiver_proto::ErrorCode {
+        use quiver_proto::ErrorCode as C;
+        match self {
+            MirrorError::Unknown(_) => C::UnknownMirror,
+            MirrorError::Invalid(_) | MirrorError::FromConfig(_) => C::InvalidRequest,
+            MirrorError::Secrets { .. } => C::StorageError,
+            MirrorError::Meta(e) => e.code(),
+        }
+    }
+}
+
+/// A mirror as the edge keeps it: the secrets are paths.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorDef {
+    pub name: String,
+    pub to: String,
+    pub topics: String,
+    pub prefix: Option<String>,
+    pub from: MirrorStart,
+    pub source_id: String,
+    pub ca: PathBuf,
+    pub token_file: Option<PathBuf>,
+    pub cert: Option<(PathBuf, PathBuf)>,
+    pub from_config: bool,
+    /// When the mirror was first defined (ms since the epoch): with `from = latest`, topics
+    /// created after it are forwarded from their beginning.
+    #[serde(default)]
+    pub created_ms: i64,
+}
+
+impl MirrorDef {
+    /// The core topic an edge topic is forwarded to.
+    pub fn target_topic(&self, topic: &str) -> String {
+        format!("{}{topic}", self.prefix.as_deref().unwrap_or(""))
+    }
+
+    /// Whether the mirror forwards the edge topic `topic`.
+    pub fn forwards(&self, topic: &str) -> bool {
+        quiver_proto::mirror::matches_pattern(&self.topics, topic)
+    }
+
+    pub fn auth_kind(&self) -> &'static str {
+        match (&self.token_file, &self.cert) {
+            (Some(_), _) => "token",
+            (None, Some(_)) => "certificate",
+            (None, None) => "none",
+        }
+    }
+}
+
+/// How far a mirror got in one edge partition, committed after the core acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Position {
+    /// The next edge offset to forward.
+    pub next: u64,
+    /// Where on the core partition a resumed session looks for records it sent but saw no
+    /// acknowledgement for: past the last acknowledged one, or the core's end when the mirror
+    /// first reached it.
+    pub scan_from: Option<u64>,
+    /// Records retention removed on the edge before they were forwarded (cumulative).
+    pub dropped: u64,
+}
+
+const SOURCE_ID_KEY: &str = "mirror-source-id";
+
+#[derive(Debug)]
+pub struct MirrorStore {
+    meta: MetaStore,
+    dir: PathBuf,
+    source_id: String,
+    changes: watch::Sender<u64>,
+    status: parking_lot::Mutex<std::collections::HashMap<String, Arc<MirrorStatus>>>,
+}
+
+impl MirrorStore {
+    /// Opens the store and puts the config file's mirrors in place of any earlier ones of
+    /// theirs (a mirror removed from the file stops).
+    pub fn open(
+        meta: MetaStore,
+        data_dir: &Path,
+        configured: &[MirrorConfig],
+    ) -> Result<MirrorStore, MirrorError> {
+        let source_id = match meta.get::<String>(Namespace::Node, SOURCE_ID_KEY)? {
+            Some(id) => id,
+            None => {
+                let id = format!("edge-{:012x}", rand_u64() & 0xffff_ffff_ffff);
+                meta.put_durable(Namespace::Node, SOURCE_ID_KEY, &id)?;
+                id
+            }
+        };
+        let store = MirrorStore {
+            meta,
+            dir: data_dir.join("mirrors"),
+            source_id,
+            changes: watch::channel(0).0,
+            status: Default::default(),
+        };
+        for old in store.definitions()?.into_iter().filter(|d| d.from_config) {
+            if !configured.iter().any(|c| c.name == old.name) {
+                store.meta.remove_durable(Namespace::Mirrors, &old.name)?;
+            }
+        }
+        for c in configured {
+            store.put(store.configured(c)?)?;
+        }
+        Ok(store)
+    }
+
+    /// This broker's name in the source header when a mirror names none (generated once).
+    pub fn source_id(&self) -> &str {
+        &self.source_id
+    }
+
+    /// Changes whenever a mirror is added, replaced or removed.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    pub fn definitions(&self) -> Result<Vec<MirrorDef>, MirrorError> {
+        Ok(self
+            .meta
+            .scan::<MirrorDef>(Namespace::Mirrors, "")?
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect())
+    }
+
+    pub fn get(&self, name: &str) -> Result<MirrorDef, MirrorError> {
+        self.meta
+            .get(Namespace::Mirrors, name)?
+            .ok_or_else(|| MirrorError::Unknown(name.to_owned()))
+    }
+
+    /// Adds or replaces a mirror from `mirror add`; its secrets go to files beside each other.
+    /// Replacing keeps the positions: a changed definition resumes where the old one stopped.
+    pub fn add(&self, spec: MirrorSpec) -> Result<MirrorDef, MirrorError> {
+        validate(&spec.name, &spec.to, &spec.topics, spec.prefix.as_deref())?;
+        if let Ok(old) = self.get(&spec.name) {
+            if old.from_config {
+                return Err(MirrorError::FromConfig(spec.name));
+            }
+        }
+        if spec.token.is_some() && spec.cert_pem.is_some() {
+            return Err(MirrorError::Invalid(
+                "give a token or a client certificate, not both".into(),
+            ));
+        }
+        if spec.cert_pem.is_some() != spec.key_pem.is_some() {
+            return Err(MirrorError::Invalid(
+                "a client certificate needs its key, and a key its certificate".into(),
+            ));
+        }
+        let dir = self.dir.join(&spec.name);
+        let _ = std::fs::remove_dir_all(&dir);
+        let write = |file: &str, text: &str| write_secret(&dir, file, text);
+        let def = MirrorDef {
+            ca: write("ca.pem", &spec.ca_pem)?,
+            token_file: spec
+                .token
+                .as_deref()
+                .map(|t| write("token", t))
+                .transpose()?,
+            cert: match (&spec.cert_pem, &spec.key_pem) {
+                (Some(c), Some(k)) => Some((write("cert.pem", c)?, write("key.pem", k)?)),
+                _ => None,
+            },
+            source_id: self.source(spec.source_id)?,
+            created_ms: self.created_ms(&spec.name),
+            name: spec.name,
+            to: spec.to,
+            topics: spec.topics,
+            prefix: spec.prefix,
+            from: spec.from,
+            from_config: false,
+        };
+        self.put(def.clone())?;
+        Ok(def)
+    }
+
+    /// Removes a mirror added with `mirror add`, its positions and its credential files.
+    pub fn remove(&self, name: &str) -> Result<(), MirrorError> {
+        if self.get(name)?.from_config {
+            return Err(MirrorError::FromConfig(name.to_owned()));
+        }
+        self.meta.remove_durable(Namespace::Mirrors, name)?;
+        for (key, _) in self
+            .meta
+            .scan::<Position>(Namespace::MirrorPositions, &format!("{name}/"))?
+        {
+            self.meta.remove(Namespace::MirrorPositions, &key)?;
+        }
+        let _ = std::fs::remove_dir_all(self.dir.join(name));
+        self.status.lock().remove(name);
+        self.changes.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
+    /// The committed position of a mirror in an edge partition.
+    pub fn position(
+        &self,
+        name: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<Position>, MirrorError> {
+        Ok(self.meta.get(
+            Namespace::MirrorPositions,
+            &position_key(name, topic, partition),
+        )?)
+    }
+
+    /// Commits a position (it reaches disk with the metadata store's next flush; a crash that
+    /// loses it is repaired by the scan of the core at the next session).
+    pub fn commit(
+        &self,
+        name: &str,
+        topic: &str,
+        partition: u32,
+        position: &Position,
+    ) -> Result<(), MirrorError> {
+        Ok(self.meta.put(
+            Namespace::MirrorPositions,
+            &position_key(name, topic, partition),
+            position,
+        )?)
+    }
+
+    /// Makes the commits so far durable (a first position must be, before anything is sent).
+    pub fn flush(&self) -> Result<(), MirrorError> {
+        Ok(self.meta.flush()?)
+    }
+
+    /// Forgets every mirror's positions in a deleted topic: a topic of the same name created later
+    /// is a new log whose offsets start again.
+    pub fn forget_topic(&self, topic: &str) -> Result<(), MirrorError> {
+        for def in self.definitions()? {
+            let prefix = format!("{}/{topic}/", def.name);
+            for (key, _) in self
+                .meta
+                .scan::<Position>(Namespace::MirrorPositions, &prefix)?
+            {
+                self.meta.remove(Namespace::MirrorPositions, &key)?;
+            }
+            self.status(&def.name).forget_topic(topic);
+        }
+        Ok(())
+    }
+
+    /// The live status of a mirror (created empty on first use).
+    pub fn status(&self, name: &str) -> Arc<MirrorStatus> {
+        self.status
+            .lock()
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// A replaced mirror keeps its first definition's time.
+    fn created_ms(&self, name: &str) -> i64 {
+        self.get(name)
+            .map_or_else(|_| crate::util::now_ms(), |d| d.created_ms)
+    }
+
+    fn put(&self, def: MirrorDef) -> Result<(), MirrorError> {
+        self.meta.put_durable(Namespace::Mirrors, &def.name, &def)?;
+        self.changes.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
+    fn source(&self, given: Option<String>) -> Result<String, MirrorError> {
+        match given {
+            Some(id) if id.is_empty() || id.contains(char::is_control) => {
+                Err(MirrorError::Invalid(format!(
+                    "source id {id:?}: must be non-empty printable text"
+                )))
+            }
+            Some(id) => Ok(id),
+            None => Ok(self.source_id.clone()),
+        }
+    }
+
+    fn configured(&self, c: &MirrorConfig) -> Result<MirrorDef, MirrorError> {
+        validate(&c.name, &c.to, &c.topics, c.prefix.as_deref())?;
+        let cert = match (&c.cert, &c.key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (None, None) => None,
+            _ => {
+                return Err(MirrorError::Invalid(format!(
+                    "mirror {:?}: cert and key go together",
+                    c.name
+                )))
+            }
+        };
+        Ok(MirrorDef {
+            name: c.name.clone(),
+            to: c.to.clone(),
+            topics: c.topics.clone(),
+            prefix: c.prefix.clone(),
+            from: c.from,
+            source_id: self.source(c.source_id.clone())?,
+            ca: c.ca.clone(),
+            token_file: c.token_file.clone(),
+            cert,
+            from_config: true,
+            created_ms: self.created_ms(&c.name),
+        })
+    }
+}
+
+fn position_key(name: &str, topic: &str, partition: u32) -> String {
+    format!("{name}/{topic}/{partition}")
+}
+
+fn validate(name: &str, to: &str, topics: &str, prefix: Option<&str>) -> Result<(), MirrorError> {
+    let invalid = |m: String| Err(MirrorError::Invalid(m));
+    if crate::storage::validate_name(name).is_err() {
+        return invalid(format!(
+            "name {name:?}: 1 to 200 letters, digits, '.', '_' or '-', not starting with '.'"
+        ));
+    }
+    match to.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+        _ => return invalid(format!("--to {to:?}: expected HOST:PORT")),
+    }
+    let pattern_ok = !topics.is_empty()
+        && topics
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'*'));
+    if !pattern_ok {
+        return invalid(format!(
+            "--topics {topics:?}: a topic name, or a pattern of topic-name characters and '*'"
+        ));
+    }
+    if let Some(p) = prefix {
+        if crate::storage::validate_name(&format!("{p}x")).is_err() {
+            return invalid(format!(
+                "--as {p:?}: must be the start of a valid topic name"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Writes a credential file readable by the broker's user only.
+fn write_secret(dir: &Path, file: &str, text: &str) -> Result<PathBuf, MirrorError> {
+    let path = dir.join(file);
+    let err = |source| MirrorError::Secrets {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&path).map_err(err)?;
+    std::io::Write::write_all(&mut f, text.as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    Ok(path)
+}
+
+/// A random number for the generated source id (it only has to differ between edges).
+fn rand_u64() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    u64::from_le_bytes(b) ^ u64::from(std::process::id())
+}

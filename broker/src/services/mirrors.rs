@@ -1,0 +1,147 @@
+//! The mirror service: `mirror add / list / describe / remove` on an edge broker. A description
+//! joins the definition, each forwarded partition's committed position and live counters, and the
+//! local log (its end, and the age of the oldest record not yet forwarded).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use quiver_proto::messages::{AdminRequest, AdminResponse};
+use quiver_proto::mirror::{MirrorInfo, MirrorPartition};
+use quiver_proto::Batches;
+
+use crate::error::BrokerError;
+use crate::mirrors::{MirrorDef, MirrorStatus, MirrorStore, Position};
+use crate::storage::{PartitionLog, TopicStore};
+
+#[derive(Debug)]
+pub struct MirrorService {
+    store: Arc<MirrorStore>,
+    topics: Arc<TopicStore>,
+}
+
+impl MirrorService {
+    pub fn new(store: Arc<MirrorStore>, topics: Arc<TopicStore>) -> MirrorService {
+        MirrorService { store, topics }
+    }
+
+    pub fn handle(&self, req: AdminRequest) -> Result<AdminResponse, BrokerError> {
+        use AdminRequest as R;
+        match req {
+            R::AddMirror { spec } => {
+                let def = self.store.add(spec)?;
+                tracing::info!(mirror = %def.name, to = %def.to, topics = %def.topics, "mirror added");
+                Ok(AdminResponse::Mirror(self.describe(&def)?))
+            }
+            R::ListMirrors => Ok(AdminResponse::Mirrors {
+                mirrors: self.describe_all()?,
+            }),
+            R::DescribeMirror { name } => Ok(AdminResponse::Mirror(
+                self.describe(&self.store.get(&name)?)?,
+            )),
+            R::RemoveMirror { name } => {
+                self.store.remove(&name)?;
+                tracing::info!(mirror = %name, "mirror removed");
+                Ok(AdminResponse::MirrorRemoved { name })
+            }
+            other => Err(BrokerError::Internal(format!(
+                "not a mirror request: {other:?}"
+            ))),
+        }
+    }
+
+    /// Every mirror with its state (for `mirror list` and `/metrics`).
+    pub fn describe_all(&self) -> Result<Vec<MirrorInfo>, BrokerError> {
+        self.store
+            .definitions()?
+            .iter()
+            .map(|d| self.describe(d))
+            .collect()
+    }
+
+    fn describe(&self, def: &MirrorDef) -> Result<MirrorInfo, BrokerError> {
+        let status = self.store.status(&def.name);
+        let mut partitions = Vec::new();
+        for topic in self.topics.list().iter().filter(|t| def.forwards(&t.name)) {
+            for (p, log) in topic.partitions().iter().enumerate() {
+                let position = self.store.position(&def.name, &topic.name, p as u32)?;
+                partitions.push(describe_partition(
+                    def,
+                    &status,
+                    &topic.name,
+                    p as u32,
+                    log,
+                    position,
+                ));
+            }
+        }
+        Ok(MirrorInfo {
+            name: def.name.clone(),
+            to: def.to.clone(),
+            topics: def.topics.clone(),
+            prefix: def.prefix.clone(),
+            from: def.from,
+            source_id: def.source_id.clone(),
+            auth: def.auth_kind().to_owned(),
+            from_config: def.from_config,
+            state: status.state(),
+            sessions: status.sessions(),
+            records_per_sec: status.rate().round() as u64,
+            partitions,
+        })
+    }
+}
+
+fn describe_partition(
+    def: &MirrorDef,
+    status: &MirrorStatus,
+    topic: &str,
+    partition: u32,
+    log: &PartitionLog,
+    position: Option<Position>,
+) -> MirrorPartition {
+    let stats = log.stats();
+    let live = status.get(topic, partition);
+    let committed = position.map_or(stats.log_start, |p| p.next);
+    let next = live
+        .as_ref()
+        .map_or(committed, |l| l.next.load(Ordering::Relaxed).max(committed));
+    let load = |f: fn(&crate::mirrors::LivePartition) -> u64| live.as_deref().map_or(0, f);
+    MirrorPartition {
+        topic: topic.to_owned(),
+        partition,
+        target_topic: live
+            .as_ref()
+            .map(|l| l.target_topic.lock().clone())
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| def.target_topic(topic)),
+        target_partition: live.as_ref().map_or(partition, |l| {
+            l.target_partition.load(Ordering::Relaxed) as u32
+        }),
+        next_offset: next,
+        log_end: stats.log_end,
+        lag_records: stats.log_end.saturating_sub(next.max(stats.log_start)),
+        lag_ms: oldest_age_ms(log, next.max(stats.log_start), stats.log_end),
+        forwarded_records: load(|l| l.forwarded_records.load(Ordering::Relaxed)),
+        forwarded_bytes: load(|l| l.forwarded_bytes.load(Ordering::Relaxed)),
+        dropped_by_retention: position.map_or(0, |p| p.dropped)
+            + stats.log_start.saturating_sub(committed),
+    }
+}
+
+/// How old the record at `offset` is (0 at the end of the log): how far behind the mirror runs.
+fn oldest_age_ms(log: &PartitionLog, offset: u64, end: u64) -> u64 {
+    if offset >= end {
+        return 0;
+    }
+    let Ok(read) = log.read(offset, 1) else {
+        return 0;
+    };
+    let first = Batches::new(read.bytes)
+        .filter_map(Result::ok)
+        .find_map(|b| {
+            b.records()
+                .find(|r| r.offset >= offset)
+                .map(|r| r.timestamp)
+        });
+    first.map_or(0, |ts| (crate::util::now_ms() - ts).max(0) as u64)
+}

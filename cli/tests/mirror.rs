@@ -1,0 +1,374 @@
+//! Edge mirroring between real `quiver serve` processes on 127.0.0.1: an edge forwards through
+//! core crashes (SIGKILL) and its own, exactly once and in order; three edges feed one core with
+//! authentication on, each under its own principal's ACLs.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::serve::Serve;
+use quiver::proto::auth::{AclSpec, Operation, ResourceKind};
+use quiver::proto::mirror::{parse_source, SOURCE_HEADER};
+use quiver::{
+    Acks, Client, ClientOptions, ConsumedRecord, Consumer, ConsumerConfig, MirrorState, NewTopic,
+    Producer, ProducerConfig, ProducerRecord, SeekTo,
+};
+
+const TOTAL: u64 = 100_000;
+
+fn free_udp_port() -> String {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    format!("127.0.0.1:{}", s.local_addr().unwrap().port())
+}
+
+async fn connect(addr: &str, ca: &Path, token: Option<&str>) -> Client {
+    let mut opts = ClientOptions::new(addr, ca);
+    opts.token = token.map(str::to_owned);
+    Client::connect_with(opts).await.unwrap()
+}
+
+/// `quiver mirror add` against the edge at `edge` (its CA `edge_ca`), with `args` after the name.
+fn mirror_add(edge: &Serve, edge_ca: &Path, name: &str, args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args(["mirror", "add", name])
+        .args(args)
+        .env("QUIVER_SERVER", &edge.addr)
+        .env("QUIVER_CA", edge_ca)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mirror add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Sends records `from..to` to the edge with acks=all, at most about 20 k records/s, and waits for
+/// every acknowledgement: none may fail, whatever the core is doing.
+async fn produce(client: &Client, from: u64, to: u64) {
+    let config = ProducerConfig {
+        acks: Acks::All,
+        linger: Duration::from_millis(2),
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(client.clone(), config);
+    let mut deliveries = Vec::new();
+    for i in from..to {
+        let rec = ProducerRecord::new("orders", format!("value-{i}"))
+            .key(format!("key-{}", i % 64))
+            .header("n", i.to_string())
+            .tag(format!("t{}", i % 3));
+        deliveries.push(producer.send(rec).await.unwrap());
+        if i % 1000 == 999 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for d in deliveries {
+        d.wait().await.expect("the edge acknowledged every record");
+    }
+}
+
+/// Every record of every partition of `topic`, from the start (panics after `within`).
+async fn read_all(client: &Client, topic: &str, n: u64, within: Duration) -> Vec<ConsumedRecord> {
+    let config = ConsumerConfig {
+        max_wait: Duration::from_millis(100),
+        ..ConsumerConfig::default()
+    };
+    let mut consumer = Consumer::new(client.clone(), topic, config);
+    consumer.assign_all(SeekTo::Earliest).await.unwrap();
+    let deadline = Instant::now() + within;
+    let mut out = Vec::new();
+    while (out.len() as u64) < n {
+        assert!(
+            Instant::now() < deadline,
+            "read {} of {n} from {topic}",
+            out.len()
+        );
+        out.extend(consumer.poll(Duration::from_millis(500)).await.unwrap());
+    }
+    // Nothing beyond n: a duplicate would show up here.
+    out.extend(consumer.poll(Duration::from_millis(500)).await.unwrap());
+    out
+}
+
+/// The records in `topic` on the broker at `addr`, summed over its partitions.
+async fn log_ends(client: &Client, topic: &str) -> u64 {
+    match client.admin().describe_topic(topic).await {
+        Ok(d) => d.partitions.iter().map(|p| p.log_end).sum(),
+        Err(_) => 0,
+    }
+}
+
+async fn wait_for_records(core: &Client, topic: &str, n: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    while log_ends(core, topic).await < n {
+        assert!(
+            Instant::now() < deadline,
+            "the core has {} of {n} records in {topic}",
+            log_ends(core, topic).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_forwards_exactly_once_through_core_crashes_and_its_own_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (core_data, edge_data) = (dir.path().join("core"), dir.path().join("edge"));
+    let core_addr = free_udp_port();
+    let mut core = Some(Serve::start_at(&core_data, &core_addr, &[]));
+    let core_ca = core_data.join("tls/ca.pem");
+    let edge_ca = edge_data.join("tls/ca.pem");
+    let mut edge = Serve::start_in(&edge_data, &[]);
+    let mut client = connect(&edge.addr, &edge_ca, None).await;
+    client
+        .admin()
+        .create_topic(NewTopic::new("orders", 3))
+        .await
+        .unwrap();
+    let ca = core_ca.to_str().unwrap();
+    mirror_add(
+        &edge,
+        &edge_ca,
+        "to-core",
+        &[
+            "--to", &core_addr, "--ca", ca, "--topics", "ord*", "--as", "site-1.",
+        ],
+    );
+
+    // The core dies a second into this part and stays down: the edge keeps taking records.
+    let killer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        drop(core.take()); // SIGKILL
+        core
+    });
+    produce(&client, 0, 40_000).await;
+    let _ = killer.await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let core = Serve::start_at(&core_data, &core_addr, &[]);
+
+    // Second crash while records flow, down for three seconds, restarted.
+    let (addr, data) = (core_addr.clone(), core_data.clone());
+    let crasher = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        drop(core);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        Serve::start_at(&data, &addr, &[])
+    });
+    produce(&client, 40_000, 70_000).await;
+    let core = crasher.await.unwrap();
+
+    // The edge itself crashes, probably while forwarding, and comes back on a new port.
+    client.close().await;
+    drop(edge);
+    edge = Serve::start_in(&edge_data, &[]);
+    client = connect(&edge.addr, &edge_ca, None).await;
+    produce(&client, 70_000, TOTAL).await;
+
+    let core_client = connect(&core.addr, &core_ca, None).await;
+    wait_for_records(
+        &core_client,
+        "site-1.orders",
+        TOTAL,
+        Duration::from_secs(180),
+    )
+    .await;
+    let mirrored = read_all(
+        &core_client,
+        "site-1.orders",
+        TOTAL,
+        Duration::from_secs(120),
+    )
+    .await;
+    let local = read_all(&client, "orders", TOTAL, Duration::from_secs(120)).await;
+    check_exactly_once_in_order(&local, &mirrored);
+
+    let info = client.admin().describe_mirror("to-core").await.unwrap();
+    assert!(
+        matches!(info.state, MirrorState::Connected { .. }),
+        "{info:?}"
+    );
+    assert_eq!(info.lag_records(), 0);
+    assert_eq!(info.dropped_by_retention(), 0);
+    let listed = edge.cli(
+        dir.path(),
+        &["mirror", "list", "--ca", edge_ca.to_str().unwrap()],
+        "",
+    );
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        text.contains("to-core") && text.contains("connected"),
+        "{text}"
+    );
+}
+
+/// Every edge record is on the core once, with its key, value, headers, tags and timestamp and a
+/// source header naming it, and each edge partition's records are in edge order.
+fn check_exactly_once_in_order(local: &[ConsumedRecord], mirrored: &[ConsumedRecord]) {
+    assert_eq!(
+        local.len() as u64,
+        TOTAL,
+        "the edge holds every record once"
+    );
+    assert_eq!(
+        mirrored.len() as u64,
+        TOTAL,
+        "the core holds every record once"
+    );
+    let by_source: HashMap<(u32, u64), &ConsumedRecord> = local
+        .iter()
+        .map(|r| ((r.partition, r.record.offset), r))
+        .collect();
+    let mut seen = HashSet::new();
+    let mut last: BTreeMap<u32, u64> = BTreeMap::new();
+    for m in mirrored {
+        let header = m.record.header(SOURCE_HEADER).expect("a source header");
+        let (_, topic, p, offset) = parse_source(header).expect("a valid source header");
+        assert_eq!(topic, "orders");
+        assert_eq!(m.partition, p, "edge partition p goes to core partition p");
+        assert!(seen.insert((p, offset)), "edge record {p}/{offset} twice");
+        if let Some(prev) = last.insert(p, offset) {
+            assert!(offset > prev, "partition {p}: {offset} after {prev}");
+        }
+        let e = &by_source[&(p, offset)].record;
+        assert_eq!(m.record.value, e.value);
+        assert_eq!(m.record.key, e.key);
+        assert_eq!(m.record.timestamp, e.timestamp);
+        assert_eq!(m.record.tags, e.tags);
+        assert_eq!(m.record.header("n"), e.header("n"));
+    }
+}
+
+/// A token user on the core allowed what a mirror does with topics matching `pattern`.
+async fn edge_user(admin: &Client, name: &str, pattern: &str) -> String {
+    let token = admin.admin().create_user(name).await.unwrap();
+    let ops = [
+        Operation::Produce,
+        Operation::Consume,
+        Operation::Create,
+        Operation::Describe,
+    ];
+    let rule = AclSpec {
+        principal: name.into(),
+        resource: ResourceKind::Topic,
+        pattern: pattern.into(),
+        operations: ops.to_vec(),
+        deny: false,
+    };
+    admin.admin().add_acl(rule).await.unwrap();
+    token
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_edges_merge_into_one_core_topic_under_their_own_acls() {
+    const EACH: u64 = 3_000;
+    let dir = tempfile::tempdir().unwrap();
+    let core_data = dir.path().join("core");
+    let core = Serve::start_at(&core_data, &free_udp_port(), &["--auth"]);
+    let core_ca = core_data.join("tls/ca.pem");
+    let admin_token = std::fs::read_to_string(core_data.join("admin.token")).unwrap();
+    let admin = connect(&core.addr, &core_ca, Some(admin_token.trim())).await;
+    let mut edges = Vec::new();
+    for i in 1..=3 {
+        let token = edge_user(&admin, &format!("edge-{i}"), "events").await;
+        let data = dir.path().join(format!("edge-{i}"));
+        let edge = Serve::start_in(&data, &[]);
+        let edge_ca = data.join("tls/ca.pem");
+        let client = connect(&edge.addr, &edge_ca, None).await;
+        for topic in ["events", "secret"] {
+            client
+                .admin()
+                .create_topic(NewTopic::new(topic, 2))
+                .await
+                .unwrap();
+        }
+        let (ca, id) = (core_ca.to_str().unwrap(), format!("shop-{i}"));
+        let base = [
+            "--to",
+            &core.addr,
+            "--ca",
+            ca,
+            "--token",
+            &token,
+            "--source-id",
+            &id,
+        ];
+        mirror_add(
+            &edge,
+            &edge_ca,
+            "events",
+            &[&base[..], &["--topics", "events"]].concat(),
+        );
+        // Not allowed on the core: this one must back off with the core's refusal.
+        mirror_add(
+            &edge,
+            &edge_ca,
+            "secret",
+            &[&base[..], &["--topics", "secret"]].concat(),
+        );
+        edges.push((edge, client));
+    }
+    let mut sends = tokio::task::JoinSet::new();
+    for (_, client) in &edges {
+        let client = client.clone();
+        sends.spawn(async move {
+            let producer = Producer::new(client, ProducerConfig::default());
+            for topic in ["events", "secret"] {
+                for i in 0..EACH {
+                    let rec = ProducerRecord::new(topic, format!("{i}")).key(format!("{}", i % 10));
+                    producer.send(rec).await.unwrap();
+                }
+            }
+            producer.flush().await.unwrap();
+        });
+    }
+    while let Some(done) = sends.join_next().await {
+        done.unwrap();
+    }
+
+    wait_for_records(&admin, "events", 3 * EACH, Duration::from_secs(120)).await;
+    let records = read_all(&admin, "events", 3 * EACH, Duration::from_secs(60)).await;
+    assert_eq!(records.len() as u64, 3 * EACH, "each record once");
+    let mut per_source: HashMap<String, HashSet<(u32, u64)>> = HashMap::new();
+    for r in &records {
+        let (source, topic, p, offset) =
+            parse_source(r.record.header(SOURCE_HEADER).unwrap()).unwrap();
+        assert_eq!(topic, "events");
+        assert!(per_source
+            .entry(source.to_owned())
+            .or_default()
+            .insert((p, offset)));
+    }
+    let mut sources: Vec<_> = per_source
+        .iter()
+        .map(|(s, set)| (s.as_str(), set.len() as u64))
+        .collect();
+    sources.sort();
+    assert_eq!(
+        sources,
+        [("shop-1", EACH), ("shop-2", EACH), ("shop-3", EACH)]
+    );
+
+    assert!(
+        admin.admin().describe_topic("secret").await.is_err(),
+        "no edge may create `secret`"
+    );
+    for (_, client) in &edges {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let info = loop {
+            let info = client.admin().describe_mirror("secret").await.unwrap();
+            if matches!(info.state, MirrorState::BackingOff { .. }) || Instant::now() > deadline {
+                break info;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let MirrorState::BackingOff { error, .. } = &info.state else {
+            panic!("the refused mirror is {:?}", info.state);
+        };
+        assert!(error.to_lowercase().contains("not authorized"), "{error}");
+        assert_eq!(info.lag_records(), EACH, "its records wait on the edge");
+    }
+}

@@ -1,0 +1,224 @@
+//! One mirror's link to the core: sessions one after another with back-off between them. A
+//! session connects, makes sure the core topics exist, and runs one forwarding task per edge
+//! partition the mirror covers (new topics and partitions join within a second); the first task
+//! that fails ends the session, since the connection or the core is then suspect.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quiver::{Acks, Admin, Client, ClientOptions, NewTopic, Producer, ProducerConfig};
+use quiver_broker::mirrors::{MirrorDef, MirrorStatus};
+use quiver_broker::Broker;
+use quiver_proto::mirror::MirrorState;
+use quiver_proto::ErrorCode;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::error::LinkError;
+
+/// A session that ran this long before failing was healthy: the back-off starts over.
+const HEALTHY: Duration = Duration::from_secs(5);
+/// A core silent this long is taken for dead (a restarted core does not know the old connection
+/// and cannot reset it, so only the silence tells).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often a session looks for new topics and partitions, and updates the rate.
+const TICK: Duration = Duration::from_secs(1);
+
+pub async fn run(broker: Arc<Broker>, def: MirrorDef, stop: CancellationToken) {
+    let status = broker.mirrors().status(&def.name);
+    let mut backoff = Backoff::default();
+    tracing::info!(mirror = %def.name, to = %def.to, topics = %def.topics, "mirror starting");
+    loop {
+        status.set_state(MirrorState::Connecting);
+        let started = Instant::now();
+        let err = match session(&broker, &def, &status, &stop).await {
+            Ok(()) => break,
+            Err(e) => e,
+        };
+        if started.elapsed() >= HEALTHY {
+            backoff.reset();
+        }
+        let (wait, attempts) = backoff.next();
+        tracing::warn!(mirror = %def.name, error = %err, retry_in = ?wait, attempts, "mirror session ended");
+        status.set_state(MirrorState::BackingOff {
+            error: err.to_string(),
+            retry_in_ms: wait.as_millis() as u64,
+            attempts,
+        });
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    status.set_state(MirrorState::Stopped);
+    tracing::info!(mirror = %def.name, "mirror stopped");
+}
+
+/// What the forwarding tasks of one session share.
+pub struct Session {
+    pub broker: Arc<Broker>,
+    pub def: MirrorDef,
+    pub status: Arc<MirrorStatus>,
+    pub client: Client,
+    pub producer: Producer,
+    admin: Admin,
+    /// Core topics checked or created in this session, with their partition counts.
+    targets: tokio::sync::Mutex<HashMap<String, u32>>,
+}
+
+impl Session {
+    /// The partition count of the core topic `target`, created with `partitions` when missing.
+    pub async fn target(&self, target: &str, partitions: u32) -> Result<u32, LinkError> {
+        let mut known = self.targets.lock().await;
+        if let Some(n) = known.get(target) {
+            return Ok(*n);
+        }
+        let err = |e: quiver::ClientError| LinkError::Target {
+            topic: target.to_owned(),
+            reason: e.to_string(),
+        };
+        let n = match self.admin.describe_topic(target).await {
+            Ok(d) => d.partitions.len() as u32,
+            Err(e) if e.code() == Some(ErrorCode::UnknownTopic) => {
+                match self
+                    .admin
+                    .create_topic(NewTopic::new(target, partitions))
+                    .await
+                {
+                    Ok(n) => {
+                        tracing::info!(mirror = %self.def.name, topic = target, partitions = n, "created the topic on the core");
+                        n
+                    }
+                    Err(e) if e.code() == Some(ErrorCode::TopicExists) => {
+                        let d = self.admin.describe_topic(target).await.map_err(err)?;
+                        d.partitions.len() as u32
+                    }
+                    Err(e) => return Err(err(e)),
+                }
+            }
+            Err(e) => return Err(err(e)),
+        };
+        if n == 0 {
+            return Err(LinkError::Target {
+                topic: target.to_owned(),
+                reason: "has no partitions".into(),
+            });
+        }
+        known.insert(target.to_owned(), n);
+        Ok(n)
+    }
+
+    /// A core partition's bounds (log start, log end).
+    pub async fn bounds(&self, target: &str, partition: u32) -> Result<(u64, u64), LinkError> {
+        let d = self.admin.describe_topic(target).await?;
+        let p = d
+            .partitions
+            .iter()
+            .find(|p| p.partition == partition)
+            .ok_or_else(|| LinkError::Target {
+                topic: target.to_owned(),
+                reason: format!("partition {partition} is gone"),
+            })?;
+        Ok((p.log_start, p.log_end))
+    }
+}
+
+async fn session(
+    broker: &Arc<Broker>,
+    def: &MirrorDef,
+    status: &Arc<MirrorStatus>,
+    stop: &CancellationToken,
+) -> Result<(), LinkError> {
+    let client = tokio::select! {
+        c = connect(def) => c?,
+        _ = stop.cancelled() => return Ok(()),
+    };
+    status.set_state(MirrorState::Connected {
+        since_ms: quiver_broker::util::now_ms(),
+    });
+    let session = Arc::new(Session {
+        broker: broker.clone(),
+        def: def.clone(),
+        status: status.clone(),
+        producer: Producer::new(client.clone(), producer_config()),
+        admin: client.admin(),
+        client: client.clone(),
+        targets: Default::default(),
+    });
+    let outcome = supervise(&session, stop).await;
+    // Nothing of this session may reach the core after the next one has scanned it.
+    client.close().await;
+    outcome
+}
+
+/// Runs the forwarding tasks until `stop` or the first failure.
+async fn supervise(session: &Arc<Session>, stop: &CancellationToken) -> Result<(), LinkError> {
+    let mut tasks = JoinSet::new();
+    let mut started: HashSet<(String, u32)> = HashSet::new();
+    let mut rate = (Instant::now(), session.status.forwarded_records());
+    loop {
+        for topic in session.broker.topics().list() {
+            if !session.def.forwards(&topic.name) {
+                continue;
+            }
+            for p in 0..topic.partitions().len() as u32 {
+                if started.insert((topic.name.clone(), p)) {
+                    let (s, t) = (session.clone(), topic.clone());
+                    tasks.spawn(async move { crate::forward::partition(s, t, p).await });
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            done = tasks.join_next(), if !tasks.is_empty() => match done {
+                Some(Ok(Ok(ended))) => { started.remove(&ended); }
+                Some(Ok(Err(e))) => return Err(e),
+                Some(Err(e)) => return Err(LinkError::Local(format!("forwarding task failed: {e}"))),
+                None => {}
+            },
+            e = session.client.closed() => return Err(e.into()),
+            _ = tokio::time::sleep(TICK) => {
+                let now = (Instant::now(), session.status.forwarded_records());
+                let secs = now.0.duration_since(rate.0).as_secs_f64().max(1e-3);
+                session.status.set_rate(now.1.saturating_sub(rate.1) as f64 / secs);
+                rate = now;
+            }
+        }
+    }
+}
+
+async fn connect(def: &MirrorDef) -> Result<Client, LinkError> {
+    let token = match &def.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| LinkError::Local(format!("cannot read {}: {e}", path.display())))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let opts = ClientOptions {
+        server: def.to.clone(),
+        ca: def.ca.clone(),
+        client_cert: def.cert.clone(),
+        client_id: format!("quiver-mirror-{}@{}", def.name, def.source_id),
+        token,
+        idle_timeout: Some(IDLE_TIMEOUT),
+    };
+    Ok(Client::connect_with(opts).await?)
+}
+
+/// acks=all and idempotent: a record is committed on the edge only once the core has it on disk,
+/// and a batch retried inside a session is appended once. Sixteen batches in flight bound the
+/// memory a slow core can make the mirror hold.
+fn producer_config() -> ProducerConfig {
+    ProducerConfig {
+        acks: Acks::All,
+        idempotent: true,
+        linger: Duration::from_millis(2),
+        max_in_flight: 16,
+        ..ProducerConfig::default()
+    }
+}

@@ -1,0 +1,108 @@
+//! An edge record as the core receives it: the same key, value, tags and timestamp, its headers
+//! (a broker-written `quiver-*` header renamed `edge-quiver-*`, since the core would refuse it and a
+//! delay request would be held again), and the source header naming where it came from.
+
+use bytes::Bytes;
+use quiver::ProducerRecord;
+use quiver_proto::headers::{forwarded_name, forwards_unchanged};
+use quiver_proto::mirror::{source_value, SOURCE_HEADER};
+use quiver_proto::RecordRef;
+
+/// Where the records of one edge partition go.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub source_id: String,
+    pub topic: String,
+    pub partition: u32,
+    pub target_topic: String,
+    pub target_partition: u32,
+}
+
+impl Route {
+    /// The record to produce for `rec`, a record of the batch `batch` (its bytes are shared, not
+    /// copied).
+    pub fn record(&self, batch: &Bytes, rec: &RecordRef<'_>) -> ProducerRecord {
+        let mut headers: Vec<(String, Bytes)> = rec
+            .headers()
+            .map(|(name, value)| {
+                let name = if forwards_unchanged(name) {
+                    name.to_owned()
+                } else {
+                    forwarded_name(name)
+                };
+                (name, batch.slice_ref(value))
+            })
+            .collect();
+        let source = source_value(&self.source_id, &self.topic, self.partition, rec.offset);
+        headers.push((SOURCE_HEADER.to_owned(), Bytes::from(source)));
+        ProducerRecord {
+            topic: self.target_topic.clone(),
+            partition: Some(self.target_partition),
+            key: rec.key.map(|k| batch.slice_ref(k)),
+            value: batch.slice_ref(rec.value),
+            headers,
+            tags: rec.tags().map(str::to_owned).collect(),
+            timestamp: Some(rec.timestamp),
+            exchange: false,
+        }
+    }
+
+    /// The source header prefix of this partition's records: `SOURCE/TOPIC/PARTITION/`.
+    pub fn source_prefix(&self) -> String {
+        let mut s = source_value(&self.source_id, &self.topic, self.partition, 0);
+        s.pop();
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quiver_proto::{Batch, BatchBuilder, RecordData};
+
+    #[test]
+    fn keeps_the_record_and_renames_broker_headers() {
+        let mut b = BatchBuilder::new();
+        b.push(&RecordData {
+            timestamp: 1234,
+            key: Some(b"k"),
+            value: b"v",
+            headers: &[
+                ("trace", b"1"),
+                ("quiver-error", b"boom"),
+                ("quiver-delay-ms", b"10"),
+                ("quiver-reply-to", b"r"),
+            ],
+            tags: &["vip"],
+        })
+        .unwrap();
+        let batch = Batch::parse(b.finish().unwrap()).unwrap();
+        let route = Route {
+            source_id: "edge-1".into(),
+            topic: "orders".into(),
+            partition: 2,
+            target_topic: "site.orders".into(),
+            target_partition: 0,
+        };
+        let rec = batch.records().next().unwrap();
+        let out = route.record(batch.bytes(), &rec);
+        assert_eq!(out.topic, "site.orders");
+        assert_eq!(out.partition, Some(0));
+        assert_eq!(out.timestamp, Some(1234));
+        assert_eq!(out.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(out.tags, vec!["vip".to_owned()]);
+        let names: Vec<&str> = out.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "trace",
+                "edge-quiver-error",
+                "edge-quiver-delay-ms",
+                "quiver-reply-to",
+                SOURCE_HEADER
+            ]
+        );
+        assert_eq!(&out.headers[4].1[..], b"edge-1/orders/2/0");
+        assert_eq!(route.source_prefix(), "edge-1/orders/2/");
+    }
+}
