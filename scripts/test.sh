@@ -101,4 +101,5 @@ phase "bench smoke"
 # differently and rebuilt much of the dependency tree, minutes of the test command's time.)
 cargo build -q --workspace --all-targets
 timeout 300 target/debug/quiver-bench all --smoke
+timeout 120 target/debug/quiver-bench mirror --smoke
 phase "done"

@@ -10,6 +10,7 @@
 //! main.rs          parse, plan, run every case on every system, print, write JSON
 //! cli/             the command line (mod.rs) and the plan it asks for (plan.rs, with `all`)
 //! summary.rs       `summarize`: several JSON files → Markdown
+//! mirror.rs        `mirror`: edge mirroring between two broker processes (Quiver only)
 //! report.rs        header, tables, JSON; report_groups.rs (group, rebalance, queue tables);
 //!                  cells.rs (a not-ok row, peak RSS)
 //! runner.rs        one case on one system → RunResult rows
@@ -28,6 +29,7 @@ mod disk;
 mod drivers;
 mod durability;
 mod machine;
+mod mirror;
 mod numbers;
 mod plan;
 mod progress;
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
         Command::Rebalance(a) => Some(Plan::rebalance(&cli.common, a)),
         Command::Queue(a) => Some(Plan::queue(&cli.common, a)),
         Command::All => Some(Plan::all(&cli.common)),
+        Command::Mirror(_) => None,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
             ) => serve::run(data_dir, *listen, *auth, *metrics)
                 .await
                 .map(|()| true),
+            (None, Command::Mirror(a)) => mirror::run(&cli.common, a).await,
             (None, _) => Ok(true),
         }
     });

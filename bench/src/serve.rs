@@ -39,7 +39,9 @@ pub async fn run(data_dir: &Path, listen: SocketAddr, auth: bool, metrics: bool)
     if metrics {
         serve_metrics(broker.clone()).await?;
     }
-    let server = Server::bind(broker, listen, server_config)?;
+    let server = Server::bind(broker.clone(), listen, server_config)?;
+    // An edge broker of the mirror workload forwards to its core.
+    quiver_mirror::start(broker, server.supervisor());
     let addr = server.local_addr()?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{READY} {addr} {}", dev.ca_pem_path.display())?;

@@ -95,6 +95,9 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Edge mirroring, Quiver only: forwarding throughput at 100 B and 1 KB, lag at fixed offered
+    /// rates, and the edge's memory while records wait for a missing core.
+    Mirror(MirrorArgs),
     /// Runs a Quiver broker in this process and prints its address (used by the harness itself).
     #[command(hide = true)]
     InternalServe {
@@ -107,6 +110,19 @@ pub enum Command {
         #[arg(long)]
         metrics: bool,
     },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MirrorArgs {
+    /// Records of 100 B forwarded in the throughput run (a quarter as many of 1 KB).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: u64,
+    /// Offered rates (records/s of 100 B) of the lag runs, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,50000")]
+    pub rates: Vec<u64>,
+    /// Records waiting on the edge in the memory run.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub waiting: u64,
 }
 
 #[derive(Args, Debug, Clone)]

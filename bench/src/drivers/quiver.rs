@@ -218,17 +218,27 @@ async fn bench_user(admin: &Client) -> Result<String> {
     Ok(token)
 }
 
-/// Starts `<this binary> internal-serve` and reads its `READY <addr> <ca>` line.
 async fn spawn_broker(cfg: &DriverConfig) -> Result<(ServerProcess, String, PathBuf)> {
-    let dir = server::run_dir(&cfg.work_dir, "quiver")?;
+    let flags = [
+        cfg.auth.then_some("--auth"),
+        cfg.metrics.then_some("--metrics"),
+    ];
+    spawn_quiver(&cfg.work_dir, flags.into_iter().flatten()).await
+}
+
+/// Starts `<this binary> internal-serve` with `flags` and reads its `READY <addr> <ca>` line.
+pub async fn spawn_quiver(
+    work_dir: &std::path::Path,
+    flags: impl IntoIterator<Item = &str>,
+) -> Result<(ServerProcess, String, PathBuf)> {
+    let dir = server::run_dir(work_dir, "quiver")?;
     let exe = std::env::current_exe().context("locating the harness binary")?;
     let mut cmd = tokio::process::Command::new(exe);
     cmd.arg("internal-serve")
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .args(["--listen", "127.0.0.1:0"])
-        .args(cfg.auth.then_some("--auth"))
-        .args(cfg.metrics.then_some("--metrics"))
+        .args(flags)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped());
     let mut proc = ServerProcess::spawn("quiver", cmd, dir)?;
