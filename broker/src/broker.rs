@@ -126,6 +126,8 @@ impl Broker {
             s.exchanges.clone(),
             dead_letters.clone(),
         ));
+        let mirror_service = Arc::new(MirrorService::new(s.mirrors.clone(), s.topics.clone()));
+        mirror_service.seed_configured()?;
         let admin = AdminService {
             catalog: catalog.clone(),
             pipelines: s.pipelines.clone(),
@@ -144,7 +146,7 @@ impl Broker {
                 s.topics.clone(),
             )),
             mirrors: s.mirrors.clone(),
-            mirror_service: Arc::new(MirrorService::new(s.mirrors.clone(), s.topics.clone())),
+            mirror_service,
             identity: Identity {
                 broker_id: format!("quiver@{}", config.listen),
                 listen: config.listen.to_string(),

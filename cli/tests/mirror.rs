@@ -13,8 +13,8 @@ use common::serve::Serve;
 use quiver::proto::auth::{AclSpec, Operation, ResourceKind};
 use quiver::proto::mirror::{parse_source, SOURCE_HEADER};
 use quiver::{
-    Acks, Client, ClientOptions, ConsumedRecord, Consumer, ConsumerConfig, MirrorState, NewTopic,
-    Producer, ProducerConfig, ProducerRecord, SeekTo,
+    Acks, Client, ClientOptions, ConsumedRecord, Consumer, ConsumerConfig, ErrorCode, MirrorState,
+    NewTopic, Producer, ProducerConfig, ProducerRecord, SeekTo,
 };
 
 const TOTAL: u64 = 100_000;
@@ -161,7 +161,9 @@ async fn an_edge_forwards_exactly_once_through_core_crashes_and_its_own_restart(
     produce(&client, 40_000, 70_000).await;
     let core = crasher.await.unwrap();
 
-    // The edge itself crashes, probably while forwarding, and comes back on a new port.
+    // The edge itself crashes while it forwards the backlog of the outage, and comes back on a
+    // new port.
+    wait_until_forwarding(&client, "to-core").await;
     client.close().await;
     drop(edge);
     edge = Serve::start_in(&edge_data, &[]);
@@ -203,6 +205,26 @@ async fn an_edge_forwards_exactly_once_through_core_crashes_and_its_own_restart(
         text.contains("to-core") && text.contains("connected"),
         "{text}"
     );
+}
+
+/// Waits until the mirror is connected and its lag is going down: records are in flight.
+async fn wait_until_forwarding(client: &Client, mirror: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = None;
+    loop {
+        let info = client.admin().describe_mirror(mirror).await.unwrap();
+        let lag = info.lag_records();
+        let connected = matches!(info.state, MirrorState::Connected { .. });
+        if connected && lag > 0 && last.is_some_and(|l| lag < l) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline && (lag > 0 || !connected),
+            "never saw the mirror forwarding a backlog: {info:?}"
+        );
+        last = connected.then_some(lag);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Every edge record is on the core once, with its key, value, headers, tags and timestamp and a
@@ -275,7 +297,23 @@ async fn three_edges_merge_into_one_core_topic_under_their_own_acls() {
     for i in 1..=3 {
         let token = edge_user(&admin, &format!("edge-{i}"), "events").await;
         let data = dir.path().join(format!("edge-{i}"));
-        let edge = Serve::start_in(&data, &[]);
+        let (ca, id) = (core_ca.to_str().unwrap(), format!("shop-{i}"));
+        // Edges 1 and 2 get their mirror from the command line, edge 3 from its config file.
+        // Each forwards every topic: `secret` too, which the core refuses its principal.
+        let edge = if i == 3 {
+            let token_file = dir.path().join("edge-3.token");
+            std::fs::write(&token_file, &token).unwrap();
+            let config = dir.path().join("edge-3.toml");
+            let text = format!(
+                "[[mirror]]\nname = \"all\"\nto = \"{}\"\nca = {ca:?}\ntoken_file = {:?}\ntopics = \"*\"\nsource_id = \"{id}\"\n",
+                core.addr,
+                token_file.to_str().unwrap()
+            );
+            std::fs::write(&config, text).unwrap();
+            Serve::start_in(&data, &["--config", config.to_str().unwrap()])
+        } else {
+            Serve::start_in(&data, &[])
+        };
         let edge_ca = data.join("tls/ca.pem");
         let client = connect(&edge.addr, &edge_ca, None).await;
         for topic in ["events", "secret"] {
@@ -285,30 +323,21 @@ async fn three_edges_merge_into_one_core_topic_under_their_own_acls() {
                 .await
                 .unwrap();
         }
-        let (ca, id) = (core_ca.to_str().unwrap(), format!("shop-{i}"));
-        let base = [
-            "--to",
-            &core.addr,
-            "--ca",
-            ca,
-            "--token",
-            &token,
-            "--source-id",
-            &id,
-        ];
-        mirror_add(
-            &edge,
-            &edge_ca,
-            "events",
-            &[&base[..], &["--topics", "events"]].concat(),
-        );
-        // Not allowed on the core: this one must back off with the core's refusal.
-        mirror_add(
-            &edge,
-            &edge_ca,
-            "secret",
-            &[&base[..], &["--topics", "secret"]].concat(),
-        );
+        if i < 3 {
+            let args = [
+                "--to",
+                &core.addr,
+                "--ca",
+                ca,
+                "--token",
+                &token,
+                "--source-id",
+                &id,
+                "--topics",
+                "*",
+            ];
+            mirror_add(&edge, &edge_ca, "all", &args);
+        }
         edges.push((edge, client));
     }
     let mut sends = tokio::task::JoinSet::new();
@@ -352,23 +381,125 @@ async fn three_edges_merge_into_one_core_topic_under_their_own_acls() {
         [("shop-1", EACH), ("shop-2", EACH), ("shop-3", EACH)]
     );
 
-    assert!(
-        admin.admin().describe_topic("secret").await.is_err(),
+    let refused = admin.admin().describe_topic("secret").await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(ErrorCode::UnknownTopic),
         "no edge may create `secret`"
     );
-    for (_, client) in &edges {
+    for (edge, client) in &edges {
+        // The refused topic waits with its error; the mirror itself stays connected.
         let deadline = Instant::now() + Duration::from_secs(20);
         let info = loop {
-            let info = client.admin().describe_mirror("secret").await.unwrap();
-            if matches!(info.state, MirrorState::BackingOff { .. }) || Instant::now() > deadline {
+            let info = client.admin().describe_mirror("all").await.unwrap();
+            let waiting = info.partitions.iter().filter(|p| p.topic == "secret");
+            if waiting.clone().all(|p| p.error.is_some()) || Instant::now() > deadline {
                 break info;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        let MirrorState::BackingOff { error, .. } = &info.state else {
-            panic!("the refused mirror is {:?}", info.state);
-        };
-        assert!(error.to_lowercase().contains("not authorized"), "{error}");
-        assert_eq!(info.lag_records(), EACH, "its records wait on the edge");
+        assert!(
+            matches!(info.state, MirrorState::Connected { .. }),
+            "{info:?}"
+        );
+        for p in &info.partitions {
+            if p.topic == "secret" {
+                let error = p.error.as_deref().unwrap_or_default().to_lowercase();
+                assert!(error.contains("not authorized"), "{p:?}");
+            } else {
+                assert_eq!((p.lag_records, p.error.as_deref()), (0, None), "{p:?}");
+            }
+        }
+        assert_eq!(
+            info.lag_records(),
+            EACH,
+            "the refused records wait on the edge"
+        );
+        assert_eq!(info.from_config, edge.addr == edges[2].0.addr);
+        let removed = client.admin().remove_mirror("all").await;
+        assert_eq!(
+            removed.is_err(),
+            info.from_config,
+            "a config file's mirror stays"
+        );
     }
+}
+
+/// The values of `topic` on the core, in partition and offset order, with their records.
+async fn values(core: &Client, topic: &str, n: u64) -> Vec<(String, ConsumedRecord)> {
+    wait_for_records(core, topic, n, Duration::from_secs(60)).await;
+    let mut records = read_all(core, topic, n, Duration::from_secs(30)).await;
+    records.sort_by_key(|r| (r.partition, r.record.offset));
+    records
+        .into_iter()
+        .map(|r| (String::from_utf8_lossy(&r.record.value).into_owned(), r))
+        .collect()
+}
+
+async fn send(client: &Client, rec: ProducerRecord) {
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    producer.send(rec).await.unwrap();
+    producer.flush().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_from_latest_follows_new_deleted_and_grown_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = Serve::start_in(&dir.path().join("core"), &[]);
+    let core_ca = dir.path().join("core/tls/ca.pem");
+    let edge_data = dir.path().join("edge");
+    let edge = Serve::start_in(&edge_data, &[]);
+    let edge_ca = edge_data.join("tls/ca.pem");
+    let edge_client = connect(&edge.addr, &edge_ca, None).await;
+    let core_client = connect(&core.addr, &core_ca, None).await;
+    let admin = edge_client.admin();
+    admin.create_topic(NewTopic::new("a", 1)).await.unwrap();
+    for i in 0..5 {
+        send(
+            &edge_client,
+            ProducerRecord::new("a", format!("before-{i}")),
+        )
+        .await;
+    }
+    // Added while the core is up; `latest` holds for what exists now, whatever the link does.
+    let ca = core_ca.to_str().unwrap();
+    let args = [
+        "--to", &core.addr, "--ca", ca, "--topics", "*", "--as", "c.", "--from", "latest",
+    ];
+    mirror_add(&edge, &edge_ca, "m", &args);
+    send(&edge_client, ProducerRecord::new("a", "after-0")).await;
+    // A record the edge held for delayed delivery carries the edge broker's own headers.
+    let delayed = ProducerRecord::new("a", "delayed").delay(Duration::from_millis(10));
+    send(&edge_client, delayed).await;
+    let got = values(&core_client, "c.a", 2).await;
+    let names: Vec<&str> = got.iter().map(|(v, _)| v.as_str()).collect();
+    assert_eq!(names, ["after-0", "delayed"]);
+    let delayed = &got[1].1.record;
+    assert!(
+        delayed.header("edge-quiver-delay-id").is_some(),
+        "{delayed:?}"
+    );
+    assert!(delayed.header("quiver-delay-id").is_none());
+
+    // A partition added on the edge: the core topic has one, so it lands there too.
+    admin.add_partitions("a", 1).await.unwrap();
+    send(&edge_client, ProducerRecord::new("a", "p1").partition(1)).await;
+    let got = values(&core_client, "c.a", 3).await;
+    assert_eq!(got[2].0, "p1");
+    let source = parse_source(got[2].1.record.header(SOURCE_HEADER).unwrap()).unwrap();
+    assert_eq!((source.1, source.2, source.3), ("a", 1, 0));
+
+    // A topic created after the mirror is forwarded from its start; deleted and created again,
+    // it is a new log whose records are forwarded too.
+    admin.create_topic(NewTopic::new("b", 1)).await.unwrap();
+    send(&edge_client, ProducerRecord::new("b", "b-old")).await;
+    values(&core_client, "c.b", 1).await;
+    admin.delete_topic("b").await.unwrap();
+    admin.create_topic(NewTopic::new("b", 1)).await.unwrap();
+    send(&edge_client, ProducerRecord::new("b", "b-new")).await;
+    let got = values(&core_client, "c.b", 2).await;
+    let names: Vec<&str> = got.iter().map(|(v, _)| v.as_str()).collect();
+    assert_eq!(names, ["b-old", "b-new"]);
+    let info = admin.describe_mirror("m").await.unwrap();
+    assert_eq!((info.lag_records(), info.dropped_by_retention()), (0, 0));
 }

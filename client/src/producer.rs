@@ -294,11 +294,18 @@ struct Ready {
     producer_id: u64,
 }
 
+/// The smallest `unacked` worth pruning.
+const PRUNE_MIN: usize = 1024;
+
 #[derive(Default)]
 struct State {
     open: HashMap<BatchKey, Open>,
     sticky: HashMap<String, u32>,
+    /// Batches sealed since the last prune, acknowledged or not (what `flush` waits for).
     unacked: Vec<Arc<Slot>>,
+    /// `unacked` is pruned of acknowledged batches when it reaches this length, so a producer
+    /// that never flushes does not grow it without bound (amortised: twice what is left).
+    prune_at: usize,
     /// The id batches are stamped with; `None` until the first send, and for a producer that is
     /// not idempotent.
     producer_id: Option<u64>,
@@ -612,6 +619,10 @@ fn seal(st: &mut State, key: &BatchKey) -> Result<Option<Ready>, ClientError> {
     }
     *st.sticky.entry(key.0.clone()).or_default() += 1;
     st.unacked.push(open.slot.clone());
+    if st.unacked.len() >= st.prune_at.max(PRUNE_MIN) {
+        st.unacked.retain(|s| s.result.get().is_none());
+        st.prune_at = st.unacked.len() * 2;
+    }
     st.sealed += 1;
     Ok(Some(Ready {
         topic: key.0.clone(),

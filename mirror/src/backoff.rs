@@ -7,7 +7,7 @@ use std::time::Duration;
 const FIRST: Duration = Duration::from_millis(200);
 const MAX: Duration = Duration::from_secs(30);
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Backoff {
     attempts: u32,
 }

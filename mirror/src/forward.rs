@@ -15,16 +15,20 @@ use crate::error::LinkError;
 use crate::link::Session;
 use crate::record::Route;
 
-/// Records sent and not yet acknowledged, per partition (the producer's window bounds the bytes).
-const WINDOW: usize = 8192;
+/// Edge batches sent and not yet acknowledged, per partition (the producer's window bounds the
+/// bytes).
+const WINDOW: usize = 1024;
 /// Bytes read from the local log at a time.
 const READ_BYTES: usize = 1 << 20;
+/// The pause before reading again after a read found its offset gone.
+const RETRY_READ: std::time::Duration = std::time::Duration::from_millis(50);
 /// Acknowledged records between position commits (and whenever the pipeline runs dry).
 const COMMIT_EVERY: u64 = 1000;
 
 enum Pending {
-    Record {
-        delivery: Delivery,
+    /// The records of one edge batch, sent in order; `next` follows the last.
+    Batch {
+        deliveries: Vec<Delivery>,
         next: u64,
         bytes: u64,
     },
@@ -32,43 +36,27 @@ enum Pending {
     Dropped { to: u64, count: u64 },
 }
 
-/// Forwards partition `p` of `topic` until the session ends; returns the partition when its topic
-/// is deleted.
-pub async fn partition(
-    session: Arc<Session>,
-    topic: Arc<Topic>,
-    p: u32,
-) -> Result<(String, u32), LinkError> {
+/// Forwards partition `p` of `topic` until the session ends or the task is aborted (its topic was
+/// deleted).
+pub async fn partition(session: Arc<Session>, topic: Arc<Topic>, p: u32) -> Result<(), LinkError> {
     let log = topic
         .partition(p)
         .map_err(|e| LinkError::Local(e.to_string()))?
         .clone();
-    let target_topic = session.def.target_topic(&topic.name);
-    let count = session
-        .target(&target_topic, topic.partitions().len() as u32)
-        .await?;
-    let route = Route {
-        source_id: session.def.source_id.clone(),
-        topic: topic.name.clone(),
-        partition: p,
-        target_topic,
-        target_partition: p % count,
-    };
+    let (route, position) = crate::resume::resume(&session, &topic, p, &log).await?;
     let live = session.status.partition(&topic.name, p);
     *live.target_topic.lock() = route.target_topic.clone();
     live.target_partition.store(
         u64::from(route.target_partition),
         std::sync::atomic::Ordering::Relaxed,
     );
-    let created_ms = topic.config.created_ms;
-    let position = crate::resume::resume(&session, &route, &log, created_ms).await?;
     live.next
         .store(position.next, std::sync::atomic::Ordering::Relaxed);
     let (tx, rx) = mpsc::channel(WINDOW);
     let reader = read(&session, &route, &log, position.next, tx);
     let acker = acknowledge(&session, &route, &live, position, rx);
     tokio::try_join!(reader, acker)?;
-    Ok((topic.name.clone(), p))
+    Ok(())
 }
 
 async fn read(
@@ -93,7 +81,7 @@ async fn read(
         }
         if next >= stats.log_end {
             if end.changed().await.is_err() {
-                return Ok(()); // the topic was deleted
+                return Err(LinkError::Local("the partition's log closed".into()));
             }
             continue;
         }
@@ -103,26 +91,30 @@ async fn read(
         {
             Ok(r) => r,
             Err(quiver_broker::BrokerError::Storage(StorageError::OffsetOutOfRange { .. })) => {
-                continue; // retention ran between the bounds and the read
+                // Retention ran between the bounds and the read; a moment later the bounds say.
+                tokio::time::sleep(RETRY_READ).await;
+                continue;
             }
             Err(e) => return Err(LinkError::Local(e.to_string())),
         };
         for batch in Batches::new(read.bytes) {
             let batch =
                 batch.map_err(|e| LinkError::Local(format!("corrupt batch at {next}: {e}")))?;
+            let (mut deliveries, mut bytes) = (Vec::new(), 0);
             for rec in batch.records().filter(|r| r.offset >= next) {
-                let delivery = session
-                    .producer
-                    .send(route.record(batch.bytes(), &rec))
-                    .await?;
-                let pending = Pending::Record {
-                    delivery,
-                    next: rec.offset + 1,
-                    bytes: rec.value.len() as u64,
+                let record = route.record(batch.bytes(), &rec);
+                deliveries.push(session.producer.send(record).await?);
+                bytes += rec.value.len() as u64;
+            }
+            next = next.max(batch.header().next_offset());
+            if !deliveries.is_empty() {
+                let pending = Pending::Batch {
+                    deliveries,
+                    next,
+                    bytes,
                 };
                 tx.send(pending).await.map_err(|_| closed())?;
             }
-            next = next.max(batch.header().next_offset());
         }
     }
 }
@@ -138,18 +130,20 @@ async fn acknowledge(
     let mut uncommitted = 0u64;
     while let Some(pending) = rx.recv().await {
         match pending {
-            Pending::Record {
-                delivery,
+            Pending::Batch {
+                deliveries,
                 next,
                 bytes,
             } => {
-                let meta = delivery.wait().await?;
-                position.next = next;
-                if let Some(o) = meta.offset {
-                    position.scan_from = Some(o + 1);
+                let records = deliveries.len() as u64;
+                for delivery in deliveries {
+                    if let Some(o) = delivery.wait().await?.offset {
+                        position.scan_from = Some(o + 1);
+                    }
                 }
-                live.acknowledged(next, 1, bytes);
-                uncommitted += 1;
+                position.next = next;
+                live.acknowledged(next, records, bytes);
+                uncommitted += records;
             }
             Pending::Dropped { to, count } => {
                 position.next = to;

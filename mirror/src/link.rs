@@ -3,7 +3,7 @@
 //! partition the mirror covers (new topics and partitions join within a second); the first task
 //! that fails ends the session, since the connection or the core is then suspect.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use quiver_broker::mirrors::{MirrorDef, MirrorStatus};
 use quiver_broker::Broker;
 use quiver_proto::mirror::MirrorState;
 use quiver_proto::ErrorCode;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
@@ -153,31 +153,16 @@ async fn session(
     outcome
 }
 
-/// Runs the forwarding tasks until `stop` or the first failure.
+/// Runs the forwarding tasks until `stop` or the first failure of the session (a partition whose
+/// core topic fails on its own is retried alone, with back-off).
 async fn supervise(session: &Arc<Session>, stop: &CancellationToken) -> Result<(), LinkError> {
-    let mut tasks = JoinSet::new();
-    let mut started: HashSet<(String, u32)> = HashSet::new();
+    let mut forwarders = Forwarders::default();
     let mut rate = (Instant::now(), session.status.forwarded_records());
     loop {
-        for topic in session.broker.topics().list() {
-            if !session.def.forwards(&topic.name) {
-                continue;
-            }
-            for p in 0..topic.partitions().len() as u32 {
-                if started.insert((topic.name.clone(), p)) {
-                    let (s, t) = (session.clone(), topic.clone());
-                    tasks.spawn(async move { crate::forward::partition(s, t, p).await });
-                }
-            }
-        }
+        forwarders.start_new(session);
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            done = tasks.join_next(), if !tasks.is_empty() => match done {
-                Some(Ok(Ok(ended))) => { started.remove(&ended); }
-                Some(Ok(Err(e))) => return Err(e),
-                Some(Err(e)) => return Err(LinkError::Local(format!("forwarding task failed: {e}"))),
-                None => {}
-            },
+            Some(done) = forwarders.tasks.join_next() => forwarders.ended(session, done)?,
             e = session.client.closed() => return Err(e.into()),
             _ = tokio::time::sleep(TICK) => {
                 let now = (Instant::now(), session.status.forwarded_records());
@@ -185,6 +170,82 @@ async fn supervise(session: &Arc<Session>, stop: &CancellationToken) -> Result<(
                 session.status.set_rate(now.1.saturating_sub(rate.1) as f64 / secs);
                 rate = now;
             }
+        }
+    }
+}
+
+/// An edge partition: topic name and partition.
+type Key = (String, u32);
+
+/// The forwarding tasks of one session, one per edge partition the mirror covers.
+#[derive(Default)]
+struct Forwarders {
+    tasks: JoinSet<(Key, Result<(), LinkError>)>,
+    /// Each running task, with the creation time of the topic it forwards.
+    running: HashMap<Key, (AbortHandle, i64)>,
+    /// Partitions whose task failed on their own, and when they may start again.
+    retry: HashMap<Key, (Instant, Backoff)>,
+}
+
+impl Forwarders {
+    /// Starts a task for every covered partition without one (new topics and partitions too),
+    /// and ends those whose topic was deleted (a topic created again under the name is new).
+    fn start_new(&mut self, session: &Arc<Session>) {
+        let topics = session.broker.topics().list();
+        self.running.retain(|(name, _), (task, created)| {
+            let alive = topics
+                .iter()
+                .any(|t| t.name == *name && t.config.created_ms == *created);
+            if !alive {
+                task.abort();
+            }
+            alive
+        });
+        let now = Instant::now();
+        for topic in topics.iter().filter(|t| session.def.forwards(&t.name)) {
+            for p in 0..topic.partitions().len() as u32 {
+                let key = (topic.name.clone(), p);
+                let waiting = self.retry.get(&key).is_some_and(|(at, _)| now < *at);
+                if waiting || self.running.contains_key(&key) {
+                    continue;
+                }
+                let (s, t, k) = (session.clone(), topic.clone(), key.clone());
+                let task = self.tasks.spawn(async move {
+                    let result = crate::forward::partition(s, t, p).await;
+                    (k, result)
+                });
+                self.running.insert(key, (task, topic.config.created_ms));
+            }
+        }
+    }
+
+    /// A task ended: an error of its own partition (its core topic) is retried later; any
+    /// other ends the session.
+    fn ended(
+        &mut self,
+        session: &Session,
+        done: Result<(Key, Result<(), LinkError>), tokio::task::JoinError>,
+    ) -> Result<(), LinkError> {
+        let (key, result) = match done {
+            Ok(ended) => ended,
+            Err(e) if e.is_cancelled() => return Ok(()),
+            Err(e) => return Err(LinkError::Local(format!("forwarding task failed: {e}"))),
+        };
+        self.running.remove(&key);
+        match result {
+            Ok(()) => Ok(()),
+            Err(e @ LinkError::Target { .. }) => {
+                let (at, backoff) = self
+                    .retry
+                    .entry(key.clone())
+                    .or_insert_with(|| (Instant::now(), Backoff::default()));
+                let (wait, attempts) = backoff.next();
+                *at = Instant::now() + wait;
+                tracing::warn!(mirror = %session.def.name, topic = %key.0, partition = key.1, error = %e, retry_in = ?wait, attempts, "partition not forwarded");
+                *session.status.partition(&key.0, key.1).error.lock() = Some(e.to_string());
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
     }
 }

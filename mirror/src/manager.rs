@@ -34,8 +34,12 @@ async fn manage(broker: Arc<Broker>, supervisor: Supervisor) {
         let defs = match broker.mirrors().definitions() {
             Ok(d) => d,
             Err(e) => {
+                // Keep what runs; look again in a while.
                 tracing::error!(error = %e, "cannot read the mirror definitions");
-                Vec::new()
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => continue,
+                }
             }
         };
         running.retain(|_, r| {

@@ -11,14 +11,33 @@ use quiver_proto::RecordRef;
 /// Where the records of one edge partition go.
 #[derive(Debug, Clone)]
 pub struct Route {
-    pub source_id: String,
     pub topic: String,
     pub partition: u32,
     pub target_topic: String,
     pub target_partition: u32,
+    /// `SOURCE/TOPIC/PARTITION/`, the start of every record's source header.
+    prefix: String,
 }
 
 impl Route {
+    pub fn new(
+        source_id: String,
+        topic: String,
+        partition: u32,
+        target_topic: String,
+        target_partition: u32,
+    ) -> Route {
+        let mut prefix = source_value(&source_id, &topic, partition, 0);
+        prefix.pop();
+        Route {
+            topic,
+            partition,
+            target_topic,
+            target_partition,
+            prefix,
+        }
+    }
+
     /// The record to produce for `rec`, a record of the batch `batch` (its bytes are shared, not
     /// copied).
     pub fn record(&self, batch: &Bytes, rec: &RecordRef<'_>) -> ProducerRecord {
@@ -33,7 +52,9 @@ impl Route {
                 (name, batch.slice_ref(value))
             })
             .collect();
-        let source = source_value(&self.source_id, &self.topic, self.partition, rec.offset);
+        let mut source = Vec::with_capacity(self.prefix.len() + 20);
+        source.extend_from_slice(self.prefix.as_bytes());
+        source.extend_from_slice(itoa::Buffer::new().format(rec.offset).as_bytes());
         headers.push((SOURCE_HEADER.to_owned(), Bytes::from(source)));
         ProducerRecord {
             topic: self.target_topic.clone(),
@@ -48,10 +69,8 @@ impl Route {
     }
 
     /// The source header prefix of this partition's records: `SOURCE/TOPIC/PARTITION/`.
-    pub fn source_prefix(&self) -> String {
-        let mut s = source_value(&self.source_id, &self.topic, self.partition, 0);
-        s.pop();
-        s
+    pub fn source_prefix(&self) -> &str {
+        &self.prefix
     }
 }
 
@@ -77,13 +96,7 @@ mod tests {
         })
         .unwrap();
         let batch = Batch::parse(b.finish().unwrap()).unwrap();
-        let route = Route {
-            source_id: "edge-1".into(),
-            topic: "orders".into(),
-            partition: 2,
-            target_topic: "site.orders".into(),
-            target_partition: 0,
-        };
+        let route = Route::new("edge-1".into(), "orders".into(), 2, "site.orders".into(), 0);
         let rec = batch.records().next().unwrap();
         let out = route.record(batch.bytes(), &rec);
         assert_eq!(out.topic, "site.orders");

@@ -1,16 +1,21 @@
-//! Where a session starts in an edge partition: the committed position, moved past any record the
-//! core already has from an earlier session whose acknowledgement never arrived (the edge or the
-//! core died in between). Those records sit after the last acknowledged one on the core
-//! partition, so a scan from there to the core's end, for this partition's source header, finds
-//! them. The core's idempotence state does not survive its restart; this scan does the same job
-//! across restarts of either side.
+//! Where a session starts in an edge partition: the committed position, moved past the records
+//! the core already has from an earlier session whose acknowledgement never arrived (the edge or
+//! the core died in between). Those sit after the last acknowledged record on the core partition,
+//! so a scan from there to the core's end collects the edge offsets carrying this partition's
+//! source header; the position then moves over the longest run of edge records, from itself on,
+//! that the core has. A gap stops it (a batch that failed while a later one got through is sent
+//! again rather than skipped), and so does an offset the edge never had. The core forgets its
+//! idempotence state when it restarts; this scan does that job across restarts of either side.
 
-use std::time::Duration;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use quiver::{Consumer, ConsumerConfig, SeekTo};
 use quiver_broker::mirrors::Position;
-use quiver_broker::storage::PartitionLog;
-use quiver_proto::mirror::{MirrorStart, SOURCE_HEADER};
+use quiver_broker::storage::{PartitionLog, Topic};
+use quiver_proto::mirror::SOURCE_HEADER;
+use quiver_proto::Batches;
 
 use crate::error::LinkError;
 use crate::link::Session;
@@ -18,63 +23,90 @@ use crate::record::Route;
 
 /// A fetch of the scan that brings nothing for this long means the core stopped answering.
 const SCAN_STALL: Duration = Duration::from_secs(10);
+/// Offsets the scan collects at most (a resumed session's unacknowledged records are a window's
+/// worth; more can only come from someone else writing this edge's source header).
+const SCAN_MAX: usize = 1 << 20;
 
+/// The route and the position a session forwards edge partition `p` of `topic` with.
 pub async fn resume(
     session: &Session,
-    route: &Route,
-    log: &PartitionLog,
-    topic_created_ms: i64,
-) -> Result<Position, LinkError> {
-    let store = session.broker.mirrors();
-    let name = &session.def.name;
-    let (core_start, core_end) = session
-        .bounds(&route.target_topic, route.target_partition)
+    topic: &Topic,
+    p: u32,
+    log: &Arc<PartitionLog>,
+) -> Result<(Route, Position), LinkError> {
+    let (store, def) = (session.broker.mirrors(), &session.def);
+    let created = topic.config.created_ms;
+    let target_topic = def.target_topic(&topic.name);
+    let count = session
+        .target(&target_topic, topic.partitions().len() as u32)
         .await?;
-    let Some(mut position) = store.position(name, &route.topic, route.partition)? else {
-        // First contact: nothing of this partition was sent yet, so the core's end is where a
-        // later session's scan starts. Made durable before the first record goes out.
-        let position = Position {
-            next: first_offset(session, log, topic_created_ms),
-            scan_from: Some(core_end),
-            dropped: 0,
-        };
-        store.commit(name, &route.topic, route.partition, &position)?;
-        store.flush()?;
-        return Ok(position);
+    let stats = log.stats();
+    let mut position = store
+        .position(&def.name, &topic.name, p)?
+        .filter(|at| at.belongs(def, created))
+        .unwrap_or_else(|| Position::fresh(def, created, stats.log_start));
+    let target = match position.target_partition {
+        Some(t) if t < count => t,
+        Some(t) => {
+            tracing::warn!(mirror = %def.name, topic = %target_topic, partition = t, count, "the core topic no longer has the partition this edge partition went to; using another");
+            position.scan_from = None;
+            p % count
+        }
+        None => p % count,
     };
-    let from = position.scan_from.unwrap_or(core_start).max(core_start);
-    if from > core_end {
-        tracing::warn!(mirror = %name, topic = %route.target_topic, partition = route.target_partition, core_end, checkpoint = from, "the core partition ends before records it acknowledged to this mirror (was its log lost?); forwarding goes on from the edge position");
-    } else if let Some(last) = scan(session, route, from, core_end).await? {
-        if last >= position.next {
-            tracing::info!(mirror = %name, topic = %route.topic, partition = route.partition, from = position.next, to = last + 1, "the core already has records whose acknowledgement was lost; skipping them");
-            position.next = last + 1;
+    position.target_partition = Some(target);
+    let route = Route::new(
+        def.source_id.clone(),
+        topic.name.clone(),
+        p,
+        target_topic,
+        target,
+    );
+    if position.next > stats.log_end {
+        tracing::warn!(mirror = %def.name, topic = %topic.name, partition = p, next = position.next, log_end = stats.log_end, "the edge log ends before records already forwarded (lost in a power failure?); forwarding goes on from its end");
+        position.next = stats.log_end;
+    }
+    let (core_start, core_end) = session.bounds(&route.target_topic, target).await?;
+    match position.scan_from {
+        None => {} // nothing of this partition was sent yet
+        Some(from) if from > core_end => {
+            tracing::warn!(mirror = %def.name, topic = %route.target_topic, partition = target, core_end, checkpoint = from, "the core partition ends before records it acknowledged to this mirror (was its log lost?); forwarding goes on from the edge position");
+        }
+        Some(from) => {
+            let found = scan(
+                session,
+                &route,
+                from.max(core_start),
+                core_end,
+                position.next,
+            )
+            .await?;
+            let next = contiguous(log, position.next, found).await?;
+            if next > position.next {
+                tracing::info!(mirror = %def.name, topic = %route.topic, partition = p, from = position.next, to = next, "the core already has records whose acknowledgement was lost; skipping them");
+                position.next = next;
+            }
         }
     }
+    // Durable before anything is sent: a later scan must start no later than this session's
+    // first record on the core.
     position.scan_from = Some(core_end);
-    store.commit(name, &route.topic, route.partition, &position)?;
-    Ok(position)
+    store.commit(&def.name, &route.topic, p, &position)?;
+    store.flush()?;
+    Ok((route, position))
 }
 
-/// The first edge offset a mirror forwards in a partition it has never seen.
-fn first_offset(session: &Session, log: &PartitionLog, topic_created_ms: i64) -> u64 {
-    let stats = log.stats();
-    let existed = topic_created_ms <= session.def.created_ms;
-    match session.def.from {
-        MirrorStart::Latest if existed => stats.log_end,
-        _ => stats.log_start,
-    }
-}
-
-/// The highest edge offset of this partition's records in core offsets `from..end`.
+/// The edge offsets at or after `next` of this partition's records in core offsets `from..end`.
 async fn scan(
     session: &Session,
     route: &Route,
     from: u64,
     end: u64,
-) -> Result<Option<u64>, LinkError> {
+    next: u64,
+) -> Result<BTreeSet<u64>, LinkError> {
+    let mut found = BTreeSet::new();
     if from >= end {
-        return Ok(None);
+        return Ok(found);
     }
     let config = ConsumerConfig {
         max_wait: Duration::from_millis(200),
@@ -84,27 +116,58 @@ async fn scan(
     let tp = route.target_partition;
     let mut consumer = Consumer::new(session.client.clone(), &route.target_topic, config);
     consumer.assign(&[tp], SeekTo::Offset(from));
-    let prefix = route.source_prefix();
-    let mut last = None;
-    let mut stalled = std::time::Instant::now();
-    while consumer.position(tp).unwrap_or(from) < end {
+    let prefix = route.source_prefix().as_bytes();
+    let mut stalled = Instant::now();
+    while consumer.position(tp).unwrap_or(from) < end && found.len() < SCAN_MAX {
         let records = consumer.poll(Duration::from_secs(1)).await?;
         if !records.is_empty() {
-            stalled = std::time::Instant::now();
+            stalled = Instant::now();
         } else if stalled.elapsed() > SCAN_STALL {
             return Err(LinkError::Target {
                 topic: route.target_topic.clone(),
                 reason: format!("reading partition {tp} from {from} to {end} stalled"),
             });
         }
-        for r in records.iter().filter(|r| r.record.offset < end) {
-            let offset = r
-                .record
-                .header(SOURCE_HEADER)
-                .and_then(|v| v.strip_prefix(prefix.as_bytes()))
-                .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
-            last = last.max(offset);
+        let offsets = records
+            .iter()
+            .filter(|r| r.record.offset < end)
+            .filter_map(|r| {
+                let v = r.record.header(SOURCE_HEADER)?.strip_prefix(prefix)?;
+                std::str::from_utf8(v).ok()?.parse::<u64>().ok()
+            });
+        found.extend(offsets.filter(|o| *o >= next));
+    }
+    Ok(found)
+}
+
+/// `next` moved over the edge records, in log order, whose offsets are in `found`.
+async fn contiguous(
+    log: &Arc<PartitionLog>,
+    mut next: u64,
+    mut found: BTreeSet<u64>,
+) -> Result<u64, LinkError> {
+    while !found.is_empty() {
+        let (l, at) = (log.clone(), next);
+        let read = quiver_broker::offload::blocking(move || Ok(l.read(at, 1 << 20)?))
+            .await
+            .map_err(|e| LinkError::Local(e.to_string()))?;
+        if read.bytes.is_empty() {
+            break;
+        }
+        let before = next;
+        for batch in Batches::new(read.bytes) {
+            let batch = batch.map_err(|e| LinkError::Local(format!("corrupt batch: {e}")))?;
+            let start = next;
+            for r in batch.records().filter(|r| r.offset >= start) {
+                if !found.remove(&r.offset) {
+                    return Ok(next);
+                }
+                next = r.offset + 1;
+            }
+        }
+        if next == before {
+            break;
         }
     }
-    Ok(last)
+    Ok(next)
 }

@@ -114,6 +114,10 @@ pub struct MirrorPartition {
     pub forwarded_bytes: u64,
     /// Records the edge's retention removed before they were forwarded (persisted, cumulative).
     pub dropped_by_retention: u64,
+    /// Why this partition is not being forwarded while the rest of the mirror is (its core
+    /// topic cannot be created or read, say); retried with back-off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `mirror list` / `describe`: the definition (without its secrets) and its state.

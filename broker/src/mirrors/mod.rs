@@ -65,6 +65,10 @@ pub struct MirrorDef {
     /// created after it are forwarded from their beginning.
     #[serde(default)]
     pub created_ms: i64,
+    /// New at every add or replace (and every start for the config file's), so a replaced
+    /// definition restarts its link even when only the credentials' contents changed.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 impl MirrorDef {
@@ -94,10 +98,37 @@ pub struct Position {
     pub next: u64,
     /// Where on the core partition a resumed session looks for records it sent but saw no
     /// acknowledgement for: past the last acknowledged one, or the core's end when the mirror
-    /// first reached it.
+    /// first reached it. `None`: nothing was ever sent (a `--from latest` start).
     pub scan_from: Option<u64>,
     /// Records retention removed on the edge before they were forwarded (cumulative).
     pub dropped: u64,
+    /// The core partition this edge partition goes to, fixed at the first send so that a core
+    /// topic given more partitions later does not split the edge partition's order.
+    #[serde(default)]
+    pub target_partition: Option<u32>,
+    /// The mirror's and the edge topic's creation times: a position left by a removed mirror or
+    /// a deleted topic of the same name does not apply to a new one.
+    #[serde(default)]
+    pub mirror_created_ms: i64,
+    #[serde(default)]
+    pub topic_created_ms: i64,
+}
+
+impl Position {
+    /// A partition the mirror has not forwarded from yet, starting at `next`.
+    pub fn fresh(def: &MirrorDef, topic_created_ms: i64, next: u64) -> Position {
+        Position {
+            next,
+            mirror_created_ms: def.created_ms,
+            topic_created_ms,
+            ..Position::default()
+        }
+    }
+
+    /// Whether this position belongs to `def` in the topic created at `topic_created_ms`.
+    pub fn belongs(&self, def: &MirrorDef, topic_created_ms: i64) -> bool {
+        self.mirror_created_ms == def.created_ms && self.topic_created_ms == topic_created_ms
+    }
 }
 
 const SOURCE_ID_KEY: &str = "mirror-source-id";
@@ -174,6 +205,7 @@ impl MirrorStore {
     /// Replacing keeps the positions: a changed definition resumes where the old one stopped.
     pub fn add(&self, spec: MirrorSpec) -> Result<MirrorDef, MirrorError> {
         validate(&spec.name, &spec.to, &spec.topics, spec.prefix.as_deref())?;
+        let source_id = self.source(spec.source_id.clone())?;
         if let Ok(old) = self.get(&spec.name) {
             if old.from_config {
                 return Err(MirrorError::FromConfig(spec.name));
@@ -189,9 +221,13 @@ impl MirrorStore {
                 "a client certificate needs its key, and a key its certificate".into(),
             ));
         }
+        // Written beside the old files first, then moved in place: a failed add leaves the
+        // running mirror's credentials as they were.
         let dir = self.dir.join(&spec.name);
-        let _ = std::fs::remove_dir_all(&dir);
-        let write = |file: &str, text: &str| write_secret(&dir, file, text);
+        let staging = self.dir.join(format!(".{}.new", spec.name));
+        let _ = std::fs::remove_dir_all(&staging);
+        let write =
+            |file: &str, text: &str| write_secret(&staging, file, text).map(|_| dir.join(file));
         let def = MirrorDef {
             ca: write("ca.pem", &spec.ca_pem)?,
             token_file: spec
@@ -203,8 +239,9 @@ impl MirrorStore {
                 (Some(c), Some(k)) => Some((write("cert.pem", c)?, write("key.pem", k)?)),
                 _ => None,
             },
-            source_id: self.source(spec.source_id)?,
+            source_id,
             created_ms: self.created_ms(&spec.name),
+            revision: 0,
             name: spec.name,
             to: spec.to,
             topics: spec.topics,
@@ -212,8 +249,12 @@ impl MirrorStore {
             from: spec.from,
             from_config: false,
         };
-        self.put(def.clone())?;
-        Ok(def)
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&staging, &dir).map_err(|source| MirrorError::Secrets {
+            path: dir.clone(),
+            source,
+        })?;
+        self.put(def)
     }
 
     /// Removes a mirror added with `mirror add`, its positions and its credential files.
@@ -263,6 +304,15 @@ impl MirrorStore {
         )?)
     }
 
+    /// Whether the mirror has a position in any partition yet.
+    pub fn has_positions(&self, name: &str) -> Result<bool, MirrorError> {
+        let prefix = format!("{name}/");
+        Ok(!self
+            .meta
+            .scan::<Position>(Namespace::MirrorPositions, &prefix)?
+            .is_empty())
+    }
+
     /// Makes the commits so far durable (a first position must be, before anything is sent).
     pub fn flush(&self) -> Result<(), MirrorError> {
         Ok(self.meta.flush()?)
@@ -299,10 +349,11 @@ impl MirrorStore {
             .map_or_else(|_| crate::util::now_ms(), |d| d.created_ms)
     }
 
-    fn put(&self, def: MirrorDef) -> Result<(), MirrorError> {
+    fn put(&self, mut def: MirrorDef) -> Result<MirrorDef, MirrorError> {
+        def.revision = self.meta.generate_id()?;
         self.meta.put_durable(Namespace::Mirrors, &def.name, &def)?;
         self.changes.send_modify(|v| *v += 1);
-        Ok(())
+        Ok(def)
     }
 
     fn source(&self, given: Option<String>) -> Result<String, MirrorError> {
@@ -341,6 +392,7 @@ impl MirrorStore {
             cert,
             from_config: true,
             created_ms: self.created_ms(&c.name),
+            revision: 0,
         })
     }
 }
@@ -403,4 +455,158 @@ fn rand_u64() -> u64 {
     let mut b = [0u8; 8];
     let _ = ring::rand::SystemRandom::new().fill(&mut b);
     u64::from_le_bytes(b) ^ u64::from(std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str) -> MirrorSpec {
+        MirrorSpec {
+            name: name.into(),
+            to: "core.example:7447".into(),
+            topics: "sensors.*".into(),
+            prefix: Some("site-1.".into()),
+            from: MirrorStart::Earliest,
+            source_id: None,
+            ca_pem: "CA".into(),
+            token: Some("secret".into()),
+            cert_pem: None,
+            key_pem: None,
+        }
+    }
+
+    fn open(dir: &Path, configured: &[MirrorConfig]) -> MirrorStore {
+        let meta = MetaStore::open(&dir.join("meta")).unwrap();
+        MirrorStore::open(meta, dir, configured).unwrap()
+    }
+
+    #[test]
+    fn add_keeps_secrets_in_private_files_and_remove_forgets_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), &[]);
+        let mut changes = store.subscribe();
+        let def = store.add(spec("m1")).unwrap();
+        assert!(changes.has_changed().unwrap());
+        changes.borrow_and_update();
+        assert_eq!(def.source_id, store.source_id());
+        assert_eq!(def.target_topic("sensors.t"), "site-1.sensors.t");
+        assert!(def.forwards("sensors.t") && !def.forwards("orders"));
+        let token = def.token_file.clone().unwrap();
+        assert_eq!(std::fs::read_to_string(&token).unwrap(), "secret");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&token).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let position = Position {
+            next: 7,
+            scan_from: Some(3),
+            dropped: 1,
+            ..Position::fresh(&def, 5, 7)
+        };
+        assert!(position.belongs(&def, 5) && !position.belongs(&def, 6));
+        store.commit("m1", "sensors.t", 0, &position).unwrap();
+        assert_eq!(
+            store.position("m1", "sensors.t", 0).unwrap(),
+            Some(position)
+        );
+        store.remove("m1").unwrap();
+        assert!(changes.has_changed().unwrap());
+        assert!(matches!(store.get("m1"), Err(MirrorError::Unknown(_))));
+        assert_eq!(store.position("m1", "sensors.t", 0).unwrap(), None);
+        assert!(!token.exists());
+        assert!(matches!(store.remove("m1"), Err(MirrorError::Unknown(_))));
+    }
+
+    #[test]
+    fn bad_definitions_are_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), &[]);
+        let refused = |s: MirrorSpec, what: &str| match store.add(s) {
+            Err(MirrorError::Invalid(m)) => assert!(m.contains(what), "{m}"),
+            other => panic!("{other:?}"),
+        };
+        refused(spec("bad/name"), "name");
+        refused(
+            MirrorSpec {
+                to: "core".into(),
+                ..spec("m")
+            },
+            "HOST:PORT",
+        );
+        refused(
+            MirrorSpec {
+                topics: "a b".into(),
+                ..spec("m")
+            },
+            "--topics",
+        );
+        refused(
+            MirrorSpec {
+                prefix: Some("x/".into()),
+                ..spec("m")
+            },
+            "--as",
+        );
+        let both = MirrorSpec {
+            cert_pem: Some("C".into()),
+            key_pem: Some("K".into()),
+            ..spec("m")
+        };
+        refused(both, "not both");
+        let keyless = MirrorSpec {
+            token: None,
+            cert_pem: Some("C".into()),
+            ..spec("m")
+        };
+        refused(keyless, "key");
+        assert!(store.definitions().unwrap().is_empty());
+    }
+
+    #[test]
+    fn config_mirrors_are_kept_in_step_with_the_file_and_the_source_id_with_the_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let configured = MirrorConfig {
+            name: "from-file".into(),
+            to: "core:7447".into(),
+            ca: "/etc/ca.pem".into(),
+            topics: "*".into(),
+            prefix: None,
+            from: MirrorStart::Latest,
+            source_id: Some("shop-9".into()),
+            token_file: None,
+            cert: None,
+            key: None,
+        };
+        let (id, created) = {
+            let store = open(dir.path(), std::slice::from_ref(&configured));
+            let def = store.get("from-file").unwrap();
+            assert!(def.from_config);
+            assert_eq!(def.source_id, "shop-9");
+            assert!(matches!(
+                store.remove("from-file"),
+                Err(MirrorError::FromConfig(_))
+            ));
+            assert!(matches!(
+                store.add(spec("from-file")),
+                Err(MirrorError::FromConfig(_))
+            ));
+            store.add(spec("by-hand")).unwrap();
+            (store.source_id().to_owned(), def.created_ms)
+        };
+        let store = open(dir.path(), std::slice::from_ref(&configured));
+        assert_eq!(store.source_id(), id, "generated once per data directory");
+        assert_eq!(store.get("from-file").unwrap().created_ms, created);
+        drop(store);
+        let store = open(dir.path(), &[]);
+        let names: Vec<String> = store
+            .definitions()
+            .unwrap()
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        assert_eq!(names, ["by-hand"], "a mirror gone from the file stops");
+    }
 }

@@ -18,11 +18,16 @@ pub struct LivePartition {
     pub next: AtomicU64,
     pub forwarded_records: AtomicU64,
     pub forwarded_bytes: AtomicU64,
+    /// Why the partition is waiting to be retried, while the rest of the mirror goes on.
+    pub error: Mutex<Option<String>>,
 }
 
 impl LivePartition {
     /// Counts records the core acknowledged, up to edge offset `next`.
     pub fn acknowledged(&self, next: u64, records: u64, bytes: u64) {
+        if records > 0 && self.error.lock().is_some() {
+            *self.error.lock() = None;
+        }
         self.next.store(next, Ordering::Relaxed);
         self.forwarded_records.fetch_add(records, Ordering::Relaxed);
         self.forwarded_bytes.fetch_add(bytes, Ordering::Relaxed);

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use quiver_proto::messages::{AdminRequest, AdminResponse};
-use quiver_proto::mirror::{MirrorInfo, MirrorPartition};
+use quiver_proto::mirror::{MirrorInfo, MirrorPartition, MirrorStart};
 use quiver_proto::Batches;
 
 use crate::error::BrokerError;
@@ -28,7 +28,11 @@ impl MirrorService {
         use AdminRequest as R;
         match req {
             R::AddMirror { spec } => {
+                let new = self.store.get(&spec.name).is_err();
                 let def = self.store.add(spec)?;
+                if new {
+                    self.seed(&def)?;
+                }
                 tracing::info!(mirror = %def.name, to = %def.to, topics = %def.topics, "mirror added");
                 Ok(AdminResponse::Mirror(self.describe(&def)?))
             }
@@ -49,6 +53,32 @@ impl MirrorService {
         }
     }
 
+    /// A new `--from latest` mirror starts every partition that exists now at its end (recorded
+    /// here, so records produced before the first contact with the core are forwarded); any
+    /// other partition, and every partition of a `--from earliest` mirror, starts at its log start.
+    pub fn seed(&self, def: &MirrorDef) -> Result<(), BrokerError> {
+        if def.from != MirrorStart::Latest {
+            return Ok(());
+        }
+        for topic in self.topics.list().iter().filter(|t| def.forwards(&t.name)) {
+            for (p, log) in topic.partitions().iter().enumerate() {
+                let at = Position::fresh(def, topic.config.created_ms, log.stats().log_end);
+                self.store.commit(&def.name, &topic.name, p as u32, &at)?;
+            }
+        }
+        Ok(self.store.flush()?)
+    }
+
+    /// Seeds the config file's `--from latest` mirrors that have no positions yet (new ones).
+    pub fn seed_configured(&self) -> Result<(), BrokerError> {
+        for def in self.store.definitions()? {
+            if def.from_config && !self.store.has_positions(&def.name)? {
+                self.seed(&def)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Every mirror with its state (for `mirror list` and `/metrics`).
     pub fn describe_all(&self) -> Result<Vec<MirrorInfo>, BrokerError> {
         self.store
@@ -63,7 +93,10 @@ impl MirrorService {
         let mut partitions = Vec::new();
         for topic in self.topics.list().iter().filter(|t| def.forwards(&t.name)) {
             for (p, log) in topic.partitions().iter().enumerate() {
-                let position = self.store.position(&def.name, &topic.name, p as u32)?;
+                let position = self
+                    .store
+                    .position(&def.name, &topic.name, p as u32)?
+                    .filter(|at| at.belongs(def, topic.config.created_ms));
                 partitions.push(describe_partition(
                     def,
                     &status,
@@ -125,6 +158,7 @@ fn describe_partition(
         forwarded_bytes: load(|l| l.forwarded_bytes.load(Ordering::Relaxed)),
         dropped_by_retention: position.map_or(0, |p| p.dropped)
             + stats.log_start.saturating_sub(committed),
+        error: live.as_ref().and_then(|l| l.error.lock().clone()),
     }
 }
 
@@ -143,5 +177,7 @@ fn oldest_age_ms(log: &PartitionLog, offset: u64, end: u64) -> u64 {
                 .find(|r| r.offset >= offset)
                 .map(|r| r.timestamp)
         });
-    first.map_or(0, |ts| (crate::util::now_ms() - ts).max(0) as u64)
+    first.map_or(0, |ts| {
+        crate::util::now_ms().saturating_sub(ts).max(0) as u64
+    })
 }
