@@ -922,6 +922,26 @@ mod tests {
     }
 
     #[test]
+    fn acknowledged_batches_are_forgotten_without_a_flush() {
+        let cfg = ProducerConfig::default();
+        let mut st = State::default();
+        for _ in 0..10 * PRUNE_MIN {
+            push(&mut st, &cfg, 0, 1);
+            let ready = sealed(&mut st, 0);
+            ready.slot.complete(Err(Arc::new(ClientError::Closed)));
+        }
+        // One batch in flight stays however many were pruned around it.
+        push(&mut st, &cfg, 0, 1);
+        let pending = sealed(&mut st, 0);
+        for _ in 0..PRUNE_MIN {
+            push(&mut st, &cfg, 0, 1);
+            sealed(&mut st, 0).slot.complete(Err(Arc::new(ClientError::Closed)));
+        }
+        assert!(st.unacked.len() <= PRUNE_MIN, "{}", st.unacked.len());
+        assert!(st.unacked.iter().any(|s| Arc::ptr_eq(s, &pending.slot)));
+    }
+
+    #[test]
     fn without_an_id_batches_are_not_stamped() {
         let cfg = ProducerConfig::default();
         let mut st = State::default();

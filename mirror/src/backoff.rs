@@ -1,6 +1,6 @@
-//! Exponential back-off with full jitter between sessions: 200 ms doubling to 30 s, each wait a
-//! between half the window and all of it at random, so many edges losing one core do not
-//! reconnect in step.
+//! Exponential back-off with jitter between sessions: 200 ms doubling to 30 s, each wait at random
+//! between half the window and all of it ("equal jitter": never much shorter than the window, and
+//! many edges losing one core do not reconnect in step).
 
 use std::time::Duration;
 
