@@ -935,7 +935,9 @@ mod tests {
         let pending = sealed(&mut st, 0);
         for _ in 0..PRUNE_MIN {
             push(&mut st, &cfg, 0, 1);
-            sealed(&mut st, 0).slot.complete(Err(Arc::new(ClientError::Closed)));
+            sealed(&mut st, 0)
+                .slot
+                .complete(Err(Arc::new(ClientError::Closed)));
         }
         assert!(st.unacked.len() <= PRUNE_MIN, "{}", st.unacked.len());
         assert!(st.unacked.iter().any(|s| Arc::ptr_eq(s, &pending.slot)));
