@@ -60,6 +60,7 @@ impl Broker {
             topics: TOPIC.into(),
             prefix: None,
             from: Default::default(),
+            direction: Default::default(),
             source_id: Some("bench-edge".into()),
             ca_pem: std::fs::read_to_string(ca)?,
             token: None,

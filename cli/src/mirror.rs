@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use quiver::{MirrorInfo, MirrorSpec, MirrorStart, MirrorState};
+use quiver::{MirrorDirection, MirrorInfo, MirrorSpec, MirrorStart, MirrorState};
 
 use crate::args::ConnectArgs;
 
@@ -70,6 +70,10 @@ pub struct AddArgs {
     /// Topics created later are forwarded from their beginning.
     #[arg(long, default_value = "earliest")]
     from: MirrorStart,
+    /// `push` forwards this broker's topics to the core; `pull` the core's topics matching
+    /// --topics to this broker (configuration or command topics for the edge), named with --as.
+    #[arg(long, default_value = "push")]
+    direction: MirrorDirection,
     /// This edge's name in the source header [default: an id the broker generated once].
     #[arg(long)]
     source_id: Option<String>,
@@ -137,6 +141,7 @@ async fn add(a: AddArgs) -> anyhow::Result<()> {
         topics: a.topics,
         prefix: a.prefix,
         from: a.from,
+        direction: a.direction,
         source_id: a.source_id,
         ca_pem: read(&a.ca)?,
         token: a.token,
@@ -154,10 +159,19 @@ async fn add(a: AddArgs) -> anyhow::Result<()> {
     let info = client.admin().add_mirror(spec).await;
     client.close().await;
     let info = info?;
+    let way = match info.direction {
+        MirrorDirection::Push => "forwards",
+        MirrorDirection::Pull => "pulls the core's",
+    };
     println!(
-        "mirror {} forwards {} to {} as {} (source id {})",
+        "mirror {} {way} {} {} {} as {} (source id {})",
         info.name,
         info.topics,
+        if info.direction == MirrorDirection::Pull {
+            "from"
+        } else {
+            "to"
+        },
         info.to,
         info.prefix
             .as_deref()
@@ -201,8 +215,12 @@ fn summary(m: &MirrorInfo) -> String {
 
 fn describe(m: &MirrorInfo) -> String {
     let mut out = format!(
-        "mirror {}\n  to:          {} (auth: {}{})\n  topics:      {} -> {}\n  source id:   {}\n  state:       {}\n  sessions:    {}\n  rate:        {} records/s\n  lag:         {} records, {} ms\n  dropped:     {} (removed by retention before they were forwarded)\n",
+        "mirror {} ({})\n  to:          {} (auth: {}{})\n  topics:      {} -> {}\n  source id:   {}\n  state:       {}\n  sessions:    {}\n  rate:        {} records/s\n  lag:         {} records, {} ms\n  dropped:     {} (removed by retention before they were forwarded)\n",
         m.name,
+        match m.direction {
+            MirrorDirection::Push => "push: this broker's topics to the core",
+            MirrorDirection::Pull => "pull: the core's topics to this broker",
+        },
         m.to,
         m.auth,
         if m.from_config { ", from the config file" } else { "" },

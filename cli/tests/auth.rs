@@ -258,6 +258,7 @@ fn samples(delayed: u64) -> Vec<Sample> {
                 topics: "t*".into(),
                 prefix: None,
                 from: Default::default(),
+                direction: Default::default(),
                 source_id: None,
                 ca_pem: "not a certificate".into(),
                 token: None,

@@ -503,3 +503,100 @@ async fn a_mirror_from_latest_follows_new_deleted_and_grown_topics() {
     let info = admin.describe_mirror("m").await.unwrap();
     assert_eq!((info.lag_records(), info.dropped_by_retention()), (0, 0));
 }
+
+async fn produce_to(client: &Client, topic: &str, from: u64, to: u64) {
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    for i in from..to {
+        let rec = ProducerRecord::new(topic, format!("cmd-{i}"))
+            .key(format!("device-{}", i % 7))
+            .header("n", i.to_string());
+        producer.send(rec).await.unwrap();
+    }
+    producer.flush().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pulling_mirror_brings_core_topics_to_the_edge_once_across_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (core_data, edge_data) = (dir.path().join("core"), dir.path().join("edge"));
+    let core_addr = free_udp_port();
+    let core = Serve::start_at(&core_data, &core_addr, &[]);
+    let core_ca = core_data.join("tls/ca.pem");
+    let edge_ca = edge_data.join("tls/ca.pem");
+    let core_client = connect(&core_addr, &core_ca, None).await;
+    core_client
+        .admin()
+        .create_topic(NewTopic::new("commands", 2))
+        .await
+        .unwrap();
+    produce_to(&core_client, "commands", 0, 200).await;
+    let edge = Serve::start_in(&edge_data, &[]);
+    let ca = core_ca.to_str().unwrap();
+    let args = [
+        "--to",
+        &core_addr,
+        "--ca",
+        ca,
+        "--topics",
+        "command*",
+        "--as",
+        "from-core.",
+        "--direction",
+        "pull",
+    ];
+    mirror_add(&edge, &edge_ca, "in", &args);
+    let edge_client = connect(&edge.addr, &edge_ca, None).await;
+    wait_for_records(
+        &edge_client,
+        "from-core.commands",
+        200,
+        Duration::from_secs(60),
+    )
+    .await;
+
+    // The edge crashes and comes back; then the core crashes and comes back.
+    edge_client.close().await;
+    drop(edge);
+    let edge = Serve::start_in(&edge_data, &[]);
+    produce_to(&core_client, "commands", 200, 400).await;
+    core_client.close().await;
+    drop(core);
+    let _core = Serve::start_at(&core_data, &core_addr, &[]);
+    let core_client = connect(&core_addr, &core_ca, None).await;
+    produce_to(&core_client, "commands", 400, 600).await;
+
+    let edge_client = connect(&edge.addr, &edge_ca, None).await;
+    wait_for_records(
+        &edge_client,
+        "from-core.commands",
+        600,
+        Duration::from_secs(60),
+    )
+    .await;
+    let pulled = read_all(
+        &edge_client,
+        "from-core.commands",
+        600,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(pulled.len(), 600, "each record once");
+    let mut last: BTreeMap<u32, u64> = BTreeMap::new();
+    for r in &pulled {
+        let (source, topic, p, offset) =
+            parse_source(r.record.header(SOURCE_HEADER).unwrap()).unwrap();
+        assert_eq!(
+            (source, topic, p),
+            (core_addr.as_str(), "commands", r.partition)
+        );
+        if let Some(prev) = last.insert(p, offset) {
+            assert!(offset > prev, "partition {p}: {offset} after {prev}");
+        }
+        let n = String::from_utf8_lossy(r.record.header("n").unwrap()).into_owned();
+        assert_eq!(r.record.value, format!("cmd-{n}").into_bytes());
+    }
+    let info = edge_client.admin().describe_mirror("in").await.unwrap();
+    assert_eq!(info.direction, quiver::MirrorDirection::Pull);
+    assert_eq!(info.partitions.len(), 2, "{info:?}");
+    assert_eq!(info.lag_records(), 0, "{info:?}");
+}

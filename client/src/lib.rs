@@ -40,7 +40,9 @@ pub use quiver_proto::messages::{
     Acks, AttachmentInfo, ErrorPolicy, PartitionDescription, PluginRef, PluginVersionInfo,
     TopicDescription, TopicSummary,
 };
-pub use quiver_proto::mirror::{MirrorInfo, MirrorPartition, MirrorSpec, MirrorStart, MirrorState};
+pub use quiver_proto::mirror::{
+    MirrorDirection, MirrorInfo, MirrorPartition, MirrorSpec, MirrorStart, MirrorState,
+};
 pub use quiver_proto::plugins::{AttachOptions, PluginLogLine};
 pub use quiver_proto::routing::{Binding, ExchangeInfo, ExchangeKind, HeaderMatch};
 pub use quiver_proto::{Batch, BatchBuilder, ErrorCode, Record, RecordData, RecordRef};

@@ -11,6 +11,7 @@ mod error;
 mod forward;
 mod link;
 mod manager;
+mod pull;
 mod record;
 mod resume;
 

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use quiver::{Acks, Admin, Client, ClientOptions, NewTopic, Producer, ProducerConfig};
 use quiver_broker::mirrors::{MirrorDef, MirrorStatus};
+use quiver_broker::storage::Topic;
 use quiver_broker::Broker;
-use quiver_proto::mirror::MirrorState;
+use quiver_proto::mirror::{MirrorDirection, MirrorState};
 use quiver_proto::ErrorCode;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -63,7 +64,7 @@ pub struct Session {
     pub status: Arc<MirrorStatus>,
     pub client: Client,
     pub producer: Producer,
-    admin: Admin,
+    pub admin: Admin,
     /// Core topics checked or created in this session, with their partition counts.
     targets: tokio::sync::Mutex<HashMap<String, u32>>,
 }
@@ -159,7 +160,11 @@ async fn supervise(session: &Arc<Session>, stop: &CancellationToken) -> Result<(
     let mut forwarders = Forwarders::default();
     let mut rate = (Instant::now(), session.status.forwarded_records());
     loop {
-        forwarders.start_new(session);
+        let sources = match session.def.direction {
+            MirrorDirection::Push => local_sources(session),
+            MirrorDirection::Pull => crate::pull::core_sources(session).await?,
+        };
+        forwarders.start_new(session, &sources);
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
             Some(done) = forwarders.tasks.join_next() => forwarders.ended(session, done)?,
@@ -174,8 +179,36 @@ async fn supervise(session: &Arc<Session>, stop: &CancellationToken) -> Result<(
     }
 }
 
-/// An edge partition: topic name and partition.
+/// A partition forwarded from: topic name and partition.
 type Key = (String, u32);
+
+/// A topic the mirror forwards from: one of this broker's (push) or one of the core's (pull).
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    pub partitions: u32,
+    /// Its creation time: a topic deleted and created again under the name is another source.
+    pub created_ms: i64,
+    /// The topic itself, when it is this broker's.
+    pub local: Option<Arc<Topic>>,
+    /// Each partition's (log start, log end), when it is the core's.
+    pub bounds: Vec<(u64, u64)>,
+}
+
+/// This broker's topics the (pushing) mirror covers.
+fn local_sources(session: &Session) -> Vec<Source> {
+    let topics = session.broker.topics().list();
+    let covered = topics.into_iter().filter(|t| session.def.forwards(&t.name));
+    covered
+        .map(|t| Source {
+            name: t.name.clone(),
+            partitions: t.partitions().len() as u32,
+            created_ms: t.config.created_ms,
+            local: Some(t),
+            bounds: Vec::new(),
+        })
+        .collect()
+}
 
 /// The forwarding tasks of one session, one per edge partition the mirror covers.
 #[derive(Default)]
@@ -188,33 +221,35 @@ struct Forwarders {
 }
 
 impl Forwarders {
-    /// Starts a task for every covered partition without one (new topics and partitions too),
-    /// and ends those whose topic was deleted (a topic created again under the name is new).
-    fn start_new(&mut self, session: &Arc<Session>) {
-        let topics = session.broker.topics().list();
+    /// Starts a task for every partition of `sources` without one (new topics and partitions
+    /// too), and ends those whose topic was deleted (one created again under the name is new).
+    fn start_new(&mut self, session: &Arc<Session>, sources: &[Source]) {
         self.running.retain(|(name, _), (task, created)| {
-            let alive = topics
+            let alive = sources
                 .iter()
-                .any(|t| t.name == *name && t.config.created_ms == *created);
+                .any(|s| s.name == *name && s.created_ms == *created);
             if !alive {
                 task.abort();
             }
             alive
         });
         let now = Instant::now();
-        for topic in topics.iter().filter(|t| session.def.forwards(&t.name)) {
-            for p in 0..topic.partitions().len() as u32 {
-                let key = (topic.name.clone(), p);
+        for source in sources {
+            for p in 0..source.partitions {
+                let key = (source.name.clone(), p);
                 let waiting = self.retry.get(&key).is_some_and(|(at, _)| now < *at);
                 if waiting || self.running.contains_key(&key) {
                     continue;
                 }
-                let (s, t, k) = (session.clone(), topic.clone(), key.clone());
+                let (s, source2, k) = (session.clone(), source.clone(), key.clone());
                 let task = self.tasks.spawn(async move {
-                    let result = crate::forward::partition(s, t, p).await;
+                    let result = match source2.local {
+                        Some(topic) => crate::forward::partition(s, topic, p).await,
+                        None => crate::pull::partition(s, source2, p).await,
+                    };
                     (k, result)
                 });
-                self.running.insert(key, (task, topic.config.created_ms));
+                self.running.insert(key, (task, source.created_ms));
             }
         }
     }

@@ -1,6 +1,7 @@
-//! An edge record as the core receives it: the same key, value, tags and timestamp, its headers
-//! (a broker-written `quiver-*` header renamed `edge-quiver-*`, since the core would refuse it and a
-//! delay request would be held again), and the source header naming where it came from.
+//! A record as the other broker receives it: the same key, value, tags and timestamp, its headers
+//! (a broker-written `quiver-*` header renamed `edge-quiver-*` or `core-quiver-*` after where it
+//! came from, since the receiver would refuse it and a delay request would be held again), and
+//! the source header naming where it came from.
 
 use bytes::Bytes;
 use quiver::ProducerRecord;
@@ -41,21 +42,8 @@ impl Route {
     /// The record to produce for `rec`, a record of the batch `batch` (its bytes are shared, not
     /// copied).
     pub fn record(&self, batch: &Bytes, rec: &RecordRef<'_>) -> ProducerRecord {
-        let mut headers: Vec<(String, Bytes)> = rec
-            .headers()
-            .map(|(name, value)| {
-                let name = if forwards_unchanged(name) {
-                    name.to_owned()
-                } else {
-                    forwarded_name(name)
-                };
-                (name, batch.slice_ref(value))
-            })
-            .collect();
-        let mut source = Vec::with_capacity(self.prefix.len() + 20);
-        source.extend_from_slice(self.prefix.as_bytes());
-        source.extend_from_slice(itoa::Buffer::new().format(rec.offset).as_bytes());
-        headers.push((SOURCE_HEADER.to_owned(), Bytes::from(source)));
+        let headers = rec.headers().map(|(n, v)| (n, batch.slice_ref(v)));
+        let headers = self.headers("edge", headers, rec.offset);
         ProducerRecord {
             topic: self.target_topic.clone(),
             partition: Some(self.target_partition),
@@ -66,6 +54,27 @@ impl Route {
             timestamp: Some(rec.timestamp),
             exchange: false,
         }
+    }
+
+    /// A record's headers for the other broker, from `origin` (`edge`, `core`), with the source
+    /// header of its `offset` last.
+    pub fn headers<'a>(
+        &self,
+        origin: &str,
+        headers: impl Iterator<Item = (&'a str, Bytes)>,
+        offset: u64,
+    ) -> Vec<(String, Bytes)> {
+        let mut out: Vec<(String, Bytes)> = headers
+            .map(|(name, value)| match forwards_unchanged(name) {
+                true => (name.to_owned(), value),
+                false => (forwarded_name(origin, name), value),
+            })
+            .collect();
+        let mut source = Vec::with_capacity(self.prefix.len() + 20);
+        source.extend_from_slice(self.prefix.as_bytes());
+        source.extend_from_slice(itoa::Buffer::new().format(offset).as_bytes());
+        out.push((SOURCE_HEADER.to_owned(), Bytes::from(source)));
+        out
     }
 
     /// The source header prefix of this partition's records: `SOURCE/TOPIC/PARTITION/`.

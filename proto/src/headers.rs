@@ -35,10 +35,11 @@ pub fn forwards_unchanged(name: &str) -> bool {
     !name.starts_with(PREFIX) || name == REPLY_TO || name == CORRELATION_ID
 }
 
-/// The name a header that does not forward unchanged gets on the other broker: `edge-` before
-/// it, so it is kept, visible, and no longer means anything to the broker.
-pub fn forwarded_name(name: &str) -> String {
-    format!("edge-{name}")
+/// The name a header that does not forward unchanged gets on the other broker: where it came
+/// from (`edge` or `core`) and `-` before it, so it is kept, visible, and no longer means
+/// anything to the broker.
+pub fn forwarded_name(origin: &str, name: &str) -> String {
+    format!("{origin}-{name}")
 }
 
 /// Whether a client may send a record with a header of this name.

@@ -29,6 +29,29 @@ impl std::str::FromStr for MirrorStart {
     }
 }
 
+/// Which way a mirror forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MirrorDirection {
+    /// This (edge) broker's topics to the core.
+    #[default]
+    Push,
+    /// The core's topics to this broker: configuration or command topics for the edge.
+    Pull,
+}
+
+impl std::str::FromStr for MirrorDirection {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "push" => Ok(MirrorDirection::Push),
+            "pull" => Ok(MirrorDirection::Pull),
+            _ => Err(format!("`{s}`: expected push or pull")),
+        }
+    }
+}
+
 /// `mirror add`: the definition with its secrets inlined, since the CLI may run on another machine
 /// than the edge broker (which keeps them in files only it may read). Its `Debug` hides them.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +68,8 @@ pub struct MirrorSpec {
     pub prefix: Option<String>,
     #[serde(default)]
     pub from: MirrorStart,
+    #[serde(default)]
+    pub direction: MirrorDirection,
     /// This edge's name in the source header; the broker's own (generated once) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_id: Option<String>,
@@ -68,6 +93,7 @@ impl std::fmt::Debug for MirrorSpec {
             .field("topics", &self.topics)
             .field("prefix", &self.prefix)
             .field("from", &self.from)
+            .field("direction", &self.direction)
             .field("source_id", &self.source_id)
             .field("token", &hidden(&self.token))
             .field("cert_pem", &self.cert_pem.is_some())
@@ -129,6 +155,8 @@ pub struct MirrorInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
     pub from: MirrorStart,
+    #[serde(default)]
+    pub direction: MirrorDirection,
     pub source_id: String,
     /// `token`, `certificate` or `none`.
     pub auth: String,

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use quiver_proto::mirror::MirrorStart;
+use quiver_proto::mirror::{MirrorDirection, MirrorStart};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +21,9 @@ pub struct MirrorConfig {
     pub prefix: Option<String>,
     #[serde(default)]
     pub from: MirrorStart,
+    /// `push` (this broker's topics to the core) or `pull` (the core's topics here).
+    #[serde(default)]
+    pub direction: MirrorDirection,
     #[serde(default)]
     pub source_id: Option<String>,
     /// A file holding the token the core knows this edge by.

@@ -10,7 +10,7 @@ mod status;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use quiver_proto::mirror::{MirrorSpec, MirrorStart};
+use quiver_proto::mirror::{MirrorDirection, MirrorSpec, MirrorStart};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -56,6 +56,8 @@ pub struct MirrorDef {
     pub topics: String,
     pub prefix: Option<String>,
     pub from: MirrorStart,
+    #[serde(default)]
+    pub direction: MirrorDirection,
     pub source_id: String,
     pub ca: PathBuf,
     pub token_file: Option<PathBuf>,
@@ -247,6 +249,7 @@ impl MirrorStore {
             topics: spec.topics,
             prefix: spec.prefix,
             from: spec.from,
+            direction: spec.direction,
             from_config: false,
         };
         let _ = std::fs::remove_dir_all(&dir);
@@ -302,6 +305,21 @@ impl MirrorStore {
             &position_key(name, topic, partition),
             position,
         )?)
+    }
+
+    /// Every committed position of a mirror: (topic, partition, position).
+    pub fn positions(&self, name: &str) -> Result<Vec<(String, u32, Position)>, MirrorError> {
+        let prefix = format!("{name}/");
+        let all = self
+            .meta
+            .scan::<Position>(Namespace::MirrorPositions, &prefix)?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(key, at)| {
+                let (topic, p) = key.strip_prefix(&prefix)?.rsplit_once('/')?;
+                Some((topic.to_owned(), p.parse().ok()?, at))
+            })
+            .collect())
     }
 
     /// Whether the mirror has a position in any partition yet.
@@ -386,6 +404,7 @@ impl MirrorStore {
             topics: c.topics.clone(),
             prefix: c.prefix.clone(),
             from: c.from,
+            direction: c.direction,
             source_id: self.source(c.source_id.clone())?,
             ca: c.ca.clone(),
             token_file: c.token_file.clone(),
@@ -468,6 +487,7 @@ mod tests {
             topics: "sensors.*".into(),
             prefix: Some("site-1.".into()),
             from: MirrorStart::Earliest,
+            direction: MirrorDirection::Push,
             source_id: None,
             ca_pem: "CA".into(),
             token: Some("secret".into()),
@@ -575,6 +595,7 @@ mod tests {
             topics: "*".into(),
             prefix: None,
             from: MirrorStart::Latest,
+            direction: MirrorDirection::Push,
             source_id: Some("shop-9".into()),
             token_file: None,
             cert: None,

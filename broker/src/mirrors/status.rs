@@ -18,6 +18,8 @@ pub struct LivePartition {
     pub next: AtomicU64,
     pub forwarded_records: AtomicU64,
     pub forwarded_bytes: AtomicU64,
+    /// A pulling mirror's view of the core partition's end (this broker cannot read it itself).
+    pub source_end: AtomicU64,
     /// Why the partition is waiting to be retried, while the rest of the mirror goes on.
     pub error: Mutex<Option<String>>,
 }

@@ -2,15 +2,15 @@
 //! joins the definition, each forwarded partition's committed position and live counters, and the
 //! local log (its end, and the age of the oldest record not yet forwarded).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use quiver_proto::messages::{AdminRequest, AdminResponse};
-use quiver_proto::mirror::{MirrorInfo, MirrorPartition, MirrorStart};
+use quiver_proto::mirror::{MirrorDirection, MirrorInfo, MirrorPartition, MirrorStart};
 use quiver_proto::Batches;
 
 use crate::error::BrokerError;
-use crate::mirrors::{MirrorDef, MirrorStatus, MirrorStore, Position};
+use crate::mirrors::{LivePartition, MirrorDef, MirrorStatus, MirrorStore, Position};
 use crate::storage::{PartitionLog, TopicStore};
 
 #[derive(Debug)]
@@ -57,7 +57,7 @@ impl MirrorService {
     /// here, so records produced before the first contact with the core are forwarded); any
     /// other partition, and every partition of a `--from earliest` mirror, starts at its log start.
     pub fn seed(&self, def: &MirrorDef) -> Result<(), BrokerError> {
-        if def.from != MirrorStart::Latest {
+        if def.from != MirrorStart::Latest || def.direction == MirrorDirection::Pull {
             return Ok(());
         }
         for topic in self.topics.list().iter().filter(|t| def.forwards(&t.name)) {
@@ -91,7 +91,14 @@ impl MirrorService {
     fn describe(&self, def: &MirrorDef) -> Result<MirrorInfo, BrokerError> {
         let status = self.store.status(&def.name);
         let mut partitions = Vec::new();
-        for topic in self.topics.list().iter().filter(|t| def.forwards(&t.name)) {
+        if def.direction == MirrorDirection::Pull {
+            partitions = self.describe_pulled(def, &status)?;
+        }
+        let pushed = self.topics.list();
+        let pushed = pushed
+            .iter()
+            .filter(|_| def.direction == MirrorDirection::Push);
+        for topic in pushed.filter(|t| def.forwards(&t.name)) {
             for (p, log) in topic.partitions().iter().enumerate() {
                 let position = self
                     .store
@@ -113,6 +120,7 @@ impl MirrorService {
             topics: def.topics.clone(),
             prefix: def.prefix.clone(),
             from: def.from,
+            direction: def.direction,
             source_id: def.source_id.clone(),
             auth: def.auth_kind().to_owned(),
             from_config: def.from_config,
@@ -121,6 +129,44 @@ impl MirrorService {
             records_per_sec: status.rate().round() as u64,
             partitions,
         })
+    }
+}
+
+impl MirrorService {
+    /// A pulling mirror's partitions: the core partitions it has positions in, with the core's
+    /// end as its link last saw it (this broker cannot read the core itself).
+    fn describe_pulled(
+        &self,
+        def: &MirrorDef,
+        status: &MirrorStatus,
+    ) -> Result<Vec<MirrorPartition>, BrokerError> {
+        let mut out = Vec::new();
+        for (topic, partition, at) in self.store.positions(&def.name)? {
+            if at.mirror_created_ms != def.created_ms {
+                continue;
+            }
+            let live = status.get(&topic, partition);
+            let load = |f: fn(&LivePartition) -> &AtomicU64| {
+                live.as_deref().map_or(0, |l| f(l).load(Ordering::Relaxed))
+            };
+            let next = load(|l| &l.next).max(at.next);
+            let end = load(|l| &l.source_end).max(next);
+            out.push(MirrorPartition {
+                target_topic: def.target_topic(&topic),
+                target_partition: at.target_partition.unwrap_or(partition),
+                topic,
+                partition,
+                next_offset: next,
+                log_end: end,
+                lag_records: end - next,
+                lag_ms: 0,
+                forwarded_records: load(|l| &l.forwarded_records),
+                forwarded_bytes: load(|l| &l.forwarded_bytes),
+                dropped_by_retention: at.dropped,
+                error: live.as_ref().and_then(|l| l.error.lock().clone()),
+            });
+        }
+        Ok(out)
     }
 }
 
