@@ -46,12 +46,9 @@ pub async fn partition(session: Arc<Session>, topic: Arc<Topic>, p: u32) -> Resu
     let (route, position) = crate::resume::resume(&session, &topic, p, &log).await?;
     let live = session.status.partition(&topic.name, p);
     *live.target_topic.lock() = route.target_topic.clone();
-    live.target_partition.store(
-        u64::from(route.target_partition),
-        std::sync::atomic::Ordering::Relaxed,
-    );
     live.next
         .store(position.next, std::sync::atomic::Ordering::Relaxed);
+    *live.error.lock() = None;
     let (tx, rx) = mpsc::channel(WINDOW);
     let reader = read(&session, &route, &log, position.next, tx);
     let acker = acknowledge(&session, &route, &live, position, rx);

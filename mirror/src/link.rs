@@ -213,7 +213,8 @@ fn local_sources(session: &Session) -> Vec<Source> {
 /// The forwarding tasks of one session, one per edge partition the mirror covers.
 #[derive(Default)]
 struct Forwarders {
-    tasks: JoinSet<(Key, Result<(), LinkError>)>,
+    /// Each task answers its partition and its topic's creation time with its result.
+    tasks: JoinSet<(Key, i64, Result<(), LinkError>)>,
     /// Each running task, with the creation time of the topic it forwards.
     running: HashMap<Key, (AbortHandle, i64)>,
     /// Partitions whose task failed on their own, and when they may start again.
@@ -242,12 +243,13 @@ impl Forwarders {
                     continue;
                 }
                 let (s, source2, k) = (session.clone(), source.clone(), key.clone());
+                let created = source.created_ms;
                 let task = self.tasks.spawn(async move {
                     let result = match source2.local {
                         Some(topic) => crate::forward::partition(s, topic, p).await,
                         None => crate::pull::partition(s, source2, p).await,
                     };
-                    (k, result)
+                    (k, created, result)
                 });
                 self.running.insert(key, (task, source.created_ms));
             }
@@ -259,13 +261,17 @@ impl Forwarders {
     fn ended(
         &mut self,
         session: &Session,
-        done: Result<(Key, Result<(), LinkError>), tokio::task::JoinError>,
+        done: Result<(Key, i64, Result<(), LinkError>), tokio::task::JoinError>,
     ) -> Result<(), LinkError> {
-        let (key, result) = match done {
+        let (key, created, result) = match done {
             Ok(ended) => ended,
             Err(e) if e.is_cancelled() => return Ok(()),
             Err(e) => return Err(LinkError::Local(format!("forwarding task failed: {e}"))),
         };
+        // A task of a topic deleted meanwhile: a newer task may run under its key already.
+        if self.running.get(&key).map(|(_, c)| *c) != Some(created) {
+            return Ok(());
+        }
         self.running.remove(&key);
         match result {
             Ok(()) => Ok(()),

@@ -64,9 +64,8 @@ pub async fn partition(session: Arc<Session>, source: Source, p: u32) -> Result<
     let (route, mut position) = resume(&session, &source, p, &local).await?;
     let live = session.status.partition(&source.name, p);
     *live.target_topic.lock() = local_name.clone();
-    live.target_partition
-        .store(u64::from(route.target_partition), Ordering::Relaxed);
     live.next.store(position.next, Ordering::Relaxed);
+    *live.error.lock() = None;
     let config = ConsumerConfig {
         max_wait: Duration::from_millis(500),
         reset: Some(SeekTo::Earliest),
@@ -140,7 +139,7 @@ async fn resume(
     position.target_partition = Some(target);
     position.scan_from = Some(log.stats().log_end);
     store.commit(&def.name, &source.name, p, &position)?;
-    store.flush()?;
+    crate::resume::flush(session).await?;
     Ok((route, position))
 }
 

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use quiver::{Consumer, ConsumerConfig, SeekTo};
 use quiver_broker::mirrors::Position;
-use quiver_broker::storage::{PartitionLog, Topic};
+use quiver_broker::storage::{PartitionLog, StorageError, Topic};
+use quiver_broker::BrokerError;
 use quiver_proto::mirror::SOURCE_HEADER;
 use quiver_proto::Batches;
 
@@ -81,6 +82,7 @@ pub async fn resume(
                 position.next,
             )
             .await?;
+            skip_retained_away(&mut position, log.stats().log_start, &found);
             let next = contiguous(log, position.next, found).await?;
             if next > position.next {
                 tracing::info!(mirror = %def.name, topic = %route.topic, partition = p, from = position.next, to = next, "the core already has records whose acknowledgement was lost; skipping them");
@@ -92,8 +94,16 @@ pub async fn resume(
     // first record on the core.
     position.scan_from = Some(core_end);
     store.commit(&def.name, &route.topic, p, &position)?;
-    store.flush()?;
+    flush(session).await?;
     Ok((route, position))
+}
+
+/// Makes the mirror's commits durable, off the async workers (an fsync).
+pub async fn flush(session: &Session) -> Result<(), LinkError> {
+    let broker = session.broker.clone();
+    quiver_broker::offload::blocking(move || Ok(broker.mirrors().flush()?))
+        .await
+        .map_err(|e| LinkError::Local(format!("cannot commit the mirror position: {e}")))
 }
 
 /// The edge offsets at or after `next` of this partition's records in core offsets `from..end`.
@@ -140,6 +150,17 @@ async fn scan(
     Ok(found)
 }
 
+/// Retention removed records after the position: the ones the core has were delivered, the rest
+/// are counted as dropped, and the position moves to the log start (where `contiguous` can read).
+fn skip_retained_away(position: &mut Position, log_start: u64, found: &BTreeSet<u64>) {
+    if position.next >= log_start {
+        return;
+    }
+    let delivered = found.range(position.next..log_start).count() as u64;
+    position.dropped += (log_start - position.next).saturating_sub(delivered);
+    position.next = log_start;
+}
+
 /// `next` moved over the edge records, in log order, whose offsets are in `found`.
 async fn contiguous(
     log: &Arc<PartitionLog>,
@@ -148,9 +169,12 @@ async fn contiguous(
 ) -> Result<u64, LinkError> {
     while !found.is_empty() {
         let (l, at) = (log.clone(), next);
-        let read = quiver_broker::offload::blocking(move || Ok(l.read(at, 1 << 20)?))
-            .await
-            .map_err(|e| LinkError::Local(e.to_string()))?;
+        let read = match quiver_broker::offload::blocking(move || Ok(l.read(at, 1 << 20)?)).await {
+            Ok(read) => read,
+            // Retention ran meanwhile: the reader counts what it removed.
+            Err(BrokerError::Storage(StorageError::OffsetOutOfRange { .. })) => return Ok(next),
+            Err(e) => return Err(LinkError::Local(e.to_string())),
+        };
         if read.bytes.is_empty() {
             break;
         }

@@ -142,6 +142,7 @@ pub struct MirrorStore {
     source_id: String,
     changes: watch::Sender<u64>,
     status: parking_lot::Mutex<std::collections::HashMap<String, Arc<MirrorStatus>>>,
+    new_configured: parking_lot::Mutex<Vec<String>>,
 }
 
 impl MirrorStore {
@@ -166,13 +167,18 @@ impl MirrorStore {
             source_id,
             changes: watch::channel(0).0,
             status: Default::default(),
+            new_configured: Default::default(),
         };
         for old in store.definitions()?.into_iter().filter(|d| d.from_config) {
             if !configured.iter().any(|c| c.name == old.name) {
                 store.meta.remove_durable(Namespace::Mirrors, &old.name)?;
+                store.forget_positions(&old.name)?;
             }
         }
         for c in configured {
+            if store.get(&c.name).is_err() {
+                store.new_configured.lock().push(c.name.clone());
+            }
             store.put(store.configured(c)?)?;
         }
         Ok(store)
@@ -205,8 +211,16 @@ impl MirrorStore {
 
     /// Adds or replaces a mirror from `mirror add`; its secrets go to files beside each other.
     /// Replacing keeps the positions: a changed definition resumes where the old one stopped.
-    pub fn add(&self, spec: MirrorSpec) -> Result<MirrorDef, MirrorError> {
+    ///
+    /// `seed` runs for a new mirror (no definition of that name yet) before it becomes visible to
+    /// the links, to commit its starting positions.
+    pub fn add(
+        &self,
+        spec: MirrorSpec,
+        seed: impl FnOnce(&MirrorDef) -> Result<(), MirrorError>,
+    ) -> Result<MirrorDef, MirrorError> {
         validate(&spec.name, &spec.to, &spec.topics, spec.prefix.as_deref())?;
+        let new = self.get(&spec.name).is_err();
         let source_id = self.source(spec.source_id.clone())?;
         if let Ok(old) = self.get(&spec.name) {
             if old.from_config {
@@ -252,12 +266,50 @@ impl MirrorStore {
             direction: spec.direction,
             from_config: false,
         };
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::rename(&staging, &dir).map_err(|source| MirrorError::Secrets {
-            path: dir.clone(),
+        if new {
+            seed(&def)?;
+        }
+        self.swap_in(&staging, &dir, || self.put(def))
+    }
+
+    /// Moves the staged credential files in place of the old ones and runs `put`; the old
+    /// files come back when either fails.
+    fn swap_in(
+        &self,
+        staging: &Path,
+        dir: &Path,
+        put: impl FnOnce() -> Result<MirrorDef, MirrorError>,
+    ) -> Result<MirrorDef, MirrorError> {
+        let err = |source| MirrorError::Secrets {
+            path: dir.to_owned(),
             source,
-        })?;
-        self.put(def)
+        };
+        let aside = staging.with_extension("old");
+        let _ = std::fs::remove_dir_all(&aside);
+        let had = dir.exists();
+        if had {
+            std::fs::rename(dir, &aside).map_err(err)?;
+        }
+        let restore = || {
+            let _ = std::fs::remove_dir_all(dir);
+            if had {
+                let _ = std::fs::rename(&aside, dir);
+            }
+        };
+        if let Err(e) = std::fs::rename(staging, dir) {
+            restore();
+            return Err(err(e));
+        }
+        match put() {
+            Ok(def) => {
+                let _ = std::fs::remove_dir_all(&aside);
+                Ok(def)
+            }
+            Err(e) => {
+                restore();
+                Err(e)
+            }
+        }
     }
 
     /// Removes a mirror added with `mirror add`, its positions and its credential files.
@@ -266,16 +318,29 @@ impl MirrorStore {
             return Err(MirrorError::FromConfig(name.to_owned()));
         }
         self.meta.remove_durable(Namespace::Mirrors, name)?;
-        for (key, _) in self
-            .meta
-            .scan::<Position>(Namespace::MirrorPositions, &format!("{name}/"))?
-        {
-            self.meta.remove(Namespace::MirrorPositions, &key)?;
-        }
+        self.forget_positions(name)?;
         let _ = std::fs::remove_dir_all(self.dir.join(name));
         self.status.lock().remove(name);
         self.changes.send_modify(|v| *v += 1);
         Ok(())
+    }
+
+    /// Removes a mirror's positions (a link still running may commit again; `belongs` rejects
+    /// those for a mirror added anew).
+    fn forget_positions(&self, name: &str) -> Result<(), MirrorError> {
+        let prefix = format!("{name}/");
+        for (key, _) in self
+            .meta
+            .scan::<Position>(Namespace::MirrorPositions, &prefix)?
+        {
+            self.meta.remove(Namespace::MirrorPositions, &key)?;
+        }
+        Ok(())
+    }
+
+    /// The config file's mirrors that had no definition before this start (to be seeded).
+    pub fn take_new_configured(&self) -> Vec<String> {
+        std::mem::take(&mut self.new_configured.lock())
     }
 
     /// The committed position of a mirror in an edge partition.
@@ -320,15 +385,6 @@ impl MirrorStore {
                 Some((topic.to_owned(), p.parse().ok()?, at))
             })
             .collect())
-    }
-
-    /// Whether the mirror has a position in any partition yet.
-    pub fn has_positions(&self, name: &str) -> Result<bool, MirrorError> {
-        let prefix = format!("{name}/");
-        Ok(!self
-            .meta
-            .scan::<Position>(Namespace::MirrorPositions, &prefix)?
-            .is_empty())
     }
 
     /// Makes the commits so far durable (a first position must be, before anything is sent).
@@ -496,6 +552,10 @@ mod tests {
         }
     }
 
+    fn no_seed(_: &MirrorDef) -> Result<(), MirrorError> {
+        Ok(())
+    }
+
     fn open(dir: &Path, configured: &[MirrorConfig]) -> MirrorStore {
         let meta = MetaStore::open(&dir.join("meta")).unwrap();
         MirrorStore::open(meta, dir, configured).unwrap()
@@ -506,7 +566,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path(), &[]);
         let mut changes = store.subscribe();
-        let def = store.add(spec("m1")).unwrap();
+        let mut seeded = 0;
+        let mut seed = |_: &MirrorDef| {
+            seeded += 1;
+            Ok(())
+        };
+        let def = store.add(spec("m1"), &mut seed).unwrap();
+        store.add(spec("m1"), &mut seed).unwrap();
+        assert_eq!(seeded, 1, "only a new mirror is seeded");
         assert!(changes.has_changed().unwrap());
         changes.borrow_and_update();
         assert_eq!(def.source_id, store.source_id());
@@ -544,7 +611,7 @@ mod tests {
     fn bad_definitions_are_refused_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path(), &[]);
-        let refused = |s: MirrorSpec, what: &str| match store.add(s) {
+        let refused = |s: MirrorSpec, what: &str| match store.add(s, no_seed) {
             Err(MirrorError::Invalid(m)) => assert!(m.contains(what), "{m}"),
             other => panic!("{other:?}"),
         };
@@ -603,6 +670,7 @@ mod tests {
         };
         let (id, created) = {
             let store = open(dir.path(), std::slice::from_ref(&configured));
+            assert_eq!(store.take_new_configured(), ["from-file"]);
             let def = store.get("from-file").unwrap();
             assert!(def.from_config);
             assert_eq!(def.source_id, "shop-9");
@@ -611,13 +679,17 @@ mod tests {
                 Err(MirrorError::FromConfig(_))
             ));
             assert!(matches!(
-                store.add(spec("from-file")),
+                store.add(spec("from-file"), no_seed),
                 Err(MirrorError::FromConfig(_))
             ));
-            store.add(spec("by-hand")).unwrap();
+            store.add(spec("by-hand"), no_seed).unwrap();
             (store.source_id().to_owned(), def.created_ms)
         };
         let store = open(dir.path(), std::slice::from_ref(&configured));
+        assert!(
+            store.take_new_configured().is_empty(),
+            "seeded once, when new"
+        );
         assert_eq!(store.source_id(), id, "generated once per data directory");
         assert_eq!(store.get("from-file").unwrap().created_ms, created);
         drop(store);

@@ -12,7 +12,6 @@ use quiver_proto::mirror::MirrorState;
 #[derive(Debug, Default)]
 pub struct LivePartition {
     pub target_topic: Mutex<String>,
-    pub target_partition: AtomicU64,
     /// The next offset to forward, acknowledged up to here (ahead of the committed position
     /// between commits).
     pub next: AtomicU64,

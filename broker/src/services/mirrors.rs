@@ -10,7 +10,7 @@ use quiver_proto::mirror::{MirrorDirection, MirrorInfo, MirrorPartition, MirrorS
 use quiver_proto::Batches;
 
 use crate::error::BrokerError;
-use crate::mirrors::{LivePartition, MirrorDef, MirrorStatus, MirrorStore, Position};
+use crate::mirrors::{LivePartition, MirrorDef, MirrorError, MirrorStatus, MirrorStore, Position};
 use crate::storage::{PartitionLog, TopicStore};
 
 #[derive(Debug)]
@@ -28,11 +28,7 @@ impl MirrorService {
         use AdminRequest as R;
         match req {
             R::AddMirror { spec } => {
-                let new = self.store.get(&spec.name).is_err();
-                let def = self.store.add(spec)?;
-                if new {
-                    self.seed(&def)?;
-                }
+                let def = self.store.add(spec, |def| self.seed(def))?;
                 tracing::info!(mirror = %def.name, to = %def.to, topics = %def.topics, "mirror added");
                 Ok(AdminResponse::Mirror(self.describe(&def)?))
             }
@@ -56,25 +52,27 @@ impl MirrorService {
     /// A new `--from latest` mirror starts every partition that exists now at its end (recorded
     /// here, so records produced before the first contact with the core are forwarded); any
     /// other partition, and every partition of a `--from earliest` mirror, starts at its log start.
-    pub fn seed(&self, def: &MirrorDef) -> Result<(), BrokerError> {
+    pub fn seed(&self, def: &MirrorDef) -> Result<(), MirrorError> {
         if def.from != MirrorStart::Latest || def.direction == MirrorDirection::Pull {
             return Ok(());
         }
-        for topic in self.topics.list().iter().filter(|t| def.forwards(&t.name)) {
+        let existing = self.topics.list();
+        let existing = existing
+            .iter()
+            .filter(|t| t.config.created_ms <= def.created_ms);
+        for topic in existing.filter(|t| def.forwards(&t.name)) {
             for (p, log) in topic.partitions().iter().enumerate() {
                 let at = Position::fresh(def, topic.config.created_ms, log.stats().log_end);
                 self.store.commit(&def.name, &topic.name, p as u32, &at)?;
             }
         }
-        Ok(self.store.flush()?)
+        self.store.flush()
     }
 
-    /// Seeds the config file's `--from latest` mirrors that have no positions yet (new ones).
+    /// Seeds the config file's mirrors that are new at this start.
     pub fn seed_configured(&self) -> Result<(), BrokerError> {
-        for def in self.store.definitions()? {
-            if def.from_config && !self.store.has_positions(&def.name)? {
-                self.seed(&def)?;
-            }
+        for name in self.store.take_new_configured() {
+            self.seed(&self.store.get(&name)?)?;
         }
         Ok(())
     }
@@ -193,9 +191,9 @@ fn describe_partition(
             .map(|l| l.target_topic.lock().clone())
             .filter(|t| !t.is_empty())
             .unwrap_or_else(|| def.target_topic(topic)),
-        target_partition: live.as_ref().map_or(partition, |l| {
-            l.target_partition.load(Ordering::Relaxed) as u32
-        }),
+        target_partition: position
+            .and_then(|p| p.target_partition)
+            .unwrap_or(partition),
         next_offset: next,
         log_end: stats.log_end,
         lag_records: stats.log_end.saturating_sub(next.max(stats.log_start)),
