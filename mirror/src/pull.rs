@@ -176,8 +176,13 @@ async fn scan_local(
     from: u64,
     prefix: &str,
 ) -> Result<Option<u64>, LinkError> {
-    let mut at = from.max(log.stats().log_start);
+    let stats = log.stats();
+    let mut at = from.max(stats.log_start);
     let mut last = None;
+    if at > stats.log_end {
+        // The local topic was deleted and created again: nothing of the old commit is there.
+        return Ok(None);
+    }
     loop {
         let (l, offset) = (log.clone(), at);
         let read = offload::blocking(move || Ok(l.read(offset, 1 << 20)?))
