@@ -102,4 +102,5 @@ phase "bench smoke"
 cargo build -q --workspace --all-targets
 timeout 300 target/debug/quiver-bench all --smoke
 timeout 120 target/debug/quiver-bench mirror --smoke
+timeout 120 target/debug/quiver-bench startup --smoke
 phase "done"

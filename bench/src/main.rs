@@ -11,6 +11,7 @@
 //! cli/             the command line (mod.rs) and the plan it asks for (plan.rs, with `all`)
 //! summary.rs       `summarize`: several JSON files → Markdown
 //! mirror.rs        `mirror`: edge mirroring between two broker processes (Quiver only)
+//! startup.rs       `startup`: time to listening and memory with a large log (Quiver only)
 //! report.rs        header, tables, JSON; report_groups.rs (group, rebalance, queue tables);
 //!                  cells.rs (a not-ok row, peak RSS)
 //! runner.rs        one case on one system → RunResult rows
@@ -39,6 +40,7 @@ mod runner;
 mod serve;
 mod server;
 mod shapes;
+mod startup;
 mod summary;
 mod system;
 mod workloads;
@@ -70,7 +72,7 @@ fn main() -> ExitCode {
         Command::Rebalance(a) => Some(Plan::rebalance(&cli.common, a)),
         Command::Queue(a) => Some(Plan::queue(&cli.common, a)),
         Command::All => Some(Plan::all(&cli.common)),
-        Command::Mirror(_) => None,
+        Command::Mirror(_) | Command::Startup(_) => None,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -98,6 +100,7 @@ fn main() -> ExitCode {
                 .await
                 .map(|()| true),
             (None, Command::Mirror(a)) => mirror::run(&cli.common, a).await,
+            (None, Command::Startup(a)) => startup::run(&cli.common, a).await,
             (None, _) => Ok(true),
         }
     });

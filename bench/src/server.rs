@@ -59,6 +59,24 @@ impl ServerProcess {
         self.status_kib("VmHWM:")
     }
 
+    /// Open file descriptors of the server now (Linux).
+    pub fn open_fds(&self) -> Option<usize> {
+        Some(
+            std::fs::read_dir(format!("/proc/{}/fd", self.pid))
+                .ok()?
+                .count(),
+        )
+    }
+
+    /// SIGKILL: no shutdown at all (a crash); the log dir is removed afterwards.
+    pub async fn kill(mut self) -> Result<()> {
+        self.child.kill().await?;
+        let dir = self.dir.path().to_owned();
+        self.dir
+            .close()
+            .with_context(|| format!("removing {dir:?}"))
+    }
+
     /// Resident set size of the server now, in KiB.
     pub fn rss_kib(&self) -> Option<u64> {
         self.status_kib("VmRSS:")

@@ -98,6 +98,9 @@ pub enum Command {
     /// Edge mirroring, Quiver only: forwarding throughput at 100 B and 1 KB, lag at fixed offered
     /// rates, and the edge's memory while records wait for a missing core.
     Mirror(MirrorArgs),
+    /// Start-up, Quiver only: time to accept connections and memory with a large log (GiB in
+    /// many partitions, written first), after graceful stops and after a SIGKILL.
+    Startup(StartupArgs),
     /// Runs a Quiver broker in this process and prints its address (used by the harness itself).
     #[command(hide = true)]
     InternalServe {
@@ -110,6 +113,22 @@ pub enum Command {
         #[arg(long)]
         metrics: bool,
     },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StartupArgs {
+    /// Partitions of the topic the log is written to.
+    #[arg(long, default_value_t = 1000)]
+    pub partitions: u32,
+    /// GiB of records written before the restarts.
+    #[arg(long, default_value_t = 10.0)]
+    pub gib: f64,
+    /// Record value size in bytes.
+    #[arg(long, default_value_t = 1000)]
+    pub size: usize,
+    /// Restarts after graceful stops (one more follows a SIGKILL).
+    #[arg(long, default_value_t = 3)]
+    pub restarts: u32,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -232,11 +232,22 @@ pub async fn spawn_quiver(
     flags: impl IntoIterator<Item = &str>,
 ) -> Result<(ServerProcess, String, PathBuf)> {
     let dir = server::run_dir(work_dir, "quiver")?;
+    let data = dir.path().join("data");
+    spawn_quiver_in(dir, &data, flags).await
+}
+
+/// Like [`spawn_quiver`] with the broker's data in `data` (which outlives the process; `dir`
+/// keeps only its log).
+pub async fn spawn_quiver_in(
+    dir: tempfile::TempDir,
+    data: &std::path::Path,
+    flags: impl IntoIterator<Item = &str>,
+) -> Result<(ServerProcess, String, PathBuf)> {
     let exe = std::env::current_exe().context("locating the harness binary")?;
     let mut cmd = tokio::process::Command::new(exe);
     cmd.arg("internal-serve")
         .arg("--data-dir")
-        .arg(dir.path().join("data"))
+        .arg(data)
         .args(["--listen", "127.0.0.1:0"])
         .args(flags)
         .env("RUST_LOG", "warn")
