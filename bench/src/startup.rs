@@ -21,7 +21,11 @@ const TOPIC: &str = "startup";
 pub async fn run(common: &Common, args: &StartupArgs) -> Result<bool> {
     let work_dir = common.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     let root = server::run_dir(&work_dir, "startup")?;
-    let data = root.path().join("data");
+    let data = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| root.path().join("data"));
+    let written = data.join("meta").exists();
     let (partitions, bytes) = match common.smoke {
         true => (10, 8 << 20),
         false => (args.partitions, (args.gib * f64::from(1 << 30)) as u64),
@@ -31,15 +35,22 @@ pub async fn run(common: &Common, args: &StartupArgs) -> Result<bool> {
     empty.stop().await?;
     let _ = std::fs::remove_dir_all(work_dir.join("startup-empty-data"));
     let (broker, _) = start(&work_dir, &data).await?;
-    let started = Instant::now();
-    let records = fill(&broker.1, &broker.2, partitions, bytes, args.size).await?;
-    let secs = started.elapsed().as_secs_f64();
-    println!(
-        "filled {partitions} partitions with {records} records of {} B ({:.2} GiB) in {secs:.1} s ({:.0} MB/s)",
-        args.size,
-        (records * args.size as u64) as f64 / f64::from(1 << 30),
-        (records * args.size as u64) as f64 / secs / 1e6
-    );
+    let records = match written {
+        true => stored(&broker.1, &broker.2).await?,
+        false => {
+            let started = Instant::now();
+            let records = fill(&broker.1, &broker.2, partitions, bytes, args.size).await?;
+            let secs = started.elapsed().as_secs_f64();
+            let written = (records * args.size as u64) as f64;
+            println!(
+                "filled {partitions} partitions with {records} records of {} B ({:.2} GiB) in {secs:.1} s ({:.0} MB/s)",
+                args.size,
+                written / f64::from(1 << 30),
+                written / secs / 1e6
+            );
+            records
+        }
+    };
     broker.0.stop().await?;
     println!("\n| start | after | time to READY, ms | RSS, MiB | open files | records found |");
     println!("|---|---|---|---|---|---|");

@@ -129,6 +129,10 @@ pub struct StartupArgs {
     /// Restarts after graceful stops (one more follows a SIGKILL).
     #[arg(long, default_value_t = 3)]
     pub restarts: u32,
+    /// Keep the broker's data here (not in a temp dir removed afterwards); a directory written by
+    /// an earlier run is restarted on without writing it again (to profile a start, say).
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
