@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use quiver::{
-    Acks, Client, ClientOptions, MirrorSpec, MirrorState, NewTopic, Producer, ProducerConfig,
+    Client, ClientOptions, MirrorSpec, MirrorState, NewTopic, Producer, ProducerConfig,
     ProducerRecord,
 };
 
@@ -45,6 +45,14 @@ impl Broker {
             ca,
             client,
         })
+    }
+
+    /// A broker with [`TOPIC`] (one partition) created: the edge of a run.
+    async fn edge(work_dir: &Path) -> Result<Broker> {
+        let edge = Broker::start(work_dir).await?;
+        let topic = NewTopic::new(TOPIC, 1);
+        edge.client.admin().create_topic(topic).await?;
+        Ok(edge)
     }
 
     async fn stop(self) -> Result<()> {
@@ -154,32 +162,24 @@ async fn fill(
     Ok(())
 }
 
-/// What the mirror's producer uses (mirror/src/link.rs).
-fn mirror_like() -> ProducerConfig {
-    ProducerConfig {
-        acks: Acks::All,
-        idempotent: true,
-        linger: Duration::from_millis(2),
-        max_in_flight: 16,
-        ..ProducerConfig::default()
-    }
-}
-
 /// (mirror records/s, one client straight to the core records/s).
 async fn throughput(work_dir: &Path, size: usize, n: u64) -> Result<(f64, f64)> {
     let core = Broker::start(work_dir).await?;
-    let edge = Broker::start(work_dir).await?;
-    edge.client
-        .admin()
-        .create_topic(NewTopic::new(TOPIC, 1))
-        .await?;
+    let edge = Broker::edge(work_dir).await?;
     fill(&edge.client, TOPIC, n, size, ProducerConfig::default()).await?;
     core.client
         .admin()
         .create_topic(NewTopic::new("direct", 1))
         .await?;
     let started = Instant::now();
-    fill(&core.client, "direct", n, size, mirror_like()).await?;
+    fill(
+        &core.client,
+        "direct",
+        n,
+        size,
+        quiver_mirror::producer_config(),
+    )
+    .await?;
     let direct = n as f64 / started.elapsed().as_secs_f64();
     let started = Instant::now();
     edge.mirror_to(&core.addr, &core.ca).await?;
@@ -209,11 +209,7 @@ struct Lag {
 
 async fn lag(work_dir: &Path, rate: u64, secs: f64) -> Result<Lag> {
     let core = Broker::start(work_dir).await?;
-    let edge = Broker::start(work_dir).await?;
-    edge.client
-        .admin()
-        .create_topic(NewTopic::new(TOPIC, 1))
-        .await?;
+    let edge = Broker::edge(work_dir).await?;
     edge.mirror_to(&core.addr, &core.ca).await?;
     let admin = edge.client.admin();
     while !matches!(
@@ -288,11 +284,7 @@ async fn lag(work_dir: &Path, rate: u64, secs: f64) -> Result<Lag> {
 
 /// (idle RSS, RSS with `n` records waiting, peak), KiB.
 async fn memory(work_dir: &Path, n: u64, with_mirror: bool) -> Result<(u64, u64, u64)> {
-    let edge = Broker::start(work_dir).await?;
-    edge.client
-        .admin()
-        .create_topic(NewTopic::new(TOPIC, 1))
-        .await?;
+    let edge = Broker::edge(work_dir).await?;
     if with_mirror {
         // Nothing listens there: the mirror connects, fails and backs off the whole time.
         let nowhere = std::net::UdpSocket::bind("127.0.0.1:0")?

@@ -16,4 +16,5 @@ mod record;
 mod resume;
 
 pub use error::LinkError;
+pub use link::producer_config;
 pub use manager::start;

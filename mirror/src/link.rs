@@ -315,7 +315,7 @@ async fn connect(def: &MirrorDef) -> Result<Client, LinkError> {
 /// acks=all and idempotent: a record is committed on the edge only once the core has it on disk,
 /// and a batch retried inside a session is appended once. Sixteen batches in flight bound the
 /// memory a slow core can make the mirror hold.
-fn producer_config() -> ProducerConfig {
+pub fn producer_config() -> ProducerConfig {
     ProducerConfig {
         acks: Acks::All,
         idempotent: true,
