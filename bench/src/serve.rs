@@ -1,7 +1,8 @@
 //! `internal-serve`: the Quiver broker as its own process, so that its peak RSS is the broker's alone
 //! (read from /proc like the peers'). The harness re-executes its own binary with this hidden
 //! subcommand; it prints one `READY <addr> <ca.pem>` line on stdout once it accepts connections, then
-//! serves until it is killed (the harness's data dir is thrown away, so no graceful drain is needed).
+//! serves until SIGTERM, on which it drains and flushes like `quiver serve` (a graceful stop: the
+//! start-up workload restarts on the data), or SIGKILL.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use quiver_broker::http::HttpServer;
 use quiver_broker::transport::tls::{self, TransportOptions};
 use quiver_broker::transport::Server;
 use quiver_broker::{Broker, BrokerConfig};
+use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 /// The line prefix the harness waits for.
@@ -43,6 +45,13 @@ pub async fn run(data_dir: &Path, listen: SocketAddr, auth: bool, metrics: bool)
     // An edge broker of the mirror workload forwards to its core.
     quiver_mirror::start(broker, server.supervisor());
     let addr = server.local_addr()?;
+    let token = server.shutdown_token();
+    tokio::spawn(async move {
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            term.recv().await;
+            token.cancel();
+        }
+    });
     let mut out = std::io::stdout().lock();
     writeln!(out, "{READY} {addr} {}", dev.ca_pem_path.display())?;
     out.flush()?;

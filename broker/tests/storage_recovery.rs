@@ -445,3 +445,112 @@ fn topics_persist_and_a_missing_partition_dir_is_reported() {
     let grown = store.add_partitions("orders", 5).unwrap();
     assert_eq!(grown.partitions().len(), 5);
 }
+
+/// A log whose active segment holds several indexed batches, the state a graceful stop records.
+fn closed_log(dir: &std::path::Path, config: LogConfig) -> Vec<u64> {
+    let log = open(dir, config);
+    let ends = fill(&log, 6);
+    log.close().unwrap();
+    ends
+}
+
+fn big_segments() -> LogConfig {
+    LogConfig {
+        segment_bytes: 1 << 20,
+        index_interval_bytes: 128,
+        ..small_config()
+    }
+}
+
+#[test]
+fn a_clean_stop_reopens_without_the_tail_scan_and_keeps_everything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("p");
+    let ends = closed_log(&dir, big_segments());
+    let end = *ends.last().unwrap();
+    assert!(dir.join("clean-shutdown").exists());
+    // Flip a byte inside the last batch after the stop: a tail scan would cut that batch off, an
+    // open that trusts the marker does not read it (this is how the test sees which path ran).
+    let active = log_files(&dir).pop().unwrap();
+    let len = fs::metadata(&active).unwrap().len();
+    let mut f = OpenOptions::new().write(true).open(&active).unwrap();
+    f.seek(SeekFrom::Start(len - 3)).unwrap();
+    f.write_all(b"!").unwrap();
+    drop(f);
+    let log = open(&dir, big_segments());
+    assert!(!dir.join("clean-shutdown").exists(), "the open consumes it");
+    assert_eq!(log.stats().log_end, end, "the marker was trusted");
+    assert_eq!(log.offset_for_timestamp(103).unwrap(), ends[2]);
+    assert_eq!(
+        records_from(&log.read(ends[3], 100).unwrap(), ends[3])[0].0,
+        ends[3]
+    );
+    // Appends continue where the stop left off.
+    let next = log
+        .append(&numbered(0, 1, 10, 200), Durability::All)
+        .unwrap();
+    assert_eq!(next.base_offset, end);
+    drop(log);
+    // No marker now (the drop is a crash): the tail is scanned and the flipped batch found.
+    let log = open(&dir, big_segments());
+    assert_eq!(log.stats().log_end, ends[4]);
+}
+
+#[test]
+fn a_marker_that_does_not_match_the_files_is_not_trusted() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The log was cut after the stop (a torn copy, a restore): the length no longer matches.
+    let dir = tmp.path().join("cut");
+    let ends = closed_log(&dir, big_segments());
+    let active = log_files(&dir).pop().unwrap();
+    let len = fs::metadata(&active).unwrap().len();
+    OpenOptions::new()
+        .write(true)
+        .open(&active)
+        .unwrap()
+        .set_len(len - 17)
+        .unwrap();
+    assert_eq!(open(&dir, big_segments()).stats().log_end, ends[4]);
+    // The index lost entries (written, never fsync'd): the scan rebuilds it.
+    let dir = tmp.path().join("index");
+    let ends = closed_log(&dir, big_segments());
+    let index = log_files(&dir).pop().unwrap().with_extension("index");
+    let ilen = fs::metadata(&index).unwrap().len();
+    assert!(ilen >= 16, "several index entries");
+    OpenOptions::new()
+        .write(true)
+        .open(&index)
+        .unwrap()
+        .set_len(ilen - 8)
+        .unwrap();
+    let log = open(&dir, big_segments());
+    assert_eq!(log.stats().log_end, *ends.last().unwrap());
+    assert_eq!(fs::metadata(&index).unwrap().len(), ilen, "index rebuilt");
+    // A damaged marker is ignored and removed.
+    let dir = tmp.path().join("damaged");
+    let ends = closed_log(&dir, big_segments());
+    fs::write(dir.join("clean-shutdown"), b"QVCLEAN1 not a marker").unwrap();
+    assert_eq!(
+        open(&dir, big_segments()).stats().log_end,
+        *ends.last().unwrap()
+    );
+    assert!(!dir.join("clean-shutdown").exists());
+}
+
+#[test]
+fn a_marker_outlived_by_appends_and_a_roll_is_ignored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("p");
+    let config = small_config();
+    let log = open(&dir, config);
+    fill(&log, 3);
+    log.close().unwrap();
+    // A stale marker (say its removal was lost in a crash) for a log that grew and rolled since.
+    let stale = fs::read(dir.join("clean-shutdown")).unwrap();
+    let ends = fill(&log, 30);
+    drop(log);
+    fs::write(dir.join("clean-shutdown"), stale).unwrap();
+    let log = open(&dir, config);
+    assert_eq!(log.stats().log_end, *ends.last().unwrap());
+    assert_eq!(read_all(&log, 0).len() as u64, *ends.last().unwrap());
+}

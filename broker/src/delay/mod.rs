@@ -410,7 +410,7 @@ impl DelayStore {
     /// Stops delivery and fsyncs the delay log (clean shutdown: nothing is appended after).
     pub fn close(&self) -> Result<(), DelayError> {
         self.stop();
-        Ok(self.log.flush()?)
+        Ok(self.log.close()?)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The storage engine: partitions as append-only segment logs with sparse indexes, topics as sets of
 //! partitions, durability per append, recovery on open and retention. See docs/storage.md.
 
+mod clean;
 pub mod config;
 pub mod error;
 pub mod index;

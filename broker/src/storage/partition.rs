@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use prometheus_client::metrics::histogram::Histogram;
 use quiver_proto::batch::{self, encode_header, Batch};
 
+use super::clean::CleanMark;
 use super::config::LogConfig;
 use super::error::StorageError;
 use super::segment::{self, Segment};
@@ -152,10 +153,17 @@ impl PartitionLog {
         }
         let (base, _) = bases[bases.len() - 1];
         let mut active = Segment::sealed(segment::log_path(dir, base), base, base, 0);
-        if let Some(stop) = active
-            .recover_tail(config.index_interval_bytes)
-            .map_err(|e| StorageError::io(&active.path, e))?
-        {
+        let clean = match CleanMark::take(dir) {
+            Some(mark) => active.open_clean(&mark).map_err(io)?,
+            None => false,
+        };
+        let stop = match clean {
+            true => None,
+            false => active
+                .recover_tail(config.index_interval_bytes)
+                .map_err(|e| StorageError::io(&active.path, e))?,
+        };
+        if let Some(stop) = stop {
             tracing::warn!(
                 segment = %active.path.display(), position = stop.position, reason = %stop.reason,
                 "truncated a torn or corrupt tail of the active segment"
@@ -535,6 +543,20 @@ impl PartitionLog {
         }
         let end = self.stats().log_end;
         self.sync_through(end)
+    }
+
+    /// The graceful stop: [`flush`](Self::flush), then a clean-shutdown marker so the next open
+    /// skips the tail scan. A partition whose writes failed gets none (its tail must be recovered).
+    pub fn close(&self) -> Result<(), StorageError> {
+        self.flush()?;
+        let st = self.state.lock();
+        let mark = st.segments.last().and_then(|s| s.clean_mark());
+        match mark.filter(|_| st.failed.is_none()) {
+            Some(mark) => mark
+                .write(&self.dir)
+                .map_err(|e| StorageError::io(&self.dir, e)),
+            None => Ok(()),
+        }
     }
 
     fn no_segments(&self) -> StorageError {

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use quiver_proto::batch::{self, BatchHeader, HEADER_LEN, LENGTH_END};
 
+use super::clean::CleanMark;
 use super::index::{IndexLoadError, OffsetEntry, SegmentIndex, TimeEntry};
 
 /// Where a scan of a segment stopped early, and why.
@@ -211,6 +212,47 @@ impl Segment {
         self.file = None;
         self.open_for_append()?;
         Ok(scan.stop)
+    }
+
+    /// Opens the active segment as a graceful stop described it in `mark`, without reading the log.
+    /// `false` (nothing changed) when the file or its indexes do not match the marker exactly; the
+    /// caller then recovers the tail as after a crash.
+    pub fn open_clean(&mut self, mark: &CleanMark) -> io::Result<bool> {
+        let file_len = std::fs::metadata(&self.path)?.len();
+        if mark.base != self.base || mark.size != file_len || mark.next_offset < self.base {
+            return Ok(false);
+        }
+        let index = match SegmentIndex::load(&self.path, file_len) {
+            Ok(index) => index,
+            Err(IndexLoadError::Io(e)) => return Err(e),
+            Err(_) => return Ok(false),
+        };
+        if index.offsets.len() as u64 != mark.offset_entries
+            || index.times.len() as u64 != mark.time_entries
+        {
+            return Ok(false);
+        }
+        self.size = file_len;
+        self.next_offset = mark.next_offset;
+        self.max_ts = Some(mark.max_ts);
+        self.index = Some(index);
+        self.file = None;
+        self.open_for_append()?;
+        Ok(true)
+    }
+
+    /// What a clean-shutdown marker must say of this (active) segment, once its indexes are written;
+    /// `None` if they are not, or a write failed.
+    pub fn clean_mark(&self) -> Option<CleanMark> {
+        let index = self.index.as_ref().filter(|i| !i.has_pending())?;
+        (!self.poisoned).then(|| CleanMark {
+            base: self.base,
+            size: self.size,
+            next_offset: self.next_offset,
+            max_ts: self.max_ts.unwrap_or(i64::MIN),
+            offset_entries: index.offsets.len() as u64,
+            time_entries: index.times.len() as u64,
+        })
     }
 
     /// Where the tail scan starts: the last indexed batch (its entry is re-added by the scan).

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -104,8 +105,19 @@ impl TopicStore {
             topics: RwLock::default(),
             unavailable: RwLock::default(),
         };
-        for (name, config) in store.meta.scan::<TopicConfig>(Namespace::Topics, "")? {
-            match store.open_topic(&name, config, false) {
+        let listed = store.meta.scan::<TopicConfig>(Namespace::Topics, "")?;
+        let dirs = listed.iter().flat_map(|(name, config)| {
+            (0..config.partitions).map(|p| (store.topic_dir(name).join(p.to_string()), config.log))
+        });
+        let mut opened = store.open_existing(dirs.collect()).into_iter();
+        for (name, config) in listed {
+            let logs = opened.by_ref().take(config.partitions as usize);
+            let topic = logs.collect::<Result<Vec<_>, _>>().map(|logs| Topic {
+                name: name.clone(),
+                config,
+                partitions: logs.into_iter().map(Arc::new).collect(),
+            });
+            match topic {
                 Ok(topic) => {
                     store.topics.write().insert(name, Arc::new(topic));
                 }
@@ -145,22 +157,64 @@ impl TopicStore {
         self.root.join(name)
     }
 
-    fn open_topic(
+    /// Opens the partitions of existing topics, answers in the order given. They open on as many
+    /// threads as there are cores: a start with many partitions is bound by per-file system calls
+    /// (and, after a crash, by checksumming each active tail), which spread over cores.
+    fn open_existing(
         &self,
-        name: &str,
-        config: TopicConfig,
-        create: bool,
-    ) -> Result<Topic, StorageError> {
-        let mut partitions = Vec::with_capacity(config.partitions as usize);
-        for p in 0..config.partitions {
-            let dir = self.topic_dir(name).join(p.to_string());
-            if !create && !dir.is_dir() {
+        dirs: Vec<(PathBuf, LogConfig)>,
+    ) -> Vec<Result<PartitionLog, StorageError>> {
+        let open = |(dir, log): &(PathBuf, LogConfig)| {
+            if !dir.is_dir() {
                 let source = std::io::Error::new(
                     std::io::ErrorKind::NotFound,
                     "partition directory is missing",
                 );
-                return Err(StorageError::io(&dir, source));
+                return Err(StorageError::io(dir, source));
             }
+            self.open_partition(dir, *log)
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let next = AtomicUsize::new(0);
+        let done: Vec<(usize, Result<PartitionLog, StorageError>)> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads.min(dirs.len()))
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut mine = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(job) = dirs.get(i) else { break mine };
+                            mine.push((i, open(job)));
+                        }
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap_or_default())
+                .collect()
+        });
+        let mut slots: Vec<Option<_>> = (0..dirs.len()).map(|_| None).collect();
+        for (i, result) in done {
+            slots[i] = Some(result);
+        }
+        // A slot left empty belongs to a worker that panicked: that partition failed to open.
+        let failed = |dir: &Path| StorageError::Failed {
+            dir: dir.to_owned(),
+            reason: "opening the partition panicked".into(),
+        };
+        slots
+            .into_iter()
+            .zip(&dirs)
+            .map(|(slot, (dir, _))| slot.unwrap_or_else(|| Err(failed(dir))))
+            .collect()
+    }
+
+    /// Creates a new topic's partitions.
+    fn create_partitions(&self, name: &str, config: TopicConfig) -> Result<Topic, StorageError> {
+        let mut partitions = Vec::with_capacity(config.partitions as usize);
+        for p in 0..config.partitions {
+            let dir = self.topic_dir(name).join(p.to_string());
             partitions.push(Arc::new(self.open_partition(&dir, config.log)?));
         }
         Ok(Topic {
@@ -192,7 +246,7 @@ impl TopicStore {
         if dir.exists() {
             fs::remove_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
         }
-        let topic = self.open_topic(name, config.clone(), true).and_then(|t| {
+        let topic = self.create_partitions(name, config.clone()).and_then(|t| {
             self.meta.put_durable(Namespace::Topics, name, &config)?;
             Ok(t)
         });
@@ -314,11 +368,12 @@ impl TopicStore {
         total
     }
 
-    /// Flushes indexes and fsyncs every partition, then the metadata store (clean shutdown).
+    /// Flushes indexes and fsyncs every partition and leaves its clean-shutdown marker, then
+    /// flushes the metadata store (clean shutdown).
     pub fn flush_all(&self) -> Result<(), StorageError> {
         for topic in self.list() {
             for p in topic.partitions() {
-                p.flush()?;
+                p.close()?;
             }
         }
         self.meta.flush()?;
