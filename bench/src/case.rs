@@ -18,16 +18,23 @@ pub enum Case {
         size: usize,
         batch: usize,
         durability: &'static str,
+        /// Batches go to the partitions in turn.
+        partitions: u32,
+        /// Connections opened first and held, unused, through the run.
+        idle: usize,
     },
     Consume {
         records: u64,
         size: usize,
         batch: usize,
+        /// Each reads every record (fan-out); the throughput counts all of them.
+        consumers: usize,
     },
     E2e {
         rate: u64,
         size: usize,
         durability: &'static str,
+        idle: usize,
     },
     Filter {
         records: u64,
@@ -74,6 +81,22 @@ impl Case {
         }
     }
 
+    /// Partitions of the topic the drivers create (the group and queue workloads make their own).
+    pub fn partitions(&self) -> u32 {
+        match self {
+            Case::Produce { partitions, .. } => *partitions,
+            _ => 1,
+        }
+    }
+
+    /// Idle connections held through the run.
+    pub fn idle(&self) -> usize {
+        match self {
+            Case::Produce { idle, .. } | Case::E2e { idle, .. } => *idle,
+            _ => 0,
+        }
+    }
+
     pub fn size(&self) -> usize {
         match self {
             Case::Produce { size, .. }
@@ -107,17 +130,39 @@ impl Case {
                 size,
                 batch,
                 durability,
-            } => format!("produce {size} B, {producers} producer(s), batch {batch}, {durability}"),
+                partitions,
+                idle,
+            } => {
+                let spread = match partitions {
+                    1 => String::new(),
+                    p => format!(", {p} partitions"),
+                };
+                format!(
+                    "produce {size} B, {producers} producer(s), batch {batch}, {durability}{spread}{}",
+                    idle_suffix(*idle)
+                )
+            }
             Case::Consume {
                 records,
                 size,
                 batch,
-            } => format!("consume {records} × {size} B from the start, batch {batch}"),
+                consumers,
+            } => {
+                let fan_out = match consumers {
+                    1 => String::new(),
+                    c => format!(", {c} consumers each reading all"),
+                };
+                format!("consume {records} × {size} B from the start, batch {batch}{fan_out}")
+            }
             Case::E2e {
                 rate,
                 size,
                 durability,
-            } => format!("e2e {rate} rec/s offered, {size} B, {durability}"),
+                idle,
+            } => format!(
+                "e2e {rate} rec/s offered, {size} B, {durability}{}",
+                idle_suffix(*idle)
+            ),
             Case::Filter {
                 records,
                 size,
@@ -134,6 +179,13 @@ impl Case {
             Case::Rebalance(r) => r.title(),
             Case::Queue(q) => q.title(),
         }
+    }
+}
+
+fn idle_suffix(idle: usize) -> String {
+    match idle {
+        0 => String::new(),
+        n => format!(", +{n} idle connections"),
     }
 }
 

@@ -14,8 +14,13 @@ pub fn not_ok(r: &RunResult) -> String {
     )
 }
 
+/// The server's peak RSS, and its open files when the run counted them ("21 MiB/14 fd").
 pub fn rss(r: &RunResult) -> String {
-    r.peak_rss_kib.map_or("—".to_owned(), |k| {
-        format!("{:.0} MiB", k as f64 / 1024.0)
-    })
+    let Some(k) = r.peak_rss_kib else {
+        return "—".to_owned();
+    };
+    match r.open_files {
+        Some(n) => format!("{:.0} MiB/{n} fd", k as f64 / 1024.0),
+        None => format!("{:.0} MiB", k as f64 / 1024.0),
+    }
 }

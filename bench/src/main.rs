@@ -72,6 +72,7 @@ fn main() -> ExitCode {
         Command::Rebalance(a) => Some(Plan::rebalance(&cli.common, a)),
         Command::Queue(a) => Some(Plan::queue(&cli.common, a)),
         Command::All => Some(Plan::all(&cli.common)),
+        Command::Scale => Some(Plan::scale(&cli.common)),
         Command::Mirror(_) | Command::Startup(_) => None,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -76,7 +76,7 @@ pub fn table(title: &str, rows: &[RunResult]) -> String {
     if latency {
         let _ = writeln!(
             s,
-            "{:<8} {:>10} {:>7} {:>7} {:>8} {:>7} {:>11} {:>6} {:>9} {:>10}",
+            "{:<8} {:>10} {:>7} {:>7} {:>8} {:>7} {:>11} {:>6} {:>16} {:>10}",
             "system",
             "rec/s",
             "p50 ms",
@@ -91,7 +91,7 @@ pub fn table(title: &str, rows: &[RunResult]) -> String {
     } else {
         let _ = writeln!(
             s,
-            "{:<8} {:>12} {:>9} {:>9} {:>12}",
+            "{:<8} {:>12} {:>9} {:>16} {:>12}",
             "system", "rec/s", "MB/s", "peak RSS", "Q÷sys"
         );
     }
@@ -119,7 +119,7 @@ fn row(r: &RunResult, quiver: Option<&RunResult>, latency: bool) -> String {
                 .map(|q| ratio(q.p99 as f64, l.p99 as f64));
             let delay = r.send_delay_us.map_or(0.0, |d| ms(d.p99));
             format!(
-                "{:<8} {:>10} {:>7.2} {:>7.2} {:>8.2} {:>7.2} {:>8.2} ms {:>6} {:>9} {:>10}",
+                "{:<8} {:>10} {:>7.2} {:>7.2} {:>8.2} {:>7.2} {:>8.2} ms {:>6} {:>16} {:>10}",
                 r.system,
                 thousands(r.records_per_s),
                 ms(l.p50),
@@ -135,7 +135,7 @@ fn row(r: &RunResult, quiver: Option<&RunResult>, latency: bool) -> String {
         _ => {
             let ratio = quiver.map(|q| ratio(q.records_per_s, r.records_per_s));
             format!(
-                "{:<8} {:>12} {:>9.1} {:>9} {:>12}",
+                "{:<8} {:>12} {:>9.1} {:>16} {:>12}",
                 r.system,
                 thousands(r.records_per_s),
                 r.mb_per_s,

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::case::Case;
@@ -15,7 +15,7 @@ use crate::drivers::nats::NatsDriver;
 use crate::drivers::noop::NoopDriver;
 use crate::drivers::quiver::QuiverDriver;
 use crate::drivers::redis::RedisDriver;
-use crate::drivers::{Driver, DriverConfig};
+use crate::drivers::{Driver, DriverConfig, IdleConnection};
 use crate::durability::Durability;
 use crate::plan::Plan;
 use crate::system::System;
@@ -61,6 +61,9 @@ pub struct RunResult {
     /// Rebalance runs: the bound for each trial, in ms.
     #[serde(default)]
     pub target_ms: Option<f64>,
+    /// File descriptors the server had open at the end of the workload.
+    #[serde(default)]
+    pub open_files: Option<usize>,
 }
 
 impl RunResult {
@@ -85,6 +88,7 @@ impl RunResult {
             variant: None,
             samples_ms: None,
             target_ms: None,
+            open_files: None,
         }
     }
 
@@ -160,6 +164,7 @@ async fn run_on<D: Driver>(
         durability: case.durability(),
         batch: case.batch(),
         size: case.size(),
+        partitions: case.partitions(),
         window: plan.window,
         low_latency: matches!(case, Case::E2e { .. }),
         work_dir: plan.work_dir.clone(),
@@ -179,20 +184,43 @@ async fn run_on<D: Driver>(
         }
     };
     let budget = plan.duration + plan.slack;
-    let outcome = tokio::time::timeout(budget, workloads::run(&driver, case, plan, live)).await;
+    let work = async {
+        let idle = open_idle(&driver, case.idle()).await?;
+        let measured = workloads::run(&driver, case, plan, live).await;
+        // Read while the workload's clients (and the idle connections) are still open.
+        let fds = driver.open_files();
+        drop(idle);
+        measured.map(|ms| (ms, fds))
+    };
+    let outcome = tokio::time::timeout(budget, work).await;
     let rss = driver.peak_rss_kib();
     let stopped = driver.stop().await;
-    let measured: Result<Vec<Measured>> = match outcome {
+    let measured: Result<(Vec<Measured>, Option<usize>)> = match outcome {
         Ok(r) => r,
         Err(_) => Err(anyhow!("did not finish within {budget:?}")),
     };
     match (measured, stopped) {
-        (Ok(ms), Ok(())) => ms
+        (Ok((ms, fds)), Ok(())) => ms
             .into_iter()
-            .map(|m| RunResult::measured(case, system, m, rss))
+            .map(|m| RunResult {
+                open_files: fds,
+                ..RunResult::measured(case, system, m, rss)
+            })
             .collect(),
         (Err(e), _) | (Ok(_), Err(e)) => failed(case, system, e),
     }
+}
+
+/// Opens `n` idle connections, a few at a time (a burst of a thousand handshakes at once would
+/// measure the server's accept queue, not what idle connections cost it).
+async fn open_idle<D: Driver>(driver: &D, n: usize) -> Result<Vec<IdleConnection>> {
+    let mut idle = Vec::with_capacity(n);
+    while idle.len() < n {
+        let wave = (n - idle.len()).min(16);
+        let opened = futures_util::future::try_join_all((0..wave).map(|_| driver.idle_connection()));
+        idle.extend(opened.await.context("opening idle connections")?);
+    }
+    Ok(idle)
 }
 
 fn failed(case: &Case, system: System, e: anyhow::Error) -> Vec<RunResult> {

@@ -261,9 +261,16 @@ fn rss(ok: &[&RunResult]) -> String {
         .map(|k| k as f64 / 1024.0)
         .collect();
     if v.is_empty() {
-        "—".to_owned()
-    } else {
-        spread(&v, 0)
+        return "—".to_owned();
+    }
+    let fds: Vec<f64> = ok
+        .iter()
+        .filter_map(|r| r.open_files)
+        .map(|n| n as f64)
+        .collect();
+    match fds.is_empty() {
+        true => spread(&v, 0),
+        false => format!("{}; {} open files", spread(&v, 0), spread(&fds, 0)),
     }
 }
 

@@ -86,6 +86,11 @@ pub enum Command {
     /// Read filters, Quiver only: a pre-filled topic read from the start with no filter, the native
     /// tag filter and the WASM tag-filter plugin (records scanned/s, and WASM ÷ native).
     Filter(FilterArgs),
+    /// The scaling table: produce over 1 / 10 / 100 / 1,000 partitions; 1 / 4 / 16 producers;
+    /// 1 / 4 / 16 consumers of one topic (fan-out); one producer (throughput) and one e2e run
+    /// (latency at 10,000 rec/s) without and with 1,000 idle connections. Server RSS and open
+    /// files at each step.
+    Scale,
     /// Runs the whole set: produce, consume, e2e, filter, group, rebalance and queue at the sizes,
     /// classes and rates of BENCHMARKS.md.
     All,
@@ -162,6 +167,13 @@ pub struct ProduceArgs {
     /// Durability classes, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "none-fsync")]
     pub durability: Vec<Durability>,
+    /// Partitions the producers spread their batches over, in turn (Redis: stream keys; NATS:
+    /// subjects of the one stream), comma-separated for several runs.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub partitions: Vec<u32>,
+    /// Connections opened before the run and held idle through it, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    pub idle_connections: Vec<usize>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -175,6 +187,9 @@ pub struct ConsumeArgs {
     /// Records per batch when pre-filling and the most asked for per read.
     #[arg(long, default_value_t = 1000)]
     pub batch: usize,
+    /// Consumers reading the whole topic at the same time (fan-out), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub consumers: Vec<usize>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -262,4 +277,7 @@ pub struct E2eArgs {
     /// Durability class.
     #[arg(long, default_value = "none-fsync")]
     pub durability: Durability,
+    /// Connections opened before the run and held idle through it, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    pub idle_connections: Vec<usize>,
 }

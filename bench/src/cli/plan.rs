@@ -42,12 +42,18 @@ impl Plan {
         for &size in &a.size {
             for &durability in &a.durability {
                 for &producers in &a.producers {
-                    plan.cases.push(Case::Produce {
-                        producers: producers.max(1),
-                        size: size.max(1),
-                        batch: a.batch.max(1),
-                        durability: durability.name(),
-                    });
+                    for &partitions in &a.partitions {
+                        for &idle in &a.idle_connections {
+                            plan.cases.push(Case::Produce {
+                                producers: producers.max(1),
+                                size: size.max(1),
+                                batch: a.batch.max(1),
+                                durability: durability.name(),
+                                partitions: partitions.max(1),
+                                idle,
+                            });
+                        }
+                    }
                 }
             }
         }
@@ -57,11 +63,14 @@ impl Plan {
     pub fn consume(common: &Common, a: &ConsumeArgs) -> Plan {
         let mut plan = Plan::base(common);
         let default = if common.smoke { 20_000 } else { 1_000_000 };
-        plan.cases.push(Case::Consume {
-            records: a.records.unwrap_or(default).max(1),
-            size: a.size.max(1),
-            batch: a.batch.max(1),
-        });
+        for &consumers in &a.consumers {
+            plan.cases.push(Case::Consume {
+                records: a.records.unwrap_or(default).max(1),
+                size: a.size.max(1),
+                batch: a.batch.max(1),
+                consumers: consumers.max(1),
+            });
+        }
         plan
     }
 
@@ -121,11 +130,14 @@ impl Plan {
     pub fn e2e(common: &Common, a: &E2eArgs) -> Plan {
         let mut plan = Plan::base(common);
         for &rate in &a.rate {
-            plan.cases.push(Case::E2e {
-                rate: rate.max(1),
-                size: a.size.max(8),
-                durability: a.durability.name(),
-            });
+            for &idle in &a.idle_connections {
+                plan.cases.push(Case::E2e {
+                    rate: rate.max(1),
+                    size: a.size.max(8),
+                    durability: a.durability.name(),
+                    idle,
+                });
+            }
         }
         plan
     }
@@ -142,6 +154,8 @@ impl Plan {
             size: sizes.to_vec(),
             batch: 1000,
             durability: vec![Durability::NoneFsync, Durability::FsyncPerBatch],
+            partitions: vec![1],
+            idle_connections: vec![0],
         };
         let mut plan = Plan::produce(common, &produce);
         for &p in producers.iter().filter(|&&p| p > 1) {
@@ -150,18 +164,22 @@ impl Plan {
                 size: 100,
                 batch: 1000,
                 durability: Durability::NoneFsync.name(),
+                partitions: 1,
+                idle: 0,
             });
         }
         let consume = ConsumeArgs {
             records: None,
             size: 100,
             batch: 1000,
+            consumers: vec![1],
         };
         plan.cases.extend(Plan::consume(common, &consume).cases);
         let e2e = E2eArgs {
             rate: rates.to_vec(),
             size: 100,
             durability: Durability::NoneFsync,
+            idle_connections: vec![0],
         };
         plan.cases.extend(Plan::e2e(common, &e2e).cases);
         let filter = FilterArgs {
@@ -172,6 +190,52 @@ impl Plan {
         };
         plan.cases.extend(Plan::filter(common, &filter).cases);
         plan.cases.extend(Plan::groups(common).cases);
+        plan
+    }
+
+    /// The scaling table of BENCHMARKS.md (`--smoke`: two small steps of each).
+    pub fn scale(common: &Common) -> Plan {
+        type Steps = (&'static [u32], &'static [usize], &'static [usize], usize);
+        let (partitions, producers, consumers, idle): Steps = if common.smoke {
+            (&[1, 10], &[1, 4], &[1, 4], 20)
+        } else {
+            (&[1, 10, 100, 1000], &[1, 4, 16], &[1, 4, 16], 1000)
+        };
+        let produce = |producers: &[usize], partitions: &[u32], idle: &[usize]| ProduceArgs {
+            producers: producers.to_vec(),
+            size: vec![100],
+            batch: 1000,
+            durability: vec![Durability::NoneFsync],
+            partitions: partitions.to_vec(),
+            idle_connections: idle.to_vec(),
+        };
+        let mut plan = Plan::produce(common, &produce(&[1], partitions, &[0]));
+        let more_producers: Vec<usize> = producers.iter().copied().filter(|&p| p > 1).collect();
+        let steps = [
+            Plan::produce(common, &produce(&more_producers, &[1], &[0])),
+            Plan::consume(
+                common,
+                &ConsumeArgs {
+                    records: None,
+                    size: 100,
+                    batch: 1000,
+                    consumers: consumers.to_vec(),
+                },
+            ),
+            Plan::produce(common, &produce(&[1], &[1], &[idle])),
+            Plan::e2e(
+                common,
+                &E2eArgs {
+                    rate: vec![10_000],
+                    size: 100,
+                    durability: Durability::NoneFsync,
+                    idle_connections: vec![0, idle],
+                },
+            ),
+        ];
+        for step in steps {
+            plan.cases.extend(step.cases);
+        }
         plan
     }
 

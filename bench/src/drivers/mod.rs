@@ -45,6 +45,9 @@ pub struct DriverConfig {
     pub batch: usize,
     /// Record value size in bytes.
     pub size: usize,
+    /// Partitions of [`TOPIC`] (streams for Redis, subjects of the one stream for NATS); a
+    /// producer sends batch number k to partition k mod this.
+    pub partitions: u32,
     /// Batches a producer may have unacknowledged.
     pub window: usize,
     /// Latency run: send what is there at once rather than wait to fill batches.
@@ -77,7 +80,7 @@ pub trait Driver: Sized + Send + Sync + 'static {
     /// Starts the server (if any) and waits until it accepts connections.
     fn start(cfg: DriverConfig) -> impl Future<Output = Result<Self>> + Send;
 
-    /// Creates [`TOPIC`] with one partition (one stream, one key).
+    /// Creates [`TOPIC`] with `partitions` partitions (one stream, one key when 1).
     fn create_topic(&self) -> impl Future<Output = Result<()>> + Send;
 
     /// A producer with its own connection.
@@ -86,12 +89,24 @@ pub trait Driver: Sized + Send + Sync + 'static {
     /// A consumer with its own connection, reading [`TOPIC`] from `from`.
     fn consumer(&self, from: StartAt) -> impl Future<Output = Result<Self::Consumer>> + Send;
 
+    /// A connection that only stays open (with the system's own keep-alives) while the answer lives:
+    /// the idle-connections workloads hold many of them beside the measured clients.
+    fn idle_connection(&self) -> impl Future<Output = Result<IdleConnection>> + Send;
+
     /// Peak resident set size of the server process, in KiB.
     fn peak_rss_kib(&self) -> Option<u64>;
+
+    /// File descriptors the server process has open now.
+    fn open_files(&self) -> Option<usize> {
+        None
+    }
 
     /// Stops the server and removes its data.
     fn stop(self) -> impl Future<Output = Result<()>> + Send;
 }
+
+/// An open connection that is not used; dropping it closes it.
+pub type IdleConnection = Box<dyn Send + Sync>;
 
 pub trait ProducerHandle: Send + 'static {
     /// Hands over one batch of record values (see the module contract).

@@ -19,7 +19,9 @@ use async_nats::Subject;
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 
-use super::{ConsumerHandle, Driver, DriverConfig, ProducerHandle, Sink, StartAt, TOPIC};
+use super::{
+    ConsumerHandle, Driver, DriverConfig, IdleConnection, ProducerHandle, Sink, StartAt, TOPIC,
+};
 use crate::case::Case;
 use crate::durability::Durability;
 use crate::server::{self, ServerProcess};
@@ -65,7 +67,8 @@ impl Driver for NatsDriver {
     }
 
     fn describe(_durability: Durability) -> String {
-        "nats-server -js, file storage, 1 stream on 1 subject; async publish, one JetStream ack per \
+        "nats-server -js, file storage, 1 stream on 1 subject (\
+         titled partitions: one subject each in that stream; JetStream has no partitions); async publish, one JetStream ack per \
          message, up to window × B acks outstanding; pull consumer, AckPolicy::None, B per pull; \
          fsync only on the server's own timer (2.9 has no per-write fsync)"
             .to_owned()
@@ -104,7 +107,7 @@ impl Driver for NatsDriver {
         self.js
             .create_stream(stream::Config {
                 name: TOPIC.to_owned(),
-                subjects: vec![TOPIC.to_owned()],
+                subjects: subjects(self.cfg.partitions),
                 storage: StorageType::File,
                 ..Default::default()
             })
@@ -117,7 +120,11 @@ impl Driver for NatsDriver {
         let client = async_nats::connect(&self.url).await?;
         Ok(NatsProducer {
             js: context(client, &self.cfg),
-            subject: Subject::from(TOPIC),
+            subjects: subjects(self.cfg.partitions)
+                .into_iter()
+                .map(Subject::from)
+                .collect(),
+            batches: 0,
             pending: VecDeque::new(),
             outstanding: 0,
             window: self.cfg.window,
@@ -155,8 +162,16 @@ impl Driver for NatsDriver {
         })
     }
 
+    async fn idle_connection(&self) -> Result<IdleConnection> {
+        Ok(Box::new(async_nats::connect(&self.url).await?))
+    }
+
     fn peak_rss_kib(&self) -> Option<u64> {
         self.server.peak_rss_kib()
+    }
+
+    fn open_files(&self) -> Option<usize> {
+        self.server.open_fds()
     }
 
     async fn stop(self) -> Result<()> {
@@ -165,9 +180,19 @@ impl Driver for NatsDriver {
     }
 }
 
+/// The stream's subjects: [`TOPIC`] alone, or `TOPIC.0` … `TOPIC.{n-1}` for n "partitions".
+fn subjects(partitions: u32) -> Vec<String> {
+    match partitions {
+        0 | 1 => vec![TOPIC.to_owned()],
+        n => (0..n).map(|p| format!("{TOPIC}.{p}")).collect(),
+    }
+}
+
 pub struct NatsProducer {
     js: JetStream,
-    subject: Subject,
+    /// Batch number k goes to `subjects[k % len]`.
+    subjects: Vec<Subject>,
+    batches: usize,
     /// One entry per unacknowledged batch: the ack of each of its messages.
     pending: VecDeque<Vec<PublishAckFuture>>,
     /// Acks in `pending`.
@@ -194,10 +219,12 @@ impl ProducerHandle for NatsProducer {
             self.await_oldest().await?;
         }
         let mut acks = Vec::with_capacity(batch.len());
+        let subject = &self.subjects[self.batches % self.subjects.len()];
+        self.batches += 1;
         for value in batch {
             let ack = self
                 .js
-                .publish(self.subject.clone(), value.clone())
+                .publish(subject.clone(), value.clone())
                 .await
                 .map_err(|e| anyhow!("publish failed: {e}"))?;
             acks.push(ack);

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-use super::{ConsumerHandle, Driver, DriverConfig, ProducerHandle, Sink, StartAt};
+use super::{ConsumerHandle, Driver, DriverConfig, IdleConnection, ProducerHandle, Sink, StartAt};
 use crate::case::Case;
 use crate::durability::Durability;
 
@@ -82,6 +82,10 @@ impl Driver for NoopDriver {
                 NoopConsumer::Live(rx)
             }
         })
+    }
+
+    async fn idle_connection(&self) -> Result<IdleConnection> {
+        Ok(Box::new(()))
     }
 
     fn peak_rss_kib(&self) -> Option<u64> {

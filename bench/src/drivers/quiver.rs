@@ -23,7 +23,9 @@ use quiver_proto::batch::HEADER_LEN;
 use quiver_proto::{BatchBuilder, RecordData};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use super::{ConsumerHandle, Driver, DriverConfig, ProducerHandle, Sink, StartAt, TOPIC};
+use super::{
+    ConsumerHandle, Driver, DriverConfig, IdleConnection, ProducerHandle, Sink, StartAt, TOPIC,
+};
 use crate::durability::Durability;
 use crate::serve::READY;
 use crate::server::{self, ServerProcess, READY_TIMEOUT};
@@ -283,8 +285,8 @@ impl Driver for QuiverDriver {
             Durability::FsyncPerBatch => "acks=all (fsync before the reply, group commit)",
         };
         format!(
-            "separate process, QUIC + TLS 1.3 on loopback, 1 partition (group and queue runs: as \
-             titled, a batch per partition in turn), {acks}; a harness batch is \
+            "separate process, QUIC + TLS 1.3 on loopback, 1 partition unless titled (then a \
+             batch per partition in turn), {acks}; a harness batch is \
              one Quiver batch (batch_bytes = exactly B records), linger 5 ms (0 in e2e), \
              max_in_flight = window"
         )
@@ -323,11 +325,15 @@ impl Driver for QuiverDriver {
     }
 
     async fn create_topic(&self) -> Result<()> {
-        self.create_topic_with(1).await
+        self.create_topic_with(self.cfg.partitions).await
     }
 
     async fn producer(&self) -> Result<QuiverProducer> {
-        self.tagged_producer(&[]).await
+        self.partitioned_producer(self.cfg.partitions).await
+    }
+
+    async fn idle_connection(&self) -> Result<IdleConnection> {
+        Ok(Box::new(self.connect().await?))
     }
 
     async fn consumer(&self, from: StartAt) -> Result<QuiverConsumer> {
@@ -336,6 +342,10 @@ impl Driver for QuiverDriver {
 
     fn peak_rss_kib(&self) -> Option<u64> {
         self.server.peak_rss_kib()
+    }
+
+    fn open_files(&self) -> Option<usize> {
+        self.server.open_fds()
     }
 
     async fn stop(self) -> Result<()> {

@@ -15,7 +15,9 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 use tokio::task::JoinHandle;
 
-use super::{ConsumerHandle, Driver, DriverConfig, ProducerHandle, Sink, StartAt, TOPIC};
+use super::{
+    ConsumerHandle, Driver, DriverConfig, IdleConnection, ProducerHandle, Sink, StartAt, TOPIC,
+};
 use crate::case::Case;
 use crate::durability::Durability;
 use crate::server::{self, ServerProcess};
@@ -62,7 +64,7 @@ impl Driver for RedisDriver {
     fn describe(durability: Durability) -> String {
         format!(
             "redis-server --save '' --appendonly yes --appendfsync {} \
-             --auto-aof-rewrite-percentage 0; 1 stream key; XADD pipelined B per pipeline, up to \
+             --auto-aof-rewrite-percentage 0; 1 stream key (titled partitions: one key each); XADD pipelined B per pipeline, up to \
              window pipelines in flight; XREAD COUNT B BLOCK",
             fsync_setting(durability)
         )
@@ -103,7 +105,13 @@ impl Driver for RedisDriver {
     }
 
     async fn producer(&self) -> Result<RedisProducer> {
+        let keys = match self.cfg.partitions {
+            0 | 1 => vec![TOPIC.to_owned()],
+            n => (0..n).map(|p| format!("{TOPIC}:{p}")).collect(),
+        };
         Ok(RedisProducer {
+            keys,
+            batches: 0,
             conn: self.connection().await?,
             pending: VecDeque::new(),
             window: self.cfg.window,
@@ -123,8 +131,16 @@ impl Driver for RedisDriver {
         })
     }
 
+    async fn idle_connection(&self) -> Result<IdleConnection> {
+        Ok(Box::new(self.connection().await?))
+    }
+
     fn peak_rss_kib(&self) -> Option<u64> {
         self.server.peak_rss_kib()
+    }
+
+    fn open_files(&self) -> Option<usize> {
+        self.server.open_fds()
     }
 
     async fn stop(self) -> Result<()> {
@@ -150,6 +166,10 @@ async fn newest_id(conn: &mut MultiplexedConnection) -> Result<String> {
 }
 
 pub struct RedisProducer {
+    /// The stream keys ([`TOPIC`] alone, or `TOPIC:0` … for titled partitions); batch number k
+    /// goes to `keys[k % len]`.
+    keys: Vec<String>,
+    batches: usize,
     conn: MultiplexedConnection,
     pending: VecDeque<JoinHandle<redis::RedisResult<()>>>,
     window: usize,
@@ -167,9 +187,11 @@ impl RedisProducer {
 impl ProducerHandle for RedisProducer {
     async fn send(&mut self, batch: &[Bytes]) -> Result<()> {
         let mut pipe = redis::pipe();
+        let key = &self.keys[self.batches % self.keys.len()];
+        self.batches += 1;
         for value in batch {
             pipe.cmd("XADD")
-                .arg(TOPIC)
+                .arg(key)
                 .arg("*")
                 .arg("v")
                 .arg(&value[..])

@@ -43,7 +43,8 @@ pub async fn run<D: Driver>(
             records,
             size,
             batch,
-        } => consume::run(driver, records, size, batch, live).await,
+            consumers,
+        } => consume::run(driver, records, size, batch, consumers, live).await,
         Case::E2e { rate, size, .. } => e2e::run(driver, rate, size, plan, live).await,
         Case::Filter {
             records,
