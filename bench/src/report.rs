@@ -99,6 +99,12 @@ pub fn table(title: &str, rows: &[RunResult]) -> String {
         s.push_str(&row(r, quiver, latency));
         s.push('\n');
     }
+    // Queue notes are part of `queue_lines` below.
+    for r in rows.iter().filter(|r| r.ok() && r.workload != "queue") {
+        if let Some(note) = &r.note {
+            let _ = writeln!(s, "{}: {note}", r.system);
+        }
+    }
     if rows.iter().any(|r| r.workload == "queue") {
         s.push_str(&report_groups::queue_lines(rows));
     }

@@ -217,7 +217,8 @@ async fn open_idle<D: Driver>(driver: &D, n: usize) -> Result<Vec<IdleConnection
     let mut idle = Vec::with_capacity(n);
     while idle.len() < n {
         let wave = (n - idle.len()).min(16);
-        let opened = futures_util::future::try_join_all((0..wave).map(|_| driver.idle_connection()));
+        let opened =
+            futures_util::future::try_join_all((0..wave).map(|_| driver.idle_connection()));
         idle.extend(opened.await.context("opening idle connections")?);
     }
     Ok(idle)

@@ -38,8 +38,16 @@ pub async fn run(data_dir: &Path, listen: SocketAddr, auth: bool, metrics: bool)
     let broker = tokio::task::spawn_blocking(move || Broker::open(config))
         .await?
         .context("opening storage")?;
+    // The HTTP listener always runs (idle unless scraped): the driver reads the fsync count
+    // from /metrics after an acks=all run. Its address goes to a file beside the data.
+    let stop = CancellationToken::new();
+    let loopback: SocketAddr = "127.0.0.1:0".parse()?;
+    let http = HttpServer::bind(loopback, broker.clone(), stop.clone()).await?;
+    let http_addr = http.local_addr()?;
+    std::fs::write(data_dir.join(HTTP_ADDR_FILE), http_addr.to_string())?;
+    tokio::spawn(http.run(stop));
     if metrics {
-        serve_metrics(broker.clone()).await?;
+        scrape_every_second(http_addr);
     }
     let server = Server::bind(broker.clone(), listen, server_config)?;
     // An edge broker of the mirror workload forwards to its core.
@@ -60,14 +68,12 @@ pub async fn run(data_dir: &Path, listen: SocketAddr, auth: bool, metrics: bool)
     Ok(())
 }
 
-/// The broker's HTTP listener on a free loopback port, and a scraper that reads `/metrics` every
-/// second in this process (its small client-side cost is counted against Quiver, not for it).
-async fn serve_metrics(broker: std::sync::Arc<Broker>) -> Result<()> {
-    let stop = CancellationToken::new();
-    let loopback: SocketAddr = "127.0.0.1:0".parse()?;
-    let http = HttpServer::bind(loopback, broker, stop.clone()).await?;
-    let addr = http.local_addr()?;
-    tokio::spawn(http.run(stop));
+/// Where `internal-serve` writes its HTTP listener's address, in its data directory.
+pub const HTTP_ADDR_FILE: &str = "bench-http.addr";
+
+/// Reads `/metrics` every second in this process, for `--metrics` (its small client-side cost is
+/// counted against Quiver, not for it).
+fn scrape_every_second(addr: SocketAddr) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
@@ -77,15 +83,15 @@ async fn serve_metrics(broker: std::sync::Arc<Broker>) -> Result<()> {
             }
         }
     });
-    Ok(())
 }
 
-/// One `GET /metrics`, read to the end.
-async fn scrape(addr: SocketAddr) -> std::io::Result<usize> {
+/// One `GET /metrics`, read to the end: the response, headers included.
+pub async fn scrape(addr: SocketAddr) -> std::io::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await?;
     let request = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
     s.write_all(request.as_bytes()).await?;
     let mut body = Vec::new();
-    s.read_to_end(&mut body).await
+    s.read_to_end(&mut body).await?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }

@@ -96,6 +96,11 @@ pub trait Driver: Sized + Send + Sync + 'static {
     /// Peak resident set size of the server process, in KiB.
     fn peak_rss_kib(&self) -> Option<u64>;
 
+    /// The server's fsyncs of record data since it started, where it counts them (Quiver).
+    fn fsyncs(&self) -> impl Future<Output = Option<u64>> + Send {
+        async { None }
+    }
+
     /// File descriptors the server process has open now.
     fn open_files(&self) -> Option<usize> {
         None

@@ -27,8 +27,11 @@ use super::{
     ConsumerHandle, Driver, DriverConfig, IdleConnection, ProducerHandle, Sink, StartAt, TOPIC,
 };
 use crate::durability::Durability;
-use crate::serve::READY;
+use crate::serve::{scrape, HTTP_ADDR_FILE, READY};
 use crate::server::{self, ServerProcess, READY_TIMEOUT};
+
+/// The count of the broker's fsync histogram in `/metrics`: its fsyncs of partition data.
+const FSYNC_COUNT: &str = "quiver_fsync_duration_seconds_count";
 
 pub struct QuiverDriver {
     server: ServerProcess,
@@ -346,6 +349,17 @@ impl Driver for QuiverDriver {
 
     fn open_files(&self) -> Option<usize> {
         self.server.open_fds()
+    }
+
+    async fn fsyncs(&self) -> Option<u64> {
+        // The dev CA is <data-dir>/tls/ca.pem; internal-serve wrote its HTTP address beside it.
+        let data_dir = self.ca.parent()?.parent()?;
+        let addr = std::fs::read_to_string(data_dir.join(HTTP_ADDR_FILE)).ok()?;
+        let metrics = scrape(addr.trim().parse().ok()?).await.ok()?;
+        metrics
+            .lines()
+            .find(|l| l.starts_with(FSYNC_COUNT))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
     }
 
     async fn stop(self) -> Result<()> {

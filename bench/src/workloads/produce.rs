@@ -29,6 +29,7 @@ pub async fn run<D: Driver>(
         handles.push(driver.producer().await?);
     }
     let values = Arc::new(values(size, batch));
+    let fsyncs_before = driver.fsyncs().await;
     let cap = plan.max_bytes / (size as u64 * producers as u64);
     let start = Instant::now();
     let deadline = start + plan.duration;
@@ -41,10 +42,23 @@ pub async fn run<D: Driver>(
     while let Some(done) = tasks.join_next().await {
         records += done??;
     }
+    let secs = start.elapsed().as_secs_f64();
+    let fsyncs = match (fsyncs_before, driver.fsyncs().await) {
+        (Some(before), Some(after)) if after > before => Some(after - before),
+        _ => None,
+    };
+    let detail = fsyncs.map(|n| {
+        format!(
+            "{:.0} fsyncs/s, {:.0} records per fsync",
+            n as f64 / secs,
+            records as f64 / n as f64
+        )
+    });
     Ok(Measured {
         records,
         bytes: records * size as u64,
-        secs: start.elapsed().as_secs_f64(),
+        secs,
+        detail,
         latency: None,
         send_delay: None,
         lost: None,
