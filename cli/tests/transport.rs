@@ -115,6 +115,46 @@ async fn long_poll_wakes_up_on_new_data() {
     broker.stop().await;
 }
 
+/// A connection starts with a small stream allowance that grows as it is used: one client with a
+/// long poll parked on each of 300 partitions (a stream each) still gets its produce through and
+/// the record to the last partition delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_parked_fetch_streams_on_one_connection_all_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = broker.client().await;
+    let partitions = 300u32;
+    client
+        .admin()
+        .create_topic(NewTopic::new("wide", partitions))
+        .await
+        .unwrap();
+    let config = ConsumerConfig {
+        max_wait: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let mut consumer = Consumer::new(client.clone(), "wide", config);
+    let all: Vec<u32> = (0..partitions).collect();
+    consumer.assign(&all, SeekTo::Latest);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    let record = ProducerRecord::new("wide", Bytes::from_static(b"last")).partition(partitions - 1);
+    let produce = async {
+        let delivery = producer.send(record).await.unwrap();
+        producer.flush().await.unwrap();
+        delivery.wait().await.unwrap();
+    };
+    tokio::time::timeout(Duration::from_secs(10), produce)
+        .await
+        .expect("produce blocked behind the parked fetch streams");
+    let r = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .expect("the last partition's long poll never saw the record")
+        .unwrap();
+    assert_eq!((r.partition, &r.record.value[..]), (partitions - 1, &b"last"[..]));
+    broker.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_broker_serves_everything_back() {
     let dir = tempfile::tempdir().unwrap();

@@ -158,6 +158,9 @@ pub(crate) fn transport_config_with(idle: Duration) -> quinn::TransportConfig {
         .stream_receive_window(STREAM_RECEIVE_WINDOW.into())
         .receive_window(RECEIVE_WINDOW.into())
         .send_window(SEND_WINDOW)
+        // The broker never opens streams towards a client; quinn keeps state for each allowed.
+        .max_concurrent_bidi_streams(0u8.into())
+        .max_concurrent_uni_streams(0u8.into())
         .keep_alive_interval(Some(KEEP_ALIVE.min(idle / 3)))
         .max_idle_timeout(Some(quinn::VarInt::from_u32(idle_ms).into()));
     transport

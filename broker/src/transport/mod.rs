@@ -2,6 +2,7 @@
 //! hand each request to the service for its kind, write the answer. No business rules live here.
 //! TLS set-up (configured or generated dev certificates) is in `tls.rs`.
 
+pub mod allowance;
 mod fetch;
 mod produce;
 mod requests;

@@ -15,6 +15,7 @@ use quiver_wire::{write_error, write_frame, FrameReader, WireError};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use super::allowance::StreamAllowance;
 use super::stream;
 use crate::auth::Principal;
 use crate::broker::Broker;
@@ -167,6 +168,7 @@ async fn serve_connection(conn: quinn::Connection, broker: Arc<Broker>, supervis
     };
     let _open = broker.telemetry().connection();
     let token = supervisor.token();
+    let mut allowance = StreamAllowance::new(broker.config().max_streams_per_connection);
     loop {
         let (send, recv) = tokio::select! {
             _ = token.cancelled() => break,
@@ -183,8 +185,13 @@ async fn serve_connection(conn: quinn::Connection, broker: Arc<Broker>, supervis
                 }
             },
         };
+        let (grant, counted) = allowance.opened();
+        if let Some(limit) = grant {
+            conn.set_max_concurrent_bi_streams(limit.into());
+        }
         let (broker, token, principal) = (broker.clone(), token.clone(), principal.clone());
         supervisor.spawn(async move {
+            let _counted = counted;
             let _open = broker.telemetry().stream();
             if let Err(e) = stream::serve(send, recv, broker, principal, token).await {
                 tracing::debug!(%remote, error = %e, "stream ended with an error");

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};
 use std::time::{Duration, SystemTime};
 
+use super::allowance::StreamAllowance;
 use quinn::crypto::rustls::{NoInitialCipherSuite, QuicServerConfig};
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, CustomExtension, DistinguishedName, DnType,
@@ -253,7 +254,10 @@ fn transport_config(opts: &TransportOptions) -> Result<quinn::TransportConfig, T
         .stream_receive_window(STREAM_RECEIVE_WINDOW.into())
         .receive_window(RECEIVE_WINDOW.into())
         .send_window(SEND_WINDOW)
-        .max_concurrent_bidi_streams(opts.max_concurrent_streams.into())
+        // The allowance grows with use up to the maximum (transport/allowance.rs); clients open
+        // no unidirectional streams, so none are allowed (quinn keeps state for each allowed).
+        .max_concurrent_bidi_streams(StreamAllowance::initial(opts.max_concurrent_streams).into())
+        .max_concurrent_uni_streams(0u8.into())
         .keep_alive_interval(nonzero(opts.keep_alive))
         .max_idle_timeout(idle_timeout(opts)?);
     Ok(transport)
