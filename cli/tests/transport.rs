@@ -151,7 +151,10 @@ async fn hundreds_of_parked_fetch_streams_on_one_connection_all_work() {
         .await
         .expect("the last partition's long poll never saw the record")
         .unwrap();
-    assert_eq!((r.partition, &r.record.value[..]), (partitions - 1, &b"last"[..]));
+    assert_eq!(
+        (r.partition, &r.record.value[..]),
+        (partitions - 1, &b"last"[..])
+    );
     broker.stop().await;
 }
 
