@@ -219,7 +219,10 @@ impl Segment {
     /// caller then recovers the tail as after a crash.
     pub fn open_clean(&mut self, mark: &CleanMark) -> io::Result<bool> {
         let file_len = std::fs::metadata(&self.path)?.len();
-        if mark.base != self.base || mark.size != file_len || mark.next_offset < self.base {
+        let count = mark.next_offset.checked_sub(self.base);
+        let plausible =
+            count.is_some_and(|n| n <= u64::from(u32::MAX) && (n == 0) == (file_len == 0));
+        if mark.base != self.base || mark.size != file_len || !plausible {
             return Ok(false);
         }
         let index = match SegmentIndex::load(&self.path, file_len) {
@@ -227,8 +230,10 @@ impl Segment {
             Err(IndexLoadError::Io(e)) => return Err(e),
             Err(_) => return Ok(false),
         };
+        let within = |rel: u32| count.is_some_and(|n| u64::from(rel) < n);
         if index.offsets.len() as u64 != mark.offset_entries
             || index.times.len() as u64 != mark.time_entries
+            || index.offsets.last().is_some_and(|e| !within(e.rel_offset))
         {
             return Ok(false);
         }
