@@ -526,6 +526,24 @@ fn a_marker_that_does_not_match_the_files_is_not_trusted() {
     let log = open(&dir, big_segments());
     assert_eq!(log.stats().log_end, *ends.last().unwrap());
     assert_eq!(fs::metadata(&index).unwrap().len(), ilen, "index rebuilt");
+    // An index entry that is stale but plausible (in order, inside the log): only the index
+    // checksum in the marker tells it from the one written at the stop.
+    let dir = tmp.path().join("stale");
+    let ends = closed_log(&dir, big_segments());
+    let index = log_files(&dir).pop().unwrap().with_extension("index");
+    let good = fs::read(&index).unwrap();
+    let mut stale = good.clone();
+    let last = stale.len() - 4;
+    let position = u32::from_le_bytes(stale[last..].try_into().unwrap());
+    stale[last..].copy_from_slice(&(position - 1).to_le_bytes());
+    fs::write(&index, &stale).unwrap();
+    let log = open(&dir, big_segments());
+    assert_eq!(log.stats().log_end, *ends.last().unwrap());
+    assert_eq!(
+        fs::read(&index).unwrap(),
+        good,
+        "the scan rebuilt the index"
+    );
     // A damaged marker is ignored and removed.
     let dir = tmp.path().join("damaged");
     let ends = closed_log(&dir, big_segments());

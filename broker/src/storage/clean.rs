@@ -10,12 +10,12 @@
 //! It is never fsync'd itself: losing it costs one tail scan, nothing else.
 
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 const FILE_NAME: &str = "clean-shutdown";
 const MAGIC: &[u8; 8] = b"QVCLEAN1";
-const LEN: usize = 8 + 6 * 8 + 4;
+const LEN: usize = 8 + 7 * 8 + 4;
 
 /// The active segment as a graceful stop left it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +27,9 @@ pub struct CleanMark {
     /// Entries in the offset and time index files: fewer on disk means they were not all written.
     pub offset_entries: u64,
     pub time_entries: u64,
+    /// [`SegmentIndex::crc`](super::index::SegmentIndex::crc) of the index as it was written: the
+    /// index files are not fsync'd, so after a power loss they may hold stale or zeroed entries.
+    pub index_crc: u32,
 }
 
 fn path(dir: &Path) -> PathBuf {
@@ -44,6 +47,7 @@ impl CleanMark {
             self.max_ts as u64,
             self.offset_entries,
             self.time_entries,
+            u64::from(self.index_crc),
         ];
         for (i, v) in fields.iter().enumerate() {
             out[8 + i * 8..16 + i * 8].copy_from_slice(&v.to_le_bytes());
@@ -73,6 +77,7 @@ impl CleanMark {
             max_ts: field(3) as i64,
             offset_entries: field(4),
             time_entries: field(5),
+            index_crc: u32::try_from(field(6)).ok()?,
         })
     }
 
@@ -84,7 +89,13 @@ impl CleanMark {
     /// Reads and removes the marker of `dir`. `None` when there is none or it is not valid; a
     /// marker that cannot be removed is not trusted either (it would outlive this open).
     pub fn take(dir: &Path) -> Option<CleanMark> {
-        let raw = match fs::read(path(dir)) {
+        // At most one byte more than a marker: a huge file there is not read into memory.
+        let read = fs::File::open(path(dir)).and_then(|f| {
+            let mut raw = Vec::with_capacity(LEN + 1);
+            f.take(LEN as u64 + 1).read_to_end(&mut raw)?;
+            Ok(raw)
+        });
+        let raw = match read {
             Ok(raw) => raw,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
             Err(e) => {
@@ -116,6 +127,7 @@ mod tests {
             max_ts: -5,
             offset_entries: 3,
             time_entries: 2,
+            index_crc: 0xDEAD_BEEF,
         }
     }
 

@@ -66,26 +66,23 @@ impl SegmentIndex {
     /// Appends pending entries to the index files.
     pub fn flush(&mut self, log_path: &Path) -> io::Result<()> {
         if self.offsets_written < self.offsets.len() {
-            let mut buf =
-                Vec::with_capacity((self.offsets.len() - self.offsets_written) * OFFSET_ENTRY_LEN);
-            for e in &self.offsets[self.offsets_written..] {
-                buf.extend_from_slice(&e.rel_offset.to_le_bytes());
-                buf.extend_from_slice(&e.position.to_le_bytes());
-            }
+            let buf = encode_offsets(&self.offsets[self.offsets_written..]);
             append_to(&index_path(log_path), &buf)?;
             self.offsets_written = self.offsets.len();
         }
         if self.times_written < self.times.len() {
-            let mut buf =
-                Vec::with_capacity((self.times.len() - self.times_written) * TIME_ENTRY_LEN);
-            for e in &self.times[self.times_written..] {
-                buf.extend_from_slice(&e.max_ts_before.to_le_bytes());
-                buf.extend_from_slice(&e.rel_offset.to_le_bytes());
-            }
+            let buf = encode_times(&self.times[self.times_written..]);
             append_to(&timeindex_path(log_path), &buf)?;
             self.times_written = self.times.len();
         }
         Ok(())
+    }
+
+    /// CRC32C of both files' contents as these entries encode them. The files are never fsync'd,
+    /// so a clean-shutdown marker records this to tell a complete index from a stale one.
+    pub fn crc(&self) -> u32 {
+        let offsets = crc32c::crc32c(&encode_offsets(&self.offsets));
+        crc32c::crc32c_append(offsets, &encode_times(&self.times))
     }
 
     /// Replaces both files with the in-memory entries (after a rebuild).
@@ -185,6 +182,24 @@ pub fn index_path(log_path: &Path) -> PathBuf {
 
 pub fn timeindex_path(log_path: &Path) -> PathBuf {
     log_path.with_extension("timeindex")
+}
+
+fn encode_offsets(entries: &[OffsetEntry]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(entries.len() * OFFSET_ENTRY_LEN);
+    for e in entries {
+        buf.extend_from_slice(&e.rel_offset.to_le_bytes());
+        buf.extend_from_slice(&e.position.to_le_bytes());
+    }
+    buf
+}
+
+fn encode_times(entries: &[TimeEntry]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(entries.len() * TIME_ENTRY_LEN);
+    for e in entries {
+        buf.extend_from_slice(&e.max_ts_before.to_le_bytes());
+        buf.extend_from_slice(&e.rel_offset.to_le_bytes());
+    }
+    buf
 }
 
 fn append_to(path: &Path, buf: &[u8]) -> io::Result<()> {

@@ -108,6 +108,9 @@ struct State {
     unsynced_sealed: Vec<Arc<File>>,
     /// Set when a failed write could not be undone; appends are refused until a restart recovers.
     failed: Option<String>,
+    /// An fsync failed: the kernel may have dropped dirty pages and reports that only once, so a
+    /// later fsync's success proves nothing. No clean-shutdown marker then (the restart scans).
+    sync_failed: bool,
 }
 
 pub struct PartitionLog {
@@ -152,23 +155,7 @@ impl PartitionLog {
             ));
         }
         let (base, _) = bases[bases.len() - 1];
-        let mut active = Segment::sealed(segment::log_path(dir, base), base, base, 0);
-        let clean = match CleanMark::take(dir) {
-            Some(mark) => active.open_clean(&mark).map_err(io)?,
-            None => false,
-        };
-        let stop = match clean {
-            true => None,
-            false => active
-                .recover_tail(config.index_interval_bytes)
-                .map_err(|e| StorageError::io(&active.path, e))?,
-        };
-        if let Some(stop) = stop {
-            tracing::warn!(
-                segment = %active.path.display(), position = stop.position, reason = %stop.reason,
-                "truncated a torn or corrupt tail of the active segment"
-            );
-        }
+        let mut active = open_active(dir, base, &config)?;
         active.rolled_after_ms = Some(clock());
         segments.push(active);
         let log = PartitionLog {
@@ -179,6 +166,7 @@ impl PartitionLog {
                 segments,
                 unsynced_sealed: Vec::new(),
                 failed: None,
+                sync_failed: false,
             }),
             sync: GroupCommit::default(),
             end_tx: tokio::sync::watch::Sender::new(0),
@@ -353,7 +341,7 @@ impl PartitionLog {
     /// One fsync of the active segment (and of segments sealed since the last one). Returns the log
     /// end it covers.
     fn sync_now(&self) -> Result<u64, StorageError> {
-        let (files, end, path) = {
+        let (mut files, end, path) = {
             let mut st = self.state.lock();
             let active = st.segments.last_mut().ok_or_else(|| self.no_segments())?;
             let end = active.next_offset;
@@ -364,8 +352,13 @@ impl PartitionLog {
             (files, end, path)
         };
         let started = Instant::now();
-        for f in &files {
-            f.sync_data().map_err(|e| StorageError::io(&path, e))?;
+        if let Err(e) = files.iter().try_for_each(|f| f.sync_data()) {
+            let mut st = self.state.lock();
+            st.sync_failed = true;
+            // The sealed ones are synced again by the next group commit (the last is the active).
+            files.pop();
+            st.unsynced_sealed.extend(files);
+            return Err(StorageError::io(&path, e));
         }
         self.fsync_seconds.observe(started.elapsed().as_secs_f64());
         Ok(end)
@@ -546,17 +539,28 @@ impl PartitionLog {
     }
 
     /// The graceful stop: [`flush`](Self::flush), then a clean-shutdown marker so the next open
-    /// skips the tail scan. A partition whose writes failed gets none (its tail must be recovered).
+    /// skips the tail scan. The marker describes the log as it was before the fsync, so an append
+    /// racing the stop is either covered by it or makes the file longer than the marker says (and
+    /// the next open scans). A partition whose writes or fsyncs failed gets none. Failing to write
+    /// the marker only costs the next start a scan: it is logged, not returned.
     pub fn close(&self) -> Result<(), StorageError> {
-        self.flush()?;
-        let st = self.state.lock();
-        let mark = st.segments.last().and_then(|s| s.clean_mark());
-        match mark.filter(|_| st.failed.is_none()) {
-            Some(mark) => mark
-                .write(&self.dir)
-                .map_err(|e| StorageError::io(&self.dir, e)),
-            None => Ok(()),
+        let mark = {
+            let mut st = self.state.lock();
+            let active = st.segments.last_mut().ok_or_else(|| self.no_segments())?;
+            active
+                .flush_index()
+                .map_err(|e| StorageError::io(&active.path, e))?;
+            let mark = active.clean_mark();
+            mark.filter(|_| st.failed.is_none() && !st.sync_failed)
+        };
+        let end = mark.map_or_else(|| self.stats().log_end, |m| m.next_offset);
+        self.sync_through(end)?;
+        if let Some(mark) = mark {
+            if let Err(e) = mark.write(&self.dir) {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "clean-shutdown marker not written");
+            }
         }
+        Ok(())
     }
 
     fn no_segments(&self) -> StorageError {
@@ -565,6 +569,31 @@ impl PartitionLog {
             reason: "partition has no segments".into(),
         }
     }
+}
+
+/// Opens the last segment for appends: as a clean-shutdown marker describes it, or else by
+/// recovering its tail (checking every batch from the last index entry on).
+fn open_active(dir: &Path, base: u64, config: &LogConfig) -> Result<Segment, StorageError> {
+    let path = segment::log_path(dir, base);
+    let io = |e| StorageError::io(&path, e);
+    let mut active = Segment::sealed(path.clone(), base, base, 0);
+    let clean = match CleanMark::take(dir) {
+        Some(mark) => active.open_clean(&mark).map_err(io)?,
+        None => false,
+    };
+    if clean {
+        return Ok(active);
+    }
+    let stop = active
+        .recover_tail(config.index_interval_bytes)
+        .map_err(io)?;
+    if let Some(stop) = stop {
+        tracing::warn!(
+            segment = %active.path.display(), position = stop.position, reason = %stop.reason,
+            "truncated a torn or corrupt tail of the active segment"
+        );
+    }
+    Ok(active)
 }
 
 fn bounds(st: &State) -> (u64, u64) {

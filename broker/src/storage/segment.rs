@@ -196,9 +196,25 @@ impl Segment {
         let (start_pos, start_rel, max_before) = Self::tail_start(&mut index);
         let file = OpenOptions::new().read(true).write(true).open(&self.path)?;
         let start_off = self.base + start_rel as u64;
-        let scan = scan(
+        let mut scan = scan(
             &file, self.base, start_pos, start_off, max_before, file_len, &mut index, interval,
         )?;
+        if scan.stop.is_some() && scan.valid_len == start_pos && start_pos > 0 {
+            // The index entry led to no valid batch: a stale or damaged index (its files are not
+            // fsync'd), or a torn last batch. Trusting it could cut off valid batches before the
+            // tear, so the whole segment is scanned instead (bounded by `segment_bytes`).
+            index = SegmentIndex::default();
+            scan = self::scan(
+                &file,
+                self.base,
+                0,
+                self.base,
+                i64::MIN,
+                file_len,
+                &mut index,
+                interval,
+            )?;
+        }
         if scan.valid_len < file_len {
             file.set_len(scan.valid_len)?;
             file.sync_all()?;
@@ -234,6 +250,7 @@ impl Segment {
         if index.offsets.len() as u64 != mark.offset_entries
             || index.times.len() as u64 != mark.time_entries
             || index.offsets.last().is_some_and(|e| !within(e.rel_offset))
+            || index.crc() != mark.index_crc
         {
             return Ok(false);
         }
@@ -257,6 +274,7 @@ impl Segment {
             max_ts: self.max_ts.unwrap_or(i64::MIN),
             offset_entries: index.offsets.len() as u64,
             time_entries: index.times.len() as u64,
+            index_crc: index.crc(),
         })
     }
 

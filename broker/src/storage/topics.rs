@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -174,6 +175,10 @@ impl TopicStore {
             }
             self.open_partition(dir, *log)
         };
+        let failed = |dir: &Path| StorageError::Failed {
+            dir: dir.to_owned(),
+            reason: "opening the partition panicked".into(),
+        };
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let next = AtomicUsize::new(0);
         let done: Vec<(usize, Result<PartitionLog, StorageError>)> = std::thread::scope(|s| {
@@ -184,7 +189,9 @@ impl TopicStore {
                         loop {
                             let i = next.fetch_add(1, Ordering::Relaxed);
                             let Some(job) = dirs.get(i) else { break mine };
-                            mine.push((i, open(job)));
+                            // A panic fails this partition alone, not the worker's others.
+                            let opened = catch_unwind(AssertUnwindSafe(|| open(job)));
+                            mine.push((i, opened.unwrap_or_else(|_| Err(failed(&job.0)))));
                         }
                     })
                 })
@@ -198,11 +205,6 @@ impl TopicStore {
         for (i, result) in done {
             slots[i] = Some(result);
         }
-        // A slot left empty belongs to a worker that panicked: that partition failed to open.
-        let failed = |dir: &Path| StorageError::Failed {
-            dir: dir.to_owned(),
-            reason: "opening the partition panicked".into(),
-        };
         slots
             .into_iter()
             .zip(&dirs)
@@ -370,14 +372,23 @@ impl TopicStore {
 
     /// Flushes indexes and fsyncs every partition and leaves its clean-shutdown marker, then
     /// flushes the metadata store (clean shutdown).
+    /// One partition's failure does not keep the others (or the metadata) from being flushed; the
+    /// first error is returned at the end.
     pub fn flush_all(&self) -> Result<(), StorageError> {
+        let mut first = None;
         for topic in self.list() {
             for p in topic.partitions() {
-                p.close()?;
+                if let Err(e) = p.close() {
+                    tracing::error!(dir = %p.dir().display(), error = %e, "flush at shutdown failed");
+                    first.get_or_insert(e);
+                }
             }
         }
-        self.meta.flush()?;
-        Ok(())
+        let meta = self.meta.flush();
+        match first {
+            Some(e) => Err(e),
+            None => Ok(meta?),
+        }
     }
 }
 
