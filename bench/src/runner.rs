@@ -187,7 +187,7 @@ async fn run_on<D: Driver>(
     let work = async {
         let idle = open_idle(&driver, case.idle()).await?;
         let measured = workloads::run(&driver, case, plan, live).await;
-        // Read while the workload's clients (and the idle connections) are still open.
+        // Read while the idle connections are still open (the workload's clients are closed).
         let fds = driver.open_files();
         drop(idle);
         measured.map(|ms| (ms, fds))

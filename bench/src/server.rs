@@ -14,7 +14,9 @@ use tokio::process::{Child, Command};
 
 /// How long a server may take to accept connections.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
-const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long a stopped server may take: more than the broker's shutdown grace (10 s) plus its
+/// flush, so a graceful stop is not cut short into a crash.
+const STOP_GRACE: Duration = Duration::from_secs(30);
 
 pub struct ServerProcess {
     name: &'static str,

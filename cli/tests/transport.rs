@@ -116,14 +116,14 @@ async fn long_poll_wakes_up_on_new_data() {
 }
 
 /// A connection starts with a small stream allowance that grows as it is used: one client with a
-/// long poll parked on each of 300 partitions (a stream each) still gets its produce through and
+/// long poll parked on each of 600 partitions (a stream each) still gets its produce through and
 /// the record to the last partition delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundreds_of_parked_fetch_streams_on_one_connection_all_work() {
     let dir = tempfile::tempdir().unwrap();
     let broker = TestBroker::start(dir.path()).await;
     let client = broker.client().await;
-    let partitions = 300u32;
+    let partitions = 600u32;
     client
         .admin()
         .create_topic(NewTopic::new("wide", partitions))
