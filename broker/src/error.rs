@@ -46,6 +46,8 @@ pub enum BrokerError {
         expected: u32,
         got: u32,
     },
+    #[error("producer {producer} was fenced: a newer producer took an id under its fencing key")]
+    ProducerFenced { producer: u64 },
     #[error("internal error: {0}")]
     Internal(String),
     #[error("the broker is shutting down")]
@@ -72,6 +74,7 @@ impl BrokerError {
             BrokerError::Mirror(e) => e.code(),
             BrokerError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             BrokerError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
+            BrokerError::ProducerFenced { .. } => ErrorCode::ProducerFenced,
             BrokerError::Internal(_) => ErrorCode::Internal,
             BrokerError::ShuttingDown => ErrorCode::ShuttingDown,
             BrokerError::Wire(code, _) => *code,

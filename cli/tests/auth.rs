@@ -66,7 +66,7 @@ impl Sample {
                 A::RemovePlugin { .. } => "remove-plugin",
                 A::AttachPlugin { .. } => "attach-plugin",
                 A::DetachPlugin { .. } => "detach-plugin",
-                A::InitProducer => "init-producer",
+                A::InitProducer { .. } => "init-producer",
                 A::CreateExchange { .. } => "create-exchange",
                 A::BindExchange { .. } => "bind-exchange",
                 A::ListExchanges => "list-exchanges",
@@ -209,7 +209,7 @@ fn samples(delayed: u64) -> Vec<Sample> {
             topic: t.clone(),
             plugin: "p1".into(),
         }),
-        Sample::Admin(A::InitProducer),
+        Sample::Admin(A::InitProducer { fencing_key: None }),
         Sample::Admin(A::CreateExchange {
             name: "x2".into(),
             kind: ExchangeKind::Fanout,

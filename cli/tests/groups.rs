@@ -18,7 +18,7 @@ use quiver::{
 };
 use quiver_proto::frame::FrameKind;
 use quiver_proto::messages::{Acks, ProduceRequest, ProduceResponse};
-use quiver_proto::{BatchBuilder, RecordData};
+use quiver_proto::{BatchBuilder, ErrorCode, RecordData};
 
 const SESSION: Duration = Duration::from_millis(1500);
 
@@ -697,6 +697,67 @@ async fn a_resent_idempotent_batch_is_acknowledged_but_not_appended_twice() {
         .unwrap();
     producer.flush().await.unwrap();
     assert_eq!(sent.wait().await.unwrap().offset, Some(3));
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_fenced_by_a_newer_one_of_its_key_writes_nothing_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start_with(dir.path(), |c| c.auth.enabled = true).await;
+    let admin = broker
+        .client_with_token(&broker.admin_token())
+        .await
+        .unwrap();
+    admin
+        .admin()
+        .create_topic(NewTopic::new("ledger", 1))
+        .await
+        .unwrap();
+    let fenced = |client: &Client| {
+        let config = ProducerConfig {
+            fencing_key: Some("ledger-writer".into()),
+            ..ProducerConfig::default()
+        };
+        Producer::new(client.clone(), config)
+    };
+    let send = |p: &Producer, v: &'static str| {
+        let p = p.clone();
+        async move {
+            let d = p
+                .send_now(ProducerRecord::new("ledger", v).partition(0))
+                .await?;
+            d.wait().await.map(|_| ())
+        }
+    };
+    let old = fenced(&admin);
+    old.init().await.unwrap();
+    send(&old, "old-1").await.unwrap();
+
+    // Another principal's producer with the same key fences nothing of this one.
+    let token = admin.admin().create_user("someone").await.unwrap();
+    let someone = broker.client_with_token(&token).await.unwrap();
+    fenced(&someone).init().await.unwrap();
+    send(&old, "old-2").await.unwrap();
+
+    // A newer producer of the principal and key: the old one is refused from now on, for good.
+    let new = fenced(
+        &broker
+            .client_with_token(&broker.admin_token())
+            .await
+            .unwrap(),
+    );
+    new.init().await.unwrap();
+    let err = send(&old, "old-3").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::ProducerFenced), "{err}");
+    let err = send(&old, "old-4").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::ProducerFenced), "{err}");
+    send(&new, "new-1").await.unwrap();
+
+    let got = common::consume_n(&admin, "ledger", 3).await;
+    let values: Vec<&[u8]> = got.iter().map(|r| r.record.value.as_ref()).collect();
+    assert_eq!(values, vec![&b"old-1"[..], b"old-2", b"new-1"]);
+    let d = admin.admin().describe_topic("ledger").await.unwrap();
+    assert_eq!(d.partitions[0].log_end, 3);
     broker.stop().await;
 }
 

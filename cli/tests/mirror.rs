@@ -246,7 +246,8 @@ fn check_exactly_once_in_order(local: &[ConsumedRecord], mirrored: &[ConsumedRec
     assert_eq!(
         mirrored.len() as u64,
         TOTAL,
-        "the core holds every record once"
+        "the core holds every record once; {}",
+        describe_copies(mirrored)
     );
     let by_source: HashMap<(u32, u64), &ConsumedRecord> = local
         .iter()
@@ -270,6 +271,36 @@ fn check_exactly_once_in_order(local: &[ConsumedRecord], mirrored: &[ConsumedRec
         assert_eq!(m.record.tags, e.tags);
         assert_eq!(m.record.header("n"), e.header("n"));
     }
+}
+
+/// Where the second copies of edge records sit on the core: per core partition, runs of
+/// consecutive core offsets holding records already seen, with the edge offsets they repeat and
+/// where the first copies were (a failed run says which session wrote what).
+fn describe_copies(mirrored: &[ConsumedRecord]) -> String {
+    let mut first: HashMap<(u32, u64), u64> = HashMap::new();
+    let mut runs: Vec<(u32, u64, u64, u64, u64, u64)> = Vec::new(); // p, core from/to, edge from/to, first at
+    for m in mirrored {
+        let Some((_, _, p, offset)) = m.record.header(SOURCE_HEADER).and_then(|h| parse_source(h))
+        else {
+            continue;
+        };
+        let at = m.record.offset;
+        let Some(&was) = first.get(&(p, offset)) else {
+            first.insert((p, offset), at);
+            continue;
+        };
+        match runs.last_mut() {
+            Some(r) if r.0 == m.partition && r.2 + 1 == at => (r.2, r.4) = (at, offset),
+            _ => runs.push((m.partition, at, at, offset, offset, was)),
+        }
+    }
+    let mut text = format!("{} records were copies:", mirrored.len() - first.len());
+    for (p, from, to, efrom, eto, was) in runs.iter().take(20) {
+        text += &format!(
+            "\n  core {p}/{from}..={to} repeats edge {efrom}..={eto} (first at core {was})"
+        );
+    }
+    text
 }
 
 /// A token user on the core allowed what a mirror does with topics matching `pattern`.

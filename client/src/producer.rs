@@ -63,6 +63,13 @@ pub struct ProducerConfig {
     pub partitioner: Partitioner,
     /// Stamp batches with a producer id and sequence numbers so that retries are appended once.
     pub idempotent: bool,
+    /// Fences earlier producers of the same principal with this key (as Kafka's
+    /// `transactional.id` fences zombies): when this producer takes its id ([`Producer::init`] or
+    /// its first send), the broker refuses their batches from then on, and their appends in
+    /// progress have finished. A producer fenced so fails every send with `ProducerFenced`.
+    /// For a session that replaces another and must know that nothing of the old one lands
+    /// after it looked at the log. Needs `idempotent`.
+    pub fencing_key: Option<String>,
 }
 
 /// With linger 0, the batches queued or awaiting their acknowledgement beyond which records wait in
@@ -82,6 +89,7 @@ impl Default for ProducerConfig {
             max_in_flight: 64,
             partitioner: Partitioner::KeyHash,
             idempotent: true,
+            fencing_key: None,
         }
     }
 }
@@ -266,11 +274,29 @@ impl BatchAck {
 /// An open batch's topic, partition, and whether its records carry a delay header: delayed records
 /// get batches of their own, so the broker holds whole batches and each record's metadata is one
 /// offset or one delay id (a mixed batch would work too, at the cost of splitting it broker-side).
+/// An open batch's topic, partition, and whether it holds delayed records.
 type BatchKey = (String, u32, bool);
 
-fn batch_key(topic: &str, partition: u32, data: &RecordData<'_>) -> BatchKey {
+/// A [`BatchKey`] borrowing its topic: a record's batch is found without allocating. It hashes
+/// as the owned key does (a `String` hashes as its `str`, a tuple field by field).
+#[derive(Hash)]
+struct KeyRef<'a>(&'a str, u32, bool);
+
+impl hashbrown::Equivalent<BatchKey> for KeyRef<'_> {
+    fn equivalent(&self, key: &BatchKey) -> bool {
+        self.0 == key.0 && self.1 == key.1 && self.2 == key.2
+    }
+}
+
+impl From<&KeyRef<'_>> for BatchKey {
+    fn from(k: &KeyRef<'_>) -> BatchKey {
+        (k.0.to_owned(), k.1, k.2)
+    }
+}
+
+fn batch_key<'a>(topic: &'a str, partition: u32, data: &RecordData<'_>) -> KeyRef<'a> {
     let delayed = data.headers.iter().any(|(name, _)| is_delay_header(name));
-    (topic.to_owned(), partition, delayed)
+    KeyRef(topic, partition, delayed)
 }
 
 struct Open {
@@ -299,7 +325,7 @@ const PRUNE_MIN: usize = 1024;
 
 #[derive(Default)]
 struct State {
-    open: HashMap<BatchKey, Open>,
+    open: hashbrown::HashMap<BatchKey, Open>,
     sticky: HashMap<String, u32>,
     /// Batches sealed since the last prune, acknowledged or not (what `flush` waits for).
     unacked: Vec<Arc<Slot>>,
@@ -311,6 +337,8 @@ struct State {
     producer_id: Option<u64>,
     /// A batch stamped with `producer_id` failed for good: the next send takes a new id.
     stale_id: bool,
+    /// A newer producer of the fencing key replaced this one: every send fails with this.
+    fenced: Option<Arc<ClientError>>,
     /// The next base sequence per partition, under `producer_id`.
     sequences: HashMap<(String, u32), u32>,
     /// Batches sealed so far.
@@ -447,16 +475,31 @@ impl Producer {
         Ok(delivery)
     }
 
+    /// Takes the producer id now instead of at the first send: with a
+    /// [`ProducerConfig::fencing_key`], the moment earlier producers of the key are fenced.
+    pub async fn init(&self) -> Result<(), ClientError> {
+        if self.shared.config.fencing_key.is_some() && !self.shared.config.idempotent {
+            return Err(ClientError::InvalidArgument(
+                "a fencing key needs an idempotent producer".into(),
+            ));
+        }
+        self.ensure_producer_id().await
+    }
+
     /// Takes a producer id from the broker unless there is a usable one (idempotent producers).
     async fn ensure_producer_id(&self) -> Result<(), ClientError> {
-        if !self.shared.config.idempotent || self.shared.state.lock().has_usable_id() {
+        if !self.shared.config.idempotent || self.shared.state.lock().has_usable_id()? {
             return Ok(());
         }
         let _one_at_a_time = self.shared.init.lock().await;
-        if self.shared.state.lock().has_usable_id() {
+        if self.shared.state.lock().has_usable_id()? {
             return Ok(()); // another send took one meanwhile
         }
-        let id = self.shared.client.admin().init_producer().await?;
+        let admin = self.shared.client.admin();
+        let id = match &self.shared.config.fencing_key {
+            Some(key) => admin.init_fenced_producer(key).await?,
+            None => admin.init_producer().await?,
+        };
         let mut st = self.shared.state.lock();
         st.producer_id = Some(id);
         st.stale_id = false;
@@ -531,7 +574,7 @@ fn seal_all(st: &mut State, due: impl Fn(&Open) -> bool) -> (Vec<Ready>, Option<
     let mut sealed = Vec::new();
     let mut error = None;
     for k in keys {
-        match seal(st, &k) {
+        match seal(st, &KeyRef(&k.0, k.1, k.2)) {
             Ok(r) => sealed.extend(r),
             Err(e) => {
                 error.get_or_insert(e);
@@ -542,8 +585,12 @@ fn seal_all(st: &mut State, due: impl Fn(&Open) -> bool) -> (Vec<Ready>, Option<
 }
 
 impl State {
-    fn has_usable_id(&self) -> bool {
-        self.producer_id.is_some() && !self.stale_id
+    /// Whether batches can be stamped with the current id; an error once fenced.
+    fn has_usable_id(&self) -> Result<bool, ClientError> {
+        if let Some(e) = &self.fenced {
+            return Err(ClientError::Delivery(e.clone()));
+        }
+        Ok(self.producer_id.is_some() && !self.stale_id)
     }
 }
 
@@ -566,7 +613,7 @@ fn append(
     {
         sealed.extend(seal(st, &key)?);
     }
-    let open = st.open.entry(key.clone()).or_insert_with(|| Open {
+    let open = st.open.entry_ref(&key).or_insert_with(|| Open {
         builder: BatchBuilder::with_capacity(cfg.batch_bytes.min(1 << 20)),
         slot: Arc::default(),
         started: Instant::now(),
@@ -594,8 +641,8 @@ fn append(
 
 /// Takes the open batch for `key` out for sending, stamped with the producer id and the
 /// partition's next sequence when there is an id.
-fn seal(st: &mut State, key: &BatchKey) -> Result<Option<Ready>, ClientError> {
-    let Some(open) = st.open.remove(key) else {
+fn seal(st: &mut State, key: &KeyRef<'_>) -> Result<Option<Ready>, ClientError> {
+    let Some((key, open)) = st.open.remove_entry(key) else {
         return Ok(None);
     };
     if open.builder.is_empty() {
@@ -625,7 +672,7 @@ fn seal(st: &mut State, key: &BatchKey) -> Result<Option<Ready>, ClientError> {
     }
     st.sealed += 1;
     Ok(Some(Ready {
-        topic: key.0.clone(),
+        topic: key.0,
         partition: key.1,
         bytes,
         slot: open.slot,
@@ -836,15 +883,20 @@ fn queue_retry(retry: &mut RetryQueue, at: Instant, r: Ready) {
 }
 
 fn fail(shared: &Shared, r: Ready, e: ClientError) {
+    let e = Arc::new(e);
     if r.producer_id != 0 {
         // The batch's sequences will never be appended: later batches under this id would all be
-        // out of order, so the next send takes a new id.
+        // out of order, so the next send takes a new id, unless a newer producer fenced this one
+        // (a new id would fence it back).
         let mut st = shared.state.lock();
         if st.producer_id == Some(r.producer_id) {
             st.stale_id = true;
         }
+        if e.code() == Some(quiver_proto::ErrorCode::ProducerFenced) {
+            st.fenced.get_or_insert_with(|| e.clone());
+        }
     }
-    r.slot.complete(Err(Arc::new(e)));
+    r.slot.complete(Err(e));
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -877,7 +929,7 @@ mod tests {
     }
 
     fn sealed(st: &mut State, partition: u32) -> Ready {
-        seal(st, &("t".into(), partition, false)).unwrap().unwrap()
+        seal(st, &KeyRef("t", partition, false)).unwrap().unwrap()
     }
 
     #[test]
@@ -963,7 +1015,7 @@ mod tests {
         push(&mut st, &cfg, 0, 2);
         sealed(&mut st, 0);
         st.stale_id = true;
-        assert!(!st.has_usable_id());
+        assert!(!st.has_usable_id().unwrap());
         // What `ensure_producer_id` does with the broker's answer.
         st.producer_id = Some(2);
         st.stale_id = false;
@@ -1019,7 +1071,7 @@ mod tests {
             vec![Immediate(0), Held(0), Immediate(1), Held(1), Immediate(2)]
         );
         // Two batches of one partition: one sequence range after the other, in seal order.
-        let held = seal(&mut st, &("t".into(), 0, true)).unwrap().unwrap();
+        let held = seal(&mut st, &KeyRef("t", 0, true)).unwrap().unwrap();
         let now = sealed(&mut st, 0);
         assert_eq!((stamp(&held), stamp(&now)), ((0, 7, 0, 2), (0, 7, 2, 3)));
         let flags = |r: &Ready| Batch::parse(r.bytes.clone()).unwrap().header().flags;

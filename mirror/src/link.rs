@@ -143,15 +143,29 @@ async fn session(
         broker: broker.clone(),
         def: def.clone(),
         status: status.clone(),
-        producer: Producer::new(client.clone(), producer_config()),
+        producer: Producer::new(client.clone(), fenced_producer_config(def)),
         admin: client.admin(),
         client: client.clone(),
         targets: Default::default(),
     });
-    let outcome = supervise(&session, stop).await;
+    let outcome = fence_then_supervise(&session, stop).await;
     // Nothing of this session may reach the core after the next one has scanned it.
     client.close().await;
     outcome
+}
+
+/// A pushing session first takes its producer id, fencing the earlier sessions' producers: before
+/// any scan of the core, their batches still on their way (in a closed or dead connection's
+/// buffers on the core) are refused from then on, and those being appended are in the log the
+/// scans read.
+async fn fence_then_supervise(
+    session: &Arc<Session>,
+    stop: &CancellationToken,
+) -> Result<(), LinkError> {
+    if matches!(session.def.direction, MirrorDirection::Push) {
+        session.producer.init().await?;
+    }
+    supervise(session, stop).await
 }
 
 /// Runs the forwarding tasks until `stop` or the first failure of the session (a partition whose
@@ -310,6 +324,15 @@ async fn connect(def: &MirrorDef) -> Result<Client, LinkError> {
         idle_timeout: Some(IDLE_TIMEOUT),
     };
     Ok(Client::connect_with(opts).await?)
+}
+
+/// [`producer_config`], fencing the producers of this mirror's earlier sessions (the key names
+/// the edge and the mirror; the core scopes it to the principal the mirror connects as).
+fn fenced_producer_config(def: &MirrorDef) -> ProducerConfig {
+    ProducerConfig {
+        fencing_key: Some(format!("quiver-mirror/{}/{}", def.source_id, def.name)),
+        ..producer_config()
+    }
 }
 
 /// acks=all and idempotent: a record is committed on the edge only once the core has it on disk,

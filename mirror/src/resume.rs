@@ -83,7 +83,9 @@ pub async fn resume(
             )
             .await?;
             skip_retained_away(&mut position, log.stats().log_start, &found);
+            let (first, count) = (found.first().copied(), found.len());
             let next = contiguous(log, position.next, found).await?;
+            tracing::info!(mirror = %def.name, topic = %route.topic, partition = p, next = position.next, scanned_from = from.max(core_start), core_end, found = count, first_found = ?first, resumes_at = next, "resume scan");
             if next > position.next {
                 tracing::info!(mirror = %def.name, topic = %route.topic, partition = p, from = position.next, to = next, "the core already has records whose acknowledgement was lost; skipping them");
                 position.next = next;

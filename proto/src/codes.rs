@@ -30,6 +30,9 @@ pub enum ErrorCode {
     /// An idempotent producer's batch skips sequence numbers (an earlier batch has not arrived
     /// yet); retry after the earlier ones.
     OutOfOrderSequence = 23,
+    /// A newer producer took an id under the same fencing key: this producer may not write any
+    /// more (it is a zombie of an earlier session).
+    ProducerFenced = 24,
     /// Records produced to an exchange match no binding, and it has no alternate topic.
     Unroutable = 25,
     /// No record with that id is held for delayed delivery (never, or already delivered or
@@ -65,7 +68,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in numeric order (for tables, docs and exhaustive tests).
-    pub const ALL: [ErrorCode; 35] = [
+    pub const ALL: [ErrorCode; 36] = [
         ErrorCode::Unknown,
         ErrorCode::MalformedFrame,
         ErrorCode::FrameTooLarge,
@@ -83,6 +86,7 @@ impl ErrorCode {
         ErrorCode::InvalidBatch,
         ErrorCode::RecordTooLarge,
         ErrorCode::OutOfOrderSequence,
+        ErrorCode::ProducerFenced,
         ErrorCode::Unroutable,
         ErrorCode::UnknownDelayed,
         ErrorCode::StorageError,
@@ -128,6 +132,7 @@ impl ErrorCode {
             ErrorCode::InvalidBatch => "invalid record batch",
             ErrorCode::RecordTooLarge => "record batch too large",
             ErrorCode::OutOfOrderSequence => "producer sequence out of order",
+            ErrorCode::ProducerFenced => "producer fenced by a newer one with its fencing key",
             ErrorCode::Unroutable => "records match no binding of the exchange",
             ErrorCode::UnknownDelayed => "no delayed record is pending with that id",
             ErrorCode::StorageError => "storage error",
@@ -224,7 +229,7 @@ mod tests {
 
     #[test]
     fn specific_unknown_numbers() {
-        for n in [5, 18, 24, 98, 100, 1000, u16::MAX] {
+        for n in [5, 18, 27, 98, 100, 1000, u16::MAX] {
             assert_eq!(ErrorCode::from(n), ErrorCode::Unknown);
         }
     }

@@ -334,8 +334,13 @@ pub enum AdminRequest {
         plugin: String,
     },
     /// A fresh producer id for idempotent produce: batches carrying it and per-partition
-    /// sequence numbers are appended once however often they are sent.
-    InitProducer,
+    /// sequence numbers are appended once however often they are sent. With a fencing key, every
+    /// id the same principal took earlier under that key is fenced: the broker refuses its
+    /// batches from then on, and any append of one in progress has finished when this answers.
+    InitProducer {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fencing_key: Option<String>,
+    },
     CreateExchange {
         name: String,
         kind: ExchangeKind,

@@ -108,7 +108,7 @@ fn admin<'a>(req: &'a AdminRequest, delayed_topic: &dyn Fn(u64) -> Option<String
             Access::All(needs)
         }
         A::DetachPlugin { topic, .. } => one(Res::Topic, topic, Op::Alter),
-        A::InitProducer => Access::Authenticated,
+        A::InitProducer { .. } => Access::Authenticated,
         A::CreateExchange {
             name, alternate, ..
         } => {

@@ -113,8 +113,8 @@ impl AdminService {
                 id,
                 topic: self.delays.cancel(id)?,
             }),
-            R::InitProducer => Ok(AdminResponse::Producer {
-                producer_id: self.init_producer()?,
+            R::InitProducer { fencing_key } => Ok(AdminResponse::Producer {
+                producer_id: self.init_producer(principal, fencing_key.as_deref())?,
             }),
             R::Metadata => Ok(AdminResponse::Metadata {
                 broker_id: self.identity.broker_id.clone(),
@@ -161,8 +161,19 @@ impl AdminService {
     }
 
     /// A fresh producer id for idempotent produce (unique across restarts).
-    pub fn init_producer(&self) -> Result<u64, BrokerError> {
-        Ok(self.meta.generate_id()?)
+    /// A new producer id; with a fencing key, the ids `principal` took under it before are
+    /// fenced (one principal cannot fence another's producers with the same key).
+    pub fn init_producer(
+        &self,
+        principal: &Principal,
+        fencing_key: Option<&str>,
+    ) -> Result<u64, BrokerError> {
+        let id = self.meta.generate_id()?;
+        if let Some(key) = fencing_key {
+            self.produce
+                .fence(&format!("{}\0{key}", principal.name()), id);
+        }
+        Ok(id)
     }
 
     fn summaries(&self) -> Vec<TopicSummary> {

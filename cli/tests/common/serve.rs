@@ -31,7 +31,10 @@ impl Serve {
 
     /// Like `start_in`, listening on `listen` (a broker restarted where its clients expect it).
     pub fn start_at(data_dir: &Path, listen: &str, flags: &[&str]) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        // QUIVER_TEST_BIN runs another build of `quiver` (a copy, so that a test binary can be
+        // looped on a race while the tree is rebuilt).
+        let bin = std::env::var("QUIVER_TEST_BIN").unwrap_or(env!("CARGO_BIN_EXE_quiver").into());
+        let mut child = Command::new(bin)
             .args([
                 "serve",
                 "--listen",
@@ -49,9 +52,23 @@ impl Serve {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        // QUIVER_TEST_LOGS=FILE keeps every test broker's log there, prefixed by its PID, to see
+        // what the brokers of a failed run did.
+        let mut keep = std::env::var_os("QUIVER_TEST_LOGS").and_then(|f| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(f)
+                .ok()
+        });
+        let name = format!("{} {}", child.id(), data_dir.display());
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let line = strip_ansi(&line);
+                if let Some(file) = keep.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(file, "[{name}] {line}");
+                }
                 for field in ["addr=", "http="] {
                     if let Some(value) = line.split(field).nth(1) {
                         let value = value.split_whitespace().next().unwrap_or_default();

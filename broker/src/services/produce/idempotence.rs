@@ -4,6 +4,13 @@
 //!
 //! The state lives in memory: a retry that crosses a broker restart is appended again (documented
 //! in docs/groups.md). Idle producers are forgotten after [`IDLE`].
+//!
+//! Fencing (as Kafka's `transactional.id` fences zombies): a producer that takes its id under a
+//! fencing key makes every earlier id of that key refused from then on. A session that replaces
+//! another (a mirror reconnecting, a restarted edge) so knows that nothing the old one still had
+//! on its way, in a dead connection's buffers, lands after it looked at the log. The fence waits
+//! for appends of the old ids in progress, so the log it then reads holds everything they wrote.
+//! The state is in memory like the rest: a broker restart ends the old connections with it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -92,6 +99,11 @@ type Key = (u64, String, u32);
 pub struct Producers {
     states: Mutex<HashMap<Key, Arc<Mutex<SequenceState>>>>,
     created: Mutex<usize>,
+    /// The latest id taken under each fencing key, and when.
+    keys: Mutex<HashMap<String, (u64, Instant)>>,
+    /// Ids fenced by a newer one of their key, and when (forgotten after [`IDLE`], long after
+    /// any connection that could still carry their batches has timed out).
+    fenced: Mutex<HashMap<u64, Instant>>,
 }
 
 impl Producers {
@@ -112,6 +124,47 @@ impl Producers {
             });
         }
         states.entry(key).or_default().clone()
+    }
+
+    /// Makes `id` the producer of `key`: the id it had before is refused from now on
+    /// ([`Producers::is_fenced`], checked under a partition's state lock), and this returns only
+    /// once each of its appends in progress has finished.
+    pub fn fence(&self, key: &str, id: u64) {
+        let old = {
+            let mut keys = self.keys.lock();
+            if keys.len() % SWEEP_EVERY == SWEEP_EVERY - 1 {
+                self.forget_idle_keys(&mut keys);
+            }
+            keys.insert(key.to_owned(), (id, Instant::now()))
+        };
+        let Some((old, _)) = old else {
+            return;
+        };
+        {
+            let mut fenced = self.fenced.lock();
+            fenced.retain(|_, at| at.elapsed() < IDLE);
+            fenced.insert(old, Instant::now());
+        }
+        let held: Vec<_> = (self.states.lock().iter())
+            .filter(|(k, _)| k.0 == old)
+            .map(|(_, s)| s.clone())
+            .collect();
+        for state in held {
+            drop(state.lock()); // an append under the old id holds it until it is in the log
+        }
+    }
+
+    /// Forgets keys taken long ago whose producer left no state (it is idle, see [`IDLE`]); a
+    /// key whose producer still writes stays, or a newer one could not fence it.
+    fn forget_idle_keys(&self, keys: &mut HashMap<String, (u64, Instant)>) {
+        let states = self.states.lock();
+        let live: std::collections::HashSet<u64> = states.keys().map(|k| k.0).collect();
+        keys.retain(|_, (id, at)| at.elapsed() < IDLE || live.contains(id));
+    }
+
+    /// Whether a newer producer of its fencing key replaced `id`.
+    pub fn is_fenced(&self, id: u64) -> bool {
+        self.fenced.lock().contains_key(&id)
     }
 
     /// Forgets every producer's state on a deleted topic.
@@ -187,5 +240,36 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &p.state(1, "t", 0)));
         p.remove_topic("t");
         assert!(!Arc::ptr_eq(&a, &p.state(1, "t", 0)));
+    }
+
+    #[test]
+    fn a_fence_refuses_older_ids_of_its_key_only_after_their_appends_in_progress() {
+        let p = Arc::new(Producers::default());
+        p.fence("k", 1);
+        p.fence("other", 2);
+        assert!(!p.is_fenced(1));
+        // An append of producer 1 is in progress (it holds its partition state).
+        let state = p.state(1, "t", 0);
+        let held = state.lock();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let fencer = {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                p.fence("k", 3);
+                tx.send(()).ok();
+            })
+        };
+        assert!(
+            rx.recv_timeout(Duration::from_millis(200)).is_err(),
+            "the fence waited"
+        );
+        drop(held);
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the fence returned");
+        fencer.join().ok();
+        assert!(p.is_fenced(1));
+        assert!(!p.is_fenced(2) && !p.is_fenced(3));
+        p.fence("k", 4);
+        assert!(p.is_fenced(3) && !p.is_fenced(4));
     }
 }

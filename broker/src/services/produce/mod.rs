@@ -296,6 +296,9 @@ impl ProduceService {
         let (base, count) = (batch.header().base_sequence, batch.record_count());
         let state = self.producers.state(producer, topic, p);
         let mut seq = state.lock();
+        if self.producers.is_fenced(producer) {
+            return Err(BrokerError::ProducerFenced { producer });
+        }
         match seq.check(base, count) {
             Verdict::Append => match self.append_batch(topic, p, log, batch, how, writer) {
                 Ok(produced) => {
@@ -401,6 +404,12 @@ impl ProduceService {
     }
 
     /// Forgets the producer sequences of a deleted topic.
+    /// Makes `id` the producer of fencing key `key`, refusing the ids it had before (see
+    /// [`idempotence`]).
+    pub fn fence(&self, key: &str, id: u64) {
+        self.producers.fence(key, id);
+    }
+
     pub fn forget_topic(&self, topic: &str) {
         self.producers.remove_topic(topic);
     }
