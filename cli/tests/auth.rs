@@ -209,7 +209,10 @@ fn samples(delayed: u64) -> Vec<Sample> {
             topic: t.clone(),
             plugin: "p1".into(),
         }),
-        Sample::Admin(A::InitProducer { fencing_key: None }),
+        Sample::Admin(A::InitProducer {
+            fencing_key: None,
+            current_id: None,
+        }),
         Sample::Admin(A::CreateExchange {
             name: "x2".into(),
             kind: ExchangeKind::Fanout,

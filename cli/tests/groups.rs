@@ -753,11 +753,22 @@ async fn a_producer_fenced_by_a_newer_one_of_its_key_writes_nothing_more() {
     assert_eq!(err.code(), Some(ErrorCode::ProducerFenced), "{err}");
     send(&new, "new-1").await.unwrap();
 
-    let got = common::consume_n(&admin, "ledger", 3).await;
+    // A batch that fails for good makes the producer take a new id: it replaces only itself.
+    let lost = new
+        .send_now(ProducerRecord::new("no-such-topic", "x").partition(0))
+        .await
+        .unwrap();
+    assert_eq!(
+        lost.wait().await.unwrap_err().code(),
+        Some(ErrorCode::UnknownTopic)
+    );
+    send(&new, "new-2").await.unwrap();
+
+    let got = common::consume_n(&admin, "ledger", 4).await;
     let values: Vec<&[u8]> = got.iter().map(|r| r.record.value.as_ref()).collect();
-    assert_eq!(values, vec![&b"old-1"[..], b"old-2", b"new-1"]);
+    assert_eq!(values, vec![&b"old-1"[..], b"old-2", b"new-1", b"new-2"]);
     let d = admin.admin().describe_topic("ledger").await.unwrap();
-    assert_eq!(d.partitions[0].log_end, 3);
+    assert_eq!(d.partitions[0].log_end, 4);
     broker.stop().await;
 }
 

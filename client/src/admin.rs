@@ -300,20 +300,32 @@ impl Admin {
 impl Admin {
     /// A fresh producer id for idempotent produce (the producer asks for one by itself).
     pub async fn init_producer(&self) -> Result<u64, ClientError> {
-        self.init_producer_with(None).await
+        self.init_producer_with(None, None).await
     }
 
-    /// A fresh producer id that fences the ids this principal took before under `fencing_key`:
-    /// the broker refuses their batches from then on (see [`crate::ProducerConfig::fencing_key`]).
-    pub async fn init_fenced_producer(&self, fencing_key: &str) -> Result<u64, ClientError> {
-        self.init_producer_with(Some(fencing_key.to_owned())).await
+    /// A fresh producer id that fences the id this principal took before under `fencing_key`:
+    /// the broker refuses its batches from then on (see [`crate::ProducerConfig::fencing_key`]).
+    /// `current`: the id the caller holds under the key, when it replaces its own; the broker
+    /// answers `ProducerFenced` if a newer producer took the key since.
+    pub async fn init_fenced_producer(
+        &self,
+        fencing_key: &str,
+        current: Option<u64>,
+    ) -> Result<u64, ClientError> {
+        self.init_producer_with(Some(fencing_key.to_owned()), current)
+            .await
     }
 
-    async fn init_producer_with(&self, fencing_key: Option<String>) -> Result<u64, ClientError> {
-        match self
-            .call(AdminRequest::InitProducer { fencing_key })
-            .await?
-        {
+    async fn init_producer_with(
+        &self,
+        fencing_key: Option<String>,
+        current_id: Option<u64>,
+    ) -> Result<u64, ClientError> {
+        let req = AdminRequest::InitProducer {
+            fencing_key,
+            current_id,
+        };
+        match self.call(req).await? {
             AdminResponse::Producer { producer_id } => Ok(producer_id),
             other => Err(unexpected(other)),
         }

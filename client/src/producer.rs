@@ -27,7 +27,7 @@ use parking_lot::Mutex;
 use quiver_proto::batch::{is_delay_header, DELAY_MS_HEADER, DELIVER_AT_HEADER};
 use quiver_proto::frame::FrameKind;
 use quiver_proto::messages::{Acks, ProduceRequest, ProduceResponse};
-use quiver_proto::{BatchBuilder, RecordData};
+use quiver_proto::{BatchBuilder, ErrorCode, RecordData};
 use tokio::sync::{mpsc, Notify, Semaphore};
 
 use crate::client::Client;
@@ -274,7 +274,6 @@ impl BatchAck {
 /// An open batch's topic, partition, and whether its records carry a delay header: delayed records
 /// get batches of their own, so the broker holds whole batches and each record's metadata is one
 /// offset or one delay id (a mixed batch would work too, at the cost of splitting it broker-side).
-/// An open batch's topic, partition, and whether it holds delayed records.
 type BatchKey = (String, u32, bool);
 
 /// A [`BatchKey`] borrowing its topic: a record's batch is found without allocating. It hashes
@@ -339,6 +338,9 @@ struct State {
     stale_id: bool,
     /// A newer producer of the fencing key replaced this one: every send fails with this.
     fenced: Option<Arc<ClientError>>,
+    /// Ids this producer replaced itself (after a batch failed for good): their batches'
+    /// `ProducerFenced` answers say nothing about a newer producer.
+    retired: Vec<u64>,
     /// The next base sequence per partition, under `producer_id`.
     sequences: HashMap<(String, u32), u32>,
     /// Batches sealed so far.
@@ -478,27 +480,51 @@ impl Producer {
     /// Takes the producer id now instead of at the first send: with a
     /// [`ProducerConfig::fencing_key`], the moment earlier producers of the key are fenced.
     pub async fn init(&self) -> Result<(), ClientError> {
-        if self.shared.config.fencing_key.is_some() && !self.shared.config.idempotent {
-            return Err(ClientError::InvalidArgument(
-                "a fencing key needs an idempotent producer".into(),
-            ));
-        }
         self.ensure_producer_id().await
     }
 
     /// Takes a producer id from the broker unless there is a usable one (idempotent producers).
     async fn ensure_producer_id(&self) -> Result<(), ClientError> {
-        if !self.shared.config.idempotent || self.shared.state.lock().has_usable_id()? {
+        let cfg = &self.shared.config;
+        if !cfg.idempotent {
+            return match cfg.fencing_key {
+                Some(_) => Err(ClientError::InvalidArgument(
+                    "a fencing key needs an idempotent producer".into(),
+                )),
+                None => Ok(()),
+            };
+        }
+        if self.shared.state.lock().has_usable_id()? {
             return Ok(());
         }
         let _one_at_a_time = self.shared.init.lock().await;
-        if self.shared.state.lock().has_usable_id()? {
-            return Ok(()); // another send took one meanwhile
-        }
+        let current = {
+            let mut st = self.shared.state.lock();
+            if st.has_usable_id()? {
+                return Ok(()); // another send took one meanwhile
+            }
+            let current = st.producer_id;
+            st.retired.extend(current);
+            current
+        };
         let admin = self.shared.client.admin();
-        let id = match &self.shared.config.fencing_key {
-            Some(key) => admin.init_fenced_producer(key).await?,
-            None => admin.init_producer().await?,
+        let id = match &cfg.fencing_key {
+            Some(key) => admin.init_fenced_producer(key, current).await,
+            None => admin.init_producer().await,
+        };
+        let id = match id {
+            Ok(id) => id,
+            // A newer producer took the key while this one had a batch fail: it is the zombie.
+            Err(e) if e.code() == Some(ErrorCode::ProducerFenced) => {
+                let e = Arc::new(e);
+                self.shared
+                    .state
+                    .lock()
+                    .fenced
+                    .get_or_insert_with(|| e.clone());
+                return Err(ClientError::Delivery(e));
+            }
+            Err(e) => return Err(e),
         };
         let mut st = self.shared.state.lock();
         st.producer_id = Some(id);
@@ -892,7 +918,8 @@ fn fail(shared: &Shared, r: Ready, e: ClientError) {
         if st.producer_id == Some(r.producer_id) {
             st.stale_id = true;
         }
-        if e.code() == Some(quiver_proto::ErrorCode::ProducerFenced) {
+        let fenced = e.code() == Some(ErrorCode::ProducerFenced);
+        if fenced && !st.retired.contains(&r.producer_id) {
             st.fenced.get_or_insert_with(|| e.clone());
         }
     }

@@ -61,8 +61,10 @@ pub async fn partition(session: Arc<Session>, source: Source, p: u32) -> Result<
     let def = &session.def;
     let local_name = def.target_topic(&source.name);
     let local = ensure_local(&session.broker, &local_name, source.partitions).await?;
-    let (route, mut position) = resume(&session, &source, p, &local).await?;
     let live = session.status.partition(&source.name, p);
+    // The last session's append in progress, if any, ends before the scan in `resume`.
+    drop(live.appending.lock().await);
+    let (route, mut position) = resume(&session, &source, p, &local).await?;
     *live.target_topic.lock() = local_name.clone();
     live.next.store(position.next, Ordering::Relaxed);
     *live.error.lock() = None;
@@ -78,7 +80,8 @@ pub async fn partition(session: Arc<Session>, source: Source, p: u32) -> Result<
         let records = consumer.poll(Duration::from_secs(1)).await?;
         for chunk in chunks(&records) {
             let (batch, bytes) = encode(&route, chunk)?;
-            let appended = append(&session.broker, &route, batch).await?;
+            let appending = live.appending.clone().lock_owned().await;
+            let appended = append(&session.broker, &route, batch, appending).await?;
             position.next = chunk[chunk.len() - 1].record.offset + 1;
             position.scan_from = Some(appended);
             store.commit(&def.name, &source.name, p, &position)?;
@@ -251,14 +254,21 @@ fn encode(route: &Route, records: &[ConsumedRecord]) -> Result<(Bytes, u64), Lin
 }
 
 /// Appends a batch to the route's local partition and waits for it to be on disk; answers the
-/// partition's end after it.
-async fn append(broker: &Arc<Broker>, route: &Route, batch: Bytes) -> Result<u64, LinkError> {
+/// partition's end after it. `appending` is released when the append is done, even if this
+/// session's task was aborted meanwhile.
+async fn append(
+    broker: &Arc<Broker>,
+    route: &Route,
+    batch: Bytes,
+    appending: tokio::sync::OwnedMutexGuard<()>,
+) -> Result<u64, LinkError> {
     let (b, topic, p) = (
         broker.clone(),
         route.target_topic.clone(),
         route.target_partition,
     );
     offload::blocking(move || {
+        let _appending = appending;
         let produce = b.produce();
         let done = produce.append(&topic, Some(p), batch, Durability::All)?;
         produce.sync(&topic, done.partition, done.log_end)?;

@@ -334,12 +334,16 @@ pub enum AdminRequest {
         plugin: String,
     },
     /// A fresh producer id for idempotent produce: batches carrying it and per-partition
-    /// sequence numbers are appended once however often they are sent. With a fencing key, every
-    /// id the same principal took earlier under that key is fenced: the broker refuses its
+    /// sequence numbers are appended once however often they are sent. With a fencing key, the
+    /// id the same principal took before under that key is fenced: the broker refuses its
     /// batches from then on, and any append of one in progress has finished when this answers.
     InitProducer {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         fencing_key: Option<String>,
+        /// The id the caller holds under the key (it takes a new one after a batch failed for
+        /// good): answered `ProducerFenced` if a newer producer took the key since.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        current_id: Option<u64>,
     },
     CreateExchange {
         name: String,

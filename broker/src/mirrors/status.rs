@@ -21,6 +21,10 @@ pub struct LivePartition {
     pub source_end: AtomicU64,
     /// Why the partition is waiting to be retried, while the rest of the mirror goes on.
     pub error: Mutex<Option<String>>,
+    /// Held by a pulling mirror's local append from before it starts until it is on disk,
+    /// whether or not its session is still there to see it end: a new session takes it before
+    /// it scans the local partition, so an append of the last session cannot land behind it.
+    pub appending: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl LivePartition {

@@ -113,8 +113,11 @@ impl AdminService {
                 id,
                 topic: self.delays.cancel(id)?,
             }),
-            R::InitProducer { fencing_key } => Ok(AdminResponse::Producer {
-                producer_id: self.init_producer(principal, fencing_key.as_deref())?,
+            R::InitProducer {
+                fencing_key,
+                current_id,
+            } => Ok(AdminResponse::Producer {
+                producer_id: self.init_producer(principal, fencing_key, current_id)?,
             }),
             R::Metadata => Ok(AdminResponse::Metadata {
                 broker_id: self.identity.broker_id.clone(),
@@ -161,17 +164,23 @@ impl AdminService {
     }
 
     /// A fresh producer id for idempotent produce (unique across restarts).
-    /// A new producer id; with a fencing key, the ids `principal` took under it before are
-    /// fenced (one principal cannot fence another's producers with the same key).
+    /// A new producer id; with a fencing key, the id `principal` took under it before is
+    /// fenced (one principal cannot fence another's producers with the same key). `current`:
+    /// the id the caller holds under the key; refused if a newer producer took it since.
     pub fn init_producer(
         &self,
         principal: &Principal,
-        fencing_key: Option<&str>,
+        fencing_key: Option<String>,
+        current: Option<u64>,
     ) -> Result<u64, BrokerError> {
         let id = self.meta.generate_id()?;
         if let Some(key) = fencing_key {
-            self.produce
-                .fence(&format!("{}\0{key}", principal.name()), id);
+            let key = (principal.name().to_owned(), key);
+            if !self.produce.fence(key, id, current) {
+                return Err(BrokerError::ProducerFenced {
+                    producer: current.unwrap_or_default(),
+                });
+            }
         }
         Ok(id)
     }

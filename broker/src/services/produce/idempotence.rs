@@ -45,6 +45,8 @@ pub struct SequenceState {
     last: Option<u32>,
     recent: VecDeque<(u32, u32, Outcome)>,
     seen: Option<Instant>,
+    /// A newer producer of this one's fencing key took over: every batch is refused.
+    pub fenced: bool,
 }
 
 impl SequenceState {
@@ -94,13 +96,25 @@ impl SequenceState {
 
 type Key = (u64, String, u32);
 
+/// A fencing key: the principal that took it, and the key it named (one principal cannot fence
+/// another's producers).
+pub type FencingKey = (String, String);
+
+/// The producer that holds a fencing key, and when it took it.
+#[derive(Debug, Default)]
+struct Holder {
+    id: Option<u64>,
+    at: Option<Instant>,
+}
+
 /// The sequence state of every producer and partition.
 #[derive(Debug, Default)]
 pub struct Producers {
     states: Mutex<HashMap<Key, Arc<Mutex<SequenceState>>>>,
     created: Mutex<usize>,
-    /// The latest id taken under each fencing key, and when.
-    keys: Mutex<HashMap<String, (u64, Instant)>>,
+    /// Each fencing key's holder; its lock is held through a whole fence, so fences of one key
+    /// happen one after the other (a fence that waits for an old id's append holds up the next).
+    keys: Mutex<HashMap<FencingKey, Arc<Mutex<Holder>>>>,
     /// Ids fenced by a newer one of their key, and when (forgotten after [`IDLE`], long after
     /// any connection that could still carry their batches has timed out).
     fenced: Mutex<HashMap<u64, Instant>>,
@@ -123,23 +137,47 @@ impl Producers {
                 Arc::strong_count(s) > 1 || s.lock().seen.is_some_and(|t| t.elapsed() < IDLE)
             });
         }
-        states.entry(key).or_default().clone()
+        // A fenced id's new state starts fenced: `fence_id` marks it before it looks here.
+        let fenced = self.fenced.lock().contains_key(&producer);
+        let state = SequenceState {
+            fenced,
+            ..SequenceState::default()
+        };
+        states
+            .entry(key)
+            .or_insert_with(|| Arc::new(Mutex::new(state)))
+            .clone()
     }
 
-    /// Makes `id` the producer of `key`: the id it had before is refused from now on
-    /// ([`Producers::is_fenced`], checked under a partition's state lock), and this returns only
-    /// once each of its appends in progress has finished.
-    pub fn fence(&self, key: &str, id: u64) {
-        let old = {
+    /// Makes `id` the producer of `key` and fences the one before: its batches are refused from
+    /// now on ([`SequenceState::fenced`], checked under a partition's state lock), and this
+    /// returns only once each of its appends in progress has finished. `current`: the id the
+    /// caller holds under the key (a producer taking a new id after a batch failed for good);
+    /// if another took the key meanwhile, the caller is the one fenced and this answers false.
+    pub fn fence(&self, key: FencingKey, id: u64, current: Option<u64>) -> bool {
+        let holder = {
             let mut keys = self.keys.lock();
             if keys.len() % SWEEP_EVERY == SWEEP_EVERY - 1 {
                 self.forget_idle_keys(&mut keys);
             }
-            keys.insert(key.to_owned(), (id, Instant::now()))
+            keys.entry(key).or_default().clone()
         };
-        let Some((old, _)) = old else {
-            return;
-        };
+        let mut holder = holder.lock();
+        // `None` held: the key is new to this broker (or it restarted, ending old connections).
+        if current.is_some() && holder.id.is_some() && holder.id != current {
+            return false;
+        }
+        let old = holder.id.replace(id);
+        holder.at = Some(Instant::now());
+        if let Some(old) = old {
+            self.fence_id(old);
+        }
+        true
+    }
+
+    /// Marks every partition state of `old` fenced, waiting for each append in progress (it
+    /// holds its state until its batch is in the log).
+    fn fence_id(&self, old: u64) {
         {
             let mut fenced = self.fenced.lock();
             fenced.retain(|_, at| at.elapsed() < IDLE);
@@ -150,21 +188,21 @@ impl Producers {
             .map(|(_, s)| s.clone())
             .collect();
         for state in held {
-            drop(state.lock()); // an append under the old id holds it until it is in the log
+            state.lock().fenced = true;
         }
     }
 
     /// Forgets keys taken long ago whose producer left no state (it is idle, see [`IDLE`]); a
-    /// key whose producer still writes stays, or a newer one could not fence it.
-    fn forget_idle_keys(&self, keys: &mut HashMap<String, (u64, Instant)>) {
+    /// key in use, or whose producer still writes, stays, or a newer one could not fence it.
+    fn forget_idle_keys(&self, keys: &mut HashMap<FencingKey, Arc<Mutex<Holder>>>) {
         let states = self.states.lock();
         let live: std::collections::HashSet<u64> = states.keys().map(|k| k.0).collect();
-        keys.retain(|_, (id, at)| at.elapsed() < IDLE || live.contains(id));
-    }
-
-    /// Whether a newer producer of its fencing key replaced `id`.
-    pub fn is_fenced(&self, id: u64) -> bool {
-        self.fenced.lock().contains_key(&id)
+        keys.retain(|_, h| {
+            let recent = |h: &Holder| h.at.is_some_and(|t| t.elapsed() < IDLE);
+            Arc::strong_count(h) > 1
+                || h.try_lock()
+                    .is_none_or(|h| recent(&h) || h.id.is_some_and(|id| live.contains(&id)))
+        });
     }
 
     /// Forgets every producer's state on a deleted topic.
@@ -245,9 +283,11 @@ mod tests {
     #[test]
     fn a_fence_refuses_older_ids_of_its_key_only_after_their_appends_in_progress() {
         let p = Arc::new(Producers::default());
-        p.fence("k", 1);
-        p.fence("other", 2);
-        assert!(!p.is_fenced(1));
+        let key = |principal: &str| (principal.to_owned(), "k".to_owned());
+        let fenced = |id: u64| p.state(id, "t", 0).lock().fenced;
+        assert!(p.fence(key("alice"), 1, None));
+        assert!(p.fence(key("bob"), 2, None));
+        assert!(!fenced(1));
         // An append of producer 1 is in progress (it holds its partition state).
         let state = p.state(1, "t", 0);
         let held = state.lock();
@@ -255,8 +295,7 @@ mod tests {
         let fencer = {
             let p = p.clone();
             std::thread::spawn(move || {
-                p.fence("k", 3);
-                tx.send(()).ok();
+                tx.send(p.fence(("alice".into(), "k".into()), 3, None)).ok();
             })
         };
         assert!(
@@ -264,12 +303,15 @@ mod tests {
             "the fence waited"
         );
         drop(held);
-        rx.recv_timeout(Duration::from_secs(10))
-            .expect("the fence returned");
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(true));
         fencer.join().ok();
-        assert!(p.is_fenced(1));
-        assert!(!p.is_fenced(2) && !p.is_fenced(3));
-        p.fence("k", 4);
-        assert!(p.is_fenced(3) && !p.is_fenced(4));
+        // Fenced on every partition, including ones it had not written to yet.
+        assert!(fenced(1) && p.state(1, "other", 7).lock().fenced);
+        assert!(!fenced(2) && !fenced(3));
+        // A producer taking a new id after a failure replaces only itself; a zombie is refused.
+        assert!(p.fence(key("alice"), 4, Some(3)));
+        assert!(fenced(3) && !fenced(4));
+        assert!(!p.fence(key("alice"), 5, Some(3)));
+        assert!(!fenced(4));
     }
 }

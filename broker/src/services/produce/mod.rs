@@ -296,7 +296,7 @@ impl ProduceService {
         let (base, count) = (batch.header().base_sequence, batch.record_count());
         let state = self.producers.state(producer, topic, p);
         let mut seq = state.lock();
-        if self.producers.is_fenced(producer) {
+        if seq.fenced {
             return Err(BrokerError::ProducerFenced { producer });
         }
         match seq.check(base, count) {
@@ -403,13 +403,13 @@ impl ProduceService {
         Ok(self.topics.partition(topic, partition)?.sync_through(end)?)
     }
 
-    /// Forgets the producer sequences of a deleted topic.
-    /// Makes `id` the producer of fencing key `key`, refusing the ids it had before (see
-    /// [`idempotence`]).
-    pub fn fence(&self, key: &str, id: u64) {
-        self.producers.fence(key, id);
+    /// Makes `id` the producer of fencing key `key`, refusing the id it had before (see
+    /// [`idempotence`] and [`Producers::fence`]); false if `current` no longer holds it.
+    pub fn fence(&self, key: idempotence::FencingKey, id: u64, current: Option<u64>) -> bool {
+        self.producers.fence(key, id, current)
     }
 
+    /// Forgets the producer sequences of a deleted topic.
     pub fn forget_topic(&self, topic: &str) {
         self.producers.remove_topic(topic);
     }
