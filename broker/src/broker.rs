@@ -3,11 +3,17 @@
 //! flushes everything at shutdown. It holds no business rules of its own: those live in
 //! `services/`, one module per concern.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use crate::auth::Auth;
+use bytes::Bytes;
+use quiver_proto::messages::{AdminRequest, AdminResponse};
+use quiver_proto::ErrorCode;
+
+use crate::auth::{Auth, Principal};
+use crate::cluster::{Applier, Cluster, MetaCommand, MetaResult};
 use crate::config::BrokerConfig;
+use crate::config::ClusterConfig;
 use crate::delay::DelayStore;
 use crate::error::BrokerError;
 use crate::groups::Groups;
@@ -97,6 +103,8 @@ pub struct Broker {
     auth: Arc<Auth>,
     mirrors: Arc<MirrorStore>,
     telemetry: Telemetry,
+    /// Set once a cluster node has joined its metadata group.
+    cluster: OnceLock<Arc<Cluster>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -178,6 +186,7 @@ impl Broker {
             admin,
             config,
             telemetry: Telemetry::default(),
+            cluster: OnceLock::new(),
         }))
     }
 
@@ -219,6 +228,78 @@ impl Broker {
             }
         });
         Ok(())
+    }
+
+    /// Joins the metadata group of `config`'s cluster: from then on admin writes go through
+    /// Raft and are applied on every node. `server`/`client` are the peer links' mutual-TLS
+    /// configurations.
+    pub async fn join_cluster(
+        self: &Arc<Self>,
+        config: &ClusterConfig,
+        server: quinn::ServerConfig,
+        client: quinn::ClientConfig,
+    ) -> Result<Arc<Cluster>, BrokerError> {
+        let applier = Arc::new(BrokerApplier(Arc::downgrade(self)));
+        let cluster =
+            Cluster::start(config, &self.config.data_dir, applier, server, client).await?;
+        self.cluster
+            .set(cluster.clone())
+            .map_err(|_| BrokerError::Internal("the broker joined a cluster twice".into()))?;
+        Ok(cluster)
+    }
+
+    /// The cluster this node belongs to, if any.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    /// Answers one admin request of `principal` (already authorized): on a cluster node a
+    /// metadata write is replicated through Raft, everything else is answered here on the
+    /// blocking pool.
+    pub async fn admin_request(
+        self: &Arc<Self>,
+        principal: &Arc<Principal>,
+        req: AdminRequest,
+        payload: Bytes,
+    ) -> Result<AdminResponse, BrokerError> {
+        if let Some(cluster) = self.cluster.get() {
+            if matches!(req, AdminRequest::ClusterStatus) {
+                return Ok(AdminResponse::ClusterStatus(cluster.status()));
+            }
+            if MetaCommand::replicates(&req) {
+                return self.replicate(cluster, principal, req, payload).await;
+            }
+        }
+        let (b, p) = (self.clone(), principal.clone());
+        crate::offload::blocking(move || b.admin().handle(&p, req, payload)).await
+    }
+
+    async fn replicate(
+        &self,
+        cluster: &Cluster,
+        principal: &Principal,
+        req: AdminRequest,
+        payload: Bytes,
+    ) -> Result<AdminResponse, BrokerError> {
+        let who = principal.name();
+        let AdminRequest::CreateUser { name } = req else {
+            return answer(cluster.write(MetaCommand::admin(who, req, payload)).await?);
+        };
+        // The token is drawn here, once; only its id and hash are replicated.
+        let token = self.auth.draw_user_token()?;
+        let command = MetaCommand::CreateUser {
+            principal: who.to_owned(),
+            name,
+            token_id: token.id.clone(),
+            token_hash: token.hash(),
+        };
+        match answer(cluster.write(command).await?)? {
+            AdminResponse::UserCreated { name, .. } => Ok(AdminResponse::UserCreated {
+                name,
+                token: token.text(),
+            }),
+            other => Ok(other),
+        }
     }
 
     pub fn config(&self) -> &BrokerConfig {
@@ -313,4 +394,69 @@ impl Broker {
         self.delays.close()?;
         Ok(self.topics.flush_all()?)
     }
+}
+
+/// What a replicated command answered, as the proposing client's answer.
+fn answer(result: MetaResult) -> Result<AdminResponse, BrokerError> {
+    match result {
+        MetaResult::Ok(a) => Ok(a),
+        MetaResult::Err { code, message } => Err(BrokerError::Wire(ErrorCode::from(code), message)),
+        MetaResult::None => Err(BrokerError::Internal("a write answered nothing".into())),
+    }
+}
+
+/// Applies committed metadata commands to this broker's stores (the cluster's state machine
+/// calls it on every node, in log order).
+struct BrokerApplier(Weak<Broker>);
+
+impl Applier for BrokerApplier {
+    fn apply(&self, index: u64, command: MetaCommand) -> Result<MetaResult, String> {
+        let broker = self.0.upgrade().ok_or("the broker is shutting down")?;
+        let result = match command {
+            MetaCommand::Admin {
+                principal,
+                request,
+                payload,
+            } => {
+                tracing::debug!(index, %principal, ?request, "applying a replicated admin write");
+                // The principal only matters to reads (`WhoAmI`); writes were authorized by the
+                // node the client reached.
+                broker
+                    .admin
+                    .handle(&Principal::anonymous(), request, Bytes::from(payload))
+            }
+            MetaCommand::CreateUser {
+                principal,
+                name,
+                token_id,
+                token_hash,
+            } => {
+                tracing::debug!(index, %principal, user = %name, "applying a replicated user");
+                broker
+                    .auth
+                    .create_user_with(&name, &token_id, token_hash)
+                    .map_err(BrokerError::from)
+            }
+        };
+        match result {
+            Ok(a) => Ok(MetaResult::Ok(a)),
+            // This node's own trouble, not an answer every node gives: do not record it applied.
+            Err(e) if local_failure(e.code()) => Err(e.to_string()),
+            Err(e) => Ok(MetaResult::Err {
+                code: e.code().as_u16(),
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// Failures of this node's disk or state rather than of the command.
+fn local_failure(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::StorageError
+            | ErrorCode::DiskFull
+            | ErrorCode::Internal
+            | ErrorCode::ShuttingDown
+    )
 }

@@ -71,6 +71,129 @@ pub struct BrokerConfig {
     /// Mirrors forwarding this broker's topics to a core broker (`[[mirror]]` tables).
     #[serde(rename = "mirror", skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<crate::mirrors::MirrorConfig>,
+    /// Membership of a cluster (`[cluster]`); absent, the broker runs alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// This node's place in a cluster: its id, every member's peer address, and the certificates
+/// the nodes prove themselves with to each other (mutual TLS).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub node_id: u64,
+    /// Every member, this node included, as `ID@HOST:PORT`: the address where that node listens
+    /// for its peers (UDP, QUIC with mutual TLS; not the client address).
+    pub members: Vec<ClusterMember>,
+    /// A development CA shared by the nodes of a local cluster: created by the first node that
+    /// starts (safely against concurrent starts), each node signs its own certificate with it.
+    #[serde(default)]
+    pub dev_ca: Option<PathBuf>,
+    /// Configured peer certificates (production): this node's chain and key, and the CA every
+    /// node's certificate chains to. Used instead of `dev_ca`.
+    #[serde(default)]
+    pub peer_tls: Option<PeerTls>,
+    /// Raft heartbeats from the leader; elections start after 3-6 heartbeats without one.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// A snapshot of the metadata is taken every this many log entries; the log before it is
+    /// then dropped (all but a tenth), and a node further behind receives the snapshot instead.
+    #[serde(default = "default_snapshot_logs")]
+    pub snapshot_logs: u64,
+}
+
+fn default_heartbeat_ms() -> u64 {
+    250
+}
+
+fn default_snapshot_logs() -> u64 {
+    1000
+}
+
+/// One member: its node id and peer address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ClusterMember {
+    pub id: u64,
+    pub addr: SocketAddr,
+}
+
+impl std::str::FromStr for ClusterMember {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (id, addr) = s
+            .split_once('@')
+            .ok_or_else(|| format!("cluster member {s:?} is not ID@HOST:PORT"))?;
+        let id = id
+            .trim()
+            .parse()
+            .map_err(|e| format!("cluster member {s:?}: node id {id:?}: {e}"))?;
+        let addr = addr
+            .trim()
+            .parse()
+            .map_err(|e| format!("cluster member {s:?}: address {addr:?}: {e}"))?;
+        Ok(ClusterMember { id, addr })
+    }
+}
+
+impl TryFrom<String> for ClusterMember {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<ClusterMember> for String {
+    fn from(m: ClusterMember) -> String {
+        format!("{}@{}", m.id, m.addr)
+    }
+}
+
+/// Configured certificates for the links between nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+impl ClusterConfig {
+    /// This node's own peer address, from the member list.
+    pub fn own_addr(&self) -> Option<SocketAddr> {
+        self.members
+            .iter()
+            .find(|m| m.id == self.node_id)
+            .map(|m| m.addr)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(format!("cluster: {m}")));
+        if self.own_addr().is_none() {
+            return bad(format!(
+                "node id {} is not among the members (give every member, this node included, as ID@HOST:PORT)",
+                self.node_id
+            ));
+        }
+        let mut ids: Vec<u64> = self.members.iter().map(|m| m.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != self.members.len() {
+            return bad("a node id appears twice among the members".into());
+        }
+        if self.dev_ca.is_none() && self.peer_tls.is_none() {
+            return bad("nodes need certificates: --dev-ca DIR for a local cluster, or [cluster.peer_tls] cert, key and ca".into());
+        }
+        if self.heartbeat_ms < 10 {
+            return bad("heartbeat_ms must be at least 10".into());
+        }
+        if self.snapshot_logs == 0 {
+            return bad("snapshot_logs must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 /// The format of the broker's own log (stderr).
@@ -180,6 +303,7 @@ impl Default for BrokerConfig {
             auth: AuthConfig::default(),
             quotas: QuotaConfig::default(),
             mirrors: Vec::new(),
+            cluster: None,
         }
     }
 }
@@ -268,6 +392,9 @@ impl BrokerConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.http_addr()?;
+        if let Some(c) = &self.cluster {
+            c.validate()?;
+        }
         if !self.listen.ip().is_loopback() && !self.auth.enabled && !self.auth.allow_anonymous {
             return Err(ConfigError::Invalid(format!(
                 "listening on {} (not a loopback address) needs authentication: pass --auth (QUIVER_AUTH=1), or --allow-anonymous to let anyone in",

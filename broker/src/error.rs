@@ -36,6 +36,8 @@ pub enum BrokerError {
     Auth(#[from] AuthError),
     #[error(transparent)]
     Mirror(#[from] crate::mirrors::MirrorError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("{0}")]
     InvalidRequest(String),
     #[error("producer {producer} skipped sequence numbers on {topic}/{partition}: expected {expected}, got {got}")]
@@ -72,6 +74,7 @@ impl BrokerError {
             BrokerError::Delay(e) => e.code(),
             BrokerError::Auth(e) => e.code(),
             BrokerError::Mirror(e) => e.code(),
+            BrokerError::Cluster(e) => e.code(),
             BrokerError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             BrokerError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
             BrokerError::ProducerFenced { .. } => ErrorCode::ProducerFenced,

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod delay;
 pub mod error;

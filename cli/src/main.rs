@@ -1,5 +1,5 @@
 //! The `quiver` command line: `serve` runs the broker; `topic`, `produce`, `consume`, `plugin`,
-//! `group`, `exchange`, `delay`, `user`, `acl`, `quota`, `mirror` and `whoami` are clients; `cert` signs client
+//! `group`, `exchange`, `delay`, `user`, `acl`, `quota`, `mirror`, `cluster` and `whoami` are clients; `cert` signs client
 //! certificates offline.
 //! The command names and flags are a contract used by scripts outside the project: add, never change.
 
@@ -7,6 +7,7 @@ mod acl;
 mod args;
 mod cache;
 mod cert;
+mod cluster;
 mod consume;
 mod delay;
 mod exchange;
@@ -69,6 +70,9 @@ enum Command {
     /// Forward this (edge) broker's topics to a core broker: add, list, describe, remove.
     #[command(subcommand)]
     Mirror(mirror::MirrorCommand),
+    /// Show a cluster's members, its Raft leader and term, as the node named by --server sees it.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Show the principal the broker sees for these credentials.
     Whoami(args::ConnectArgs),
     /// Sign client certificates with the dev CA (mTLS).
@@ -107,6 +111,7 @@ fn main() -> std::process::ExitCode {
             Command::Whoami(a) => user::whoami(a).await,
             Command::Quota(c) => quota::run(c).await,
             Command::Mirror(c) => mirror::run(c).await,
+            Command::Cluster(c) => cluster::run(c).await,
             Command::Cert(c) => cert::run(c),
         }
     });
@@ -124,8 +129,16 @@ fn main() -> std::process::ExitCode {
 /// alike (the audit log `quiver::audit` included), never coloured.
 pub fn init_tracing(server: bool, format: LogFormat) {
     let default = if server { "info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // openraft narrates every election and append at info; its warnings are what an operator
+    // needs (RUST_LOG naming openraft still wins).
+    let names_openraft = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("openraft"));
+    if !names_openraft {
+        if let Ok(d) = "openraft=warn".parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use quiver_broker::config::{LogFormat, TlsFiles};
+use quiver_broker::config::{ClusterConfig, ClusterMember, LogFormat, TlsFiles};
 use quiver_broker::http::HttpServer;
 use quiver_broker::transport::tls::{self, TlsPaths, TransportOptions};
 use quiver_broker::transport::Server;
@@ -53,6 +53,17 @@ pub struct ServeArgs {
     /// `san` (its first DNS name, e-mail or URI).
     #[arg(long)]
     principal_from: Option<quiver_broker::auth::PrincipalFrom>,
+    /// This node's id in a cluster (with --cluster).
+    #[arg(long, requires = "cluster")]
+    node_id: Option<u64>,
+    /// Every member of the cluster, this node included, as ID@HOST:PORT[,...]: the addresses
+    /// where the nodes listen for each other (UDP; not the client --listen address).
+    #[arg(long, value_delimiter = ',', requires = "node_id")]
+    cluster: Vec<ClusterMember>,
+    /// A development CA shared by the nodes of a local cluster (created by the first node to
+    /// start); each node signs its own certificate with it, and clients use --ca DIR/ca.pem.
+    #[arg(long, requires = "cluster")]
+    dev_ca: Option<PathBuf>,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -69,9 +80,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let server_config = tls::server_config(&paths, &opts).context("TLS setup")?;
     let (listen, http) = (config.listen, config.http_addr()?);
+    let cluster_config = config.cluster.clone();
     let broker = tokio::task::spawn_blocking(move || Broker::open(config))
         .await?
         .context("opening storage")?;
+    let cluster = match &cluster_config {
+        Some(c) => Some(join_cluster(&broker, c).await?),
+        None => None,
+    };
     let server = Server::bind(broker.clone(), listen, server_config)?;
     tracing::info!(addr = %server.local_addr()?, "quiver listening (QUIC, ALPN quiver/1)");
     // Mirrors forward this broker's topics to core brokers; they stop before the broker flushes.
@@ -87,12 +103,50 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         token.cancel();
     });
     server.run().await?;
+    if let Some(cluster) = cluster {
+        cluster.shutdown().await;
+    }
     // Answered (not ready) while the broker drained; stopped once it has.
     if let Some((stop, task)) = http {
         stop.cancel();
         task.await??;
     }
     Ok(())
+}
+
+/// Joins the cluster's metadata group, its peer links proven by this node's certificates.
+async fn join_cluster(
+    broker: &std::sync::Arc<Broker>,
+    config: &ClusterConfig,
+) -> anyhow::Result<std::sync::Arc<quiver_broker::cluster::Cluster>> {
+    let (cert, key, ca) = match (&config.peer_tls, &config.dev_ca) {
+        (Some(p), _) => (p.cert.clone(), p.key.clone(), p.ca.clone()),
+        (None, Some(dir)) => {
+            let dev = cluster_dev_certs(dir, &broker.config().data_dir, config.node_id)?;
+            (dev.cert_path, dev.key_path, dev.ca_pem_path)
+        }
+        (None, None) => {
+            anyhow::bail!("cluster nodes need certificates: --dev-ca DIR or [cluster.peer_tls]")
+        }
+    };
+    let (server, client) = tls::peer_configs(&cert, &key, &ca).context("peer TLS setup")?;
+    broker
+        .join_cluster(config, server, client)
+        .await
+        .context("joining the cluster")
+}
+
+fn cluster_dev_certs(
+    dir: &std::path::Path,
+    data_dir: &std::path::Path,
+    node_id: u64,
+) -> anyhow::Result<tls::DevCerts> {
+    tls::ensure_cluster_dev_certs(dir, data_dir, node_id).with_context(|| {
+        format!(
+            "preparing node {node_id}'s certificate from the dev CA in {}",
+            dir.display()
+        )
+    })
 }
 
 type HttpTask = tokio::task::JoinHandle<std::io::Result<()>>;
@@ -138,6 +192,19 @@ fn build_config(args: ServeArgs) -> anyhow::Result<BrokerConfig> {
     } else if let (Some(tls), Some(ca)) = (config.tls.as_mut(), args.client_ca) {
         tls.client_ca = Some(ca);
     }
+    if let Some(node_id) = args.node_id {
+        let previous = config.cluster.take();
+        config.cluster = Some(ClusterConfig {
+            node_id,
+            members: args.cluster,
+            dev_ca: args
+                .dev_ca
+                .or_else(|| previous.as_ref().and_then(|c| c.dev_ca.clone())),
+            peer_tls: previous.as_ref().and_then(|c| c.peer_tls.clone()),
+            heartbeat_ms: previous.as_ref().map_or(250, |c| c.heartbeat_ms),
+            snapshot_logs: previous.map_or(1000, |c| c.snapshot_logs),
+        });
+    }
     config.validate()?;
     Ok(config)
 }
@@ -151,8 +218,18 @@ fn tls_paths(config: &BrokerConfig) -> anyhow::Result<TlsPaths> {
             client_cert_optional: config.auth.enabled,
         });
     }
-    let dev =
-        tls::ensure_dev_certs(&config.data_dir).context("preparing the dev TLS certificate")?;
+    // A node of a local cluster serves its clients with its node certificate, so one CA file
+    // (the shared dev CA) lets a client talk to any node.
+    let dev = match config
+        .cluster
+        .as_ref()
+        .and_then(|c| Some((c.dev_ca.as_ref()?, c.node_id)))
+    {
+        Some((dir, id)) => cluster_dev_certs(dir, &config.data_dir, id)?,
+        None => {
+            tls::ensure_dev_certs(&config.data_dir).context("preparing the dev TLS certificate")?
+        }
+    };
     let verb = if dev.generated { "generated" } else { "using" };
     tracing::info!(ca = %dev.ca_pem_path.display(), "{verb} dev CA: clients verify the broker with --ca {}", dev.ca_pem_path.display());
     // With authentication on, clients may also prove who they are with a certificate the dev

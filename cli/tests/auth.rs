@@ -81,6 +81,7 @@ impl Sample {
                 A::ListAcls => "list-acls",
                 A::RemoveAcl { .. } => "remove-acl",
                 A::WhoAmI => "whoami",
+                A::ClusterStatus => "cluster-status",
                 A::SetQuota { .. } => "set-quota",
                 A::ListQuotas => "list-quotas",
                 A::RemoveQuota { .. } => "remove-quota",
@@ -246,6 +247,7 @@ fn samples(delayed: u64) -> Vec<Sample> {
         Sample::Admin(A::ListAcls),
         Sample::Admin(A::RemoveAcl { id: 999_999 }),
         Sample::Admin(A::WhoAmI),
+        Sample::Admin(A::ClusterStatus),
         Sample::Admin(A::SetQuota {
             principal: "u3".into(),
             quota: Default::default(),
@@ -394,7 +396,7 @@ async fn every_request_kind_is_checked_and_needs_exactly_its_table_entry() {
     let kinds: BTreeSet<&str> = samples.iter().map(Sample::kind).collect();
     assert_eq!(
         kinds.len(),
-        49,
+        50,
         "one sample of every request kind: {kinds:?}"
     );
     let delayed_topic = |id| (id == held).then(|| "t1".to_string());

@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::process::Command;
 
 use common::outside::{python, root};
@@ -14,20 +13,7 @@ use common::serve::Serve;
 use quiver_broker::http::HttpServer;
 use tokio_util::sync::CancellationToken;
 
-/// A plain HTTP/1.1 GET; returns (status, body).
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    s.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, body.to_owned())
-}
+use common::http_get as get;
 
 /// One parsed sample: metric name and labels → value.
 type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;

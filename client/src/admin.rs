@@ -11,7 +11,9 @@ use quiver_proto::groups::{
     CommittedOffset, GroupDescription, GroupRequest, GroupResponse, GroupSummary, PartitionOffset,
     ResetTo, TopicPartition,
 };
-use quiver_proto::messages::{AdminRequest, AdminResponse, TopicDescription, TopicSummary};
+use quiver_proto::messages::{
+    AdminRequest, AdminResponse, ClusterStatus, TopicDescription, TopicSummary,
+};
 use quiver_proto::mirror::{MirrorInfo, MirrorSpec};
 use quiver_proto::plugins::{
     AttachOptions, AttachmentInfo, PluginDescription, PluginLogLine, PluginVersionInfo,
@@ -515,6 +517,15 @@ impl Admin {
     pub async fn whoami(&self) -> Result<(String, bool), ClientError> {
         match self.call(AdminRequest::WhoAmI).await? {
             AdminResponse::Identity { principal, auth } => Ok((principal, auth)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The cluster as the connected node sees it: members, Raft leader and term (an error from
+    /// a broker that is not a cluster node).
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
+        match self.call(AdminRequest::ClusterStatus).await? {
+            AdminResponse::ClusterStatus(s) => Ok(s),
             other => Err(unexpected(other)),
         }
     }

@@ -292,6 +292,9 @@ pub enum AdminRequest {
         count: u32,
     },
     Metadata,
+    /// The cluster as this node sees it: members, the Raft leader and term (an error on a broker
+    /// that is not a cluster node).
+    ClusterStatus,
     /// Deploys the component carried in the frame payload.
     DeployPlugin {
         name: String,
@@ -419,6 +422,35 @@ pub enum AdminRequest {
     },
 }
 
+/// A cluster node's view of its cluster (`quiver cluster status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The node that answered.
+    pub node_id: u64,
+    /// The Raft leader this node knows of (none during an election).
+    pub leader: Option<u64>,
+    /// The Raft term this node is in.
+    pub term: u64,
+    /// The last metadata log index applied on this node (equal on every caught-up node).
+    pub applied: u64,
+    /// Members of the metadata group, by id.
+    pub nodes: Vec<ClusterNodeStatus>,
+}
+
+/// One member of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterNodeStatus {
+    pub id: u64,
+    /// Its peer (Raft) address.
+    pub addr: String,
+    /// A voter of the metadata group (otherwise a learner).
+    pub voter: bool,
+    /// As the leader sees it: the last metadata log index the node has (leader only; `None`
+    /// when this node is not the leader).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched: Option<u64>,
+}
+
 /// Header of an `AdminOk` frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -438,6 +470,7 @@ pub enum AdminResponse {
         listen: String,
         topics: Vec<TopicSummary>,
     },
+    ClusterStatus(ClusterStatus),
     PluginDeployed {
         plugin: PluginVersionInfo,
         /// Milliseconds spent compiling (0 on a compile-cache hit).

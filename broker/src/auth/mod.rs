@@ -26,6 +26,7 @@ use tokio::sync::broadcast;
 pub use principal::{Principal, PrincipalFrom, Proof, ANONYMOUS};
 pub use quota::{Direction, Quota, QuotaConfig, Quotas};
 pub use table::{Access, Need, Request};
+pub use users::DrawnToken;
 
 use crate::meta::{MetaError, MetaStore};
 
@@ -295,6 +296,25 @@ impl Auth {
                 )
             });
         }
+    }
+
+    /// A token for a user about to be created on every node of a cluster.
+    pub fn draw_user_token(&self) -> Result<users::DrawnToken, AuthError> {
+        self.users.draw()
+    }
+
+    /// Creates user `name` with a token drawn earlier (the token itself is not known here).
+    pub fn create_user_with(
+        &self,
+        name: &str,
+        token_id: &str,
+        token_hash: Vec<u8>,
+    ) -> Result<AdminResponse, AuthError> {
+        self.users.insert(name, token_id, token_hash)?;
+        Ok(AdminResponse::UserCreated {
+            name: name.to_owned(),
+            token: String::new(),
+        })
     }
 
     /// Answers the user and ACL requests, and `WhoAmI`; `None` for every other request.

@@ -153,6 +153,7 @@ fn admin<'a>(req: &'a AdminRequest, delayed_topic: &dyn Fn(u64) -> Option<String
         | A::DescribeMirror { .. }
         | A::RemoveMirror { .. } => one(Res::Cluster, "*", Op::Admin),
         A::WhoAmI => Access::Authenticated,
+        A::ClusterStatus => one(Res::Cluster, "*", Op::Describe),
     }
 }
 

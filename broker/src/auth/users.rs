@@ -53,21 +53,41 @@ impl Users {
 
     /// Creates `name` and returns its token (the only time it exists outside the client).
     pub(super) fn create(&self, name: &str) -> Result<String, AuthError> {
+        let token = self.draw()?;
+        self.insert(name, &token.id, token.hash())?;
+        Ok(token.text())
+    }
+
+    /// A new random token, not yet given to anyone (a cluster node draws it once and
+    /// replicates only its id and hash).
+    pub(super) fn draw(&self) -> Result<DrawnToken, AuthError> {
+        Ok(DrawnToken {
+            id: self.random_hex(ID_BYTES)?,
+            secret: self.random_hex(SECRET_BYTES)?,
+        })
+    }
+
+    /// Stores user `name` whose token has id `token_id` and a secret hashing to `token_hash`.
+    pub(super) fn insert(
+        &self,
+        name: &str,
+        token_id: &str,
+        token_hash: Vec<u8>,
+    ) -> Result<(), AuthError> {
         check_name(name)?;
         let mut by_id = self.by_id.write();
         if by_id.values().any(|u| u.name == name) {
             return Err(AuthError::UserExists(name.to_owned()));
         }
-        let (id, secret) = (self.random_hex(ID_BYTES)?, self.random_hex(SECRET_BYTES)?);
         let user = StoredUser {
             name: name.to_owned(),
-            token_id: id.clone(),
-            token_hash: hash(&secret),
+            token_id: token_id.to_owned(),
+            token_hash,
             created_ms: crate::util::now_ms(),
         };
         self.meta.put_durable(Namespace::Users, name, &user)?;
-        by_id.insert(id.clone(), user);
-        Ok(format!("{PREFIX}{id}_{secret}"))
+        by_id.insert(token_id.to_owned(), user);
+        Ok(())
     }
 
     pub(super) fn delete(&self, name: &str) -> Result<(), AuthError> {
@@ -125,6 +145,25 @@ impl Users {
             let _ = write!(s, "{b:02x}");
             s
         }))
+    }
+}
+
+/// A token drawn for a new user: its id and its secret.
+#[derive(Debug, Clone)]
+pub struct DrawnToken {
+    pub id: String,
+    secret: String,
+}
+
+impl DrawnToken {
+    /// What the broker stores (and a cluster replicates) instead of the secret.
+    pub fn hash(&self) -> Vec<u8> {
+        hash(&self.secret)
+    }
+
+    /// The token as the user passes it: `qvt_<id>_<secret>`.
+    pub fn text(&self) -> String {
+        format!("{PREFIX}{}_{}", self.id, self.secret)
     }
 }
 

@@ -67,6 +67,7 @@ impl Collector for BrokerCollector {
         self.groups(&mut encoder)?;
         self.delays(&mut encoder)?;
         self.mirrors(&mut encoder)?;
+        self.cluster(&mut encoder)?;
         self.requests(&mut encoder)?;
         process(&mut encoder)
     }
@@ -310,6 +311,50 @@ impl BrokerCollector {
             "delayed_delivery_lateness",
             "How long after its due time a run of delayed records reached its topic",
             [(Labels::new(), delays.lateness())],
+        )
+    }
+
+    /// A cluster node's view of the metadata Raft group (nothing on a single broker).
+    fn cluster(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        let Some(cluster) = self.broker.cluster() else {
+            return Ok(());
+        };
+        let s = cluster.status();
+        let one = |v: i64| [(Labels::new(), v)];
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        gauges(
+            encoder,
+            "cluster_leader",
+            "The Raft leader this node knows of (its node id; 0 while there is none)",
+            one(as_i64(s.leader.unwrap_or(0))),
+        )?;
+        gauges(
+            encoder,
+            "cluster_is_leader",
+            "1 while this node is the Raft leader",
+            one(i64::from(s.leader == Some(s.node_id))),
+        )?;
+        gauges(
+            encoder,
+            "cluster_term",
+            "The Raft term this node is in",
+            one(as_i64(s.term)),
+        )?;
+        gauges(
+            encoder,
+            "cluster_applied_index",
+            "The last metadata log index applied on this node",
+            one(as_i64(s.applied)),
+        )?;
+        let matched = s.nodes.iter().filter_map(|n| {
+            let m = n.matched?;
+            Some((vec![("node", n.id.to_string())], as_i64(m)))
+        });
+        gauges(
+            encoder,
+            "cluster_member_matched_index",
+            "On the leader: the last metadata log index each member is known to have",
+            matched,
         )
     }
 

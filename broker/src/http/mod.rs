@@ -92,8 +92,17 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(s): State<Shared>) -> (StatusCode, &'static str) {
-    match s.shutting_down.is_cancelled() {
-        true => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+    if s.shutting_down.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    }
+    // A cluster node without a leader cannot take admin writes (a majority is down, or an
+    // election is running).
+    let leaderless = s
+        .broker
+        .cluster()
+        .is_some_and(|c| c.status().leader.is_none());
+    match leaderless {
+        true => (StatusCode::SERVICE_UNAVAILABLE, "no Raft leader\n"),
         false => (StatusCode::OK, "ready\n"),
     }
 }

@@ -119,6 +119,9 @@ impl AdminService {
             } => Ok(AdminResponse::Producer {
                 producer_id: self.init_producer(principal, fencing_key, current_id)?,
             }),
+            R::ClusterStatus => Err(BrokerError::InvalidRequest(
+                "this broker is not a cluster node (it was started without --cluster)".into(),
+            )),
             R::Metadata => Ok(AdminResponse::Metadata {
                 broker_id: self.identity.broker_id.clone(),
                 version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -93,9 +93,7 @@ async fn admin(
     tracing::debug!(?req, "admin request");
     broker.authorize(&principal, Request::Admin(&req))?;
     let operation = operation_name(&req);
-    let b = broker.clone();
-    let p = principal.clone();
-    let mut answer = offload::blocking(move || b.admin().handle(&p, req, payload)).await;
+    let mut answer = broker.admin_request(&principal, req, payload).await;
     if let Ok(a) = &mut answer {
         broker.auth().filter_admin(&principal, a);
     }

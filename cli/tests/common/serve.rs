@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 pub struct Serve {
     child: Child,
+    /// Everything the broker logged so far (ANSI codes removed).
+    log: std::sync::Arc<std::sync::Mutex<String>>,
     pub addr: String,
     /// The HTTP listener (`/metrics`, `/healthz`, `/readyz`), on a free port too.
     pub http: String,
@@ -62,9 +64,15 @@ impl Serve {
                 .ok()
         });
         let name = format!("{} {}", child.id(), data_dir.display());
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let log_in = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let line = strip_ansi(&line);
+                if let Ok(mut l) = log_in.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
                 if let Some(file) = keep.as_mut() {
                     use std::io::Write;
                     let _ = writeln!(file, "[{name}] {line}");
@@ -89,6 +97,7 @@ impl Serve {
         }
         Serve {
             child,
+            log,
             addr: addr.unwrap_or_default(),
             http: http.unwrap_or_default(),
         }
@@ -101,6 +110,11 @@ impl Serve {
             .env("QUIVER_SERVER", &self.addr)
             .env("QUIVER_CA", dir.join("data/tls/ca.pem"));
         super::run_with_stdin(cmd, stdin)
+    }
+
+    /// What the broker has logged so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// SIGTERM, then waits for the exit (graceful shutdown).

@@ -4,6 +4,8 @@
 //! send it), and by the ACLs exactly as the same admin request over QUIC would be (`calls`). Each
 //! is logged to `quiver::audit` like an admin request.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -13,12 +15,11 @@ use quiver_proto::messages::{AdminRequest, AdminResponse};
 use serde::Deserialize;
 
 use super::access::Viewer;
-use super::calls;
 use super::error::ConsoleError;
 use super::origin;
+use crate::auth::Request;
 use crate::error::BrokerError;
 use crate::http::Shared;
-use crate::offload;
 
 /// The header a console action must carry.
 pub const ACTION_HEADER: &str = "x-quiver-console";
@@ -85,16 +86,25 @@ fn allowed(v: &Viewer, headers: &HeaderMap) -> Result<(), ConsoleError> {
     }
 }
 
-/// Authorizes and runs `req` on the blocking pool, audits it, and answers the service's answer.
+/// Authorizes and runs `req` as the QUIC admin stream does (replicated on a cluster node),
+/// audits it, and answers the service's answer.
 async fn run(
     s: &Shared,
     v: &Viewer,
     operation: &str,
     req: AdminRequest,
 ) -> Result<Response, ConsoleError> {
-    let (broker, principal) = (s.broker.clone(), v.principal.clone());
-    let answer: Result<AdminResponse, _> =
-        offload::blocking(move || calls::admin(&broker, &principal, req)).await;
+    let answer: Result<AdminResponse, BrokerError> = async {
+        s.broker.authorize(&v.principal, Request::Admin(&req))?;
+        let principal = Arc::new(v.principal.clone());
+        let mut answer = s
+            .broker
+            .admin_request(&principal, req, Bytes::new())
+            .await?;
+        s.broker.auth().filter_admin(&v.principal, &mut answer);
+        Ok(answer)
+    }
+    .await;
     let result = match &answer {
         Ok(_) => "ok".to_string(),
         Err(e) => format!("{}: {e}", e.code()),

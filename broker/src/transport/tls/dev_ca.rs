@@ -4,6 +4,7 @@
 
 use super::files::*;
 use super::*;
+use crate::cluster::node_name;
 
 /// Makes sure `<data_dir>/tls/` holds a dev CA and a server certificate signed by it, reusing
 /// what is there. A broken CA is an error rather than silently replaced, because clients have
@@ -26,6 +27,90 @@ pub fn ensure_dev_certs(data_dir: &Path) -> Result<DevCerts, TlsError> {
     }
     issue_server_cert(&ca, &certs)?;
     Ok(certs)
+}
+
+/// How long a node waits for another node that is creating the shared CA.
+const CA_LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// A cluster node's certificates from the development CA shared by the nodes of a local cluster
+/// (`--dev-ca DIR`): the first node to start creates `DIR/ca.pem` and `DIR/ca.key` under an
+/// exclusive lock file (so nodes started together agree on one CA), and every start issues this
+/// node a certificate for both ends of a TLS link, named `quiver-node-<id>` and the loopback names
+/// (its peers and its clients check it), kept in `<data_dir>/tls/`.
+pub fn ensure_cluster_dev_certs(
+    ca_dir: &Path,
+    data_dir: &Path,
+    node_id: u64,
+) -> Result<DevCerts, TlsError> {
+    create_dir(ca_dir)?;
+    let ca = {
+        let _lock = CaLock::take(ca_dir)?;
+        load_or_create_ca(ca_dir)?.0
+    };
+    let dir = data_dir.join("tls");
+    create_dir(&dir)?;
+    let certs = DevCerts {
+        ca_pem_path: ca_dir.join(CA_CERT_FILE),
+        cert_path: dir.join(format!("node-{node_id}.pem")),
+        key_path: dir.join(format!("node-{node_id}.key")),
+        generated: true,
+    };
+    let key = new_key("node key")?;
+    let cert = node_params(node_id)?
+        .signed_by(&key, &ca.issuer, &ca.key)
+        .map_err(generate_err("node certificate"))?;
+    ca.check_server(cert.der(), UnixTime::now())?;
+    ca.self_check_client(cert.der())?;
+    write_file(&certs.key_path, key.serialize_pem().as_bytes(), true)?;
+    write_file(&certs.cert_path, cert.pem().as_bytes(), false)?;
+    Ok(certs)
+}
+
+/// `DIR/ca.lock`, created exclusively and removed on drop. A lock older than the wait is left
+/// by a node that died while creating the CA, and is taken over.
+struct CaLock(PathBuf);
+
+impl CaLock {
+    fn take(dir: &Path) -> Result<CaLock, TlsError> {
+        let path = dir.join("ca.lock");
+        let start = std::time::Instant::now();
+        loop {
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(_) => return Ok(CaLock(path)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    if start.elapsed() > CA_LOCK_WAIT {
+                        tracing::warn!(lock = %path.display(), "taking over a stale CA lock");
+                        let _ = fs::remove_file(&path);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(source) => return Err(TlsError::Write { path, source }),
+            }
+        }
+    }
+}
+
+impl Drop for CaLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+fn node_params(node_id: u64) -> Result<CertificateParams, TlsError> {
+    let mut sans: Vec<String> = SERVER_SANS.iter().map(|s| s.to_string()).collect();
+    sans.push(node_name(node_id));
+    let mut params = CertificateParams::new(sans).map_err(generate_err("node names"))?;
+    params.distinguished_name = common_name(&node_name(node_id));
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    leaf_defaults(&mut params);
+    Ok(params)
 }
 
 /// Signs a client certificate (CN = `name`, ClientAuth) with the dev CA in `ca_dir` (the folder

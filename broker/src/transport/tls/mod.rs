@@ -30,9 +30,11 @@ use rustls::RootCertStore;
 
 mod dev_ca;
 mod files;
+mod peer;
 
-pub use dev_ca::{ensure_dev_certs, generate_client_cert};
+pub use dev_ca::{ensure_cluster_dev_certs, ensure_dev_certs, generate_client_cert};
 use files::*;
+pub use peer::{peer_configs, PEER_ALPN};
 
 /// The one application protocol the broker speaks; a client offering anything else is refused.
 pub const ALPN: &[u8] = b"quiver/1";

@@ -1,0 +1,300 @@
+//! A cluster node: this broker's membership in the metadata Raft group (openraft). Every admin
+//! write (topics, exchanges, plugins and attachments, users, ACLs, quotas, mirrors) is proposed
+//! to the group and applied on every node through the same services a single broker uses, so any
+//! node answers metadata reads from its own stores; a write that reaches a follower is forwarded
+//! to the leader. Single-node brokers never start this module.
+//!
+//! Files: the replicated types (`types.rs`), the Raft log (`log_store.rs`), the state machine
+//! (`state_machine.rs`), the links between nodes (`network.rs` dials, `peer_server.rs` answers).
+
+// openraft's error types are a few hundred bytes and its traits fix the signatures that return
+// them; its messages are enums of its request types, built once per RPC.
+#![allow(clippy::result_large_err, clippy::large_enum_variant)]
+
+mod log_store;
+mod network;
+mod peer_server;
+mod state_machine;
+mod types;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{InitializeError, RaftError};
+use openraft::{BasicNode, SnapshotPolicy};
+use quiver_proto::messages::{ClusterNodeStatus, ClusterStatus};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ClusterConfig;
+use network::{Forwarded, Network, PeerRequest, PeerResponse, Peers};
+pub use state_machine::Applier;
+use types::Raft;
+pub use types::{node_name, MetaCommand, MetaResult, NodeId};
+
+/// How long an admin write waits for a leader (an election takes a few heartbeats).
+const WRITE_WAIT: Duration = Duration::from_secs(15);
+/// How long one forwarded write may take on the leader (it may compile a component).
+const FORWARD_TTL: Duration = Duration::from_secs(120);
+
+/// Errors of a cluster node.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot open the Raft store at {}: {source}", path.display())]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("Raft storage: {0}")]
+    Storage(String),
+    #[error("cannot listen for peers on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("invalid Raft settings: {0}")]
+    Config(String),
+    #[error("cannot reach a peer: {0}")]
+    Unreachable(String),
+    #[error("peer link: {0}")]
+    Peer(String),
+    #[error("no Raft leader took the write within {0:?} (an election, or a majority of nodes down); retry")]
+    NoLeader(Duration),
+    #[error("Raft: {0}")]
+    Raft(String),
+}
+
+impl ClusterError {
+    /// The code a client sees: waiting for a leader or a peer is worth a retry.
+    pub fn code(&self) -> quiver_proto::ErrorCode {
+        use quiver_proto::ErrorCode as C;
+        match self {
+            ClusterError::NoLeader(_) | ClusterError::Unreachable(_) | ClusterError::Peer(_) => {
+                C::Timeout
+            }
+            ClusterError::Open { .. } | ClusterError::Storage(_) => C::StorageError,
+            ClusterError::Bind { .. } | ClusterError::Config(_) | ClusterError::Raft(_) => {
+                C::Internal
+            }
+        }
+    }
+}
+
+/// This node's part in the cluster.
+pub struct Cluster {
+    node_id: NodeId,
+    raft: Raft,
+    peers: Arc<Peers>,
+    endpoint: quinn::Endpoint,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Opens the Raft store under `data_dir/raft`, listens for peers at this node's member
+    /// address (with the given mutual-TLS configurations) and joins the group; on a first start
+    /// every node proposes the configured membership (openraft accepts the same one from all).
+    pub async fn start(
+        config: &ClusterConfig,
+        data_dir: &Path,
+        applier: Arc<dyn Applier>,
+        server: quinn::ServerConfig,
+        client: quinn::ClientConfig,
+    ) -> Result<Arc<Cluster>, ClusterError> {
+        let path = data_dir.join("raft");
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(16 << 20)
+            .open()
+            .map_err(|source| ClusterError::Open { path, source })?;
+        let log = log_store::LogStore::open(&db).map_err(storage)?;
+        let sm = state_machine::StateMachine::open(&db, applier).map_err(storage)?;
+        let addr = config
+            .own_addr()
+            .ok_or_else(|| ClusterError::Config("this node is not a member".into()))?;
+        let mut endpoint = quinn::Endpoint::server(server, addr)
+            .map_err(|source| ClusterError::Bind { addr, source })?;
+        endpoint.set_default_client_config(client);
+        let peers = Peers::new(endpoint.clone());
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config(config)?),
+            Network(peers.clone()),
+            log,
+            sm,
+        )
+        .await
+        .map_err(raft_err)?;
+        let stop = CancellationToken::new();
+        tokio::spawn(peer_server::serve(
+            endpoint.clone(),
+            raft.clone(),
+            stop.clone(),
+        ));
+        let cluster = Arc::new(Cluster {
+            node_id: config.node_id,
+            raft,
+            peers,
+            endpoint,
+            stop,
+        });
+        cluster.initialize(config).await?;
+        tracing::info!(node = config.node_id, peers = %addr, "cluster node started (QUIC, ALPN quiver-raft/1)");
+        Ok(cluster)
+    }
+
+    async fn initialize(&self, config: &ClusterConfig) -> Result<(), ClusterError> {
+        if self.raft.is_initialized().await.map_err(raft_err)? {
+            return Ok(());
+        }
+        let members: BTreeMap<NodeId, BasicNode> = config
+            .members
+            .iter()
+            .map(|m| (m.id, BasicNode::new(m.addr.to_string())))
+            .collect();
+        match self.raft.initialize(members).await {
+            Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(raft_err(e)),
+        }
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// Proposes `command` and waits until it is applied on the leader (and so committed on a
+    /// majority); a follower forwards it to the leader. Waits out an election up to
+    /// [`WRITE_WAIT`]. A forwarded write whose answer was lost is proposed again, so a retried
+    /// create may answer that the thing exists (docs/replication.md).
+    pub async fn write(&self, command: MetaCommand) -> Result<MetaResult, ClusterError> {
+        let deadline = Instant::now() + WRITE_WAIT;
+        loop {
+            match self.try_write(&command).await {
+                Forwarded::Done(result) => return Ok(result),
+                Forwarded::Failed(message) => return Err(ClusterError::Raft(message)),
+                Forwarded::NotLeader if Instant::now() >= deadline => {
+                    return Err(ClusterError::NoLeader(WRITE_WAIT));
+                }
+                Forwarded::NotLeader => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    async fn try_write(&self, command: &MetaCommand) -> Forwarded {
+        let (leader, addr) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            let Some(leader) = m.current_leader else {
+                return Forwarded::NotLeader;
+            };
+            let addr = m
+                .membership_config
+                .nodes()
+                .find(|(id, _)| **id == leader)
+                .map(|(_, n)| n.addr.clone());
+            (leader, addr)
+        };
+        if leader == self.node_id {
+            return peer_server::propose(&self.raft, command.clone()).await;
+        }
+        let Some(addr) = addr else {
+            return Forwarded::NotLeader;
+        };
+        let request = PeerRequest::Forward(command.clone());
+        // A leader that dies with the write in hand never answers: when the others elect a new
+        // one, ask that one instead of waiting for the dead link to time out.
+        let answer = tokio::select! {
+            a = self.peers.call(leader, &addr, &request, FORWARD_TTL) => a,
+            () = self.leader_changes_from(leader) => return Forwarded::NotLeader,
+        };
+        match answer {
+            Ok(PeerResponse::Forwarded(f)) => f,
+            Ok(other) => Forwarded::Failed(format!("node {leader} answered {other:?}")),
+            Err(e) => {
+                tracing::debug!(leader, error = %e, "forwarding a write failed; retrying");
+                Forwarded::NotLeader
+            }
+        }
+    }
+
+    /// Returns once this node knows of a leader other than `leader` (or of none).
+    async fn leader_changes_from(&self, leader: NodeId) {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if metrics.borrow().current_leader != Some(leader) {
+                return;
+            }
+            if metrics.changed().await.is_err() {
+                // Raft stopped: the forwarded call decides.
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// Members, leader and term as this node sees them.
+    pub fn status(&self) -> ClusterStatus {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+        let matched = |id: NodeId| {
+            m.replication
+                .as_ref()
+                .map(|r| r.get(&id).copied().flatten().map_or(0, |l| l.index))
+        };
+        let nodes = m
+            .membership_config
+            .nodes()
+            .map(|(id, n)| ClusterNodeStatus {
+                id: *id,
+                addr: n.addr.clone(),
+                voter: voters.contains(id),
+                matched: matched(*id),
+            })
+            .collect();
+        ClusterStatus {
+            node_id: self.node_id,
+            leader: m.current_leader,
+            term: m.current_term,
+            applied: m.last_applied.map_or(0, |l| l.index),
+            nodes,
+        }
+    }
+
+    /// Leaves the group (peers elect without it) and closes the peer endpoint.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "Raft did not stop cleanly");
+        }
+        self.endpoint.close(0u32.into(), b"node shutting down");
+    }
+}
+
+fn raft_config(config: &ClusterConfig) -> Result<openraft::Config, ClusterError> {
+    let heartbeat = config.heartbeat_ms;
+    openraft::Config {
+        cluster_name: "quiver".into(),
+        heartbeat_interval: heartbeat,
+        election_timeout_min: heartbeat * 4,
+        election_timeout_max: heartbeat * 8,
+        // Snapshots bound the log; a lagging node installs one instead of every old entry.
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
+        max_in_snapshot_log_to_keep: config.snapshot_logs / 10,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| ClusterError::Config(e.to_string()))
+}
+
+fn storage(e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Storage(e.to_string())
+}
+
+fn raft_err(e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Raft(e.to_string())
+}

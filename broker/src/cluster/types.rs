@@ -1,0 +1,135 @@
+//! The types the metadata Raft group replicates: a command is an admin write as a client sent it
+//! (plus what must be decided once, by the node that proposes it, so every node applies the same
+//! thing), and its result is the answer the proposing client gets.
+
+use std::io::Cursor;
+
+use bytes::Bytes;
+use openraft::BasicNode;
+use quiver_proto::messages::{AdminRequest, AdminResponse};
+use serde::{Deserialize, Serialize};
+
+pub type NodeId = u64;
+
+/// Where a member listens for its peers.
+pub type Node = BasicNode;
+
+/// What every node's certificate name starts with.
+pub const NODE_NAME_PREFIX: &str = "quiver-node-";
+
+/// The name a node's certificate carries and its peers check: `quiver-node-<id>`.
+pub fn node_name(node_id: NodeId) -> String {
+    format!("{NODE_NAME_PREFIX}{node_id}")
+}
+
+/// One replicated metadata change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MetaCommand {
+    /// An admin write (topics, exchanges, plugins and their attachments, ACLs, quotas, mirrors,
+    /// deleting users), applied on every node through the same services a single broker uses.
+    /// `payload` carries a deployed component's bytes, so every node holds the component.
+    Admin {
+        /// Who asked (for the log; the request was authorized by the node it reached).
+        principal: String,
+        request: AdminRequest,
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    /// A token user. The token is drawn once, by the proposing node, and only its id and hash
+    /// are replicated: the secret never enters the Raft log.
+    CreateUser {
+        principal: String,
+        name: String,
+        token_id: String,
+        #[serde(with = "serde_bytes")]
+        token_hash: Vec<u8>,
+    },
+}
+
+impl MetaCommand {
+    /// Whether a request changes replicated metadata (and so goes through Raft). Reads are
+    /// answered by any node; producer ids and delayed records belong to partitions, not to the
+    /// metadata group.
+    pub fn replicates(request: &AdminRequest) -> bool {
+        use AdminRequest as A;
+        match request {
+            A::CreateTopic { .. }
+            | A::DeleteTopic { .. }
+            | A::AddPartitions { .. }
+            | A::DeployPlugin { .. }
+            | A::RemovePlugin { .. }
+            | A::AttachPlugin { .. }
+            | A::DetachPlugin { .. }
+            | A::AddMirror { .. }
+            | A::RemoveMirror { .. }
+            | A::CreateExchange { .. }
+            | A::BindExchange { .. }
+            | A::DeleteExchange { .. }
+            | A::AttachExchangeRouter { .. }
+            | A::DetachExchangeRouter { .. }
+            | A::CreateUser { .. }
+            | A::DeleteUser { .. }
+            | A::AddAcl { .. }
+            | A::RemoveAcl { .. }
+            | A::SetQuota { .. }
+            | A::RemoveQuota { .. } => true,
+            A::ListTopics
+            | A::DescribeTopic { .. }
+            | A::Metadata
+            | A::ClusterStatus
+            | A::ListPlugins
+            | A::DescribePlugin { .. }
+            | A::ListPluginLogs { .. }
+            | A::ListMirrors
+            | A::DescribeMirror { .. }
+            | A::ListExchanges
+            | A::ListUsers
+            | A::ListAcls
+            | A::ListQuotas
+            | A::WhoAmI
+            | A::CancelDelayed { .. }
+            | A::InitProducer { .. } => false,
+        }
+    }
+
+    pub fn admin(principal: &str, request: AdminRequest, payload: Bytes) -> MetaCommand {
+        MetaCommand::Admin {
+            principal: principal.to_owned(),
+            request,
+            payload: payload.to_vec(),
+        }
+    }
+}
+
+/// What applying a command answered: the admin answer, or the error's code and message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MetaResult {
+    Ok(AdminResponse),
+    Err {
+        code: u16,
+        message: String,
+    },
+    /// Membership changes and blank entries answer nothing.
+    None,
+}
+
+openraft::declare_raft_types!(
+    /// The metadata group's type configuration.
+    pub TypeConfig:
+        D = MetaCommand,
+        R = MetaResult,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Vote = openraft::Vote<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, BasicNode>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, BasicNode>;
+pub type Snapshot = openraft::storage::Snapshot<TypeConfig>;
+
+/// A storage failure as openraft wants it (it stops the Raft node: the disk cannot be trusted).
+pub fn io_error(what: impl std::fmt::Display) -> StorageError {
+    openraft::StorageIOError::<NodeId>::write(openraft::AnyError::error(what)).into()
+}
