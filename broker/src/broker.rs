@@ -69,7 +69,9 @@ impl Stores {
         let topics = Arc::new(TopicStore::open(&config.data_dir, meta.clone())?);
         let delays = DelayStore::open(&config.data_dir.join("delay"), &topics)?;
         let auth = Auth::open(meta.clone(), config.auth, config.quotas.clone())?;
-        if let Some(path) = auth.bootstrap(&config.data_dir)? {
+        // Nodes of a local cluster share their admin token through the dev CA's folder.
+        let shared = config.cluster.as_ref().and_then(|c| c.dev_ca.as_deref());
+        if let Some(path) = auth.bootstrap(&config.data_dir, shared)? {
             tracing::info!(path = %path.display(), "authentication on: created user `admin` (a superuser); its token is in this file");
         }
         let mirrors = MirrorStore::open(meta.clone(), &config.data_dir, &config.mirrors)?;
@@ -450,7 +452,8 @@ impl Applier for BrokerApplier {
     }
 }
 
-/// Failures of this node's disk or state rather than of the command.
+/// Failures of this node's disk, state or load rather than of the command (a plugin engine over
+/// its memory budget on one node only, say).
 fn local_failure(code: ErrorCode) -> bool {
     matches!(
         code,

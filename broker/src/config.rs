@@ -93,7 +93,7 @@ pub struct ClusterConfig {
     /// node's certificate chains to. Used instead of `dev_ca`.
     #[serde(default)]
     pub peer_tls: Option<PeerTls>,
-    /// Raft heartbeats from the leader; elections start after 3-6 heartbeats without one.
+    /// Raft heartbeats from the leader; elections start after 4-8 heartbeats without one.
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
     /// A snapshot of the metadata is taken every this many log entries; the log before it is
@@ -186,8 +186,8 @@ impl ClusterConfig {
         if self.dev_ca.is_none() && self.peer_tls.is_none() {
             return bad("nodes need certificates: --dev-ca DIR for a local cluster, or [cluster.peer_tls] cert, key and ca".into());
         }
-        if self.heartbeat_ms < 10 {
-            return bad("heartbeat_ms must be at least 10".into());
+        if !(10..=60_000).contains(&self.heartbeat_ms) {
+            return bad("heartbeat_ms must be between 10 and 60000".into());
         }
         if self.snapshot_logs == 0 {
             return bad("snapshot_logs must be at least 1".into());

@@ -134,6 +134,11 @@ async fn metadata_written_on_any_node_is_on_all_and_survives_the_leader() {
         let token = layout.token(i as u64 + 1);
         clients.push(layout.client(node.as_ref().unwrap(), Some(token)).await);
     }
+    // One admin token for the whole cluster: drawn by the first node, kept with the dev CA.
+    let shared = std::fs::read_to_string(dir.path().join("ca/admin.token")).unwrap();
+    for id in 1..=3 {
+        assert_eq!(layout.token(id), shared.trim());
+    }
     let all: Vec<&Client> = clients.iter().collect();
     let leader = agreed_leader(&all).await;
     let s = status(&clients[0]).await;
@@ -283,21 +288,48 @@ async fn a_node_behind_the_leaders_snapshot_catches_up_from_it() {
             .await
             .unwrap();
     }
+    // A real component, deployed and attached while the node is down: its bytes reach it in
+    // the snapshot.
+    common::plugins::deploy(writer, "mask", "json-mask", Some("1")).await;
+    writer
+        .admin()
+        .attach_plugin("t0", common::plugins::stage("mask", &[("fields", "card")]))
+        .await
+        .unwrap();
     let restarted = Serve::start_in(
         &layout.data(behind),
         &["--config", behind_file.to_str().unwrap()],
     );
     let c = layout.client(&restarted, None).await;
-    eventually("the restarted node to have all 20 topics", || {
-        let c = &c;
-        async move { topic_names(c).await.len() == 20 }
+    // Its log was purged on the leader: it catches up from the snapshot (which applies the
+    // missed commands one by one, then says so).
+    eventually("the restarted node to install a snapshot", || {
+        let log = restarted.log_text();
+        async move { log.contains("installed a metadata snapshot") }
     })
     .await;
-    let log = restarted.log_text();
-    assert!(
-        log.contains("installed a metadata snapshot"),
-        "the node caught up without a snapshot:\n{log}"
-    );
+    eventually(
+        "the restarted node to have all 20 topics and the attachment",
+        || {
+            let c = &c;
+            async move {
+                let attached = c
+                    .admin()
+                    .describe_topic("t0")
+                    .await
+                    .is_ok_and(|t| t.pipeline.len() == 1);
+                attached && topic_names(c).await.len() == 20
+            }
+        },
+    )
+    .await;
+    // The plugin runs there: a record produced to that node is masked by its pipeline.
+    common::plugins::produce_one(&c, "t0", r#"{"card":"4111","amount":5}"#)
+        .await
+        .unwrap();
+    let got = common::consume_n(&c, "t0", 1).await;
+    let value = String::from_utf8_lossy(&got[0].record.value).to_string();
+    assert!(value.contains("***") && !value.contains("4111"), "{value}");
 }
 
 /// Connects to a node's peer address with `cert`/`key` (trusting the cluster CA), sends bytes

@@ -144,11 +144,23 @@ impl Auth {
 
     /// With authentication on and no user yet: creates `admin` as a superuser and writes its
     /// token to `<data_dir>/admin.token` (mode 0600). Returns the file's path when it wrote it.
-    pub fn bootstrap(&self, data_dir: &Path) -> Result<Option<PathBuf>, AuthError> {
+    /// `shared`: the folder nodes of a local cluster share (their dev CA's); the first node to
+    /// start draws the token into `<shared>/admin.token` and every node creates `admin` with it,
+    /// so one admin token works on every node.
+    pub fn bootstrap(
+        &self,
+        data_dir: &Path,
+        shared: Option<&Path>,
+    ) -> Result<Option<PathBuf>, AuthError> {
         if !self.enabled() || !self.users.list().is_empty() {
             return Ok(None);
         }
-        let token = self.users.create(ADMIN_USER)?;
+        let token = match shared {
+            Some(dir) => self.shared_admin_token(dir)?,
+            None => self.users.draw()?,
+        };
+        self.users.insert(ADMIN_USER, &token.id, token.hash())?;
+        let token = token.text();
         if !self.acls.is_superuser(ADMIN_USER) {
             self.acls.add(AclSpec {
                 principal: ADMIN_USER.into(),
@@ -166,6 +178,36 @@ impl Auth {
             source,
         })?;
         Ok(Some(path))
+    }
+
+    /// The admin token in `<dir>/admin.token`, drawn and written by the first node to get here
+    /// (under `<dir>/admin.lock`, against nodes starting at the same moment).
+    fn shared_admin_token(&self, dir: &Path) -> Result<users::DrawnToken, AuthError> {
+        let path = dir.join(ADMIN_TOKEN_FILE);
+        let file_err = |source| AuthError::TokenFile {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(file_err)?;
+        let _lock = crate::util::LockFile::take(
+            &dir.join("admin.lock"),
+            std::time::Duration::from_secs(30),
+        )
+        .map_err(file_err)?;
+        match std::fs::read_to_string(&path) {
+            Ok(text) => users::DrawnToken::parse(text.trim()).ok_or_else(|| {
+                file_err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "not a Quiver token",
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let token = self.users.draw()?;
+                write_secret(&path, &token.text()).map_err(file_err)?;
+                Ok(token)
+            }
+            Err(e) => Err(file_err(e)),
+        }
     }
 
     /// Who the peer at `remote` is. Failures are slowed per address and all read the same.

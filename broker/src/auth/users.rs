@@ -149,16 +149,34 @@ impl Users {
 }
 
 /// A token drawn for a new user: its id and its secret.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DrawnToken {
     pub id: String,
     secret: String,
+}
+
+/// Never prints the secret.
+impl std::fmt::Debug for DrawnToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DrawnToken")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DrawnToken {
     /// What the broker stores (and a cluster replicates) instead of the secret.
     pub fn hash(&self) -> Vec<u8> {
         hash(&self.secret)
+    }
+
+    /// A token as the user passes it, if it is one.
+    pub fn parse(text: &str) -> Option<DrawnToken> {
+        let (id, secret) = split(text)?;
+        Some(DrawnToken {
+            id: id.to_owned(),
+            secret: secret.to_owned(),
+        })
     }
 
     /// The token as the user passes it: `qvt_<id>_<secret>`.

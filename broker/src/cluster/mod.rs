@@ -35,7 +35,7 @@ pub use types::{node_name, MetaCommand, MetaResult, NodeId};
 
 /// How long an admin write waits for a leader (an election takes a few heartbeats).
 const WRITE_WAIT: Duration = Duration::from_secs(15);
-/// How long one forwarded write may take on the leader (it may compile a component).
+/// How long one write may take once proposed (it may compile a component on every node).
 const FORWARD_TTL: Duration = Duration::from_secs(120);
 
 /// Errors of a cluster node.
@@ -58,6 +58,8 @@ pub enum ClusterError {
     Peer(String),
     #[error("no Raft leader took the write within {0:?} (an election, or a majority of nodes down); retry")]
     NoLeader(Duration),
+    #[error("the write was not committed within {0:?} (a majority of nodes unreachable?); it may still be applied if they come back")]
+    Uncommitted(Duration),
     #[error("Raft: {0}")]
     Raft(String),
 }
@@ -67,9 +69,10 @@ impl ClusterError {
     pub fn code(&self) -> quiver_proto::ErrorCode {
         use quiver_proto::ErrorCode as C;
         match self {
-            ClusterError::NoLeader(_) | ClusterError::Unreachable(_) | ClusterError::Peer(_) => {
-                C::Timeout
-            }
+            ClusterError::NoLeader(_)
+            | ClusterError::Uncommitted(_)
+            | ClusterError::Unreachable(_)
+            | ClusterError::Peer(_) => C::Timeout,
             ClusterError::Open { .. } | ClusterError::Storage(_) => C::StorageError,
             ClusterError::Bind { .. } | ClusterError::Config(_) | ClusterError::Raft(_) => {
                 C::Internal
@@ -113,7 +116,8 @@ impl Cluster {
             .open()
             .map_err(|source| ClusterError::Open { path, source })?;
         let log = log_store::LogStore::open(&db).map_err(storage)?;
-        let sm = state_machine::StateMachine::open(&db, applier).map_err(storage)?;
+        let mut sm = state_machine::StateMachine::open(&db, applier).map_err(storage)?;
+        sm.recover().await.map_err(storage)?;
         let addr = config
             .own_addr()
             .ok_or_else(|| ClusterError::Config("this node is not a member".into()))?;
@@ -177,6 +181,7 @@ impl Cluster {
             match self.try_write(&command).await {
                 Forwarded::Done(result) => return Ok(result),
                 Forwarded::Failed(message) => return Err(ClusterError::Raft(message)),
+                Forwarded::TimedOut => return Err(ClusterError::Uncommitted(FORWARD_TTL)),
                 Forwarded::NotLeader if Instant::now() >= deadline => {
                     return Err(ClusterError::NoLeader(WRITE_WAIT));
                 }
@@ -200,7 +205,13 @@ impl Cluster {
             (leader, addr)
         };
         if leader == self.node_id {
-            return peer_server::propose(&self.raft, command.clone()).await;
+            // A leader cut off from its majority does not know it yet: bound the wait (the
+            // proposal may still commit later, if the majority comes back).
+            let proposed = peer_server::propose(&self.raft, command.clone());
+            return match tokio::time::timeout(FORWARD_TTL, proposed).await {
+                Ok(f) => f,
+                Err(_) => Forwarded::TimedOut,
+            };
         }
         let Some(addr) = addr else {
             return Forwarded::NotLeader;
@@ -284,6 +295,10 @@ fn raft_config(config: &ClusterConfig) -> Result<openraft::Config, ClusterError>
         election_timeout_max: heartbeat * 8,
         // Snapshots bound the log; a lagging node installs one instead of every old entry.
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
+        // Entries may carry components: small batches (network.rs splits large ones further),
+        // and time for a snapshot's last chunk, whose install replays the journal.
+        max_payload_entries: 16,
+        install_snapshot_timeout: 60_000,
         max_in_snapshot_log_to_keep: config.snapshot_logs / 10,
         ..Default::default()
     }

@@ -7,8 +7,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::{BoxFuture, FutureExt, Shared};
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -27,6 +29,9 @@ pub const MAX_PEER_MESSAGE: usize = 512 << 20;
 /// A handshake gets its own time, apart from a call's: a first handshake (certificate checks)
 /// may take longer than a heartbeat's time-to-live, and cutting it off would only start over.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// An encoded append larger than this is sent in smaller batches.
+const LARGE_APPEND: usize = 4 << 20;
 
 /// A request from one node to another.
 #[derive(Debug, Serialize, Deserialize)]
@@ -55,21 +60,28 @@ pub enum Forwarded {
     Done(MetaResult),
     /// The node is not (or no longer) the leader: ask again.
     NotLeader,
+    /// Proposed, but not committed in time (the leader may have lost its majority).
+    TimedOut,
     Failed(String),
 }
 
 /// This node's connections to its peers.
-#[derive(Debug)]
 pub struct Peers {
     endpoint: quinn::Endpoint,
-    connections: Mutex<HashMap<NodeId, quinn::Connection>>,
+    links: Mutex<HashMap<NodeId, Link>>,
+}
+
+impl std::fmt::Debug for Peers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peers").finish_non_exhaustive()
+    }
 }
 
 impl Peers {
     pub fn new(endpoint: quinn::Endpoint) -> Arc<Peers> {
         Arc::new(Peers {
             endpoint,
-            connections: Mutex::new(HashMap::new()),
+            links: Mutex::new(HashMap::new()),
         })
     }
 
@@ -81,17 +93,19 @@ impl Peers {
         request: &PeerRequest,
         ttl: Duration,
     ) -> Result<PeerResponse, ClusterError> {
-        let bytes = rmp_serde::to_vec_named(request)
-            .map_err(|e| ClusterError::Peer(format!("encoding a request: {e}")))?;
-        let connection =
-            match tokio::time::timeout(CONNECT_TIMEOUT, self.connection(target, addr)).await {
-                Ok(c) => c?,
-                Err(_) => {
-                    return Err(ClusterError::Unreachable(format!(
-                        "node {target} at {addr}: no handshake within {CONNECT_TIMEOUT:?}"
-                    )))
-                }
-            };
+        self.call_encoded(target, addr, encode_request(request)?, ttl)
+            .await
+    }
+
+    /// [`Peers::call`] with the request already encoded.
+    pub async fn call_encoded(
+        &self,
+        target: NodeId,
+        addr: &str,
+        bytes: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<PeerResponse, ClusterError> {
+        let connection = self.connection(target, addr).await?;
         let exchange = async {
             let (mut send, mut recv) = connection.open_bi().await.map_err(peer_io)?;
             send.write_all(&bytes).await.map_err(peer_io)?;
@@ -108,31 +122,78 @@ impl Peers {
         }
     }
 
-    /// The open connection to `target`, or a new one (checked: the peer must hold the
-    /// certificate of node `target`).
+    /// The open connection to `target`, or the handshake under way to it, or a new one (the
+    /// peer must hold the certificate of node `target`). A handshake runs in its own task, so
+    /// a caller that gives up (openraft times a heartbeat out) does not cut it off: the next
+    /// call finds it done.
     async fn connection(
         &self,
         target: NodeId,
         addr: &str,
     ) -> Result<quinn::Connection, ClusterError> {
-        if let Some(c) = self.connections.lock().get(&target) {
-            if c.close_reason().is_none() {
-                return Ok(c.clone());
+        let handshake = {
+            let mut links = self.links.lock();
+            match links.get(&target) {
+                Some(Link::Up(c)) if c.close_reason().is_none() => return Ok(c.clone()),
+                Some(Link::Connecting(h)) => h.clone(),
+                _ => {
+                    let h = connect(self.endpoint.clone(), target, addr.to_owned())
+                        .boxed()
+                        .shared();
+                    tokio::spawn(h.clone());
+                    links.insert(target, Link::Connecting(h.clone()));
+                    h
+                }
+            }
+        };
+        let result = handshake.await;
+        let mut links = self.links.lock();
+        match result {
+            Ok(c) => {
+                links.insert(target, Link::Up(c.clone()));
+                Ok(c)
+            }
+            Err(e) => {
+                // The next call starts a new handshake.
+                if matches!(links.get(&target), Some(Link::Connecting(_))) {
+                    links.remove(&target);
+                }
+                Err(ClusterError::Unreachable(e))
             }
         }
-        let socket: SocketAddr = addr.parse().map_err(|e| {
-            ClusterError::Unreachable(format!("node {target} address {addr:?}: {e}"))
-        })?;
-        let connecting = self
-            .endpoint
-            .connect(socket, &node_name(target))
-            .map_err(|e| ClusterError::Unreachable(format!("node {target} at {addr}: {e}")))?;
-        let connection = connecting
-            .await
-            .map_err(|e| ClusterError::Unreachable(format!("node {target} at {addr}: {e}")))?;
-        self.connections.lock().insert(target, connection.clone());
-        Ok(connection)
     }
+}
+
+type Handshake = Shared<BoxFuture<'static, Result<quinn::Connection, String>>>;
+
+/// A peer link: up, or its handshake under way.
+enum Link {
+    Up(quinn::Connection),
+    Connecting(Handshake),
+}
+
+async fn connect(
+    endpoint: quinn::Endpoint,
+    target: NodeId,
+    addr: String,
+) -> Result<quinn::Connection, String> {
+    let socket: SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("node {target} address {addr:?}: {e}"))?;
+    let connecting = endpoint
+        .connect(socket, &node_name(target))
+        .map_err(|e| format!("node {target} at {addr}: {e}"))?;
+    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(c) => c.map_err(|e| format!("node {target} at {addr}: {e}")),
+        Err(_) => Err(format!(
+            "node {target} at {addr}: no handshake within {CONNECT_TIMEOUT:?}"
+        )),
+    }
+}
+
+fn encode_request(request: &PeerRequest) -> Result<Vec<u8>, ClusterError> {
+    rmp_serde::to_vec_named(request)
+        .map_err(|e| ClusterError::Peer(format!("encoding a request: {e}")))
 }
 
 fn peer_io(e: impl std::fmt::Display) -> ClusterError {
@@ -174,10 +235,7 @@ impl PeerClient {
         self.peers
             .call(self.target, &self.addr, &request, option.hard_ttl())
             .await
-            .map_err(|e| match e {
-                ClusterError::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&e)),
-                e => RPCError::Network(NetworkError::new(&e)),
-            })
+            .map_err(transport_error)
     }
 
     fn remote<T, E: std::error::Error>(
@@ -185,6 +243,15 @@ impl PeerClient {
         answer: Result<T, RaftError<NodeId, E>>,
     ) -> RpcResult<T, E> {
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+fn transport_error(
+    e: ClusterError,
+) -> RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>> {
+    match e {
+        ClusterError::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&e)),
+        e => RPCError::Network(NetworkError::new(&e)),
     }
 }
 
@@ -213,11 +280,23 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
-        match self
-            .call(PeerRequest::Append(rpc), &option)
+        let entries = rpc.entries.len() as u64;
+        let bytes = encode_request(&PeerRequest::Append(rpc))
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        // openraft gives an append one heartbeat: a batch carrying components is sent in
+        // smaller batches (down to one entry) so each fits.
+        if bytes.len() > LARGE_APPEND && entries > 1 {
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(entries / 2),
+            ));
+        }
+        let answer = self
+            .peers
+            .call_encoded(self.target, &self.addr, bytes, option.hard_ttl())
             .await
-            .map_err(narrow)?
-        {
+            .map_err(transport_error)
+            .map_err(narrow)?;
+        match answer {
             PeerResponse::Append(answer) => self.remote(answer),
             other => Err(mismatch(other)),
         }

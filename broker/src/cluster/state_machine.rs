@@ -1,24 +1,27 @@
 //! The metadata state machine. Applying a committed command runs it through the broker's own
 //! services (the [`Applier`]), so a cluster node keeps its topics, plugins, users and ACLs exactly
-//! where a single broker keeps them; this module only records how far it has applied.
+//! where a single broker keeps them; this module records how far it has applied.
 //!
-//! Every applied command is also kept in a journal (index → command). A snapshot is that journal:
-//! the state is the result of applying it in order, and committed commands never change, so a
-//! node behind a snapshot applies only the commands past its own applied index. Replaying a
-//! journal is slower than loading a state dump, but metadata changes are few and it needs no
-//! second serialisation of every store (see docs/replication.md).
+//! Every committed entry is journaled (index → entry) before it is applied, and the applied index
+//! is saved after each one. A snapshot is the journal: the state is the result of applying it in
+//! order, and committed entries never change, so a node behind a snapshot journals the entries
+//! past its own applied index and applies them. After a crash, [`StateMachine::recover`] applies
+//! what was journaled but not yet recorded as applied, so a snapshot whose install was cut short
+//! (its log already purged by openraft) is finished rather than lost. Replaying a journal is
+//! slower than loading a state dump, but metadata changes are few and it needs no second
+//! serialisation of every store (docs/replication.md).
 
 use std::io::Cursor;
 use std::sync::Arc;
 
 use openraft::storage::RaftStateMachine;
-use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use openraft::{EntryPayload, Membership, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::log_store::{decode, encode, key};
 use super::types::{
-    io_error, Entry, LogId, MetaCommand, MetaResult, Snapshot, SnapshotMeta, StorageError,
-    StoredMembership, TypeConfig,
+    io_error, Entry, LogId, MetaCommand, MetaResult, Node, NodeId, Snapshot, SnapshotMeta,
+    StorageError, StoredMembership, TypeConfig,
 };
 
 /// Applies committed commands to the broker (blocking: it touches the disk and may compile).
@@ -38,6 +41,34 @@ const SNAPSHOT: &str = "snapshot";
 struct Applied {
     log_id: Option<LogId>,
     membership: StoredMembership,
+}
+
+/// One committed entry as journaled.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Journaled {
+    log_id: LogId,
+    payload: JournaledPayload,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum JournaledPayload {
+    Blank,
+    Command(MetaCommand),
+    Membership(Membership<NodeId, Node>),
+}
+
+impl From<Entry> for Journaled {
+    fn from(e: Entry) -> Journaled {
+        let payload = match e.payload {
+            EntryPayload::Blank => JournaledPayload::Blank,
+            EntryPayload::Normal(c) => JournaledPayload::Command(c),
+            EntryPayload::Membership(m) => JournaledPayload::Membership(m),
+        };
+        Journaled {
+            log_id: e.log_id,
+            payload,
+        }
+    }
 }
 
 /// A snapshot as stored: its meta and its data (the encoded journal).
@@ -73,44 +104,53 @@ impl StateMachine {
         })
     }
 
-    /// Journals and applies one command (on the blocking pool).
-    async fn apply_command(
-        &self,
-        index: u64,
-        command: MetaCommand,
-    ) -> Result<MetaResult, StorageError> {
-        self.journal
-            .insert(key(index), encode(&command)?)
-            .map_err(io_error)?;
-        let applier = self.applier.clone();
-        tokio::task::spawn_blocking(move || applier.apply(index, command))
-            .await
-            .map_err(io_error)?
-            .map_err(|e| io_error(format!("cannot apply metadata entry {index}: {e}")))
+    /// Applies the journaled entries past the applied index (left by a crash in the middle of an
+    /// apply or of a snapshot install). Run before Raft starts.
+    pub async fn recover(&mut self) -> Result<(), StorageError> {
+        let from = self.applied_index().map_or(0, |i| i + 1);
+        let mut replayed = 0;
+        for item in self.journal.range(key(from)..) {
+            let (_, v) = item.map_err(io_error)?;
+            self.apply_journaled(decode(&v)?).await?;
+            replayed += 1;
+        }
+        if replayed > 0 {
+            tracing::info!(
+                replayed,
+                "applied journaled metadata entries left by a restart"
+            );
+        }
+        Ok(())
     }
 
-    async fn save_applied(&self) -> Result<(), StorageError> {
+    /// Applies one journaled entry and records it applied (flushed): a crash re-applies at most
+    /// this one entry.
+    async fn apply_journaled(&mut self, entry: Journaled) -> Result<MetaResult, StorageError> {
+        let index = entry.log_id.index;
+        let result = match entry.payload {
+            JournaledPayload::Blank => MetaResult::None,
+            JournaledPayload::Command(command) => {
+                let applier = self.applier.clone();
+                tokio::task::spawn_blocking(move || applier.apply(index, command))
+                    .await
+                    .map_err(io_error)?
+                    .map_err(|e| io_error(format!("cannot apply metadata entry {index}: {e}")))?
+            }
+            JournaledPayload::Membership(m) => {
+                self.applied.membership = StoredMembership::new(Some(entry.log_id), m);
+                MetaResult::None
+            }
+        };
+        self.applied.log_id = Some(entry.log_id);
         self.state
             .insert(APPLIED, encode(&self.applied)?)
             .map_err(io_error)?;
         self.db.flush_async().await.map_err(io_error)?;
-        Ok(())
+        Ok(result)
     }
 
     fn applied_index(&self) -> Option<u64> {
         self.applied.log_id.map(|l| l.index)
-    }
-
-    /// The journal up to the applied index, encoded.
-    fn journal_bytes(&self) -> Result<Vec<u8>, StorageError> {
-        let last = self.applied_index().unwrap_or(0);
-        let mut commands: Vec<(u64, MetaCommand)> = Vec::new();
-        for item in self.journal.range(..=key(last)) {
-            let (k, v) = item.map_err(io_error)?;
-            let index = u64::from_be_bytes(k.as_ref().try_into().map_err(io_error)?);
-            commands.push((index, decode(&v)?));
-        }
-        encode(&commands)
     }
 
     fn stored_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
@@ -120,7 +160,13 @@ impl StateMachine {
         }
     }
 
+    /// Keeps `snapshot` unless a newer one is kept already (a build may finish after an
+    /// install of a later snapshot).
     async fn save_snapshot(&self, snapshot: &StoredSnapshot) -> Result<(), StorageError> {
+        let kept = self.stored_snapshot()?.and_then(|s| s.meta.last_log_id);
+        if kept > snapshot.meta.last_log_id {
+            return Ok(());
+        }
         self.state
             .insert(SNAPSHOT, encode(snapshot)?)
             .map_err(io_error)?;
@@ -129,10 +175,24 @@ impl StateMachine {
     }
 }
 
+/// The journal up to `last`, encoded (on the blocking pool: it holds every deployed component).
+async fn journal_bytes(journal: sled::Tree, last: u64) -> Result<Vec<u8>, StorageError> {
+    tokio::task::spawn_blocking(move || {
+        let mut entries: Vec<Journaled> = Vec::new();
+        for item in journal.range(..=key(last)) {
+            let (_, v) = item.map_err(io_error)?;
+            entries.push(decode(&v)?);
+        }
+        encode(&entries)
+    })
+    .await
+    .map_err(io_error)?
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let data = self.journal_bytes()?;
         let last = self.applied.log_id;
+        let data = journal_bytes(self.journal.clone(), last.map_or(0, |l| l.index)).await?;
         let meta = SnapshotMeta {
             last_log_id: last,
             last_membership: self.applied.membership.clone(),
@@ -164,20 +224,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut results = Vec::new();
         for entry in entries {
-            let result = match entry.payload {
-                EntryPayload::Blank => MetaResult::None,
-                EntryPayload::Normal(command) => {
-                    self.apply_command(entry.log_id.index, command).await?
-                }
-                EntryPayload::Membership(m) => {
-                    self.applied.membership = StoredMembership::new(Some(entry.log_id), m);
-                    MetaResult::None
-                }
-            };
-            self.applied.log_id = Some(entry.log_id);
-            results.push(result);
+            let entry = Journaled::from(entry);
+            self.journal
+                .insert(key(entry.log_id.index), encode(&entry)?)
+                .map_err(io_error)?;
+            results.push(self.apply_journaled(entry).await?);
         }
-        self.save_applied().await?;
         Ok(results)
     }
 
@@ -189,36 +241,53 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
+    /// Journals the snapshot's entries past this node's applied index and the snapshot itself
+    /// (flushed) before applying any: openraft purges the log as soon as this returns, or as
+    /// soon as it starts, and the journal must then hold all the node still has to apply.
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let commands: Vec<(u64, MetaCommand)> = decode(&data)?;
         let done = self.applied_index();
-        let mut applied = 0;
-        for (index, command) in commands {
-            if done.is_none_or(|d| index > d) {
-                self.apply_command(index, command).await?;
-                applied += 1;
-            }
+        let bytes = data.clone();
+        let entries: Vec<Journaled> = tokio::task::spawn_blocking(move || decode(&bytes))
+            .await
+            .map_err(io_error)??;
+        let mut batch = sled::Batch::default();
+        let mut missing = 0;
+        for e in entries
+            .iter()
+            .filter(|e| done.is_none_or(|d| e.log_id.index > d))
+        {
+            batch.insert(&key(e.log_id.index), encode(e)?);
+            missing += 1;
         }
-        tracing::info!(
-            snapshot = %meta.snapshot_id,
-            applied,
-            "installed a metadata snapshot from the leader"
-        );
-        self.applied = Applied {
-            log_id: meta.last_log_id,
-            membership: meta.last_membership.clone(),
-        };
-        self.save_applied().await?;
+        self.journal.apply_batch(batch).map_err(io_error)?;
+        self.db.flush_async().await.map_err(io_error)?;
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data,
         };
-        self.save_snapshot(&stored).await
+        self.save_snapshot(&stored).await?;
+        self.recover().await?;
+        if self.applied.log_id < meta.last_log_id {
+            self.applied = Applied {
+                log_id: meta.last_log_id,
+                membership: meta.last_membership.clone(),
+            };
+            self.state
+                .insert(APPLIED, encode(&self.applied)?)
+                .map_err(io_error)?;
+            self.db.flush_async().await.map_err(io_error)?;
+        }
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            applied = missing,
+            "installed a metadata snapshot from the leader"
+        );
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {

@@ -44,7 +44,9 @@ pub fn ensure_cluster_dev_certs(
 ) -> Result<DevCerts, TlsError> {
     create_dir(ca_dir)?;
     let ca = {
-        let _lock = CaLock::take(ca_dir)?;
+        let lock = ca_dir.join("ca.lock");
+        let _lock = crate::util::LockFile::take(&lock, CA_LOCK_WAIT)
+            .map_err(|source| TlsError::Write { path: lock, source })?;
         load_or_create_ca(ca_dir)?.0
     };
     let dir = data_dir.join("tls");
@@ -64,40 +66,6 @@ pub fn ensure_cluster_dev_certs(
     write_file(&certs.key_path, key.serialize_pem().as_bytes(), true)?;
     write_file(&certs.cert_path, cert.pem().as_bytes(), false)?;
     Ok(certs)
-}
-
-/// `DIR/ca.lock`, created exclusively and removed on drop. A lock older than the wait is left
-/// by a node that died while creating the CA, and is taken over.
-struct CaLock(PathBuf);
-
-impl CaLock {
-    fn take(dir: &Path) -> Result<CaLock, TlsError> {
-        let path = dir.join("ca.lock");
-        let start = std::time::Instant::now();
-        loop {
-            match fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(_) => return Ok(CaLock(path)),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    if start.elapsed() > CA_LOCK_WAIT {
-                        tracing::warn!(lock = %path.display(), "taking over a stale CA lock");
-                        let _ = fs::remove_file(&path);
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(source) => return Err(TlsError::Write { path, source }),
-            }
-        }
-    }
-}
-
-impl Drop for CaLock {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
-    }
 }
 
 fn node_params(node_id: u64) -> Result<CertificateParams, TlsError> {
