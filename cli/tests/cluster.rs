@@ -142,6 +142,30 @@ async fn metadata_written_on_any_node_is_on_all_and_survives_the_leader() {
     let all: Vec<&Client> = clients.iter().collect();
     let leader = agreed_leader(&all).await;
     let s = status(&clients[0]).await;
+    // The command line shows the same.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args(["cluster", "status"])
+        .env("QUIVER_SERVER", &nodes[2].as_ref().unwrap().addr)
+        .env("QUIVER_CA", layout.ca())
+        .env("QUIVER_TOKEN", shared.trim())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("node 3: Raft leader {leader}, term")),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l
+                .split_whitespace()
+                .next()
+                .is_some_and(|w| w.parse::<u64>().is_ok()))
+            .count(),
+        3,
+        "{text}"
+    );
     assert_eq!(s.nodes.len(), 3, "{s:?}");
     assert!(s.nodes.iter().all(|n| n.voter), "{s:?}");
 
