@@ -1,6 +1,7 @@
 //! `quiver cert client NAME`: signs a client certificate with the dev CA of a data directory, for
 //! mTLS against a broker that uses its dev certificates with `--auth` (the name is the principal).
-//! Offline: it reads `<data-dir>/tls/ca.key` and needs no running broker.
+//! Offline: it reads `<data-dir>/tls/ca.key` (or, for the nodes of a local cluster, the shared
+//! `--dev-ca DIR`) and needs no running broker.
 
 use std::path::PathBuf;
 
@@ -19,6 +20,10 @@ pub enum CertCommand {
         /// Where to write the certificate and key [default: <data-dir>/clients].
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Sign with the dev CA a local cluster shares (`quiver serve --dev-ca DIR`) instead of a
+        /// data directory's; every node of the cluster then accepts the certificate.
+        #[arg(long)]
+        dev_ca: Option<PathBuf>,
     },
 }
 
@@ -28,15 +33,16 @@ pub fn run(cmd: CertCommand) -> anyhow::Result<()> {
             name,
             data_dir,
             out,
+            dev_ca,
         } => {
             let out = out.unwrap_or_else(|| data_dir.join("clients"));
-            let (cert, key) = generate_client_cert(&data_dir.join("tls"), &name, &out)
-                .with_context(|| {
-                    format!(
-                        "signing a client certificate with the dev CA in {}",
-                        data_dir.join("tls").display()
-                    )
-                })?;
+            let ca_dir = dev_ca.unwrap_or_else(|| data_dir.join("tls"));
+            let (cert, key) = generate_client_cert(&ca_dir, &name, &out).with_context(|| {
+                format!(
+                    "signing a client certificate with the dev CA in {}",
+                    ca_dir.display()
+                )
+            })?;
             println!("{}\n{}", cert.display(), key.display());
             eprintln!(
                 "connect with --cert {} --key {}",

@@ -221,6 +221,30 @@ async fn metadata_written_on_any_node_is_on_all_and_survives_the_leader() {
         assert!(ok, "alice's token is refused by {}", node.addr);
     }
 
+    // A client certificate signed with the shared dev CA (`cert client --dev-ca`) is accepted
+    // by every node, as the principal it names (no token).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args(["cert", "client", "bob", "--dev-ca"])
+        .arg(dir.path().join("ca"))
+        .arg("--out")
+        .arg(dir.path().join("bob"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for node in nodes.iter().flatten() {
+        let mut opts = ClientOptions::new(node.addr.clone(), layout.ca());
+        opts.client_cert = Some((
+            dir.path().join("bob/bob.pem"),
+            dir.path().join("bob/bob.key"),
+        ));
+        let bob = Client::connect_with(opts).await.unwrap();
+        assert_eq!(bob.admin().whoami().await.unwrap().0, "bob");
+    }
+
     // SIGKILL the Raft leader: the others elect a new one and admin writes go on.
     let killed_at = Instant::now();
     drop(nodes[leader as usize - 1].take());

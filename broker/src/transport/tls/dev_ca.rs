@@ -34,9 +34,9 @@ const CA_LOCK_WAIT: Duration = Duration::from_secs(30);
 
 /// A cluster node's certificates from the development CA shared by the nodes of a local cluster
 /// (`--dev-ca DIR`): the first node to start creates `DIR/ca.pem` and `DIR/ca.key` under an
-/// exclusive lock file (so nodes started together agree on one CA), and every start issues this
+/// exclusive lock file (so nodes started together agree on one CA), and a start issues this
 /// node a certificate for both ends of a TLS link, named `quiver-node-<id>` and the loopback names
-/// (its peers and its clients check it), kept in `<data_dir>/tls/`.
+/// (its peers and its clients check it), kept in `<data_dir>/tls/` and reused while it is good.
 pub fn ensure_cluster_dev_certs(
     ca_dir: &Path,
     data_dir: &Path,
@@ -57,6 +57,13 @@ pub fn ensure_cluster_dev_certs(
         key_path: dir.join(format!("node-{node_id}.key")),
         generated: true,
     };
+    // Issued at an earlier start (or a moment ago, for the client listener) and still good.
+    if server_cert_reusable(&certs, &ca) {
+        return Ok(DevCerts {
+            generated: false,
+            ..certs
+        });
+    }
     let key = new_key("node key")?;
     let cert = node_params(node_id)?
         .signed_by(&key, &ca.issuer, &ca.key)
