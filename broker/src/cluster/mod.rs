@@ -167,10 +167,6 @@ impl Cluster {
         }
     }
 
-    pub fn node_id(&self) -> NodeId {
-        self.node_id
-    }
-
     /// Proposes `command` and waits until it is applied on the leader (and so committed on a
     /// majority); a follower forwards it to the leader. Waits out an election up to
     /// [`WRITE_WAIT`]. A forwarded write whose answer was lost is proposed again, so a retried
