@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use quiver_proto::messages::{AdminRequest, AdminResponse};
+use quiver_proto::messages::{AdminRequest, AdminResponse, ClusterStatus};
 use quiver_proto::ErrorCode;
 
 use crate::auth::{Auth, Principal};
@@ -20,6 +20,7 @@ use crate::groups::Groups;
 use crate::meta::MetaStore;
 use crate::mirrors::MirrorStore;
 use crate::plugins::{EngineLimits, Pipelines, PluginEngine, PluginRegistry};
+use crate::replication::Replication;
 use crate::routing::Exchanges;
 use crate::services::admin::{AdminService, Identity};
 use crate::services::catalog::Catalog;
@@ -49,6 +50,7 @@ struct Stores {
     delays: Arc<DelayStore>,
     auth: Arc<Auth>,
     mirrors: Arc<MirrorStore>,
+    replication: Arc<Replication>,
 }
 
 impl Stores {
@@ -67,6 +69,7 @@ impl Stores {
         let pipelines =
             Pipelines::open(meta.clone(), registry.clone(), config.plugins, max_output)?;
         let topics = Arc::new(TopicStore::open(&config.data_dir, meta.clone())?);
+        let replication = Replication::new(config.cluster.as_ref(), topics.clone())?;
         let delays = DelayStore::open(&config.data_dir.join("delay"), &topics)?;
         let auth = Auth::open(meta.clone(), config.auth, config.quotas.clone())?;
         // Nodes of a local cluster share their admin token through the dev CA's folder.
@@ -76,6 +79,7 @@ impl Stores {
         }
         let mirrors = MirrorStore::open(meta.clone(), &config.data_dir, &config.mirrors)?;
         Ok(Stores {
+            replication,
             mirrors: Arc::new(mirrors),
             auth: Arc::new(auth),
             registry,
@@ -105,6 +109,7 @@ pub struct Broker {
     auth: Arc<Auth>,
     mirrors: Arc<MirrorStore>,
     telemetry: Telemetry,
+    replication: Arc<Replication>,
     /// Set once a cluster node has joined its metadata group.
     cluster: OnceLock<Arc<Cluster>>,
 }
@@ -135,6 +140,7 @@ impl Broker {
             s.delays.clone(),
             s.exchanges.clone(),
             dead_letters.clone(),
+            s.replication.clone(),
         ));
         let mirror_service = Arc::new(MirrorService::new(s.mirrors.clone(), s.topics.clone()));
         mirror_service.seed_configured()?;
@@ -160,13 +166,16 @@ impl Broker {
             identity: Identity {
                 broker_id: format!("quiver@{}", config.listen),
                 listen: config.listen.to_string(),
+                node_id: config.cluster.as_ref().map(|c| c.node_id),
             },
             auth: s.auth.clone(),
+            replication: s.replication.clone(),
         };
         Ok(Arc::new(Broker {
             fetch: Arc::new(FetchService::new(
                 s.topics.clone(),
                 s.pipelines.clone(),
+                s.replication.clone(),
                 config.max_frame_bytes,
             )),
             queues: Arc::new(QueueService::new(
@@ -188,6 +197,7 @@ impl Broker {
             admin,
             config,
             telemetry: Telemetry::default(),
+            replication: s.replication,
             cluster: OnceLock::new(),
         }))
     }
@@ -234,19 +244,21 @@ impl Broker {
 
     /// Joins the metadata group of `config`'s cluster: from then on admin writes go through
     /// Raft and are applied on every node. `server`/`client` are the peer links' mutual-TLS
-    /// configurations.
+    /// configurations; `listening` is where this node takes clients (announced to them).
     pub async fn join_cluster(
         self: &Arc<Self>,
         config: &ClusterConfig,
-        server: quinn::ServerConfig,
-        client: quinn::ClientConfig,
+        (server, client): (quinn::ServerConfig, quinn::ClientConfig),
+        listening: std::net::SocketAddr,
     ) -> Result<Arc<Cluster>, BrokerError> {
         let applier = Arc::new(BrokerApplier(Arc::downgrade(self)));
-        let cluster =
-            Cluster::start(config, &self.config.data_dir, applier, server, client).await?;
+        let replicas = self.replication.clone();
+        let dir = &self.config.data_dir;
+        let cluster = Cluster::start(config, dir, applier, replicas, (server, client)).await?;
         self.cluster
             .set(cluster.clone())
             .map_err(|_| BrokerError::Internal("the broker joined a cluster twice".into()))?;
+        self.replication.start(cluster.clone(), listening);
         Ok(cluster)
     }
 
@@ -266,7 +278,7 @@ impl Broker {
     ) -> Result<AdminResponse, BrokerError> {
         if let Some(cluster) = self.cluster.get() {
             if matches!(req, AdminRequest::ClusterStatus) {
-                return Ok(AdminResponse::ClusterStatus(cluster.status()));
+                return Ok(AdminResponse::ClusterStatus(self.cluster_status(cluster)));
             }
             if MetaCommand::replicates(&req) {
                 return self.replicate(cluster, principal, req, payload).await;
@@ -302,6 +314,22 @@ impl Broker {
             }),
             other => Ok(other),
         }
+    }
+
+    /// Members, leader and term, with each node's client address and every replicated
+    /// partition's leader and in-sync replicas.
+    fn cluster_status(&self, cluster: &Cluster) -> ClusterStatus {
+        let mut status = cluster.status();
+        for node in &mut status.nodes {
+            node.client_addr = self.replication.client_addr(node.id);
+        }
+        status.partitions = self.replication.describe();
+        status
+    }
+
+    /// Partition replication (a disabled service on a single broker).
+    pub fn replication(&self) -> &Arc<Replication> {
+        &self.replication
     }
 
     pub fn config(&self) -> &BrokerConfig {
@@ -439,6 +467,7 @@ impl Applier for BrokerApplier {
                     .create_user_with(&name, &token_id, token_hash)
                     .map_err(BrokerError::from)
             }
+            replica => return apply_replica(&broker, replica),
         };
         match result {
             Ok(a) => Ok(MetaResult::Ok(a)),
@@ -449,6 +478,44 @@ impl Applier for BrokerApplier {
                 message: e.to_string(),
             }),
         }
+    }
+}
+
+/// Applies a change of partition replicas (registrations, ISR changes, elections). A change
+/// decided in an epoch that has passed answers `NotLeader` and changes nothing.
+fn apply_replica(broker: &Broker, command: MetaCommand) -> Result<MetaResult, String> {
+    let r = &broker.replication;
+    let applied = match command {
+        MetaCommand::RegisterNode {
+            node,
+            client_addr,
+            incarnation,
+        } => r.register(node, &client_addr, incarnation).map(|()| true),
+        MetaCommand::SetIsr {
+            topic,
+            partition,
+            epoch,
+            isr,
+        } => r.set_isr(&topic, partition, epoch, isr),
+        MetaCommand::Elect {
+            topic,
+            partition,
+            prev_epoch,
+            leader,
+            isr,
+        } => r.elect(&topic, partition, prev_epoch, leader, isr),
+        MetaCommand::Admin { .. } | MetaCommand::CreateUser { .. } => {
+            return Err("not a replica change".into())
+        }
+    };
+    match applied {
+        Ok(true) => Ok(MetaResult::None),
+        Ok(false) => Ok(MetaResult::Err {
+            code: ErrorCode::NotLeader.as_u16(),
+            message: "the partition's epoch moved on; the change was not applied".into(),
+        }),
+        // This node's store failed: not applied here (Raft stops rather than diverge).
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -81,9 +81,12 @@ pub struct BrokerConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
+    /// Absent from a file that only tunes the cluster (`--node-id` names the node).
+    #[serde(default)]
     pub node_id: u64,
     /// Every member, this node included, as `ID@HOST:PORT`: the address where that node listens
     /// for its peers (UDP, QUIC with mutual TLS; not the client address).
+    #[serde(default)]
     pub members: Vec<ClusterMember>,
     /// A development CA shared by the nodes of a local cluster: created by the first node that
     /// starts (safely against concurrent starts), each node signs its own certificate with it.
@@ -100,10 +103,34 @@ pub struct ClusterConfig {
     /// then dropped (all but a tenth), and a node further behind receives the snapshot instead.
     #[serde(default = "default_snapshot_logs")]
     pub snapshot_logs: u64,
+    /// Copies of each partition of a topic created without `--replication-factor` (default:
+    /// 3, or the number of members if fewer).
+    #[serde(default)]
+    pub replication_factor: Option<u32>,
+    /// A follower that has not caught up with its leader's log for this long leaves the
+    /// partition's in-sync replicas (and rejoins once caught up).
+    #[serde(default = "default_replica_lag_ms")]
+    pub replica_lag_ms: u64,
+    /// A node that has not answered the Raft leader for this long is dead: the partitions it
+    /// leads get new leaders from their in-sync replicas.
+    #[serde(default = "default_node_timeout_ms")]
+    pub node_timeout_ms: u64,
+    /// The client address this node announces to clients (which send a partition's requests
+    /// to its leader); default: the `listen` address.
+    #[serde(default)]
+    pub advertise: Option<String>,
 }
 
 fn default_heartbeat_ms() -> u64 {
     250
+}
+
+fn default_replica_lag_ms() -> u64 {
+    10_000
+}
+
+fn default_node_timeout_ms() -> u64 {
+    6_000
 }
 
 fn default_snapshot_logs() -> u64 {
@@ -161,6 +188,28 @@ pub struct PeerTls {
 }
 
 impl ClusterConfig {
+    /// A member of `members` with every other setting at its default.
+    pub fn new(node_id: u64, members: Vec<ClusterMember>) -> ClusterConfig {
+        ClusterConfig {
+            node_id,
+            members,
+            dev_ca: None,
+            peer_tls: None,
+            heartbeat_ms: default_heartbeat_ms(),
+            snapshot_logs: default_snapshot_logs(),
+            replication_factor: None,
+            replica_lag_ms: default_replica_lag_ms(),
+            node_timeout_ms: default_node_timeout_ms(),
+            advertise: None,
+        }
+    }
+
+    /// Copies of each partition when a topic is created without saying.
+    pub fn default_replication_factor(&self) -> u32 {
+        self.replication_factor
+            .unwrap_or_else(|| (self.members.len() as u32).min(3))
+    }
+
     /// This node's own peer address, from the member list.
     pub fn own_addr(&self) -> Option<SocketAddr> {
         self.members
@@ -183,6 +232,10 @@ impl ClusterConfig {
         if ids.len() != self.members.len() {
             return bad("a node id appears twice among the members".into());
         }
+        if ids.last().is_some_and(|&id| id >= 1024) {
+            // Producer ids carry the node id in their low ten bits.
+            return bad("node ids must be below 1024".into());
+        }
         if self.dev_ca.is_none() && self.peer_tls.is_none() {
             return bad("nodes need certificates: --dev-ca DIR for a local cluster, or [cluster.peer_tls] cert, key and ca".into());
         }
@@ -191,6 +244,20 @@ impl ClusterConfig {
         }
         if self.snapshot_logs == 0 {
             return bad("snapshot_logs must be at least 1".into());
+        }
+        if let Some(rf) = self.replication_factor {
+            if rf == 0 || rf as usize > self.members.len() {
+                return bad(format!(
+                    "replication_factor {rf} must be between 1 and the {} members",
+                    self.members.len()
+                ));
+            }
+        }
+        if self.replica_lag_ms < 100 || self.node_timeout_ms < self.heartbeat_ms * 4 {
+            return bad(
+                "replica_lag_ms must be at least 100 and node_timeout_ms at least 4 heartbeats"
+                    .into(),
+            );
         }
         Ok(())
     }

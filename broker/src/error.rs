@@ -38,6 +38,8 @@ pub enum BrokerError {
     Mirror(#[from] crate::mirrors::MirrorError),
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error(transparent)]
+    Replication(#[from] crate::replication::ReplicationError),
     #[error("{0}")]
     InvalidRequest(String),
     #[error("producer {producer} skipped sequence numbers on {topic}/{partition}: expected {expected}, got {got}")]
@@ -75,6 +77,7 @@ impl BrokerError {
             BrokerError::Auth(e) => e.code(),
             BrokerError::Mirror(e) => e.code(),
             BrokerError::Cluster(e) => e.code(),
+            BrokerError::Replication(e) => e.code(),
             BrokerError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             BrokerError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
             BrokerError::ProducerFenced { .. } => ErrorCode::ProducerFenced,

@@ -19,6 +19,7 @@ pub mod meta;
 pub mod mirrors;
 pub mod offload;
 pub mod plugins;
+pub mod replication;
 pub mod routing;
 pub mod services;
 pub mod storage;

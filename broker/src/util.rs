@@ -11,6 +11,15 @@ pub fn now_ms() -> i64 {
 }
 
 /// Cuts `s` to at most `max` bytes on a character boundary.
+/// A random number (ids that only have to differ: a generated mirror source id, a node's
+/// incarnation).
+pub fn rand_u64() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    u64::from_le_bytes(b) ^ u64::from(std::process::id())
+}
+
 pub fn truncate_utf8(s: &mut String, max: usize) {
     if s.len() > max {
         let mut end = max;

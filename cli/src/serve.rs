@@ -84,15 +84,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let broker = tokio::task::spawn_blocking(move || Broker::open(config))
         .await?
         .context("opening storage")?;
+    // Bound before joining (nothing is accepted until it runs): a cluster node announces the
+    // address its listener got.
+    let server = Server::bind(broker.clone(), listen, server_config)?;
     let cluster = match &cluster_config {
-        Some(c) => Some(join_cluster(&broker, c).await?),
+        Some(c) => Some(join_cluster(&broker, c, server.local_addr()?).await?),
         None => None,
     };
-    let server = Server::bind(broker.clone(), listen, server_config)?;
     tracing::info!(addr = %server.local_addr()?, "quiver listening (QUIC, ALPN quiver/1)");
     // Mirrors forward this broker's topics to core brokers; they stop before the broker flushes.
     quiver_mirror::start(broker.clone(), server.supervisor());
     let token = server.shutdown_token();
+    let replication = broker.replication().clone();
     let http = match http {
         Some(addr) => Some(start_http(addr, broker, token.clone()).await?),
         None => None,
@@ -104,6 +107,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     });
     server.run().await?;
     if let Some(cluster) = cluster {
+        replication.shutdown();
         cluster.shutdown().await;
     }
     // Answered (not ready) while the broker drained; stopped once it has.
@@ -118,6 +122,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 async fn join_cluster(
     broker: &std::sync::Arc<Broker>,
     config: &ClusterConfig,
+    listening: SocketAddr,
 ) -> anyhow::Result<std::sync::Arc<quiver_broker::cluster::Cluster>> {
     let (cert, key, ca) = match (&config.peer_tls, &config.dev_ca) {
         (Some(p), _) => (p.cert.clone(), p.key.clone(), p.ca.clone()),
@@ -131,7 +136,7 @@ async fn join_cluster(
     };
     let (server, client) = tls::peer_configs(&cert, &key, &ca).context("peer TLS setup")?;
     broker
-        .join_cluster(config, server, client)
+        .join_cluster(config, (server, client), listening)
         .await
         .context("joining the cluster")
 }
@@ -193,17 +198,17 @@ fn build_config(args: ServeArgs) -> anyhow::Result<BrokerConfig> {
         tls.client_ca = Some(ca);
     }
     if let Some(node_id) = args.node_id {
-        let previous = config.cluster.take();
-        config.cluster = Some(ClusterConfig {
-            node_id,
-            members: args.cluster,
-            dev_ca: args
-                .dev_ca
-                .or_else(|| previous.as_ref().and_then(|c| c.dev_ca.clone())),
-            peer_tls: previous.as_ref().and_then(|c| c.peer_tls.clone()),
-            heartbeat_ms: previous.as_ref().map_or(250, |c| c.heartbeat_ms),
-            snapshot_logs: previous.map_or(1000, |c| c.snapshot_logs),
-        });
+        // Flags name the node and its members; the rest keeps what the file said.
+        let mut cluster = config
+            .cluster
+            .take()
+            .unwrap_or_else(|| ClusterConfig::new(node_id, Vec::new()));
+        cluster.node_id = node_id;
+        cluster.members = args.cluster;
+        if args.dev_ca.is_some() {
+            cluster.dev_ca = args.dev_ca;
+        }
+        config.cluster = Some(cluster);
     }
     config.validate()?;
     Ok(config)

@@ -19,6 +19,13 @@ pub enum TopicCommand {
         retention_bytes: Option<u64>,
         #[arg(long)]
         segment_bytes: Option<u64>,
+        /// Copies of each partition, on different nodes of a cluster (default: the cluster's
+        /// `replication_factor`; a single broker keeps 1).
+        #[arg(long)]
+        replication_factor: Option<u32>,
+        /// In-sync copies an `acks=all` produce needs (default 1).
+        #[arg(long)]
+        min_insync: Option<u32>,
         #[command(flatten)]
         conn: ConnectArgs,
     },
@@ -67,6 +74,8 @@ pub async fn run(cmd: TopicCommand) -> anyhow::Result<()> {
             retention_ms,
             retention_bytes,
             segment_bytes,
+            replication_factor,
+            min_insync,
             conn,
         } => {
             let client = conn.connect().await?;
@@ -76,6 +85,8 @@ pub async fn run(cmd: TopicCommand) -> anyhow::Result<()> {
                 retention_ms,
                 retention_bytes,
                 segment_bytes,
+                replication_factor,
+                min_insync,
             };
             let n = client.admin().create_topic(topic).await?;
             println!("created topic {name} with {n} partition(s)");

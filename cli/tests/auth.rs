@@ -178,6 +178,8 @@ fn samples(delayed: u64) -> Vec<Sample> {
             retention_ms: None,
             retention_bytes: None,
             segment_bytes: None,
+            replication_factor: None,
+            min_insync: None,
         }),
         Sample::Admin(A::AddPartitions {
             name: "t2".into(),

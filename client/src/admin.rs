@@ -33,6 +33,10 @@ pub struct NewTopic {
     pub retention_ms: Option<u64>,
     pub retention_bytes: Option<u64>,
     pub segment_bytes: Option<u64>,
+    /// Copies of each partition on a cluster (the cluster's default when `None`).
+    pub replication_factor: Option<u32>,
+    /// In-sync replicas an `acks=all` produce needs (1 when `None`).
+    pub min_insync: Option<u32>,
 }
 
 impl NewTopic {
@@ -87,6 +91,8 @@ impl Admin {
             retention_ms: topic.retention_ms,
             retention_bytes: topic.retention_bytes,
             segment_bytes: topic.segment_bytes,
+            replication_factor: topic.replication_factor,
+            min_insync: topic.min_insync,
         };
         match self.call(req).await? {
             AdminResponse::TopicCreated(t) => Ok(t.partitions),

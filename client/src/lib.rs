@@ -37,8 +37,8 @@ pub use quiver_proto::groups::{
     PartitionOffset, QueuePartitionState, ResetTo, TopicPartition,
 };
 pub use quiver_proto::messages::{
-    Acks, AttachmentInfo, ErrorPolicy, PartitionDescription, PluginRef, PluginVersionInfo,
-    TopicDescription, TopicSummary,
+    Acks, AttachmentInfo, ClusterStatus, ErrorPolicy, PartitionDescription, PartitionReplicas,
+    PluginRef, PluginVersionInfo, TopicDescription, TopicSummary,
 };
 pub use quiver_proto::mirror::{
     MirrorDirection, MirrorInfo, MirrorPartition, MirrorSpec, MirrorStart, MirrorState,

@@ -38,6 +38,12 @@ pub enum ErrorCode {
     /// No record with that id is held for delayed delivery (never, or already delivered or
     /// cancelled).
     UnknownDelayed = 26,
+    /// This node does not lead the partition (a cluster moved or elected its leader): refresh
+    /// metadata and send the request to the leader it names.
+    NotLeader = 27,
+    /// Fewer replicas of the partition are in sync than the topic's `min-insync`: an `acks=all`
+    /// produce is refused rather than acknowledged with less redundancy. Retry later.
+    NotEnoughReplicas = 28,
     StorageError = 30,
     DiskFull = 31,
     Timeout = 40,
@@ -68,7 +74,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in numeric order (for tables, docs and exhaustive tests).
-    pub const ALL: [ErrorCode; 36] = [
+    pub const ALL: [ErrorCode; 38] = [
         ErrorCode::Unknown,
         ErrorCode::MalformedFrame,
         ErrorCode::FrameTooLarge,
@@ -89,6 +95,8 @@ impl ErrorCode {
         ErrorCode::ProducerFenced,
         ErrorCode::Unroutable,
         ErrorCode::UnknownDelayed,
+        ErrorCode::NotLeader,
+        ErrorCode::NotEnoughReplicas,
         ErrorCode::StorageError,
         ErrorCode::DiskFull,
         ErrorCode::Timeout,
@@ -135,6 +143,8 @@ impl ErrorCode {
             ErrorCode::ProducerFenced => "producer fenced by a newer one with its fencing key",
             ErrorCode::Unroutable => "records match no binding of the exchange",
             ErrorCode::UnknownDelayed => "no delayed record is pending with that id",
+            ErrorCode::NotLeader => "this node does not lead the partition",
+            ErrorCode::NotEnoughReplicas => "too few replicas of the partition are in sync",
             ErrorCode::StorageError => "storage error",
             ErrorCode::DiskFull => "disk full",
             ErrorCode::Timeout => "request timed out",
@@ -164,6 +174,8 @@ impl ErrorCode {
                 | ErrorCode::ServerBusy
                 | ErrorCode::ShuttingDown
                 | ErrorCode::OutOfOrderSequence
+                | ErrorCode::NotLeader
+                | ErrorCode::NotEnoughReplicas
         )
     }
 }

@@ -278,6 +278,13 @@ pub enum AdminRequest {
         retention_bytes: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         segment_bytes: Option<u64>,
+        /// Copies of each partition, on different nodes (a cluster's default when absent; 1 on
+        /// a single broker, which refuses more).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replication_factor: Option<u32>,
+        /// In-sync replicas an `acks=all` produce needs (1 when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_insync: Option<u32>,
     },
     DeleteTopic {
         name: String,
@@ -435,6 +442,33 @@ pub struct ClusterStatus {
     pub applied: u64,
     /// Members of the metadata group, by id.
     pub nodes: Vec<ClusterNodeStatus>,
+    /// Every replicated partition: its replicas, leader, leader epoch and in-sync replicas.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<PartitionReplicas>,
+}
+
+/// Where a partition's copies live in a cluster and which one leads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionReplicas {
+    pub topic: String,
+    pub partition: u32,
+    /// The nodes holding a copy, the preferred leader first.
+    pub replicas: Vec<u64>,
+    /// The node that takes produce and fetch requests (none while no in-sync replica is alive).
+    pub leader: Option<u64>,
+    /// The leader's client address, for requests sent to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_addr: Option<String>,
+    /// Grows with every change of leader; requests and replicas of an older epoch are fenced.
+    pub epoch: u64,
+    /// The replicas that have everything the leader acknowledged (the leader included).
+    pub isr: Vec<u64>,
+    /// In-sync replicas an `acks=all` produce needs.
+    pub min_insync: u32,
+    /// As the answering node knows it: the offset below which every in-sync replica has the
+    /// records (what consumers may read). Only the leader knows it exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high_watermark: Option<u64>,
 }
 
 /// One member of the cluster.
@@ -445,6 +479,9 @@ pub struct ClusterNodeStatus {
     pub addr: String,
     /// A voter of the metadata group (otherwise a learner).
     pub voter: bool,
+    /// Where the node takes client connections, as it registered (none until it has started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_addr: Option<String>,
     /// As the leader sees it: the last metadata log index the node has (leader only; `None`
     /// when this node is not the leader).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -469,6 +506,10 @@ pub enum AdminResponse {
         version: String,
         listen: String,
         topics: Vec<TopicSummary>,
+        /// On a cluster node: each replicated partition's leader and its client address, so
+        /// clients send a partition's requests to its leader.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        leaders: Vec<PartitionReplicas>,
     },
     ClusterStatus(ClusterStatus),
     PluginDeployed {
@@ -957,6 +998,8 @@ mod tests {
                         retention_ms,
                         retention_bytes,
                         segment_bytes,
+                        replication_factor: None,
+                        min_insync: None,
                     }
                 },
             );
@@ -987,6 +1030,7 @@ mod tests {
                     version,
                     listen,
                     topics,
+                    leaders: Vec::new(),
                 }
             }),
             plugin_responses(),

@@ -31,7 +31,13 @@ use crate::config::ClusterConfig;
 use network::{Forwarded, Network, PeerRequest, PeerResponse, Peers};
 pub use state_machine::Applier;
 use types::Raft;
-pub use types::{node_name, MetaCommand, MetaResult, NodeId};
+pub use types::{node_name, MetaCommand, MetaResult, NodeId, PartitionState};
+
+/// Answers partition replicas' requests that reach this node over the peer link (the
+/// replication service implements it; the bytes are its own messages).
+pub trait ReplicaHandler: Send + Sync + 'static {
+    fn handle(&self, request: Vec<u8>) -> futures_util::future::BoxFuture<'static, Vec<u8>>;
+}
 
 /// How long an admin write waits for a leader (an election takes a few heartbeats).
 const WRITE_WAIT: Duration = Duration::from_secs(15);
@@ -84,6 +90,8 @@ impl ClusterError {
 /// This node's part in the cluster.
 pub struct Cluster {
     node_id: NodeId,
+    /// Every member's id, ascending (the membership is fixed by configuration).
+    members: Vec<NodeId>,
     raft: Raft,
     peers: Arc<Peers>,
     endpoint: quinn::Endpoint,
@@ -106,8 +114,8 @@ impl Cluster {
         config: &ClusterConfig,
         data_dir: &Path,
         applier: Arc<dyn Applier>,
-        server: quinn::ServerConfig,
-        client: quinn::ClientConfig,
+        replicas: Arc<dyn ReplicaHandler>,
+        (server, client): (quinn::ServerConfig, quinn::ClientConfig),
     ) -> Result<Arc<Cluster>, ClusterError> {
         let path = data_dir.join("raft");
         let db = sled::Config::new()
@@ -135,13 +143,16 @@ impl Cluster {
         .await
         .map_err(raft_err)?;
         let stop = CancellationToken::new();
-        tokio::spawn(peer_server::serve(
-            endpoint.clone(),
-            raft.clone(),
-            stop.clone(),
-        ));
+        let handlers = peer_server::Handlers {
+            raft: raft.clone(),
+            replicas,
+        };
+        tokio::spawn(peer_server::serve(endpoint.clone(), handlers, stop.clone()));
+        let mut members: Vec<NodeId> = config.members.iter().map(|m| m.id).collect();
+        members.sort_unstable();
         let cluster = Arc::new(Cluster {
             node_id: config.node_id,
+            members,
             raft,
             peers,
             endpoint,
@@ -187,19 +198,10 @@ impl Cluster {
     }
 
     async fn try_write(&self, command: &MetaCommand) -> Forwarded {
-        let (leader, addr) = {
-            let metrics = self.raft.metrics();
-            let m = metrics.borrow();
-            let Some(leader) = m.current_leader else {
-                return Forwarded::NotLeader;
-            };
-            let addr = m
-                .membership_config
-                .nodes()
-                .find(|(id, _)| **id == leader)
-                .map(|(_, n)| n.addr.clone());
-            (leader, addr)
+        let Some(leader) = self.raft.metrics().borrow().current_leader else {
+            return Forwarded::NotLeader;
         };
+        let addr = self.member_addr(leader);
         if leader == self.node_id {
             // A leader cut off from its majority does not know it yet: bound the wait (the
             // proposal may still commit later, if the majority comes back).
@@ -243,6 +245,60 @@ impl Cluster {
         }
     }
 
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// Every member's id, ascending.
+    pub fn members(&self) -> &[NodeId] {
+        &self.members
+    }
+
+    /// Whether this node is the Raft leader now (and so the controller of partition leaders).
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.node_id)
+    }
+
+    /// When `node` last answered this node over the peer link (the Raft leader calls every
+    /// live node at each heartbeat).
+    pub fn last_answer(&self, node: NodeId) -> Option<Instant> {
+        self.peers.last_answer(node)
+    }
+
+    /// Sends a replica request to `node` and returns its answer, within `ttl`.
+    pub async fn call_replica(
+        &self,
+        node: NodeId,
+        request: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Vec<u8>, ClusterError> {
+        let addr = self
+            .member_addr(node)
+            .ok_or_else(|| ClusterError::Unreachable(format!("node {node} is not a member")))?;
+        match self
+            .peers
+            .call(node, &addr, &PeerRequest::Replica(request), ttl)
+            .await?
+        {
+            PeerResponse::Replica(answer) => Ok(answer),
+            other => Err(ClusterError::Peer(format!(
+                "node {node} answered {other:?}"
+            ))),
+        }
+    }
+
+    /// A member's peer address.
+    fn member_addr(&self, node: NodeId) -> Option<String> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let addr = m
+            .membership_config
+            .nodes()
+            .find(|(id, _)| **id == node)
+            .map(|(_, n)| n.addr.clone());
+        addr
+    }
+
     /// Members, leader and term as this node sees them.
     pub fn status(&self) -> ClusterStatus {
         let metrics = self.raft.metrics();
@@ -260,6 +316,7 @@ impl Cluster {
                 id: *id,
                 addr: n.addr.clone(),
                 voter: voters.contains(id),
+                client_addr: None,
                 matched: matched(*id),
             })
             .collect();
@@ -269,6 +326,7 @@ impl Cluster {
             term: m.current_term,
             applied: m.last_applied.map_or(0, |l| l.index),
             nodes,
+            partitions: Vec::new(),
         }
     }
 

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use openraft::error::{
@@ -41,6 +41,8 @@ pub enum PeerRequest {
     Vote(VoteRequest<NodeId>),
     /// An admin write that reached a follower, for the leader to propose.
     Forward(MetaCommand),
+    /// A partition replica's request (a follower fetching, docs/replication.md), opaque here.
+    Replica(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// The answer to a [`PeerRequest`], of the same kind.
@@ -50,6 +52,7 @@ pub enum PeerResponse {
     Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     Forwarded(Forwarded),
+    Replica(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The request could not be read.
     Refused(String),
 }
@@ -69,6 +72,9 @@ pub enum Forwarded {
 pub struct Peers {
     endpoint: quinn::Endpoint,
     links: Mutex<HashMap<NodeId, Link>>,
+    /// When each peer last answered a call (the Raft leader hears from every live node at
+    /// each heartbeat, which is how the controller tells dead nodes).
+    answered: Mutex<HashMap<NodeId, Instant>>,
 }
 
 impl std::fmt::Debug for Peers {
@@ -82,7 +88,13 @@ impl Peers {
         Arc::new(Peers {
             endpoint,
             links: Mutex::new(HashMap::new()),
+            answered: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// When `node` last answered a call from this node.
+    pub fn last_answer(&self, node: NodeId) -> Option<Instant> {
+        self.answered.lock().get(&node).copied()
     }
 
     /// Sends `request` to node `target` at `addr` and reads its answer, within `ttl`.
@@ -115,7 +127,11 @@ impl Peers {
                 .map_err(|e| ClusterError::Peer(format!("node {target} answered garbage: {e}")))
         };
         match tokio::time::timeout(ttl, exchange).await {
-            Ok(answer) => answer,
+            Ok(Ok(answer)) => {
+                self.answered.lock().insert(target, Instant::now());
+                Ok(answer)
+            }
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(ClusterError::Peer(format!(
                 "node {target} did not answer within {ttl:?}"
             ))),

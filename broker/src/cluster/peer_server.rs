@@ -3,16 +3,26 @@
 //! per stream and hands it to Raft: append, vote and snapshot messages, and admin writes that a
 //! follower forwards to the leader.
 
+use std::sync::Arc;
+
 use openraft::error::{ClientWriteError, RaftError};
 use rustls::pki_types::CertificateDer;
 use tokio_util::sync::CancellationToken;
 
 use super::network::{Forwarded, PeerRequest, PeerResponse, MAX_PEER_MESSAGE};
 use super::types::{MetaCommand, Raft, NODE_NAME_PREFIX};
+use super::ReplicaHandler;
 use crate::auth::{principal::from_certificate, PrincipalFrom};
 
+/// What a peer connection hands its requests to.
+#[derive(Clone)]
+pub struct Handlers {
+    pub raft: Raft,
+    pub replicas: Arc<dyn ReplicaHandler>,
+}
+
 /// Serves peers until `stop` is cancelled or the endpoint closes.
-pub async fn serve(endpoint: quinn::Endpoint, raft: Raft, stop: CancellationToken) {
+pub async fn serve(endpoint: quinn::Endpoint, handlers: Handlers, stop: CancellationToken) {
     loop {
         let incoming = tokio::select! {
             _ = stop.cancelled() => break,
@@ -21,11 +31,11 @@ pub async fn serve(endpoint: quinn::Endpoint, raft: Raft, stop: CancellationToke
                 None => break,
             },
         };
-        tokio::spawn(connection(incoming, raft.clone(), stop.clone()));
+        tokio::spawn(connection(incoming, handlers.clone(), stop.clone()));
     }
 }
 
-async fn connection(incoming: quinn::Incoming, raft: Raft, stop: CancellationToken) {
+async fn connection(incoming: quinn::Incoming, handlers: Handlers, stop: CancellationToken) {
     let remote = incoming.remote_address();
     let conn = match incoming.await {
         Ok(c) => c,
@@ -47,7 +57,7 @@ async fn connection(incoming: quinn::Incoming, raft: Raft, stop: CancellationTok
                 Err(_) => break,
             },
         };
-        tokio::spawn(stream(send, recv, raft.clone()));
+        tokio::spawn(stream(send, recv, handlers.clone()));
     }
 }
 
@@ -66,12 +76,12 @@ fn is_node(conn: &quinn::Connection) -> bool {
         .is_some_and(|name| name.starts_with(NODE_NAME_PREFIX))
 }
 
-async fn stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, raft: Raft) {
+async fn stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, handlers: Handlers) {
     let Ok(bytes) = recv.read_to_end(MAX_PEER_MESSAGE).await else {
         return;
     };
     let answer = match rmp_serde::from_slice::<PeerRequest>(&bytes) {
-        Ok(request) => handle(request, &raft).await,
+        Ok(request) => handle(request, &handlers).await,
         Err(e) => PeerResponse::Refused(format!("cannot read the request: {e}")),
     };
     match rmp_serde::to_vec_named(&answer) {
@@ -84,12 +94,14 @@ async fn stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, raft: 
     }
 }
 
-async fn handle(request: PeerRequest, raft: &Raft) -> PeerResponse {
+async fn handle(request: PeerRequest, handlers: &Handlers) -> PeerResponse {
+    let raft = &handlers.raft;
     match request {
         PeerRequest::Append(r) => PeerResponse::Append(raft.append_entries(r).await),
         PeerRequest::Snapshot(r) => PeerResponse::Snapshot(raft.install_snapshot(r).await),
         PeerRequest::Vote(r) => PeerResponse::Vote(raft.vote(r).await),
         PeerRequest::Forward(command) => PeerResponse::Forwarded(propose(raft, command).await),
+        PeerRequest::Replica(r) => PeerResponse::Replica(handlers.replicas.handle(r).await),
     }
 }
 

@@ -44,6 +44,48 @@ pub enum MetaCommand {
         #[serde(with = "serde_bytes")]
         token_hash: Vec<u8>,
     },
+    /// A node says where it takes client connections (on every start), so metadata answers can
+    /// send clients to a partition's leader.
+    RegisterNode {
+        node: NodeId,
+        client_addr: String,
+        /// Drawn by the node at each start: its own registration tells it that it has applied
+        /// everything committed before (and may take up partition leadership).
+        incarnation: u64,
+    },
+    /// A partition's leader shrinks or grows its in-sync replicas. Applied only while the
+    /// partition is still in `epoch` (a leader that was replaced cannot change it).
+    SetIsr {
+        topic: String,
+        partition: u32,
+        epoch: u64,
+        isr: Vec<NodeId>,
+    },
+    /// The controller (the Raft leader) gives a partition a new leader, or none while no
+    /// in-sync replica is alive. Applied only while the partition is still in `prev_epoch`;
+    /// the epoch then grows by one.
+    Elect {
+        topic: String,
+        partition: u32,
+        prev_epoch: u64,
+        leader: Option<NodeId>,
+        isr: Vec<NodeId>,
+    },
+}
+
+/// A replicated partition's placement and leadership, as the metadata group holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// The nodes holding a copy, the preferred leader first.
+    pub replicas: Vec<NodeId>,
+    /// The node taking writes and reads (none while no in-sync replica is alive).
+    pub leader: Option<NodeId>,
+    /// Grows with every election.
+    pub epoch: u64,
+    /// The replicas that have every acknowledged record, the leader included.
+    pub isr: Vec<NodeId>,
+    /// In-sync replicas an `acks=all` produce needs.
+    pub min_insync: u32,
 }
 
 impl MetaCommand {

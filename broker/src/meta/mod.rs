@@ -55,6 +55,10 @@ pub enum Namespace {
     MirrorPositions,
     /// Facts about this broker itself (its generated mirror source id).
     Node,
+    /// A cluster node's copy of each replicated partition's state (`TOPIC/PARTITION`).
+    Replicas,
+    /// Cluster members' client addresses, by node id.
+    ClusterNodes,
 }
 
 impl Namespace {
@@ -71,6 +75,8 @@ impl Namespace {
             Namespace::Mirrors => "mirrors",
             Namespace::MirrorPositions => "mirror-positions",
             Namespace::Node => "node",
+            Namespace::Replicas => "replicas",
+            Namespace::ClusterNodes => "cluster-nodes",
         }
     }
 }

@@ -156,7 +156,7 @@ impl MirrorStore {
         let source_id = match meta.get::<String>(Namespace::Node, SOURCE_ID_KEY)? {
             Some(id) => id,
             None => {
-                let id = format!("edge-{:012x}", rand_u64() & 0xffff_ffff_ffff);
+                let id = format!("edge-{:012x}", crate::util::rand_u64() & 0xffff_ffff_ffff);
                 meta.put_durable(Namespace::Node, SOURCE_ID_KEY, &id)?;
                 id
             }
@@ -522,14 +522,6 @@ fn write_secret(dir: &Path, file: &str, text: &str) -> Result<PathBuf, MirrorErr
     std::io::Write::write_all(&mut f, text.as_bytes()).map_err(err)?;
     f.sync_all().map_err(err)?;
     Ok(path)
-}
-
-/// A random number for the generated source id (it only has to differ between edges).
-fn rand_u64() -> u64 {
-    use ring::rand::SecureRandom;
-    let mut b = [0u8; 8];
-    let _ = ring::rand::SystemRandom::new().fill(&mut b);
-    u64::from_le_bytes(b) ^ u64::from(std::process::id())
 }
 
 #[cfg(test)]

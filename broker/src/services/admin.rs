@@ -20,6 +20,7 @@ use crate::error::BrokerError;
 use crate::groups::Groups;
 use crate::meta::MetaStore;
 use crate::plugins::Pipelines;
+use crate::replication::Replication;
 use crate::storage::Topic;
 
 /// What the broker says about itself in a metadata answer.
@@ -27,6 +28,8 @@ use crate::storage::Topic;
 pub struct Identity {
     pub broker_id: String,
     pub listen: String,
+    /// A cluster node's id: producer ids carry it, so nodes never hand out the same one.
+    pub node_id: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -43,6 +46,7 @@ pub struct AdminService {
     pub(crate) mirror_service: Arc<super::mirrors::MirrorService>,
     pub(crate) identity: Identity,
     pub(crate) auth: Arc<Auth>,
+    pub(crate) replication: Arc<Replication>,
 }
 
 impl AdminService {
@@ -92,13 +96,18 @@ impl AdminService {
                 retention_ms,
                 retention_bytes,
                 segment_bytes,
+                replication_factor,
+                min_insync,
             } => {
                 let overrides = LogOverrides {
                     retention_ms,
                     retention_bytes,
                     segment_bytes,
                 };
-                self.create_topic(name, partitions, overrides)
+                let copies = self
+                    .replication
+                    .check_create(replication_factor, min_insync)?;
+                self.create_topic(name, partitions, overrides, copies)
             }
             R::DeleteTopic { name } => self.delete_topic(name),
             R::ListTopics => Ok(AdminResponse::Topics {
@@ -127,6 +136,7 @@ impl AdminService {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 listen: self.identity.listen.clone(),
                 topics: self.summaries(),
+                leaders: self.replication.describe(),
             }),
         }
     }
@@ -136,10 +146,15 @@ impl AdminService {
         name: String,
         partitions: u32,
         overrides: LogOverrides,
+        copies: (u32, u32),
     ) -> Result<AdminResponse, BrokerError> {
         let partitions = (partitions > 0).then_some(partitions);
         let t = self.catalog.create(&name, partitions, overrides)?;
-        tracing::info!(topic = %name, partitions = t.partitions().len(), "topic created");
+        let count = t.partitions().len() as u32;
+        if self.replication.enabled() {
+            self.replication.topic_created(&name, count, copies)?;
+        }
+        tracing::info!(topic = %name, partitions = count, replication_factor = copies.0, "topic created");
         Ok(AdminResponse::TopicCreated(TopicSummary {
             name,
             partitions: t.partitions().len() as u32,
@@ -155,6 +170,7 @@ impl AdminService {
         self.produce.forget_topic(&name);
         self.groups.queues.remove_topic(&name);
         self.mirrors.forget_topic(&name)?;
+        self.replication.topic_deleted(&name)?;
         tracing::info!(topic = %name, "topic deleted");
         Ok(AdminResponse::TopicDeleted { name })
     }
@@ -163,6 +179,10 @@ impl AdminService {
         let topics = self.catalog.topics();
         let current = topics.get(name)?.partitions().len() as u32;
         let t = topics.add_partitions(name, current.saturating_add(count))?;
+        if self.replication.enabled() {
+            self.replication
+                .partitions_added(name, t.partitions().len() as u32)?;
+        }
         Ok(AdminResponse::Topic(self.describe(&t)))
     }
 
@@ -177,6 +197,12 @@ impl AdminService {
         current: Option<u64>,
     ) -> Result<u64, BrokerError> {
         let id = self.meta.generate_id()?;
+        // Ids are drawn per node: the low bits name the node, so two nodes never hand out the
+        // same id to producers that may meet on one partition after a failover.
+        let id = match self.identity.node_id {
+            Some(node) => (id << 10) | (node & 0x3ff),
+            None => id,
+        };
         if let Some(key) = fencing_key {
             let key = (principal.name().to_owned(), key);
             if !self.produce.fence(key, id, current) {

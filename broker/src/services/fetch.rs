@@ -14,6 +14,7 @@ use crate::error::BrokerError;
 use crate::filter::Filter;
 use crate::offload;
 use crate::plugins::{Pipelines, ReadFilter};
+use crate::replication::Replication;
 use crate::storage::{ReadResult, StorageError, TopicStore};
 
 /// Longest a fetch may ask to wait.
@@ -62,15 +63,22 @@ pub struct Fetched {
 pub struct FetchService {
     topics: Arc<TopicStore>,
     pipelines: Arc<Pipelines>,
+    replication: Arc<Replication>,
     /// Largest answer a fetch may produce (half a frame: the header needs room too).
     max_bytes: usize,
 }
 
 impl FetchService {
-    pub fn new(topics: Arc<TopicStore>, pipelines: Arc<Pipelines>, max_frame: usize) -> Self {
+    pub fn new(
+        topics: Arc<TopicStore>,
+        pipelines: Arc<Pipelines>,
+        replication: Arc<Replication>,
+        max_frame: usize,
+    ) -> Self {
         FetchService {
             topics,
             pipelines,
+            replication,
             max_bytes: (max_frame / 2).max(1),
         }
     }
@@ -91,9 +99,11 @@ impl FetchService {
         params: FetchParams,
     ) -> Result<Fetched, BrokerError> {
         let log = self.topics.partition(topic, partition)?;
+        // On a cluster, only the partition's leader answers (reads stop at its high watermark).
+        self.replication.check_fetch(topic, partition)?;
         let offset = match params.start {
             StartAt::Earliest => log.stats().log_start,
-            StartAt::Latest => log.stats().log_end,
+            StartAt::Latest => log.visible_end(),
             StartAt::Offset(o) => o,
             StartAt::Timestamp(ts) => log.offset_for_timestamp(ts)?,
         };

@@ -41,6 +41,8 @@ pub enum StorageError {
     InvalidBatch(#[from] BatchError),
     #[error(transparent)]
     Meta(#[from] MetaError),
+    #[error("this node does not lead the partition at {} (another node of the cluster does, or none is elected yet): refresh metadata and retry", dir.display())]
+    NotLeader { dir: PathBuf },
 }
 
 impl StorageError {
@@ -63,6 +65,7 @@ impl StorageError {
             StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
             StorageError::BatchTooLarge { .. } => ErrorCode::RecordTooLarge,
             StorageError::InvalidBatch(_) => ErrorCode::InvalidBatch,
+            StorageError::NotLeader { .. } => ErrorCode::NotLeader,
             e if e.is_disk_full() => ErrorCode::DiskFull,
             StorageError::Io { .. } | StorageError::Failed { .. } | StorageError::Meta(_) => {
                 ErrorCode::StorageError

@@ -8,7 +8,7 @@
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -119,8 +119,17 @@ pub struct PartitionLog {
     clock: Clock,
     state: Mutex<State>,
     sync: GroupCommit,
-    /// The log end after every append, for long-polling readers.
+    /// The end readers may see (the log end, or the high watermark below it), for long-polling
+    /// readers. Only grows, except when a replica truncates.
     end_tx: tokio::sync::watch::Sender<u64>,
+    /// The log end itself after every append, for a leader answering its followers.
+    leo_tx: tokio::sync::watch::Sender<u64>,
+    /// A replicated partition's high watermark: readers see only the records below it (every
+    /// in-sync replica has them). `u64::MAX` when the partition is not replicated.
+    high_watermark: AtomicU64,
+    /// Set on a cluster node that does not lead the partition: appends other than a replica's
+    /// copying from its leader are refused.
+    follower: AtomicBool,
     traffic: TrafficCounters,
     /// Every fsync's duration; the topic store shares one histogram across its partitions.
     fsync_seconds: Histogram,
@@ -170,12 +179,16 @@ impl PartitionLog {
             }),
             sync: GroupCommit::default(),
             end_tx: tokio::sync::watch::Sender::new(0),
+            leo_tx: tokio::sync::watch::Sender::new(0),
+            high_watermark: AtomicU64::new(u64::MAX),
+            follower: AtomicBool::new(false),
             traffic: TrafficCounters::default(),
             fsync_seconds: Histogram::new(fsync_buckets()),
         };
         let end = log.stats().log_end;
         log.sync.mark_synced(end);
         log.end_tx.send_replace(end);
+        log.leo_tx.send_replace(end);
         Ok(log)
     }
 
@@ -201,9 +214,57 @@ impl PartitionLog {
         &self.config
     }
 
-    /// Watches the log end: changes after every append.
+    /// Watches the end readers may see: changes after every append (on a replicated partition,
+    /// when the high watermark moves).
     pub fn subscribe_end(&self) -> tokio::sync::watch::Receiver<u64> {
         self.end_tx.subscribe()
+    }
+
+    /// Watches the log end itself (a leader long-polls its followers' fetches on it).
+    pub fn subscribe_log_end(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.leo_tx.subscribe()
+    }
+
+    /// Limits readers to the records below `hw` (a replicated partition), or lifts the limit.
+    pub fn set_high_watermark(&self, hw: Option<u64>) {
+        self.high_watermark
+            .store(hw.unwrap_or(u64::MAX), Ordering::Release);
+        self.publish_visible();
+    }
+
+    /// The high watermark readers are held to, if the partition is replicated.
+    pub fn high_watermark(&self) -> Option<u64> {
+        match self.high_watermark.load(Ordering::Acquire) {
+            u64::MAX => None,
+            hw => Some(hw),
+        }
+    }
+
+    /// The end readers may see: the log end, or the high watermark when it is lower.
+    pub fn visible_end(&self) -> u64 {
+        let end = bounds(&self.state.lock()).1;
+        end.min(self.high_watermark.load(Ordering::Acquire))
+    }
+
+    /// Tells long-polling readers the visible end, which only grows here (concurrent appends
+    /// and high-watermark moves may publish out of order).
+    fn publish_visible(&self) {
+        let visible = self.visible_end();
+        self.end_tx.send_if_modified(|v| {
+            let grew = visible > *v;
+            *v = (*v).max(visible);
+            grew
+        });
+    }
+
+    /// Refuses (or again takes) appends: a cluster node that does not lead the partition.
+    pub fn set_follower(&self, follower: bool) {
+        self.follower.store(follower, Ordering::Release);
+    }
+
+    /// Whether appends are refused because another node leads the partition.
+    pub fn is_follower(&self) -> bool {
+        self.follower.load(Ordering::Acquire)
     }
 
     /// Appends one validated batch, assigning it the next offsets, with the requested durability.
@@ -212,8 +273,24 @@ impl PartitionLog {
         batch: &Batch,
         durability: Durability,
     ) -> Result<AppendInfo, StorageError> {
+        if self.is_follower() {
+            return Err(StorageError::NotLeader {
+                dir: self.dir.clone(),
+            });
+        }
+        self.append_as_replica(batch, durability)
+    }
+
+    /// Appends a batch copied from the partition's leader (a follower's own log), where
+    /// [`append`](Self::append) refuses.
+    pub fn append_as_replica(
+        &self,
+        batch: &Batch,
+        durability: Durability,
+    ) -> Result<AppendInfo, StorageError> {
         let info = self.append_unsynced(batch)?;
-        self.end_tx.send_replace(info.log_end);
+        self.leo_tx.send_replace(info.log_end);
+        self.publish_visible();
         if durability == Durability::All {
             self.sync_through(info.log_end)?;
         }
@@ -364,8 +441,32 @@ impl PartitionLog {
         Ok(end)
     }
 
-    /// Reads whole batches starting with the one holding `offset`, up to about `max_bytes`.
+    /// Reads whole batches starting with the one holding `offset`, up to about `max_bytes`, as
+    /// readers see the log: on a replicated partition only below the high watermark (a reader
+    /// at or past it, but within the log, gets nothing yet).
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadResult, StorageError> {
+        let hw = self.high_watermark.load(Ordering::Acquire);
+        if hw == u64::MAX {
+            return self.read_raw(offset, max_bytes);
+        }
+        let (log_start, log_end) = bounds(&self.state.lock());
+        let visible = hw.min(log_end);
+        if offset >= visible && offset <= log_end {
+            return Ok(ReadResult {
+                bytes: Bytes::new(),
+                log_start,
+                log_end: visible,
+            });
+        }
+        let mut res = self.read_raw(offset, max_bytes)?;
+        res.bytes = batches_before(res.bytes, visible);
+        res.log_end = visible;
+        Ok(res)
+    }
+
+    /// Reads whole batches starting with the one holding `offset`, up to about `max_bytes`, up
+    /// to the log end (a leader answering a follower).
+    pub fn read_raw(&self, offset: u64, max_bytes: usize) -> Result<ReadResult, StorageError> {
         let (file, path, pos, end, (log_start, log_end), seg_next) = {
             let mut st = self.state.lock();
             let (log_start, log_end) = bounds(&st);
@@ -414,13 +515,77 @@ impl PartitionLog {
                 })
             }
             // A segment whose tail was lost ends early; continue in the next one.
-            None if seg_next > offset => self.read(seg_next, max_bytes),
+            None if seg_next > offset => self.read_raw(seg_next, max_bytes),
             None => Err(StorageError::OffsetOutOfRange {
                 offset,
                 log_start,
                 log_end,
             }),
         }
+    }
+
+    /// Removes every record at or after `offset` (a replica cutting the tail that diverged from
+    /// its leader's log, docs/replication.md). `offset` should start a batch; inside one, the
+    /// whole batch goes. Below the log start, the log is emptied and restarts at `offset`.
+    pub fn truncate_to(&self, offset: u64) -> Result<(), StorageError> {
+        let mut st = self.state.lock();
+        let (start, end) = bounds(&st);
+        if offset >= end {
+            return Ok(());
+        }
+        if offset < start {
+            drop(st);
+            return self.restart_at(offset);
+        }
+        let interval = self.config.index_interval_bytes;
+        while st.segments.len() > 1 && st.segments.last().is_some_and(|s| s.base >= offset) {
+            if let Some(seg) = st.segments.pop() {
+                self.drop_segment(&mut st, &seg)?;
+            }
+        }
+        let active = st.segments.last_mut().ok_or_else(|| self.no_segments())?;
+        let path = active.path.clone();
+        let io = |e| StorageError::io(&path, e);
+        let at = active.find_position(offset, interval).map_err(io)?;
+        let at = at.unwrap_or(active.size);
+        active.cut_at(at, interval).map_err(io)?;
+        active.rolled_after_ms = Some((self.clock)());
+        self.after_cut(st, offset);
+        Ok(())
+    }
+
+    /// Empties the log and makes `offset` its next offset (a replica whose copy ends before
+    /// what its leader still keeps).
+    pub fn restart_at(&self, offset: u64) -> Result<(), StorageError> {
+        let mut st = self.state.lock();
+        while let Some(seg) = st.segments.pop() {
+            self.drop_segment(&mut st, &seg)?;
+        }
+        let seg = Segment::create(&self.dir, offset)
+            .map_err(|e| StorageError::io(segment::log_path(&self.dir, offset), e))?;
+        st.segments.push(seg);
+        self.after_cut(st, offset);
+        Ok(())
+    }
+
+    /// Publishes the new (lower) log end after a cut.
+    fn after_cut(&self, mut st: parking_lot::MutexGuard<'_, State>, from: u64) {
+        st.failed = None;
+        let end = bounds(&st).1;
+        drop(st);
+        tracing::warn!(dir = %self.dir.display(), from, end, "cut the log to its leader's");
+        self.sync.truncated(end);
+        self.leo_tx.send_replace(end);
+        let visible = end.min(self.high_watermark.load(Ordering::Acquire));
+        self.end_tx.send_replace(visible);
+    }
+
+    fn drop_segment(&self, st: &mut State, seg: &Segment) -> Result<(), StorageError> {
+        if let Some(file) = seg.open_file() {
+            st.unsynced_sealed.retain(|f| !Arc::ptr_eq(f, file));
+        }
+        seg.delete_files()
+            .map_err(|e| StorageError::io(&seg.path, e))
     }
 
     /// The first offset whose record timestamp is at or after `ts`, or the log end if none is.
@@ -482,11 +647,7 @@ impl PartitionLog {
             }
             let seg = st.segments.remove(0);
             // A deleted segment needs no fsync; holding its handle would keep its space allocated.
-            if let Some(file) = seg.open_file() {
-                st.unsynced_sealed.retain(|f| !Arc::ptr_eq(f, file));
-            }
-            seg.delete_files()
-                .map_err(|e| StorageError::io(&seg.path, e))?;
+            self.drop_segment(&mut st, &seg)?;
             tracing::debug!(segment = %seg.path.display(), over_size, expired, "retention deleted segment");
             total -= seg.size;
             out.segments_deleted += 1;
@@ -502,11 +663,7 @@ impl PartitionLog {
         let mut deleted = 0;
         while st.segments.len() > 1 && st.segments[0].next_offset <= offset {
             let seg = st.segments.remove(0);
-            if let Some(file) = seg.open_file() {
-                st.unsynced_sealed.retain(|f| !Arc::ptr_eq(f, file));
-            }
-            seg.delete_files()
-                .map_err(|e| StorageError::io(&seg.path, e))?;
+            self.drop_segment(&mut st, &seg)?;
             deleted += 1;
         }
         Ok(deleted)
@@ -594,6 +751,18 @@ fn open_active(dir: &Path, base: u64, config: &LogConfig) -> Result<Segment, Sto
         );
     }
     Ok(active)
+}
+
+/// The leading batches of `bytes` (whole batches back to back) that start below `end`.
+fn batches_before(bytes: Bytes, end: u64) -> Bytes {
+    let mut cut = 0;
+    while let Ok(h) = quiver_proto::BatchHeader::parse(&bytes[cut..]) {
+        if h.base_offset >= end || cut + h.length as usize > bytes.len() {
+            break;
+        }
+        cut += h.length as usize;
+    }
+    bytes.slice(..cut)
 }
 
 fn bounds(st: &State) -> (u64, u64) {

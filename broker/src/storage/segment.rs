@@ -397,6 +397,34 @@ impl Segment {
         hop_to(&file, start.position as u64, self.size, offset)
     }
 
+    /// Cuts the segment at byte `position` (where a batch starts), drops the index entries past
+    /// it and reopens the segment as the active one: a replica truncating a divergent tail.
+    pub fn cut_at(&mut self, position: u64, interval: u64) -> io::Result<()> {
+        let mut index = std::mem::take(self.index_mut(interval)?);
+        if position < self.size {
+            let mut hdr = [0u8; HEADER_LEN];
+            self.file()?.read_exact_at(&mut hdr, position)?;
+            let h = BatchHeader::parse(&hdr)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            index.truncate_to(position, (h.base_offset - self.base) as u32);
+        }
+        let file = OpenOptions::new().write(true).open(&self.path)?;
+        file.set_len(position)?;
+        file.sync_all()?;
+        index.rewrite(&self.path)?;
+        self.index = None;
+        self.file = None;
+        self.poisoned = false;
+        // The tail scan re-reads what is left after the last index entry and reopens for appends.
+        self.recover_tail(interval)?;
+        Ok(())
+    }
+
+    fn index_mut(&mut self, interval: u64) -> io::Result<&mut SegmentIndex> {
+        self.ensure_index(interval)?;
+        Ok(self.index.get_or_insert_with(SegmentIndex::default))
+    }
+
     /// Removes the segment's files (retention or topic deletion).
     pub fn delete_files(&self) -> io::Result<()> {
         for p in [

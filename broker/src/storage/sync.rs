@@ -27,6 +27,12 @@ impl GroupCommit {
         st.synced = st.synced.max(end);
     }
 
+    /// The log was cut back to `end`: offsets at or past it must be synced again when rewritten.
+    pub fn truncated(&self, end: u64) {
+        let mut st = self.state.lock();
+        st.synced = st.synced.min(end);
+    }
+
     /// How many fsyncs have run (tests assert that concurrent appenders share them).
     pub fn sync_count(&self) -> u64 {
         self.state.lock().syncs

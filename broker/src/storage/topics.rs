@@ -74,6 +74,9 @@ pub struct TopicStore {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Topics the metadata store knows but that could not be opened, with the reason.
     unavailable: RwLock<BTreeMap<String, String>>,
+    /// A cluster node: partitions open refusing appends until replication says this node
+    /// leads them.
+    fenced: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for TopicStore {
@@ -105,6 +108,7 @@ impl TopicStore {
             fsync_seconds: Histogram::new(fsync_buckets()),
             topics: RwLock::default(),
             unavailable: RwLock::default(),
+            fenced: std::sync::atomic::AtomicBool::new(false),
         };
         let listed = store.meta.scan::<TopicConfig>(Namespace::Topics, "")?;
         let dirs = listed.iter().flat_map(|(name, config)| {
@@ -131,6 +135,18 @@ impl TopicStore {
         Ok(store)
     }
 
+    /// Makes every partition, open now or later, refuse appends until replication names this
+    /// node its leader (a cluster node, before it knows which partitions it leads).
+    pub fn fence_partitions(&self) {
+        self.fenced
+            .store(true, std::sync::atomic::Ordering::Release);
+        for topic in self.list() {
+            for log in topic.partitions() {
+                log.set_follower(true);
+            }
+        }
+    }
+
     pub fn meta(&self) -> &MetaStore {
         &self.meta
     }
@@ -151,6 +167,7 @@ impl TopicStore {
 
     fn open_partition(&self, dir: &Path, log: LogConfig) -> Result<PartitionLog, StorageError> {
         let log = PartitionLog::open(dir, log, self.clock.clone())?;
+        log.set_follower(self.fenced.load(std::sync::atomic::Ordering::Acquire));
         Ok(log.with_fsync_histogram(self.fsync_seconds.clone()))
     }
 

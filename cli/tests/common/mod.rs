@@ -2,6 +2,7 @@
 //! generated dev CA. Restartable on the same data dir.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod outside;
 pub mod plugins;
 pub mod python_client;

@@ -47,7 +47,10 @@ impl Serve {
             ])
             .arg(data_dir)
             .args(flags)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("QUIVER_TEST_RUST_LOG").unwrap_or("info".into()),
+            )
             .env("NO_COLOR", "1")
             .stderr(Stdio::piped())
             .spawn()
@@ -55,7 +58,7 @@ impl Serve {
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         // QUIVER_TEST_LOGS=FILE keeps every test broker's log there, prefixed by its PID, to see
-        // what the brokers of a failed run did.
+        // what the brokers of a failed run did (QUIVER_TEST_RUST_LOG sets their RUST_LOG).
         let mut keep = std::env::var_os("QUIVER_TEST_LOGS").and_then(|f| {
             std::fs::OpenOptions::new()
                 .create(true)
@@ -110,6 +113,11 @@ impl Serve {
             .env("QUIVER_SERVER", &self.addr)
             .env("QUIVER_CA", dir.join("data/tls/ca.pem"));
         super::run_with_stdin(cmd, stdin)
+    }
+
+    /// Sends `signal` to the broker (SIGSTOP and SIGCONT make a node lag; SIGKILL crashes it).
+    pub fn signal(&self, signal: i32) {
+        unsafe { libc::kill(self.child.id() as i32, signal) };
     }
 
     /// What the broker has logged so far.

@@ -51,6 +51,8 @@ pub async fn create_topic(
             retention_ms: None,
             retention_bytes: None,
             segment_bytes: None,
+            replication_factor: None,
+            min_insync: None,
         };
         run(&s, &v, "CreateTopic", req).await
     };

@@ -22,6 +22,7 @@ use crate::delay::DelayStore;
 use crate::error::BrokerError;
 use crate::offload;
 use crate::plugins::Pipelines;
+use crate::replication::Replication;
 use crate::routing::Exchanges;
 use crate::storage::{AppendInfo, Durability, PartitionLog, StorageError, TopicStore};
 use idempotence::{Producers, Verdict};
@@ -108,6 +109,7 @@ pub struct ProduceService {
     exchanges: Arc<Exchanges>,
     producers: Producers,
     dead_letters: DeadLetters,
+    replication: Arc<Replication>,
     round_robin: AtomicU32,
 }
 
@@ -158,8 +160,10 @@ impl ProduceService {
         delays: Arc<DelayStore>,
         exchanges: Arc<Exchanges>,
         dead_letters: DeadLetters,
+        replication: Arc<Replication>,
     ) -> ProduceService {
         ProduceService {
+            replication,
             topics,
             pipelines,
             delays,
@@ -188,11 +192,25 @@ impl ProduceService {
             }
             (Durability::None, Ok(_)) => Accepted::NoReply,
             // An exchange produce waited for its fsyncs inside.
-            (Durability::All, Ok(p)) if !req.exchange => {
+            (Durability::All, Ok(p)) if !req.exchange && !self.replication.enabled() => {
                 let this = self.clone();
                 Accepted::Syncing(offload::start_blocking(move || {
                     this.sync(&req.topic, p.partition, p.log_end)
                         .map(|()| p.response(id))
+                }))
+            }
+            (Durability::All, Ok(p)) if !req.exchange => {
+                let this = self.clone();
+                Accepted::Syncing(tokio::spawn(async move {
+                    let (topic, end) = (req.topic, p.log_end);
+                    let t = topic.clone();
+                    let synced = this.clone();
+                    offload::blocking(move || synced.sync(&t, p.partition, end)).await?;
+                    // Then every in-sync replica.
+                    this.replication
+                        .replicated(&topic, p.partition, end)
+                        .await?;
+                    Ok(p.response(id))
                 }))
             }
             (_, result) => Accepted::Done(result.map(|p| p.response(id))),
@@ -269,6 +287,8 @@ impl ProduceService {
         let p = partition
             .unwrap_or_else(|| self.round_robin.fetch_add(1, Ordering::Relaxed) % count.max(1));
         let log = t.partition(p)?;
+        self.replication
+            .check_produce(topic, p, acks == Durability::All)?;
         let batch = Batch::parse(batch)?;
         crate::headers::check(&batch)?;
         if batch.header().producer_id == 0 {

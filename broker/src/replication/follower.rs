@@ -1,0 +1,176 @@
+//! A partition this node follows: first cut whatever its log holds past the point where its
+//! last leader epoch ended on the current leader (KIP-101), then fetch from the leader in a
+//! loop, appending the leader's batches as they are (offsets included), fsync'd before the
+//! next fetch tells the leader how far this copy is.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use quiver_proto::batch::Batches;
+use tokio_util::sync::CancellationToken;
+
+use super::epochs::EpochCache;
+use super::messages::{decode, encode, ReplicaRequest, ReplicaResponse};
+use crate::cluster::{Cluster, NodeId};
+use crate::storage::{Durability, PartitionLog};
+
+/// Largest answer a follower asks for.
+const FETCH_BYTES: u32 = 4 << 20;
+/// A fetch waits at most half a second at the leader: this leaves room for the link.
+const FETCH_TTL: Duration = Duration::from_secs(5);
+/// Pause after a refusal or a failed call before asking again.
+const RETRY: Duration = Duration::from_millis(200);
+
+/// What a follower task copies, from whom, in which epoch.
+pub struct Following {
+    pub me: NodeId,
+    pub topic: String,
+    pub partition: u32,
+    pub leader: NodeId,
+    pub epoch: u64,
+    pub log: Arc<PartitionLog>,
+    pub epochs: Arc<Mutex<EpochCache>>,
+}
+
+impl Following {
+    /// Follows until `stop` (a new leader or epoch, or the node stopping).
+    pub async fn run(self, cluster: Arc<Cluster>, stop: CancellationToken) {
+        let this = Arc::new(self);
+        loop {
+            let step = async {
+                this.reconcile(&cluster).await?;
+                this.copy(&cluster).await
+            };
+            tokio::select! {
+                () = stop.cancelled() => return,
+                result = step => if let Err(why) = result {
+                    tracing::debug!(topic = %this.topic, partition = this.partition, leader = this.leader, %why, "replica fetch failed; retrying");
+                },
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(RETRY) => {}
+            }
+        }
+    }
+
+    async fn call(
+        &self,
+        cluster: &Cluster,
+        req: &ReplicaRequest,
+    ) -> Result<ReplicaResponse, String> {
+        let answer = cluster
+            .call_replica(self.leader, encode(req), FETCH_TTL)
+            .await
+            .map_err(|e| e.to_string())?;
+        decode(&answer)
+    }
+
+    /// Cuts this copy's tail that the leader does not have: asks where this copy's latest epoch
+    /// ends on the leader and truncates there.
+    async fn reconcile(&self, cluster: &Cluster) -> Result<(), String> {
+        let log_end = self.log.stats().log_end;
+        let latest = self.epochs.lock().latest();
+        if log_end == 0 && latest.is_none() {
+            return Ok(());
+        }
+        let last_epoch = latest.map_or(0, |(e, _)| e);
+        let req = ReplicaRequest::EpochEnd {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            epoch: self.epoch,
+            last_epoch,
+        };
+        let (epoch, end) = match self.call(cluster, &req).await? {
+            ReplicaResponse::EpochEnd { epoch, end } => (epoch, end),
+            other => return Err(format!("epoch end refused: {other:?}")),
+        };
+        let (log, epochs) = (self.log.clone(), self.epochs.clone());
+        let cut = end.min(log_end);
+        tokio::task::spawn_blocking(move || -> Result<(), String> {
+            if cut < log_end {
+                log.truncate_to(cut).map_err(|e| e.to_string())?;
+            }
+            let mut epochs = epochs.lock();
+            epochs.truncate_from(cut).map_err(|e| e.to_string())?;
+            if epoch < last_epoch {
+                epochs.forget_after(epoch).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Fetches and appends until something goes wrong.
+    async fn copy(&self, cluster: &Cluster) -> Result<(), String> {
+        loop {
+            let offset = self.log.stats().log_end;
+            let req = ReplicaRequest::Fetch {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                epoch: self.epoch,
+                offset,
+                replica: self.me,
+                max_bytes: FETCH_BYTES,
+            };
+            match self.call(cluster, &req).await? {
+                ReplicaResponse::Records {
+                    bytes,
+                    high_watermark,
+                    epochs,
+                    ..
+                } => self.append(offset, bytes, high_watermark, epochs).await?,
+                ReplicaResponse::OutOfRange { log_start } => {
+                    let log = self.log.clone();
+                    tokio::task::spawn_blocking(move || log.restart_at(log_start))
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| e.to_string())?;
+                }
+                other => return Err(format!("fetch refused: {other:?}")),
+            }
+        }
+    }
+
+    /// Appends the leader's batches (which must start at this copy's log end), fsyncs them and
+    /// takes the leader's epochs and high watermark.
+    async fn append(
+        &self,
+        offset: u64,
+        bytes: Vec<u8>,
+        high_watermark: u64,
+        leader_epochs: Vec<(u64, u64)>,
+    ) -> Result<(), String> {
+        let (log, epochs) = (self.log.clone(), self.epochs.clone());
+        tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let mut end = offset;
+            for batch in Batches::new(Bytes::from(bytes)) {
+                let batch = batch.map_err(|e| format!("the leader sent a bad batch: {e}"))?;
+                if batch.base_offset() != end {
+                    return Err(format!(
+                        "the leader sent offset {} where this copy ends at {end}",
+                        batch.base_offset()
+                    ));
+                }
+                end = log
+                    .append_as_replica(&batch, Durability::Leader)
+                    .map_err(|e| e.to_string())?
+                    .log_end;
+            }
+            if end > offset {
+                log.sync_through(end).map_err(|e| e.to_string())?;
+            }
+            let mut cache = epochs.lock();
+            for (epoch, start) in leader_epochs.into_iter().filter(|&(_, s)| s < end) {
+                cache.assign(epoch, start).map_err(|e| e.to_string())?;
+            }
+            log.set_high_watermark(Some(high_watermark.min(end)));
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+}

@@ -1,0 +1,85 @@
+//! A cluster of three real `quiver serve` processes on 127.0.0.1 sharing a dev CA, for the
+//! cluster and replication tests: their peer addresses, data folders and clients.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use quiver::{Client, ClientOptions};
+
+use super::serve::Serve;
+
+/// How long the cluster may take to agree on a leader or to show a write everywhere.
+pub const SETTLE: Duration = Duration::from_secs(30);
+
+pub fn free_udp_port() -> String {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    format!("127.0.0.1:{}", s.local_addr().unwrap().port())
+}
+
+/// Three nodes' peer addresses and the shared CA folder; nodes start and restart from here.
+pub struct Layout {
+    pub dir: PathBuf,
+    pub members: String,
+    pub extra: Vec<String>,
+}
+
+impl Layout {
+    pub fn new(dir: &Path, extra: &[&str]) -> Layout {
+        let members: Vec<String> = (1..=3)
+            .map(|id| format!("{id}@{}", free_udp_port()))
+            .collect();
+        Layout {
+            dir: dir.to_owned(),
+            members: members.join(","),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca/ca.pem")
+    }
+
+    pub fn data(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("node{id}"))
+    }
+
+    pub fn start(&self, id: u64) -> Serve {
+        let (id_s, ca_dir) = (id.to_string(), self.dir.join("ca"));
+        let mut flags = vec![
+            "--node-id",
+            &id_s,
+            "--cluster",
+            &self.members,
+            "--dev-ca",
+            ca_dir.to_str().unwrap(),
+        ];
+        flags.extend(self.extra.iter().map(String::as_str));
+        Serve::start_in(&self.data(id), &flags)
+    }
+
+    pub fn token(&self, id: u64) -> String {
+        std::fs::read_to_string(self.data(id).join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    pub async fn client(&self, node: &Serve, token: Option<String>) -> Client {
+        let mut opts = ClientOptions::new(node.addr.clone(), self.ca());
+        opts.token = token;
+        Client::connect_with(opts).await.unwrap()
+    }
+}
+
+/// Polls `check` until it holds, or panics after [`SETTLE`] saying what was awaited.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + SETTLE;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,295 @@
+//! Replicated partitions on three real `quiver serve` processes (docs/replication.md): a
+//! follower stopped with SIGSTOP leaves the in-sync replicas and `acks=all` goes on with the
+//! others (a topic needing all three refuses it with NotEnoughReplicas), then rejoins; the
+//! partition leader killed with SIGKILL is replaced by an in-sync replica and produces go on;
+//! a returning leader cuts the tail no in-sync replica acknowledged (leader epochs). The
+//! checker reads every node's segment files: the replicas must hold the same records.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::cluster::{eventually, Layout};
+use common::serve::Serve;
+use quiver::proto::batch::Batches;
+use quiver::{
+    Acks, Client, ClientError, Consumer, ConsumerConfig, ErrorCode, NewTopic, PartitionReplicas,
+    Producer, ProducerConfig, ProducerRecord, SeekTo,
+};
+
+/// Short timeouts so that lag and death are noticed within a test's patience.
+const TUNING: &str =
+    "[cluster]\nheartbeat_ms = 100\nreplica_lag_ms = 1500\nnode_timeout_ms = 2000\n";
+
+fn layout(dir: &Path) -> Layout {
+    let file = dir.join("cluster.toml");
+    std::fs::write(&file, TUNING).unwrap();
+    Layout::new(dir, &["--config", file.to_str().unwrap()])
+}
+
+/// A partition's replicas as `client`'s node sees them.
+async fn replicas(client: &Client, topic: &str) -> Option<PartitionReplicas> {
+    let status = client.admin().cluster_status().await.ok()?;
+    status.partitions.into_iter().find(|p| p.topic == topic)
+}
+
+/// Waits until `client`'s node sees `topic`/0 as `check` wants, and returns it.
+async fn wait_for(
+    client: &Client,
+    topic: &str,
+    what: &str,
+    check: impl Fn(&PartitionReplicas) -> bool,
+) -> PartitionReplicas {
+    let deadline = std::time::Instant::now() + common::cluster::SETTLE;
+    loop {
+        let seen = replicas(client, topic).await;
+        match seen {
+            Some(p) if check(&p) => return p,
+            _ if std::time::Instant::now() > deadline => {
+                panic!("timed out waiting for {what}; last seen: {seen:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+async fn create(client: &Client, name: &str, min_insync: u32) {
+    let mut t = NewTopic::new(name, 1);
+    t.replication_factor = Some(3);
+    t.min_insync = Some(min_insync);
+    client.admin().create_topic(t).await.unwrap();
+}
+
+/// Sends `values` to partition 0 of `topic` and waits for every acknowledgement.
+async fn produce(
+    client: &Client,
+    topic: &str,
+    values: impl Iterator<Item = u32>,
+    acks: Acks,
+) -> Result<(), ClientError> {
+    let config = ProducerConfig {
+        acks,
+        retries: 0,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(client.clone(), config);
+    let mut deliveries = Vec::new();
+    for v in values {
+        let rec = ProducerRecord::new(topic, v.to_string()).partition(0);
+        deliveries.push(producer.send(rec).await?);
+    }
+    for d in deliveries {
+        if let Err(e) = d.wait().await {
+            return Err(ClientError::Protocol(format!("{e}: {:?}", e.code())));
+        }
+    }
+    Ok(())
+}
+
+/// What a produce failed with.
+async fn produce_code(client: &Client, topic: &str, acks: Acks) -> Option<ErrorCode> {
+    let config = ProducerConfig {
+        acks,
+        retries: 0,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(client.clone(), config);
+    let rec = ProducerRecord::new(topic, "x").partition(0);
+    let delivery = producer.send(rec).await.ok()?;
+    delivery.wait().await.err().and_then(|e| e.code())
+}
+
+/// The values of partition 0 of `topic` as node `id`'s segment files hold them.
+fn replica_values(layout: &Layout, id: u64, topic: &str) -> Vec<String> {
+    let dir = layout.data(id).join("topics").join(topic).join("0");
+    let mut logs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    let mut values = Vec::new();
+    for log in logs {
+        let bytes = bytes::Bytes::from(std::fs::read(log).unwrap());
+        for batch in Batches::new(bytes).map_while(Result::ok) {
+            for r in batch.records() {
+                values.push(String::from_utf8_lossy(r.value).into_owned());
+            }
+        }
+    }
+    values
+}
+
+/// Everything a consumer of partition 0 reads, up to the first empty poll.
+async fn read_all(client: &Client, topic: &str) -> Vec<String> {
+    let mut consumer = Consumer::new(client.clone(), topic, ConsumerConfig::default());
+    consumer.assign(&[0], SeekTo::Earliest);
+    let mut out = Vec::new();
+    loop {
+        let batch = consumer.poll(Duration::from_millis(500)).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        out.extend(
+            batch
+                .iter()
+                .map(|r| String::from_utf8_lossy(&r.record.value).into_owned()),
+        );
+    }
+    out
+}
+
+fn strings(values: impl Iterator<Item = u32>) -> Vec<String> {
+    values.map(|v| v.to_string()).collect()
+}
+
+fn node(nodes: &[Option<Serve>], id: u64) -> &Serve {
+    nodes[id as usize - 1].as_ref().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_survives_a_lagging_follower_and_its_leaders_death() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = layout(dir.path());
+    let mut nodes: Vec<Option<Serve>> = (1..=3).map(|id| Some(layout.start(id))).collect();
+    let first = layout.client(node(&nodes, 1), None).await;
+    create(&first, "r", 2).await;
+    create(&first, "strict", 3).await;
+    let all_in = |p: &PartitionReplicas| p.isr.len() == 3 && p.leader_addr.is_some();
+    let r = wait_for(&first, "r", "r placed, all in sync", all_in).await;
+    let s = wait_for(&first, "strict", "strict placed", all_in).await;
+    let leader = r.leader.unwrap();
+    // The follower to stop leads neither partition.
+    let lagger = (1..=3)
+        .find(|n| *n != leader && Some(*n) != s.leader)
+        .unwrap();
+    let lc = layout.client(node(&nodes, leader), None).await;
+    produce(&lc, "r", 0..50, Acks::All).await.unwrap();
+    let sc = layout.client(node(&nodes, s.leader.unwrap()), None).await;
+    produce(&sc, "strict", 0..5, Acks::All).await.unwrap();
+
+    // A stopped follower leaves the ISR; acks=all goes on with the two others.
+    node(&nodes, lagger).signal(libc::SIGSTOP);
+    let lags = |p: &PartitionReplicas| !p.isr.contains(&lagger);
+    wait_for(&lc, "r", "the stopped follower out of r's ISR", lags).await;
+    produce(&lc, "r", 50..100, Acks::All).await.unwrap();
+    // A topic that wants all three copies refuses acks=all, clearly, and takes acks=leader.
+    wait_for(
+        &sc,
+        "strict",
+        "the stopped follower out of strict's ISR",
+        lags,
+    )
+    .await;
+    assert_eq!(
+        produce_code(&sc, "strict", Acks::All).await,
+        Some(ErrorCode::NotEnoughReplicas)
+    );
+    produce(&sc, "strict", 5..6, Acks::Leader).await.unwrap();
+
+    // Resumed, it catches up and rejoins.
+    node(&nodes, lagger).signal(libc::SIGCONT);
+    wait_for(&lc, "r", "the follower back in r's ISR", |p| {
+        p.isr.len() == 3
+    })
+    .await;
+    wait_for(&sc, "strict", "the follower back in strict's ISR", |p| {
+        p.isr.len() == 3
+    })
+    .await;
+    produce(&sc, "strict", 6..7, Acks::All).await.unwrap();
+
+    // The leader dies: an in-sync replica takes over in a later epoch and produces go on.
+    nodes[leader as usize - 1] = None;
+    let other = layout.client(node(&nodes, lagger), None).await;
+    let moved = |p: &PartitionReplicas| {
+        p.leader.is_some_and(|l| l != leader) && p.epoch > r.epoch && p.leader_addr.is_some()
+    };
+    let after = wait_for(&other, "r", "a new leader of r", moved).await;
+    let new_leader = after.leader.unwrap();
+    let nc = layout.client(node(&nodes, new_leader), None).await;
+    produce(&nc, "r", 100..150, Acks::All).await.unwrap();
+    // The old leader answers NotLeader for nothing: it is gone; a follower answers NotLeader.
+    let follower = (1..=3).find(|n| *n != leader && *n != new_leader).unwrap();
+    let fc = layout.client(node(&nodes, follower), None).await;
+    assert_eq!(
+        produce_code(&fc, "r", Acks::All).await,
+        Some(ErrorCode::NotLeader)
+    );
+
+    // The old leader comes back as a follower, catches up and rejoins.
+    nodes[leader as usize - 1] = Some(layout.start(leader));
+    wait_for(&nc, "r", "the old leader back in sync", |p| {
+        p.isr.len() == 3 && p.high_watermark == Some(150)
+    })
+    .await;
+    let want = strings(0..150);
+    assert_eq!(read_all(&nc, "r").await, want);
+    for id in 1..=3 {
+        eventually("every replica to hold the same records", || async {
+            replica_values(&layout, id, "r") == want
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_leader_cuts_the_tail_no_in_sync_replica_had() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = layout(dir.path());
+    let mut nodes: Vec<Option<Serve>> = (1..=3).map(|id| Some(layout.start(id))).collect();
+    let first = layout.client(node(&nodes, 1), None).await;
+    create(&first, "t", 2).await;
+    let all_in = |p: &PartitionReplicas| p.isr.len() == 3 && p.leader_addr.is_some();
+    let t = wait_for(&first, "t", "t placed, all in sync", all_in).await;
+    let leader = t.leader.unwrap();
+    let followers: Vec<u64> = (1..=3).filter(|n| *n != leader).collect();
+    let lc = layout.client(node(&nodes, leader), None).await;
+    produce(&lc, "t", 0..10, Acks::All).await.unwrap();
+
+    // Both followers stop; the leader appends five records nobody copies (acks=leader), and
+    // consumers do not see them (they are past the high watermark).
+    for f in &followers {
+        node(&nodes, *f).signal(libc::SIGSTOP);
+    }
+    // A fetch they sent before stopping is answered (empty) within its long-poll: only then
+    // can nothing reach them (an answer waiting in a stopped process's socket is read later).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    produce(&lc, "t", 10..15, Acks::Leader).await.unwrap();
+    let described = lc.admin().describe_topic("t").await.unwrap();
+    assert_eq!(described.partitions[0].log_end, 15);
+    assert_eq!(read_all(&lc, "t").await, strings(0..10));
+
+    // It dies; the followers resume and one of them is elected.
+    nodes[leader as usize - 1] = None;
+    for f in &followers {
+        node(&nodes, *f).signal(libc::SIGCONT);
+    }
+    let fc = layout.client(node(&nodes, followers[0]), None).await;
+    let after = wait_for(&fc, "t", "a new leader of t", |p| {
+        p.leader.is_some_and(|l| l != leader) && p.leader_addr.is_some()
+    })
+    .await;
+    let nc = layout
+        .client(node(&nodes, after.leader.unwrap()), None)
+        .await;
+    produce(&nc, "t", 100..105, Acks::All).await.unwrap();
+
+    // Back, the old leader cuts its five unreplicated records and copies the new leader's.
+    nodes[leader as usize - 1] = Some(layout.start(leader));
+    wait_for(&nc, "t", "the old leader back in sync", |p| {
+        p.isr.len() == 3 && p.high_watermark == Some(15)
+    })
+    .await;
+    let want: Vec<String> = strings((0..10).chain(100..105));
+    assert_eq!(read_all(&nc, "t").await, want);
+    for id in 1..=3 {
+        eventually("every replica to hold the new leader's records", || async {
+            replica_values(&layout, id, "t") == want
+        })
+        .await;
+    }
+    let log = node(&nodes, leader).log_text();
+    assert!(log.contains("cut the log to its leader's"), "{log}");
+}
