@@ -142,6 +142,12 @@ impl Broker {
             dead_letters.clone(),
             s.replication.clone(),
         ));
+        let leads = Arc::downgrade(&produce);
+        s.replication
+            .on_lead(Box::new(move |topic, p, log| match leads.upgrade() {
+                Some(produce) => produce.take_lead(topic, p, log).map_err(|e| e.to_string()),
+                None => Ok(()),
+            }));
         let mirror_service = Arc::new(MirrorService::new(s.mirrors.clone(), s.topics.clone()));
         mirror_service.seed_configured()?;
         let admin = AdminService {
@@ -482,7 +488,7 @@ impl Applier for BrokerApplier {
 }
 
 /// Applies a change of partition replicas (registrations, ISR changes, elections). A change
-/// decided in an epoch that has passed answers `NotLeader` and changes nothing.
+/// decided on a state that has changed since answers `NotLeader` and changes nothing.
 fn apply_replica(broker: &Broker, command: MetaCommand) -> Result<MetaResult, String> {
     let r = &broker.replication;
     let applied = match command {
@@ -494,16 +500,16 @@ fn apply_replica(broker: &Broker, command: MetaCommand) -> Result<MetaResult, St
         MetaCommand::SetIsr {
             topic,
             partition,
-            epoch,
+            version,
             isr,
-        } => r.set_isr(&topic, partition, epoch, isr),
+        } => r.set_isr(&topic, partition, version, isr),
         MetaCommand::Elect {
             topic,
             partition,
-            prev_epoch,
+            version,
             leader,
             isr,
-        } => r.elect(&topic, partition, prev_epoch, leader, isr),
+        } => r.elect(&topic, partition, version, leader, isr),
         MetaCommand::Admin { .. } | MetaCommand::CreateUser { .. } => {
             return Err("not a replica change".into())
         }
@@ -512,7 +518,7 @@ fn apply_replica(broker: &Broker, command: MetaCommand) -> Result<MetaResult, St
         Ok(true) => Ok(MetaResult::None),
         Ok(false) => Ok(MetaResult::Err {
             code: ErrorCode::NotLeader.as_u16(),
-            message: "the partition's epoch moved on; the change was not applied".into(),
+            message: "the partition's state changed since; the change was not applied".into(),
         }),
         // This node's store failed: not applied here (Raft stops rather than diverge).
         Err(e) => Err(e.to_string()),

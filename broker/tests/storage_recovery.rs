@@ -572,3 +572,81 @@ fn a_marker_outlived_by_appends_and_a_roll_is_ignored() {
     assert_eq!(log.stats().log_end, *ends.last().unwrap());
     assert_eq!(read_all(&log, 0).len() as u64, *ends.last().unwrap());
 }
+
+#[test]
+fn a_replica_cuts_its_log_back_and_appends_after_the_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("p");
+    let log = open(&dir, small_config());
+    // Several segments of 10-record batches.
+    let ends = fill(&log, 40);
+    assert!(log.stats().segments > 2, "{:?}", log.stats());
+    // Cut inside a sealed segment: later segments go, the offsets continue from the cut.
+    log.truncate_to(ends[12]).unwrap();
+    assert_eq!(log.stats().log_end, ends[12]);
+    assert_eq!(read_all(&log, 0).len() as u64, ends[12]);
+    let info = log
+        .append(&numbered(7, 10, 50, 1), Durability::All)
+        .unwrap();
+    assert_eq!(info.base_offset, ends[12]);
+    // A cut survives a restart, with its indexes.
+    drop(log);
+    let log = open(&dir, small_config());
+    assert_eq!(log.stats().log_end, ends[12] + 10);
+    let all = read_all(&log, 0);
+    assert_eq!(all.len() as u64, ends[12] + 10);
+    assert!(all.iter().enumerate().all(|(i, r)| r.0 == i as u64));
+    // Inside a batch, the whole batch goes; past the end nothing happens.
+    log.truncate_to(ends[3] + 4).unwrap();
+    assert_eq!(log.stats().log_end, ends[3]);
+    log.truncate_to(ends[3] + 100).unwrap();
+    assert_eq!(log.stats().log_end, ends[3]);
+    // To zero, and a restart at a later offset (a leader that no longer keeps the start).
+    log.truncate_to(0).unwrap();
+    assert_eq!(log.stats().log_end, 0);
+    log.restart_at(500).unwrap();
+    assert_eq!((log.stats().log_start, log.stats().log_end), (500, 500));
+    let info = log
+        .append(&numbered(0, 10, 50, 1), Durability::All)
+        .unwrap();
+    assert_eq!(info.base_offset, 500);
+}
+
+#[test]
+fn readers_stop_at_the_high_watermark_and_followers_refuse_appends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = open(&tmp.path().join("p"), small_config());
+    let ends = fill(&log, 5);
+    log.set_high_watermark(Some(ends[1]));
+    assert_eq!(log.visible_end(), ends[1]);
+    assert_eq!(*log.subscribe_end().borrow(), ends[4].max(ends[1]));
+    let all = read_all(&log, 0);
+    assert_eq!(all.len() as u64, ends[1]);
+    // At the watermark (inside the log) a reader waits; the raw read sees everything.
+    let at = log.read(ends[1], 1 << 20).unwrap();
+    assert!(at.bytes.is_empty());
+    assert_eq!(at.log_end, ends[1]);
+    assert!(!log.read_raw(ends[1], 1 << 20).unwrap().bytes.is_empty());
+    log.set_high_watermark(None);
+    assert_eq!(read_all(&log, 0).len() as u64, ends[4]);
+    // A follower's log takes only its leader's batches.
+    log.set_follower(true);
+    let err = log
+        .append(&numbered(0, 1, 10, 1), Durability::Leader)
+        .unwrap_err();
+    assert_eq!(err.code(), quiver_proto::ErrorCode::NotLeader);
+    let batch = numbered(0, 1, 10, 1);
+    // Only where the leader has it.
+    assert!(log
+        .append_as_replica(&batch, ends[4] + 1, Durability::Leader)
+        .is_err());
+    assert_eq!(
+        log.append_as_replica(&batch, ends[4], Durability::Leader)
+            .unwrap()
+            .base_offset,
+        ends[4]
+    );
+    // About the last 3 batches' bytes begin at a batch start near the end.
+    let near = log.offset_near_end(3 * 600).unwrap();
+    assert!(near > 0 && near < ends[4], "{near}");
+}

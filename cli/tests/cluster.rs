@@ -255,18 +255,23 @@ async fn a_node_behind_the_leaders_snapshot_catches_up_from_it() {
     drop(nodes.remove(behind as usize - 1));
     let writer = &clients[leader as usize - 1];
     for i in 0..20 {
-        writer
-            .admin()
-            .create_topic(NewTopic::new(format!("t{i}"), 1))
-            .await
-            .unwrap();
+        // One copy each: a topic placed on the stopped node waits for it (no other replica).
+        let mut topic = NewTopic::new(format!("t{i}"), 1);
+        topic.replication_factor = Some(1);
+        writer.admin().create_topic(topic).await.unwrap();
     }
+    let placed = status(writer).await.partitions;
+    let mine = placed
+        .iter()
+        .find(|p| p.replicas == [behind])
+        .map(|p| p.topic.clone())
+        .expect("a topic placed on the stopped node");
     // A real component, deployed and attached while the node is down: its bytes reach it in
     // the snapshot.
     common::plugins::deploy(writer, "mask", "json-mask", Some("1")).await;
     writer
         .admin()
-        .attach_plugin("t0", common::plugins::stage("mask", &[("fields", "card")]))
+        .attach_plugin(&mine, common::plugins::stage("mask", &[("fields", "card")]))
         .await
         .unwrap();
     let restarted = Serve::start_in(
@@ -282,25 +287,31 @@ async fn a_node_behind_the_leaders_snapshot_catches_up_from_it() {
     })
     .await;
     eventually(
-        "the restarted node to have all 20 topics and the attachment",
+        "the restarted node to have all 20 topics, lead its own and run the attachment",
         || {
-            let c = &c;
+            let (c, mine) = (&c, &mine);
             async move {
                 let attached = c
                     .admin()
-                    .describe_topic("t0")
+                    .describe_topic(mine)
                     .await
                     .is_ok_and(|t| t.pipeline.len() == 1);
-                attached && topic_names(c).await.len() == 20
+                let leads = c.admin().cluster_status().await.is_ok_and(|s| {
+                    s.partitions
+                        .iter()
+                        .any(|p| p.topic == *mine && p.leader == Some(behind))
+                });
+                attached && leads && topic_names(c).await.len() == 20
             }
         },
     )
     .await;
-    // The plugin runs there: a record produced to that node is masked by its pipeline.
-    common::plugins::produce_one(&c, "t0", r#"{"card":"4111","amount":5}"#)
+    // The plugin runs there: a record produced to that node (the topic's leader) is masked by
+    // its pipeline.
+    common::plugins::produce_one(&c, &mine, r#"{"card":"4111","amount":5}"#)
         .await
         .unwrap();
-    let got = common::consume_n(&c, "t0", 1).await;
+    let got = common::consume_n(&c, &mine, 1).await;
     let value = String::from_utf8_lossy(&got[0].record.value).to_string();
     assert!(value.contains("***") && !value.contains("4111"), "{value}");
 }

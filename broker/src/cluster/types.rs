@@ -54,20 +54,20 @@ pub enum MetaCommand {
         incarnation: u64,
     },
     /// A partition's leader shrinks or grows its in-sync replicas. Applied only while the
-    /// partition is still in `epoch` (a leader that was replaced cannot change it).
+    /// partition's state is still at `version` (nothing changed it since the leader looked).
     SetIsr {
         topic: String,
         partition: u32,
-        epoch: u64,
+        version: u64,
         isr: Vec<NodeId>,
     },
     /// The controller (the Raft leader) gives a partition a new leader, or none while no
-    /// in-sync replica is alive. Applied only while the partition is still in `prev_epoch`;
-    /// the epoch then grows by one.
+    /// in-sync replica is alive. Applied only while the partition's state is still at
+    /// `version` (an ISR change in between voids it); the leader epoch then grows by one.
     Elect {
         topic: String,
         partition: u32,
-        prev_epoch: u64,
+        version: u64,
         leader: Option<NodeId>,
         isr: Vec<NodeId>,
     },
@@ -86,6 +86,10 @@ pub struct PartitionState {
     pub isr: Vec<NodeId>,
     /// In-sync replicas an `acks=all` produce needs.
     pub min_insync: u32,
+    /// Grows with every change (ISR or leader): a change decided on an older version of the
+    /// state is not applied.
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl MetaCommand {

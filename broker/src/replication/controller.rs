@@ -1,7 +1,7 @@
 //! The periodic checks that change replica metadata: on the Raft leader (the controller), new
 //! leaders for partitions whose leader's node stopped answering; on every partition leader,
 //! followers leaving or rejoining the in-sync replicas. Each change is a metadata command,
-//! applied by every node only if the partition is still in the epoch it was decided in.
+//! applied by every node only if the partition's state is still the one it was decided on.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::{Replication, Role};
-use crate::cluster::{Cluster, MetaCommand, NodeId};
+use crate::cluster::{Cluster, MetaCommand, MetaResult, NodeId};
 
 /// How often the checks run.
 const TICK: Duration = Duration::from_millis(250);
@@ -57,8 +57,14 @@ fn propose(
     }
     let (cluster, pending) = (cluster.clone(), pending.clone());
     tokio::spawn(async move {
-        if let Err(e) = cluster.write(command).await {
-            tracing::warn!(topic = %key.0, partition = key.1, error = %e, "a replica change was not committed; will retry");
+        match cluster.write(command).await {
+            Ok(MetaResult::Err { message, .. }) => {
+                tracing::debug!(topic = %key.0, partition = key.1, %message, "a replica change was not applied");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(topic = %key.0, partition = key.1, error = %e, "a replica change was not committed; will retry");
+            }
         }
         pending.lock().remove(&key);
     });
@@ -84,7 +90,7 @@ impl Replication {
                 let command = MetaCommand::SetIsr {
                     topic: topic.clone(),
                     partition: p as u32,
-                    epoch: l.epoch,
+                    version: r.state.version,
                     isr,
                 };
                 out.push(((topic.clone(), p as u32), command));
@@ -135,7 +141,7 @@ impl Replication {
                 let command = MetaCommand::Elect {
                     topic: topic.clone(),
                     partition: p as u32,
-                    prev_epoch: st.epoch,
+                    version: st.version,
                     leader: candidate,
                     isr,
                 };

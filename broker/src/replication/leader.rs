@@ -47,6 +47,9 @@ pub struct Leader {
 
 struct LeaderState {
     isr: Vec<NodeId>,
+    /// Followers this leader asked to add to the ISR, counted in the high watermark from the
+    /// moment it asked (the change may commit at any time; Kafka's "maximal ISR").
+    adding: Vec<NodeId>,
     followers: HashMap<NodeId, Progress>,
 }
 
@@ -83,6 +86,7 @@ impl Leader {
             start_offset,
             state: Mutex::new(LeaderState {
                 isr,
+                adding: Vec::new(),
                 followers: HashMap::new(),
             }),
             hw: watch::Sender::new(hw),
@@ -114,41 +118,54 @@ impl Leader {
         self.state.lock().isr.clone()
     }
 
-    /// The in-sync replicas as the metadata group committed them (same epoch).
+    /// The in-sync replicas as the metadata group committed them (this leader's proposals
+    /// are applied one at a time, so any pending addition is now decided).
     pub fn set_isr(&self, isr: Vec<NodeId>) {
-        self.state.lock().isr = isr;
+        {
+            let mut st = self.state.lock();
+            st.isr = isr;
+            st.adding.clear();
+        }
         self.advance();
     }
 
-    /// Raises the high watermark to the smallest log end among the in-sync replicas.
+    /// Raises the high watermark to the smallest log end among the in-sync replicas and those
+    /// being added.
     fn advance(&self) {
         let log_end = self.log.stats().log_end;
         let hw = {
             let st = self.state.lock();
             st.isr
                 .iter()
+                .chain(&st.adding)
                 .filter(|&&n| n != self.node)
                 .map(|n| st.followers.get(n).map_or(0, |p| p.log_end))
                 .fold(log_end, u64::min)
         };
-        let grew = self.hw.send_if_modified(|cur| {
-            let grew = hw > *cur;
-            *cur = (*cur).max(hw);
-            grew
-        });
-        if grew {
+        // The log's limit moves inside the watch's lock: two advances cannot cross.
+        self.hw.send_if_modified(|cur| {
+            if hw <= *cur {
+                return false;
+            }
+            *cur = hw;
             self.log.set_high_watermark(Some(hw));
-        }
+            true
+        });
     }
 
-    /// Waits until every in-sync replica has the records below `end`. `false` if this node
-    /// stopped leading first, or `wait` passed.
+    /// Waits until every in-sync replica has the records below `end`, and then at least
+    /// min-insync of them are in sync. Fails if this node stopped leading first, or `wait`
+    /// passed.
     pub async fn replicated(&self, end: u64, wait: Duration) -> Result<(), Stopped> {
         let mut rx = self.hw.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             if *rx.borrow_and_update() >= end {
-                return Ok(());
+                let isr = self.isr().len();
+                return match isr >= self.min_insync as usize {
+                    true => Ok(()),
+                    false => Err(Stopped::TooFew(isr)),
+                };
             }
             tokio::select! {
                 () = self.stop.cancelled() => return Err(Stopped::Deposed),
@@ -238,10 +255,10 @@ impl Leader {
     /// high watermark (and this epoch's start) comes back.
     pub fn wanted_isr(&self, replicas: &[NodeId], lag: Duration) -> Option<Vec<NodeId>> {
         let hw = self.high_watermark();
-        let st = self.state.lock();
+        let mut st = self.state.lock();
         let mut wanted = vec![self.node];
         for &r in replicas.iter().filter(|&&r| r != self.node) {
-            let p = st.followers.get(&r);
+            let p = st.followers.get(&r).copied();
             let in_sync = if st.isr.contains(&r) {
                 p.map_or(self.since, |p| p.caught_up).elapsed() < lag
             } else {
@@ -257,7 +274,15 @@ impl Leader {
         current.sort_unstable();
         let mut sorted = wanted.clone();
         sorted.sort_unstable();
-        (sorted != current).then_some(wanted)
+        if sorted == current {
+            return None;
+        }
+        for &n in &wanted {
+            if !st.isr.contains(&n) && !st.adding.contains(&n) {
+                st.adding.push(n);
+            }
+        }
+        Some(wanted)
     }
 }
 
@@ -266,4 +291,7 @@ impl Leader {
 pub enum Stopped {
     Deposed,
     TimedOut,
+    /// Replicated, but the ISR shrank below min-insync meanwhile (Kafka's
+    /// NOT_ENOUGH_REPLICAS_AFTER_APPEND).
+    TooFew(usize),
 }

@@ -112,6 +112,8 @@ struct Replica {
     state: PartitionState,
     log: Arc<PartitionLog>,
     epochs: Arc<Mutex<EpochCache>>,
+    /// Held by the follower task writing the log (successive tasks take turns).
+    writing: Arc<tokio::sync::Mutex<()>>,
     role: Role,
 }
 
@@ -150,7 +152,13 @@ pub struct Replication {
     incarnation: u64,
     active: AtomicBool,
     stop: CancellationToken,
+    /// Called when this node takes the lead of a partition, before it takes writes (the
+    /// produce service learns the producer sequences in the log).
+    on_lead: OnceLock<LeadHook>,
 }
+
+/// What runs when this node takes the lead of a partition.
+pub type LeadHook = Box<dyn Fn(&str, u32, &PartitionLog) -> Result<(), String> + Send + Sync>;
 
 impl std::fmt::Debug for Replication {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -191,6 +199,7 @@ impl Replication {
             incarnation: crate::util::rand_u64(),
             active: AtomicBool::new(false),
             stop: CancellationToken::new(),
+            on_lead: OnceLock::new(),
         });
         if this.settings.is_some() {
             this.topics.fence_partitions();
@@ -203,14 +212,27 @@ impl Replication {
         self.settings.is_some()
     }
 
+    /// Sets what runs when this node takes the lead of a partition (once).
+    pub fn on_lead(&self, hook: LeadHook) {
+        let _ = self.on_lead.set(hook);
+    }
+
     /// Reads the partition states and node addresses this node applied before it stopped.
     fn load(&self) -> Result<(), ReplicationError> {
+        // Keys sort as text ("t/10" before "t/2"): place partitions in number order.
+        let mut states: Vec<(String, u32, PartitionState)> = Vec::new();
         for (key, state) in self.meta.scan::<PartitionState>(Namespace::Replicas, "")? {
-            let Some((topic, p)) = key.rsplit_once('/') else {
-                continue;
-            };
-            let Ok(p) = p.parse::<u32>() else { continue };
-            self.put(topic, p, state, false)?;
+            if let Some((topic, p)) = key.rsplit_once('/') {
+                if let Ok(p) = p.parse::<u32>() {
+                    states.push((topic.to_owned(), p, state));
+                }
+            }
+        }
+        states.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        for (topic, p, state) in states {
+            if let Err(e) = self.put(&topic, p, state, false) {
+                tracing::error!(%topic, partition = p, error = %e, "a replica state was not loaded");
+            }
         }
         let nodes = self.meta.scan::<String>(Namespace::ClusterNodes, "")?;
         let mut map = self.nodes.write();
@@ -384,45 +406,48 @@ impl Replication {
         Ok(())
     }
 
-    /// A leader changed its ISR (only within its epoch). `false`: the epoch moved on.
+    /// A leader changed its ISR (only on the state it saw). `false`: the state moved on.
     pub fn set_isr(
         &self,
         topic: &str,
         p: u32,
-        epoch: u64,
+        version: u64,
         isr: Vec<NodeId>,
     ) -> Result<bool, ReplicationError> {
-        let Some(mut state) = self.state(topic, p).filter(|s| s.epoch == epoch) else {
+        let Some(mut state) = self.state(topic, p).filter(|s| s.version == version) else {
             return Ok(false);
         };
         state.isr = isr;
+        state.version += 1;
         self.put(topic, p, state, true)?;
         Ok(true)
     }
 
-    /// The controller elected a leader (only after `prev_epoch`). `false`: it is stale.
+    /// The controller elected a leader (only on the state it saw). `false`: it is stale.
     pub fn elect(
         &self,
         topic: &str,
         p: u32,
-        prev_epoch: u64,
+        version: u64,
         leader: Option<NodeId>,
         isr: Vec<NodeId>,
     ) -> Result<bool, ReplicationError> {
-        let Some(mut state) = self.state(topic, p).filter(|s| s.epoch == prev_epoch) else {
+        let Some(mut state) = self.state(topic, p).filter(|s| s.version == version) else {
             return Ok(false);
         };
+        state.epoch += 1;
+        let epoch = state.epoch;
         tracing::info!(
             topic,
             partition = p,
-            epoch = prev_epoch + 1,
+            epoch,
             ?leader,
             ?isr,
             "partition leader elected"
         );
         state.leader = leader;
-        state.epoch = prev_epoch + 1;
         state.isr = isr;
+        state.version += 1;
         self.put(topic, p, state, true)?;
         Ok(true)
     }
@@ -465,6 +490,7 @@ impl Replication {
             }
             replicas.push(Replica {
                 epochs: Arc::new(Mutex::new(EpochCache::load(log.dir()))),
+                writing: Arc::default(),
                 log,
                 state,
                 role: Role::Idle,
@@ -542,8 +568,10 @@ impl Replication {
                     epoch: st.epoch,
                     log: r.log.clone(),
                     epochs: r.epochs.clone(),
+                    writing: r.writing.clone(),
+                    stop: stop.clone(),
                 };
-                tokio::spawn(task.run(cluster.clone(), stop.clone()));
+                tokio::spawn(task.run(cluster.clone()));
                 r.role = Role::Follower {
                     leader,
                     epoch: st.epoch,
@@ -555,29 +583,18 @@ impl Replication {
     }
 
     fn leader_of(&self, topic: &str, p: u32) -> Result<Option<Arc<Leader>>, ReplicationError> {
-        let Some(s) = &self.settings else {
+        if self.settings.is_none() {
             return Ok(None);
-        };
+        }
         let map = self.partitions.read();
         let Some(r) = map.get(topic).and_then(|v| v.get(p as usize)) else {
             return Ok(None);
         };
-        match &r.role {
-            Role::Leader(l) => Ok(Some(l.clone())),
-            _ => {
-                let addr = r
-                    .state
-                    .leader
-                    .and_then(|l| self.nodes.read().get(&l).cloned());
-                Err(ReplicationError::NotLeader {
-                    node: s.node,
-                    topic: topic.to_owned(),
-                    partition: p,
-                    leader: r.state.leader,
-                    addr,
-                })
-            }
+        if let Role::Leader(l) = &r.role {
+            return Ok(Some(l.clone()));
         }
+        drop(map);
+        Err(self.not_leader(topic, p))
     }
 
     /// Whether this node may take a produce to the partition: it leads it, and for `acks=all`
@@ -587,9 +604,9 @@ impl Replication {
         topic: &str,
         p: u32,
         acks_all: bool,
-    ) -> Result<(), ReplicationError> {
+    ) -> Result<Option<u64>, ReplicationError> {
         let Some(leader) = self.leader_of(topic, p)? else {
-            return Ok(());
+            return Ok(None);
         };
         let isr = leader.isr().len();
         if acks_all && isr < leader.min_insync as usize {
@@ -600,7 +617,7 @@ impl Replication {
                 min: leader.min_insync,
             });
         }
-        Ok(())
+        Ok(Some(leader.epoch))
     }
 
     /// Whether consumers may read the partition here (its leader).
@@ -608,31 +625,50 @@ impl Replication {
         self.leader_of(topic, p).map(|_| ())
     }
 
-    /// Waits until every in-sync replica has the partition's records below `end` (an
-    /// `acks=all` produce, after the local fsync).
-    pub async fn replicated(&self, topic: &str, p: u32, end: u64) -> Result<(), ReplicationError> {
-        let Some(leader) = self.leader_of(topic, p)? else {
+    /// Waits until every in-sync replica has the partition's records below `end`, appended
+    /// in leader `epoch` (an `acks=all` produce, after the local fsync). A leader deposed in
+    /// between (even if elected again since) cannot vouch for them: NotLeader.
+    pub async fn replicated(
+        &self,
+        topic: &str,
+        p: u32,
+        end: u64,
+        epoch: Option<u64>,
+    ) -> Result<(), ReplicationError> {
+        let Some(epoch) = epoch else {
             return Ok(());
+        };
+        let leader = match self.leader_of(topic, p)? {
+            Some(l) if l.epoch == epoch => l,
+            _ => return Err(self.not_leader(topic, p)),
+        };
+        let timeout = || ReplicationError::Timeout {
+            topic: topic.to_owned(),
+            partition: p,
+            end,
+            waited: ACK_TIMEOUT,
         };
         match leader.replicated(end, ACK_TIMEOUT).await {
             Ok(()) => Ok(()),
-            Err(Stopped::Deposed) => {
-                Err(self
-                    .leader_of(topic, p)
-                    .err()
-                    .unwrap_or_else(|| ReplicationError::Timeout {
-                        topic: topic.to_owned(),
-                        partition: p,
-                        end,
-                        waited: ACK_TIMEOUT,
-                    }))
-            }
-            Err(Stopped::TimedOut) => Err(ReplicationError::Timeout {
+            Err(Stopped::Deposed) => Err(self.not_leader(topic, p)),
+            Err(Stopped::TooFew(isr)) => Err(ReplicationError::NotEnoughReplicas {
                 topic: topic.to_owned(),
                 partition: p,
-                end,
-                waited: ACK_TIMEOUT,
+                isr,
+                min: leader.min_insync,
             }),
+            Err(Stopped::TimedOut) => Err(timeout()),
+        }
+    }
+
+    fn not_leader(&self, topic: &str, p: u32) -> ReplicationError {
+        let leader = self.state(topic, p).and_then(|s| s.leader);
+        ReplicationError::NotLeader {
+            node: self.settings.as_ref().map_or(0, |s| s.node),
+            topic: topic.to_owned(),
+            partition: p,
+            leader,
+            addr: leader.and_then(|l| self.client_addr(l)),
         }
     }
 

@@ -29,6 +29,7 @@ pub fn assign(
                 isr: replicas.clone(),
                 replicas,
                 min_insync,
+                version: 0,
             }
         })
         .collect()

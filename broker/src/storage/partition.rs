@@ -257,8 +257,10 @@ impl PartitionLog {
         });
     }
 
-    /// Refuses (or again takes) appends: a cluster node that does not lead the partition.
+    /// Refuses (or again takes) appends: a cluster node that does not lead the partition. Set
+    /// under the append lock: no append of a leader is still on its way once this returns.
     pub fn set_follower(&self, follower: bool) {
+        let _appends = self.state.lock();
         self.follower.store(follower, Ordering::Release);
     }
 
@@ -273,22 +275,27 @@ impl PartitionLog {
         batch: &Batch,
         durability: Durability,
     ) -> Result<AppendInfo, StorageError> {
-        if self.is_follower() {
-            return Err(StorageError::NotLeader {
-                dir: self.dir.clone(),
-            });
-        }
-        self.append_as_replica(batch, durability)
+        self.append_with(batch, durability, None)
     }
 
-    /// Appends a batch copied from the partition's leader (a follower's own log), where
-    /// [`append`](Self::append) refuses.
+    /// Appends a batch copied from the partition's leader (a follower's own log, where
+    /// [`append`](Self::append) refuses); it must land at `at`, where the leader has it.
     pub fn append_as_replica(
         &self,
         batch: &Batch,
+        at: u64,
         durability: Durability,
     ) -> Result<AppendInfo, StorageError> {
-        let info = self.append_unsynced(batch)?;
+        self.append_with(batch, durability, Some(at))
+    }
+
+    fn append_with(
+        &self,
+        batch: &Batch,
+        durability: Durability,
+        replica_at: Option<u64>,
+    ) -> Result<AppendInfo, StorageError> {
+        let info = self.append_unsynced(batch, replica_at)?;
         self.leo_tx.send_replace(info.log_end);
         self.publish_visible();
         if durability == Durability::All {
@@ -297,7 +304,11 @@ impl PartitionLog {
         Ok(info)
     }
 
-    fn append_unsynced(&self, batch: &Batch) -> Result<AppendInfo, StorageError> {
+    fn append_unsynced(
+        &self,
+        batch: &Batch,
+        replica_at: Option<u64>,
+    ) -> Result<AppendInfo, StorageError> {
         let len = batch.bytes().len();
         if len > self.config.max_batch_bytes as usize {
             return Err(StorageError::BatchTooLarge {
@@ -319,6 +330,21 @@ impl PartitionLog {
                 dir: self.dir.clone(),
                 reason: why.clone(),
             });
+        }
+        let end = bounds(&st).1;
+        match replica_at {
+            None if self.is_follower() => {
+                return Err(StorageError::NotLeader {
+                    dir: self.dir.clone(),
+                })
+            }
+            Some(at) if at != end => {
+                return Err(StorageError::Failed {
+                    dir: self.dir.clone(),
+                    reason: format!("a replica's batch for offset {at} arrived at log end {end}"),
+                })
+            }
+            _ => {}
         }
         let now = (self.clock)();
         self.maybe_roll(&mut st, Some(len as u64), now)?;
@@ -522,6 +548,31 @@ impl PartitionLog {
                 log_end,
             }),
         }
+    }
+
+    /// An offset where about the last `bytes` of the log begin (a batch start; the log start
+    /// when the log is smaller), found from the segment sizes and the sparse index.
+    pub fn offset_near_end(&self, bytes: u64) -> Result<u64, StorageError> {
+        let interval = self.config.index_interval_bytes;
+        let mut st = self.state.lock();
+        let mut left = bytes;
+        for seg in st.segments.iter_mut().rev() {
+            if seg.size <= left {
+                left -= seg.size;
+                continue;
+            }
+            let from = seg.size - left;
+            let (base, next, path) = (seg.base, seg.next_offset, seg.path.clone());
+            let index = seg
+                .index(interval)
+                .map_err(|e| StorageError::io(&path, e))?;
+            let i = index
+                .offsets
+                .partition_point(|e| (e.position as u64) < from);
+            let rel = index.offsets.get(i).map(|e| u64::from(e.rel_offset));
+            return Ok(rel.map_or(next, |r| base + r));
+        }
+        Ok(bounds(&st).0)
     }
 
     /// Removes every record at or after `offset` (a replica cutting the tail that diverged from

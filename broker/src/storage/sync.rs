@@ -18,6 +18,8 @@ struct SyncState {
     synced: u64,
     in_progress: bool,
     syncs: u64,
+    /// Grows when the log is cut: a sync that started before covers offsets since rewritten.
+    generation: u64,
 }
 
 impl GroupCommit {
@@ -31,6 +33,7 @@ impl GroupCommit {
     pub fn truncated(&self, end: u64) {
         let mut st = self.state.lock();
         st.synced = st.synced.min(end);
+        st.generation += 1;
     }
 
     /// How many fsyncs have run (tests assert that concurrent appenders share them).
@@ -55,11 +58,15 @@ impl GroupCommit {
                 continue;
             }
             st.in_progress = true;
+            let generation = st.generation;
             let result = MutexGuard::unlocked(&mut st, &mut sync);
             st.in_progress = false;
             st.syncs += 1;
             self.done.notify_all();
-            st.synced = st.synced.max(result?);
+            let end = result?;
+            if st.generation == generation {
+                st.synced = st.synced.max(end);
+            }
         }
     }
 }

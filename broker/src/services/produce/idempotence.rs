@@ -205,6 +205,40 @@ impl Producers {
         });
     }
 
+    /// Replaces a partition's producer states with what `batches` (the tail of its log, in
+    /// order) say: a node that takes the lead of a partition learns the sequences its previous
+    /// leader appended, so a producer's retry after the failover is a duplicate, not a second
+    /// append. Fenced ids stay fenced.
+    pub fn rebuild(&self, topic: &str, partition: u32, batches: &[quiver_proto::BatchHeader]) {
+        let fenced = self.fenced.lock().clone();
+        let mut states = self.states.lock();
+        states.retain(|k, _| !(k.1 == topic && k.2 == partition));
+        for h in batches.iter().filter(|h| h.producer_id != 0) {
+            let key = (h.producer_id, topic.to_owned(), partition);
+            let state = states.entry(key).or_insert_with(|| {
+                Arc::new(Mutex::new(SequenceState {
+                    fenced: fenced.contains_key(&h.producer_id),
+                    ..SequenceState::default()
+                }))
+            });
+            let outcome = Outcome {
+                partition,
+                base_offset: h.base_offset,
+                last_offset: h.last_offset(),
+                log_end: h.next_offset(),
+                appended: h.record_count,
+                transformed: false,
+                duplicate: false,
+                delayed: 0,
+                delay_first_id: 0,
+                leader_epoch: None,
+            };
+            let mut s = state.lock();
+            s.appended(h.base_sequence, h.record_count, outcome);
+            s.seen = Some(Instant::now());
+        }
+    }
+
     /// Forgets every producer's state on a deleted topic.
     pub fn remove_topic(&self, topic: &str) {
         self.states.lock().retain(|k, _| k.1 != topic);
@@ -226,7 +260,44 @@ mod tests {
             duplicate: false,
             delayed: 0,
             delay_first_id: 0,
+            leader_epoch: None,
         }
+    }
+
+    #[test]
+    fn a_rebuilt_partition_knows_the_batches_its_log_holds() {
+        let producers = Producers::default();
+        let header = |producer_id, base_sequence, base_offset| quiver_proto::BatchHeader {
+            version: 1,
+            flags: 0,
+            length: 56,
+            base_offset,
+            crc: 0,
+            base_timestamp: 0,
+            max_timestamp: 0,
+            record_count: 3,
+            producer_id,
+            base_sequence,
+        };
+        // A stale state from an earlier leadership is replaced.
+        producers.state(7, "t", 0).lock().appended(0, 3, outcome(0));
+        producers.rebuild(
+            "t",
+            0,
+            &[header(7, 0, 10), header(0, 0, 13), header(7, 3, 16)],
+        );
+        let s = producers.state(7, "t", 0);
+        let mut s = s.lock();
+        assert_eq!(
+            s.check(3, 3),
+            Verdict::Duplicate(Some(Outcome {
+                base_offset: 16,
+                last_offset: 18,
+                log_end: 19,
+                ..outcome(16)
+            }))
+        );
+        assert_eq!(s.check(6, 3), Verdict::Append);
     }
 
     #[test]

@@ -27,6 +27,10 @@ use crate::routing::Exchanges;
 use crate::storage::{AppendInfo, Durability, PartitionLog, StorageError, TopicStore};
 use idempotence::{Producers, Verdict};
 
+/// How much of a partition's log a new leader reads for producer sequences (Kafka keeps
+/// producer state snapshots; the last few batches of each producer are what a retry needs).
+const PRODUCER_SCAN: u64 = 16 << 20;
+
 /// Where a produced batch went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Produced {
@@ -44,6 +48,9 @@ pub struct Produced {
     /// Records held for delayed delivery, with ids `delay_first_id..delay_first_id + delayed`.
     pub delayed: u32,
     pub delay_first_id: u64,
+    /// On a cluster: the leader epoch the records were appended in (`acks=all` waits for the
+    /// in-sync replicas of that epoch).
+    pub leader_epoch: Option<u64>,
 }
 
 impl Produced {
@@ -58,6 +65,7 @@ impl Produced {
             duplicate: false,
             delayed: 0,
             delay_first_id: 0,
+            leader_epoch: None,
         }
     }
 
@@ -73,6 +81,7 @@ impl Produced {
             duplicate: false,
             delayed: 0,
             delay_first_id: 0,
+            leader_epoch: None,
         }
     }
 
@@ -208,7 +217,7 @@ impl ProduceService {
                     offload::blocking(move || synced.sync(&t, p.partition, end)).await?;
                     // Then every in-sync replica.
                     this.replication
-                        .replicated(&topic, p.partition, end)
+                        .replicated(&topic, p.partition, end, p.leader_epoch)
                         .await?;
                     Ok(p.response(id))
                 }))
@@ -287,19 +296,25 @@ impl ProduceService {
         let p = partition
             .unwrap_or_else(|| self.round_robin.fetch_add(1, Ordering::Relaxed) % count.max(1));
         let log = t.partition(p)?;
-        self.replication
+        let epoch = self
+            .replication
             .check_produce(topic, p, acks == Durability::All)?;
         let batch = Batch::parse(batch)?;
         crate::headers::check(&batch)?;
-        if batch.header().producer_id == 0 {
-            return self.append_batch(topic, p, log, batch, (acks, run_plugins), writer);
-        }
-        if partition.is_none() {
-            return Err(BrokerError::InvalidRequest(
+        let how = (acks, run_plugins);
+        let produced = if batch.header().producer_id == 0 {
+            self.append_batch(topic, p, log, batch, how, writer)
+        } else if partition.is_none() {
+            Err(BrokerError::InvalidRequest(
                 "a batch with a producer id (idempotent produce) must name its partition".into(),
-            ));
-        }
-        self.append_idempotent(topic, p, log, batch, (acks, run_plugins), writer)
+            ))
+        } else {
+            self.append_idempotent(topic, p, log, batch, how, writer)
+        };
+        produced.map(|p| Produced {
+            leader_epoch: epoch,
+            ..p
+        })
     }
 
     /// Appends a batch of an idempotent producer unless it is a resend of one already appended.
@@ -423,10 +438,49 @@ impl ProduceService {
         Ok(self.topics.partition(topic, partition)?.sync_through(end)?)
     }
 
+    /// Blocks (on the blocking pool) until the in-sync replicas have what `p` appended: the
+    /// `acks=all` of a write a router or an exchange sent to another partition.
+    fn wait_replicated(&self, topic: &str, p: &Produced) -> Result<(), BrokerError> {
+        if p.leader_epoch.is_none() {
+            return Ok(());
+        }
+        let wait = self
+            .replication
+            .replicated(topic, p.partition, p.log_end, p.leader_epoch);
+        Ok(tokio::runtime::Handle::current().block_on(wait)?)
+    }
+
     /// Makes `id` the producer of fencing key `key`, refusing the id it had before (see
     /// [`idempotence`] and [`Producers::fence`]); false if `current` no longer holds it.
     pub fn fence(&self, key: idempotence::FencingKey, id: u64, current: Option<u64>) -> bool {
         self.producers.fence(key, id, current)
+    }
+
+    /// Learns the producer sequences in the last [`PRODUCER_SCAN`] bytes of a partition this
+    /// node now leads (see [`Producers::rebuild`]).
+    pub fn take_lead(
+        &self,
+        topic: &str,
+        partition: u32,
+        log: &PartitionLog,
+    ) -> Result<(), BrokerError> {
+        let mut at = log.offset_near_end(PRODUCER_SCAN)?;
+        let end = log.stats().log_end;
+        let mut headers = Vec::new();
+        while at < end {
+            let read = log.read_raw(at, 1 << 20)?;
+            let before = headers.len();
+            for batch in quiver_proto::batch::Batches::new(read.bytes) {
+                let h = *batch?.header();
+                at = h.next_offset();
+                headers.push(h);
+            }
+            if headers.len() == before {
+                break;
+            }
+        }
+        self.producers.rebuild(topic, partition, &headers);
+        Ok(())
     }
 
     /// Forgets the producer sequences of a deleted topic.

@@ -112,16 +112,23 @@ impl ProduceService {
             self.dead_letters.bury(&topic, dead, acks)?;
         }
         let mut done = Vec::with_capacity(plan.appends.len());
+        let all = acks == Durability::All;
         for a in plan.appends {
             let log = self.topics.partition(&a.topic, a.partition)?;
+            let epoch = self.replication.check_produce(&a.topic, a.partition, all)?;
             let produced =
                 self.append_or_hold(&a.topic, a.partition, &log, a.batch, acks, a.transformed)?;
+            let produced = Produced {
+                leader_epoch: epoch,
+                ..produced
+            };
             done.push((a.topic, produced));
         }
-        if acks == Durability::All {
+        if all {
             for (i, (topic, p)) in done.iter().enumerate() {
                 if Some(i) != own {
                     self.sync(topic, p.partition, p.log_end)?;
+                    self.wait_replicated(topic, p)?;
                 }
             }
         }
