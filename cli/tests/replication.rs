@@ -293,3 +293,117 @@ async fn a_returning_leader_cuts_the_tail_no_in_sync_replica_had() {
     let log = node(&nodes, leader).log_text();
     assert!(log.contains("cut the log to its leader's"), "{log}");
 }
+
+/// Every record of a topic's partition `p`, read from its leader.
+async fn read_partition(
+    layout: &Layout,
+    nodes: &[Option<Serve>],
+    topic: &str,
+    p: u32,
+) -> Vec<String> {
+    let any = nodes.iter().flatten().next().unwrap();
+    let c = layout.client(any, None).await;
+    let status = c.admin().cluster_status().await.unwrap();
+    let leader = status
+        .partitions
+        .iter()
+        .find(|r| r.topic == topic && r.partition == p)
+        .and_then(|r| r.leader)
+        .unwrap();
+    let lc = layout.client(node(nodes, leader), None).await;
+    let mut consumer = Consumer::new(lc, topic, ConsumerConfig::default());
+    consumer.assign(&[p], SeekTo::Earliest);
+    let mut out = Vec::new();
+    loop {
+        let batch = consumer.poll(Duration::from_millis(500)).await.unwrap();
+        if batch.is_empty() {
+            return out;
+        }
+        out.extend(
+            batch
+                .iter()
+                .map(|r| String::from_utf8_lossy(&r.record.value).into_owned()),
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_follows_its_partitions_leaders_through_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = layout(dir.path());
+    let mut nodes: Vec<Option<Serve>> = (1..=3).map(|id| Some(layout.start(id))).collect();
+    // A cluster client notices a silent (crashed) node after a few seconds.
+    let mut opts = quiver::ClientOptions::new(node(&nodes, 1).addr.clone(), layout.ca());
+    opts.idle_timeout = Some(Duration::from_secs(3));
+    let first = Client::connect_with(opts).await.unwrap();
+    let mut t = NewTopic::new("f", 3);
+    t.replication_factor = Some(3);
+    t.min_insync = Some(2);
+    first.admin().create_topic(t).await.unwrap();
+    eventually("f placed, all in sync", || async {
+        let s = first.admin().cluster_status().await.unwrap();
+        let f: Vec<_> = s.partitions.iter().filter(|p| p.topic == "f").collect();
+        f.len() == 3
+            && f.iter()
+                .all(|p| p.isr.len() == 3 && p.leader_addr.is_some())
+    })
+    .await;
+    // One idempotent acks=all producer, connected to node 1 only: it finds each partition's
+    // leader itself.
+    let config = ProducerConfig {
+        acks: Acks::All,
+        linger: Duration::ZERO,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(first.clone(), config);
+    let total = 600u32;
+    let mut deliveries = Vec::new();
+    let mut killed = None;
+    let started = std::time::Instant::now();
+    for i in 0..total {
+        let rec = ProducerRecord::new("f", i.to_string()).partition(i % 3);
+        deliveries.push(producer.send(rec).await.unwrap());
+        if i == total / 4 {
+            // The leader of partition 0 crashes mid-stream.
+            let s = first.admin().cluster_status().await.unwrap();
+            let leader = s
+                .partitions
+                .iter()
+                .find(|p| p.topic == "f" && p.partition == 0);
+            let leader = leader.and_then(|p| p.leader).unwrap();
+            nodes[leader as usize - 1] = None;
+            killed = Some(leader);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut acked = Vec::new();
+    for (i, d) in deliveries.into_iter().enumerate() {
+        let meta = d.wait().await;
+        assert!(meta.is_ok(), "record {i}: {meta:?}");
+        acked.push(i as u32);
+    }
+    eprintln!(
+        "{total} acks=all records through a leader crash (node {killed:?}) in {:?}",
+        started.elapsed()
+    );
+    // Every acknowledged record exactly once, in order per partition.
+    let mut seen = Vec::new();
+    for p in 0..3 {
+        let values: Vec<u32> = read_partition(&layout, &nodes, "f", p)
+            .await
+            .iter()
+            .map(|v| v.parse().unwrap())
+            .collect();
+        assert!(
+            values.windows(2).all(|w| w[0] < w[1]),
+            "partition {p}: {values:?}"
+        );
+        assert!(
+            values.iter().all(|v| v % 3 == p),
+            "partition {p}: {values:?}"
+        );
+        seen.extend(values);
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, acked);
+}

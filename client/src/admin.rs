@@ -12,7 +12,7 @@ use quiver_proto::groups::{
     ResetTo, TopicPartition,
 };
 use quiver_proto::messages::{
-    AdminRequest, AdminResponse, ClusterStatus, TopicDescription, TopicSummary,
+    AdminRequest, AdminResponse, ClusterStatus, PartitionReplicas, TopicDescription, TopicSummary,
 };
 use quiver_proto::mirror::{MirrorInfo, MirrorSpec};
 use quiver_proto::plugins::{
@@ -523,6 +523,15 @@ impl Admin {
     pub async fn whoami(&self) -> Result<(String, bool), ClientError> {
         match self.call(AdminRequest::WhoAmI).await? {
             AdminResponse::Identity { principal, auth } => Ok((principal, auth)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Each replicated partition's leader and its client address, as the connected node knows
+    /// them (empty from a single broker).
+    pub async fn partition_leaders(&self) -> Result<Vec<PartitionReplicas>, ClientError> {
+        match self.call(AdminRequest::Metadata).await? {
+            AdminResponse::Metadata { leaders, .. } => Ok(leaders),
             other => Err(unexpected(other)),
         }
     }

@@ -61,6 +61,8 @@ impl ClientOptions {
 }
 
 struct Inner {
+    /// How this connection was made (another node of a cluster is reached the same way).
+    opts: ClientOptions,
     endpoint: quinn::Endpoint,
     conn: quinn::Connection,
     server: HelloOk,
@@ -125,15 +127,39 @@ impl Client {
             .await
             .map_err(|e| refused(&opts.server, &conn, e))?;
         let inner = Inner {
+            client_id: opts.client_id.clone(),
+            opts,
             endpoint,
             conn,
             server,
-            client_id: opts.client_id,
             next_request: AtomicU64::new(1),
         };
         Ok(Client {
             inner: Arc::new(inner),
         })
+    }
+
+    /// A connection to another broker (a node of the same cluster) with this one's options:
+    /// the same CA, credentials and client id.
+    pub async fn connect_to(&self, server: &str) -> Result<Client, ClientError> {
+        let mut opts = self.inner.opts.clone();
+        opts.server = server.to_owned();
+        Self::connect_with(opts).await
+    }
+
+    /// The options this connection was made with.
+    pub(crate) fn options(&self) -> &ClientOptions {
+        &self.inner.opts
+    }
+
+    /// The `host:port` this client connected to.
+    pub fn server(&self) -> &str {
+        &self.inner.opts.server
+    }
+
+    /// Whether the connection has ended (closed or lost).
+    pub fn is_closed(&self) -> bool {
+        self.inner.conn.close_reason().is_some()
     }
 
     /// What the broker said about itself in the handshake.

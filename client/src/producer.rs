@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 
 use crate::client::Client;
 use crate::error::ClientError;
+use crate::routes::Routes;
 use crate::wire::{decode_frame, write_frame, FrameReader, WireError};
 
 /// How records without an explicit partition are spread.
@@ -70,6 +71,9 @@ pub struct ProducerConfig {
     /// For a session that replaces another and must know that nothing of the old one lands
     /// after it looked at the log. Needs `idempotent`.
     pub fencing_key: Option<String>,
+    /// On a cluster, how long a batch may keep failing over to its partition's new leader
+    /// (NotLeader, a node gone) before it fails (Kafka's `delivery.timeout.ms`).
+    pub delivery_timeout: Duration,
 }
 
 /// With linger 0, the batches queued or awaiting their acknowledgement beyond which records wait in
@@ -90,6 +94,7 @@ impl Default for ProducerConfig {
             partitioner: Partitioner::KeyHash,
             idempotent: true,
             fencing_key: None,
+            delivery_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -317,6 +322,11 @@ struct Ready {
     order: u64,
     /// The producer id it is stamped with (0: none).
     producer_id: u64,
+    /// When it was sealed: a batch failing over between cluster nodes gives up after
+    /// [`ProducerConfig::delivery_timeout`].
+    born: Instant,
+    /// Times it was sent again to a partition's new leader.
+    reroutes: u32,
 }
 
 /// The smallest `unacked` worth pruning.
@@ -349,6 +359,11 @@ struct State {
 
 struct Shared {
     client: Client,
+    /// Where each partition's batches go (its leader, on a cluster).
+    routes: Routes,
+    /// Tasks of this producer holding a reference to it (the dispatcher and one sender per
+    /// node): `linger` counts them to tell when every `Producer` handle is gone.
+    tasks: AtomicUsize,
     config: ProducerConfig,
     state: Mutex<State>,
     partitions: Mutex<HashMap<String, u32>>,
@@ -407,6 +422,8 @@ impl Producer {
         let (tx, rx) = mpsc::unbounded_channel();
         let room = Semaphore::new(config.max_in_flight.max(1));
         let shared = Arc::new(Shared {
+            routes: Routes::new(client.clone()),
+            tasks: AtomicUsize::new(1),
             client,
             config,
             state: Mutex::default(),
@@ -416,7 +433,7 @@ impl Producer {
             room,
             held: AtomicUsize::new(0),
         });
-        tokio::spawn(sender(shared.clone(), rx));
+        tokio::spawn(dispatch(shared.clone(), rx));
         // With linger 0 too: it seals what records left in open batches while the pipeline was long.
         tokio::spawn(linger(Arc::downgrade(&shared)));
         Producer { shared }
@@ -705,6 +722,8 @@ fn seal(st: &mut State, key: &KeyRef<'_>) -> Result<Option<Ready>, ClientError> 
         attempts: 0,
         order: st.sealed,
         producer_id,
+        born: Instant::now(),
+        reroutes: 0,
     }))
 }
 
@@ -713,9 +732,9 @@ fn seal(st: &mut State, key: &KeyRef<'_>) -> Result<Option<Ready>, ClientError> 
 async fn linger(shared: std::sync::Weak<Shared>) {
     loop {
         let Some(s) = shared.upgrade() else { return };
-        // The sender task holds one reference and this loop another: no other means every
+        // The producer's tasks hold references and this loop another: no other means every
         // `Producer` is gone, and nothing can be added to an open batch any more.
-        let last = Arc::strong_count(&s) <= 2;
+        let last = Arc::strong_count(&s) <= 1 + s.tasks.load(Ordering::Acquire);
         let period = (s.config.linger / 2).max(Duration::from_millis(1));
         let enqueued = {
             let mut st = s.state.lock();
@@ -738,40 +757,191 @@ type Stream = Option<(quinn::SendStream, FrameReader<quinn::RecvStream>)>;
 /// Batches waiting to be sent again, in the order they were sealed, each with when it may go.
 type RetryQueue = VecDeque<(Instant, Ready)>;
 
-/// Owns the produce stream: writes batches, reads the in-order replies, retries retriable failures.
-/// While retries are pending no new batch is sent, so batches reach the broker in seal order.
-async fn sender(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Ready>) {
+/// A batch sent back to the dispatcher to go to its partition's new leader, with why.
+type Rerouted = (Ready, ClientError);
+
+/// Routes sealed batches, in seal order, to the sender of their partition's leader (one per
+/// node; a single broker has one), and sends again, after fresh metadata and a backoff, the
+/// batches a node refused with NotLeader or lost with its connection. While such batches wait,
+/// no new batch is routed, so batches of a partition reach its leader in seal order.
+async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Ready>) {
+    let (back_tx, mut back_rx) = mpsc::unbounded_channel::<Rerouted>();
+    let mut lanes: HashMap<String, mpsc::UnboundedSender<Ready>> = HashMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut waiting = RetryQueue::new();
+    let mut open = true;
+    loop {
+        if !open && waiting.is_empty() {
+            // Each node's sender finishes what it holds and stops.
+            lanes.clear();
+            if tasks.is_empty() && back_rx.is_empty() {
+                shared.tasks.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+        }
+        let next = waiting.front().map(|(t, _)| *t);
+        tokio::select! {
+            r = rx.recv(), if open && waiting.is_empty() => match r {
+                Some(r) => {
+                    shared.room.add_permits(1);
+                    route(&shared, &mut lanes, &mut tasks, &back_tx, r);
+                }
+                None => open = false,
+            },
+            Some((r, e)) = back_rx.recv() => reroute(&shared, &mut waiting, r, e),
+            _ = sleep_until(next), if next.is_some() => {
+                shared.routes.refresh().await;
+                while waiting.front().is_some_and(|(t, _)| *t <= Instant::now()) {
+                    if let Some((_, r)) = waiting.pop_front() {
+                        route(&shared, &mut lanes, &mut tasks, &back_tx, r);
+                    }
+                }
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+}
+
+/// Hands `r` to the sender of its partition's leader, starting one if needed.
+fn route(
+    shared: &Arc<Shared>,
+    lanes: &mut HashMap<String, mpsc::UnboundedSender<Ready>>,
+    tasks: &mut tokio::task::JoinSet<()>,
+    back: &mpsc::UnboundedSender<Rerouted>,
+    r: Ready,
+) {
+    let addr = match r.partition {
+        EXCHANGE => shared.client.server().to_owned(),
+        p => shared.routes.address(&r.topic, p),
+    };
+    let mut r = r;
+    for _ in 0..2 {
+        let lane = lanes.entry(addr.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            shared.tasks.fetch_add(1, Ordering::AcqRel);
+            let lane = Lane {
+                addr: addr.clone(),
+                back: back.clone(),
+                down_until: Mutex::new(None),
+            };
+            tasks.spawn(sender(shared.clone(), lane, rx));
+            tx
+        });
+        match lane.send(r) {
+            Ok(()) => return,
+            // That sender stopped (its producer is closing): start another.
+            Err(mpsc::error::SendError(again)) => {
+                lanes.remove(&addr);
+                r = again;
+            }
+        }
+    }
+}
+
+/// Queues a batch for its partition's new leader, with a backoff, unless it is out of time.
+fn reroute(shared: &Shared, waiting: &mut RetryQueue, mut r: Ready, e: ClientError) {
+    if r.born.elapsed() >= shared.config.delivery_timeout {
+        return fail(shared, r, e);
+    }
+    r.reroutes += 1;
+    let backoff = shared.config.retry_backoff * 2u32.saturating_pow(r.reroutes.min(5) - 1);
+    tracing::debug!(error = %e, topic = %r.topic, partition = r.partition, "sending a batch to its partition's new leader");
+    queue_retry(waiting, Instant::now() + backoff.min(MAX_BACKOFF), r);
+}
+
+/// The longest wait between two attempts of a batch.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The node a sender writes to, and the way back to the dispatcher.
+struct Lane {
+    addr: String,
+    back: mpsc::UnboundedSender<Rerouted>,
+    /// After a failed connection: until when batches go back to the dispatcher at once
+    /// instead of each waiting for a connection attempt to a node that may be gone.
+    down_until: Mutex<Option<Instant>>,
+}
+
+/// How long a node that could not be reached is passed over.
+const DOWN_FOR: Duration = Duration::from_secs(1);
+
+impl Lane {
+    fn is_down(&self) -> bool {
+        self.down_until.lock().is_some_and(|t| Instant::now() < t)
+    }
+
+    fn mark_down(&self) {
+        *self.down_until.lock() = Some(Instant::now() + DOWN_FOR);
+    }
+
+    /// Sends `r` back to the dispatcher when `e` means its partition is led elsewhere now (or
+    /// its node is gone, on a cluster); gives `r` back otherwise.
+    fn divert(
+        &self,
+        shared: &Shared,
+        r: Ready,
+        e: ClientError,
+    ) -> Result<(), (Ready, ClientError)> {
+        let moved = e.code() == Some(ErrorCode::NotLeader)
+            || (shared.routes.is_cluster() && e.code().is_none());
+        if !moved {
+            return Err((r, e));
+        }
+        self.back
+            .send((r, e))
+            .map_err(|mpsc::error::SendError(back)| back)
+    }
+}
+
+/// Owns one node's produce stream: writes batches, reads the in-order replies, retries
+/// retriable failures. While retries are pending no new batch is sent, so batches reach the
+/// broker in seal order.
+async fn sender(shared: Arc<Shared>, lane: Lane, mut rx: mpsc::UnboundedReceiver<Ready>) {
     let mut retry = RetryQueue::new();
     let mut stream: Stream = None;
     let mut in_flight: VecDeque<Ready> = VecDeque::new();
     let mut closing = false;
+    let mut published = 0usize;
     loop {
-        shared
-            .held
-            .store(in_flight.len() + retry.len(), Ordering::Relaxed);
+        let held = in_flight.len() + retry.len();
+        if held >= published {
+            shared.held.fetch_add(held - published, Ordering::Relaxed);
+        } else {
+            shared.held.fetch_sub(published - held, Ordering::Relaxed);
+        }
+        published = held;
         if closing && in_flight.is_empty() && retry.is_empty() {
+            shared.tasks.fetch_sub(1, Ordering::AcqRel);
             return;
         }
         let next_retry = retry.front().map(|(t, _)| *t);
         let can_send = in_flight.len() < shared.config.max_in_flight;
+        let mut q = Queues {
+            stream: &mut stream,
+            in_flight: &mut in_flight,
+            retry: &mut retry,
+        };
         tokio::select! {
-            r = rx.recv(), if can_send && retry.is_empty() && !closing => match r {
-                Some(r) => {
-                    shared.room.add_permits(1);
-                    send_one(&shared, &mut stream, &mut in_flight, &mut retry, r).await
-                }
+            r = rx.recv(), if can_send && q.retry.is_empty() && !closing => match r {
+                Some(r) => send_one(&shared, &lane, &mut q, r).await,
                 None => closing = true,
             },
             _ = sleep_until(next_retry), if next_retry.is_some() && can_send => {
-                if let Some((_, r)) = retry.pop_front() {
-                    send_one(&shared, &mut stream, &mut in_flight, &mut retry, r).await;
+                if let Some((_, r)) = q.retry.pop_front() {
+                    send_one(&shared, &lane, &mut q, r).await;
                 }
             }
-            frame = next_reply(&mut stream), if !in_flight.is_empty() => {
-                on_reply(&shared, frame, &mut stream, &mut in_flight, &mut retry);
+            frame = next_reply(q.stream), if !q.in_flight.is_empty() => {
+                on_reply(&shared, &lane, frame, &mut q);
             }
         }
     }
+}
+
+/// A sender's stream, the batches awaiting its replies, and those to send again.
+struct Queues<'a> {
+    stream: &'a mut Stream,
+    in_flight: &'a mut VecDeque<Ready>,
+    retry: &'a mut RetryQueue,
 }
 
 async fn sleep_until(t: Option<Instant>) {
@@ -790,20 +960,28 @@ async fn next_reply(stream: &mut Stream) -> Result<quiver_proto::frame::Frame, C
     }
 }
 
-async fn send_one(
-    shared: &Shared,
-    stream: &mut Stream,
-    in_flight: &mut VecDeque<Ready>,
-    retry: &mut RetryQueue,
-    r: Ready,
-) {
-    if stream.is_none() {
-        match shared.client.open().await {
-            Ok(s) => *stream = Some(s),
-            Err(e) => return fail_or_retry(shared, r, e, retry),
+async fn send_one(shared: &Shared, lane: &Lane, q: &mut Queues<'_>, r: Ready) {
+    if q.stream.is_none() {
+        if shared.routes.is_cluster() && lane.is_down() {
+            let e = ClientError::Connect {
+                addr: lane.addr.clone(),
+                reason: "the node did not answer a moment ago".into(),
+            };
+            return fail_or_retry(shared, lane, r, e, q.retry);
+        }
+        let opened = match shared.routes.client(&lane.addr).await {
+            Ok(c) => c.open().await,
+            Err(e) => Err(e),
+        };
+        match opened {
+            Ok(s) => *q.stream = Some(s),
+            Err(e) => {
+                lane.mark_down();
+                return fail_or_retry(shared, lane, r, e, q.retry);
+            }
         }
     }
-    let Some((send, _)) = stream.as_mut() else {
+    let Some((send, _)) = q.stream.as_mut() else {
         return;
     };
     let req = ProduceRequest {
@@ -814,7 +992,7 @@ async fn send_one(
         exchange: r.partition == EXCHANGE,
     };
     if let Err(e) = write_frame(send, FrameKind::Produce, &req, r.bytes.clone()).await {
-        return broken(shared, r, e.into(), stream, in_flight, retry);
+        return broken(shared, lane, r, e.into(), q);
     }
     if shared.config.acks == Acks::None {
         r.slot.complete(Ok(BatchAck {
@@ -824,23 +1002,22 @@ async fn send_one(
             delay_first_id: None,
         }));
     } else {
-        in_flight.push_back(r);
+        q.in_flight.push_back(r);
     }
 }
 
 fn on_reply(
     shared: &Shared,
+    lane: &Lane,
     frame: Result<quiver_proto::frame::Frame, ClientError>,
-    stream: &mut Stream,
-    in_flight: &mut VecDeque<Ready>,
-    retry: &mut RetryQueue,
+    q: &mut Queues<'_>,
 ) {
-    let Some(r) = in_flight.pop_front() else {
+    let Some(r) = q.in_flight.pop_front() else {
         return;
     };
     let frame = match frame {
         Ok(f) => f,
-        Err(e) => return broken(shared, r, e, stream, in_flight, retry),
+        Err(e) => return broken(shared, lane, r, e, q),
     };
     match decode_frame::<ProduceResponse>(frame, FrameKind::ProduceOk) {
         Ok((resp, _)) => {
@@ -857,33 +1034,37 @@ fn on_reply(
             }))
         }
         // The broker refused this request; the stream stays usable.
-        Err(e @ WireError::Remote { .. }) => fail_or_retry(shared, r, e.into(), retry),
-        Err(e) => broken(shared, r, e.into(), stream, in_flight, retry),
+        Err(e @ WireError::Remote { .. }) => fail_or_retry(shared, lane, r, e.into(), q.retry),
+        Err(e) => broken(shared, lane, r, e.into(), q),
     }
 }
 
 /// The stream failed under `r` (or said something it should not): everything in flight on it is
 /// sent again on a new stream, in order, whatever the error (the broker may or may not have
-/// appended it; with idempotence a second append is recognised).
-fn broken(
-    shared: &Shared,
-    r: Ready,
-    e: ClientError,
-    stream: &mut Stream,
-    in_flight: &mut VecDeque<Ready>,
-    retry: &mut RetryQueue,
-) {
-    *stream = None;
+/// appended it; with idempotence a second append is recognised). On a cluster they go to their
+/// partitions' leaders as fresh metadata names them (the node may be gone).
+fn broken(shared: &Shared, lane: &Lane, r: Ready, e: ClientError, q: &mut Queues<'_>) {
+    *q.stream = None;
     let reason = e.to_string();
-    tracing::debug!(error = %reason, in_flight = in_flight.len() + 1, "produce stream failed; resending");
-    retry_or_fail(shared, r, e, retry);
-    for r in in_flight.drain(..) {
-        let e = ClientError::Protocol(format!("produce stream failed: {reason}"));
-        retry_or_fail(shared, r, e, retry);
+    tracing::debug!(error = %reason, in_flight = q.in_flight.len() + 1, "produce stream failed; resending");
+    let lost = |r| {
+        (
+            r,
+            ClientError::Protocol(format!("produce stream failed: {reason}")),
+        )
+    };
+    for (r, e) in std::iter::once((r, e)).chain(q.in_flight.drain(..).map(lost)) {
+        match lane.divert(shared, r, e) {
+            Ok(()) => {}
+            Err((r, e)) => retry_or_fail(shared, r, e, q.retry),
+        }
     }
 }
 
-fn fail_or_retry(shared: &Shared, r: Ready, e: ClientError, retry: &mut RetryQueue) {
+fn fail_or_retry(shared: &Shared, lane: &Lane, r: Ready, e: ClientError, retry: &mut RetryQueue) {
+    let Err((r, e)) = lane.divert(shared, r, e) else {
+        return;
+    };
     if e.is_retriable() {
         retry_or_fail(shared, r, e, retry);
     } else {
@@ -899,7 +1080,7 @@ fn retry_or_fail(shared: &Shared, mut r: Ready, e: ClientError, retry: &mut Retr
     r.attempts += 1;
     let backoff = shared.config.retry_backoff * 2u32.saturating_pow(r.attempts - 1);
     tracing::debug!(error = %e, attempt = r.attempts, "retrying a produce");
-    queue_retry(retry, Instant::now() + backoff, r);
+    queue_retry(retry, Instant::now() + backoff.min(MAX_BACKOFF), r);
 }
 
 /// Inserts `r` among the pending retries by seal order.

@@ -536,6 +536,10 @@ impl Replication {
         r.log.set_follower(true);
         match st.leader {
             Some(leader) if leader == s.node => {
+                // A follower task of this node's previous role may be finishing an append:
+                // the new epoch starts after it, and the producer sequences include it. (This
+                // runs where metadata is applied, on a blocking thread.)
+                let _quiet = r.writing.blocking_lock();
                 match Leader::start(
                     s.node,
                     st.epoch,
@@ -544,6 +548,10 @@ impl Replication {
                     r.epochs.clone(),
                 ) {
                     Ok(l) => {
+                        if let Some(Err(e)) = self.on_lead.get().map(|h| h(topic, p, &r.log)) {
+                            // Retries are then appended again: worth a warning, not a refusal.
+                            tracing::warn!(topic, partition = p, error = %e, "producer sequences not recovered");
+                        }
                         tracing::info!(
                             topic,
                             partition = p,

@@ -479,6 +479,13 @@ impl ProduceService {
                 break;
             }
         }
+        let producers = headers.iter().filter(|h| h.producer_id != 0).count();
+        tracing::debug!(
+            topic,
+            partition,
+            batches = producers,
+            "learned producer sequences from the log"
+        );
         self.producers.rebuild(topic, partition, &headers);
         Ok(())
     }

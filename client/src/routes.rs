@@ -1,0 +1,103 @@
+//! Where each partition's requests go on a cluster: the leader the brokers' metadata names,
+//! reached over a connection per node (made with the first connection's options). A request
+//! refused with NotLeader, or cut off with its node, asks for fresh metadata and goes to the
+//! partition's new leader. Against a single broker every request goes to it.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::client::Client;
+use crate::error::ClientError;
+
+/// Metadata is asked again at most this often (many batches fail over at once).
+const REFRESH_EVERY: Duration = Duration::from_millis(200);
+/// A node that does not answer within this is passed over (it may be the one that died).
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+/// The idle timeout of connections to other nodes (at most): a node that dies without a word
+/// (a crash: QUIC over UDP hears nothing) is noticed after this, and its requests fail over.
+/// The first connection keeps its own; a cluster client should set about as much there.
+const LINK_IDLE: Duration = Duration::from_secs(5);
+
+pub(crate) struct Routes {
+    bootstrap: Client,
+    /// `(topic, partition)` → the leader's client address.
+    leaders: Mutex<HashMap<(String, u32), String>>,
+    /// Open connections by address.
+    links: tokio::sync::Mutex<HashMap<String, Client>>,
+    refreshed: Mutex<Option<Instant>>,
+}
+
+impl Routes {
+    pub fn new(bootstrap: Client) -> Routes {
+        Routes {
+            bootstrap,
+            leaders: Mutex::default(),
+            links: tokio::sync::Mutex::default(),
+            refreshed: Mutex::new(None),
+        }
+    }
+
+    /// Whether the brokers named partition leaders (a cluster): failures then fail over.
+    pub fn is_cluster(&self) -> bool {
+        !self.leaders.lock().is_empty()
+    }
+
+    /// The address requests for a partition go to.
+    pub fn address(&self, topic: &str, partition: u32) -> String {
+        self.leaders
+            .lock()
+            .get(&(topic.to_owned(), partition))
+            .cloned()
+            .unwrap_or_else(|| self.bootstrap.server().to_owned())
+    }
+
+    /// A live connection to `addr` (the bootstrap connection for its own address).
+    pub async fn client(&self, addr: &str) -> Result<Client, ClientError> {
+        if addr == self.bootstrap.server() && !self.bootstrap.is_closed() {
+            return Ok(self.bootstrap.clone());
+        }
+        let mut links = self.links.lock().await;
+        if let Some(c) = links.get(addr).filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let mut opts = self.bootstrap.options().clone();
+        opts.server = addr.to_owned();
+        opts.idle_timeout = Some(opts.idle_timeout.map_or(LINK_IDLE, |t| t.min(LINK_IDLE)));
+        let c = tokio::time::timeout(ASK_TIMEOUT, Client::connect_with(opts))
+            .await
+            .map_err(|_| ClientError::Timeout(ASK_TIMEOUT))??;
+        links.insert(addr.to_owned(), c.clone());
+        Ok(c)
+    }
+
+    /// Asks any reachable node for the partition leaders (at most every [`REFRESH_EVERY`]).
+    pub async fn refresh(&self) {
+        {
+            let mut last = self.refreshed.lock();
+            if last.is_some_and(|t| t.elapsed() < REFRESH_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        // Other nodes first: the first node is the one most likely gone when this is asked.
+        let mut candidates: Vec<Client> = self.links.lock().await.values().cloned().collect();
+        candidates.push(self.bootstrap.clone());
+        for c in candidates.into_iter().filter(|c| !c.is_closed()) {
+            let asked = tokio::time::timeout(ASK_TIMEOUT, c.admin().partition_leaders()).await;
+            let Ok(Ok(leaders)) = asked else {
+                continue;
+            };
+            let mut map = self.leaders.lock();
+            map.clear();
+            for p in leaders {
+                if let Some(addr) = p.leader_addr {
+                    map.insert((p.topic, p.partition), addr);
+                }
+            }
+            return;
+        }
+        tracing::debug!("no node answered for partition leaders");
+    }
+}
