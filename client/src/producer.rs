@@ -875,20 +875,16 @@ impl Lane {
 
     /// Sends `r` back to the dispatcher when `e` means its partition is led elsewhere now (or
     /// its node is gone, on a cluster); gives `r` back otherwise.
-    fn divert(
-        &self,
-        shared: &Shared,
-        r: Ready,
-        e: ClientError,
-    ) -> Result<(), (Ready, ClientError)> {
+    fn divert(&self, shared: &Shared, r: Ready, e: ClientError) -> Option<Rerouted> {
         let moved = e.code() == Some(ErrorCode::NotLeader)
             || (shared.routes.is_cluster() && e.code().is_none());
         if !moved {
-            return Err((r, e));
+            return Some((r, e));
         }
         self.back
             .send((r, e))
-            .map_err(|mpsc::error::SendError(back)| back)
+            .err()
+            .map(|mpsc::error::SendError(back)| back)
     }
 }
 
@@ -1054,15 +1050,14 @@ fn broken(shared: &Shared, lane: &Lane, r: Ready, e: ClientError, q: &mut Queues
         )
     };
     for (r, e) in std::iter::once((r, e)).chain(q.in_flight.drain(..).map(lost)) {
-        match lane.divert(shared, r, e) {
-            Ok(()) => {}
-            Err((r, e)) => retry_or_fail(shared, r, e, q.retry),
+        if let Some((r, e)) = lane.divert(shared, r, e) {
+            retry_or_fail(shared, r, e, q.retry);
         }
     }
 }
 
 fn fail_or_retry(shared: &Shared, lane: &Lane, r: Ready, e: ClientError, retry: &mut RetryQueue) {
-    let Err((r, e)) = lane.divert(shared, r, e) else {
+    let Some((r, e)) = lane.divert(shared, r, e) else {
         return;
     };
     if e.is_retriable() {

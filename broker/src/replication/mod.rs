@@ -375,7 +375,7 @@ impl Replication {
             for (p, r) in replicas.iter().enumerate() {
                 r.role.stop();
                 self.meta
-                    .remove(Namespace::Replicas, &format!("{topic}/{p}"))?;
+                    .remove_durable(Namespace::Replicas, &format!("{topic}/{p}"))?;
             }
         }
         Ok(())
@@ -390,7 +390,7 @@ impl Replication {
         incarnation: u64,
     ) -> Result<(), ReplicationError> {
         self.meta
-            .put(Namespace::ClusterNodes, &node.to_string(), &addr)?;
+            .put_durable(Namespace::ClusterNodes, &node.to_string(), &addr)?;
         self.nodes.write().insert(node, addr.to_owned());
         let mine = self
             .settings
@@ -457,8 +457,9 @@ impl Replication {
         map.get(topic)?.get(p as usize).map(|r| r.state.clone())
     }
 
-    /// Stores a partition's state (durably when `persist`) and brings this node's role in it
-    /// up to date.
+    /// Stores a partition's state (when `persist`, flushed: the Raft log counts it applied
+    /// once this returns, and a state lost in a crash would not be applied again) and brings
+    /// this node's role in it up to date.
     fn put(
         &self,
         topic: &str,
@@ -468,7 +469,7 @@ impl Replication {
     ) -> Result<(), ReplicationError> {
         if persist {
             self.meta
-                .put(Namespace::Replicas, &format!("{topic}/{p}"), &state)?;
+                .put_durable(Namespace::Replicas, &format!("{topic}/{p}"), &state)?;
         }
         let log = match self.topics.partition(topic, p) {
             Ok(log) => log,

@@ -85,7 +85,14 @@ impl Catalog {
             Ok(t) => Ok(t),
             Err(StorageError::UnknownTopic(_)) => {
                 match self.create(name, Some(1), LogOverrides::default()) {
-                    Ok(t) => Ok(t),
+                    Ok(t) => {
+                        // Created here, not through a cluster's metadata group: a topic of this
+                        // node only, which takes its writes even on a cluster node.
+                        for log in t.partitions() {
+                            log.set_follower(false);
+                        }
+                        Ok(t)
+                    }
                     Err(BrokerError::Storage(StorageError::TopicExists(_))) => {
                         Ok(self.topics.get(name)?)
                     }
