@@ -103,5 +103,6 @@ cargo build -q --workspace --all-targets
 timeout 300 target/debug/quiver-bench all --smoke
 timeout 120 target/debug/quiver-bench mirror --smoke
 timeout 120 target/debug/quiver-bench startup --smoke
+timeout 180 target/debug/quiver-bench cluster --smoke
 timeout 180 target/debug/quiver-bench scale --smoke
 phase "done"

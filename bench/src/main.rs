@@ -17,6 +17,7 @@
 //! runner.rs        one case on one system → RunResult rows
 //! workloads/       mod.rs hands a case to its workload; produce, consume, e2e, filter, group,
 //!                  rebalance, queue; measured.rs (Measured, Latency), values.rs
+//! cluster.rs       `cluster`: three real nodes, replication factor 3 against 1, failover time
 //! drivers/         mod.rs: the Driver trait; quiver, nats, redis, noop; with server.rs (starting
 //!                  and stopping server processes) and serve.rs (`internal-serve`, Quiver's process)
 //! data, helpers    plan.rs (Plan), case.rs (Case), shapes.rs, system.rs, durability.rs;
@@ -26,6 +27,7 @@
 mod case;
 mod cells;
 mod cli;
+mod cluster;
 mod disk;
 mod drivers;
 mod durability;
@@ -73,7 +75,7 @@ fn main() -> ExitCode {
         Command::Queue(a) => Some(Plan::queue(&cli.common, a)),
         Command::All => Some(Plan::all(&cli.common)),
         Command::Scale => Some(Plan::scale(&cli.common)),
-        Command::Mirror(_) | Command::Startup(_) => None,
+        Command::Mirror(_) | Command::Startup(_) | Command::Cluster(_) => None,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -102,6 +104,7 @@ fn main() -> ExitCode {
                 .map(|()| true),
             (None, Command::Mirror(a)) => mirror::run(&cli.common, a).await,
             (None, Command::Startup(a)) => startup::run(&cli.common, a).await,
+            (None, Command::Cluster(a)) => cluster::run(&cli.common, a).await,
             (None, _) => Ok(true),
         }
     });

@@ -106,6 +106,9 @@ pub enum Command {
     /// Start-up, Quiver only: time to accept connections and memory with a large log (GiB in
     /// many partitions, written first), after graceful stops and after a SIGKILL.
     Startup(StartupArgs),
+    /// A three-node cluster on loopback, Quiver only (the `quiver` binary next to this one):
+    /// produce with replication factor 3 and acks=all against factor 1, and failover time.
+    Cluster(ClusterArgs),
     /// Runs a Quiver broker in this process and prints its address (used by the harness itself).
     #[command(hide = true)]
     InternalServe {
@@ -138,6 +141,19 @@ pub struct StartupArgs {
     /// an earlier run is restarted on without writing it again (to profile a start, say).
     #[arg(long)]
     pub data_dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// Records of the smaller sizes per throughput run (a quarter as many from 1 KB up).
+    #[arg(long, default_value_t = 200_000)]
+    pub records: u64,
+    /// Record value sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+    pub sizes: Vec<usize>,
+    /// Failover trials (each kills the partition's leader and restarts it).
+    #[arg(long, default_value_t = 5)]
+    pub trials: u32,
 }
 
 #[derive(Args, Debug, Clone)]
