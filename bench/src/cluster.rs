@@ -81,7 +81,10 @@ impl Cluster {
             .prefix(&format!("node{id}-"))
             .tempdir_in(root)?;
         node.process = Some(ServerProcess::spawn("quiver", cmd, log).with_context(|| {
-            format!("starting {} (build it: cargo build --release -p quiver-cli)", bin.display())
+            format!(
+                "starting {} (build it: cargo build --release -p quiver-cli)",
+                bin.display()
+            )
         })?);
         let deadline = Instant::now() + READY;
         while self.client(id).await.is_err() {
@@ -259,7 +262,9 @@ async fn failover(cluster: &mut Cluster, trial: u32) -> Result<f64> {
     let killed = Instant::now();
     send(20).await?;
     let secs = killed.elapsed().as_secs_f64();
-    println!("trial {trial}: leader node {leader} killed; next produce acknowledged after {secs:.2} s");
+    println!(
+        "trial {trial}: leader node {leader} killed; next produce acknowledged after {secs:.2} s"
+    );
     cluster.spawn(leader).await?;
     cluster.settled(&client, &name, 3).await?;
     Ok(secs)

@@ -53,9 +53,12 @@ impl Routes {
             .unwrap_or_else(|| self.bootstrap.server().to_owned())
     }
 
-    /// A live connection to `addr` (the bootstrap connection for its own address).
+    /// A live connection to `addr` (the bootstrap connection for its own address). Against a
+    /// single broker the producer never reconnects by itself: its connection is its session,
+    /// and a broker that restarted must not take batches a replacing session (a mirror's, say)
+    /// has not looked for. On a cluster a node that came back is connected to again.
     pub async fn client(&self, addr: &str) -> Result<Client, ClientError> {
-        if addr == self.bootstrap.server() && !self.bootstrap.is_closed() {
+        if addr == self.bootstrap.server() && (!self.bootstrap.is_closed() || !self.is_cluster()) {
             return Ok(self.bootstrap.clone());
         }
         let mut links = self.links.lock().await;
