@@ -327,6 +327,8 @@ struct Ready {
     born: Instant,
     /// Times it was sent again to a partition's new leader.
     reroutes: u32,
+    /// A node's sender has taken it (and given its room back).
+    taken: bool,
 }
 
 /// The smallest `unacked` worth pruning.
@@ -361,9 +363,6 @@ struct Shared {
     client: Client,
     /// Where each partition's batches go (its leader, on a cluster).
     routes: Routes,
-    /// Tasks of this producer holding a reference to it (the dispatcher and one sender per
-    /// node): `linger` counts them to tell when every `Producer` handle is gone.
-    tasks: AtomicUsize,
     config: ProducerConfig,
     state: Mutex<State>,
     partitions: Mutex<HashMap<String, u32>>,
@@ -415,6 +414,8 @@ impl Shared {
 #[derive(Clone)]
 pub struct Producer {
     shared: Arc<Shared>,
+    /// Shared by every clone of this handle: `linger` sees it gone when the last one is.
+    _handle: Arc<()>,
 }
 
 impl Producer {
@@ -423,7 +424,6 @@ impl Producer {
         let room = Semaphore::new(config.max_in_flight.max(1));
         let shared = Arc::new(Shared {
             routes: Routes::new(client.clone()),
-            tasks: AtomicUsize::new(1),
             client,
             config,
             state: Mutex::default(),
@@ -434,9 +434,13 @@ impl Producer {
             held: AtomicUsize::new(0),
         });
         tokio::spawn(dispatch(shared.clone(), rx));
+        let handle = Arc::new(());
         // With linger 0 too: it seals what records left in open batches while the pipeline was long.
-        tokio::spawn(linger(Arc::downgrade(&shared)));
-        Producer { shared }
+        tokio::spawn(linger(Arc::downgrade(&shared), Arc::downgrade(&handle)));
+        Producer {
+            shared,
+            _handle: handle,
+        }
     }
 
     /// Adds a record to its partition's batch. Errors here are about the record itself (too large,
@@ -724,17 +728,17 @@ fn seal(st: &mut State, key: &KeyRef<'_>) -> Result<Option<Ready>, ClientError> 
         producer_id,
         born: Instant::now(),
         reroutes: 0,
+        taken: false,
     }))
 }
 
 /// Seals batches that waited longer than `linger` (with linger 0: what records left open while
 /// the pipeline was long); ends when the last `Producer` handle is dropped, after a final seal.
-async fn linger(shared: std::sync::Weak<Shared>) {
+async fn linger(shared: std::sync::Weak<Shared>, handles: std::sync::Weak<()>) {
     loop {
         let Some(s) = shared.upgrade() else { return };
-        // The producer's tasks hold references and this loop another: no other means every
-        // `Producer` is gone, and nothing can be added to an open batch any more.
-        let last = Arc::strong_count(&s) <= 1 + s.tasks.load(Ordering::Acquire);
+        // Every `Producer` handle is gone: nothing can be added to an open batch any more.
+        let last = handles.strong_count() == 0;
         let period = (s.config.linger / 2).max(Duration::from_millis(1));
         let enqueued = {
             let mut st = s.state.lock();
@@ -775,17 +779,13 @@ async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Ready>) {
             // Each node's sender finishes what it holds and stops.
             lanes.clear();
             if tasks.is_empty() && back_rx.is_empty() {
-                shared.tasks.fetch_sub(1, Ordering::AcqRel);
                 return;
             }
         }
         let next = waiting.front().map(|(t, _)| *t);
         tokio::select! {
             r = rx.recv(), if open && waiting.is_empty() => match r {
-                Some(r) => {
-                    shared.room.add_permits(1);
-                    route(&shared, &mut lanes, &mut tasks, &back_tx, r);
-                }
+                Some(r) => route(&shared, &mut lanes, &mut tasks, &back_tx, r),
                 None => open = false,
             },
             Some((r, e)) = back_rx.recv() => reroute(&shared, &mut waiting, r, e),
@@ -818,7 +818,6 @@ fn route(
     for _ in 0..2 {
         let lane = lanes.entry(addr.clone()).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            shared.tasks.fetch_add(1, Ordering::AcqRel);
             let lane = Lane {
                 addr: addr.clone(),
                 back: back.clone(),
@@ -836,6 +835,7 @@ fn route(
             }
         }
     }
+    fail(shared, r, ClientError::Closed);
 }
 
 /// Queues a batch for its partition's new leader, with a backoff, unless it is out of time.
@@ -906,7 +906,6 @@ async fn sender(shared: Arc<Shared>, lane: Lane, mut rx: mpsc::UnboundedReceiver
         }
         published = held;
         if closing && in_flight.is_empty() && retry.is_empty() {
-            shared.tasks.fetch_sub(1, Ordering::AcqRel);
             return;
         }
         let next_retry = retry.front().map(|(t, _)| *t);
@@ -918,7 +917,14 @@ async fn sender(shared: Arc<Shared>, lane: Lane, mut rx: mpsc::UnboundedReceiver
         };
         tokio::select! {
             r = rx.recv(), if can_send && q.retry.is_empty() && !closing => match r {
-                Some(r) => send_one(&shared, &lane, &mut q, r).await,
+                Some(mut r) => {
+                    // Room comes back when a node's sender takes the batch (once per batch).
+                    if !r.taken {
+                        r.taken = true;
+                        shared.room.add_permits(1);
+                    }
+                    send_one(&shared, &lane, &mut q, r).await
+                }
                 None => closing = true,
             },
             _ = sleep_until(next_retry), if next_retry.is_some() && can_send => {

@@ -84,9 +84,18 @@ impl Routes {
             }
             *last = Some(Instant::now());
         }
-        // Other nodes first: the first node is the one most likely gone when this is asked.
+        // Other nodes first: the first node is the one most likely gone when this is asked;
+        // then the leaders known but never connected to.
         let mut candidates: Vec<Client> = self.links.lock().await.values().cloned().collect();
         candidates.push(self.bootstrap.clone());
+        let known: Vec<String> = self.leaders.lock().values().cloned().collect();
+        for addr in known {
+            if !candidates.iter().any(|c| c.server() == addr) {
+                if let Ok(c) = self.client(&addr).await {
+                    candidates.push(c);
+                }
+            }
+        }
         for c in candidates.into_iter().filter(|c| !c.is_closed()) {
             let asked = tokio::time::timeout(ASK_TIMEOUT, c.admin().partition_leaders()).await;
             let Ok(Ok(leaders)) = asked else {
