@@ -229,7 +229,7 @@ impl PartitionLog {
     pub fn set_high_watermark(&self, hw: Option<u64>) {
         self.high_watermark
             .store(hw.unwrap_or(u64::MAX), Ordering::Release);
-        self.publish_visible();
+        self.publish_visible(bounds(&self.state.lock()).1);
     }
 
     /// The high watermark readers are held to, if the partition is replicated.
@@ -248,8 +248,9 @@ impl PartitionLog {
 
     /// Tells long-polling readers the visible end, which only grows here (concurrent appends
     /// and high-watermark moves may publish out of order).
-    fn publish_visible(&self) {
-        let visible = self.visible_end();
+    /// `log_end`: the log end the caller just saw (an append knows it without the lock).
+    fn publish_visible(&self, log_end: u64) {
+        let visible = log_end.min(self.high_watermark.load(Ordering::Acquire));
         self.end_tx.send_if_modified(|v| {
             let grew = visible > *v;
             *v = (*v).max(visible);
@@ -297,7 +298,7 @@ impl PartitionLog {
     ) -> Result<AppendInfo, StorageError> {
         let info = self.append_unsynced(batch, replica_at)?;
         self.leo_tx.send_replace(info.log_end);
-        self.publish_visible();
+        self.publish_visible(info.log_end);
         if durability == Durability::All {
             self.sync_through(info.log_end)?;
         }
