@@ -11,9 +11,23 @@ use super::serve::Serve;
 /// How long the cluster may take to agree on a leader or to show a write everywhere.
 pub const SETTLE: Duration = Duration::from_secs(30);
 
+/// A free UDP port below the kernel's ephemeral range (32768 and up): a port taken from that
+/// range and released could be handed to another socket (a client's, another node's `:0`
+/// listener) before its node binds it.
 pub fn free_udp_port() -> String {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    format!("127.0.0.1:{}", s.local_addr().unwrap().port())
+    let seed =
+        std::process::id() as u64 ^ std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos() as u64;
+    for i in 0..1000u64 {
+        let port = 20_000
+            + (seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(i * 7919)
+                % 12_000) as u16;
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return format!("127.0.0.1:{port}");
+        }
+    }
+    panic!("no free UDP port in 20000..32000");
 }
 
 /// Three nodes' peer addresses and the shared CA folder; nodes start and restart from here.
@@ -25,8 +39,16 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(dir: &Path, extra: &[&str]) -> Layout {
+        let mut ports: Vec<String> = Vec::new();
+        while ports.len() < 3 {
+            let port = free_udp_port();
+            if !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
         let members: Vec<String> = (1..=3)
-            .map(|id| format!("{id}@{}", free_udp_port()))
+            .zip(&ports)
+            .map(|(id, port)| format!("{id}@{port}"))
             .collect();
         Layout {
             dir: dir.to_owned(),

@@ -90,9 +90,12 @@ impl Serve {
         });
         let (mut addr, mut http) = (None, None);
         while addr.is_none() || http.is_none() {
-            let (field, value) = rx
-                .recv_timeout(Duration::from_secs(30))
-                .expect("broker printed its addresses");
+            let Ok((field, value)) = rx.recv_timeout(Duration::from_secs(30)) else {
+                // Say why: the broker's own words (it may have exited, e.g. a port taken).
+                std::thread::sleep(Duration::from_millis(200));
+                let said = log.lock().map(|l| l.clone()).unwrap_or_default();
+                panic!("the broker did not print its addresses; its log:\n{said}");
+            };
             match field {
                 "addr=" => addr = Some(value),
                 _ => http = Some(value),
