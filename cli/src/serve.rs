@@ -13,6 +13,9 @@ use quiver_broker::transport::Server;
 use quiver_broker::{Broker, BrokerConfig};
 use tokio_util::sync::CancellationToken;
 
+/// How long a graceful stop waits for its partitions to be handed to other nodes.
+const HAND_OVER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// Where topics, metadata and the dev certificate live [default: ./quiver-data].
@@ -96,6 +99,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     quiver_mirror::start(broker.clone(), server.supervisor());
     let token = server.shutdown_token();
     let replication = broker.replication().clone();
+    let stopping = replication.clone();
     let http = match http {
         Some(addr) => Some(start_http(addr, broker, token.clone()).await?),
         None => None,
@@ -103,11 +107,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("signal received: shutting down gracefully");
+        // On a cluster, the partitions this node leads go to other nodes first.
+        replication.hand_over(HAND_OVER_WAIT).await;
         token.cancel();
     });
     server.run().await?;
     if let Some(cluster) = cluster {
-        replication.shutdown();
+        stopping.shutdown();
         cluster.shutdown().await;
     }
     // Answered (not ready) while the broker drained; stopped once it has.

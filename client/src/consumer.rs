@@ -19,7 +19,10 @@ use tokio::task::JoinHandle;
 
 use crate::client::Client;
 use crate::error::ClientError;
-use crate::wire::write_frame;
+use crate::routes::Routes;
+use crate::wire::{write_frame, FrameReader, WireError};
+
+type Reader = FrameReader<quinn::RecvStream>;
 
 /// Where to start reading a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +117,8 @@ struct Chunk {
 /// Reads partitions of one topic (the single-topic methods) or of any topics (the `_tp` methods).
 pub struct Consumer {
     client: Client,
+    /// Each partition is read from its leader (on a cluster).
+    routes: Arc<Routes>,
     /// The topic of the single-topic methods (`assign`, `seek`, `position`, ...); empty for
     /// [`Consumer::multi`].
     topic: Arc<str>,
@@ -143,6 +148,7 @@ impl Consumer {
     pub fn new(client: Client, topic: impl Into<String>, config: ConsumerConfig) -> Consumer {
         let (tx, rx) = mpsc::channel(config.prefetch.max(1));
         Consumer {
+            routes: Arc::new(Routes::new(client.clone())),
             client,
             topic: Arc::from(topic.into()),
             config,
@@ -244,7 +250,7 @@ impl Consumer {
             self.positions.insert(k.clone(), o);
         }
         let task = FetchTask {
-            client: self.client.clone(),
+            routes: self.routes.clone(),
             topic: k.0.clone(),
             partition: tp.partition,
             epoch: self.epoch,
@@ -354,7 +360,7 @@ impl Consumer {
 }
 
 struct FetchTask {
-    client: Client,
+    routes: Arc<Routes>,
     topic: Arc<str>,
     partition: u32,
     epoch: u64,
@@ -378,25 +384,27 @@ impl FetchTask {
         }
     }
 
+    /// Fetches from the partition's leader until the consumer goes. On a cluster a refusal
+    /// with NotLeader, or a lost node, sends the next fetch (from the same offset: replicas
+    /// number records alike) to the leader fresh metadata names, as long as it takes.
     async fn fetch_loop(&self, mut offset: OffsetSpec) -> Result<(), ClientError> {
-        let (mut send, mut reader) = self.client.open().await?;
+        let mut stream = None;
+        let mut failovers = 0u32;
+        self.routes.ready().await;
         loop {
-            let req = FetchRequest {
-                request_id: self.client.next_request_id(),
-                topic: self.topic.to_string(),
-                partition: self.partition,
-                offset,
-                max_bytes: self.config.max_bytes,
-                max_wait_ms: self.config.max_wait.as_millis().min(u32::MAX as u128) as u32,
-                min_bytes: self.config.min_bytes,
-                filter: self.config.filter.clone(),
-                plugin: self.config.plugin.clone(),
+            let (send, reader) = match &mut stream {
+                Some(s) => s,
+                None => match self.open().await {
+                    Ok(s) => stream.insert(s),
+                    Err(e) => {
+                        self.fail_over(e, &mut failovers).await?;
+                        continue;
+                    }
+                },
             };
-            write_frame(&mut send, FrameKind::Fetch, &req, Bytes::new()).await?;
-            let (resp, payload): (FetchResponse, Bytes) = match reader
-                .expect(FrameKind::FetchOk)
-                .await
-            {
+            let fetched = self.fetch_once(send, reader, offset).await;
+            let (resp, payload) = match fetched {
+                Ok(r) => r,
                 Err(e)
                     if e.remote_code() == Some(ErrorCode::OffsetOutOfRange)
                         && self.config.reset.is_some() =>
@@ -406,8 +414,13 @@ impl FetchTask {
                     offset = to.spec();
                     continue;
                 }
-                other => other?,
+                Err(e) => {
+                    stream = None;
+                    self.fail_over(e.into(), &mut failovers).await?;
+                    continue;
+                }
             };
+            failovers = 0;
             let records = decode(&self.topic, self.partition, payload, resp.offset)?;
             let advanced = offset != OffsetSpec::At(resp.next_offset);
             offset = OffsetSpec::At(resp.next_offset);
@@ -426,7 +439,53 @@ impl FetchTask {
             }
         }
     }
+
+    /// A fetch stream to the partition's leader.
+    async fn open(&self) -> Result<(quinn::SendStream, Reader), ClientError> {
+        let addr = self.routes.address(&self.topic, self.partition);
+        self.routes.client(&addr).await?.open().await
+    }
+
+    async fn fetch_once(
+        &self,
+        send: &mut quinn::SendStream,
+        reader: &mut Reader,
+        offset: OffsetSpec,
+    ) -> Result<(FetchResponse, Bytes), WireError> {
+        let req = FetchRequest {
+            request_id: self.routes.request_id(),
+            topic: self.topic.to_string(),
+            partition: self.partition,
+            offset,
+            max_bytes: self.config.max_bytes,
+            max_wait_ms: self.config.max_wait.as_millis().min(u32::MAX as u128) as u32,
+            min_bytes: self.config.min_bytes,
+            filter: self.config.filter.clone(),
+            plugin: self.config.plugin.clone(),
+        };
+        write_frame(send, FrameKind::Fetch, &req, Bytes::new()).await?;
+        reader.expect(FrameKind::FetchOk).await
+    }
+
+    /// Waits a backoff and refreshes the partition leaders when `e` means the partition is
+    /// led elsewhere now; gives `e` back otherwise (against a single broker, a lost connection
+    /// ends the consumer's reading as it always did).
+    async fn fail_over(&self, e: ClientError, failovers: &mut u32) -> Result<(), ClientError> {
+        if !self.routes.moved(&e) {
+            return Err(e);
+        }
+        *failovers += 1;
+        let backoff = (FAILOVER_BACKOFF * 2u32.pow((*failovers).min(5) - 1)).min(MAX_BACKOFF);
+        tracing::debug!(topic = %self.topic, partition = self.partition, error = %e, ?backoff, "reading the partition from its new leader");
+        tokio::time::sleep(backoff).await;
+        self.routes.refresh().await;
+        Ok(())
+    }
 }
+
+/// The first wait before a fetch goes to a partition's new leader, and the longest.
+const FAILOVER_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Records at or after `first` in a fetch payload, CRC-checked.
 pub(crate) fn decode(

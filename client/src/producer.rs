@@ -774,6 +774,7 @@ async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Ready>) {
     let mut tasks = tokio::task::JoinSet::new();
     let mut waiting = RetryQueue::new();
     let mut open = true;
+    shared.routes.ready().await;
     loop {
         if !open && waiting.is_empty() {
             // Each node's sender finishes what it holds and stops.
@@ -876,9 +877,7 @@ impl Lane {
     /// Sends `r` back to the dispatcher when `e` means its partition is led elsewhere now (or
     /// its node is gone, on a cluster); gives `r` back otherwise.
     fn divert(&self, shared: &Shared, r: Ready, e: ClientError) -> Option<Rerouted> {
-        let moved = e.code() == Some(ErrorCode::NotLeader)
-            || (shared.routes.is_cluster() && e.code().is_none());
-        if !moved {
+        if !shared.routes.moved(&e) {
             return Some((r, e));
         }
         self.back

@@ -4,9 +4,12 @@
 //! partition's new leader. Against a single broker every request goes to it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+
+use quiver_proto::ErrorCode;
 
 use crate::client::Client;
 use crate::error::ClientError;
@@ -27,6 +30,11 @@ pub(crate) struct Routes {
     /// Open connections by address.
     links: tokio::sync::Mutex<HashMap<String, Client>>,
     refreshed: Mutex<Option<Instant>>,
+    /// Set once the first metadata answer is in (or no node gave one).
+    asked: tokio::sync::OnceCell<()>,
+    /// Whether a broker ever named replicated partitions: once a cluster, always one (while
+    /// elections run, an answer may name no leader at all).
+    cluster: AtomicBool,
 }
 
 impl Routes {
@@ -36,12 +44,36 @@ impl Routes {
             leaders: Mutex::default(),
             links: tokio::sync::Mutex::default(),
             refreshed: Mutex::new(None),
+            asked: tokio::sync::OnceCell::new(),
+            cluster: AtomicBool::new(false),
+        }
+    }
+
+    /// A request id (for the brokers' logs).
+    pub fn request_id(&self) -> u64 {
+        self.bootstrap.next_request_id()
+    }
+
+    /// Asks for the partition leaders once, before the first request: requests then go to
+    /// the leaders at once, and a cluster client knows it is one (a lost node fails over).
+    pub async fn ready(&self) {
+        self.asked.get_or_init(|| self.ask()).await;
+    }
+
+    /// Whether `e` means a request should go to its partition's leader again, after fresh
+    /// metadata: the node is not the leader, or (on a cluster) it is going away or gone.
+    pub fn moved(&self, e: &ClientError) -> bool {
+        match e.code() {
+            Some(ErrorCode::NotLeader) => true,
+            Some(ErrorCode::ShuttingDown) => self.is_cluster(),
+            Some(_) => false,
+            None => self.is_cluster(),
         }
     }
 
     /// Whether the brokers named partition leaders (a cluster): failures then fail over.
     pub fn is_cluster(&self) -> bool {
-        !self.leaders.lock().is_empty()
+        self.cluster.load(Ordering::Relaxed)
     }
 
     /// The address requests for a partition go to.
@@ -84,6 +116,10 @@ impl Routes {
             }
             *last = Some(Instant::now());
         }
+        self.ask().await;
+    }
+
+    async fn ask(&self) {
         // Other nodes first: the first node is the one most likely gone when this is asked;
         // then the leaders known but never connected to.
         let mut candidates: Vec<Client> = self.links.lock().await.values().cloned().collect();
@@ -101,6 +137,9 @@ impl Routes {
             let Ok(Ok(leaders)) = asked else {
                 continue;
             };
+            if !leaders.is_empty() {
+                self.cluster.store(true, Ordering::Relaxed);
+            }
             let mut map = self.leaders.lock();
             map.clear();
             for p in leaders {

@@ -119,10 +119,21 @@ impl Leader {
     }
 
     /// The in-sync replicas as the metadata group committed them (this leader's proposals
-    /// are applied one at a time, so any pending addition is now decided).
+    /// are applied one at a time, so any pending addition is now decided). A follower taken
+    /// out comes back only after a fetch made since (one leaving on a graceful stop fetches no
+    /// more, whatever it had caught up to before).
     pub fn set_isr(&self, isr: Vec<NodeId>) {
         {
             let mut st = self.state.lock();
+            let removed: Vec<NodeId> = st
+                .isr
+                .iter()
+                .copied()
+                .filter(|n| !isr.contains(n))
+                .collect();
+            for n in removed {
+                st.followers.remove(&n);
+            }
             st.isr = isr;
             st.adding.clear();
         }

@@ -9,12 +9,14 @@
 //!
 //! Files: the placement of new partitions (`placement.rs`), the leader-epoch cache
 //! (`epochs.rs`), the messages between replicas (`messages.rs`), a led partition
-//! (`leader.rs`), a followed one (`follower.rs`), elections and ISR changes (`controller.rs`).
+//! (`leader.rs`), a followed one (`follower.rs`), elections and ISR changes (`controller.rs`),
+//! a graceful stop's hand-over (`handover.rs`).
 //! On a single broker the service is disabled and every check passes.
 
 mod controller;
 mod epochs;
 mod follower;
+mod handover;
 mod leader;
 mod messages;
 mod placement;
@@ -151,6 +153,8 @@ pub struct Replication {
     /// metadata change committed before it, so it may take up its roles.
     incarnation: u64,
     active: AtomicBool,
+    /// Set by a graceful stop's hand-over: this node follows nothing from then on.
+    leaving: AtomicBool,
     stop: CancellationToken,
     /// Called when this node takes the lead of a partition, before it takes writes (the
     /// produce service learns the producer sequences in the log).
@@ -198,6 +202,7 @@ impl Replication {
             cluster: OnceLock::new(),
             incarnation: crate::util::rand_u64(),
             active: AtomicBool::new(false),
+            leaving: AtomicBool::new(false),
             stop: CancellationToken::new(),
             on_lead: OnceLock::new(),
         });
@@ -567,7 +572,9 @@ impl Replication {
                     }
                 }
             }
-            Some(leader) if st.replicas.contains(&s.node) => {
+            Some(leader)
+                if st.replicas.contains(&s.node) && !self.leaving.load(Ordering::Acquire) =>
+            {
                 let stop = self.stop.child_token();
                 let task = follower::Following {
                     me: s.node,

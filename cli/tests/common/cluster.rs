@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use quiver::proto::batch::Batches;
 use quiver::{Client, ClientOptions};
 
 use super::serve::Serve;
@@ -55,6 +56,38 @@ impl Layout {
             members: members.join(","),
             extra: extra.iter().map(|s| s.to_string()).collect(),
         }
+    }
+
+    /// A layout whose nodes notice lag and death within a test's patience: followers leave the
+    /// ISR after `lag_ms` without catching up, a silent node counts as gone after 2 s.
+    pub fn tuned(dir: &Path, lag_ms: u64) -> Layout {
+        let file = dir.join("cluster.toml");
+        let tuning = format!(
+            "[cluster]\nheartbeat_ms = 100\nreplica_lag_ms = {lag_ms}\nnode_timeout_ms = 2000\n"
+        );
+        std::fs::write(&file, tuning).unwrap();
+        Layout::new(dir, &["--config", file.to_str().unwrap()])
+    }
+
+    /// Partition `p` of `topic` as node `id`'s segment files hold it: (offset, value) pairs.
+    pub fn replica_log(&self, id: u64, topic: &str, p: u32) -> Vec<(u64, String)> {
+        let dir = self.data(id).join("topics").join(topic).join(p.to_string());
+        let mut logs: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        logs.sort();
+        let mut out = Vec::new();
+        for log in logs {
+            let bytes = bytes::Bytes::from(std::fs::read(log).unwrap());
+            for batch in Batches::new(bytes).map_while(Result::ok) {
+                for r in batch.records() {
+                    out.push((r.offset, String::from_utf8_lossy(r.value).into_owned()));
+                }
+            }
+        }
+        out
     }
 
     pub fn ca(&self) -> PathBuf {
