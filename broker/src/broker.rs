@@ -11,9 +11,10 @@ use quiver_proto::messages::{AdminRequest, AdminResponse, ClusterStatus};
 use quiver_proto::ErrorCode;
 
 use crate::auth::{Auth, Principal};
-use crate::cluster::{Applier, Cluster, MetaCommand, MetaResult};
+use crate::cluster::{Applier, Cluster, MetaCommand, MetaResult, PeerServices};
 use crate::config::BrokerConfig;
 use crate::config::ClusterConfig;
+use crate::coordination::GroupPeer;
 use crate::delay::DelayStore;
 use crate::error::BrokerError;
 use crate::groups::Groups;
@@ -258,9 +259,12 @@ impl Broker {
         listening: std::net::SocketAddr,
     ) -> Result<Arc<Cluster>, BrokerError> {
         let applier = Arc::new(BrokerApplier(Arc::downgrade(self)));
-        let replicas = self.replication.clone();
+        let services = PeerServices {
+            replicas: self.replication.clone(),
+            groups: Arc::new(GroupPeer(Arc::downgrade(self))),
+        };
         let dir = &self.config.data_dir;
-        let cluster = Cluster::start(config, dir, applier, replicas, (server, client)).await?;
+        let cluster = Cluster::start(config, dir, applier, services, (server, client)).await?;
         self.cluster
             .set(cluster.clone())
             .map_err(|_| BrokerError::Internal("the broker joined a cluster twice".into()))?;
@@ -473,6 +477,15 @@ impl Applier for BrokerApplier {
                     .create_user_with(&name, &token_id, token_hash)
                     .map_err(BrokerError::from)
             }
+            MetaCommand::CommitOffsets { group, offsets } => {
+                tracing::debug!(index, %group, count = offsets.len(), "applying committed offsets");
+                let state = broker.groups().state();
+                return match state.offsets.commit(&group, &offsets) {
+                    Ok(()) => Ok(MetaResult::None),
+                    // This node's store failed: not applied here (Raft stops this node).
+                    Err(e) => Err(e.to_string()),
+                };
+            }
             replica => return apply_replica(&broker, replica),
         };
         match result {
@@ -510,9 +523,9 @@ fn apply_replica(broker: &Broker, command: MetaCommand) -> Result<MetaResult, St
             leader,
             isr,
         } => r.elect(&topic, partition, version, leader, isr),
-        MetaCommand::Admin { .. } | MetaCommand::CreateUser { .. } => {
-            return Err("not a replica change".into())
-        }
+        MetaCommand::Admin { .. }
+        | MetaCommand::CreateUser { .. }
+        | MetaCommand::CommitOffsets { .. } => return Err("not a replica change".into()),
     };
     match applied {
         Ok(true) => Ok(MetaResult::None),

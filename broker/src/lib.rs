@@ -7,6 +7,7 @@ pub mod auth;
 pub mod broker;
 pub mod cluster;
 pub mod config;
+mod coordination;
 pub mod delay;
 pub mod error;
 pub mod filter;

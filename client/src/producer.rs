@@ -528,7 +528,7 @@ impl Producer {
             st.retired.extend(current);
             current
         };
-        let admin = self.shared.client.admin();
+        let admin = self.shared.routes.any_node().await.admin();
         let id = match &cfg.fencing_key {
             Some(key) => admin.init_fenced_producer(key, current).await,
             None => admin.init_producer().await,

@@ -107,6 +107,31 @@ impl Routes {
         Ok(c)
     }
 
+    /// A connection to a live node for requests any node answers (producer ids): the first
+    /// connection, or on a cluster, once that one is lost, another node's.
+    pub async fn any_node(&self) -> Client {
+        if !self.bootstrap.is_closed() || !self.is_cluster() {
+            return self.bootstrap.clone();
+        }
+        let open = self
+            .links
+            .lock()
+            .await
+            .values()
+            .find(|c| !c.is_closed())
+            .cloned();
+        if let Some(c) = open {
+            return c;
+        }
+        let known: Vec<String> = self.leaders.lock().values().cloned().collect();
+        for addr in known {
+            if let Ok(c) = self.client(&addr).await {
+                return c;
+            }
+        }
+        self.bootstrap.clone()
+    }
+
     /// Asks any reachable node for the partition leaders (at most every [`REFRESH_EVERY`]).
     pub async fn refresh(&self) {
         {

@@ -33,10 +33,17 @@ pub use state_machine::Applier;
 use types::Raft;
 pub use types::{node_name, MetaCommand, MetaResult, NodeId, PartitionState};
 
-/// Answers partition replicas' requests that reach this node over the peer link (the
-/// replication service implements it; the bytes are its own messages).
-pub trait ReplicaHandler: Send + Sync + 'static {
+/// Answers a service's requests that reach this node over the peer link: partition replicas'
+/// (the replication service) and forwarded consumer-group requests (the group coordinator).
+/// The bytes are the service's own messages.
+pub trait PeerHandler: Send + Sync + 'static {
     fn handle(&self, request: Vec<u8>) -> futures_util::future::BoxFuture<'static, Vec<u8>>;
+}
+
+/// The services that answer peers besides Raft.
+pub struct PeerServices {
+    pub replicas: Arc<dyn PeerHandler>,
+    pub groups: Arc<dyn PeerHandler>,
 }
 
 /// How long an admin write waits for a leader (an election takes a few heartbeats).
@@ -114,7 +121,7 @@ impl Cluster {
         config: &ClusterConfig,
         data_dir: &Path,
         applier: Arc<dyn Applier>,
-        replicas: Arc<dyn ReplicaHandler>,
+        services: PeerServices,
         (server, client): (quinn::ServerConfig, quinn::ClientConfig),
     ) -> Result<Arc<Cluster>, ClusterError> {
         let path = data_dir.join("raft");
@@ -145,7 +152,8 @@ impl Cluster {
         let stop = CancellationToken::new();
         let handlers = peer_server::Handlers {
             raft: raft.clone(),
-            replicas,
+            replicas: services.replicas,
+            groups: services.groups,
         };
         tokio::spawn(peer_server::serve(endpoint.clone(), handlers, stop.clone()));
         let mut members: Vec<NodeId> = config.members.iter().map(|m| m.id).collect();
@@ -272,19 +280,40 @@ impl Cluster {
         request: Vec<u8>,
         ttl: Duration,
     ) -> Result<Vec<u8>, ClusterError> {
+        match self.call(node, PeerRequest::Replica(request), ttl).await? {
+            PeerResponse::Replica(answer) => Ok(answer),
+            other => Err(unexpected(node, other)),
+        }
+    }
+
+    /// Sends a consumer-group request to `node` (the coordinator) and returns its answer.
+    pub async fn call_group(
+        &self,
+        node: NodeId,
+        request: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Vec<u8>, ClusterError> {
+        match self.call(node, PeerRequest::Group(request), ttl).await? {
+            PeerResponse::Group(answer) => Ok(answer),
+            other => Err(unexpected(node, other)),
+        }
+    }
+
+    async fn call(
+        &self,
+        node: NodeId,
+        request: PeerRequest,
+        ttl: Duration,
+    ) -> Result<PeerResponse, ClusterError> {
         let addr = self
             .member_addr(node)
             .ok_or_else(|| ClusterError::Unreachable(format!("node {node} is not a member")))?;
-        match self
-            .peers
-            .call(node, &addr, &PeerRequest::Replica(request), ttl)
-            .await?
-        {
-            PeerResponse::Replica(answer) => Ok(answer),
-            other => Err(ClusterError::Peer(format!(
-                "node {node} answered {other:?}"
-            ))),
-        }
+        Ok(self.peers.call(node, &addr, &request, ttl).await?)
+    }
+
+    /// The Raft leader as this node knows it.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
     }
 
     /// A member's peer address.
@@ -366,4 +395,8 @@ fn storage(e: impl std::fmt::Display) -> ClusterError {
 
 fn raft_err(e: impl std::fmt::Display) -> ClusterError {
     ClusterError::Raft(e.to_string())
+}
+
+fn unexpected(node: NodeId, answer: PeerResponse) -> ClusterError {
+    ClusterError::Peer(format!("node {node} answered {answer:?}"))
 }

@@ -43,6 +43,8 @@ pub enum PeerRequest {
     Forward(MetaCommand),
     /// A partition replica's request (a follower fetching, docs/replication.md), opaque here.
     Replica(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A consumer-group request a node forwards to the groups' coordinator, opaque here.
+    Group(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// The answer to a [`PeerRequest`], of the same kind.
@@ -53,6 +55,7 @@ pub enum PeerResponse {
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     Forwarded(Forwarded),
     Replica(#[serde(with = "serde_bytes")] Vec<u8>),
+    Group(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The request could not be read.
     Refused(String),
 }

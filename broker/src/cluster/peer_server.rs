@@ -1,7 +1,7 @@
 //! The links between nodes, server side: accepts peers on the node's peer address (mutual TLS;
 //! only certificates named `quiver-node-<id>` by the cluster's CA are nodes), reads one request
-//! per stream and hands it to Raft: append, vote and snapshot messages, and admin writes that a
-//! follower forwards to the leader.
+//! per stream and hands it to Raft (append, vote and snapshot messages, and admin writes that a
+//! follower forwards to the leader) or to a service (partition replicas, consumer groups).
 
 use std::sync::Arc;
 
@@ -11,14 +11,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::network::{Forwarded, PeerRequest, PeerResponse, MAX_PEER_MESSAGE};
 use super::types::{MetaCommand, Raft, NODE_NAME_PREFIX};
-use super::ReplicaHandler;
+use super::PeerHandler;
 use crate::auth::{principal::from_certificate, PrincipalFrom};
 
 /// What a peer connection hands its requests to.
 #[derive(Clone)]
 pub struct Handlers {
     pub raft: Raft,
-    pub replicas: Arc<dyn ReplicaHandler>,
+    pub replicas: Arc<dyn PeerHandler>,
+    pub groups: Arc<dyn PeerHandler>,
 }
 
 /// Serves peers until `stop` is cancelled or the endpoint closes.
@@ -102,6 +103,7 @@ async fn handle(request: PeerRequest, handlers: &Handlers) -> PeerResponse {
         PeerRequest::Vote(r) => PeerResponse::Vote(raft.vote(r).await),
         PeerRequest::Forward(command) => PeerResponse::Forwarded(propose(raft, command).await),
         PeerRequest::Replica(r) => PeerResponse::Replica(handlers.replicas.handle(r).await),
+        PeerRequest::Group(r) => PeerResponse::Group(handlers.groups.handle(r).await),
     }
 }
 

@@ -6,6 +6,7 @@ use std::io::Cursor;
 
 use bytes::Bytes;
 use openraft::BasicNode;
+use quiver_proto::groups::PartitionOffset;
 use quiver_proto::messages::{AdminRequest, AdminResponse};
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +71,12 @@ pub enum MetaCommand {
         version: u64,
         leader: Option<NodeId>,
         isr: Vec<NodeId>,
+    },
+    /// A consumer group's committed offsets (its coordinator checked the member owns the
+    /// partitions): every node holds them, so a new coordinator resumes from them.
+    CommitOffsets {
+        group: String,
+        offsets: Vec<PartitionOffset>,
     },
 }
 

@@ -101,18 +101,6 @@ impl Groups {
         }
     }
 
-    /// Commits after checking the member owns the partitions (flushed before returning).
-    pub fn commit(
-        &self,
-        group: &str,
-        member: Option<&str>,
-        offsets: &[PartitionOffset],
-    ) -> Result<(), GroupError> {
-        validate_group(group)?;
-        self.coordinator.check_commit(group, member, offsets)?;
-        Ok(self.offsets.commit(group, offsets)?)
-    }
-
     /// Live consumer groups, groups with committed offsets, and queue-mode groups.
     pub fn list(&self) -> Result<Vec<GroupSummary>, GroupError> {
         let mut out: BTreeMap<String, GroupSummary> = BTreeMap::new();
@@ -180,8 +168,9 @@ impl Groups {
         })
     }
 
-    /// Moves the group's committed offsets on every partition of `topic`.
-    pub fn reset(
+    /// Where a reset moves the group's committed offsets on every partition of `topic` (the
+    /// caller commits them).
+    pub fn reset_offsets(
         &self,
         group: &str,
         topic: &str,
@@ -214,7 +203,6 @@ impl Groups {
                 }
             })
             .collect();
-        self.offsets.commit(group, &offsets)?;
         Ok(offsets)
     }
 }

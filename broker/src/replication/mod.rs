@@ -32,7 +32,7 @@ use quiver_proto::messages::PartitionReplicas;
 use quiver_proto::ErrorCode;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::{Cluster, MetaCommand, NodeId, PartitionState, ReplicaHandler};
+use crate::cluster::{Cluster, MetaCommand, NodeId, PartitionState, PeerHandler};
 use crate::config::ClusterConfig;
 use crate::meta::{MetaError, MetaStore, Namespace};
 use crate::storage::{PartitionLog, TopicStore};
@@ -758,7 +758,7 @@ impl Replication {
     }
 }
 
-impl ReplicaHandler for Replication {
+impl PeerHandler for Replication {
     fn handle(&self, request: Vec<u8>) -> BoxFuture<'static, Vec<u8>> {
         match self.me.upgrade() {
             Some(me) => me.answer(request).boxed(),

@@ -104,6 +104,24 @@ impl GroupService {
         member_id: Option<&str>,
         offsets: &[PartitionOffset],
     ) -> Result<GroupResponse, BrokerError> {
+        self.check_commit(group, member_id, offsets, true)?;
+        self.groups.offsets.commit(group, offsets)?;
+        Ok(GroupResponse::Committed {
+            count: offsets.len() as u32,
+        })
+    }
+
+    /// Whether `member` may commit `offsets`: it owns the partitions, which exist, and (when
+    /// `bounded`: this node holds the partitions' logs, a single broker) each offset is within
+    /// its log.
+    pub fn check_commit(
+        &self,
+        group: &str,
+        member_id: Option<&str>,
+        offsets: &[PartitionOffset],
+        bounded: bool,
+    ) -> Result<(), BrokerError> {
+        validate_group(group)?;
         BrokerError::too_many("offsets", offsets.len(), MAX_PARTITIONS)?;
         for o in offsets {
             // Only offsets inside a partition that exists: no garbage in the metadata store.
@@ -112,17 +130,17 @@ impl GroupService {
                 .partition(&o.topic, o.partition)?
                 .stats()
                 .log_end;
-            if o.offset > end {
+            if bounded && o.offset > end {
                 return Err(BrokerError::InvalidRequest(format!(
                     "offset {} of {}/{} is past the log end {end}",
                     o.offset, o.topic, o.partition
                 )));
             }
         }
-        self.groups.commit(group, member_id, offsets)?;
-        Ok(GroupResponse::Committed {
-            count: offsets.len() as u32,
-        })
+        Ok(self
+            .groups
+            .coordinator
+            .check_commit(group, member_id, offsets)?)
     }
 
     fn fetch_offsets(
@@ -146,9 +164,20 @@ impl GroupService {
     }
 
     fn reset(&self, group: &str, topic: &str, to: ResetTo) -> Result<GroupResponse, BrokerError> {
-        let offsets = self.groups.reset(group, topic, to, &self.topics)?;
+        let offsets = self.plan_reset(group, topic, to)?;
+        self.groups.offsets.commit(group, &offsets)?;
         tracing::info!(%group, %topic, ?to, "group offsets reset");
         Ok(GroupResponse::Reset { offsets })
+    }
+
+    /// The offsets a reset of `group` on `topic` commits (refused while members consume it).
+    pub fn plan_reset(
+        &self,
+        group: &str,
+        topic: &str,
+        to: ResetTo,
+    ) -> Result<Vec<PartitionOffset>, BrokerError> {
+        Ok(self.groups.reset_offsets(group, topic, to, &self.topics)?)
     }
 
     /// Expires members whose session ran out (the supervisor calls this periodically).

@@ -17,7 +17,6 @@ use super::{fetch, produce};
 use crate::auth::{Direction, Principal, Request};
 use crate::broker::Broker;
 use crate::error::BrokerError;
-use crate::offload;
 use crate::services::queues::lessee;
 
 pub(super) async fn serve(
@@ -128,8 +127,7 @@ async fn group(
     let (req, _): (GroupRequest, Bytes) = decode_frame(frame, FrameKind::Group).map_err(invalid)?;
     tracing::trace!(?req, "group request");
     broker.authorize(principal, Request::Group(&req))?;
-    let b = broker.clone();
-    let mut answer = offload::blocking(move || b.groups().handle(req)).await?;
+    let mut answer = broker.group(req).await?;
     broker.auth().filter_groups(principal, &mut answer);
     Ok(answer)
 }

@@ -1,0 +1,156 @@
+//! Consumer groups on a cluster (docs/replication.md "Consumer groups"): the Raft leader
+//! coordinates every group, so members that reach different nodes still form one group. Any
+//! node forwards a group request, already authorized, to it over the peer link; commits and
+//! resets go through Raft, so every node holds each group's offsets and a new coordinator
+//! (after the Raft leader changed) resumes from them. Membership lives in the coordinator's
+//! memory: when it moves, members find themselves unknown and join again, as after a broker
+//! restart. On a single broker the group service answers directly.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use futures_util::future::{BoxFuture, FutureExt};
+use quiver_proto::groups::{GroupRequest, GroupResponse};
+use quiver_proto::ErrorCode;
+use serde::{Deserialize, Serialize};
+
+use crate::broker::Broker;
+use crate::cluster::{Cluster, ClusterError, MetaCommand, MetaResult, NodeId, PeerHandler};
+use crate::error::BrokerError;
+use crate::offload;
+
+/// How long a forwarded request may take.
+const FORWARD_TTL: Duration = Duration::from_secs(10);
+/// How long a request waits for the metadata group to have a leader (an election).
+const LEADER_WAIT: Duration = Duration::from_secs(5);
+
+/// A forwarded request's answer, as it crosses the peer link.
+#[derive(Serialize, Deserialize)]
+enum Answer {
+    Ok(GroupResponse),
+    Err { code: u16, message: String },
+}
+
+impl Broker {
+    /// Answers a group request (already authorized), at the groups' coordinator.
+    pub async fn group(self: &Arc<Self>, req: GroupRequest) -> Result<GroupResponse, BrokerError> {
+        let Some(cluster) = self.cluster().cloned() else {
+            return self.group_here(req).await;
+        };
+        let coordinator = coordinator(&cluster).await?;
+        if coordinator == cluster.node_id() {
+            return self.coordinate(&cluster, req).await;
+        }
+        let request = rmp_serde::to_vec_named(&req).map_err(internal)?;
+        let answer = cluster
+            .call_group(coordinator, request, FORWARD_TTL)
+            .await?;
+        match rmp_serde::from_slice(&answer).map_err(internal)? {
+            Answer::Ok(r) => Ok(r),
+            Answer::Err { code, message } => Err(BrokerError::Wire(ErrorCode::from(code), message)),
+        }
+    }
+
+    async fn group_here(self: &Arc<Self>, req: GroupRequest) -> Result<GroupResponse, BrokerError> {
+        let b = self.clone();
+        offload::blocking(move || b.groups().handle(req)).await
+    }
+
+    /// Answers as the coordinator: offsets are committed through Raft (after the checks a
+    /// single broker makes), the rest here.
+    async fn coordinate(
+        self: &Arc<Self>,
+        cluster: &Cluster,
+        req: GroupRequest,
+    ) -> Result<GroupResponse, BrokerError> {
+        let b = self.clone();
+        let (group, offsets, answer) = match req {
+            GroupRequest::Commit {
+                group,
+                member_id,
+                offsets,
+            } => {
+                let (g, o) = (group.clone(), offsets.clone());
+                // The partitions' logs may lag here (or live elsewhere): offsets are not
+                // bounded by this node's copy.
+                offload::blocking(move || {
+                    b.groups().check_commit(&g, member_id.as_deref(), &o, false)
+                })
+                .await?;
+                let count = offsets.len() as u32;
+                (group, offsets, GroupResponse::Committed { count })
+            }
+            GroupRequest::Reset { group, topic, to } => {
+                let g = group.clone();
+                let offsets =
+                    offload::blocking(move || b.groups().plan_reset(&g, &topic, to)).await?;
+                let answer = GroupResponse::Reset {
+                    offsets: offsets.clone(),
+                };
+                (group, offsets, answer)
+            }
+            other => return self.group_here(other).await,
+        };
+        match cluster
+            .write(MetaCommand::CommitOffsets { group, offsets })
+            .await?
+        {
+            MetaResult::Err { code, message } => {
+                Err(BrokerError::Wire(ErrorCode::from(code), message))
+            }
+            _ => Ok(answer),
+        }
+    }
+}
+
+/// The groups' coordinator: the Raft leader, once there is one.
+async fn coordinator(cluster: &Cluster) -> Result<NodeId, BrokerError> {
+    let deadline = Instant::now() + LEADER_WAIT;
+    loop {
+        if let Some(leader) = cluster.leader() {
+            return Ok(leader);
+        }
+        if Instant::now() >= deadline {
+            return Err(ClusterError::NoLeader(LEADER_WAIT).into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Internal(format!("a forwarded group request: {e}"))
+}
+
+/// Answers group requests other nodes forward to this one (the coordinator, as they believed).
+pub(crate) struct GroupPeer(pub Weak<Broker>);
+
+impl PeerHandler for GroupPeer {
+    fn handle(&self, request: Vec<u8>) -> BoxFuture<'static, Vec<u8>> {
+        let broker = self.0.clone();
+        async move {
+            let answer = match answer(broker, &request).await {
+                Ok(r) => Answer::Ok(r),
+                Err(e) => Answer::Err {
+                    code: e.code().as_u16(),
+                    message: e.to_string(),
+                },
+            };
+            rmp_serde::to_vec_named(&answer).unwrap_or_default()
+        }
+        .boxed()
+    }
+}
+
+async fn answer(broker: Weak<Broker>, request: &[u8]) -> Result<GroupResponse, BrokerError> {
+    let broker = broker.upgrade().ok_or(BrokerError::ShuttingDown)?;
+    let req: GroupRequest = rmp_serde::from_slice(request).map_err(internal)?;
+    let cluster = broker.cluster().cloned().ok_or(BrokerError::ShuttingDown)?;
+    if cluster.leader() != Some(cluster.node_id()) {
+        // Leadership moved while the request travelled: the sender asks again.
+        return Err(BrokerError::Wire(
+            ErrorCode::NotLeader,
+            "this node no longer coordinates consumer groups; ask again".into(),
+        ));
+    }
+    broker.coordinate(&cluster, req).await
+}

@@ -1,0 +1,142 @@
+//! Consumer groups on three real `quiver serve` processes (docs/replication.md "Consumer
+//! groups"): members connected to different nodes form one group (the Raft leader coordinates
+//! it, the other nodes forward), committed offsets reach every node through Raft, and when the
+//! coordinator's node is killed the group resumes on the new one from its committed offsets.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::cluster::{eventually, Layout, SETTLE};
+use common::serve::Serve;
+use quiver::{
+    Acks, Client, ClientOptions, CommitMode, GroupConfig, GroupConsumer, NewTopic, Producer,
+    ProducerConfig, ProducerRecord, TopicPartition,
+};
+
+const TOPIC: &str = "orders";
+
+async fn produce(client: &Client, values: std::ops::Range<u32>) {
+    let config = ProducerConfig {
+        acks: Acks::All,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(client.clone(), config);
+    let mut deliveries = Vec::new();
+    for v in values {
+        let rec = ProducerRecord::new(TOPIC, v.to_string()).partition(v % 3);
+        deliveries.push(producer.send(rec).await.unwrap());
+    }
+    for d in deliveries {
+        d.wait().await.unwrap();
+    }
+}
+
+/// A client that notices a killed node within a few seconds.
+async fn connect(layout: &Layout, node: &Serve) -> Client {
+    let mut opts = ClientOptions::new(node.addr.clone(), layout.ca());
+    opts.idle_timeout = Some(Duration::from_secs(3));
+    Client::connect_with(opts).await.unwrap()
+}
+
+fn config() -> GroupConfig {
+    GroupConfig {
+        commit: CommitMode::Manual,
+        heartbeat_interval: Duration::from_millis(200),
+        ..GroupConfig::new("billing", [TOPIC])
+    }
+}
+
+/// Polls `members` (round robin) until `want` values are read or the time is up; commits.
+async fn consume(members: &mut [GroupConsumer], want: usize) -> Vec<u32> {
+    let deadline = Instant::now() + SETTLE;
+    let mut got = Vec::new();
+    while got.len() < want && Instant::now() < deadline {
+        for m in members.iter_mut() {
+            let records = m.poll(Duration::from_millis(100)).await.unwrap();
+            got.extend(records.iter().map(|r| {
+                String::from_utf8_lossy(&r.record.value)
+                    .parse::<u32>()
+                    .unwrap()
+            }));
+        }
+    }
+    for m in members.iter_mut() {
+        m.commit().await.unwrap();
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_spans_nodes_and_survives_its_coordinators_death() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::tuned(dir.path(), 1500);
+    let mut nodes: Vec<Option<Serve>> = (1..=3).map(|id| Some(layout.start(id))).collect();
+    let first = layout.client(nodes[0].as_ref().unwrap(), None).await;
+    let mut t = NewTopic::new(TOPIC, 3);
+    t.replication_factor = Some(3);
+    t.min_insync = Some(2);
+    first.admin().create_topic(t).await.unwrap();
+    eventually("orders placed, all in sync", || async {
+        let s = first.admin().cluster_status().await.unwrap();
+        let parts: Vec<_> = s.partitions.iter().filter(|p| p.topic == TOPIC).collect();
+        s.leader.is_some()
+            && parts.len() == 3
+            && parts
+                .iter()
+                .all(|p| p.isr.len() == 3 && p.leader_addr.is_some())
+    })
+    .await;
+    let coordinator = first
+        .admin()
+        .cluster_status()
+        .await
+        .unwrap()
+        .leader
+        .unwrap();
+    let others: Vec<u64> = (1..=3).filter(|n| *n != coordinator).collect();
+    let serve = |id: u64| nodes[id as usize - 1].as_ref().unwrap();
+    let clients = [
+        connect(&layout, serve(others[0])).await,
+        connect(&layout, serve(others[1])).await,
+    ];
+    produce(&clients[0], 0..300).await;
+
+    // Two members on two nodes neither of which coordinates: one group, the partitions split.
+    let mut members = Vec::new();
+    for c in &clients {
+        members.push(GroupConsumer::join(c.clone(), config()).await.unwrap());
+    }
+    let mut got = consume(&mut members, 300).await;
+    let owned = |m: &GroupConsumer| m.assignment().into_iter().collect::<BTreeSet<_>>();
+    let (a, b) = (owned(&members[0]), owned(&members[1]));
+    assert!(a.is_disjoint(&b), "{a:?} and {b:?}");
+    let all: BTreeSet<TopicPartition> = (0..3).map(|p| TopicPartition::new(TOPIC, p)).collect();
+    assert_eq!(a.union(&b).cloned().collect::<BTreeSet<_>>(), all);
+    got.sort_unstable();
+    assert_eq!(got, (0..300).collect::<Vec<_>>());
+    // Every node holds the commits.
+    for id in 1..=3 {
+        let c = layout.client(serve(id), None).await;
+        let d = c.admin().describe_group("billing").await.unwrap();
+        let committed: Vec<_> = d.partitions.iter().map(|p| p.committed).collect();
+        assert_eq!(committed, vec![Some(100); 3], "node {id}: {d:?}");
+    }
+
+    // The coordinator's node dies: a new Raft leader coordinates, the members join it again
+    // and go on from the committed offsets.
+    nodes[coordinator as usize - 1] = None;
+    produce(&clients[1], 300..330).await;
+    let more = consume(&mut members, 30).await;
+    let mut more: Vec<u32> = more.into_iter().filter(|v| *v >= 300).collect();
+    more.sort_unstable();
+    more.dedup();
+    assert_eq!(more, (300..330).collect::<Vec<_>>());
+    for m in members {
+        m.close().await.unwrap();
+    }
+    let d = clients[0].admin().describe_group("billing").await.unwrap();
+    let committed: Vec<_> = d.partitions.iter().map(|p| p.committed).collect();
+    assert_eq!(committed, vec![Some(110); 3], "{d:?}");
+}
