@@ -169,6 +169,12 @@ impl Consumer {
         Consumer::new(client, String::new(), config)
     }
 
+    /// Shares `routes` (a group consumer's, which reaches its coordinator through them).
+    pub(crate) fn routed(mut self, routes: Arc<Routes>) -> Consumer {
+        self.routes = routes;
+        self
+    }
+
     pub fn topic(&self) -> &str {
         &self.topic
     }

@@ -54,6 +54,7 @@ use tokio::time::Instant;
 use crate::client::Client;
 use crate::consumer::{ConsumedRecord, Consumer, ConsumerConfig, SeekTo};
 use crate::error::ClientError;
+use crate::routes::Routes;
 
 /// When a group consumer commits its positions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,7 +201,8 @@ struct View {
 /// A member of a consumer group. Dropping it without [`GroupConsumer::close`] stops its tasks; the
 /// coordinator then frees its partitions when the session times out.
 pub struct GroupConsumer {
-    client: Client,
+    /// Reaches the coordinator through any live node (on a cluster every node forwards).
+    routes: Arc<Routes>,
     config: GroupConfig,
     consumer: Consumer,
     shared: Arc<Shared>,
@@ -231,8 +233,11 @@ impl GroupConsumer {
         }
         let shared = Arc::new(Shared::default());
         let (view_tx, view_rx) = watch::channel(View::default());
+        let routes = Arc::new(Routes::new(client.clone()));
+        routes.ready().await;
         let mut task = Heartbeat {
-            client: client.clone(),
+            routes: routes.clone(),
+            client_id: client.client_id().to_owned(),
             group: config.group.clone(),
             topics: config.topics.clone(),
             session_timeout: config.session_timeout,
@@ -245,8 +250,8 @@ impl GroupConsumer {
         let first = task.beat().await?;
         let heartbeat = tokio::spawn(task.run(first));
         let mut consumer = GroupConsumer {
-            consumer: Consumer::multi(client.clone(), config.consumer.clone()),
-            client,
+            consumer: Consumer::multi(client, config.consumer.clone()).routed(routes.clone()),
+            routes,
             config,
             shared,
             view: view_rx,
@@ -348,7 +353,7 @@ impl GroupConsumer {
             group: self.config.group.clone(),
             member_id,
         };
-        match call_group(&self.client, &req).await {
+        match call_group(&self.routes.any_node().await, &req).await {
             Ok(GroupResponse::Left) => Ok(()),
             Ok(other) => Err(unexpected(other)),
             Err(e) if e.code() == Some(ErrorCode::UnknownMember) => Ok(()),
@@ -463,7 +468,7 @@ impl GroupConsumer {
             group: self.config.group.clone(),
             partitions: partitions.to_vec(),
         };
-        match call_group(&self.client, &req).await? {
+        match call_group(&self.routes.any_node().await, &req).await? {
             GroupResponse::Offsets { offsets } => Ok(offsets
                 .into_iter()
                 .map(|o| (TopicPartition::new(o.topic, o.partition), o.offset))
@@ -527,7 +532,7 @@ impl GroupConsumer {
             member_id: Some(member_id),
             offsets: offsets.clone(),
         };
-        match call_group(&self.client, &req).await {
+        match call_group(&self.routes.any_node().await, &req).await {
             Ok(GroupResponse::Committed { .. }) => {
                 for o in offsets {
                     self.committed
@@ -596,7 +601,8 @@ fn next_interval(configured: Duration, broker_ms: u32) -> Duration {
 
 /// The heartbeat task: joins, heartbeats, publishes assignments; ends on a non-retriable failure.
 struct Heartbeat {
-    client: Client,
+    routes: Arc<Routes>,
+    client_id: String,
     group: String,
     topics: Vec<String>,
     session_timeout: Duration,
@@ -646,12 +652,12 @@ impl Heartbeat {
         let req = GroupRequest::Heartbeat {
             group: self.group.clone(),
             member_id,
-            client_id: self.client.client_id().to_owned(),
+            client_id: self.client_id.clone(),
             topics: self.topics.clone(),
             session_timeout_ms: millis_u32(self.session_timeout),
             owned,
         };
-        match call_group(&self.client, &req).await {
+        match call_group(&self.routes.any_node().await, &req).await {
             Ok(GroupResponse::Assignment {
                 member_id,
                 assigned,
@@ -668,7 +674,8 @@ impl Heartbeat {
                 self.lose(generation);
                 Ok(self.interval)
             }
-            Err(e) if transient(&e) => {
+            // On a cluster a lost node is passed over: the next beat goes through another.
+            Err(e) if transient(&e) || self.routes.moved(&e) => {
                 tracing::warn!(group = %self.group, error = %e, "heartbeat failed; retrying");
                 // Past the session timeout the coordinator has given the partitions away.
                 if self.last_ok.elapsed() >= self.session_timeout {
@@ -725,7 +732,7 @@ impl Heartbeat {
                 group: self.group.clone(),
                 member_id,
             };
-            if let Err(e) = call_group(&self.client, &req).await {
+            if let Err(e) = call_group(&self.routes.any_node().await, &req).await {
                 tracing::debug!(group = %self.group, error = %e, "leave failed; the session will expire");
             }
         }
