@@ -143,12 +143,18 @@ impl Broker {
             dead_letters.clone(),
             s.replication.clone(),
         ));
-        let leads = Arc::downgrade(&produce);
-        s.replication
-            .on_lead(Box::new(move |topic, p, log| match leads.upgrade() {
+        // A node taking the lead of a partition learns the producer sequences in its log, and
+        // its queue consumers resume from the settled points the previous leader replicated.
+        let (leads, groups) = (Arc::downgrade(&produce), Arc::downgrade(&s.groups));
+        s.replication.on_lead(Box::new(move |topic, p, log| {
+            if let Some(groups) = groups.upgrade() {
+                groups.queues.forget_partition(topic, p);
+            }
+            match leads.upgrade() {
                 Some(produce) => produce.take_lead(topic, p, log).map_err(|e| e.to_string()),
                 None => Ok(()),
-            }));
+            }
+        }));
         let mirror_service = Arc::new(MirrorService::new(s.mirrors.clone(), s.topics.clone()));
         mirror_service.seed_configured()?;
         let admin = AdminService {
@@ -189,6 +195,7 @@ impl Broker {
                 s.topics.clone(),
                 s.groups.clone(),
                 dead_letters,
+                s.replication.clone(),
                 config.max_frame_bytes,
             )),
             groups: GroupService::new(s.groups, s.topics.clone()),
@@ -269,6 +276,7 @@ impl Broker {
             .set(cluster.clone())
             .map_err(|_| BrokerError::Internal("the broker joined a cluster twice".into()))?;
         self.replication.start(cluster.clone(), listening);
+        crate::coordination::replicate_queue_state(self, cluster.clone());
         Ok(cluster)
     }
 
@@ -480,11 +488,21 @@ impl Applier for BrokerApplier {
             MetaCommand::CommitOffsets { group, offsets } => {
                 tracing::debug!(index, %group, count = offsets.len(), "applying committed offsets");
                 let state = broker.groups().state();
-                return match state.offsets.commit(&group, &offsets) {
-                    Ok(()) => Ok(MetaResult::None),
-                    // This node's store failed: not applied here (Raft stops this node).
-                    Err(e) => Err(e.to_string()),
-                };
+                // This node's store failed: not applied here (Raft stops this node).
+                state
+                    .offsets
+                    .commit(&group, &offsets)
+                    .map_err(|e| e.to_string())?;
+                return Ok(MetaResult::None);
+            }
+            MetaCommand::QueueSettled { points } => {
+                let queues = &broker.groups().state().queues;
+                for p in points {
+                    queues
+                        .save_replicated(&p.group, &p.topic, p.partition, p.start)
+                        .map_err(|e| e.to_string())?;
+                }
+                return Ok(MetaResult::None);
             }
             replica => return apply_replica(&broker, replica),
         };
@@ -525,7 +543,8 @@ fn apply_replica(broker: &Broker, command: MetaCommand) -> Result<MetaResult, St
         } => r.elect(&topic, partition, version, leader, isr),
         MetaCommand::Admin { .. }
         | MetaCommand::CreateUser { .. }
-        | MetaCommand::CommitOffsets { .. } => return Err("not a replica change".into()),
+        | MetaCommand::CommitOffsets { .. }
+        | MetaCommand::QueueSettled { .. } => return Err("not a replica change".into()),
     };
     match applied {
         Ok(true) => Ok(MetaResult::None),

@@ -5,7 +5,13 @@
 //! (after the Raft leader changed) resumes from them. Membership lives in the coordinator's
 //! memory: when it moves, members find themselves unknown and join again, as after a broker
 //! restart. On a single broker the group service answers directly.
+//!
+//! Queue mode: each node serves queue consumers the partitions it leads, and the share
+//! partitions' settled points go through Raft (batched), so a new partition leader resumes
+//! from them; leases and delivery counts stay with the old leader (its records are delivered
+//! again, at least once).
 
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -15,7 +21,9 @@ use quiver_proto::ErrorCode;
 use serde::{Deserialize, Serialize};
 
 use crate::broker::Broker;
-use crate::cluster::{Cluster, ClusterError, MetaCommand, MetaResult, NodeId, PeerHandler};
+use crate::cluster::{
+    Cluster, ClusterError, MetaCommand, MetaResult, NodeId, PeerHandler, SettledPoint,
+};
 use crate::error::BrokerError;
 use crate::offload;
 
@@ -23,6 +31,9 @@ use crate::offload;
 const FORWARD_TTL: Duration = Duration::from_secs(10);
 /// How long a request waits for the metadata group to have a leader (an election).
 const LEADER_WAIT: Duration = Duration::from_secs(5);
+
+/// How long settled points gather before they are proposed together.
+const SETTLED_EVERY: Duration = Duration::from_millis(100);
 
 /// A forwarded request's answer, as it crosses the peer link.
 #[derive(Serialize, Deserialize)]
@@ -153,4 +164,34 @@ async fn answer(broker: Weak<Broker>, request: &[u8]) -> Result<GroupResponse, B
         ));
     }
     broker.coordinate(&cluster, req).await
+}
+
+/// Replicates the share partitions' settled points this node moves: the latest of each,
+/// gathered for [`SETTLED_EVERY`], in one metadata write.
+pub(crate) fn replicate_queue_state(broker: &Arc<Broker>, cluster: Arc<Cluster>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<SettledPoint>();
+    let queues = &broker.groups().state().queues;
+    queues.on_settled(Box::new(move |group, topic, partition, start| {
+        let _ = tx.send(SettledPoint {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            partition,
+            start,
+        });
+    }));
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            tokio::time::sleep(SETTLED_EVERY).await;
+            let mut latest: HashMap<(String, String, u32), SettledPoint> = HashMap::new();
+            for p in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+                latest.insert((p.group.clone(), p.topic.clone(), p.partition), p);
+            }
+            let points: Vec<SettledPoint> = latest.into_values().collect();
+            let count = points.len();
+            if let Err(e) = cluster.write(MetaCommand::QueueSettled { points }).await {
+                // Lost points only mean redeliveries after a failover (at least once).
+                tracing::warn!(error = %e, count, "queue settled points not replicated");
+            }
+        }
+    });
 }

@@ -2,7 +2,9 @@
 //! groups"): members connected to different nodes form one group (the Raft leader coordinates
 //! it, the other nodes forward), committed offsets reach every node through Raft, and when the
 //! coordinator's node is killed (a member's connection with it) the group resumes on the new
-//! one from its committed offsets.
+//! one from its committed offsets. Queue consumers lease from every partition leader wherever
+//! they connected, and a partition's new leader resumes from the settled points its previous
+//! one replicated.
 
 mod common;
 
@@ -13,12 +15,17 @@ use common::cluster::{eventually, Layout, SETTLE};
 use common::serve::Serve;
 use quiver::{
     Acks, Client, ClientOptions, CommitMode, GroupConfig, GroupConsumer, NewTopic, Producer,
-    ProducerConfig, ProducerRecord, TopicPartition,
+    ProducerConfig, ProducerRecord, QueueConfig, QueueConsumer, TopicPartition,
 };
 
 const TOPIC: &str = "orders";
 
 async fn produce(client: &Client, values: std::ops::Range<u32>) {
+    produce_to(client, TOPIC, values).await
+}
+
+/// Sends `values` round robin over three partitions of `topic`, `acks=all`, and waits.
+async fn produce_to(client: &Client, topic: &str, values: std::ops::Range<u32>) {
     let config = ProducerConfig {
         acks: Acks::All,
         ..ProducerConfig::default()
@@ -26,7 +33,7 @@ async fn produce(client: &Client, values: std::ops::Range<u32>) {
     let producer = Producer::new(client.clone(), config);
     let mut deliveries = Vec::new();
     for v in values {
-        let rec = ProducerRecord::new(TOPIC, v.to_string()).partition(v % 3);
+        let rec = ProducerRecord::new(topic, v.to_string()).partition(v % 3);
         deliveries.push(producer.send(rec).await.unwrap());
     }
     for d in deliveries {
@@ -142,4 +149,83 @@ async fn a_group_spans_nodes_and_survives_its_coordinators_death() {
     let d = clients[0].admin().describe_group("billing").await.unwrap();
     let committed: Vec<_> = d.partitions.iter().map(|p| p.committed).collect();
     assert_eq!(committed, vec![Some(110); 3], "{d:?}");
+}
+
+/// Leases and acks with `consumers` until `want` distinct values came (or the time is up);
+/// returns every delivery, repeats included.
+async fn drain(consumers: &[QueueConsumer], want: usize) -> Vec<u32> {
+    let deadline = Instant::now() + SETTLE;
+    let (mut all, mut distinct) = (Vec::new(), BTreeSet::new());
+    while distinct.len() < want && Instant::now() < deadline {
+        for q in consumers {
+            let records = q.poll().await.unwrap();
+            q.ack(&records).await.unwrap();
+            for r in &records {
+                let v: u32 = String::from_utf8_lossy(&r.record.value).parse().unwrap();
+                all.push(v);
+                distinct.insert(v);
+            }
+        }
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_consumers_lease_from_every_leader_and_resume_after_a_failover() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::tuned(dir.path(), 1500);
+    let mut nodes: Vec<Option<Serve>> = (1..=3).map(|id| Some(layout.start(id))).collect();
+    let first = layout.client(nodes[0].as_ref().unwrap(), None).await;
+    let mut t = NewTopic::new("jobs", 3);
+    t.replication_factor = Some(3);
+    t.min_insync = Some(2);
+    first.admin().create_topic(t).await.unwrap();
+    eventually("jobs placed, all in sync", || async {
+        let s = first.admin().cluster_status().await.unwrap();
+        let parts: Vec<_> = s.partitions.iter().filter(|p| p.topic == "jobs").collect();
+        parts.len() == 3
+            && parts
+                .iter()
+                .all(|p| p.isr.len() == 3 && p.leader_addr.is_some())
+    })
+    .await;
+    let status = first.admin().cluster_status().await.unwrap();
+    let p0 = status
+        .partitions
+        .iter()
+        .find(|p| p.topic == "jobs" && p.partition == 0);
+    let doomed = p0.and_then(|p| p.leader).unwrap();
+    let survivor = (1..=3).find(|n| *n != doomed).unwrap();
+    let serve = |id: u64| nodes[id as usize - 1].as_ref().unwrap();
+    // One consumer on the node that will die, one on another: each leases from every leader.
+    let clients = [
+        connect(&layout, serve(doomed)).await,
+        connect(&layout, serve(survivor)).await,
+    ];
+    let config = QueueConfig {
+        max_wait: Duration::from_millis(300),
+        ..QueueConfig::default()
+    };
+    let consumers: Vec<QueueConsumer> = clients
+        .iter()
+        .map(|c| QueueConsumer::new(c.clone(), "workers", "jobs", config.clone()))
+        .collect();
+    produce_to(&clients[1], "jobs", 0..300).await;
+    let mut got = drain(&consumers, 300).await;
+    got.sort_unstable();
+    assert_eq!(got, (0..300).collect::<Vec<_>>(), "each record leased once");
+
+    // The settled points reach every node; partition 0's leader dies; its new leader resumes
+    // from them: only the new records come.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    nodes[doomed as usize - 1] = None;
+    produce_to(&clients[1], "jobs", 300..330).await;
+    let more = drain(&consumers, 30).await;
+    let old: Vec<_> = more.iter().filter(|v| **v < 300).collect();
+    assert!(
+        old.is_empty(),
+        "acknowledged records delivered again: {old:?}"
+    );
+    let distinct: BTreeSet<u32> = more.into_iter().collect();
+    assert_eq!(distinct, (300..330).collect());
 }

@@ -13,6 +13,7 @@ pub mod group;
 mod ids;
 pub mod producer;
 pub mod queue;
+mod queue_fanout;
 mod routes;
 pub mod rpc;
 pub mod tls;

@@ -6,6 +6,9 @@
 //! A poll's payload is the leased parts one after the other, each part a partition's batches; the
 //! batches may hold records that were not leased (the part's record list is authoritative), and are
 //! CRC-checked like fetched batches. Acks, nacks and releases are sent as coalesced offset ranges.
+//!
+//! On a cluster each node leases the partitions it leads: a poll asks every such node at once
+//! (`queue_fanout.rs`), and records are settled at their partition's leader.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +20,8 @@ use quiver_proto::{Batches, Record};
 
 use crate::client::Client;
 use crate::error::ClientError;
+use crate::queue_fanout::NodePolls;
+use crate::routes::Routes;
 
 /// How a queue consumer leases records.
 #[derive(Debug, Clone)]
@@ -67,13 +72,26 @@ pub struct Settled {
 
 /// Leases records of one topic under a share group. Cheap to clone; clones are the same consumer
 /// (same id), so records can be settled from other tasks.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct QueueConsumer {
     client: Client,
+    routes: Arc<Routes>,
+    /// A cluster's polls still running (their records come out of the next poll).
+    polls: Arc<tokio::sync::Mutex<NodePolls>>,
     group: String,
     topic: Arc<str>,
     consumer_id: String,
     config: QueueConfig,
+}
+
+impl std::fmt::Debug for QueueConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueConsumer")
+            .field("group", &self.group)
+            .field("topic", &self.topic)
+            .field("consumer_id", &self.consumer_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl QueueConsumer {
@@ -88,6 +106,8 @@ impl QueueConsumer {
             .clone()
             .unwrap_or_else(|| format!("{}-{}", client.client_id(), crate::ids::random_hex16()));
         QueueConsumer {
+            routes: Arc::new(Routes::new(client.clone())),
+            polls: Arc::default(),
             client,
             group: group.into(),
             topic: Arc::from(topic.into()),
@@ -109,7 +129,31 @@ impl QueueConsumer {
     }
 
     /// Leases up to `max_records` records, waiting up to `max_wait` for some (possibly none).
+    /// On a cluster, up to that many from each node leading partitions of the topic.
     pub async fn poll(&self) -> Result<Vec<QueuedRecord>, ClientError> {
+        self.routes.ready().await;
+        if !self.routes.is_cluster() {
+            return self.poll_node(self.client.clone()).await;
+        }
+        let mut polls = self.polls.lock().await;
+        polls.poll(self, self.config.max_wait).await
+    }
+
+    pub(crate) fn routes(&self) -> &Arc<Routes> {
+        &self.routes
+    }
+
+    /// The same consumer without the polls in flight (what a poll task holds: the consumer
+    /// dropped, its polls are cut).
+    pub(crate) fn detached(&self) -> QueueConsumer {
+        QueueConsumer {
+            polls: Arc::default(),
+            ..self.clone()
+        }
+    }
+
+    /// One poll of one node.
+    pub(crate) async fn poll_node(&self, client: Client) -> Result<Vec<QueuedRecord>, ClientError> {
         let req = QueueRequest::Poll {
             group: self.group.clone(),
             topic: self.topic.to_string(),
@@ -119,7 +163,7 @@ impl QueueConsumer {
             visibility_timeout_ms: millis_u32(self.config.visibility_timeout),
             max_deliveries: self.config.max_deliveries,
         };
-        let (resp, payload) = self.call(&req).await?;
+        let (resp, payload) = call(&client, &req).await?;
         match resp {
             // A throttled principal's next poll is held back by the broker itself.
             QueueResponse::Leased {
@@ -183,30 +227,56 @@ impl QueueConsumer {
     async fn settle(
         &self,
         records: &[QueuedRecord],
-        request: impl FnOnce(String, String, String, Vec<OffsetRange>) -> QueueRequest,
+        request: impl Fn(String, String, String, Vec<OffsetRange>) -> QueueRequest,
     ) -> Result<Settled, ClientError> {
         let ranges = ranges(&self.topic, records)?;
+        let mut total = Settled::default();
         if ranges.is_empty() {
-            return Ok(Settled::default());
+            return Ok(total);
         }
-        let req = request(
-            self.group.clone(),
-            self.topic.to_string(),
-            self.consumer_id.clone(),
-            ranges,
-        );
-        match self.call(&req).await?.0 {
-            QueueResponse::Settled { settled, stale } => Ok(Settled { settled, stale }),
-            other => Err(unexpected(other)),
+        // Each partition's records at its leader (one node, on a single broker).
+        let mut by_node: std::collections::BTreeMap<String, Vec<OffsetRange>> = Default::default();
+        for r in ranges {
+            let addr = self.routes.address(&self.topic, r.partition);
+            by_node.entry(addr).or_default().push(r);
         }
+        let request = &request;
+        for (addr, ranges) in by_node {
+            let count: u64 = ranges.iter().map(OffsetRange::len).sum();
+            let req = request(
+                self.group.clone(),
+                self.topic.to_string(),
+                self.consumer_id.clone(),
+                ranges,
+            );
+            let answer = match self.routes.client(&addr).await {
+                Ok(c) => call(&c, &req).await,
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok((QueueResponse::Settled { settled, stale }, _)) => {
+                    total.settled += settled;
+                    total.stale += stale;
+                }
+                Ok((other, _)) => return Err(unexpected(other)),
+                // The partition's leadership moved, and its leases with it: the new leader
+                // delivers the records again.
+                Err(e) if self.routes.moved(&e) => {
+                    self.routes.refresh().await;
+                    total.stale += count;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(total)
     }
+}
 
-    /// One request on its own stream; the reply's payload too (a poll's batches).
-    async fn call(&self, req: &QueueRequest) -> Result<(QueueResponse, Bytes), ClientError> {
-        self.client
-            .exchange(FrameKind::Queue, req, Bytes::new(), FrameKind::QueueOk)
-            .await
-    }
+/// One request on its own stream; the reply's payload too (a poll's batches).
+async fn call(client: &Client, req: &QueueRequest) -> Result<(QueueResponse, Bytes), ClientError> {
+    client
+        .exchange(FrameKind::Queue, req, Bytes::new(), FrameKind::QueueOk)
+        .await
 }
 
 /// The coalesced offset ranges of `records`, which must all be of `topic`.

@@ -49,6 +49,17 @@ impl Routes {
         }
     }
 
+    /// The distinct nodes leading partitions of `topic` (none known: empty).
+    pub fn leaders_of(&self, topic: &str) -> Vec<String> {
+        let mut nodes: Vec<String> = (self.leaders.lock().iter())
+            .filter(|((t, _), _)| t == topic)
+            .map(|(_, addr)| addr.clone())
+            .collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes
+    }
+
     /// A request id (for the brokers' logs).
     pub fn request_id(&self) -> u64 {
         self.bootstrap.next_request_id()

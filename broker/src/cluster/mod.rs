@@ -31,7 +31,7 @@ use crate::config::ClusterConfig;
 use network::{Forwarded, Network, PeerRequest, PeerResponse, Peers};
 pub use state_machine::Applier;
 use types::Raft;
-pub use types::{node_name, MetaCommand, MetaResult, NodeId, PartitionState};
+pub use types::{node_name, MetaCommand, MetaResult, NodeId, PartitionState, SettledPoint};
 
 /// Answers a service's requests that reach this node over the peer link: partition replicas'
 /// (the replication service) and forwarded consumer-group requests (the group coordinator).

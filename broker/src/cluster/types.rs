@@ -78,6 +78,18 @@ pub enum MetaCommand {
         group: String,
         offsets: Vec<PartitionOffset>,
     },
+    /// Share partitions' settled points (queue mode), as their partitions' leaders moved them:
+    /// a node taking the lead resumes from them. A point behind the saved one is ignored.
+    QueueSettled { points: Vec<SettledPoint> },
+}
+
+/// Where a share group's partition is settled up to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettledPoint {
+    pub group: String,
+    pub topic: String,
+    pub partition: u32,
+    pub start: u64,
 }
 
 /// A replicated partition's placement and leadership, as the metadata group holds it.

@@ -23,6 +23,13 @@ const READ_CHUNK: usize = 1 << 20;
 
 type Key = (String, String, u32);
 
+/// Told each new settled point of a share partition (a cluster replicates them).
+pub type SettledHook = Box<dyn Fn(&str, &str, u32, u64) + Send + Sync>;
+
+/// Which partitions of a topic this node serves queue consumers from (on a cluster, those it
+/// leads).
+pub type Serves<'a> = &'a dyn Fn(u32) -> bool;
+
 /// A record leased by a poll: (offset, delivery count).
 type Lease = (u64, u32);
 
@@ -66,7 +73,6 @@ pub enum Settle {
 /// Appends a dead-letter batch for `topic` (the sink creates `<topic>.dlq` as needed).
 pub type DeadLetterSink<'a> = &'a dyn Fn(&str, Bytes) -> Result<(), GroupError>;
 
-#[derive(Debug)]
 pub struct Queues {
     parts: Mutex<HashMap<Key, Arc<Mutex<SharePartition>>>>,
     meta: MetaStore,
@@ -74,6 +80,15 @@ pub struct Queues {
     /// Signalled when records are given back (nack, release, a failed dead letter put back), so
     /// parked polls look again instead of waiting for their timer.
     given_back: tokio::sync::Notify,
+    on_settled: std::sync::OnceLock<SettledHook>,
+}
+
+impl std::fmt::Debug for Queues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queues")
+            .field("parts", &self.parts.lock().len())
+            .finish_non_exhaustive()
+    }
 }
 
 fn meta_key(k: &Key) -> String {
@@ -87,7 +102,38 @@ impl Queues {
             meta,
             rotation: AtomicUsize::new(0),
             given_back: tokio::sync::Notify::new(),
+            on_settled: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets what is told each new settled point (once).
+    pub fn on_settled(&self, hook: SettledHook) {
+        let _ = self.on_settled.set(hook);
+    }
+
+    /// Forgets the in-memory state of a partition's share partitions (every group): the next
+    /// use loads the saved settled point (a node taking the lead of the partition resumes from
+    /// what its previous leader replicated). Leases and delivery counts start over.
+    pub fn forget_partition(&self, topic: &str, partition: u32) {
+        self.parts
+            .lock()
+            .retain(|k, _| !(k.1 == topic && k.2 == partition));
+    }
+
+    /// Saves a settled point another node replicated, unless the one saved is further.
+    pub fn save_replicated(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        start: u64,
+    ) -> Result<(), GroupError> {
+        let key = meta_key(&(group.to_owned(), topic.to_owned(), partition));
+        let saved: Option<u64> = self.meta.get(Namespace::QueueOffsets, &key)?;
+        if saved.is_some_and(|s| s >= start) {
+            return Ok(());
+        }
+        Ok(self.meta.put(Namespace::QueueOffsets, &key, &start)?)
     }
 
     /// The share partition, loaded from its saved settled point (or the log start) on first use.
@@ -112,9 +158,12 @@ impl Queues {
     }
 
     fn save_start(&self, key: &Key, start: u64) -> Result<(), GroupError> {
-        Ok(self
-            .meta
-            .put(Namespace::QueueOffsets, &meta_key(key), &start)?)
+        self.meta
+            .put(Namespace::QueueOffsets, &meta_key(key), &start)?;
+        if let Some(hook) = self.on_settled.get() {
+            hook(&key.0, &key.1, key.2, start);
+        }
+        Ok(())
     }
 
     /// One pass over the topic's partitions (starting at a rotating one, so consumers spread):
@@ -124,6 +173,7 @@ impl Queues {
         p: &PollParams,
         topic: &Topic,
         sink: DeadLetterSink<'_>,
+        serves: Serves<'_>,
     ) -> Result<Polled, GroupError> {
         let logs = topic.partitions();
         let n = logs.len().max(1);
@@ -134,6 +184,9 @@ impl Queues {
         let mut budget = p.max_bytes.max(1);
         for k in 0..logs.len() {
             let partition = ((first + k) % n) as u32;
+            if !serves(partition) {
+                continue;
+            }
             let log = &logs[partition as usize];
             let sp = self.part(&p.group, &p.topic, partition, log)?;
             let (leased, event) = self.lease_from(p, partition, log, &sp, now, remaining, sink)?;
@@ -198,11 +251,17 @@ impl Queues {
         how: Settle,
         ranges: &[OffsetRange],
         sink: DeadLetterSink<'_>,
+        serves: Serves<'_>,
     ) -> Result<(u64, u64), GroupError> {
         let (mut settled, mut stale) = (0, 0);
         let now = Instant::now();
         for r in ranges {
-            let Ok(log) = topic.partition(r.partition) else {
+            // A partition led elsewhere now: its leases went with the leadership.
+            let log = topic
+                .partition(r.partition)
+                .ok()
+                .filter(|_| serves(r.partition));
+            let Some(log) = log else {
                 stale += r.len().min(super::share::WINDOW);
                 continue;
             };

@@ -13,6 +13,7 @@ use super::dead_letter::DeadLetters;
 use crate::error::BrokerError;
 use crate::groups::{validate_group, Groups, PollParams, Polled, Settle};
 use crate::offload;
+use crate::replication::Replication;
 use crate::storage::{StorageError, TopicStore};
 
 /// Most records one queue poll may lease.
@@ -35,6 +36,8 @@ pub struct QueueService {
     topics: Arc<TopicStore>,
     groups: Arc<Groups>,
     dead_letters: DeadLetters,
+    /// On a cluster, a node serves queue consumers the partitions it leads.
+    replication: Arc<Replication>,
     /// Payload budget of one poll's answer.
     max_bytes: usize,
 }
@@ -44,12 +47,14 @@ impl QueueService {
         topics: Arc<TopicStore>,
         groups: Arc<Groups>,
         dead_letters: DeadLetters,
+        replication: Arc<Replication>,
         max_frame: usize,
     ) -> QueueService {
         QueueService {
             topics,
             groups,
             dead_letters,
+            replication,
             max_bytes: max_frame / 2,
         }
     }
@@ -161,7 +166,8 @@ impl QueueService {
             let polled = offload::blocking(move || {
                 let sink =
                     |topic: &str, batch: Bytes| this.dead_letters.bury_for_queue(topic, batch);
-                Ok(this.groups.queues.poll_once(&p, &t, &sink)?)
+                let serves = |partition| this.replication.check_fetch(&t.name, partition).is_ok();
+                Ok(this.groups.queues.poll_once(&p, &t, &sink, &serves)?)
             })
             .await?;
             let now = tokio::time::Instant::now();
@@ -197,10 +203,11 @@ impl QueueService {
         validate_group(group)?;
         let t = self.topics.get(topic)?;
         let sink = |topic: &str, batch: Bytes| self.dead_letters.bury_for_queue(topic, batch);
+        let serves = |partition| self.replication.check_fetch(topic, partition).is_ok();
         Ok(self
             .groups
             .queues
-            .settle(group, &t, consumer, how, ranges, &sink)?)
+            .settle(group, &t, consumer, how, ranges, &sink, &serves)?)
     }
 }
 

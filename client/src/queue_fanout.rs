@@ -1,0 +1,114 @@
+//! A queue consumer's polls on a cluster: each node leases the partitions it leads, so a poll
+//! asks every node leading a partition of the topic at once and returns what the answers that
+//! came first bring. Polls still waiting go on; their records come out of the next poll.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::error::ClientError;
+use crate::queue::{QueueConsumer, QueuedRecord};
+
+/// How long past its own wait a node's poll is given before the poll returns without it.
+const ANSWER_GRACE: Duration = Duration::from_secs(2);
+
+type Answer = (String, Result<Vec<QueuedRecord>, ClientError>);
+
+/// The polls in flight, by node address, and the way their answers come back.
+pub(crate) struct NodePolls {
+    running: HashMap<String, JoinHandle<()>>,
+    tx: mpsc::UnboundedSender<Answer>,
+    rx: mpsc::UnboundedReceiver<Answer>,
+}
+
+impl Default for NodePolls {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        NodePolls {
+            running: HashMap::new(),
+            tx,
+            rx,
+        }
+    }
+}
+
+/// A consumer dropped with polls in flight cuts their streams: the brokers give back the
+/// leases of polls still waiting.
+impl Drop for NodePolls {
+    fn drop(&mut self) {
+        for h in self.running.values() {
+            h.abort();
+        }
+    }
+}
+
+impl NodePolls {
+    /// Polls every node leading a partition of the consumer's topic (those not asked yet),
+    /// waits for the first answer, and returns the records of every answer in by then.
+    pub async fn poll(
+        &mut self,
+        q: &QueueConsumer,
+        wait: Duration,
+    ) -> Result<Vec<QueuedRecord>, ClientError> {
+        let routes = q.routes();
+        if routes.leaders_of(q.topic()).is_empty() {
+            routes.refresh().await;
+        }
+        for addr in routes.leaders_of(q.topic()) {
+            if self.running.contains_key(&addr) {
+                continue;
+            }
+            let (node, at, tx) = (q.detached(), addr.clone(), self.tx.clone());
+            let task = tokio::spawn(async move {
+                let answer = match node.routes().client(&at).await {
+                    Ok(client) => node.poll_node(client).await,
+                    Err(e) => Err(e),
+                };
+                let _ = tx.send((at, answer));
+            });
+            self.running.insert(addr, task);
+        }
+        if self.running.is_empty() {
+            // No partition has a leader now (an election runs): nothing to lease yet.
+            tokio::time::sleep(wait).await;
+            return Ok(Vec::new());
+        }
+        let mut answers = Vec::new();
+        if let Ok(Some(first)) = tokio::time::timeout(wait + ANSWER_GRACE, self.rx.recv()).await {
+            answers.push(first);
+        }
+        while let Ok(more) = self.rx.try_recv() {
+            answers.push(more);
+        }
+        self.collect(q, answers).await
+    }
+
+    /// The records of the polls that have answered; a failure only when none brought any.
+    async fn collect(
+        &mut self,
+        q: &QueueConsumer,
+        answers: Vec<Answer>,
+    ) -> Result<Vec<QueuedRecord>, ClientError> {
+        let (mut out, mut failure) = (Vec::new(), None);
+        for (addr, answer) in answers {
+            self.running.remove(&addr);
+            match answer {
+                Ok(records) => out.extend(records),
+                // The node lost its partitions or is gone: the next poll asks their leaders.
+                Err(e) if q.routes().moved(&e) => {
+                    tracing::debug!(node = %addr, error = %e, "a queue poll failed over");
+                    q.routes().refresh().await;
+                }
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        match failure {
+            Some(e) if out.is_empty() => Err(e),
+            _ => Ok(out),
+        }
+    }
+}
