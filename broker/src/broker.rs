@@ -276,6 +276,12 @@ impl Broker {
             .set(cluster.clone())
             .map_err(|_| BrokerError::Internal("the broker joined a cluster twice".into()))?;
         self.replication.start(cluster.clone(), listening);
+        let replication = Arc::downgrade(&self.replication);
+        self.delays.on_deliver(Box::new(move |topic, p, batches| {
+            let r = replication.upgrade().ok_or("the broker is stopping")?;
+            r.deliver_blocking(topic, p, batches)
+                .map_err(|e| e.to_string())
+        }));
         crate::coordination::replicate_queue_state(self, cluster.clone());
         Ok(cluster)
     }

@@ -117,7 +117,7 @@ fn deliver_round(
     };
     let mut failed: Vec<Taken> = Vec::new();
     for o in outs {
-        match append_out(topics, &o) {
+        match append_out(topics, store, &o) {
             Ok(Some(end)) => {
                 observe_lateness(store, &o.runs);
                 touched.push((o.topic.clone(), o.partition, end))
@@ -145,8 +145,12 @@ fn observe_lateness(store: &DelayStore, runs: &[Taken]) {
     }
 }
 
-/// Appends one destination's batches; its log end after them (`None`: nothing to append).
-fn append_out(topics: &TopicStore, o: &Out) -> Result<Option<u64>, StorageError> {
+/// Appends one destination's batches; its log end after them (`None`: nothing appended to
+/// this node's copy).
+fn append_out(topics: &TopicStore, store: &DelayStore, o: &Out) -> Result<Option<u64>, DelayError> {
+    if let Some(deliver) = store.deliver.get() {
+        return deliver(&o.topic, o.partition, &o.batches).map_err(DelayError::Delivery);
+    }
     let mut end = None;
     for batch in &o.batches {
         let log = topics.partition(&o.topic, o.partition)?;

@@ -45,6 +45,9 @@ pub enum DelayError {
     Encode(String),
     #[error("delay store: {0}")]
     Internal(&'static str),
+    /// A cluster's delivery did not reach the partition's in-sync replicas (retried).
+    #[error("delivery: {0}")]
+    Delivery(String),
 }
 
 impl DelayError {
@@ -59,6 +62,7 @@ impl DelayError {
             DelayError::UnknownId(_) => ErrorCode::UnknownDelayed,
             DelayError::Corrupt(_) | DelayError::Encode(_) => ErrorCode::StorageError,
             DelayError::Internal(_) => ErrorCode::Internal,
+            DelayError::Delivery(_) => ErrorCode::Timeout,
         }
     }
 }
@@ -83,7 +87,15 @@ pub struct DelayStore {
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// How late delayed records reach their topic (one observation per run, see `lateness`).
     lateness: Histogram,
+    /// On a cluster: appends a destination's batches where its partition is led and waits for
+    /// its in-sync replicas (else they are appended to this node's copy).
+    deliver: std::sync::OnceLock<DeliverHook>,
 }
+
+/// Delivers a destination partition's batches; answers this node's log end after them, if
+/// they went to this node's copy.
+pub type DeliverHook =
+    Box<dyn Fn(&str, u32, &[quiver_proto::Batch]) -> Result<Option<u64>, String> + Send + Sync>;
 
 /// Buckets of the lateness histogram, in seconds: 1 ms to ~65 s.
 fn lateness_buckets() -> impl Iterator<Item = f64> {
@@ -121,6 +133,11 @@ fn log_config() -> LogConfig {
 }
 
 impl DelayStore {
+    /// Sets how deliveries reach a cluster's partitions (once).
+    pub fn on_deliver(&self, hook: DeliverHook) {
+        let _ = self.deliver.set(hook);
+    }
+
     /// Opens the delay log in `dir`, rebuilds the index from it and settles the last delivery
     /// round against `topics`.
     pub fn open(dir: &Path, topics: &TopicStore) -> Result<DelayStore, DelayError> {
@@ -130,6 +147,7 @@ impl DelayStore {
             shared: Arc::default(),
             thread: Mutex::new(None),
             lateness: Histogram::new(lateness_buckets()),
+            deliver: std::sync::OnceLock::new(),
         };
         let unsettled = store.replay()?;
         deliver::settle(&store, unsettled, topics)?;

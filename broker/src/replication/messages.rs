@@ -1,6 +1,6 @@
 //! What partition replicas say to each other over the peer link (rmp-serde, inside the
 //! cluster's peer messages): a follower fetching from its leader, and a returning replica
-//! asking where its last leader epoch ended.
+//! asking where its last leader epoch ended, and delayed records delivered at the leader.
 
 use serde::{Deserialize, Serialize};
 
@@ -26,11 +26,19 @@ pub enum ReplicaRequest {
         epoch: u64,
         last_epoch: u64,
     },
+    /// Delayed records a node held, for the leader to append (`delivery.rs`); answered once
+    /// the in-sync replicas have them.
+    Deliver {
+        topic: String,
+        partition: u32,
+        batches: Vec<serde_bytes::ByteBuf>,
+    },
 }
 
 impl ReplicaRequest {
-    pub fn key(&self) -> (&str, u32, u64) {
-        match self {
+    /// The partition and leader epoch a follower's request names (none for a delivery).
+    pub fn key(&self) -> Option<(&str, u32, u64)> {
+        Some(match self {
             ReplicaRequest::Fetch {
                 topic,
                 partition,
@@ -43,7 +51,8 @@ impl ReplicaRequest {
                 epoch,
                 ..
             } => (topic, *partition, *epoch),
-        }
+            ReplicaRequest::Deliver { .. } => return None,
+        })
     }
 }
 
@@ -66,6 +75,8 @@ pub enum ReplicaResponse {
     },
     /// The node does not lead the partition (in the asked epoch, or at all).
     NotLeader,
+    /// A forwarded delivery is appended and replicated.
+    Delivered,
     /// The leader is in a later epoch than the request: the asker is behind on metadata.
     FencedEpoch {
         current: u64,

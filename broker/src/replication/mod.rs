@@ -10,10 +10,12 @@
 //! Files: the placement of new partitions (`placement.rs`), the leader-epoch cache
 //! (`epochs.rs`), the messages between replicas (`messages.rs`), a led partition
 //! (`leader.rs`), a followed one (`follower.rs`), elections and ISR changes (`controller.rs`),
-//! a graceful stop's hand-over (`handover.rs`).
+//! a graceful stop's hand-over (`handover.rs`), delayed records delivered at the leader
+//! (`delivery.rs`).
 //! On a single broker the service is disabled and every check passes.
 
 mod controller;
+mod delivery;
 mod epochs;
 mod follower;
 mod handover;
@@ -149,6 +151,8 @@ pub struct Replication {
     /// Members' client addresses, as they registered.
     nodes: RwLock<BTreeMap<NodeId, String>>,
     cluster: OnceLock<Arc<Cluster>>,
+    /// The runtime the cluster side runs on (the delay thread waits on it for deliveries).
+    runtime: OnceLock<tokio::runtime::Handle>,
     /// Drawn at start: the registration carrying it tells this node that it has applied every
     /// metadata change committed before it, so it may take up its roles.
     incarnation: u64,
@@ -200,6 +204,7 @@ impl Replication {
             partitions: RwLock::default(),
             nodes: RwLock::default(),
             cluster: OnceLock::new(),
+            runtime: OnceLock::new(),
             incarnation: crate::util::rand_u64(),
             active: AtomicBool::new(false),
             leaving: AtomicBool::new(false),
@@ -259,6 +264,7 @@ impl Replication {
         if self.cluster.set(cluster.clone()).is_err() {
             return;
         }
+        let _ = self.runtime.set(tokio::runtime::Handle::current());
         let command = MetaCommand::RegisterNode {
             node: settings.node,
             client_addr: settings
@@ -733,7 +739,18 @@ impl Replication {
 
     /// A follower's request, answered by this node's leader of the partition.
     async fn serve(&self, req: ReplicaRequest) -> ReplicaResponse {
-        let (topic, p, epoch) = req.key();
+        let Some((topic, p, epoch)) = req.key() else {
+            let ReplicaRequest::Deliver {
+                topic,
+                partition,
+                batches,
+            } = req
+            else {
+                return ReplicaResponse::Failed("a request without a partition".into());
+            };
+            let batches = batches.into_iter().map(|b| b.into_vec().into()).collect();
+            return self.accept_delivery(&topic, partition, batches).await;
+        };
         let leader = match self.leader_of(topic, p) {
             Ok(Some(l)) => l,
             Ok(None) | Err(_) => return ReplicaResponse::NotLeader,
@@ -754,6 +771,7 @@ impl Replication {
                 ..
             } => leader.fetch(replica, offset, max_bytes as usize).await,
             ReplicaRequest::EpochEnd { last_epoch, .. } => leader.epoch_end(last_epoch),
+            ReplicaRequest::Deliver { .. } => ReplicaResponse::Failed("not a follower's".into()),
         }
     }
 }

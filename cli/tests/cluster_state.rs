@@ -1,10 +1,12 @@
-//! Consumer groups on three real `quiver serve` processes (docs/replication.md "Consumer
-//! groups"): members connected to different nodes form one group (the Raft leader coordinates
-//! it, the other nodes forward), committed offsets reach every node through Raft, and when the
-//! coordinator's node is killed (a member's connection with it) the group resumes on the new
-//! one from its committed offsets. Queue consumers lease from every partition leader wherever
-//! they connected, and a partition's new leader resumes from the settled points its previous
-//! one replicated.
+//! Consumers' state on three real `quiver serve` processes (docs/replication.md "Consumer
+//! groups", "Queue mode", "Delayed delivery"): consumer-group members connected to different
+//! nodes form one group (the Raft leader coordinates it, the other nodes forward), committed
+//! offsets reach every node through Raft, and when the coordinator's node is killed (a
+//! member's connection with it) the group resumes on the new one from its committed offsets.
+//! Queue consumers lease from every partition leader wherever they connected, and a
+//! partition's new leader resumes from the settled points its previous one replicated. A
+//! delayed record held by a leader that stops gracefully reaches the partition's new leader,
+//! once.
 
 mod common;
 
@@ -14,8 +16,9 @@ use std::time::{Duration, Instant};
 use common::cluster::{eventually, Layout, SETTLE};
 use common::serve::Serve;
 use quiver::{
-    Acks, Client, ClientOptions, CommitMode, GroupConfig, GroupConsumer, NewTopic, Producer,
-    ProducerConfig, ProducerRecord, QueueConfig, QueueConsumer, TopicPartition,
+    Acks, Client, ClientOptions, CommitMode, Consumer, ConsumerConfig, GroupConfig, GroupConsumer,
+    NewTopic, Producer, ProducerConfig, ProducerRecord, QueueConfig, QueueConsumer, SeekTo,
+    TopicPartition,
 };
 
 const TOPIC: &str = "orders";
@@ -228,4 +231,65 @@ async fn queue_consumers_lease_from_every_leader_and_resume_after_a_failover() {
     );
     let distinct: BTreeSet<u32> = more.into_iter().collect();
     assert_eq!(distinct, (300..330).collect());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_record_held_by_a_stopped_leader_reaches_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::tuned(dir.path(), 1500);
+    let mut nodes: Vec<Option<Serve>> = (1..=3).map(|id| Some(layout.start(id))).collect();
+    let first = layout.client(nodes[0].as_ref().unwrap(), None).await;
+    let mut t = NewTopic::new("later", 1);
+    t.replication_factor = Some(3);
+    t.min_insync = Some(2);
+    first.admin().create_topic(t).await.unwrap();
+    let leader = eventually_led(&first, "later").await;
+    let holder = connect(&layout, nodes[leader as usize - 1].as_ref().unwrap()).await;
+    let config = ProducerConfig {
+        acks: Acks::All,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(holder, config);
+    let rec = ProducerRecord::new("later", "due soon")
+        .partition(0)
+        .delay(Duration::from_secs(4));
+    let meta = producer.send(rec).await.unwrap().wait().await.unwrap();
+    assert!(meta.delay_id.is_some(), "{meta:?}");
+
+    // The leader holding it stops gracefully (the partition goes to another node) and comes
+    // back as a follower: it delivers the record at the new leader, once.
+    let serve = nodes[leader as usize - 1].take().unwrap();
+    let status = tokio::task::block_in_place(|| serve.terminate());
+    assert!(status.success(), "{status}");
+    nodes[leader as usize - 1] = Some(layout.start(leader));
+    let other = (1..=3).find(|n| *n != leader).unwrap();
+    let reader = connect(&layout, nodes[other as usize - 1].as_ref().unwrap()).await;
+    let mut consumer = Consumer::new(reader, "later", ConsumerConfig::default());
+    consumer.assign(&[0], SeekTo::Earliest);
+    let deadline = Instant::now() + SETTLE;
+    let mut got = Vec::new();
+    while Instant::now() < deadline && got.is_empty() {
+        for r in consumer.poll(Duration::from_millis(500)).await.unwrap() {
+            got.push(String::from_utf8_lossy(&r.record.value).into_owned());
+        }
+    }
+    // Nothing more comes (delivered once).
+    for r in consumer.poll(Duration::from_secs(2)).await.unwrap() {
+        got.push(String::from_utf8_lossy(&r.record.value).into_owned());
+    }
+    assert_eq!(got, vec!["due soon".to_string()]);
+}
+
+/// Waits until `topic`'s partition 0 has a leader and three in-sync replicas; returns the leader.
+async fn eventually_led(client: &Client, topic: &str) -> u64 {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let s = client.admin().cluster_status().await.unwrap();
+        let p = s.partitions.iter().find(|p| p.topic == topic);
+        if let Some(p) = p.filter(|p| p.isr.len() == 3 && p.leader_addr.is_some()) {
+            return p.leader.unwrap();
+        }
+        assert!(Instant::now() < deadline, "{topic} never led: {s:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
