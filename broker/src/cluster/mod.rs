@@ -308,7 +308,7 @@ impl Cluster {
         let addr = self
             .member_addr(node)
             .ok_or_else(|| ClusterError::Unreachable(format!("node {node} is not a member")))?;
-        Ok(self.peers.call(node, &addr, &request, ttl).await?)
+        self.peers.call(node, &addr, &request, ttl).await
     }
 
     /// The Raft leader as this node knows it.

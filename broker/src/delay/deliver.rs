@@ -420,7 +420,7 @@ mod tests {
                     .map_err(|(e, _)| e)
                     .unwrap();
                 if appended {
-                    append_out(&topics, &outs[0]).unwrap();
+                    append_out(&topics, &store, &outs[0]).unwrap();
                 }
                 // Dropped here without a `Done`: as if killed.
             }

@@ -30,6 +30,14 @@ pub type SettledHook = Box<dyn Fn(&str, &str, u32, u64) + Send + Sync>;
 /// leads).
 pub type Serves<'a> = &'a dyn Fn(u32) -> bool;
 
+/// What the node around the share partitions provides: where dead letters go, and which
+/// partitions it serves.
+#[derive(Clone, Copy)]
+pub struct Host<'a> {
+    pub sink: DeadLetterSink<'a>,
+    pub serves: Serves<'a>,
+}
+
 /// A record leased by a poll: (offset, delivery count).
 type Lease = (u64, u32);
 
@@ -172,8 +180,7 @@ impl Queues {
         &self,
         p: &PollParams,
         topic: &Topic,
-        sink: DeadLetterSink<'_>,
-        serves: Serves<'_>,
+        host: Host<'_>,
     ) -> Result<Polled, GroupError> {
         let logs = topic.partitions();
         let n = logs.len().max(1);
@@ -184,12 +191,13 @@ impl Queues {
         let mut budget = p.max_bytes.max(1);
         for k in 0..logs.len() {
             let partition = ((first + k) % n) as u32;
-            if !serves(partition) {
+            if !(host.serves)(partition) {
                 continue;
             }
             let log = &logs[partition as usize];
             let sp = self.part(&p.group, &p.topic, partition, log)?;
-            let (leased, event) = self.lease_from(p, partition, log, &sp, now, remaining, sink)?;
+            let (leased, event) =
+                self.lease_from(p, partition, log, &sp, now, remaining, host.sink)?;
             out.next_event = match (out.next_event, event) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -250,8 +258,7 @@ impl Queues {
         consumer: &str,
         how: Settle,
         ranges: &[OffsetRange],
-        sink: DeadLetterSink<'_>,
-        serves: Serves<'_>,
+        host: Host<'_>,
     ) -> Result<(u64, u64), GroupError> {
         let (mut settled, mut stale) = (0, 0);
         let now = Instant::now();
@@ -260,7 +267,7 @@ impl Queues {
             let log = topic
                 .partition(r.partition)
                 .ok()
-                .filter(|_| serves(r.partition));
+                .filter(|_| (host.serves)(r.partition));
             let Some(log) = log else {
                 stale += r.len().min(super::share::WINDOW);
                 continue;
@@ -277,7 +284,7 @@ impl Queues {
             };
             settled += s.settled;
             stale += s.stale;
-            self.bury(group, &topic.name, r.partition, log, &mut sp, s.dead, sink);
+            self.bury(group, &topic.name, r.partition, log, &mut sp, s.dead, host.sink);
             if sp.start() != before {
                 let key = (group.to_owned(), topic.name.clone(), r.partition);
                 self.save_start(&key, sp.start())?;

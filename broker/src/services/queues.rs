@@ -11,6 +11,7 @@ use quiver_proto::groups::{LeasedPart, OffsetRange, QueueRequest, QueueResponse}
 
 use super::dead_letter::DeadLetters;
 use crate::error::BrokerError;
+use crate::groups::queues::Host;
 use crate::groups::{validate_group, Groups, PollParams, Polled, Settle};
 use crate::offload;
 use crate::replication::Replication;
@@ -167,7 +168,11 @@ impl QueueService {
                 let sink =
                     |topic: &str, batch: Bytes| this.dead_letters.bury_for_queue(topic, batch);
                 let serves = |partition| this.replication.check_fetch(&t.name, partition).is_ok();
-                Ok(this.groups.queues.poll_once(&p, &t, &sink, &serves)?)
+                let host = Host {
+                    sink: &sink,
+                    serves: &serves,
+                };
+                Ok(this.groups.queues.poll_once(&p, &t, host)?)
             })
             .await?;
             let now = tokio::time::Instant::now();
@@ -204,10 +209,14 @@ impl QueueService {
         let t = self.topics.get(topic)?;
         let sink = |topic: &str, batch: Bytes| self.dead_letters.bury_for_queue(topic, batch);
         let serves = |partition| self.replication.check_fetch(topic, partition).is_ok();
+        let host = Host {
+            sink: &sink,
+            serves: &serves,
+        };
         Ok(self
             .groups
             .queues
-            .settle(group, &t, consumer, how, ranges, &sink, &serves)?)
+            .settle(group, &t, consumer, how, ranges, host)?)
     }
 }
 
