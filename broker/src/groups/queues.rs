@@ -284,7 +284,15 @@ impl Queues {
             };
             settled += s.settled;
             stale += s.stale;
-            self.bury(group, &topic.name, r.partition, log, &mut sp, s.dead, host.sink);
+            self.bury(
+                group,
+                &topic.name,
+                r.partition,
+                log,
+                &mut sp,
+                s.dead,
+                host.sink,
+            );
             if sp.start() != before {
                 let key = (group.to_owned(), topic.name.clone(), r.partition);
                 self.save_start(&key, sp.start())?;
