@@ -154,13 +154,13 @@ pub async fn run(common: &Common, args: &ClusterArgs) -> Result<bool> {
         times.push(failover(&mut cluster, trial).await?);
     }
     times.sort_by(f64::total_cmp);
-    println!(
-        "failover (leader SIGKILL -> first acks=all produce acknowledged), {} trials: median {:.2} s, min {:.2} s, max {:.2} s",
-        times.len(),
-        times[times.len() / 2],
-        times[0],
-        times[times.len() - 1]
-    );
+    if let (Some(min), Some(max)) = (times.first(), times.last()) {
+        println!(
+            "failover (leader SIGKILL -> first acks=all produce acknowledged), {} trials: median {:.2} s, min {min:.2} s, max {max:.2} s",
+            times.len(),
+            times[times.len() / 2],
+        );
+    }
     for id in 1..=3 {
         cluster.kill(id).await?;
     }

@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use quiver_proto::groups::{GroupRequest, GroupResponse};
 use quiver_proto::messages::{AdminRequest, AdminResponse, ClusterStatus};
 use quiver_proto::ErrorCode;
 
@@ -14,7 +15,7 @@ use crate::auth::{Auth, Principal};
 use crate::cluster::{Applier, Cluster, MetaCommand, MetaResult, PeerServices};
 use crate::config::BrokerConfig;
 use crate::config::ClusterConfig;
-use crate::coordination::GroupPeer;
+use crate::coordination::Coordination;
 use crate::delay::DelayStore;
 use crate::error::BrokerError;
 use crate::groups::Groups;
@@ -103,7 +104,9 @@ pub struct Broker {
     produce: Arc<ProduceService>,
     fetch: Arc<FetchService>,
     queues: Arc<QueueService>,
-    groups: GroupService,
+    groups: Arc<GroupService>,
+    /// Group requests on a cluster go to the groups' coordinator.
+    coordination: Arc<Coordination>,
     admin: AdminService,
     pipelines: Arc<Pipelines>,
     registry: Arc<PluginRegistry>,
@@ -184,6 +187,7 @@ impl Broker {
             auth: s.auth.clone(),
             replication: s.replication.clone(),
         };
+        let groups = Arc::new(GroupService::new(s.groups.clone(), s.topics.clone()));
         Ok(Arc::new(Broker {
             fetch: Arc::new(FetchService::new(
                 s.topics.clone(),
@@ -198,7 +202,8 @@ impl Broker {
                 s.replication.clone(),
                 config.max_frame_bytes,
             )),
-            groups: GroupService::new(s.groups, s.topics.clone()),
+            coordination: Coordination::new(groups.clone()),
+            groups,
             pipelines: s.pipelines,
             registry: s.registry,
             auth: s.auth,
@@ -268,7 +273,7 @@ impl Broker {
         let applier = Arc::new(BrokerApplier(Arc::downgrade(self)));
         let services = PeerServices {
             replicas: self.replication.clone(),
-            groups: Arc::new(GroupPeer(Arc::downgrade(self))),
+            groups: self.coordination.peer_handler(),
         };
         let dir = &self.config.data_dir;
         let cluster = Cluster::start(config, dir, applier, services, (server, client)).await?;
@@ -282,7 +287,7 @@ impl Broker {
             r.deliver_blocking(topic, p, batches)
                 .map_err(|e| e.to_string())
         }));
-        crate::coordination::replicate_queue_state(self, cluster.clone());
+        self.coordination.start(cluster.clone());
         Ok(cluster)
     }
 
@@ -379,6 +384,11 @@ impl Broker {
 
     pub fn groups(&self) -> &GroupService {
         &self.groups
+    }
+
+    /// Answers a group request (already authorized): on a cluster, at the groups' coordinator.
+    pub async fn group(&self, req: GroupRequest) -> Result<GroupResponse, BrokerError> {
+        self.coordination.group(req).await
     }
 
     pub fn admin(&self) -> &AdminService {

@@ -12,7 +12,7 @@
 //! again, at least once).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::future::{BoxFuture, FutureExt};
@@ -20,12 +20,13 @@ use quiver_proto::groups::{GroupRequest, GroupResponse};
 use quiver_proto::ErrorCode;
 use serde::{Deserialize, Serialize};
 
-use crate::broker::Broker;
 use crate::cluster::{
     Cluster, ClusterError, MetaCommand, MetaResult, NodeId, PeerHandler, SettledPoint,
 };
 use crate::error::BrokerError;
+use crate::groups::Queues;
 use crate::offload;
+use crate::services::groups::GroupService;
 
 /// How long a forwarded request may take.
 const FORWARD_TTL: Duration = Duration::from_secs(10);
@@ -42,10 +43,44 @@ enum Answer {
     Err { code: u16, message: String },
 }
 
-impl Broker {
+/// Group requests on a cluster node (a single broker's go straight to the group service).
+pub struct Coordination {
+    me: Weak<Coordination>,
+    groups: Arc<GroupService>,
+    cluster: OnceLock<Arc<Cluster>>,
+}
+
+impl std::fmt::Debug for Coordination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordination").finish_non_exhaustive()
+    }
+}
+
+impl Coordination {
+    pub fn new(groups: Arc<GroupService>) -> Arc<Coordination> {
+        Arc::new_cyclic(|me| Coordination {
+            me: me.clone(),
+            groups,
+            cluster: OnceLock::new(),
+        })
+    }
+
+    /// What answers the group requests other nodes forward here.
+    pub fn peer_handler(&self) -> Arc<dyn PeerHandler> {
+        Arc::new(GroupPeer(self.me.clone()))
+    }
+
+    /// Joins `cluster`: group requests go to its coordinator from now on, and the share
+    /// partitions' settled points are replicated.
+    pub fn start(&self, cluster: Arc<Cluster>) {
+        if self.cluster.set(cluster.clone()).is_ok() {
+            replicate_queue_state(&self.groups.state().queues, cluster);
+        }
+    }
+
     /// Answers a group request (already authorized), at the groups' coordinator.
-    pub async fn group(self: &Arc<Self>, req: GroupRequest) -> Result<GroupResponse, BrokerError> {
-        let Some(cluster) = self.cluster().cloned() else {
+    pub async fn group(&self, req: GroupRequest) -> Result<GroupResponse, BrokerError> {
+        let Some(cluster) = self.cluster.get().cloned() else {
             return self.group_here(req).await;
         };
         let coordinator = coordinator(&cluster).await?;
@@ -62,19 +97,19 @@ impl Broker {
         }
     }
 
-    async fn group_here(self: &Arc<Self>, req: GroupRequest) -> Result<GroupResponse, BrokerError> {
-        let b = self.clone();
-        offload::blocking(move || b.groups().handle(req)).await
+    async fn group_here(&self, req: GroupRequest) -> Result<GroupResponse, BrokerError> {
+        let groups = self.groups.clone();
+        offload::blocking(move || groups.handle(req)).await
     }
 
     /// Answers as the coordinator: offsets are committed through Raft (after the checks a
     /// single broker makes), the rest here.
     async fn coordinate(
-        self: &Arc<Self>,
+        &self,
         cluster: &Cluster,
         req: GroupRequest,
     ) -> Result<GroupResponse, BrokerError> {
-        let b = self.clone();
+        let groups = self.groups.clone();
         let (group, offsets, answer) = match req {
             GroupRequest::Commit {
                 group,
@@ -84,17 +119,14 @@ impl Broker {
                 let (g, o) = (group.clone(), offsets.clone());
                 // The partitions' logs may lag here (or live elsewhere): offsets are not
                 // bounded by this node's copy.
-                offload::blocking(move || {
-                    b.groups().check_commit(&g, member_id.as_deref(), &o, false)
-                })
-                .await?;
+                offload::blocking(move || groups.check_commit(&g, member_id.as_deref(), &o, false))
+                    .await?;
                 let count = offsets.len() as u32;
                 (group, offsets, GroupResponse::Committed { count })
             }
             GroupRequest::Reset { group, topic, to } => {
                 let g = group.clone();
-                let offsets =
-                    offload::blocking(move || b.groups().plan_reset(&g, &topic, to)).await?;
+                let offsets = offload::blocking(move || groups.plan_reset(&g, &topic, to)).await?;
                 let answer = GroupResponse::Reset {
                     offsets: offsets.clone(),
                 };
@@ -133,13 +165,13 @@ fn internal(e: impl std::fmt::Display) -> BrokerError {
 }
 
 /// Answers group requests other nodes forward to this one (the coordinator, as they believed).
-pub(crate) struct GroupPeer(pub Weak<Broker>);
+struct GroupPeer(Weak<Coordination>);
 
 impl PeerHandler for GroupPeer {
     fn handle(&self, request: Vec<u8>) -> BoxFuture<'static, Vec<u8>> {
-        let broker = self.0.clone();
+        let coordination = self.0.clone();
         async move {
-            let answer = match answer(broker, &request).await {
+            let answer = match answer(coordination, &request).await {
                 Ok(r) => Answer::Ok(r),
                 Err(e) => Answer::Err {
                     code: e.code().as_u16(),
@@ -152,10 +184,13 @@ impl PeerHandler for GroupPeer {
     }
 }
 
-async fn answer(broker: Weak<Broker>, request: &[u8]) -> Result<GroupResponse, BrokerError> {
-    let broker = broker.upgrade().ok_or(BrokerError::ShuttingDown)?;
+async fn answer(
+    coordination: Weak<Coordination>,
+    request: &[u8],
+) -> Result<GroupResponse, BrokerError> {
+    let c = coordination.upgrade().ok_or(BrokerError::ShuttingDown)?;
     let req: GroupRequest = rmp_serde::from_slice(request).map_err(internal)?;
-    let cluster = broker.cluster().cloned().ok_or(BrokerError::ShuttingDown)?;
+    let cluster = c.cluster.get().cloned().ok_or(BrokerError::ShuttingDown)?;
     if cluster.leader() != Some(cluster.node_id()) {
         // Leadership moved while the request travelled: the sender asks again.
         return Err(BrokerError::Wire(
@@ -163,14 +198,13 @@ async fn answer(broker: Weak<Broker>, request: &[u8]) -> Result<GroupResponse, B
             "this node no longer coordinates consumer groups; ask again".into(),
         ));
     }
-    broker.coordinate(&cluster, req).await
+    c.coordinate(&cluster, req).await
 }
 
 /// Replicates the share partitions' settled points this node moves: the latest of each,
 /// gathered for [`SETTLED_EVERY`], in one metadata write.
-pub(crate) fn replicate_queue_state(broker: &Arc<Broker>, cluster: Arc<Cluster>) {
+fn replicate_queue_state(queues: &Queues, cluster: Arc<Cluster>) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<SettledPoint>();
-    let queues = &broker.groups().state().queues;
     queues.on_settled(Box::new(move |group, topic, partition, start| {
         let _ = tx.send(SettledPoint {
             group: group.to_owned(),

@@ -74,9 +74,38 @@ async fn consume(members: &mut [GroupConsumer], want: usize) -> Vec<u32> {
         }
     }
     for m in members.iter_mut() {
-        m.commit().await.unwrap();
+        commit(m).await;
     }
     got
+}
+
+/// Commits, again while the group settles on a new coordinator (a member may be joining
+/// again right after it moved).
+async fn commit(member: &mut GroupConsumer) {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        match member.commit().await {
+            Ok(()) => return,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("commit failed ({e}); polling and committing again");
+                let _ = member.poll(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("commit: {e}"),
+        }
+    }
+}
+
+/// Waits until `client`'s node has the group's commits at `want` on the three partitions
+/// (a follower applies them a heartbeat after the coordinator).
+async fn committed_at(client: &Client, want: u64) {
+    eventually("the group's commits on the node", || async {
+        let Ok(d) = client.admin().describe_group("billing").await else {
+            return false;
+        };
+        let committed: Vec<_> = d.partitions.iter().map(|p| p.committed).collect();
+        committed == vec![Some(want); 3]
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,9 +160,7 @@ async fn a_group_spans_nodes_and_survives_its_coordinators_death() {
     // Every node holds the commits.
     for id in 1..=3 {
         let c = layout.client(serve(id), None).await;
-        let d = c.admin().describe_group("billing").await.unwrap();
-        let committed: Vec<_> = d.partitions.iter().map(|p| p.committed).collect();
-        assert_eq!(committed, vec![Some(100); 3], "node {id}: {d:?}");
+        committed_at(&c, 100).await;
     }
 
     // The coordinator's node dies, and with it the second member's connection: a new Raft
@@ -149,9 +176,7 @@ async fn a_group_spans_nodes_and_survives_its_coordinators_death() {
     for m in members {
         m.close().await.unwrap();
     }
-    let d = clients[0].admin().describe_group("billing").await.unwrap();
-    let committed: Vec<_> = d.partitions.iter().map(|p| p.committed).collect();
-    assert_eq!(committed, vec![Some(110); 3], "{d:?}");
+    committed_at(&clients[0], 110).await;
 }
 
 /// Leases and acks with `consumers` until `want` distinct values came (or the time is up);
@@ -258,11 +283,28 @@ async fn a_delayed_record_held_by_a_stopped_leader_reaches_the_new_one() {
 
     // The leader holding it stops gracefully (the partition goes to another node) and comes
     // back as a follower: it delivers the record at the new leader, once.
+    let other = (1..=3).find(|n| *n != leader).unwrap();
+    let watcher = layout
+        .client(nodes[other as usize - 1].as_ref().unwrap(), None)
+        .await;
     let serve = nodes[leader as usize - 1].take().unwrap();
+    let log = serve.log.clone();
     let status = tokio::task::block_in_place(|| serve.terminate());
     assert!(status.success(), "{status}");
+    // Handed over before it stopped: another node leads within a heartbeat or so, sooner than
+    // the controller could notice a silent node (node_timeout_ms = 2000).
+    let deadline = Instant::now() + Duration::from_millis(1000);
+    loop {
+        let s = watcher.admin().cluster_status().await.unwrap();
+        let p = s.partitions.iter().find(|p| p.topic == "later").unwrap();
+        if p.leader.is_some_and(|l| l != leader) {
+            break;
+        }
+        let log = log.lock().unwrap().clone();
+        assert!(Instant::now() < deadline, "not handed over: {p:?}\n{log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     nodes[leader as usize - 1] = Some(layout.start(leader));
-    let other = (1..=3).find(|n| *n != leader).unwrap();
     let reader = connect(&layout, nodes[other as usize - 1].as_ref().unwrap()).await;
     let mut consumer = Consumer::new(reader, "later", ConsumerConfig::default());
     consumer.assign(&[0], SeekTo::Earliest);

@@ -68,6 +68,26 @@ impl ClientError {
         }
     }
 
+    /// Whether the connection (not the broker) failed: the node may be gone, and on a cluster
+    /// the request may go to another one.
+    pub fn is_link_lost(&self) -> bool {
+        match self {
+            ClientError::Connect { .. }
+            | ClientError::Connection(_)
+            | ClientError::Timeout(_)
+            | ClientError::Closed => true,
+            ClientError::Wire(w) => matches!(
+                w,
+                WireError::Read(_)
+                    | WireError::Write(_)
+                    | WireError::Truncated
+                    | WireError::Closed(_)
+            ),
+            ClientError::Delivery(e) => e.is_link_lost(),
+            _ => false,
+        }
+    }
+
     /// Whether retrying the same request may succeed.
     pub fn is_retriable(&self) -> bool {
         match self {

@@ -877,7 +877,9 @@ impl Lane {
     /// Sends `r` back to the dispatcher when `e` means its partition is led elsewhere now (or
     /// its node is gone, on a cluster); gives `r` back otherwise.
     fn divert(&self, shared: &Shared, r: Ready, e: ClientError) -> Option<Rerouted> {
-        if !shared.routes.moved(&e) {
+        // A batch lost with its stream carries the stream's failure, whatever it was.
+        let lost = shared.routes.is_cluster() && e.code().is_none();
+        if !shared.routes.moved(&e) && !lost {
             return Some((r, e));
         }
         self.back

@@ -3,7 +3,7 @@
 //! came first bring. Polls still waiting go on; their records come out of the next poll.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -13,12 +13,17 @@ use crate::queue::{QueueConsumer, QueuedRecord};
 
 /// How long past its own wait a node's poll is given before the poll returns without it.
 const ANSWER_GRACE: Duration = Duration::from_secs(2);
+/// How often the partition leaders are asked again. A node that lost a partition but lives
+/// answers polls without error (it serves its other partitions, or none): only fresh
+/// metadata shows where the partition went.
+const METADATA_EVERY: Duration = Duration::from_secs(5);
 
 type Answer = (String, Result<Vec<QueuedRecord>, ClientError>);
 
 /// The polls in flight, by node address, and the way their answers come back.
 pub(crate) struct NodePolls {
     running: HashMap<String, JoinHandle<()>>,
+    refreshed: Option<Instant>,
     tx: mpsc::UnboundedSender<Answer>,
     rx: mpsc::UnboundedReceiver<Answer>,
 }
@@ -28,6 +33,7 @@ impl Default for NodePolls {
         let (tx, rx) = mpsc::unbounded_channel();
         NodePolls {
             running: HashMap::new(),
+            refreshed: None,
             tx,
             rx,
         }
@@ -53,8 +59,10 @@ impl NodePolls {
         wait: Duration,
     ) -> Result<Vec<QueuedRecord>, ClientError> {
         let routes = q.routes();
-        if routes.leaders_of(q.topic()).is_empty() {
+        let stale = self.refreshed.is_none_or(|t| t.elapsed() >= METADATA_EVERY);
+        if stale || routes.leaders_of(q.topic()).is_empty() {
             routes.refresh().await;
+            self.refreshed = Some(Instant::now());
         }
         for addr in routes.leaders_of(q.topic()) {
             if self.running.contains_key(&addr) {

@@ -78,7 +78,7 @@ impl Routes {
             Some(ErrorCode::NotLeader) => true,
             Some(ErrorCode::ShuttingDown) => self.is_cluster(),
             Some(_) => false,
-            None => self.is_cluster(),
+            None => self.is_cluster() && e.is_link_lost(),
         }
     }
 

@@ -176,13 +176,30 @@ impl StateMachine {
 }
 
 /// The journal up to `last`, encoded (on the blocking pool: it holds every deployed component).
+/// Entries that only set values later entries set again (offset commits, queue settled points)
+/// are left out and deleted from the journal: the journal would otherwise grow with every
+/// commit for as long as the cluster lives.
 async fn journal_bytes(journal: sled::Tree, last: u64) -> Result<Vec<u8>, StorageError> {
     tokio::task::spawn_blocking(move || {
         let mut entries: Vec<Journaled> = Vec::new();
-        for item in journal.range(..=key(last)) {
-            let (_, v) = item.map_err(io_error)?;
-            entries.push(decode(&v)?);
+        let mut set_later: std::collections::HashSet<String> = Default::default();
+        let mut needless = sled::Batch::default();
+        for item in journal.range(..=key(last)).rev() {
+            let (k, v) = item.map_err(io_error)?;
+            let entry: Journaled = decode(&v)?;
+            if let JournaledPayload::Command(c) = &entry.payload {
+                if let Some(keys) = c.replaces() {
+                    if keys.iter().all(|k| set_later.contains(k)) {
+                        needless.remove(k);
+                        continue;
+                    }
+                    set_later.extend(keys);
+                }
+            }
+            entries.push(entry);
         }
+        entries.reverse();
+        journal.apply_batch(needless).map_err(io_error)?;
         encode(&entries)
     })
     .await
@@ -295,5 +312,70 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: s.meta,
             snapshot: Box::new(Cursor::new(s.data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quiver_proto::groups::PartitionOffset;
+
+    use crate::cluster::types::SettledPoint;
+
+    fn commit(offsets: &[(u32, u64)]) -> MetaCommand {
+        MetaCommand::CommitOffsets {
+            group: "g".into(),
+            offsets: offsets
+                .iter()
+                .map(|&(partition, offset)| PartitionOffset {
+                    topic: "t".into(),
+                    partition,
+                    offset,
+                })
+                .collect(),
+        }
+    }
+
+    fn settled(start: u64) -> MetaCommand {
+        MetaCommand::QueueSettled {
+            points: vec![SettledPoint {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 0,
+                start,
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_leaves_out_commits_that_later_ones_replace() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let journal = db.open_tree("raft-journal").unwrap();
+        let commands = [
+            commit(&[(0, 5)]),
+            commit(&[(0, 7), (1, 1)]),
+            settled(3),
+            commit(&[(0, 9)]),
+            settled(4),
+        ];
+        for (i, c) in commands.into_iter().enumerate() {
+            let index = i as u64 + 1;
+            let entry = Journaled {
+                log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+                payload: JournaledPayload::Command(c),
+            };
+            journal.insert(key(index), encode(&entry).unwrap()).unwrap();
+        }
+        let bytes = journal_bytes(journal.clone(), 5).await.unwrap();
+        let kept: Vec<Journaled> = decode(&bytes).unwrap();
+        let indexes: Vec<u64> = kept.iter().map(|e| e.log_id.index).collect();
+        // 1 and 3 are replaced by 4 and 5; 2 also sets partition 1, set nowhere later.
+        assert_eq!(indexes, vec![2, 4, 5]);
+        let left: Vec<u64> = journal
+            .iter()
+            .map(|kv| u64::from_be_bytes(kv.unwrap().0.as_ref().try_into().unwrap()))
+            .collect();
+        assert_eq!(left, vec![2, 4, 5]);
     }
 }

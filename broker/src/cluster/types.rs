@@ -79,7 +79,7 @@ pub enum MetaCommand {
         offsets: Vec<PartitionOffset>,
     },
     /// Share partitions' settled points (queue mode), as their partitions' leaders moved them:
-    /// a node taking the lead resumes from them. A point behind the saved one is ignored.
+    /// a node taking the lead resumes from them.
     QueueSettled { points: Vec<SettledPoint> },
 }
 
@@ -154,6 +154,27 @@ impl MetaCommand {
             | A::WhoAmI
             | A::CancelDelayed { .. }
             | A::InitProducer { .. } => false,
+        }
+    }
+
+    /// The values a command sets outright, each replacing what an earlier command set (a
+    /// group's committed offset, a share partition's settled point), for commands made only of
+    /// such: a later command setting all of them makes this one needless in a snapshot.
+    pub fn replaces(&self) -> Option<Vec<String>> {
+        match self {
+            MetaCommand::CommitOffsets { group, offsets } => Some(
+                offsets
+                    .iter()
+                    .map(|o| format!("offset/{group}/{}/{}", o.topic, o.partition))
+                    .collect(),
+            ),
+            MetaCommand::QueueSettled { points } => Some(
+                points
+                    .iter()
+                    .map(|p| format!("settled/{}/{}/{}", p.group, p.topic, p.partition))
+                    .collect(),
+            ),
+            _ => None,
         }
     }
 

@@ -128,7 +128,9 @@ impl Queues {
             .retain(|k, _| !(k.1 == topic && k.2 == partition));
     }
 
-    /// Saves a settled point another node replicated, unless the one saved is further.
+    /// Saves a settled point a partition's leader replicated (the last one replicated wins,
+    /// as after a topic was deleted and created again; a deposed leader's late point only
+    /// means records delivered again after a failover).
     pub fn save_replicated(
         &self,
         group: &str,
@@ -137,10 +139,6 @@ impl Queues {
         start: u64,
     ) -> Result<(), GroupError> {
         let key = meta_key(&(group.to_owned(), topic.to_owned(), partition));
-        let saved: Option<u64> = self.meta.get(Namespace::QueueOffsets, &key)?;
-        if saved.is_some_and(|s| s >= start) {
-            return Ok(());
-        }
         Ok(self.meta.put(Namespace::QueueOffsets, &key, &start)?)
     }
 

@@ -10,13 +10,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use quiver_proto::Batch;
 
+use super::leader::Stopped;
 use super::messages::{decode, encode, ReplicaRequest, ReplicaResponse};
 use super::{Replication, ReplicationError};
 use crate::storage::Durability;
 
-/// How long a delivery waits for the in-sync replicas (or a forwarded one for its answer);
-/// past it, the records are taken back and delivered again later.
-const DELIVER_WAIT: Duration = Duration::from_secs(10);
+/// How long a leader waits for its in-sync replicas between two warnings (it waits as long as
+/// it leads: followers that stall leave the ISR after the lag time).
+const REPLICA_WAIT: Duration = Duration::from_secs(10);
+/// How long a node waits for the leader's answer to a forwarded delivery; past it the records
+/// are taken back and delivered again later (perhaps twice).
+const FORWARD_WAIT: Duration = Duration::from_secs(300);
 
 impl Replication {
     /// Delivers `batches` to `topic`/`p` (blocking: the delay thread calls it). Answers the
@@ -35,7 +39,7 @@ impl Replication {
         let delivery = async {
             match self.leader_of(topic, p) {
                 // Not replicated (a dead-letter topic created here): this node's copy.
-                Ok(None) => self.append(topic, p, bytes).map(Some),
+                Ok(None) => self.append(topic, p, bytes).await.map(Some),
                 Ok(Some(_)) => self.append_replicated(topic, p, bytes).await.map(Some),
                 Err(_) => self.deliver_at_leader(topic, p, bytes).await.map(|()| None),
             }
@@ -48,7 +52,10 @@ impl Replication {
         })
     }
 
-    /// Appends at this node, the partition's leader, and waits for its in-sync replicas.
+    /// Appends at this node, the partition's leader, and waits for its in-sync replicas, as
+    /// long as it leads. Refused before appending while fewer than min-insync replicas are in
+    /// sync (as an `acks=all` produce): appended, the records would be delivered again with
+    /// every retry.
     pub(super) async fn append_replicated(
         &self,
         topic: &str,
@@ -58,34 +65,52 @@ impl Replication {
         let leader = self
             .leader_of(topic, p)?
             .ok_or_else(|| self.not_leader(topic, p))?;
-        let end = self.append(topic, p, batches)?;
-        let waited = self.replicated(topic, p, end, Some(leader.epoch));
-        match tokio::time::timeout(DELIVER_WAIT, waited).await {
-            Ok(r) => r.map(|()| end),
-            Err(_) => Err(ReplicationError::Timeout {
-                topic: topic.to_owned(),
-                partition: p,
-                end,
-                waited: DELIVER_WAIT,
-            }),
+        self.check_produce(topic, p, true)?;
+        let end = self.append(topic, p, batches).await?;
+        loop {
+            match leader.replicated(end, REPLICA_WAIT).await {
+                // Replicated (a shrink below min-insync since does not undo that).
+                Ok(()) | Err(Stopped::TooFew(_)) => return Ok(end),
+                // Another leader now: the records may or may not be in its log. Delivered
+                // again, they may be there twice (at least once).
+                Err(Stopped::Deposed) => return Err(self.not_leader(topic, p)),
+                Err(Stopped::TimedOut) => {
+                    tracing::warn!(
+                        topic,
+                        partition = p,
+                        end,
+                        "delayed records still waiting for the in-sync replicas"
+                    );
+                }
+            }
         }
     }
 
-    fn append(&self, topic: &str, p: u32, batches: Vec<Bytes>) -> Result<u64, ReplicationError> {
+    /// Appends to this node's copy (on the blocking pool); its log end after them.
+    async fn append(
+        &self,
+        topic: &str,
+        p: u32,
+        batches: Vec<Bytes>,
+    ) -> Result<u64, ReplicationError> {
         let io = |e: &dyn std::fmt::Display| ReplicationError::Io(e.to_string());
         let log = self.topics.partition(topic, p).map_err(|e| io(&e))?;
-        let mut end = log.stats().log_end;
-        for bytes in batches {
-            let batch = Batch::parse(bytes).map_err(|e| io(&e))?;
-            end = match log.append(&batch, Durability::Leader) {
-                Ok(info) => info.log_end,
-                Err(crate::storage::StorageError::NotLeader { .. }) => {
-                    return Err(self.not_leader(topic, p))
-                }
-                Err(e) => return Err(io(&e)),
-            };
+        let appended = crate::offload::blocking(move || {
+            let mut end = log.stats().log_end;
+            for bytes in batches {
+                let batch = Batch::parse(bytes)?;
+                end = log.append(&batch, Durability::Leader)?.log_end;
+            }
+            Ok(end)
+        })
+        .await;
+        match appended {
+            Ok(end) => Ok(end),
+            Err(e) if e.code() == quiver_proto::ErrorCode::NotLeader => {
+                Err(self.not_leader(topic, p))
+            }
+            Err(e) => Err(io(&e)),
         }
-        Ok(end)
     }
 
     /// Hands the records to the partition's leader, which appends them and waits for its
@@ -108,11 +133,7 @@ impl Replication {
             batches: batches.into_iter().map(|b| b.to_vec().into()).collect(),
         };
         let answer = cluster
-            .call_replica(
-                leader,
-                encode(&request),
-                DELIVER_WAIT + Duration::from_secs(2),
-            )
+            .call_replica(leader, encode(&request), FORWARD_WAIT)
             .await
             .map_err(|e| ReplicationError::Io(e.to_string()))?;
         match decode::<ReplicaResponse>(&answer) {

@@ -28,6 +28,8 @@ struct Progress {
     /// When the follower last fetched from at least where the previous answer ended (Kafka's
     /// rule: under steady load a follower is never at the very end, yet it keeps up).
     caught_up: Instant,
+    /// When it last fetched.
+    seen: Instant,
 }
 
 pub struct Leader {
@@ -252,13 +254,23 @@ impl Leader {
                 log_end: offset,
                 answered_end: 0,
                 caught_up: now,
+                seen: now,
             });
             p.log_end = offset;
+            p.seen = now;
             if offset >= p.answered_end {
                 p.caught_up = now;
             }
         }
         self.advance();
+    }
+
+    /// Whether `replica` fetched from this leader within `within` (it is alive).
+    pub fn fetched_within(&self, replica: NodeId, within: Duration) -> bool {
+        let st = self.state.lock();
+        st.followers
+            .get(&replica)
+            .is_some_and(|p| p.seen.elapsed() < within)
     }
 
     /// The in-sync replicas this leader wants now, if they differ from the committed ones: a

@@ -149,10 +149,12 @@ impl QueueService {
         validate_group(&params.group)?;
         let topic = self.topics.get(&params.topic)?;
         let deadline = tokio::time::Instant::now() + max_wait;
-        let mut ends: Vec<_> = topic
-            .partitions()
-            .iter()
-            .map(|l| l.subscribe_end())
+        // Appends to the partitions this node serves wake the poll (on a cluster, not those
+        // it only copies: a follower's appends would wake it for nothing).
+        let serves = |p: usize| self.replication.check_fetch(&topic.name, p as u32).is_ok();
+        let mut ends: Vec<_> = (topic.partitions().iter().enumerate())
+            .filter(|(p, _)| serves(*p))
+            .map(|(_, l)| l.subscribe_end())
             .collect();
         let params = Arc::new(params);
         loop {
@@ -184,10 +186,15 @@ impl QueueService {
             if let Some(e) = polled.next_event {
                 wake = wake.min(tokio::time::Instant::from_std(e).max(now));
             }
-            let changed =
-                futures_util::future::select_all(ends.iter_mut().map(|rx| Box::pin(rx.changed())));
+            let changed = async {
+                if ends.is_empty() {
+                    return std::future::pending().await;
+                }
+                let any = ends.iter_mut().map(|rx| Box::pin(rx.changed()));
+                futures_util::future::select_all(any).await.0
+            };
             tokio::select! {
-                (r, _, _) = changed => if r.is_err() {
+                r = changed => if r.is_err() {
                     return Err(StorageError::UnknownTopic(params.topic.clone()).into());
                 },
                 _ = given_back => {}

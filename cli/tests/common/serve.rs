@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 pub struct Serve {
     child: Child,
-    /// Everything the broker logged so far (ANSI codes removed).
-    log: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Everything the broker logged so far (ANSI codes removed); kept by a test that wants
+    /// to read what a stopped broker logged.
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
     pub addr: String,
     /// The HTTP listener (`/metrics`, `/healthz`, `/readyz`), on a free port too.
     pub http: String,
