@@ -5,7 +5,8 @@
 //!   in the same run: one idempotent producer connected to a node that leads neither partition
 //!   (it routes to the leader), N records of a size; latency from one record at a time;
 //! - failover: one record at a time with `acks=all` to a factor-3 partition while its leader is
-//!   killed with SIGKILL; the time from the kill to the first acknowledged produce, per trial.
+//!   killed with SIGKILL; the time from the kill to the first acknowledged produce, per trial;
+//!   then the same with SIGTERM (the leader hands the partition over before it stops).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -149,17 +150,23 @@ pub async fn run(common: &Common, args: &ClusterArgs) -> Result<bool> {
         let n = if size >= 1000 { records / 4 } else { records };
         throughput(&cluster, size, n).await?;
     }
-    let mut times = Vec::new();
-    for trial in 0..trials {
-        times.push(failover(&mut cluster, trial).await?);
-    }
-    times.sort_by(f64::total_cmp);
-    if let (Some(min), Some(max)) = (times.first(), times.last()) {
-        println!(
-            "failover (leader SIGKILL -> first acks=all produce acknowledged), {} trials: median {:.2} s, min {min:.2} s, max {max:.2} s",
-            times.len(),
-            times[times.len() / 2],
-        );
+    for graceful in [false, true] {
+        let mut times = Vec::new();
+        for trial in 0..trials {
+            times.push(failover(&mut cluster, trial, graceful).await?);
+        }
+        times.sort_by(f64::total_cmp);
+        let how = match graceful {
+            false => "failover (leader SIGKILL",
+            true => "hand-over (leader SIGTERM",
+        };
+        if let (Some(min), Some(max)) = (times.first(), times.last()) {
+            println!(
+                "{how} -> longest wait for an acks=all acknowledgement), {} trials: median {:.2} s, min {min:.2} s, max {max:.2} s",
+                times.len(),
+                times[times.len() / 2],
+            );
+        }
     }
     for id in 1..=3 {
         cluster.kill(id).await?;
@@ -228,11 +235,15 @@ async fn latency(client: &Client, topic: &str, value: &Bytes, count: u64) -> Res
     Ok((at(0.5), at(0.99)))
 }
 
-/// One trial: the partition's leader is killed while a producer sends one record at a time;
-/// answers the seconds from the kill to the first acknowledgement after it. The node is
-/// restarted and the partition settles before the next trial.
-async fn failover(cluster: &mut Cluster, trial: u32) -> Result<f64> {
-    let name = format!("failover-{trial}");
+/// How long after the signal a failover trial keeps sending.
+const AFTER_SIGNAL: Duration = Duration::from_secs(2);
+
+/// One trial: the partition's leader is killed (or, `graceful`, stopped with SIGTERM: it hands
+/// the partition over) while a producer sends one record at a time; answers the longest wait
+/// for an acknowledgement from the signal on (over [`AFTER_SIGNAL`]). The node is restarted
+/// and the partition settles before the next trial.
+async fn failover(cluster: &mut Cluster, trial: u32, graceful: bool) -> Result<f64> {
+    let name = format!("failover-{trial}-{graceful}");
     let first = cluster.client(1).await?;
     let leader = cluster.topic(&first, &name, 3).await?;
     let via = if leader == 1 { 2 } else { 1 };
@@ -258,12 +269,37 @@ async fn failover(cluster: &mut Cluster, trial: u32) -> Result<f64> {
     for i in 0..20 {
         send(i).await?;
     }
-    cluster.kill(leader).await?;
-    let killed = Instant::now();
-    send(20).await?;
-    let secs = killed.elapsed().as_secs_f64();
+    let stopping = match graceful {
+        false => {
+            cluster.kill(leader).await?;
+            None
+        }
+        true => cluster.nodes[leader as usize - 1]
+            .process
+            .take()
+            .map(|p| tokio::spawn(p.stop())),
+    };
+    // The longest wait for an acknowledgement while records go one at a time for the next
+    // two seconds (the first one, after a kill).
+    let signalled = Instant::now();
+    let (mut last, mut worst, mut i) = (signalled, Duration::ZERO, 20);
+    while signalled.elapsed() < AFTER_SIGNAL {
+        send(i).await?;
+        i += 1;
+        worst = worst.max(last.elapsed());
+        last = Instant::now();
+    }
+    let secs = worst.as_secs_f64();
+    if let Some(stopping) = stopping {
+        stopping.await??;
+    }
+    let how = if graceful {
+        "stopped (SIGTERM)"
+    } else {
+        "killed"
+    };
     println!(
-        "trial {trial}: leader node {leader} killed; next produce acknowledged after {secs:.2} s"
+        "trial {trial}: leader node {leader} {how}; longest wait for an acknowledgement {secs:.2} s"
     );
     cluster.spawn(leader).await?;
     cluster.settled(&client, &name, 3).await?;

@@ -18,6 +18,8 @@ use quiver_proto::frame::FrameKind;
 use quiver_proto::groups::{LeasedPart, OffsetRange, QueueRequest, QueueResponse};
 use quiver_proto::{Batches, Record};
 
+use futures_util::FutureExt;
+
 use crate::client::Client;
 use crate::error::ClientError;
 use crate::queue_fanout::NodePolls;
@@ -77,7 +79,7 @@ pub struct QueueConsumer {
     client: Client,
     routes: Arc<Routes>,
     /// A cluster's polls still running (their records come out of the next poll).
-    polls: Arc<tokio::sync::Mutex<NodePolls>>,
+    polls: Arc<tokio::sync::Mutex<NodePolls<QueuedRecord>>>,
     group: String,
     topic: Arc<str>,
     consumer_id: String,
@@ -135,25 +137,29 @@ impl QueueConsumer {
         if !self.routes.is_cluster() {
             return self.poll_node(self.client.clone()).await;
         }
-        let mut polls = self.polls.lock().await;
-        polls.poll(self, self.config.max_wait).await
-    }
-
-    pub(crate) fn routes(&self) -> &Arc<Routes> {
-        &self.routes
-    }
-
-    /// The same consumer without the polls in flight (what a poll task holds: the consumer
-    /// dropped, its polls are cut).
-    pub(crate) fn detached(&self) -> QueueConsumer {
-        QueueConsumer {
+        // A poll task holds the consumer without its polls in flight: the consumer dropped,
+        // they are cut.
+        let detached = QueueConsumer {
             polls: Arc::default(),
             ..self.clone()
-        }
+        };
+        let poll_at = move |addr: String| {
+            let node = detached.clone();
+            async move {
+                let client = node.routes.client(&addr).await?;
+                node.poll_node(client).await
+            }
+            .boxed()
+        };
+        let mut polls = self.polls.lock().await;
+        let routes = &self.routes;
+        polls
+            .poll(routes, &self.topic, self.config.max_wait, &poll_at)
+            .await
     }
 
     /// One poll of one node.
-    pub(crate) async fn poll_node(&self, client: Client) -> Result<Vec<QueuedRecord>, ClientError> {
+    async fn poll_node(&self, client: Client) -> Result<Vec<QueuedRecord>, ClientError> {
         let req = QueueRequest::Poll {
             group: self.group.clone(),
             topic: self.topic.to_string(),

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use futures_util::future::BoxFuture;
+
 use crate::error::ClientError;
-use crate::queue::{QueueConsumer, QueuedRecord};
+use crate::routes::Routes;
 
 /// How long past its own wait a node's poll is given before the poll returns without it.
 const ANSWER_GRACE: Duration = Duration::from_secs(2);
@@ -18,17 +20,22 @@ const ANSWER_GRACE: Duration = Duration::from_secs(2);
 /// metadata shows where the partition went.
 const METADATA_EVERY: Duration = Duration::from_secs(5);
 
-type Answer = (String, Result<Vec<QueuedRecord>, ClientError>);
+type Answer<R> = (String, Result<Vec<R>, ClientError>);
 
-/// The polls in flight, by node address, and the way their answers come back.
-pub(crate) struct NodePolls {
+/// One node's poll (its address given), as a queue consumer makes it.
+pub(crate) type PollAt<R> =
+    dyn Fn(String) -> BoxFuture<'static, Result<Vec<R>, ClientError>> + Sync;
+
+/// The polls in flight, by node address, and the way their answers (records of type `R`)
+/// come back.
+pub(crate) struct NodePolls<R> {
     running: HashMap<String, JoinHandle<()>>,
     refreshed: Option<Instant>,
-    tx: mpsc::UnboundedSender<Answer>,
-    rx: mpsc::UnboundedReceiver<Answer>,
+    tx: mpsc::UnboundedSender<Answer<R>>,
+    rx: mpsc::UnboundedReceiver<Answer<R>>,
 }
 
-impl Default for NodePolls {
+impl<R> Default for NodePolls<R> {
     fn default() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         NodePolls {
@@ -42,7 +49,7 @@ impl Default for NodePolls {
 
 /// A consumer dropped with polls in flight cuts their streams: the brokers give back the
 /// leases of polls still waiting.
-impl Drop for NodePolls {
+impl<R> Drop for NodePolls<R> {
     fn drop(&mut self) {
         for h in self.running.values() {
             h.abort();
@@ -50,31 +57,28 @@ impl Drop for NodePolls {
     }
 }
 
-impl NodePolls {
-    /// Polls every node leading a partition of the consumer's topic (those not asked yet),
+impl<R: Send + 'static> NodePolls<R> {
+    /// Polls (with `poll_at`) every node leading a partition of `topic` (those not asked yet),
     /// waits for the first answer, and returns the records of every answer in by then.
     pub async fn poll(
         &mut self,
-        q: &QueueConsumer,
+        routes: &Routes,
+        topic: &str,
         wait: Duration,
-    ) -> Result<Vec<QueuedRecord>, ClientError> {
-        let routes = q.routes();
+        poll_at: &PollAt<R>,
+    ) -> Result<Vec<R>, ClientError> {
         let stale = self.refreshed.is_none_or(|t| t.elapsed() >= METADATA_EVERY);
-        if stale || routes.leaders_of(q.topic()).is_empty() {
+        if stale || routes.leaders_of(topic).is_empty() {
             routes.refresh().await;
             self.refreshed = Some(Instant::now());
         }
-        for addr in routes.leaders_of(q.topic()) {
+        for addr in routes.leaders_of(topic) {
             if self.running.contains_key(&addr) {
                 continue;
             }
-            let (node, at, tx) = (q.detached(), addr.clone(), self.tx.clone());
+            let (polled, at, tx) = (poll_at(addr.clone()), addr.clone(), self.tx.clone());
             let task = tokio::spawn(async move {
-                let answer = match node.routes().client(&at).await {
-                    Ok(client) => node.poll_node(client).await,
-                    Err(e) => Err(e),
-                };
-                let _ = tx.send((at, answer));
+                let _ = tx.send((at, polled.await));
             });
             self.running.insert(addr, task);
         }
@@ -90,24 +94,24 @@ impl NodePolls {
         while let Ok(more) = self.rx.try_recv() {
             answers.push(more);
         }
-        self.collect(q, answers).await
+        self.collect(routes, answers).await
     }
 
     /// The records of the polls that have answered; a failure only when none brought any.
     async fn collect(
         &mut self,
-        q: &QueueConsumer,
-        answers: Vec<Answer>,
-    ) -> Result<Vec<QueuedRecord>, ClientError> {
+        routes: &Routes,
+        answers: Vec<Answer<R>>,
+    ) -> Result<Vec<R>, ClientError> {
         let (mut out, mut failure) = (Vec::new(), None);
         for (addr, answer) in answers {
             self.running.remove(&addr);
             match answer {
                 Ok(records) => out.extend(records),
                 // The node lost its partitions or is gone: the next poll asks their leaders.
-                Err(e) if q.routes().moved(&e) => {
+                Err(e) if routes.moved(&e) => {
                     tracing::debug!(node = %addr, error = %e, "a queue poll failed over");
-                    q.routes().refresh().await;
+                    routes.refresh().await;
                 }
                 Err(e) => {
                     failure.get_or_insert(e);
