@@ -408,11 +408,11 @@ impl FetchTask {
                     }
                 },
             };
-            let fetched = self.fetch_once(send, reader, offset).await;
+            let fetched = self.fetch_within(send, reader, offset).await;
             let (resp, payload) = match fetched {
                 Ok(r) => r,
                 Err(e)
-                    if e.remote_code() == Some(ErrorCode::OffsetOutOfRange)
+                    if e.code() == Some(ErrorCode::OffsetOutOfRange)
                         && self.config.reset.is_some() =>
                 {
                     let to = self.config.reset.unwrap_or(SeekTo::Earliest);
@@ -422,7 +422,7 @@ impl FetchTask {
                 }
                 Err(e) => {
                     stream = None;
-                    self.fail_over(e.into(), &mut failovers).await?;
+                    self.fail_over(e, &mut failovers).await?;
                     continue;
                 }
             };
@@ -450,6 +450,37 @@ impl FetchTask {
     async fn open(&self) -> Result<(quinn::SendStream, Reader), ClientError> {
         let addr = self.routes.address(&self.topic, self.partition);
         self.routes.client(&addr).await?.open().await
+    }
+
+    /// One fetch. On a cluster, when no answer comes a while after the long-poll should have
+    /// ended, fresh metadata is asked for: a crashed node says nothing, and its connection
+    /// lives until its idle timeout. If another node leads the partition now, the fetch is
+    /// given up (its stream with it) and sent there; else the answer is waited for (a filter
+    /// plugin may take its time).
+    async fn fetch_within(
+        &self,
+        send: &mut quinn::SendStream,
+        reader: &mut Reader,
+        offset: OffsetSpec,
+    ) -> Result<(FetchResponse, Bytes), ClientError> {
+        let fetch = self.fetch_once(send, reader, offset);
+        if !self.routes.is_cluster() {
+            return Ok(fetch.await?);
+        }
+        tokio::pin!(fetch);
+        let asked = self.routes.address(&self.topic, self.partition);
+        let limit = self.config.max_wait + ANSWER_GRACE;
+        loop {
+            tokio::select! {
+                r = &mut fetch => return Ok(r?),
+                () = tokio::time::sleep(limit) => {
+                    self.routes.refresh().await;
+                    if self.routes.address(&self.topic, self.partition) != asked {
+                        return Err(ClientError::Timeout(limit));
+                    }
+                }
+            }
+        }
     }
 
     async fn fetch_once(
@@ -488,6 +519,9 @@ impl FetchTask {
         Ok(())
     }
 }
+
+/// How long past its long-poll a fetch's answer may take on a cluster.
+const ANSWER_GRACE: Duration = Duration::from_secs(1);
 
 /// The first wait before a fetch goes to a partition's new leader, and the longest.
 const FAILOVER_BACKOFF: Duration = Duration::from_millis(50);

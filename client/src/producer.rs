@@ -879,7 +879,14 @@ impl Lane {
     fn divert(&self, shared: &Shared, r: Ready, e: ClientError) -> Option<Rerouted> {
         // A batch lost with its stream carries the stream's failure, whatever it was.
         let lost = shared.routes.is_cluster() && e.code().is_none();
-        if !shared.routes.moved(&e) && !lost {
+        // Batches of a partition may reach its new leader out of seal order in a failover
+        // (those rerouted wait their own backoffs, those left with the dead node's sender
+        // come later): the leader refuses a later one, unappended, until the earlier one is
+        // in; it goes round again (as Kafka's producer retries OUT_OF_ORDER_SEQUENCE while
+        // earlier batches are in flight), within the delivery timeout.
+        let overtaken =
+            shared.routes.is_cluster() && e.code() == Some(ErrorCode::OutOfOrderSequence);
+        if !shared.routes.moved(&e) && !lost && !overtaken {
             return Some((r, e));
         }
         self.back
@@ -936,7 +943,35 @@ async fn sender(shared: Arc<Shared>, lane: Lane, mut rx: mpsc::UnboundedReceiver
             frame = next_reply(q.stream), if !q.in_flight.is_empty() => {
                 on_reply(&shared, &lane, frame, &mut q);
             }
+            _ = tokio::time::sleep(STALL_CHECK), if !q.in_flight.is_empty() && shared.routes.is_cluster() => {
+                check_stalled(&shared, &lane, &mut q).await;
+            }
         }
+    }
+}
+
+/// How long a cluster sender waits for a reply before it asks whether its batches' partitions
+/// are still led by its node.
+const STALL_CHECK: Duration = Duration::from_millis(500);
+
+/// No reply for a while: a node that crashed says nothing (QUIC over UDP) and its connection
+/// lives until its idle timeout. If fresh metadata names another leader for a batch in flight,
+/// the stream is given up and its batches go to the new leaders (an idempotent producer's
+/// resend is not appended twice).
+async fn check_stalled(shared: &Shared, lane: &Lane, q: &mut Queues<'_>) {
+    shared.routes.refresh().await;
+    let moved = q.in_flight.iter().any(|r| {
+        r.partition != EXCHANGE && shared.routes.address(&r.topic, r.partition) != lane.addr
+    });
+    if !moved {
+        return;
+    }
+    if let Some(r) = q.in_flight.pop_front() {
+        let e = ClientError::Connect {
+            addr: lane.addr.clone(),
+            reason: "no reply, and the partition has another leader now".into(),
+        };
+        broken(shared, lane, r, e, q);
     }
 }
 

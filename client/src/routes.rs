@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use parking_lot::Mutex;
 
 use quiver_proto::ErrorCode;
@@ -168,11 +169,23 @@ impl Routes {
                 }
             }
         }
-        for c in candidates.into_iter().filter(|c| !c.is_closed()) {
-            let asked = tokio::time::timeout(ASK_TIMEOUT, c.admin().partition_leaders()).await;
-            let Ok(Ok(leaders)) = asked else {
-                continue;
-            };
+        // All at once, the first answer wins: a node that died (its connection not closed
+        // yet) must not hold the answer up for a whole timeout.
+        let asks = candidates.into_iter().filter(|c| !c.is_closed()).map(|c| {
+            async move {
+                match tokio::time::timeout(ASK_TIMEOUT, c.admin().partition_leaders()).await {
+                    Ok(Ok(leaders)) => Ok(leaders),
+                    _ => Err(()),
+                }
+            }
+            .boxed()
+        });
+        let asks: Vec<_> = asks.collect();
+        if asks.is_empty() {
+            tracing::debug!("no node to ask for partition leaders");
+            return;
+        }
+        if let Ok((leaders, _)) = futures_util::future::select_ok(asks).await {
             if !leaders.is_empty() {
                 self.cluster.store(true, Ordering::Relaxed);
             }
