@@ -114,20 +114,7 @@ async fn a_group_spans_nodes_and_survives_its_coordinators_death() {
     let layout = Layout::tuned(dir.path(), 1500);
     let mut nodes: Vec<Option<Serve>> = (1..=3).map(|id| Some(layout.start(id))).collect();
     let first = layout.client(nodes[0].as_ref().unwrap(), None).await;
-    let mut t = NewTopic::new(TOPIC, 3);
-    t.replication_factor = Some(3);
-    t.min_insync = Some(2);
-    first.admin().create_topic(t).await.unwrap();
-    eventually("orders placed, all in sync", || async {
-        let s = first.admin().cluster_status().await.unwrap();
-        let parts: Vec<_> = s.partitions.iter().filter(|p| p.topic == TOPIC).collect();
-        s.leader.is_some()
-            && parts.len() == 3
-            && parts
-                .iter()
-                .all(|p| p.isr.len() == 3 && p.leader_addr.is_some())
-    })
-    .await;
+    create_placed(&first, TOPIC, 3).await;
     let coordinator = first
         .admin()
         .cluster_status()
@@ -204,19 +191,7 @@ async fn queue_consumers_lease_from_every_leader_and_resume_after_a_failover() {
     let layout = Layout::tuned(dir.path(), 1500);
     let mut nodes: Vec<Option<Serve>> = (1..=3).map(|id| Some(layout.start(id))).collect();
     let first = layout.client(nodes[0].as_ref().unwrap(), None).await;
-    let mut t = NewTopic::new("jobs", 3);
-    t.replication_factor = Some(3);
-    t.min_insync = Some(2);
-    first.admin().create_topic(t).await.unwrap();
-    eventually("jobs placed, all in sync", || async {
-        let s = first.admin().cluster_status().await.unwrap();
-        let parts: Vec<_> = s.partitions.iter().filter(|p| p.topic == "jobs").collect();
-        parts.len() == 3
-            && parts
-                .iter()
-                .all(|p| p.isr.len() == 3 && p.leader_addr.is_some())
-    })
-    .await;
+    create_placed(&first, "jobs", 3).await;
     let status = first.admin().cluster_status().await.unwrap();
     let p0 = status
         .partitions
@@ -264,10 +239,7 @@ async fn a_delayed_record_held_by_a_stopped_leader_reaches_the_new_one() {
     let layout = Layout::tuned(dir.path(), 1500);
     let mut nodes: Vec<Option<Serve>> = (1..=3).map(|id| Some(layout.start(id))).collect();
     let first = layout.client(nodes[0].as_ref().unwrap(), None).await;
-    let mut t = NewTopic::new("later", 1);
-    t.replication_factor = Some(3);
-    t.min_insync = Some(2);
-    first.admin().create_topic(t).await.unwrap();
+    create_placed(&first, "later", 1).await;
     let leader = eventually_led(&first, "later").await;
     let holder = connect(&layout, nodes[leader as usize - 1].as_ref().unwrap()).await;
     let config = ProducerConfig {
@@ -334,4 +306,24 @@ async fn eventually_led(client: &Client, topic: &str) -> u64 {
         assert!(Instant::now() < deadline, "{topic} never led: {s:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Creates `topic` with `partitions` partitions, three copies each (two needed in sync), and
+/// waits until the metadata group has a leader and every partition a leader and three in-sync
+/// replicas.
+async fn create_placed(client: &Client, topic: &str, partitions: usize) {
+    let mut t = NewTopic::new(topic, partitions as u32);
+    t.replication_factor = Some(3);
+    t.min_insync = Some(2);
+    client.admin().create_topic(t).await.unwrap();
+    eventually("the topic placed, all in sync", || async {
+        let s = client.admin().cluster_status().await.unwrap();
+        let parts: Vec<_> = s.partitions.iter().filter(|p| p.topic == topic).collect();
+        s.leader.is_some()
+            && parts.len() == partitions
+            && parts
+                .iter()
+                .all(|p| p.isr.len() == 3 && p.leader_addr.is_some())
+    })
+    .await;
 }
