@@ -11,12 +11,12 @@ use quiver_proto::groups::{GroupRequest, GroupResponse};
 use quiver_proto::messages::{AdminRequest, AdminResponse, ClusterStatus};
 use quiver_proto::ErrorCode;
 
-use crate::auth::{Auth, Principal};
+use crate::auth::{Auth, Principal, Request};
 use crate::cluster::{Applier, Cluster, MetaCommand, MetaResult, PeerServices};
 use crate::config::BrokerConfig;
 use crate::config::ClusterConfig;
 use crate::coordination::Coordination;
-use crate::delay::DelayStore;
+use crate::delay::{DelayStore, Delays, Shards};
 use crate::error::BrokerError;
 use crate::groups::Groups;
 use crate::meta::MetaStore;
@@ -40,6 +40,9 @@ use crate::telemetry::Telemetry;
 
 /// How often group sessions are checked for expiry (bounds how late a dead member is noticed).
 const SESSION_CHECK: Duration = Duration::from_millis(100);
+/// How often a cluster node opens the delay shards it came to lead and closes the others
+/// (bounds how long a shard's delivery pauses after a failover).
+const SHARD_CHECK: Duration = Duration::from_millis(200);
 
 /// The stores of one data directory.
 struct Stores {
@@ -49,7 +52,7 @@ struct Stores {
     pipelines: Arc<Pipelines>,
     exchanges: Arc<Exchanges>,
     groups: Arc<Groups>,
-    delays: Arc<DelayStore>,
+    delays: Arc<Delays>,
     auth: Arc<Auth>,
     mirrors: Arc<MirrorStore>,
     replication: Arc<Replication>,
@@ -71,8 +74,15 @@ impl Stores {
         let pipelines =
             Pipelines::open(meta.clone(), registry.clone(), config.plugins, max_output)?;
         let topics = Arc::new(TopicStore::open(&config.data_dir, meta.clone())?);
-        let replication = Replication::new(config.cluster.as_ref(), topics.clone())?;
-        let delays = DelayStore::open(&config.data_dir.join("delay"), &topics)?;
+        let delay_logs = open_delay_shards(config)?;
+        let replication =
+            Replication::new(config.cluster.as_ref(), topics.clone(), delay_logs.clone())?;
+        let delays = Delays::new(DelayStore::open(&config.data_dir.join("delay"), &topics)?);
+        if config.cluster.is_some() {
+            let lateness = delays.lateness().clone();
+            let weak = Arc::downgrade(&topics);
+            delays.set_shards(Shards::new(replication.clone(), delay_logs, weak, lateness));
+        }
         let auth = Auth::open(meta.clone(), config.auth, config.quotas.clone())?;
         // Nodes of a local cluster share their admin token through the dev CA's folder.
         let shared = config.cluster.as_ref().and_then(|c| c.dev_ca.as_deref());
@@ -98,7 +108,7 @@ impl Stores {
 pub struct Broker {
     config: BrokerConfig,
     topics: Arc<TopicStore>,
-    delays: Arc<DelayStore>,
+    delays: Arc<Delays>,
     exchanges: Arc<Exchanges>,
     catalog: Catalog,
     produce: Arc<ProduceService>,
@@ -245,6 +255,14 @@ impl Broker {
         self.delays
             .start(Arc::downgrade(&self.topics))
             .map_err(|e| BrokerError::Internal(format!("cannot start delayed delivery: {e}")))?;
+        if let Some(shards) = self.delays.shards() {
+            let shards = Arc::downgrade(shards);
+            supervisor.every("delay shards", SHARD_CHECK, move || {
+                if let Some(s) = shards.upgrade() {
+                    s.keep();
+                }
+            });
+        }
         let delays = Arc::downgrade(&self.delays);
         supervisor.on_shutdown(move || {
             if let Some(d) = delays.upgrade() {
@@ -271,9 +289,18 @@ impl Broker {
         listening: std::net::SocketAddr,
     ) -> Result<Arc<Cluster>, BrokerError> {
         let applier = Arc::new(BrokerApplier(Arc::downgrade(self)));
+        let delays: Arc<dyn crate::cluster::PeerHandler> = match self.delays.shards() {
+            Some(s) => s.clone(),
+            None => {
+                return Err(BrokerError::Internal(
+                    "a cluster node without delay shards".into(),
+                ))
+            }
+        };
         let services = PeerServices {
             replicas: self.replication.clone(),
             groups: self.coordination.peer_handler(),
+            delays,
         };
         let dir = &self.config.data_dir;
         let cluster = Cluster::start(config, dir, applier, services, (server, client)).await?;
@@ -306,6 +333,13 @@ impl Broker {
         payload: Bytes,
     ) -> Result<AdminResponse, BrokerError> {
         if let Some(cluster) = self.cluster.get() {
+            if let AdminRequest::CancelDelayed { id } = req {
+                // The drivers could not name the record's topic without asking its shard's
+                // leader: checked here, before the cancel.
+                let topic = self.delays.topic_of(id).await?;
+                self.auth
+                    .authorize(principal, Request::Admin(&req), &|_| topic.clone())?;
+            }
             if matches!(req, AdminRequest::ClusterStatus) {
                 return Ok(AdminResponse::ClusterStatus(self.cluster_status(cluster)));
             }
@@ -434,8 +468,17 @@ impl Broker {
         &self.topics
     }
 
-    pub fn delays(&self) -> &DelayStore {
+    pub fn delays(&self) -> &Delays {
         &self.delays
+    }
+
+    /// A graceful stop on a cluster: the delay shards this node leads finish their rounds and
+    /// close, then the partitions it leads go to other nodes (within `wait`).
+    pub async fn hand_over(&self, wait: Duration) {
+        if let Some(shards) = self.delays.shards().cloned() {
+            let _ = tokio::task::spawn_blocking(move || shards.leave()).await;
+        }
+        self.replication.hand_over(wait).await;
     }
 
     pub fn exchanges(&self) -> &Exchanges {
@@ -583,4 +626,23 @@ fn local_failure(code: ErrorCode) -> bool {
             | ErrorCode::Internal
             | ErrorCode::ShuttingDown
     )
+}
+
+/// A cluster node's delay-shard logs, one per member (`<data>/delay-shards/<n>`); none on a
+/// single broker.
+fn open_delay_shards(
+    config: &BrokerConfig,
+) -> Result<Vec<Arc<crate::storage::PartitionLog>>, BrokerError> {
+    let Some(cluster) = &config.cluster else {
+        return Ok(Vec::new());
+    };
+    let root = config.data_dir.join("delay-shards");
+    (0..cluster.members.len())
+        .map(|k| {
+            let dir = root.join(k.to_string());
+            let clock = crate::storage::partition::system_clock();
+            let log = crate::storage::PartitionLog::open(&dir, crate::delay::log_config(), clock)?;
+            Ok(Arc::new(log))
+        })
+        .collect()
 }

@@ -98,8 +98,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Mirrors forward this broker's topics to core brokers; they stop before the broker flushes.
     quiver_mirror::start(broker.clone(), server.supervisor());
     let token = server.shutdown_token();
-    let replication = broker.replication().clone();
-    let stopping = replication.clone();
+    let stopping = broker.replication().clone();
+    let stopping_broker = broker.clone();
     let http = match http {
         Some(addr) => Some(start_http(addr, broker, token.clone()).await?),
         None => None,
@@ -108,7 +108,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         wait_for_signal().await;
         tracing::info!("signal received: shutting down gracefully");
         // On a cluster, the partitions this node leads go to other nodes first.
-        replication.hand_over(HAND_OVER_WAIT).await;
+        stopping_broker.hand_over(HAND_OVER_WAIT).await;
         token.cancel();
     });
     server.run().await?;

@@ -6,7 +6,8 @@
 //! Queue consumers lease from every partition leader wherever they connected, and a
 //! partition's new leader resumes from the settled points its previous one replicated. A
 //! delayed record held by a leader that stops gracefully reaches the partition's new leader,
-//! once.
+//! once; delayed records whose delay shard's leader is killed reach their topic from the
+//! shard's new leader, and a cancel made through another node holds.
 
 mod common;
 
@@ -294,12 +295,103 @@ async fn a_delayed_record_held_by_a_stopped_leader_reaches_the_new_one() {
     assert_eq!(got, vec!["due soon".to_string()]);
 }
 
+/// Delayed records live in the replicated delay shards: when the node leading the shard that
+/// holds them is killed (SIGKILL, before they are due), the shard's new leader delivers every
+/// acknowledged one, once; a record cancelled through a node that does not lead its shard
+/// stays cancelled after the failover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_records_survive_the_death_of_their_shards_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::tuned(dir.path(), 1500);
+    let mut nodes: Vec<Option<Serve>> = (1..=3).map(|id| Some(layout.start(id))).collect();
+    let first = layout.client(nodes[0].as_ref().unwrap(), None).await;
+    create_placed(&first, "later", 3).await;
+    for k in 0..3 {
+        eventually_led_partition(&first, SHARDS, k).await;
+    }
+    let producer = Producer::new(
+        connect(&layout, nodes[0].as_ref().unwrap()).await,
+        ProducerConfig {
+            acks: Acks::All,
+            ..ProducerConfig::default()
+        },
+    );
+    let mut ids = Vec::new();
+    for v in 0..30u32 {
+        let rec = ProducerRecord::new("later", v.to_string())
+            .partition(v % 3)
+            .delay(Duration::from_secs(6));
+        let meta = producer.send(rec).await.unwrap().wait().await.unwrap();
+        ids.push(meta.delay_id.expect("held"));
+    }
+    // Record 0's shard, from its id (the shard's number is in the high bits), and its leader.
+    let shard = (ids[0] >> 48) as u32 - 1;
+    let status = first.admin().cluster_status().await.unwrap();
+    let victim = status
+        .partitions
+        .iter()
+        .find(|p| p.topic == SHARDS && p.partition == shard)
+        .and_then(|p| p.leader)
+        .unwrap();
+    // Cancelled through a node that does not lead the shard: handed to its leader.
+    let other = (1..=3).find(|n| *n != victim).unwrap();
+    let canceller = layout
+        .client(nodes[other as usize - 1].as_ref().unwrap(), None)
+        .await;
+    assert_eq!(
+        canceller.admin().cancel_delayed(ids[0]).await.unwrap(),
+        "later"
+    );
+    assert!(
+        canceller.admin().cancel_delayed(ids[0]).await.is_err(),
+        "cancelled twice"
+    );
+
+    drop(nodes[victim as usize - 1].take()); // SIGKILL
+    let reader = connect(&layout, nodes[other as usize - 1].as_ref().unwrap()).await;
+    let mut consumer = Consumer::new(reader, "later", ConsumerConfig::default());
+    consumer.assign(&[0, 1, 2], SeekTo::Earliest);
+    let deadline = Instant::now() + SETTLE + Duration::from_secs(6);
+    let mut got = Vec::new();
+    while Instant::now() < deadline && got.len() < 29 {
+        for r in consumer.poll(Duration::from_millis(500)).await.unwrap() {
+            got.push(
+                String::from_utf8_lossy(&r.record.value)
+                    .parse::<u32>()
+                    .unwrap(),
+            );
+        }
+    }
+    // Nothing more comes (once each; the cancelled one never).
+    for r in consumer.poll(Duration::from_secs(2)).await.unwrap() {
+        got.push(
+            String::from_utf8_lossy(&r.record.value)
+                .parse::<u32>()
+                .unwrap(),
+        );
+    }
+    got.sort_unstable();
+    assert_eq!(got, (1..30).collect::<Vec<_>>());
+}
+
+/// The internal topic of the delay shards (one partition per node).
+const SHARDS: &str = "__quiver.delay";
+
 /// Waits until `topic`'s partition 0 has a leader and three in-sync replicas; returns the leader.
 async fn eventually_led(client: &Client, topic: &str) -> u64 {
+    eventually_led_partition(client, topic, 0).await
+}
+
+/// Waits until `topic`'s partition `partition` has a leader and three in-sync replicas;
+/// returns the leader.
+async fn eventually_led_partition(client: &Client, topic: &str, partition: u32) -> u64 {
     let deadline = Instant::now() + SETTLE;
     loop {
         let s = client.admin().cluster_status().await.unwrap();
-        let p = s.partitions.iter().find(|p| p.topic == topic);
+        let p = s
+            .partitions
+            .iter()
+            .find(|p| p.topic == topic && p.partition == partition);
         if let Some(p) = p.filter(|p| p.isr.len() == 3 && p.leader_addr.is_some()) {
             return p.leader.unwrap();
         }

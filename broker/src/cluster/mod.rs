@@ -44,6 +44,7 @@ pub trait PeerHandler: Send + Sync + 'static {
 pub struct PeerServices {
     pub replicas: Arc<dyn PeerHandler>,
     pub groups: Arc<dyn PeerHandler>,
+    pub delays: Arc<dyn PeerHandler>,
 }
 
 /// How long an admin write waits for a leader (an election takes a few heartbeats).
@@ -154,6 +155,7 @@ impl Cluster {
             raft: raft.clone(),
             replicas: services.replicas,
             groups: services.groups,
+            delays: services.delays,
         };
         tokio::spawn(peer_server::serve(endpoint.clone(), handlers, stop.clone()));
         let mut members: Vec<NodeId> = config.members.iter().map(|m| m.id).collect();
@@ -295,6 +297,19 @@ impl Cluster {
     ) -> Result<Vec<u8>, ClusterError> {
         match self.call(node, PeerRequest::Group(request), ttl).await? {
             PeerResponse::Group(answer) => Ok(answer),
+            other => Err(unexpected(node, other)),
+        }
+    }
+
+    /// Sends a delayed-record request to `node` (a delay shard's leader) and returns its answer.
+    pub async fn call_delay(
+        &self,
+        node: NodeId,
+        request: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Vec<u8>, ClusterError> {
+        match self.call(node, PeerRequest::Delay(request), ttl).await? {
+            PeerResponse::Delay(answer) => Ok(answer),
             other => Err(unexpected(node, other)),
         }
     }

@@ -45,6 +45,8 @@ pub enum PeerRequest {
     Replica(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A consumer-group request a node forwards to the groups' coordinator, opaque here.
     Group(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A delayed-record request a node hands to a delay shard's leader, opaque here.
+    Delay(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// The answer to a [`PeerRequest`], of the same kind.
@@ -56,6 +58,7 @@ pub enum PeerResponse {
     Forwarded(Forwarded),
     Replica(#[serde(with = "serde_bytes")] Vec<u8>),
     Group(#[serde(with = "serde_bytes")] Vec<u8>),
+    Delay(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The request could not be read.
     Refused(String),
 }

@@ -20,6 +20,7 @@ pub struct Handlers {
     pub raft: Raft,
     pub replicas: Arc<dyn PeerHandler>,
     pub groups: Arc<dyn PeerHandler>,
+    pub delays: Arc<dyn PeerHandler>,
 }
 
 /// Serves peers until `stop` is cancelled or the endpoint closes.
@@ -104,6 +105,7 @@ async fn handle(request: PeerRequest, handlers: &Handlers) -> PeerResponse {
         PeerRequest::Forward(command) => PeerResponse::Forwarded(propose(raft, command).await),
         PeerRequest::Replica(r) => PeerResponse::Replica(handlers.replicas.handle(r).await),
         PeerRequest::Group(r) => PeerResponse::Group(handlers.groups.handle(r).await),
+        PeerRequest::Delay(r) => PeerResponse::Delay(handlers.delays.handle(r).await),
     }
 }
 

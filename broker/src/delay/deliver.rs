@@ -282,10 +282,11 @@ fn cleanup(
 
 /// On start: finds out which runs of an unfinished round reached their destination (their ids
 /// are in the partition at or after the end the intent noted) and makes the others pending again.
+/// Without `topics` (a delay shard's new leader) every run of the round is pending again.
 pub(super) fn settle(
     store: &DelayStore,
     unsettled: Option<super::Unsettled>,
-    topics: &TopicStore,
+    topics: Option<&TopicStore>,
 ) -> Result<(), DelayError> {
     let Some((dests, cancelled)) = unsettled else {
         return Ok(());
@@ -293,14 +294,16 @@ pub(super) fn settle(
     let mut ix = store.shared.index.lock();
     let mut again = Vec::new();
     for d in dests {
-        // Dropped (its topic was gone), or its topic is gone now: nothing to deliver.
-        let Ok(log) = topics.partition(&d.topic, d.partition) else {
-            continue;
-        };
+        // Dropped: its topic was gone.
         if d.end == u64::MAX {
             continue;
         }
-        let seen = delivered_ids(log.as_ref(), d.end)?;
+        let seen = match topics.map(|t| t.partition(&d.topic, d.partition)) {
+            Some(Ok(log)) => delivered_ids(log.as_ref(), d.end)?,
+            // Its topic is gone now: nothing to deliver.
+            Some(Err(_)) => continue,
+            None => HashSet::new(),
+        };
         for base in d.runs {
             let Some(run) = store.read_run_if_kept(base)? else {
                 continue;

@@ -9,9 +9,11 @@
 //! is known complete; the last one is checked against the destination partitions (delivered
 //! records carry their id in `quiver-delay-id`), and runs not found there are pending again.
 
+mod delays;
 mod deliver;
 mod index;
 pub mod records;
+mod shards;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +27,9 @@ use crate::storage::{Durability, LogConfig, PartitionLog, StorageError, TopicSto
 use index::Index;
 use records::{Control, Entry, RunInfo};
 
+pub use delays::Delays;
 pub use records::ID_HEADER;
+pub use shards::Shards;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DelayError {
@@ -48,6 +52,13 @@ pub enum DelayError {
     /// A cluster's delivery did not reach the partition's in-sync replicas (retried).
     #[error("delivery: {0}")]
     Delivery(String),
+    /// A cluster's delay shard could not take the request here or at its leader (it moved,
+    /// too few replicas, no answer), with the code the client sees.
+    #[error("{message}")]
+    Shard {
+        code: quiver_proto::ErrorCode,
+        message: String,
+    },
 }
 
 impl DelayError {
@@ -63,6 +74,7 @@ impl DelayError {
             DelayError::Corrupt(_) | DelayError::Encode(_) => ErrorCode::StorageError,
             DelayError::Internal(_) => ErrorCode::Internal,
             DelayError::Delivery(_) => ErrorCode::Timeout,
+            DelayError::Shard { code, .. } => *code,
         }
     }
 }
@@ -79,10 +91,14 @@ pub struct Held {
     /// How many records were held, and the first id (ids are consecutive, in batch order).
     pub count: u32,
     pub first_id: u64,
+    /// The delay log's end after the held runs.
+    pub end: u64,
 }
 
 pub struct DelayStore {
-    log: PartitionLog,
+    log: Arc<PartitionLog>,
+    /// Whether `close` closes the log (a delay shard's log belongs to the broker).
+    owns_log: bool,
     shared: Arc<Shared>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// How late delayed records reach their topic (one observation per run, see `lateness`).
@@ -121,7 +137,7 @@ impl std::fmt::Debug for DelayStore {
 
 /// The delay log's settings: small segments, so delivered prefixes are freed soon, and a dense
 /// index, because delivery reads single runs at arbitrary offsets.
-fn log_config() -> LogConfig {
+pub fn log_config() -> LogConfig {
     LogConfig {
         segment_bytes: 16 << 20,
         retention_ms: None,
@@ -142,15 +158,38 @@ impl DelayStore {
     /// round against `topics`.
     pub fn open(dir: &Path, topics: &TopicStore) -> Result<DelayStore, DelayError> {
         let log = PartitionLog::open(dir, log_config(), crate::storage::partition::system_clock())?;
+        let lateness = Histogram::new(lateness_buckets());
+        DelayStore::build(Arc::new(log), true, lateness, Some(topics))
+    }
+
+    /// A store over a delay shard's log, which this node has just come to lead: a round its
+    /// last leader left unfinished is delivered again (at least once: the destination may be
+    /// led elsewhere, so it is not searched). `lateness` is shared by every store of the node.
+    pub fn over(log: Arc<PartitionLog>, lateness: Histogram) -> Result<DelayStore, DelayError> {
+        DelayStore::build(log, false, lateness, None)
+    }
+
+    /// A new histogram of lateness (seconds), to share between stores.
+    pub fn lateness_histogram() -> Histogram {
+        Histogram::new(lateness_buckets())
+    }
+
+    fn build(
+        log: Arc<PartitionLog>,
+        owns_log: bool,
+        lateness: Histogram,
+        settle_in: Option<&TopicStore>,
+    ) -> Result<DelayStore, DelayError> {
         let store = DelayStore {
             log,
+            owns_log,
             shared: Arc::default(),
             thread: Mutex::new(None),
-            lateness: Histogram::new(lateness_buckets()),
+            lateness,
             deliver: std::sync::OnceLock::new(),
         };
         let unsettled = store.replay()?;
-        deliver::settle(&store, unsettled, topics)?;
+        deliver::settle(&store, unsettled, settle_in)?;
         let ix = store.shared.index.lock();
         if ix.runs() > 0 {
             tracing::info!(
@@ -171,7 +210,7 @@ impl DelayStore {
         let mut at = self.log.stats().log_start;
         let end = self.log.stats().log_end;
         while at < end {
-            let read = self.log.read(at, 1 << 20)?;
+            let read = self.log.read_raw(at, 1 << 20)?;
             if read.bytes.is_empty() {
                 break;
             }
@@ -257,7 +296,8 @@ impl DelayStore {
 
     /// The held run starting at `base`.
     fn read_run(&self, base: u64) -> Result<Batch, DelayError> {
-        let read = self.log.read(base, 1)?;
+        // Raw: a shard's leader delivers what it holds before its followers have it.
+        let read = self.log.read_raw(base, 1)?;
         match Batches::new(read.bytes).next() {
             Some(b) => {
                 let b = b?;
@@ -287,6 +327,7 @@ impl DelayStore {
                 immediate: Some(batch),
                 count: 0,
                 first_id: 0,
+                end: self.log.stats().log_end,
             });
         }
         let now = crate::util::now_ms();
@@ -310,7 +351,18 @@ impl DelayStore {
             immediate,
             count,
             first_id,
+            end,
         })
+    }
+
+    /// The records of `batch` without a due time, as [`DelayStore::hold`] leaves them (for a
+    /// batch whose delayed records another node holds).
+    pub fn immediate_of(batch: &Batch) -> Result<Option<Batch>, DelayError> {
+        if batch.header().flags & batch::FLAG_DELAYED == 0 {
+            return Ok(Some(batch.clone()));
+        }
+        let dues = records::due_times(batch, crate::util::now_ms())?;
+        immediate_part(batch, &dues)
     }
 
     /// Appends held runs and indexes them, under the index lock so their ids are consecutive.
@@ -354,6 +406,11 @@ impl DelayStore {
 
     /// Cancels the pending record `id`; returns its destination topic.
     pub fn cancel(&self, id: u64) -> Result<String, DelayError> {
+        self.cancel_with_end(id).map(|(topic, _)| topic)
+    }
+
+    /// [`DelayStore::cancel`], also answering the delay log's end after the cancel record.
+    pub fn cancel_with_end(&self, id: u64) -> Result<(String, u64), DelayError> {
         let mut ix = self.shared.index.lock();
         let topic = ix.pending_topic(id).ok_or(DelayError::UnknownId(id))?;
         let rec = records::control(&Control::Cancel(id), crate::util::now_ms())?;
@@ -362,7 +419,7 @@ impl DelayStore {
         drop(ix);
         // A cancel is as durable as the produce that held the record could have asked for.
         self.log.sync_through(info.log_end)?;
-        Ok(topic.to_string())
+        Ok((topic.to_string(), info.log_end))
     }
 
     /// Drops the records held for a deleted topic (durably: a purge record), so they neither
@@ -428,7 +485,10 @@ impl DelayStore {
     /// Stops delivery and fsyncs the delay log (clean shutdown: nothing is appended after).
     pub fn close(&self) -> Result<(), DelayError> {
         self.stop();
-        Ok(self.log.close()?)
+        if self.owns_log {
+            self.log.close()?;
+        }
+        Ok(())
     }
 }
 

@@ -297,13 +297,13 @@ impl BrokerCollector {
     fn delays(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
         let delays = self.broker.delays();
         let pending = self.broker.topics().list().into_iter().map(|t| {
-            let n = delays.pending_for(&t.name);
+            let n = delays.pending_here(&t.name);
             (vec![("topic", t.name.clone())], n as i64)
         });
         gauges(
             encoder,
             "delayed_pending",
-            "Delayed records held for the topic, not yet delivered",
+            "Delayed records held for the topic, not yet delivered (on a cluster: in the delay shards this node leads)",
             pending,
         )?;
         histograms(

@@ -148,8 +148,12 @@ impl Following {
                     bytes,
                     high_watermark,
                     epochs,
+                    log_start,
                     ..
-                } => self.append(offset, bytes, high_watermark, epochs).await?,
+                } => {
+                    let marks = (high_watermark, log_start);
+                    self.append(offset, bytes, marks, epochs).await?
+                }
                 ReplicaResponse::OutOfRange { log_start } => {
                     let guard = self.writing.clone().lock_owned().await;
                     let log = self.log.clone();
@@ -173,7 +177,7 @@ impl Following {
         &self,
         offset: u64,
         bytes: Vec<u8>,
-        high_watermark: u64,
+        (high_watermark, log_start): (u64, u64),
         leader_epochs: Vec<(u64, u64)>,
     ) -> Result<(), String> {
         let guard = self.writing.clone().lock_owned().await;
@@ -205,6 +209,11 @@ impl Following {
                 cache.assign(epoch, start).map_err(|e| e.to_string())?;
             }
             log.set_high_watermark(Some(high_watermark.min(end)));
+            // Whole segments below the leader's log start only (never past this copy's end).
+            if log_start > log.stats().log_start {
+                log.delete_before(log_start.min(end))
+                    .map_err(|e| e.to_string())?;
+            }
             Ok(())
         })
         .await

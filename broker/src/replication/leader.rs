@@ -231,6 +231,7 @@ impl Leader {
             bytes: read.bytes.to_vec(),
             high_watermark: self.high_watermark(),
             log_end: read.log_end,
+            log_start: read.log_start,
             epochs: epochs.entries()[from..].to_vec(),
         }
     }

@@ -64,6 +64,10 @@ pub enum ReplicaResponse {
         bytes: Vec<u8>,
         high_watermark: u64,
         log_end: u64,
+        /// The leader's log start: a follower deletes its segments below it too (delivered
+        /// delay-log segments, retention run at the leader).
+        #[serde(default)]
+        log_start: u64,
         /// The leader's epoch entries from the one covering the fetch offset on.
         epochs: Vec<(u64, u64)>,
     },

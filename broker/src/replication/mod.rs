@@ -45,6 +45,11 @@ use messages::{decode, encode, ReplicaRequest, ReplicaResponse};
 /// How long an `acks=all` produce waits for its in-sync replicas.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The internal topic of the delay shards (`delay/shards.rs`): one partition per member, each a
+/// delay log replicated like any partition. Its logs are not in the topic store (clients cannot
+/// name it); the broker opens them and hands them over at start.
+pub const DELAY_TOPIC: &str = "__quiver.delay";
+
 /// Errors of partition replication.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicationError {
@@ -163,6 +168,8 @@ pub struct Replication {
     /// Called when this node takes the lead of a partition, before it takes writes (the
     /// produce service learns the producer sequences in the log).
     on_lead: OnceLock<LeadHook>,
+    /// The logs of [`DELAY_TOPIC`]'s partitions, by number.
+    delay_logs: Vec<Arc<PartitionLog>>,
 }
 
 /// What runs when this node takes the lead of a partition.
@@ -179,9 +186,11 @@ impl std::fmt::Debug for Replication {
 impl Replication {
     /// The service of a broker: disabled without a cluster. On a cluster node every partition
     /// refuses appends until this node knows it leads it.
+    /// `delay_logs`: the delay shards' logs (a cluster node has one per member).
     pub fn new(
         cluster: Option<&ClusterConfig>,
         topics: Arc<TopicStore>,
+        delay_logs: Vec<Arc<PartitionLog>>,
     ) -> Result<Arc<Replication>, ReplicationError> {
         let settings = cluster.map(|c| {
             let mut members: Vec<NodeId> = c.members.iter().map(|m| m.id).collect();
@@ -210,12 +219,73 @@ impl Replication {
             leaving: AtomicBool::new(false),
             stop: CancellationToken::new(),
             on_lead: OnceLock::new(),
+            delay_logs,
         });
         if this.settings.is_some() {
             this.topics.fence_partitions();
+            for log in &this.delay_logs {
+                log.set_follower(true);
+            }
             this.load()?;
+            this.place_delay_shards()?;
         }
         Ok(this)
+    }
+
+    /// Places the delay shards the first time this node starts: like a topic created with the
+    /// cluster's default factor, computed (not proposed) because every node computes the same
+    /// from the member list before it applies anything; elections and ISR changes then go
+    /// through Raft as for any partition.
+    fn place_delay_shards(&self) -> Result<(), ReplicationError> {
+        if self.partitions.read().contains_key(DELAY_TOPIC) {
+            return Ok(());
+        }
+        let s = self.settings()?;
+        let count = self.delay_logs.len() as u32;
+        for (p, state) in placement::assign(DELAY_TOPIC, 0, count, s.default_rf, 1, &s.members)
+            .into_iter()
+            .enumerate()
+        {
+            self.put(DELAY_TOPIC, p as u32, state, true)?;
+        }
+        Ok(())
+    }
+
+    /// The log of a partition this node holds (the delay shards' are not in the topic store).
+    fn log_of(&self, topic: &str, p: u32) -> Result<Arc<PartitionLog>, String> {
+        if topic == DELAY_TOPIC {
+            return self
+                .delay_logs
+                .get(p as usize)
+                .cloned()
+                .ok_or_else(|| format!("no delay shard {p}"));
+        }
+        self.topics.partition(topic, p).map_err(|e| e.to_string())
+    }
+
+    /// The leader epoch of a partition this node leads now (`None`: it does not).
+    pub fn led_epoch(&self, topic: &str, p: u32) -> Option<u64> {
+        self.leader_of(topic, p).ok().flatten().map(|l| l.epoch)
+    }
+
+    /// The node leading a partition, as this node last applied it.
+    pub fn leader_node(&self, topic: &str, p: u32) -> Option<NodeId> {
+        self.state(topic, p).and_then(|s| s.leader)
+    }
+
+    /// Whether a topic's partitions are replicated (created through the metadata group).
+    pub fn is_replicated(&self, topic: &str) -> bool {
+        self.partitions.read().contains_key(topic)
+    }
+
+    /// The cluster this node joined, once it has.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    /// The runtime the cluster side runs on (blocking callers wait on it).
+    pub fn runtime(&self) -> Option<&tokio::runtime::Handle> {
+        self.runtime.get()
     }
 
     pub fn enabled(&self) -> bool {
@@ -482,7 +552,7 @@ impl Replication {
             self.meta
                 .put_durable(Namespace::Replicas, &format!("{topic}/{p}"), &state)?;
         }
-        let log = match self.topics.partition(topic, p) {
+        let log = match self.log_of(topic, p) {
             Ok(log) => log,
             Err(e) => {
                 tracing::warn!(topic, partition = p, error = %e, "a replicated partition has no log here");

@@ -15,7 +15,7 @@ use super::exchanges::ExchangeService;
 use super::plugins::PluginService;
 use super::produce::ProduceService;
 use crate::auth::{Auth, Principal};
-use crate::delay::DelayStore;
+use crate::delay::Delays;
 use crate::error::BrokerError;
 use crate::groups::Groups;
 use crate::meta::MetaStore;
@@ -36,7 +36,7 @@ pub struct Identity {
 pub struct AdminService {
     pub(crate) catalog: Catalog,
     pub(crate) pipelines: Arc<Pipelines>,
-    pub(crate) delays: Arc<DelayStore>,
+    pub(crate) delays: Arc<Delays>,
     pub(crate) produce: Arc<ProduceService>,
     pub(crate) groups: Arc<Groups>,
     pub(crate) meta: MetaStore,
@@ -115,7 +115,7 @@ impl AdminService {
             }),
             R::DescribeTopic { name } => {
                 let t = self.catalog.topics().get(&name)?;
-                Ok(AdminResponse::Topic(self.describe(&t)))
+                Ok(AdminResponse::Topic(self.describe(&t, true)))
             }
             R::AddPartitions { name, count } => self.add_partitions(&name, count),
             R::CancelDelayed { id } => Ok(AdminResponse::DelayCancelled {
@@ -183,7 +183,7 @@ impl AdminService {
             self.replication
                 .partitions_added(name, t.partitions().len() as u32)?;
         }
-        Ok(AdminResponse::Topic(self.describe(&t)))
+        Ok(AdminResponse::Topic(self.describe(&t, false)))
     }
 
     /// A fresh producer id for idempotent produce (unique across restarts).
@@ -226,7 +226,9 @@ impl AdminService {
             .collect()
     }
 
-    fn describe(&self, t: &Topic) -> TopicDescription {
+    /// A topic as `describe` shows it; `everywhere`: its delayed records counted in the whole
+    /// cluster (asking other nodes: not while applying metadata), else on this node.
+    fn describe(&self, t: &Topic, everywhere: bool) -> TopicDescription {
         let partitions = t
             .partitions()
             .iter()
@@ -250,7 +252,10 @@ impl AdminService {
             segment_bytes: t.config.log.segment_bytes,
             created_ms: t.config.created_ms,
             pipeline: self.pipelines.infos(&t.name),
-            pending_delayed: self.delays.pending_for(&t.name),
+            pending_delayed: match everywhere {
+                true => self.delays.pending_for(&t.name),
+                false => self.delays.pending_here(&t.name),
+            },
         }
     }
 }

@@ -409,6 +409,9 @@ impl TopicStore {
     }
 }
 
+/// Names the broker keeps for itself (a cluster's delay shards, `__quiver.delay`).
+pub const RESERVED_PREFIX: &str = "__quiver.";
+
 pub fn validate_name(name: &str) -> Result<(), StorageError> {
     let bad = |reason| {
         Err(StorageError::InvalidTopicName {
@@ -421,6 +424,9 @@ pub fn validate_name(name: &str) -> Result<(), StorageError> {
     }
     if name.starts_with('.') {
         return bad("must not start with '.'");
+    }
+    if name.starts_with(RESERVED_PREFIX) {
+        return bad("names starting with `__quiver.` are the broker's own");
     }
     if !name
         .bytes()

@@ -18,7 +18,7 @@ use quiver_proto::Batch;
 
 use super::dead_letter::DeadLetters;
 use crate::auth::{Auth, Principal};
-use crate::delay::DelayStore;
+use crate::delay::Delays;
 use crate::error::BrokerError;
 use crate::offload;
 use crate::plugins::Pipelines;
@@ -114,7 +114,7 @@ pub enum Accepted {
 pub struct ProduceService {
     topics: Arc<TopicStore>,
     pipelines: Arc<Pipelines>,
-    delays: Arc<DelayStore>,
+    delays: Arc<Delays>,
     exchanges: Arc<Exchanges>,
     producers: Producers,
     dead_letters: DeadLetters,
@@ -166,7 +166,7 @@ impl ProduceService {
     pub fn new(
         topics: Arc<TopicStore>,
         pipelines: Arc<Pipelines>,
-        delays: Arc<DelayStore>,
+        delays: Arc<Delays>,
         exchanges: Arc<Exchanges>,
         dead_letters: DeadLetters,
         replication: Arc<Replication>,
