@@ -16,7 +16,7 @@ use crate::cluster::{Applier, Cluster, MetaCommand, MetaResult, PeerServices};
 use crate::config::BrokerConfig;
 use crate::config::ClusterConfig;
 use crate::coordination::Coordination;
-use crate::delay::{DelayStore, Delays, Shards};
+use crate::delay::{DelayError, DelayStore, Delays, Shards};
 use crate::error::BrokerError;
 use crate::groups::Groups;
 use crate::meta::MetaStore;
@@ -334,11 +334,7 @@ impl Broker {
     ) -> Result<AdminResponse, BrokerError> {
         if let Some(cluster) = self.cluster.get() {
             if let AdminRequest::CancelDelayed { id } = req {
-                // The drivers could not name the record's topic without asking its shard's
-                // leader: checked here, before the cancel.
-                let topic = self.delays.topic_of(id).await?;
-                self.auth
-                    .authorize(principal, Request::Admin(&req), &|_| topic.clone())?;
+                return self.cancel_delayed(principal, id).await;
             }
             if matches!(req, AdminRequest::ClusterStatus) {
                 return Ok(AdminResponse::ClusterStatus(self.cluster_status(cluster)));
@@ -349,6 +345,27 @@ impl Broker {
         }
         let (b, p) = (self.clone(), principal.clone());
         crate::offload::blocking(move || b.admin().handle(&p, req, payload)).await
+    }
+
+    /// Cancels a delayed record on a cluster. The drivers' ACL check could not name the
+    /// record's topic without asking its shard's leader: it is asked here and checked before
+    /// the cancel, which the leader makes only if the record is bound for that topic.
+    async fn cancel_delayed(
+        self: &Arc<Self>,
+        principal: &Principal,
+        id: u64,
+    ) -> Result<AdminResponse, BrokerError> {
+        let topic = (self.delays.topic_of(id).await?).ok_or(DelayError::UnknownId(id))?;
+        let req = AdminRequest::CancelDelayed { id };
+        let named = Some(topic.clone());
+        self.auth
+            .authorize(principal, Request::Admin(&req), &|_| named.clone())?;
+        let b = self.clone();
+        crate::offload::blocking(move || {
+            let topic = b.delays.cancel_authorized(id, &topic)?;
+            Ok(AdminResponse::DelayCancelled { id, topic })
+        })
+        .await
     }
 
     async fn replicate(
@@ -476,7 +493,10 @@ impl Broker {
     /// close, then the partitions it leads go to other nodes (within `wait`).
     pub async fn hand_over(&self, wait: Duration) {
         if let Some(shards) = self.delays.shards().cloned() {
-            let _ = tokio::task::spawn_blocking(move || shards.leave()).await;
+            // Part of the wait: a round still running then is delivered again by the next
+            // leader (at least once).
+            let rounds = wait / 2;
+            let _ = tokio::task::spawn_blocking(move || shards.leave(rounds)).await;
         }
         self.replication.hand_over(wait).await;
     }

@@ -346,32 +346,40 @@ async fn delayed_records_survive_the_death_of_their_shards_leader() {
         canceller.admin().cancel_delayed(ids[0]).await.is_err(),
         "cancelled twice"
     );
+    // Counted in every shard, whichever node is asked.
+    let described = canceller.admin().describe_topic("later").await.unwrap();
+    assert_eq!(described.pending_delayed, 29);
 
     drop(nodes[victim as usize - 1].take()); // SIGKILL
     let reader = connect(&layout, nodes[other as usize - 1].as_ref().unwrap()).await;
     let mut consumer = Consumer::new(reader, "later", ConsumerConfig::default());
     consumer.assign(&[0, 1, 2], SeekTo::Earliest);
     let deadline = Instant::now() + SETTLE + Duration::from_secs(6);
-    let mut got = Vec::new();
+    let mut got: Vec<u32> = Vec::new();
     while Instant::now() < deadline && got.len() < 29 {
-        for r in consumer.poll(Duration::from_millis(500)).await.unwrap() {
-            got.push(
-                String::from_utf8_lossy(&r.record.value)
-                    .parse::<u32>()
-                    .unwrap(),
-            );
-        }
+        let records = consumer.poll(Duration::from_millis(500)).await.unwrap();
+        got.extend(with_ids(records, &ids));
     }
     // Nothing more comes (once each; the cancelled one never).
-    for r in consumer.poll(Duration::from_secs(2)).await.unwrap() {
-        got.push(
-            String::from_utf8_lossy(&r.record.value)
-                .parse::<u32>()
-                .unwrap(),
-        );
-    }
+    let records = consumer.poll(Duration::from_secs(2)).await.unwrap();
+    got.extend(with_ids(records, &ids));
     got.sort_unstable();
     assert_eq!(got, (1..30).collect::<Vec<_>>());
+}
+
+/// The numbers the records carry, each checked to carry the delay id its producer was given
+/// (`ids`, by number) in its `quiver-delay-id` header.
+fn with_ids(records: Vec<quiver::ConsumedRecord>, ids: &[u64]) -> Vec<u32> {
+    records
+        .iter()
+        .map(|r| {
+            let v: u32 = String::from_utf8_lossy(&r.record.value).parse().unwrap();
+            let id = r.record.header("quiver-delay-id").map(|h| h.to_vec());
+            let want = ids[v as usize].to_string().into_bytes();
+            assert_eq!(id, Some(want), "record {v}");
+            v
+        })
+        .collect()
 }
 
 /// The internal topic of the delay shards (one partition per node).

@@ -71,12 +71,26 @@ impl Delays {
         }
     }
 
-    /// Cancels pending record `id`; its destination topic. Blocking.
+    /// Cancels pending record `id`; its destination topic. Blocking. A shard's record only
+    /// where the shard is led, the one place [`Delays::pending_topic`] could name its topic to
+    /// the ACL check (elsewhere see [`Delays::cancel_authorized`]).
     pub fn cancel(&self, id: u64) -> Result<String, DelayError> {
         match (split_id(id), self.shards.get()) {
-            (Some(_), Some(s)) => s.cancel(id),
+            (Some(_), Some(s)) => match s.pending_topic_here(id) {
+                Some(topic) => s.cancel(id, &topic),
+                None => Err(DelayError::UnknownId(id)),
+            },
             (Some(_), None) => Err(DelayError::UnknownId(id)),
             (None, _) => self.local.cancel(id),
+        }
+    }
+
+    /// Cancels pending record `id` if it is bound for `topic`, the topic its canceller was
+    /// authorized for ([`Delays::topic_of`] named it); at its shard's leader. Blocking.
+    pub fn cancel_authorized(&self, id: u64, topic: &str) -> Result<String, DelayError> {
+        match (split_id(id), self.shards.get()) {
+            (Some(_), Some(s)) => s.cancel(id, topic),
+            _ => self.local.cancel(id),
         }
     }
 

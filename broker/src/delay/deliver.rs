@@ -38,6 +38,10 @@ pub(super) fn run(shared: &Shared, store: &Weak<DelayStore>, topics: &Weak<Topic
             let (Some(store), Some(topics)) = (store.upgrade(), topics.upgrade()) else {
                 return;
             };
+            if !store.still_leads() {
+                // A delay shard that moved: its new leader delivers what it held.
+                return;
+            }
             let failed = !taken.is_empty()
                 && deliver_round(&topics, &store, taken, &mut touched)
                     .inspect_err(
@@ -117,6 +121,12 @@ fn deliver_round(
     };
     let mut failed: Vec<Taken> = Vec::new();
     for o in outs {
+        if !store.still_leads() {
+            // The shard's new leader has (or will have) the intent: it delivers the rest.
+            return Err(DelayError::Internal(
+                "the delay shard moved in the middle of a round",
+            ));
+        }
         match append_out(topics, store, &o) {
             Ok(Some(end)) => {
                 observe_lateness(store, &o.runs);
@@ -188,11 +198,27 @@ fn write_intent(
     mut outs: Vec<Out>,
 ) -> Result<Vec<Out>, (DelayError, Vec<Out>)> {
     let mut dests = Vec::with_capacity(outs.len());
-    for o in &mut outs {
+    let mut later = Vec::new();
+    for (i, o) in outs.iter_mut().enumerate() {
         match prepare(topics, store, o) {
-            Ok(d) => dests.push(d),
+            Ok(Some(d)) => dests.push(d),
+            Ok(None) => later.push(i),
             Err(e) => return Err((e, outs)),
         }
+    }
+    // Destinations not known here yet wait for a later round.
+    let mut unknown = None;
+    for i in later.into_iter().rev() {
+        let o = outs.remove(i);
+        unknown = Some(format!("{}/{}", o.topic, o.partition));
+        let mut ix = store.shared.index.lock();
+        for t in o.runs {
+            ix.restore(t);
+        }
+    }
+    if let (true, Some(dest)) = (outs.is_empty(), unknown) {
+        let why = format!("bound for {dest}, which this node does not know yet");
+        return Err((DelayError::Delivery(why), outs));
     }
     match store.append_control(&Control::Intent(dests)) {
         Ok(()) => Ok(outs),
@@ -201,12 +227,14 @@ fn write_intent(
 }
 
 /// Builds the batches of one destination and its intent entry. A run whose topic is gone is
-/// dropped (no batch, logged); its intent entry, with end `u64::MAX`, marks it so.
+/// dropped (no batch, logged); its intent entry, with end `u64::MAX`, marks it so. On a
+/// cluster a destination this node does not know is first taken for one its metadata has not
+/// reached yet: `None` (try later) until a grace time past the runs' due time.
 fn prepare(
     topics: &TopicStore,
     store: &DelayStore,
     o: &mut Out,
-) -> Result<Destination, DelayError> {
+) -> Result<Option<Destination>, DelayError> {
     let mut dest = Destination {
         topic: o.topic.to_string(),
         partition: o.partition,
@@ -216,9 +244,14 @@ fn prepare(
     let log = match topics.partition(&o.topic, o.partition) {
         Ok(log) => log,
         Err(StorageError::UnknownTopic(_) | StorageError::UnknownPartition { .. }) => {
+            let due = o.runs.iter().map(|t| t.run.due).min().unwrap_or(0);
+            let waited = crate::util::now_ms() - due;
+            if store.leads.is_some() && waited < super::UNKNOWN_DESTINATION_GRACE_MS {
+                return Ok(None);
+            }
             let records: u32 = o.runs.iter().map(|t| t.run.count).sum();
             tracing::warn!(topic = %o.topic, partition = o.partition, records, "delayed records dropped: their destination no longer exists");
-            return Ok(dest);
+            return Ok(Some(dest));
         }
         Err(e) => return Err(e.into()),
     };
@@ -231,13 +264,13 @@ fn prepare(
             let full = std::mem::take(&mut out);
             o.batches.push(Batch::parse_trusted(full.finish()?)?);
         }
-        records::deliver_into(&mut out, &run, &t.cancelled)?;
+        records::deliver_into(&mut out, &run, &t.cancelled, store.id_base)?;
     }
     dest.end = log.stats().log_end;
     if !out.is_empty() {
         o.batches.push(Batch::parse_trusted(out.finish()?)?);
     }
-    Ok(dest)
+    Ok(Some(dest))
 }
 
 /// Puts the runs of a failed round back, durably first (an undo record), then in the index. If the
@@ -308,7 +341,8 @@ pub(super) fn settle(
             let Some(run) = store.read_run_if_kept(base)? else {
                 continue;
             };
-            let ids = base..base + run.record_count() as u64;
+            let first = base + store.id_base;
+            let ids = first..first + run.record_count() as u64;
             if !ids.clone().any(|id| seen.contains(&id)) {
                 store.reinsert(&mut ix, base)?;
                 again.push(base);
@@ -405,6 +439,35 @@ mod tests {
         let (_topics, store) = open(dir.path());
         assert_eq!(store.pending_total(), 0);
         assert!(store.cancel(0).is_err());
+    }
+
+    /// A delay shard's store on a cluster node whose metadata lags: records bound for a
+    /// partition it does not know yet stay pending (not dropped), and are delivered, with the
+    /// ids their producer was given, once the topic is there.
+    #[test]
+    fn a_shard_waits_for_a_destination_it_does_not_know_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = MetaStore::open(&dir.path().join("meta")).unwrap();
+        let topics = TopicStore::open(dir.path(), meta).unwrap();
+        let clock = crate::storage::partition::system_clock();
+        let log = PartitionLog::open(&dir.path().join("shard"), super::super::log_config(), clock);
+        let base = 7 << 48;
+        let leads: super::super::LeadsHook = Box::new(|| true);
+        let lateness = DelayStore::lateness_histogram();
+        let store = DelayStore::over(Arc::new(log.unwrap()), lateness, (base, leads)).unwrap();
+        hold_three(&store);
+        let round = |store: &DelayStore| {
+            let taken = store.shared.index.lock().take_due(i64::MAX, |_| true);
+            deliver_round(&topics, store, taken, &mut Vec::new())
+        };
+        assert!(round(&store).is_err(), "not known yet");
+        assert_eq!(store.pending_total(), 3);
+        topics.create_topic("t", TopicConfig::default()).unwrap();
+        round(&store).unwrap();
+        assert_eq!(store.pending_total(), 0);
+        let log = topics.partition("t", 0).unwrap();
+        let ids = delivered_ids(&log, 0).unwrap();
+        assert_eq!(ids, (base..base + 3).collect());
     }
 
     /// A round cut short after its intent, with the destination append done or not: a restart

@@ -106,7 +106,20 @@ pub struct DelayStore {
     /// On a cluster: appends a destination's batches where its partition is led and waits for
     /// its in-sync replicas (else they are appended to this node's copy).
     deliver: std::sync::OnceLock<DeliverHook>,
+    /// Added to log offsets to make the ids clients see (0 but in a delay shard).
+    id_base: u64,
+    /// A delay shard's store: whether this node still leads the shard in the epoch the store
+    /// was opened for (its delivery stops as soon as it does not).
+    leads: Option<LeadsHook>,
 }
+
+/// Whether a delay shard's store may still deliver.
+pub type LeadsHook = Box<dyn Fn() -> bool + Send + Sync>;
+
+/// How long after their due time records bound for a partition this node does not know are
+/// kept trying on a cluster (its metadata may lag the node that took them), before they are
+/// dropped as bound for a deleted topic.
+const UNKNOWN_DESTINATION_GRACE_MS: i64 = 60_000;
 
 /// Delivers a destination partition's batches; answers this node's log end after them, if
 /// they went to this node's copy.
@@ -159,14 +172,19 @@ impl DelayStore {
     pub fn open(dir: &Path, topics: &TopicStore) -> Result<DelayStore, DelayError> {
         let log = PartitionLog::open(dir, log_config(), crate::storage::partition::system_clock())?;
         let lateness = Histogram::new(lateness_buckets());
-        DelayStore::build(Arc::new(log), true, lateness, Some(topics))
+        DelayStore::build(Arc::new(log), true, lateness, Some(topics), None)
     }
 
     /// A store over a delay shard's log, which this node has just come to lead: a round its
     /// last leader left unfinished is delivered again (at least once: the destination may be
-    /// led elsewhere, so it is not searched). `lateness` is shared by every store of the node.
-    pub fn over(log: Arc<PartitionLog>, lateness: Histogram) -> Result<DelayStore, DelayError> {
-        DelayStore::build(log, false, lateness, None)
+    /// led elsewhere, so it is not searched). `lateness` is shared by every store of the node;
+    /// ids are offsets plus `id_base`; `leads` says whether the node still leads the shard.
+    pub fn over(
+        log: Arc<PartitionLog>,
+        lateness: Histogram,
+        (id_base, leads): (u64, LeadsHook),
+    ) -> Result<DelayStore, DelayError> {
+        DelayStore::build(log, false, lateness, None, Some((id_base, leads)))
     }
 
     /// A new histogram of lateness (seconds), to share between stores.
@@ -179,7 +197,12 @@ impl DelayStore {
         owns_log: bool,
         lateness: Histogram,
         settle_in: Option<&TopicStore>,
+        shard: Option<(u64, LeadsHook)>,
     ) -> Result<DelayStore, DelayError> {
+        let (id_base, leads) = match shard {
+            Some((base, leads)) => (base, Some(leads)),
+            None => (0, None),
+        };
         let store = DelayStore {
             log,
             owns_log,
@@ -187,6 +210,8 @@ impl DelayStore {
             thread: Mutex::new(None),
             lateness,
             deliver: std::sync::OnceLock::new(),
+            id_base,
+            leads,
         };
         let unsettled = store.replay()?;
         deliver::settle(&store, unsettled, settle_in)?;
@@ -342,10 +367,11 @@ impl DelayStore {
             };
             encoded.push((records::held_run(&batch, indexes, &info)?, *due));
         }
-        let (count, first_id, end) = self.append_runs(topic, partition, &encoded)?;
+        let (count, first, end) = self.append_runs(topic, partition, &encoded)?;
         if acks == Durability::All && count > 0 {
             self.log.sync_through(end)?;
         }
+        let first_id = if count > 0 { first + self.id_base } else { 0 };
         let immediate = immediate_part(&batch, &dues)?;
         Ok(Held {
             immediate,
@@ -397,10 +423,11 @@ impl DelayStore {
 
     /// The destination topic of the pending record `id` (for the ACL check of a cancel).
     pub fn pending_topic(&self, id: u64) -> Option<String> {
+        let local = id.checked_sub(self.id_base)?;
         self.shared
             .index
             .lock()
-            .pending_topic(id)
+            .pending_topic(local)
             .map(|t| t.to_string())
     }
 
@@ -411,11 +438,14 @@ impl DelayStore {
 
     /// [`DelayStore::cancel`], also answering the delay log's end after the cancel record.
     pub fn cancel_with_end(&self, id: u64) -> Result<(String, u64), DelayError> {
+        let local = id
+            .checked_sub(self.id_base)
+            .ok_or(DelayError::UnknownId(id))?;
         let mut ix = self.shared.index.lock();
-        let topic = ix.pending_topic(id).ok_or(DelayError::UnknownId(id))?;
-        let rec = records::control(&Control::Cancel(id), crate::util::now_ms())?;
+        let topic = ix.pending_topic(local).ok_or(DelayError::UnknownId(id))?;
+        let rec = records::control(&Control::Cancel(local), crate::util::now_ms())?;
         let info = self.log.append(&rec, Durability::Leader)?;
-        ix.cancel(id);
+        ix.cancel(local);
         drop(ix);
         // A cancel is as durable as the produce that held the record could have asked for.
         self.log.sync_through(info.log_end)?;
@@ -466,14 +496,40 @@ impl DelayStore {
         Ok(())
     }
 
+    /// Tells the delivery thread to stop after its round, without waiting for it.
+    pub fn halt(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let _guard = self.shared.index.lock();
+        self.shared.wake.notify_all();
+    }
+
+    /// Whether this store may deliver: always, but for a delay shard this node no longer leads.
+    fn still_leads(&self) -> bool {
+        self.leads.as_ref().is_none_or(|leads| leads())
+    }
+
+    /// Stops the delivery thread, waiting at most `wait` for its round to end; false if it
+    /// did not in time (it stops after the round, on its own).
+    pub fn stop_within(&self, wait: std::time::Duration) -> bool {
+        self.halt();
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let finished = self.thread.lock().as_ref().is_none_or(|h| h.is_finished());
+            if finished {
+                self.stop();
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// Stops the delivery thread and waits for its round to end (unless called from it: the
     /// broker may be dropped there).
     pub fn stop(&self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        {
-            let _guard = self.shared.index.lock();
-            self.shared.wake.notify_all();
-        }
+        self.halt();
         let handle = self.thread.lock().take();
         if let Some(h) = handle {
             if h.thread().id() != std::thread::current().id() {

@@ -207,18 +207,20 @@ fn run_info(r: &RecordRef<'_>) -> Result<RunInfo, DelayError> {
 
 /// Adds the records of a held run, minus the `cancelled` ids, to `out` as delivered: without the
 /// delay headers (re-producing a delivered record must not delay it again), with their id in
-/// [`ID_HEADER`] and their due time in [`DUE_HEADER`]. Returns how many were added.
+/// [`ID_HEADER`] (its offset plus `id_base`, the id its producer was given) and their due time
+/// in [`DUE_HEADER`]. Returns how many were added.
 pub fn deliver_into(
     out: &mut BatchBuilder,
     run: &Batch,
     cancelled: &[u64],
+    id_base: u64,
 ) -> Result<u32, DelayError> {
     let mut added = 0;
     for r in run.records() {
         if cancelled.contains(&r.offset) {
             continue;
         }
-        let id = r.offset.to_string();
+        let id = (r.offset + id_base).to_string();
         let due = r.header(DUE_HEADER).unwrap_or_default();
         copy_record(out, &r, &[(ID_HEADER, id.as_bytes()), (DUE_HEADER, due)])?;
         added += 1;
@@ -334,7 +336,7 @@ mod tests {
         }
         let mut out = BatchBuilder::new();
         // Offsets of a freshly built run are 0 and 1: cancel the second.
-        assert_eq!(deliver_into(&mut out, &run, &[1]).unwrap(), 1);
+        assert_eq!(deliver_into(&mut out, &run, &[1], 0).unwrap(), 1);
         let delivered = Batch::parse(out.finish().unwrap()).unwrap();
         let r = delivered.records().next().unwrap();
         assert_eq!(r.value, b"v0");

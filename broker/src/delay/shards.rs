@@ -61,10 +61,13 @@ enum ShardRequest {
     Topic {
         id: u64,
     },
+    /// `topic`: the one the canceller was authorized for (the record must be bound for it).
     Cancel {
         id: u64,
+        topic: String,
     },
     Pending {
+        shard: u32,
         topic: String,
     },
 }
@@ -156,13 +159,14 @@ impl Shards {
                 continue;
             }
             if let Some(old) = current {
-                // Waits for its round: its `done` is written while the log still takes it.
-                old.store.stop();
+                // Not waited for: a round blocked on a destination would hold up the other
+                // shards. It stops before its next destination (it checks it still leads).
+                old.store.halt();
                 self.led.lock()[k as usize] = None;
                 tracing::info!(shard = k, "delay shard closed here");
             }
             let Some(epoch) = epoch else { continue };
-            match self.open_store(k) {
+            match self.open_store(k, epoch) {
                 Ok(store) => {
                     tracing::info!(
                         shard = k,
@@ -177,9 +181,16 @@ impl Shards {
         }
     }
 
-    fn open_store(&self, k: u32) -> Result<Arc<DelayStore>, DelayError> {
+    fn open_store(&self, k: u32, epoch: u64) -> Result<Arc<DelayStore>, DelayError> {
         let log = self.logs[k as usize].clone();
-        let store = Arc::new(DelayStore::over(log, self.lateness.clone())?);
+        let replication = Arc::downgrade(&self.replication);
+        let leads: super::LeadsHook = Box::new(move || {
+            replication
+                .upgrade()
+                .is_some_and(|r| r.led_epoch(DELAY_TOPIC, k) == Some(epoch))
+        });
+        let shard = (global_id(k, 0), leads);
+        let store = Arc::new(DelayStore::over(log, self.lateness.clone(), shard)?);
         let replication = Arc::downgrade(&self.replication);
         store.on_deliver(Box::new(move |topic, p, batches| {
             let r = replication.upgrade().ok_or("the broker is stopping")?;
@@ -192,11 +203,29 @@ impl Shards {
         Ok(store)
     }
 
-    /// Stops every store and opens no more (a graceful stop, before the hand-over: a round in
-    /// progress finishes while this node still leads, so the next leader does not repeat it).
-    pub fn leave(&self) {
+    /// Stops every store and opens no more (a graceful stop, before the hand-over): a round in
+    /// progress gets up to `wait` to finish while this node still leads, so the next leader
+    /// does not repeat it.
+    pub fn leave(&self, wait: Duration) {
         self.leaving.store(true, Ordering::Release);
-        self.keep();
+        let led: Vec<Led> = self
+            .led
+            .lock()
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect();
+        for l in &led {
+            l.store.halt();
+        }
+        let deadline = std::time::Instant::now() + wait;
+        for l in led {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if !l.store.stop_within(left) {
+                tracing::warn!(
+                    "a delay shard's delivery round did not finish before the hand-over"
+                );
+            }
+        }
     }
 
     /// The store of shard `k` if this node leads it in the epoch the store was opened for.
@@ -255,11 +284,10 @@ impl Shards {
         acks: Durability,
     ) -> Result<Held, DelayError> {
         let led = self.led(k).ok_or_else(|| moved(k, "not led here"))?;
-        let mut held = led.store.hold(topic, partition, batch, acks)?;
+        let held = led.store.hold(topic, partition, batch, acks)?;
         if acks == Durability::All && held.count > 0 {
             self.replicated(k, held.end, led.epoch)?;
         }
-        held.first_id = global_id(k, held.first_id);
         Ok(held)
     }
 
@@ -281,17 +309,17 @@ impl Shards {
     /// The destination topic of pending record `id`, if its shard is led here (the ACL check
     /// of a cancel; [`Shards::topic_of`] asks the leader).
     pub fn pending_topic_here(&self, id: u64) -> Option<String> {
-        let (k, local) = split_id(id)?;
-        self.led(k)?.store.pending_topic(local)
+        let (k, _) = split_id(id)?;
+        self.led(k)?.store.pending_topic(id)
     }
 
     /// The destination topic of pending record `id`, asked of its shard's leader.
     pub async fn topic_of(&self, id: u64) -> Result<Option<String>, DelayError> {
-        let Some((k, local)) = split_id(id) else {
+        let Some((k, _)) = split_id(id) else {
             return Ok(None);
         };
         if let Some(led) = self.led(k) {
-            return Ok(led.store.pending_topic(local));
+            return Ok(led.store.pending_topic(id));
         }
         match self
             .ask(k, &ShardRequest::Topic { id }, FORWARD_WAIT)
@@ -302,29 +330,35 @@ impl Shards {
         }
     }
 
-    /// Cancels pending record `id` at its shard's leader; its destination topic. Blocking.
-    pub fn cancel(&self, id: u64) -> Result<String, DelayError> {
-        let (k, local) = split_id(id).ok_or(DelayError::UnknownId(id))?;
-        if k >= self.count() {
-            return Err(DelayError::UnknownId(id));
-        }
+    /// Cancels pending record `id`, bound for `topic` (the one the caller was authorized
+    /// for), at its shard's leader. Blocking.
+    pub fn cancel(&self, id: u64, topic: &str) -> Result<String, DelayError> {
+        let k = match split_id(id) {
+            Some((k, _)) if k < self.count() => k,
+            _ => return Err(DelayError::UnknownId(id)),
+        };
         if self.led(k).is_some() {
-            return self.cancel_here(k, local);
+            return self.cancel_here(k, id, topic);
         }
-        match self.ask_blocking(k, &ShardRequest::Cancel { id }, FORWARD_WAIT)? {
+        let request = ShardRequest::Cancel {
+            id,
+            topic: topic.to_owned(),
+        };
+        match self.ask_blocking(k, &request, FORWARD_WAIT)? {
             ShardResponse::Cancelled(topic) => Ok(topic),
             other => Err(refused(k, other)),
         }
     }
 
     /// Cancels at this node, the shard's leader, once the shard's in-sync replicas have the
-    /// cancel (a failover after it must not deliver the record).
-    fn cancel_here(&self, k: u32, local: u64) -> Result<String, DelayError> {
+    /// cancel (a failover after it must not deliver the record). A record bound for another
+    /// topic than `topic` is not the one the caller was authorized for: unknown to it.
+    fn cancel_here(&self, k: u32, id: u64, topic: &str) -> Result<String, DelayError> {
         let led = self.led(k).ok_or_else(|| moved(k, "not led here"))?;
-        let (topic, end) = led.store.cancel_with_end(local).map_err(|e| match e {
-            DelayError::UnknownId(_) => DelayError::UnknownId(global_id(k, local)),
-            e => e,
-        })?;
+        if led.store.pending_topic(id).as_deref() != Some(topic) {
+            return Err(DelayError::UnknownId(id));
+        }
+        let (topic, end) = led.store.cancel_with_end(id)?;
         self.replicated(k, end, led.epoch)?;
         Ok(topic)
     }
@@ -340,25 +374,38 @@ impl Shards {
             .sum()
     }
 
-    /// Records held for `topic` in every shard, each counted by its leader (a shard whose
-    /// leader does not answer within a moment counts nothing). Blocking.
+    /// Records held for `topic` in every shard, each counted by its leader, all asked at once
+    /// (a shard whose leader does not answer within a moment counts nothing). Blocking.
     pub fn pending_everywhere(&self, topic: &str) -> u64 {
-        let mut total = 0;
-        for k in 0..self.count() {
-            if let Some(led) = self.led(k) {
-                total += led.store.pending_for(topic);
-                continue;
-            }
+        let Some(handle) = self.replication.runtime() else {
+            return self.pending_here(Some(topic));
+        };
+        let counts = (0..self.count()).map(|k| {
             let request = ShardRequest::Pending {
+                shard: k,
                 topic: topic.to_owned(),
             };
-            match self.ask_blocking(k, &request, COUNT_WAIT) {
-                Ok(ShardResponse::Pending(n)) => total += n,
-                Ok(other) => tracing::debug!(shard = k, answer = ?other, "no pending count"),
-                Err(e) => tracing::debug!(shard = k, error = %e, "no pending count"),
+            async move {
+                if let Some(led) = self.led(k) {
+                    return led.store.pending_for(topic);
+                }
+                match self.ask(k, &request, COUNT_WAIT).await {
+                    Ok(ShardResponse::Pending(n)) => n,
+                    Ok(other) => {
+                        tracing::debug!(shard = k, answer = ?other, "no pending count");
+                        0
+                    }
+                    Err(e) => {
+                        tracing::debug!(shard = k, error = %e, "no pending count");
+                        0
+                    }
+                }
             }
-        }
-        total
+        });
+        handle
+            .block_on(futures_util::future::join_all(counts))
+            .into_iter()
+            .sum()
     }
 
     /// Drops the records held for a deleted topic in the shards this node leads (every node
@@ -458,27 +505,27 @@ impl Shards {
                     count: h.count,
                     first_id: h.first_id,
                 }),
-            ShardRequest::Topic { id } => Ok(ShardResponse::Topic(
-                self.led_store_of(id).and_then(|(s, l)| s.pending_topic(l)),
-            )),
-            ShardRequest::Cancel { id } => match split_id(id) {
-                Some((k, l)) => self.cancel_here(k, l).map(ShardResponse::Cancelled),
+            // Not led here (a failover in between): "moved", never "no such record", which
+            // would let the cancel's ACL check pass.
+            ShardRequest::Topic { id } => match split_id(id).and_then(|(k, _)| self.led(k)) {
+                Some(led) => Ok(ShardResponse::Topic(led.store.pending_topic(id))),
+                None => Err(moved(split_id(id).map_or(0, |(k, _)| k), "not led here")),
+            },
+            ShardRequest::Cancel { id, topic } => match split_id(id) {
+                Some((k, _)) => self
+                    .cancel_here(k, id, &topic)
+                    .map(ShardResponse::Cancelled),
                 None => Err(DelayError::UnknownId(id)),
             },
-            ShardRequest::Pending { topic } => {
-                Ok(ShardResponse::Pending(self.pending_here(Some(&topic))))
-            }
+            ShardRequest::Pending { shard, topic } => match self.led(shard) {
+                Some(led) => Ok(ShardResponse::Pending(led.store.pending_for(&topic))),
+                None => Err(moved(shard, "not led here")),
+            },
         };
         answer.unwrap_or_else(|e| ShardResponse::Failed {
             code: e.code().as_u16(),
             message: e.to_string(),
         })
-    }
-
-    /// The led store and local id of a cluster-wide id.
-    fn led_store_of(&self, id: u64) -> Option<(Arc<DelayStore>, u64)> {
-        let (k, local) = split_id(id)?;
-        Some((self.led(k)?.store, local))
     }
 }
 

@@ -249,6 +249,12 @@ impl TopicStore {
         mut config: TopicConfig,
     ) -> Result<Arc<Topic>, StorageError> {
         validate_name(name)?;
+        if name.starts_with(RESERVED_PREFIX) {
+            return Err(StorageError::InvalidTopicName {
+                name: name.to_owned(),
+                reason: "names starting with `__quiver.` are the broker's own",
+            });
+        }
         config.log.validate()?;
         if config.partitions == 0 || config.partitions > MAX_PARTITIONS {
             return Err(StorageError::InvalidConfig(format!(
@@ -424,9 +430,6 @@ pub fn validate_name(name: &str) -> Result<(), StorageError> {
     }
     if name.starts_with('.') {
         return bad("must not start with '.'");
-    }
-    if name.starts_with(RESERVED_PREFIX) {
-        return bad("names starting with `__quiver.` are the broker's own");
     }
     if !name
         .bytes()
