@@ -115,6 +115,10 @@ pub struct ClusterConfig {
     /// leads get new leaders from their in-sync replicas.
     #[serde(default = "default_node_timeout_ms")]
     pub node_timeout_ms: u64,
+    /// How often a node hands the partitions it leads back to their preferred leader (the
+    /// first replica) when that one is in sync again, as after a restart; 0: never.
+    #[serde(default = "default_leader_rebalance_ms")]
+    pub leader_rebalance_ms: u64,
     /// The client address this node announces to clients (which send a partition's requests
     /// to its leader); default: the `listen` address.
     #[serde(default)]
@@ -131,6 +135,10 @@ fn default_replica_lag_ms() -> u64 {
 
 fn default_node_timeout_ms() -> u64 {
     6_000
+}
+
+fn default_leader_rebalance_ms() -> u64 {
+    30_000
 }
 
 fn default_snapshot_logs() -> u64 {
@@ -200,6 +208,7 @@ impl ClusterConfig {
             replication_factor: None,
             replica_lag_ms: default_replica_lag_ms(),
             node_timeout_ms: default_node_timeout_ms(),
+            leader_rebalance_ms: default_leader_rebalance_ms(),
             advertise: None,
         }
     }

@@ -3,7 +3,8 @@
 //! others (a topic needing all three refuses it with NotEnoughReplicas), then rejoins; the
 //! partition leader killed with SIGKILL is replaced by an in-sync replica and produces go on;
 //! a returning leader cuts the tail no in-sync replica acknowledged (leader epochs); consumers
-//! read each partition from its leader, wherever they connected. The
+//! read each partition from its leader, wherever they connected; leaders go back to their
+//! preferred nodes after a restart. The
 //! checker reads every node's segment files: the replicas must hold the same records.
 
 mod common;
@@ -395,4 +396,68 @@ async fn a_producer_follows_its_partitions_leaders_through_a_crash() {
     }
     seen.sort_unstable();
     assert_eq!(seen, acked);
+}
+
+/// Whether every partition of the cluster (the delay shards too) is led by its preferred
+/// replica, with all three in sync.
+async fn all_preferred(client: &Client) -> bool {
+    let Ok(status) = client.admin().cluster_status().await else {
+        return false;
+    };
+    !status.partitions.is_empty()
+        && status
+            .partitions
+            .iter()
+            .all(|p| p.leader == p.replicas.first().copied() && p.isr.len() == 3)
+}
+
+/// Leaders go back to their preferred nodes (`leader_rebalance_ms`): the preferred leader of a
+/// partition, stopped gracefully, hands it over; started again and back in sync, it leads it
+/// again, and every record acknowledged before, between and after the moves is there once, on
+/// every replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaders_return_to_their_preferred_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::tuned_with(dir.path(), 1500, "leader_rebalance_ms = 1000\n");
+    let mut nodes: Vec<Option<Serve>> = (1..=3).map(|id| Some(layout.start(id))).collect();
+    let first = layout.client(node(&nodes, 1), None).await;
+    create(&first, "spread", 1).await;
+    let p = wait_for(&first, "spread", "placed, all in sync", |p| {
+        p.isr.len() == 3
+    })
+    .await;
+    let preferred = p.replicas[0];
+    eventually("every partition led by its preferred node", || {
+        all_preferred(&first)
+    })
+    .await;
+    produce(&first, "spread", 0..10, Acks::All).await.unwrap();
+
+    let other = (1..=3).find(|n| *n != preferred).unwrap();
+    let watcher = layout.client(node(&nodes, other), None).await;
+    let stopped = nodes[preferred as usize - 1].take().unwrap();
+    let status = tokio::task::block_in_place(|| stopped.terminate());
+    assert!(status.success(), "{status}");
+    wait_for(&watcher, "spread", "led elsewhere", |p| {
+        p.leader.is_some_and(|l| l != preferred)
+    })
+    .await;
+    produce(&watcher, "spread", 10..20, Acks::All)
+        .await
+        .unwrap();
+
+    nodes[preferred as usize - 1] = Some(layout.start(preferred));
+    eventually("every partition led by its preferred node again", || {
+        all_preferred(&watcher)
+    })
+    .await;
+    produce(&watcher, "spread", 20..30, Acks::All)
+        .await
+        .unwrap();
+    assert_eq!(read_all(&watcher, "spread").await, strings(0..30));
+    // Every replica holds the same records (followers copy within a fetch or two).
+    eventually("the replicas identical", || async {
+        (1..=3).all(|id| replica_values(&layout, id, "spread") == strings(0..30))
+    })
+    .await;
 }

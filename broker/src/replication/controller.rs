@@ -1,9 +1,11 @@
 //! The periodic checks that change replica metadata: on the Raft leader (the controller), new
 //! leaders for partitions whose leader's node stopped answering; on every partition leader,
-//! followers leaving or rejoining the in-sync replicas. Each change is a metadata command,
+//! followers leaving or rejoining the in-sync replicas, and now and then partitions handed
+//! back to their preferred leaders (`rebalance.rs`). Each change is a metadata command,
 //! applied by every node only if the partition's state is still the one it was decided on.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +22,8 @@ const TICK: Duration = Duration::from_millis(250);
 pub async fn run(r: Arc<Replication>, stop: CancellationToken) {
     let pending: Arc<Mutex<HashSet<(String, u32)>>> = Arc::default();
     let mut leading_since: Option<Instant> = None;
+    let mut rebalanced = Instant::now();
+    let rebalancing = Arc::new(AtomicBool::new(false));
     let mut tick = tokio::time::interval(TICK);
     loop {
         tokio::select! {
@@ -29,7 +33,7 @@ pub async fn run(r: Arc<Replication>, stop: CancellationToken) {
         let Some(cluster) = r.cluster.get().cloned() else {
             continue;
         };
-        if !r.active.load(std::sync::atomic::Ordering::Acquire) {
+        if !r.active.load(Ordering::Acquire) {
             continue;
         }
         let mut commands = r.isr_changes();
@@ -41,6 +45,18 @@ pub async fn run(r: Arc<Replication>, stop: CancellationToken) {
         }
         for (key, command) in commands {
             propose(&cluster, &pending, key, command);
+        }
+        let every = r.settings.as_ref().and_then(|s| s.rebalance);
+        if every.is_some_and(|e| rebalanced.elapsed() >= e)
+            && !r.leaving.load(Ordering::Acquire)
+            && !rebalancing.swap(true, Ordering::AcqRel)
+        {
+            rebalanced = Instant::now();
+            let (r, done) = (r.clone(), rebalancing.clone());
+            tokio::spawn(async move {
+                r.rebalance(&cluster).await;
+                done.store(false, Ordering::Release);
+            });
         }
     }
 }

@@ -113,7 +113,7 @@ impl Replication {
 /// Refuses appends to the partitions about to be handed over and gives their in-sync
 /// followers a moment to copy everything, so `acks=leader` records are not cut when this node
 /// returns.
-async fn quiesce(led: &[(Arc<Leader>, Arc<PartitionLog>)]) {
+pub(super) async fn quiesce(led: &[(Arc<Leader>, Arc<PartitionLog>)]) {
     for (_, log) in led {
         log.set_follower(true);
     }

@@ -10,8 +10,8 @@
 //! Files: the placement of new partitions (`placement.rs`), the leader-epoch cache
 //! (`epochs.rs`), the messages between replicas (`messages.rs`), a led partition
 //! (`leader.rs`), a followed one (`follower.rs`), elections and ISR changes (`controller.rs`),
-//! a graceful stop's hand-over (`handover.rs`), delayed records delivered at the leader
-//! (`delivery.rs`).
+//! a graceful stop's hand-over (`handover.rs`), preferred leaders taking their partitions back
+//! (`rebalance.rs`), delayed records delivered at the leader (`delivery.rs`).
 //! On a single broker the service is disabled and every check passes.
 
 mod controller;
@@ -22,6 +22,7 @@ mod handover;
 mod leader;
 mod messages;
 mod placement;
+mod rebalance;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -112,6 +113,8 @@ struct Settings {
     default_rf: u32,
     lag: Duration,
     node_timeout: Duration,
+    /// How often led partitions go back to their preferred leaders (`None`: never).
+    rebalance: Option<Duration>,
     /// The configured client address to announce (else the address the listener got).
     advertise: Option<String>,
 }
@@ -201,6 +204,8 @@ impl Replication {
                 default_rf: c.default_replication_factor(),
                 lag: Duration::from_millis(c.replica_lag_ms),
                 node_timeout: Duration::from_millis(c.node_timeout_ms),
+                rebalance: (c.leader_rebalance_ms > 0)
+                    .then(|| Duration::from_millis(c.leader_rebalance_ms)),
                 advertise: c.advertise.clone(),
             }
         });

@@ -61,9 +61,14 @@ impl Layout {
     /// A layout whose nodes notice lag and death within a test's patience: followers leave the
     /// ISR after `lag_ms` without catching up, a silent node counts as gone after 2 s.
     pub fn tuned(dir: &Path, lag_ms: u64) -> Layout {
+        Layout::tuned_with(dir, lag_ms, "")
+    }
+
+    /// [`Layout::tuned`] with more `[cluster]` settings (TOML lines).
+    pub fn tuned_with(dir: &Path, lag_ms: u64, more: &str) -> Layout {
         let file = dir.join("cluster.toml");
         let tuning = format!(
-            "[cluster]\nheartbeat_ms = 100\nreplica_lag_ms = {lag_ms}\nnode_timeout_ms = 2000\n"
+            "[cluster]\nheartbeat_ms = 100\nreplica_lag_ms = {lag_ms}\nnode_timeout_ms = 2000\n{more}"
         );
         std::fs::write(&file, tuning).unwrap();
         Layout::new(dir, &["--config", file.to_str().unwrap()])

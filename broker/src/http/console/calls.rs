@@ -23,14 +23,19 @@ pub fn admin(
     Ok(answer)
 }
 
-/// One group request, as the QUIC group stream answers it.
+/// One group request, as the QUIC group stream answers it: on a cluster by the groups'
+/// coordinator, which knows their members (this runs on the blocking pool, so it may wait
+/// for the forwarded call).
 pub fn group(
     broker: &Broker,
     principal: &Principal,
     req: GroupRequest,
 ) -> Result<GroupResponse, BrokerError> {
     broker.authorize(principal, Request::Group(&req))?;
-    let mut answer = broker.groups().handle(req)?;
+    let mut answer = match broker.cluster() {
+        Some(_) => tokio::runtime::Handle::current().block_on(broker.group(req))?,
+        None => broker.groups().handle(req)?,
+    };
     broker.auth().filter_groups(principal, &mut answer);
     Ok(answer)
 }
