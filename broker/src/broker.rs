@@ -336,6 +336,20 @@ impl Broker {
             if let AdminRequest::CancelDelayed { id } = req {
                 return self.cancel_delayed(principal, id).await;
             }
+            if let AdminRequest::InitProducer {
+                fencing_key: Some(key),
+                current_id,
+            } = req
+            {
+                // Every node fences the key's earlier producer, wherever its partitions are.
+                let command = MetaCommand::FenceProducer {
+                    principal: principal.name().to_owned(),
+                    key,
+                    id: self.admin.draw_producer_id()?,
+                    current: current_id,
+                };
+                return answer(cluster.write(command).await?);
+            }
             if matches!(req, AdminRequest::ClusterStatus) {
                 return Ok(AdminResponse::ClusterStatus(self.cluster_status(cluster)));
             }
@@ -564,6 +578,18 @@ impl Applier for BrokerApplier {
                     .create_user_with(&name, &token_id, token_hash)
                     .map_err(BrokerError::from)
             }
+            MetaCommand::FenceProducer {
+                principal,
+                key,
+                id,
+                current,
+            } => {
+                tracing::debug!(index, %principal, %key, id, "applying a producer fence");
+                broker
+                    .admin
+                    .fence_producer(&principal, key, id, current)
+                    .map(|()| AdminResponse::Producer { producer_id: id })
+            }
             MetaCommand::CommitOffsets { group, offsets } => {
                 tracing::debug!(index, %group, count = offsets.len(), "applying committed offsets");
                 let state = broker.groups().state();
@@ -623,6 +649,7 @@ fn apply_replica(broker: &Broker, command: MetaCommand) -> Result<MetaResult, St
         MetaCommand::Admin { .. }
         | MetaCommand::CreateUser { .. }
         | MetaCommand::CommitOffsets { .. }
+        | MetaCommand::FenceProducer { .. }
         | MetaCommand::QueueSettled { .. } => return Err("not a replica change".into()),
     };
     match applied {

@@ -4,7 +4,8 @@
 //! partition leader killed with SIGKILL is replaced by an in-sync replica and produces go on;
 //! a returning leader cuts the tail no in-sync replica acknowledged (leader epochs); consumers
 //! read each partition from its leader, wherever they connected; leaders go back to their
-//! preferred nodes after a restart. The
+//! preferred nodes after a restart; a fencing key fences a producer wherever its partitions
+//! are led. The
 //! checker reads every node's segment files: the replicas must hold the same records.
 
 mod common;
@@ -460,4 +461,65 @@ async fn leaders_return_to_their_preferred_nodes() {
         (1..=3).all(|id| replica_values(&layout, id, "spread") == strings(0..30))
     })
     .await;
+}
+
+/// A client that notices a crashed node after a few seconds.
+async fn quick_client(layout: &Layout, node: &Serve) -> Client {
+    let mut opts = quiver::ClientOptions::new(node.addr.clone(), layout.ca());
+    opts.idle_timeout = Some(Duration::from_secs(3));
+    Client::connect_with(opts).await.unwrap()
+}
+
+/// Fencing keys hold across the cluster: a producer's id taken under a key through one node
+/// fences the key's earlier producer, which took its id through another node, at the
+/// partition's leader on a third, and still after that leader dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fencing_key_fences_across_nodes_and_failovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = layout(dir.path());
+    let mut nodes: Vec<Option<Serve>> = (1..=3).map(|id| Some(layout.start(id))).collect();
+    let first = layout.client(node(&nodes, 1), None).await;
+    create(&first, "ledger", 2).await;
+    let p = wait_for(&first, "ledger", "placed, all in sync", |p| {
+        p.isr.len() == 3
+    })
+    .await;
+    let leader = p.leader.unwrap();
+    let others: Vec<u64> = (1..=3).filter(|n| *n != leader).collect();
+    let fenced = |client: Client| {
+        let config = ProducerConfig {
+            fencing_key: Some("ledger-writer".into()),
+            acks: Acks::All,
+            ..ProducerConfig::default()
+        };
+        Producer::new(client, config)
+    };
+    let send = |p: &Producer, v: &'static str| {
+        let p = p.clone();
+        async move {
+            let d = p
+                .send_now(ProducerRecord::new("ledger", v).partition(0))
+                .await?;
+            d.wait().await.map(|_| ())
+        }
+    };
+    let old = fenced(quick_client(&layout, node(&nodes, others[0])).await);
+    old.init().await.unwrap();
+    send(&old, "old-1").await.unwrap();
+    let new = fenced(quick_client(&layout, node(&nodes, others[1])).await);
+    new.init().await.unwrap();
+    let err = send(&old, "old-2").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::ProducerFenced), "{err}");
+    send(&new, "new-1").await.unwrap();
+
+    // The leader dies: the partition's new leader refuses the fenced producer too.
+    drop(nodes[leader as usize - 1].take());
+    send(&new, "new-2").await.unwrap();
+    let err = send(&old, "old-3").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::ProducerFenced), "{err}");
+    let reader = quick_client(&layout, node(&nodes, others[0])).await;
+    assert_eq!(
+        read_all(&reader, "ledger").await,
+        ["old-1", "new-1", "new-2"]
+    );
 }

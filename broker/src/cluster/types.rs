@@ -45,6 +45,15 @@ pub enum MetaCommand {
         #[serde(with = "serde_bytes")]
         token_hash: Vec<u8>,
     },
+    /// A producer id `principal` took under its fencing key `key`: every node fences the id
+    /// the key held before (its batches are refused wherever its partitions are led), unless
+    /// `current` (the id the caller held) is no longer the key's holder, which refuses this one.
+    FenceProducer {
+        principal: String,
+        key: String,
+        id: u64,
+        current: Option<u64>,
+    },
     /// A node says where it takes client connections (on every start), so metadata answers can
     /// send clients to a partition's leader.
     RegisterNode {
@@ -114,7 +123,8 @@ pub struct PartitionState {
 impl MetaCommand {
     /// Whether a request changes replicated metadata (and so goes through Raft). Reads are
     /// answered by any node; producer ids and delayed records belong to partitions, not to the
-    /// metadata group.
+    /// metadata group (a producer id taken under a fencing key goes through Raft as a
+    /// [`MetaCommand::FenceProducer`]).
     pub fn replicates(request: &AdminRequest) -> bool {
         use AdminRequest as A;
         match request {

@@ -186,32 +186,49 @@ impl AdminService {
         Ok(AdminResponse::Topic(self.describe(&t, false)))
     }
 
-    /// A fresh producer id for idempotent produce (unique across restarts).
-    /// A new producer id; with a fencing key, the id `principal` took under it before is
-    /// fenced (one principal cannot fence another's producers with the same key). `current`:
-    /// the id the caller holds under the key; refused if a newer producer took it since.
+    /// A new producer id for idempotent produce; with a fencing key, the id `principal` took
+    /// under it before is fenced (one principal cannot fence another's producers with the same
+    /// key). `current`: the id the caller holds under the key; refused if a newer producer took
+    /// it since. (On a cluster the fence goes through Raft, see `Broker::admin_request`.)
     pub fn init_producer(
         &self,
         principal: &Principal,
         fencing_key: Option<String>,
         current: Option<u64>,
     ) -> Result<u64, BrokerError> {
+        let id = self.draw_producer_id()?;
+        if let Some(key) = fencing_key {
+            self.fence_producer(principal.name(), key, id, current)?;
+        }
+        Ok(id)
+    }
+
+    /// A fresh producer id (unique across restarts, and across the nodes of a cluster).
+    pub fn draw_producer_id(&self) -> Result<u64, BrokerError> {
         let id = self.meta.generate_id()?;
         // Ids are drawn per node: the low bits name the node, so two nodes never hand out the
         // same id to producers that may meet on one partition after a failover.
-        let id = match self.identity.node_id {
+        Ok(match self.identity.node_id {
             Some(node) => (id << 10) | (node & 0x3ff),
             None => id,
-        };
-        if let Some(key) = fencing_key {
-            let key = (principal.name().to_owned(), key);
-            if !self.produce.fence(key, id, current) {
-                return Err(BrokerError::ProducerFenced {
-                    producer: current.unwrap_or_default(),
-                });
-            }
+        })
+    }
+
+    /// Makes `id` the producer of `principal`'s fencing key `key` and fences the one before;
+    /// `ProducerFenced` if `current` no longer holds the key.
+    pub fn fence_producer(
+        &self,
+        principal: &str,
+        key: String,
+        id: u64,
+        current: Option<u64>,
+    ) -> Result<(), BrokerError> {
+        if !self.produce.fence((principal.to_owned(), key), id, current) {
+            return Err(BrokerError::ProducerFenced {
+                producer: current.unwrap_or_default(),
+            });
         }
-        Ok(id)
+        Ok(())
     }
 
     fn summaries(&self) -> Vec<TopicSummary> {
