@@ -147,7 +147,7 @@ impl Broker {
             config.default_partitions,
             config.log,
         );
-        let dead_letters = DeadLetters::new(catalog.clone());
+        let dead_letters = DeadLetters::new(catalog.clone(), s.replication.clone());
         let produce = Arc::new(ProduceService::new(
             s.topics.clone(),
             s.pipelines.clone(),

@@ -8,7 +8,8 @@
 //! partition's new leader resumes from the settled points its previous one replicated. A
 //! delayed record held by a leader that stops gracefully reaches the partition's new leader,
 //! once; delayed records whose delay shard's leader is killed reach their topic from the
-//! shard's new leader, and a cancel made through another node holds.
+//! shard's new leader, and a cancel made through another node holds. A queue's dead-letter
+//! topic is created and replicated through the cluster.
 
 mod common;
 
@@ -330,6 +331,63 @@ async fn a_delayed_record_held_by_a_stopped_leader_reaches_the_new_one() {
         got.push(String::from_utf8_lossy(&r.record.value).into_owned());
     }
     assert_eq!(got, vec!["due soon".to_string()]);
+}
+
+/// A record out of queue deliveries goes to `T.dlq`, created through the cluster (every node
+/// lists it, replicated three times) and written at its leader: it is still there after the
+/// node that buried it dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_topic_is_created_and_replicated_through_the_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::tuned(dir.path(), 1500);
+    let mut nodes: Vec<Option<Serve>> = (1..=3).map(|id| Some(layout.start(id))).collect();
+    let first = layout.client(nodes[0].as_ref().unwrap(), None).await;
+    create_placed(&first, "chores", 1).await;
+    let burier = eventually_led(&first, "chores").await;
+    let other = (1..=3).find(|n| *n != burier).unwrap();
+    let client = connect(&layout, nodes[other as usize - 1].as_ref().unwrap()).await;
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    let rec = ProducerRecord::new("chores", "poison").partition(0);
+    producer.send(rec).await.unwrap().wait().await.unwrap();
+    let config = QueueConfig {
+        max_wait: Duration::from_millis(300),
+        max_deliveries: 1,
+        ..QueueConfig::default()
+    };
+    let consumer = QueueConsumer::new(client.clone(), "workers", "chores", config);
+    let deadline = Instant::now() + SETTLE;
+    let records = loop {
+        let records = consumer.poll().await.unwrap();
+        if !records.is_empty() {
+            break records;
+        }
+        assert!(Instant::now() < deadline, "never leased");
+    };
+    consumer.nack(&records, Duration::ZERO).await.unwrap();
+
+    let dlq = eventually_led(&first, "chores.dlq").await;
+    for node in nodes.iter().flatten() {
+        let c = layout.client(node, None).await;
+        eventually("every node lists the dead-letter topic", || async {
+            let topics = c.admin().list_topics().await.unwrap();
+            topics.iter().any(|t| t.name == "chores.dlq")
+        })
+        .await;
+    }
+    // The burying node dies (and the dead-letter topic's leader, if that is another node,
+    // stays): the dead letter is read from whichever node leads it now.
+    drop(nodes[burier as usize - 1].take());
+    let survivor = (1..=3).find(|n| *n != burier).unwrap();
+    let reader = connect(&layout, nodes[survivor as usize - 1].as_ref().unwrap()).await;
+    let mut dead = Consumer::new(reader, "chores.dlq", ConsumerConfig::default());
+    dead.assign(&[0], SeekTo::Earliest);
+    let deadline = Instant::now() + SETTLE;
+    let mut got = Vec::new();
+    while got.is_empty() && Instant::now() < deadline {
+        got = dead.poll(Duration::from_millis(500)).await.unwrap();
+    }
+    assert_eq!(got.len(), 1, "dead-letter topic led by {dlq}");
+    assert_eq!(&got[0].record.value[..], b"poison");
 }
 
 /// Delayed records live in the replicated delay shards: when the node leading the shard that

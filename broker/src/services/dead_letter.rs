@@ -1,31 +1,50 @@
 //! Dead-lettering: records a plugin failed on, or that ran out of queue deliveries, are appended
-//! to `<topic>.dlq` (created with one partition on first use), as durable as the request asked.
+//! to `<topic>.dlq` (created with one partition on first use; on a cluster through the metadata
+//! group, replicated like any topic), as durable as the request asked.
 //! A dead-letter copy carries error headers its original did not, so it may outgrow the log's
 //! batch limit: it is split into as many batches as it takes, so burying never fails for size.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 use quiver_proto::batch::HEADER_LEN;
-use quiver_proto::Batch;
+use quiver_proto::messages::AdminRequest;
+use quiver_proto::{Batch, ErrorCode};
 
 use super::catalog::Catalog;
+use crate::cluster::{MetaCommand, MetaResult};
 use crate::error::BrokerError;
 use crate::groups::GroupError;
+use crate::replication::{Replication, ReplicationError};
 use crate::storage::{Durability, StorageError};
+
+/// How long burying on a cluster waits for `<topic>.dlq` to be created and led (a Raft write,
+/// then the leader taking up its role), retrying a delivery refused meanwhile.
+const CLUSTER_WAIT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone)]
 pub struct DeadLetters {
     catalog: Catalog,
+    replication: Arc<Replication>,
 }
 
 impl DeadLetters {
-    pub fn new(catalog: Catalog) -> DeadLetters {
-        DeadLetters { catalog }
+    pub fn new(catalog: Catalog, replication: Arc<Replication>) -> DeadLetters {
+        DeadLetters {
+            catalog,
+            replication,
+        }
     }
 
     /// Appends `batch` to `<topic>.dlq`, in several batches if it is larger than the log takes;
-    /// fsync'd before returning for `acks=all`.
+    /// fsync'd before returning for `acks=all`. On a cluster, see [`DeadLetters::bury_replicated`].
     pub fn bury(&self, topic: &str, batch: Bytes, acks: Durability) -> Result<(), BrokerError> {
-        let t = self.catalog.get_or_create(&format!("{topic}.dlq"))?;
+        let dlq = format!("{topic}.dlq");
+        if self.replication.cluster().is_some() && !self.local_only(&dlq) {
+            return self.bury_replicated(&dlq, batch);
+        }
+        let t = self.catalog.get_or_create(&dlq)?;
         let log = t.partition(0)?;
         let batch = Batch::parse(batch)?;
         let max = log.config().max_batch_bytes as usize;
@@ -37,6 +56,85 @@ impl DeadLetters {
             log.sync_through(end)?;
         }
         Ok(())
+    }
+
+    /// Whether `dlq` is a topic of this node only that takes appends (a cluster node created
+    /// it on its own before dead letters were replicated).
+    fn local_only(&self, dlq: &str) -> bool {
+        !self.replication.is_replicated(dlq)
+            && self
+                .catalog
+                .topics()
+                .partition(dlq, 0)
+                .is_ok_and(|log| !log.is_follower())
+    }
+
+    /// On a cluster: `dlq` is created through the metadata group when missing (one partition,
+    /// the cluster's default replication factor, like any topic), and the dead letters are
+    /// appended at its leader, here or over the peer link, counted once its in-sync replicas
+    /// have them. Blocking.
+    fn bury_replicated(&self, dlq: &str, batch: Bytes) -> Result<(), BrokerError> {
+        let deadline = Instant::now() + CLUSTER_WAIT;
+        if !self.replication.is_replicated(dlq) {
+            self.create_replicated(dlq)?;
+        }
+        while !self.replication.is_replicated(dlq) {
+            if Instant::now() >= deadline {
+                return Err(BrokerError::Wire(
+                    ErrorCode::Timeout,
+                    format!("{dlq} was created but has not reached this node yet"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let max = self
+            .catalog
+            .topics()
+            .partition(dlq, 0)?
+            .config()
+            .max_batch_bytes as usize;
+        let parts = split_to_fit(&Batch::parse(batch)?, max)?;
+        loop {
+            match self.replication.deliver_blocking(dlq, 0, &parts) {
+                Ok(_) => return Ok(()),
+                // Just created: its leader may not have taken up its role yet.
+                Err(ReplicationError::NotLeader { .. }) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Creates `dlq` through the metadata group (a topic that exists by now is fine).
+    fn create_replicated(&self, dlq: &str) -> Result<(), BrokerError> {
+        let (Some(cluster), Some(handle)) =
+            (self.replication.cluster(), self.replication.runtime())
+        else {
+            return Err(BrokerError::Internal("the cluster has not started".into()));
+        };
+        let create = AdminRequest::CreateTopic {
+            name: dlq.to_owned(),
+            partitions: 1,
+            retention_ms: None,
+            retention_bytes: None,
+            segment_bytes: None,
+            replication_factor: None,
+            min_insync: None,
+        };
+        let command = MetaCommand::admin("quiver-dead-letters", create, Bytes::new());
+        match handle.block_on(cluster.write(command))? {
+            MetaResult::Err { code, .. } if ErrorCode::from(code) == ErrorCode::TopicExists => {
+                Ok(())
+            }
+            MetaResult::Err { code, message } => {
+                Err(BrokerError::Wire(ErrorCode::from(code), message))
+            }
+            MetaResult::Ok(_) | MetaResult::None => {
+                tracing::info!(topic = dlq, "dead-letter topic created on the cluster");
+                Ok(())
+            }
+        }
     }
 
     /// The dead-letter sink of queue mode: a record out of deliveries goes to `<topic>.dlq`.
