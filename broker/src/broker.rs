@@ -587,7 +587,7 @@ impl Applier for BrokerApplier {
                 tracing::debug!(index, %principal, %key, id, "applying a producer fence");
                 broker
                     .admin
-                    .fence_producer(&principal, key, id, current)
+                    .fence_producer(&principal, key, id, current, false)
                     .map(|()| AdminResponse::Producer { producer_id: id })
             }
             MetaCommand::CommitOffsets { group, offsets } => {

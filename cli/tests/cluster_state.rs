@@ -68,11 +68,13 @@ fn numbers(records: &[quiver::ConsumedRecord]) -> Vec<u32> {
     records.iter().map(|r| number(r).unwrap()).collect()
 }
 
-/// Polls `members` (round robin) until `want` values are read or the time is up; commits.
+/// Polls `members` (round robin) until `want` distinct values are read or the time is up;
+/// commits. Returns every value read, repeats included.
 async fn consume(members: &mut [GroupConsumer], want: usize) -> Vec<u32> {
     let deadline = Instant::now() + SETTLE;
     let mut got = Vec::new();
-    while got.len() < want && Instant::now() < deadline {
+    let distinct = |got: &[u32]| got.iter().collect::<BTreeSet<_>>().len();
+    while distinct(&got) < want && Instant::now() < deadline {
         for m in members.iter_mut() {
             let records = m.poll(Duration::from_millis(100)).await.unwrap();
             got.extend(numbers(&records));
@@ -101,22 +103,27 @@ async fn commit(member: &mut GroupConsumer) {
 }
 
 /// Polls the two members until the group has settled (the second one's join may still be
-/// going on when the first has read everything): their assignments split the three partitions.
-/// Returns what they read meanwhile.
+/// going on when the first has read everything): their assignments split the three partitions
+/// and each has read its partitions to the end (a round of polls brings nothing). Returns what
+/// they read meanwhile.
 async fn settled_split(members: &mut [GroupConsumer]) -> Vec<u32> {
     let mut read = Vec::new();
     let owned = |m: &GroupConsumer| m.assignment().into_iter().collect::<BTreeSet<_>>();
     let all: BTreeSet<TopicPartition> = (0..3).map(|p| TopicPartition::new(TOPIC, p)).collect();
     let deadline = Instant::now() + SETTLE;
+    let mut drained = false;
     loop {
         let (a, b) = (owned(&members[0]), owned(&members[1]));
         let union: BTreeSet<_> = a.union(&b).cloned().collect();
-        if a.is_disjoint(&b) && union == all && !a.is_empty() && !b.is_empty() {
+        let split = a.is_disjoint(&b) && union == all && !a.is_empty() && !b.is_empty();
+        if split && drained {
             return read;
         }
         assert!(Instant::now() < deadline, "never split: {a:?} and {b:?}");
+        drained = true;
         for m in members.iter_mut() {
-            let records = m.poll(Duration::from_millis(100)).await.unwrap();
+            let records = m.poll(Duration::from_millis(300)).await.unwrap();
+            drained &= records.is_empty();
             read.extend(numbers(&records));
         }
     }

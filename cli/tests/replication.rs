@@ -471,8 +471,8 @@ async fn quick_client(layout: &Layout, node: &Serve) -> Client {
 }
 
 /// Fencing keys hold across the cluster: a producer's id taken under a key through one node
-/// fences the key's earlier producer, which took its id through another node, at the
-/// partition's leader on a third, and still after that leader dies.
+/// fences the key's earlier producer, which took its id through another node, at whichever
+/// node leads the partition after its leader (on a third node) dies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fencing_key_fences_across_nodes_and_failovers() {
     let dir = tempfile::tempdir().unwrap();
@@ -508,18 +508,14 @@ async fn a_fencing_key_fences_across_nodes_and_failovers() {
     send(&old, "old-1").await.unwrap();
     let new = fenced(quick_client(&layout, node(&nodes, others[1])).await);
     new.init().await.unwrap();
+
+    // The leader dies before the old producer sends again: the partition's next leader, which
+    // applied the fence before the election that made it leader (both go through Raft, in
+    // order), refuses the old producer's batch itself.
+    drop(nodes[leader as usize - 1].take());
     let err = send(&old, "old-2").await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::ProducerFenced), "{err}");
     send(&new, "new-1").await.unwrap();
-
-    // The leader dies: the partition's new leader refuses the fenced producer too.
-    drop(nodes[leader as usize - 1].take());
-    send(&new, "new-2").await.unwrap();
-    let err = send(&old, "old-3").await.unwrap_err();
-    assert_eq!(err.code(), Some(ErrorCode::ProducerFenced), "{err}");
     let reader = quick_client(&layout, node(&nodes, others[0])).await;
-    assert_eq!(
-        read_all(&reader, "ledger").await,
-        ["old-1", "new-1", "new-2"]
-    );
+    assert_eq!(read_all(&reader, "ledger").await, ["old-1", "new-1"]);
 }

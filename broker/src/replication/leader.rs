@@ -267,6 +267,16 @@ impl Leader {
     }
 
     /// Whether `replica` fetched from this leader within `within` (it is alive).
+    /// Whether `replica` fetched within `within` from at least the high watermark (it has
+    /// every committed record and keeps fetching): ready to take the lead.
+    pub fn follows_closely(&self, replica: NodeId, within: Duration) -> bool {
+        let hw = self.high_watermark();
+        let st = self.state.lock();
+        st.followers
+            .get(&replica)
+            .is_some_and(|p| p.seen.elapsed() < within && p.log_end >= hw)
+    }
+
     pub fn fetched_within(&self, replica: NodeId, within: Duration) -> bool {
         let st = self.state.lock();
         st.followers

@@ -7,6 +7,7 @@
 //! node takes appends again.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::join_all;
 
@@ -15,6 +16,10 @@ use super::leader::Leader;
 use super::{Replication, Role};
 use crate::cluster::{Cluster, MetaCommand};
 use crate::storage::PartitionLog;
+
+/// How recently a preferred leader must have fetched (a follower at the log end long-polls
+/// for half a second): one that stopped fetching is not handed anything.
+const RECENT_FETCH: Duration = Duration::from_millis(1500);
 
 /// A partition to hand to its preferred leader.
 struct Move {
@@ -38,7 +43,20 @@ impl Replication {
             .map(|m| (m.leader.clone(), m.log.clone()))
             .collect();
         quiesce(&led).await;
-        join_all(moves.iter().map(|m| cluster.write(m.command.clone()))).await;
+        // Only partitions whose in-sync followers copied everything: else this node's
+        // acks=leader tail would be cut when it follows. The others take appends again below.
+        let ready: Vec<&Move> = moves
+            .iter()
+            .filter(|m| m.leader.high_watermark() >= m.log.stats().log_end)
+            .collect();
+        let writes = join_all(ready.iter().map(|m| cluster.write(m.command.clone())));
+        // A write that hangs (no Raft leader) must not keep the partitions refusing appends; one
+        // applied later still moves them, safely (the election is version-checked).
+        let wait = self
+            .settings
+            .as_ref()
+            .map_or(RECENT_FETCH, |s| s.node_timeout);
+        let _ = tokio::time::timeout(wait, writes).await;
         for m in moves {
             // Still leading in the same epoch: the election was refused (an ISR change came
             // first, say); take appends again.
@@ -68,7 +86,7 @@ impl Replication {
                 };
                 if preferred == s.node
                     || !st.isr.contains(&preferred)
-                    || !l.fetched_within(preferred, s.node_timeout)
+                    || !l.follows_closely(preferred, RECENT_FETCH)
                 {
                     continue;
                 }

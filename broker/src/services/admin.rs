@@ -198,7 +198,7 @@ impl AdminService {
     ) -> Result<u64, BrokerError> {
         let id = self.draw_producer_id()?;
         if let Some(key) = fencing_key {
-            self.fence_producer(principal.name(), key, id, current)?;
+            self.fence_producer(principal.name(), key, id, current, true)?;
         }
         Ok(id)
     }
@@ -215,15 +215,20 @@ impl AdminService {
     }
 
     /// Makes `id` the producer of `principal`'s fencing key `key` and fences the one before;
-    /// `ProducerFenced` if `current` no longer holds the key.
+    /// `ProducerFenced` if `current` no longer holds the key. `wait`: for the old id's appends
+    /// in progress (not where a cluster applies metadata, which must not wait on appends).
     pub fn fence_producer(
         &self,
         principal: &str,
         key: String,
         id: u64,
         current: Option<u64>,
+        wait: bool,
     ) -> Result<(), BrokerError> {
-        if !self.produce.fence((principal.to_owned(), key), id, current) {
+        if !self
+            .produce
+            .fence((principal.to_owned(), key), id, current, wait)
+        {
             return Err(BrokerError::ProducerFenced {
                 producer: current.unwrap_or_default(),
             });

@@ -59,12 +59,13 @@ impl Layout {
     }
 
     /// A layout whose nodes notice lag and death within a test's patience: followers leave the
-    /// ISR after `lag_ms` without catching up, a silent node counts as gone after 2 s.
+    /// ISR after `lag_ms` without catching up, a silent node counts as gone after 2 s. Leaders
+    /// stay where failovers put them (no preferred-leader rebalancing).
     pub fn tuned(dir: &Path, lag_ms: u64) -> Layout {
-        Layout::tuned_with(dir, lag_ms, "")
+        Layout::tuned_with(dir, lag_ms, "leader_rebalance_ms = 0\n")
     }
 
-    /// [`Layout::tuned`] with more `[cluster]` settings (TOML lines).
+    /// [`Layout::tuned`] with other `[cluster]` settings (TOML lines) than its `leader_rebalance_ms = 0`.
     pub fn tuned_with(dir: &Path, lag_ms: u64, more: &str) -> Layout {
         let file = dir.join("cluster.toml");
         let tuning = format!(

@@ -154,7 +154,10 @@ impl Producers {
     /// returns only once each of its appends in progress has finished. `current`: the id the
     /// caller holds under the key (a producer taking a new id after a batch failed for good);
     /// if another took the key meanwhile, the caller is the one fenced and this answers false.
-    pub fn fence(&self, key: FencingKey, id: u64, current: Option<u64>) -> bool {
+    /// `wait: false` (a cluster applying a fence, which must not wait on appends): the old id
+    /// is marked fenced without waiting for its appends in progress; its next batch is refused
+    /// ([`Producers::is_fenced`]).
+    pub fn fence(&self, key: FencingKey, id: u64, current: Option<u64>, wait: bool) -> bool {
         let holder = {
             let mut keys = self.keys.lock();
             if keys.len() % SWEEP_EVERY == SWEEP_EVERY - 1 {
@@ -163,16 +166,47 @@ impl Producers {
             keys.entry(key).or_default().clone()
         };
         let mut holder = holder.lock();
+        // The same fence again (a write proposed twice, an entry applied again after a crash).
+        if holder.id == Some(id) {
+            return true;
+        }
         // `None` held: the key is new to this broker (or it restarted, ending old connections).
         if current.is_some() && holder.id.is_some() && holder.id != current {
             return false;
         }
         let old = holder.id.replace(id);
         holder.at = Some(Instant::now());
-        if let Some(old) = old {
-            self.fence_id(old);
+        match (old, wait) {
+            (Some(old), true) => self.fence_id(old),
+            (Some(old), false) => self.mark_fenced(old),
+            (None, _) => {}
         }
         true
+    }
+
+    /// Whether `producer` was fenced (checked with its partition state's flag, which a fence
+    /// that did not wait may not have set).
+    pub fn is_fenced(&self, producer: u64) -> bool {
+        self.fenced.lock().contains_key(&producer)
+    }
+
+    /// Marks `old` fenced without waiting: the states its appends in progress hold are left to
+    /// [`Producers::is_fenced`].
+    fn mark_fenced(&self, old: u64) {
+        {
+            let mut fenced = self.fenced.lock();
+            fenced.retain(|_, at| at.elapsed() < IDLE);
+            fenced.insert(old, Instant::now());
+        }
+        let held: Vec<_> = (self.states.lock().iter())
+            .filter(|(k, _)| k.0 == old)
+            .map(|(_, s)| s.clone())
+            .collect();
+        for state in held {
+            if let Some(mut s) = state.try_lock() {
+                s.fenced = true;
+            }
+        }
     }
 
     /// Marks every partition state of `old` fenced, waiting for each append in progress (it
@@ -356,8 +390,8 @@ mod tests {
         let p = Arc::new(Producers::default());
         let key = |principal: &str| (principal.to_owned(), "k".to_owned());
         let fenced = |id: u64| p.state(id, "t", 0).lock().fenced;
-        assert!(p.fence(key("alice"), 1, None));
-        assert!(p.fence(key("bob"), 2, None));
+        assert!(p.fence(key("alice"), 1, None, true));
+        assert!(p.fence(key("bob"), 2, None, true));
         assert!(!fenced(1));
         // An append of producer 1 is in progress (it holds its partition state).
         let state = p.state(1, "t", 0);
@@ -366,7 +400,8 @@ mod tests {
         let fencer = {
             let p = p.clone();
             std::thread::spawn(move || {
-                tx.send(p.fence(("alice".into(), "k".into()), 3, None)).ok();
+                tx.send(p.fence(("alice".into(), "k".into()), 3, None, true))
+                    .ok();
             })
         };
         assert!(
@@ -380,9 +415,32 @@ mod tests {
         assert!(fenced(1) && p.state(1, "other", 7).lock().fenced);
         assert!(!fenced(2) && !fenced(3));
         // A producer taking a new id after a failure replaces only itself; a zombie is refused.
-        assert!(p.fence(key("alice"), 4, Some(3)));
+        assert!(p.fence(key("alice"), 4, Some(3), true));
         assert!(fenced(3) && !fenced(4));
-        assert!(!p.fence(key("alice"), 5, Some(3)));
+        assert!(!p.fence(key("alice"), 5, Some(3), true));
         assert!(!fenced(4));
+    }
+
+    /// A cluster's fence (applied on every node) does not wait for an append in progress, yet
+    /// that producer's next batch is refused; the same fence applied again changes nothing.
+    #[test]
+    fn a_fence_that_does_not_wait_still_refuses_the_old_id_and_can_be_applied_again() {
+        let p = Producers::default();
+        let key = || ("alice".to_owned(), "k".to_owned());
+        assert!(p.fence(key(), 1, None, false));
+        let state = p.state(1, "t", 0);
+        let held = state.lock();
+        assert!(
+            p.fence(key(), 2, None, false),
+            "did not wait for the append"
+        );
+        drop(held);
+        assert!(p.is_fenced(1) && !p.is_fenced(2));
+        assert!(p.fence(key(), 2, None, false), "applied again");
+        assert!(
+            p.fence(key(), 2, Some(1), false),
+            "applied again, with the id it replaced"
+        );
+        assert!(!p.is_fenced(2));
     }
 }

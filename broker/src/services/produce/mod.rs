@@ -331,7 +331,7 @@ impl ProduceService {
         let (base, count) = (batch.header().base_sequence, batch.record_count());
         let state = self.producers.state(producer, topic, p);
         let mut seq = state.lock();
-        if seq.fenced {
+        if seq.fenced || self.producers.is_fenced(producer) {
             return Err(BrokerError::ProducerFenced { producer });
         }
         match seq.check(base, count) {
@@ -452,8 +452,15 @@ impl ProduceService {
 
     /// Makes `id` the producer of fencing key `key`, refusing the id it had before (see
     /// [`idempotence`] and [`Producers::fence`]); false if `current` no longer holds it.
-    pub fn fence(&self, key: idempotence::FencingKey, id: u64, current: Option<u64>) -> bool {
-        self.producers.fence(key, id, current)
+    /// `wait`: see [`Producers::fence`].
+    pub fn fence(
+        &self,
+        key: idempotence::FencingKey,
+        id: u64,
+        current: Option<u64>,
+        wait: bool,
+    ) -> bool {
+        self.producers.fence(key, id, current, wait)
     }
 
     /// Learns the producer sequences in the last [`PRODUCER_SCAN`] bytes of a partition this
