@@ -12,8 +12,8 @@ use quiver_proto::Batches;
 use tokio::sync::mpsc;
 
 use crate::error::LinkError;
-use crate::link::Session;
 use crate::record::Route;
+use crate::session::Session;
 
 /// Edge batches sent and not yet acknowledged, per partition (the producer's window bounds the
 /// bytes).

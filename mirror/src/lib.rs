@@ -14,6 +14,7 @@ mod manager;
 mod pull;
 mod record;
 mod resume;
+mod session;
 
 pub use error::LinkError;
 pub use link::producer_config;

@@ -20,8 +20,8 @@ use quiver_proto::mirror::{MirrorStart, SOURCE_HEADER};
 use quiver_proto::{BatchBuilder, Batches, RecordData};
 
 use crate::error::LinkError;
-use crate::link::{Session, Source};
 use crate::record::Route;
+use crate::session::{Session, Source};
 
 /// Record bytes appended locally in one batch at most.
 const BATCH_BYTES: usize = 512 << 10;

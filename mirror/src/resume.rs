@@ -19,8 +19,8 @@ use quiver_proto::mirror::SOURCE_HEADER;
 use quiver_proto::Batches;
 
 use crate::error::LinkError;
-use crate::link::Session;
 use crate::record::Route;
+use crate::session::Session;
 
 /// A fetch of the scan that brings nothing for this long means the core stopped answering.
 const SCAN_STALL: Duration = Duration::from_secs(10);
