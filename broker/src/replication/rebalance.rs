@@ -63,7 +63,8 @@ impl Replication {
             let same = self
                 .led_epoch(&m.topic, m.partition)
                 .is_some_and(|e| e == m.leader.epoch);
-            if same {
+            // (Not while a graceful stop hands everything over: its quiesce stays.)
+            if same && !self.leaving.load(std::sync::atomic::Ordering::Acquire) {
                 m.log.set_follower(false);
             } else {
                 tracing::info!(topic = %m.topic, partition = m.partition, "partition handed to its preferred leader");
