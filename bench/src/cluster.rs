@@ -150,6 +150,7 @@ pub async fn run(common: &Common, args: &ClusterArgs) -> Result<bool> {
         let n = if size >= 1000 { records / 4 } else { records };
         throughput(&cluster, size, n).await?;
     }
+    held(&cluster, records / 4).await?;
     for graceful in [false, true] {
         let mut times = Vec::new();
         for trial in 0..trials {
@@ -183,26 +184,18 @@ async fn throughput(cluster: &Cluster, size: usize, n: u64) -> Result<()> {
         // Connected to a node that does not lead the partition: the producer routes.
         let via = if leader == 1 { 2 } else { 1 };
         let client = cluster.client(via).await?;
-        let config = ProducerConfig {
-            acks: Acks::All,
-            ..ProducerConfig::default()
-        };
-        let producer = Producer::new(client.clone(), config.clone());
         let value = Bytes::from(vec![b'x'; size]);
-        let started = Instant::now();
-        let mut last = None;
-        for _ in 0..n {
-            let rec = ProducerRecord::new(&name, value.clone()).partition(0);
-            last = Some(producer.send(rec).await?);
-        }
-        producer.flush().await.map_err(|e| anyhow!("{e}"))?;
-        drop(last);
-        let secs = started.elapsed().as_secs_f64();
-        let latencies = latency(&client, &name, &value, (n / 10).clamp(100, 2000)).await?;
+        let send = Send {
+            client: &client,
+            topic: &name,
+            value: &value,
+            delay: None,
+        };
+        let rate = send.rate(n).await?;
+        let latencies = send.latency((n / 10).clamp(100, 2000)).await?;
         println!(
-            "replication factor {rf}, acks=all, {size} B: {:.0} records/s ({:.1} MB/s); one at a time: p50 {:.2} ms, p99 {:.2} ms",
-            n as f64 / secs,
-            n as f64 * size as f64 / secs / 1e6,
+            "replication factor {rf}, acks=all, {size} B: {rate:.0} records/s ({:.1} MB/s); one at a time: p50 {:.2} ms, p99 {:.2} ms",
+            rate * size as f64 / 1e6,
             latencies.0,
             latencies.1
         );
@@ -210,29 +203,93 @@ async fn throughput(cluster: &Cluster, size: usize, n: u64) -> Result<()> {
     Ok(())
 }
 
-/// p50 and p99 (ms) of `count` produces sent one at a time.
-async fn latency(client: &Client, topic: &str, value: &Bytes, count: u64) -> Result<(f64, f64)> {
-    let config = ProducerConfig {
-        acks: Acks::All,
-        linger: Duration::ZERO,
-        ..ProducerConfig::default()
-    };
-    let producer = Producer::new(client.clone(), config);
-    let mut samples = Vec::with_capacity(count as usize);
-    for _ in 0..count {
-        let started = Instant::now();
-        let rec = ProducerRecord::new(topic, value.clone()).partition(0);
-        producer
-            .send_now(rec)
-            .await?
-            .wait()
-            .await
-            .map_err(|e| anyhow!("{e}"))?;
-        samples.push(started.elapsed().as_secs_f64() * 1e3);
+/// Delayed records (due in an hour: held, not delivered during the run) against the same
+/// records sent plainly, factor 3, 100 B, acks=all: what holding them in a replicated delay
+/// shard costs (the shard may be led by another node than the partition: a forward).
+async fn held(cluster: &Cluster, n: u64) -> Result<()> {
+    let first = cluster.client(1).await?;
+    let leader = cluster.topic(&first, "held", 3).await?;
+    let client = cluster.client(if leader == 1 { 2 } else { 1 }).await?;
+    let value = Bytes::from(vec![b'x'; 100]);
+    for delay in [None, Some(Duration::from_secs(3600))] {
+        let send = Send {
+            client: &client,
+            topic: "held",
+            value: &value,
+            delay,
+        };
+        let rate = send.rate(n).await?;
+        let (p50, p99) = send.latency((n / 10).clamp(100, 2000)).await?;
+        let what = if delay.is_some() {
+            "delayed (held in a delay shard)"
+        } else {
+            "not delayed"
+        };
+        println!(
+            "replication factor 3, acks=all, 100 B, {what}: {rate:.0} records/s; one at a time: p50 {p50:.2} ms, p99 {p99:.2} ms"
+        );
     }
-    samples.sort_by(f64::total_cmp);
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
-    Ok((at(0.5), at(0.99)))
+    Ok(())
+}
+
+/// Records of one shape sent to partition 0 of a topic, `acks=all`.
+struct Send<'a> {
+    client: &'a Client,
+    topic: &'a str,
+    value: &'a Bytes,
+    /// Delivery this long after sending (`None`: at once).
+    delay: Option<Duration>,
+}
+
+impl Send<'_> {
+    fn record(&self) -> ProducerRecord {
+        let rec = ProducerRecord::new(self.topic, self.value.clone()).partition(0);
+        match self.delay {
+            Some(d) => rec.delay(d),
+            None => rec,
+        }
+    }
+
+    /// Records per second over `n` records, batched.
+    async fn rate(&self, n: u64) -> Result<f64> {
+        let config = ProducerConfig {
+            acks: Acks::All,
+            ..ProducerConfig::default()
+        };
+        let producer = Producer::new(self.client.clone(), config);
+        let started = Instant::now();
+        let mut last = None;
+        for _ in 0..n {
+            last = Some(producer.send(self.record()).await?);
+        }
+        producer.flush().await.map_err(|e| anyhow!("{e}"))?;
+        drop(last);
+        Ok(n as f64 / started.elapsed().as_secs_f64())
+    }
+
+    /// p50 and p99 (ms) of `count` produces sent one at a time.
+    async fn latency(&self, count: u64) -> Result<(f64, f64)> {
+        let config = ProducerConfig {
+            acks: Acks::All,
+            linger: Duration::ZERO,
+            ..ProducerConfig::default()
+        };
+        let producer = Producer::new(self.client.clone(), config);
+        let mut samples = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let started = Instant::now();
+            producer
+                .send_now(self.record())
+                .await?
+                .wait()
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            samples.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        samples.sort_by(f64::total_cmp);
+        let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
+        Ok((at(0.5), at(0.99)))
+    }
 }
 
 /// How long after the signal a failover trial keeps sending.
