@@ -207,13 +207,7 @@ impl Shards {
     /// progress gets up to `wait` to finish while this node still leads, so the next leader
     /// does not repeat it.
     pub fn leave(&self, wait: Duration) {
-        self.leaving.store(true, Ordering::Release);
-        let led: Vec<Led> = self
-            .led
-            .lock()
-            .iter_mut()
-            .filter_map(Option::take)
-            .collect();
+        let led = self.take_all();
         for l in &led {
             l.store.halt();
         }
@@ -226,6 +220,13 @@ impl Shards {
                 );
             }
         }
+    }
+
+    /// Takes every open store out and opens no more.
+    fn take_all(&self) -> Vec<Led> {
+        self.leaving.store(true, Ordering::Release);
+        let mut led = self.led.lock();
+        led.iter_mut().filter_map(Option::take).collect()
     }
 
     /// The store of shard `k` if this node leads it in the epoch the store was opened for.
@@ -421,14 +422,7 @@ impl Shards {
 
     /// Stops every store and opens no more (shutdown).
     pub fn stop(&self) {
-        self.leaving.store(true, Ordering::Release);
-        let led: Vec<Led> = self
-            .led
-            .lock()
-            .iter_mut()
-            .filter_map(Option::take)
-            .collect();
-        for l in led {
+        for l in self.take_all() {
             l.store.stop();
         }
     }

@@ -176,10 +176,8 @@ impl Producers {
         }
         let old = holder.id.replace(id);
         holder.at = Some(Instant::now());
-        match (old, wait) {
-            (Some(old), true) => self.fence_id(old),
-            (Some(old), false) => self.mark_fenced(old),
-            (None, _) => {}
+        if let Some(old) = old {
+            self.fence_id(old, wait);
         }
         true
     }
@@ -190,9 +188,10 @@ impl Producers {
         self.fenced.lock().contains_key(&producer)
     }
 
-    /// Marks `old` fenced without waiting: the states its appends in progress hold are left to
+    /// Marks every partition state of `old` fenced. `wait`: for each append in progress (it
+    /// holds its state until its batch is in the log); else a state held by one is left to
     /// [`Producers::is_fenced`].
-    fn mark_fenced(&self, old: u64) {
+    fn fence_id(&self, old: u64, wait: bool) {
         {
             let mut fenced = self.fenced.lock();
             fenced.retain(|_, at| at.elapsed() < IDLE);
@@ -203,26 +202,13 @@ impl Producers {
             .map(|(_, s)| s.clone())
             .collect();
         for state in held {
-            if let Some(mut s) = state.try_lock() {
+            let locked = match wait {
+                true => Some(state.lock()),
+                false => state.try_lock(),
+            };
+            if let Some(mut s) = locked {
                 s.fenced = true;
             }
-        }
-    }
-
-    /// Marks every partition state of `old` fenced, waiting for each append in progress (it
-    /// holds its state until its batch is in the log).
-    fn fence_id(&self, old: u64) {
-        {
-            let mut fenced = self.fenced.lock();
-            fenced.retain(|_, at| at.elapsed() < IDLE);
-            fenced.insert(old, Instant::now());
-        }
-        let held: Vec<_> = (self.states.lock().iter())
-            .filter(|(k, _)| k.0 == old)
-            .map(|(_, s)| s.clone())
-            .collect();
-        for state in held {
-            state.lock().fenced = true;
         }
     }
 
