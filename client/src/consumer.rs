@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
+use quiver_proto::batch::{split_crc_checked, CheckedRecords};
 use quiver_proto::frame::FrameKind;
 use quiver_proto::groups::TopicPartition;
 use quiver_proto::messages::{FetchRequest, FetchResponse, OffsetSpec, PluginRef};
-use quiver_proto::{Batches, ErrorCode, Record};
+use quiver_proto::{ErrorCode, Record};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -321,7 +322,8 @@ impl Consumer {
         while let Ok(chunk) = self.rx.try_recv() {
             self.accept(chunk)?;
         }
-        let out: Vec<ConsumedRecord> = self.ready.drain(..).collect();
+        // Hands the buffer over whole: no copy when it came from one chunk (see `accept`).
+        let out = Vec::from(std::mem::take(&mut self.ready));
         // A chunk's records are consecutive: one position update per run of a partition.
         for (i, r) in out.iter().enumerate() {
             let run_ends = out.get(i + 1).is_none_or(|next| {
@@ -352,7 +354,12 @@ impl Consumer {
         }
         let records = chunk.result?;
         self.fetched_to.insert(k, chunk.next_offset);
-        self.ready.extend(records);
+        if self.ready.is_empty() {
+            // Takes the chunk's buffer as it is (no copy of the records).
+            self.ready = VecDeque::from(records);
+        } else {
+            self.ready.extend(records);
+        }
         Ok(())
     }
 
@@ -396,19 +403,25 @@ impl FetchTask {
     async fn fetch_loop(&self, mut offset: OffsetSpec) -> Result<(), ClientError> {
         let mut stream = None;
         let mut failovers = 0u32;
+        // The fetch for `offset` was already written on `stream` (sent ahead, see below).
+        let mut asked = false;
         self.routes.ready().await;
         loop {
             let (send, reader) = match &mut stream {
                 Some(s) => s,
                 None => match self.open().await {
-                    Ok(s) => stream.insert(s),
+                    Ok(s) => {
+                        asked = false;
+                        stream.insert(s)
+                    }
                     Err(e) => {
                         self.fail_over(e, &mut failovers).await?;
                         continue;
                     }
                 },
             };
-            let fetched = self.fetch_within(send, reader, offset).await;
+            let fetched = self.fetch_within(send, reader, offset, asked).await;
+            asked = false;
             let (resp, payload) = match fetched {
                 Ok(r) => r,
                 Err(e)
@@ -427,9 +440,24 @@ impl FetchTask {
                 }
             };
             failovers = 0;
-            let records = decode(&self.topic, self.partition, payload, resp.offset)?;
             let advanced = offset != OffsetSpec::At(resp.next_offset);
             offset = OffsetSpec::At(resp.next_offset);
+            // Ask for what follows before decoding this answer, so that the broker reads and
+            // sends the next one meanwhile (one fetch ahead per partition, as Kafka's consumer
+            // does). If the write fails, the next pass finds out on a fresh stream.
+            if let Some((send, _)) = &mut stream {
+                asked = self.ask(send, offset).await.is_ok();
+                if !asked {
+                    stream = None;
+                }
+            }
+            let records = decode(
+                &self.topic,
+                self.partition,
+                payload,
+                resp.offset,
+                resp.records,
+            )?;
             // Empty chunks matter too when a filter skipped records: they move the position.
             if !records.is_empty() || advanced {
                 let chunk = Chunk {
@@ -462,8 +490,9 @@ impl FetchTask {
         send: &mut quinn::SendStream,
         reader: &mut Reader,
         offset: OffsetSpec,
+        asked: bool,
     ) -> Result<(FetchResponse, Bytes), ClientError> {
-        let fetch = self.fetch_once(send, reader, offset);
+        let fetch = self.fetch_once(send, reader, offset, asked);
         if !self.routes.is_cluster() {
             return Ok(fetch.await?);
         }
@@ -483,12 +512,23 @@ impl FetchTask {
         }
     }
 
+    /// One fetch: writes the request (unless `asked`: it is on the stream already) and reads
+    /// the answer.
     async fn fetch_once(
         &self,
         send: &mut quinn::SendStream,
         reader: &mut Reader,
         offset: OffsetSpec,
+        asked: bool,
     ) -> Result<(FetchResponse, Bytes), WireError> {
+        if !asked {
+            self.ask(send, offset).await?;
+        }
+        reader.expect(FrameKind::FetchOk).await
+    }
+
+    /// Writes a fetch request for `offset`.
+    async fn ask(&self, send: &mut quinn::SendStream, offset: OffsetSpec) -> Result<(), WireError> {
         let req = FetchRequest {
             request_id: self.routes.request_id(),
             topic: self.topic.to_string(),
@@ -500,8 +540,7 @@ impl FetchTask {
             filter: self.config.filter.clone(),
             plugin: self.config.plugin.clone(),
         };
-        write_frame(send, FrameKind::Fetch, &req, Bytes::new()).await?;
-        reader.expect(FrameKind::FetchOk).await
+        write_frame(send, FrameKind::Fetch, &req, Bytes::new()).await
     }
 
     /// Waits a backoff and refreshes the partition leaders when `e` means the partition is
@@ -527,26 +566,33 @@ const ANSWER_GRACE: Duration = Duration::from_secs(1);
 const FAILOVER_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Records at or after `first` in a fetch payload, CRC-checked.
+/// Records at or after `first` in a fetch payload: each batch CRC-checked, then its records
+/// checked as they are read (one pass over them, not a check and then a read). `expected` is the
+/// count the broker announced, used only to size the result (never beyond what the payload holds).
 pub(crate) fn decode(
     topic: &Arc<str>,
     partition: u32,
-    payload: Bytes,
+    mut payload: Bytes,
     first: u64,
+    expected: u32,
 ) -> Result<Vec<ConsumedRecord>, ClientError> {
-    let mut out = Vec::new();
-    for batch in Batches::new(payload) {
-        let batch = batch?;
-        out.extend(
-            batch
-                .to_records()
-                .filter(|r| r.offset >= first)
-                .map(|record| ConsumedRecord {
+    let most = payload.len() / MIN_RECORD_LEN;
+    let mut out = Vec::with_capacity((expected as usize).min(most));
+    while !payload.is_empty() {
+        let batch = split_crc_checked(&mut payload)?;
+        for r in CheckedRecords::new(&batch)? {
+            let r = r?;
+            if r.offset >= first {
+                out.push(ConsumedRecord {
                     topic: topic.clone(),
                     partition,
-                    record,
-                }),
-        );
+                    record: r.to_record(&batch),
+                });
+            }
+        }
     }
     Ok(out)
 }
+
+/// No encoded record is shorter (its fixed part; the batch header comes on top).
+const MIN_RECORD_LEN: usize = quiver_proto::batch::RECORD_FIXED_LEN;

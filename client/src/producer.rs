@@ -387,6 +387,32 @@ impl Shared {
         queued + self.held.load(Ordering::Relaxed) < LINGER_ZERO_OUTSTANDING.min(room)
     }
 
+    /// With linger 0, seals the batches records joined while the pipeline was long as soon as it
+    /// is short again, that is when a reply comes back (the pipeline clocks the batching, as
+    /// Nagle's algorithm releases data on an ACK), instead of leaving them to the 1-ms tick.
+    /// A sender calls this, so it cannot wait for room: it seals only when room is free at once.
+    fn seal_lingering(&self) {
+        if !self.config.linger.is_zero() || !self.pipeline_is_short() {
+            return;
+        }
+        let mut st = self.state.lock();
+        let open = u32::try_from(st.open.len()).unwrap_or(u32::MAX);
+        if open == 0 {
+            return;
+        }
+        let Ok(permit) = self.room.try_acquire_many(open) else {
+            return;
+        };
+        permit.forget();
+        let (sealed, _) = seal_all(&mut st, |_| true);
+        // A batch that failed to seal (it fails at its next send or flush) takes no room.
+        let unused = (open as usize).saturating_sub(sealed.len());
+        self.room.add_permits(unused);
+        if let Err(e) = self.enqueue(sealed) {
+            tracing::debug!(error = %e, "producer closed while sealing");
+        }
+    }
+
     /// Hands sealed batches to the sender; call with the `state` lock held (hence not async).
     fn enqueue(&self, sealed: Vec<Ready>) -> Result<usize, ClientError> {
         let n = sealed.len();
@@ -905,6 +931,8 @@ async fn sender(shared: Arc<Shared>, lane: Lane, mut rx: mpsc::UnboundedReceiver
     let mut in_flight: VecDeque<Ready> = VecDeque::new();
     let mut closing = false;
     let mut published = 0usize;
+    // A reply came back since the last pass: the pipeline may be short again.
+    let mut replied = false;
     loop {
         let held = in_flight.len() + retry.len();
         if held >= published {
@@ -913,6 +941,10 @@ async fn sender(shared: Arc<Shared>, lane: Lane, mut rx: mpsc::UnboundedReceiver
             shared.held.fetch_sub(published - held, Ordering::Relaxed);
         }
         published = held;
+        if replied {
+            shared.seal_lingering();
+            replied = false;
+        }
         if closing && in_flight.is_empty() && retry.is_empty() {
             return;
         }
@@ -942,6 +974,7 @@ async fn sender(shared: Arc<Shared>, lane: Lane, mut rx: mpsc::UnboundedReceiver
             }
             frame = next_reply(q.stream), if !q.in_flight.is_empty() => {
                 on_reply(&shared, &lane, frame, &mut q);
+                replied = true;
             }
             _ = tokio::time::sleep(STALL_CHECK), if !q.in_flight.is_empty() && shared.routes.is_cluster() => {
                 check_stalled(&shared, &lane, &mut q).await;

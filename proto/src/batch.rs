@@ -1012,6 +1012,41 @@ pub fn rebuild(
     builder.finish().map(Some)
 }
 
+/// The headers of the batches in `b`, one after another, without reading their records or CRCs:
+/// for bytes a log validated when they were appended, where a reader needs only the batch
+/// boundaries (the broker answering a fetch). Ends at the first header that does not parse or
+/// whose batch runs past `b` (a header's length is at least `HEADER_LEN`, so it always moves on).
+pub fn headers(b: &[u8]) -> impl Iterator<Item = BatchHeader> + '_ {
+    let mut rest = b;
+    std::iter::from_fn(move || {
+        let h = BatchHeader::parse(rest).ok()?;
+        rest = rest.get(h.length as usize..)?;
+        Some(h)
+    })
+}
+
+/// Splits the first batch off `rest` and checks its header, length and CRC, but not its records:
+/// a reader that parses the records anyway checks them as it goes ([`CheckedRecords`]), in one
+/// pass instead of two. On an error `rest` is left as it was.
+pub fn split_crc_checked(rest: &mut Bytes) -> Result<Bytes, BatchError> {
+    let header = BatchHeader::parse(rest)?;
+    let len = header.length as usize;
+    if len > rest.len() {
+        return Err(BatchError::Truncated {
+            need: len,
+            have: rest.len(),
+        });
+    }
+    let computed = compute_crc(&rest[..len]);
+    if computed != header.crc {
+        return Err(BatchError::CrcMismatch {
+            stored: header.crc,
+            computed,
+        });
+    }
+    Ok(rest.split_to(len))
+}
+
 /// Splits a buffer of concatenated batches (a fetch response, a segment slice) into batches.
 /// Yields an error once and stops at the first invalid batch.
 #[derive(Debug, Clone)]
@@ -1130,14 +1165,31 @@ mod tests {
             // Concatenated batches split back apart.
             let mut two = BytesMut::from(&bytes[..]);
             two.extend_from_slice(&encode(&recs, base + recs.len() as u64));
-            let parsed: Vec<_> = Batches::new(two.freeze()).collect::<Result<_, _>>().unwrap();
+            let two = two.freeze();
+            let parsed: Vec<_> = Batches::new(two.clone()).collect::<Result<_, _>>().unwrap();
             prop_assert_eq!(parsed.len(), 2);
+            // The header walk finds the same boundaries without reading the records.
+            let walked: Vec<BatchHeader> = headers(&two).collect();
+            let want: Vec<BatchHeader> = parsed.iter().map(|b| *b.header()).collect();
+            prop_assert_eq!(walked, want);
+            // So does the CRC-checked split, leaving the records to a one-pass reader.
+            let mut rest = two.clone();
+            for b in &parsed {
+                let split = split_crc_checked(&mut rest).unwrap();
+                prop_assert_eq!(&split, b.bytes());
+                let checked: Vec<_> = CheckedRecords::new(&split).unwrap().collect::<Result<_, _>>().unwrap();
+                prop_assert_eq!(checked.len(), recs.len());
+            }
+            prop_assert!(rest.is_empty());
         }
 
         #[test]
         fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = Batch::parse(Bytes::from(data.clone()));
             let _ = Batches::new(Bytes::from(data.clone())).count();
+            let _ = headers(&data).count();
+            let mut rest = Bytes::from(data.clone());
+            while split_crc_checked(&mut rest).is_ok() {}
             let _ = BatchHeader::parse(&data);
         }
 
@@ -1155,8 +1207,14 @@ mod tests {
             }
             // Flipping any byte covered by the CRC or the fixed header must be caught.
             let base_offset_only = flips.iter().all(|(idx, _)| (OFF_BASE_OFFSET..OFF_CRC).contains(&idx.index(bytes.len())));
-            let res = Batch::parse(Bytes::from(bad));
+            let res = Batch::parse(Bytes::from(bad.clone()));
             prop_assert!(res.is_err() || base_offset_only);
+            // The split and one-pass reader together catch the same.
+            let mut rest = Bytes::from(bad);
+            let one_pass = split_crc_checked(&mut rest).and_then(|b| {
+                CheckedRecords::new(&b)?.collect::<Result<Vec<_>, _>>().map(|_| ())
+            });
+            prop_assert!(one_pass.is_err() || base_offset_only);
             let truncated = &bytes[..cut.index(bytes.len())];
             prop_assert!(Batch::parse(Bytes::copy_from_slice(truncated)).is_err());
         }

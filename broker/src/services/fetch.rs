@@ -219,33 +219,53 @@ fn shape(
     filter: Option<&Filter>,
     plugin: Option<&ReadFilter>,
 ) -> Result<Fetched, BrokerError> {
+    if filter.is_none() && plugin.is_none() {
+        // The log validated these batches when they were appended: only their boundaries are
+        // needed here, so neither the CRC nor the records are read again (the client checks both).
+        let next_offset = quiver_proto::batch::headers(&res.bytes)
+            .last()
+            .map_or(offset, |h| h.next_offset());
+        return Ok(Fetched {
+            bytes: res.bytes,
+            offset,
+            next_offset,
+            records: next_offset.saturating_sub(offset) as u32,
+            log_start: res.log_start,
+            log_end: res.log_end,
+        });
+    }
+    shape_filtered(res, offset, filter, plugin)
+}
+
+/// [`shape`] with a filter: only the matching records at or after `offset` are kept.
+fn shape_filtered(
+    res: ReadResult,
+    offset: u64,
+    filter: Option<&Filter>,
+    plugin: Option<&ReadFilter>,
+) -> Result<Fetched, BrokerError> {
     let batches: Vec<Batch> = quiver_proto::Batches::new(res.bytes.clone())
         .filter_map(Result::ok)
         .collect();
     let mut next_offset = batches.last().map_or(offset, |b| b.header().next_offset());
-    let (bytes, records) = if filter.is_none() && plugin.is_none() {
-        (res.bytes, next_offset.saturating_sub(offset) as u32)
-    } else {
-        let started = std::time::Instant::now();
-        let mut out = bytes::BytesMut::new();
-        let mut records = 0u32;
-        for (i, b) in batches.iter().enumerate() {
-            // A plugin may use its whole time limit per batch: bound the fetch as a whole, and
-            // let the next fetch continue after the last batch filtered.
-            if plugin.is_some() && i > 0 && started.elapsed() > READ_FILTER_BUDGET {
-                next_offset = batches[i - 1].header().next_offset();
-                break;
-            }
-            let Some(sel) = filter_batch(b, offset, filter, plugin)? else {
-                continue;
-            };
-            records += sel.record_count();
-            out.extend_from_slice(sel.bytes());
+    let started = std::time::Instant::now();
+    let mut out = bytes::BytesMut::new();
+    let mut records = 0u32;
+    for (i, b) in batches.iter().enumerate() {
+        // A plugin may use its whole time limit per batch: bound the fetch as a whole, and
+        // let the next fetch continue after the last batch filtered.
+        if plugin.is_some() && i > 0 && started.elapsed() > READ_FILTER_BUDGET {
+            next_offset = batches[i - 1].header().next_offset();
+            break;
         }
-        (out.freeze(), records)
-    };
+        let Some(sel) = filter_batch(b, offset, filter, plugin)? else {
+            continue;
+        };
+        records += sel.record_count();
+        out.extend_from_slice(sel.bytes());
+    }
     Ok(Fetched {
-        bytes,
+        bytes: out.freeze(),
         offset,
         next_offset,
         records,
