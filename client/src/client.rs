@@ -113,7 +113,13 @@ impl Client {
             addr: opts.server.clone(),
             reason,
         };
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| connect_err(e.to_string()))?;
+        let mut endpoint = quiver_wire::packets::endpoint(
+            bind,
+            quinn::EndpointConfig::default(),
+            None,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|e| connect_err(e.to_string()))?;
         endpoint.set_default_client_config(config);
         let connecting = endpoint
             .connect(addr, &host)

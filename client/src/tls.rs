@@ -158,6 +158,7 @@ pub(crate) fn transport_config_with(idle: Duration) -> quinn::TransportConfig {
         .stream_receive_window(STREAM_RECEIVE_WINDOW.into())
         .receive_window(RECEIVE_WINDOW.into())
         .send_window(SEND_WINDOW)
+        .mtu_discovery_config(Some(quiver_wire::packets::mtu_discovery()))
         // The broker never opens streams towards a client; quinn keeps state for each allowed.
         .max_concurrent_bidi_streams(0u8.into())
         .max_concurrent_uni_streams(0u8.into())

@@ -2,6 +2,8 @@
 //! server: a buffered frame reader that checks each frame's length before buffering it, a writer that
 //! sends a frame's header and its batch payload without copying the payload, and [`WireError`].
 
+pub mod packets;
+
 use bytes::{Bytes, BytesMut};
 use quiver_proto::frame::{Frame, FrameError, FrameKind};
 use quiver_proto::messages::{decode_header, encode_header, ErrorBody};

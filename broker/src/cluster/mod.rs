@@ -137,8 +137,13 @@ impl Cluster {
         let addr = config
             .own_addr()
             .ok_or_else(|| ClusterError::Config("this node is not a member".into()))?;
-        let mut endpoint = quinn::Endpoint::server(server, addr)
-            .map_err(|source| ClusterError::Bind { addr, source })?;
+        let mut endpoint = quiver_wire::packets::endpoint(
+            addr,
+            quinn::EndpointConfig::default(),
+            Some(server),
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|source| ClusterError::Bind { addr, source })?;
         endpoint.set_default_client_config(client);
         let peers = Peers::new(endpoint.clone());
         let raft = Raft::new(

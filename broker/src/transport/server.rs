@@ -55,11 +55,17 @@ impl Server {
         listen: SocketAddr,
         tls: quinn::ServerConfig,
     ) -> Result<Server, ServerError> {
-        let endpoint =
-            quinn::Endpoint::server(tls, listen).map_err(|source| ServerError::Bind {
-                addr: listen,
-                source,
-            })?;
+        let bind_err = |source| ServerError::Bind {
+            addr: listen,
+            source,
+        };
+        let endpoint = quiver_wire::packets::endpoint(
+            listen,
+            quinn::EndpointConfig::default(),
+            Some(tls),
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(bind_err)?;
         let connections = Arc::new(Semaphore::new(broker.config().max_connections));
         Ok(Server {
             endpoint,

@@ -256,6 +256,7 @@ fn transport_config(opts: &TransportOptions) -> Result<quinn::TransportConfig, T
         .stream_receive_window(STREAM_RECEIVE_WINDOW.into())
         .receive_window(RECEIVE_WINDOW.into())
         .send_window(SEND_WINDOW)
+        .mtu_discovery_config(Some(quiver_wire::packets::mtu_discovery()))
         // The allowance grows with use up to the maximum (transport/allowance.rs); clients open
         // no unidirectional streams, so none are allowed (quinn keeps state for each allowed).
         .max_concurrent_bidi_streams(StreamAllowance::initial(opts.max_concurrent_streams).into())
