@@ -404,7 +404,7 @@ async fn linger_zero_sends_at_once_and_a_long_linger_waits_for_flush() {
 }
 
 /// Linger 0 under a burst: records beyond a short pipeline wait in open batches (sealed by later
-/// sends or the 1-ms tick, never by a flush here), and every one arrives once, in send order, from
+/// sends, replies coming back or the 1-ms tick, never by a flush here), and every one arrives once, in send order, from
 /// two tasks sending at once on one idempotent producer (the seal order is the send order).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn linger_zero_bursts_batch_and_keep_order_without_a_flush() {

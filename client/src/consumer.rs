@@ -442,9 +442,15 @@ impl FetchTask {
             failovers = 0;
             let advanced = offset != OffsetSpec::At(resp.next_offset);
             offset = OffsetSpec::At(resp.next_offset);
-            // Ask for what follows before decoding this answer, so that the broker reads and
-            // sends the next one meanwhile (one fetch ahead per partition, as Kafka's consumer
-            // does). If the write fails, the next pass finds out on a fresh stream.
+            // Room for this answer in the prefetch buffer first: an answer asked for ahead must
+            // be read soon, since unread answers hold the connection's receive window, which
+            // every other stream of the connection (group heartbeats, produce replies) shares.
+            let Ok(room) = self.tx.reserve().await else {
+                return Ok(()); // the consumer is gone
+            };
+            // Then ask for what follows before decoding this answer, so that the broker reads
+            // and sends the next one meanwhile (one fetch ahead per partition, as Kafka's
+            // consumer does). If the write fails, the next pass finds out on a fresh stream.
             if let Some((send, _)) = &mut stream {
                 asked = self.ask(send, offset).await.is_ok();
                 if !asked {
@@ -467,9 +473,7 @@ impl FetchTask {
                     result: Ok(records),
                     next_offset: resp.next_offset,
                 };
-                if self.tx.send(chunk).await.is_err() {
-                    return Ok(()); // the consumer is gone
-                }
+                room.send(chunk);
             }
         }
     }
@@ -576,7 +580,7 @@ pub(crate) fn decode(
     first: u64,
     expected: u32,
 ) -> Result<Vec<ConsumedRecord>, ClientError> {
-    let most = payload.len() / MIN_RECORD_LEN;
+    let most = (payload.len() / MIN_RECORD_LEN).min(MAX_RESERVED);
     let mut out = Vec::with_capacity((expected as usize).min(most));
     while !payload.is_empty() {
         let batch = split_crc_checked(&mut payload)?;
@@ -594,5 +598,10 @@ pub(crate) fn decode(
     Ok(out)
 }
 
-/// No encoded record is shorter (its fixed part; the batch header comes on top).
-const MIN_RECORD_LEN: usize = quiver_proto::batch::RECORD_FIXED_LEN;
+/// No encoded record is shorter (its fixed part and the smallest tag count, key, value and header
+/// count, as `BatchHeader::parse` checks; the batch header comes on top).
+const MIN_RECORD_LEN: usize = quiver_proto::batch::RECORD_FIXED_LEN + 11;
+
+/// The most records `decode` reserves room for before reading any (beyond it the vector grows as
+/// usual): an announced count is the peer's word, and the room is reserved before any CRC check.
+const MAX_RESERVED: usize = 1 << 16;

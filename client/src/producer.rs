@@ -51,8 +51,9 @@ pub struct ProducerConfig {
     pub acks: Acks,
     /// How long a non-full batch waits for more records. Zero sends a record's batch with the
     /// record while fewer than [`LINGER_ZERO_OUTSTANDING`] batches are queued or unacknowledged;
-    /// beyond that, as Kafka's `linger.ms=0`, records fill the open batch until a later send finds
-    /// the pipeline shorter (or the next 1-ms tick), so a fast producer still batches.
+    /// beyond that, as Kafka's `linger.ms=0`, records fill the open batch until a reply comes back
+    /// or a later send finds the pipeline shorter (at the latest the next 1-ms tick), so a fast
+    /// producer still batches and a slow one does not wait for the timer.
     pub linger: Duration,
     /// A batch is sent once it reaches this many bytes.
     pub batch_bytes: usize,
@@ -405,7 +406,7 @@ impl Shared {
         };
         permit.forget();
         let (sealed, _) = seal_all(&mut st, |_| true);
-        // A batch that failed to seal (it fails at its next send or flush) takes no room.
+        // A batch that failed to seal (only one over 4 GiB can) takes no room.
         let unused = (open as usize).saturating_sub(sealed.len());
         self.room.add_permits(unused);
         if let Err(e) = self.enqueue(sealed) {

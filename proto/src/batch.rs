@@ -529,7 +529,7 @@ fn validate_with(b: &[u8], check_crc: bool) -> Result<BatchHeader, BatchError> {
         let in_order = if sparse {
             rec.offset >= next_min
         } else {
-            rec.offset == header.base_offset + index as u64
+            rec.offset == header.base_offset.wrapping_add(index as u64)
         };
         if !in_order {
             return Err(BatchError::Malformed {
@@ -772,7 +772,7 @@ impl<'a> Iterator for CheckedRecords<'a> {
         let in_order = if self.header.flags & FLAG_SPARSE != 0 {
             rec.offset >= self.next_min
         } else {
-            rec.offset == self.header.base_offset + self.index as u64
+            rec.offset == self.header.base_offset.wrapping_add(self.index as u64)
         };
         if !in_order {
             let index = self.index;
