@@ -158,6 +158,63 @@ async fn hundreds_of_parked_fetch_streams_on_one_connection_all_work() {
     broker.stop().await;
 }
 
+/// A consumer whose application stops polling holds fetched answers in its prefetch buffer, never
+/// on the connection: a fetch task asks ahead only once its answer has room there. Asked-ahead
+/// answers left unread would hold the connection's 64 MiB receive window (96 partitions x ~1 MiB
+/// here), which every other stream of the connection shares, so admin calls and produce replies
+/// on the same client would stall. Then every record still arrives exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_not_polled_leaves_its_connection_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = broker.client().await;
+    let (partitions, per_partition) = (96u32, 10u32);
+    client
+        .admin()
+        .create_topic(NewTopic::new("backlog", partitions))
+        .await
+        .unwrap();
+    // ~2 MiB per partition: a 1 MiB answer (five records) in hand and as much again behind it.
+    let value = Bytes::from(vec![7u8; 200 << 10]);
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    for p in 0..partitions {
+        for _ in 0..per_partition {
+            let record = ProducerRecord::new("backlog", value.clone()).partition(p);
+            producer.send(record).await.unwrap();
+        }
+    }
+    producer.flush().await.unwrap();
+    let config = ConsumerConfig {
+        prefetch: 1,
+        ..Default::default()
+    };
+    let mut consumer = Consumer::new(client.clone(), "backlog", config);
+    let all: Vec<u32> = (0..partitions).collect();
+    consumer.assign(&all, SeekTo::Earliest);
+    // Every fetch task reads its first answer and waits for room in the buffer.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let admin = tokio::time::timeout(Duration::from_secs(10), client.admin().list_topics()).await;
+    assert!(
+        matches!(admin, Ok(Ok(_))),
+        "an admin call on the consumer's connection stalled: {admin:?}"
+    );
+    let mut seen = std::collections::HashSet::new();
+    let total = (partitions * per_partition) as usize;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < total && Instant::now() < deadline {
+        for r in consumer.poll(Duration::from_millis(500)).await.unwrap() {
+            assert!(
+                seen.insert((r.partition, r.record.offset)),
+                "delivered twice: {}/{}",
+                r.partition,
+                r.record.offset
+            );
+        }
+    }
+    assert_eq!(seen.len(), total);
+    broker.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_broker_serves_everything_back() {
     let dir = tempfile::tempdir().unwrap();
