@@ -7,8 +7,8 @@
 /// and keeps what the path carries: 1,452 bytes on plain Ethernet, this much on loopback or jumbo
 /// frames). Measured on loopback (BENCHMARKS.md, "Packet size"): 2,048 to 6,144 bytes all beat
 /// 1,452, 4,096 by 1.7x for 1 KB records; from 8,192 up throughput fell below 1,452's (quinn sends
-/// up to 10 packets in one GSO call, and 10 x 8,192 bytes is past UDP's 64 KiB: the kernel refuses
-/// the whole burst), so this stays well under that edge.
+/// up to 64 KiB of packets in one GSO call, and 8 x 8,192 bytes is past IPv4's 65,507-byte UDP
+/// limit: the kernel refuses the whole burst), so this stays well under that edge.
 pub const MAX_UDP_PAYLOAD: u16 = 4_096;
 
 /// Path MTU discovery up to [`MAX_UDP_PAYLOAD`] (quinn's default stops at 1,452).
