@@ -397,18 +397,22 @@ impl Shared {
             return;
         }
         let mut st = self.state.lock();
-        let open = u32::try_from(st.open.len()).unwrap_or(u32::MAX);
-        if open == 0 {
+        // As many as there is room for at once (a producer of many partitions may have more
+        // open batches than room), those that waited longest first.
+        let n = self.room.available_permits().min(st.open.len());
+        if n == 0 {
             return;
         }
-        let Ok(permit) = self.room.try_acquire_many(open) else {
+        let Ok(permit) = self
+            .room
+            .try_acquire_many(u32::try_from(n).unwrap_or(u32::MAX))
+        else {
             return;
         };
         permit.forget();
-        let (sealed, _) = seal_all(&mut st, |_| true);
+        let sealed = seal_oldest(&mut st, n);
         // A batch that failed to seal (only one over 4 GiB can) takes no room.
-        let unused = (open as usize).saturating_sub(sealed.len());
-        self.room.add_permits(unused);
+        self.room.add_permits(n.saturating_sub(sealed.len()));
         if let Err(e) = self.enqueue(sealed) {
             tracing::debug!(error = %e, "producer closed while sealing");
         }
@@ -656,6 +660,25 @@ fn seal_all(st: &mut State, due: impl Fn(&Open) -> bool) -> (Vec<Ready>, Option<
         }
     }
     (sealed, error)
+}
+
+/// Seals the `n` open batches that have waited longest (errors as in [`seal_all`], dropped).
+fn seal_oldest(st: &mut State, n: usize) -> Vec<Ready> {
+    let mut keys: Vec<(Instant, BatchKey)> = st
+        .open
+        .iter()
+        .map(|(k, o)| (o.started, k.clone()))
+        .collect();
+    if n == 0 {
+        return Vec::new();
+    }
+    if keys.len() > n {
+        keys.select_nth_unstable_by_key(n - 1, |(started, _)| *started);
+        keys.truncate(n);
+    }
+    keys.into_iter()
+        .filter_map(|(_, k)| seal(st, &KeyRef(&k.0, k.1, k.2)).ok().flatten())
+        .collect()
 }
 
 impl State {
@@ -1209,6 +1232,31 @@ mod tests {
 
     fn sealed(st: &mut State, partition: u32) -> Ready {
         seal(st, &KeyRef("t", partition, false)).unwrap().unwrap()
+    }
+
+    #[test]
+    fn seal_oldest_takes_the_longest_waiting_batches_and_no_more() {
+        let cfg = ProducerConfig::default();
+        let mut st = State::default();
+        for p in 0..5 {
+            push(&mut st, &cfg, p, 1);
+        }
+        // Partition 3's batch opened first, partition 1's second.
+        let now = Instant::now();
+        for (p, age) in [(3u32, 50u64), (1, 40), (0, 30), (4, 20), (2, 10)] {
+            let key = BatchKey::from(&KeyRef("t", p, false));
+            st.open.get_mut(&key).unwrap().started = now - Duration::from_millis(age);
+        }
+        assert!(seal_oldest(&mut st, 0).is_empty());
+        let mut got: Vec<u32> = seal_oldest(&mut st, 2)
+            .iter()
+            .map(|r| r.partition)
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, vec![1, 3]);
+        assert_eq!(st.open.len(), 3);
+        assert_eq!(seal_oldest(&mut st, 10).len(), 3);
+        assert!(st.open.is_empty());
     }
 
     #[test]
