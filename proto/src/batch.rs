@@ -497,7 +497,9 @@ pub fn validate(b: &[u8]) -> Result<BatchHeader, BatchError> {
     validate_with(b, true)
 }
 
-fn validate_with(b: &[u8], check_crc: bool) -> Result<BatchHeader, BatchError> {
+/// The header of the batch at the front of `b`, after checking that the whole batch is in `b`
+/// and, with `check_crc`, its CRC; returns the batch's bytes too. The records are not read.
+fn framed(b: &[u8], check_crc: bool) -> Result<(BatchHeader, &[u8]), BatchError> {
     let header = BatchHeader::parse(b)?;
     let len = header.length as usize;
     let Some(batch) = b.get(..len) else {
@@ -515,6 +517,11 @@ fn validate_with(b: &[u8], check_crc: bool) -> Result<BatchHeader, BatchError> {
             });
         }
     }
+    Ok((header, batch))
+}
+
+fn validate_with(b: &[u8], check_crc: bool) -> Result<BatchHeader, BatchError> {
+    let (header, batch) = framed(b, check_crc)?;
     if header.flags & !KNOWN_FLAGS != 0 {
         return Err(BatchError::BadHeader {
             field: "flags",
@@ -540,7 +547,7 @@ fn validate_with(b: &[u8], check_crc: bool) -> Result<BatchHeader, BatchError> {
         next_min = rec.offset.saturating_add(1);
         pos = next;
     }
-    if pos != len {
+    if pos != batch.len() {
         return Err(BatchError::Malformed {
             index: header.record_count,
             reason: "trailing bytes after last record",
@@ -1029,21 +1036,7 @@ pub fn headers(b: &[u8]) -> impl Iterator<Item = BatchHeader> + '_ {
 /// a reader that parses the records anyway checks them as it goes ([`CheckedRecords`]), in one
 /// pass instead of two. On an error `rest` is left as it was.
 pub fn split_crc_checked(rest: &mut Bytes) -> Result<Bytes, BatchError> {
-    let header = BatchHeader::parse(rest)?;
-    let len = header.length as usize;
-    if len > rest.len() {
-        return Err(BatchError::Truncated {
-            need: len,
-            have: rest.len(),
-        });
-    }
-    let computed = compute_crc(&rest[..len]);
-    if computed != header.crc {
-        return Err(BatchError::CrcMismatch {
-            stored: header.crc,
-            computed,
-        });
-    }
+    let len = framed(rest, true)?.1.len();
     Ok(rest.split_to(len))
 }
 
